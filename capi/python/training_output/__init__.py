@@ -1,0 +1,255 @@
+"""ctypes wrapper of the training_output C ABI.
+
+Usage::
+
+    from training_output import TrainingOutput
+    with TrainingOutput({"output_dir": "./training-data"}) as writer:
+        outcome = writer.generate(narrative, {"record_type": "StepsRecord"}, {"record_count": 30})
+
+The shared library (libtraining_output_c.so) is found through, in order: the
+TDO_LIBRARY environment variable (a path), the build directories of a source
+checkout, the directories of an installation, and the system's library path.
+Nothing needs to be installed besides the built library.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import enum
+import json
+import os
+import threading
+from typing import Any, Callable, Dict, Mapping, Optional, Union
+
+__all__ = [
+    "Outcome",
+    "LogLevel",
+    "TrainingOutput",
+    "TrainingOutputError",
+    "set_log_callback",
+    "library_version",
+    "load_library",
+]
+
+# The ABI this wrapper was written against: same major, at least this minor.
+_ABI_MAJOR = 0
+_ABI_MINOR = 1
+
+
+class Outcome(enum.IntEnum):
+    WRITTEN = 0
+    DUPLICATE = 1
+    SKIPPED = 2
+    DISABLED = 3
+
+
+class LogLevel(enum.IntEnum):
+    DEBUG = 10
+    INFO = 20
+    WARNING = 30
+    ERROR = 40
+    OFF = 100
+
+
+class TrainingOutputError(Exception):
+    """An error returned by the library: `status` is the TDO_E_* code."""
+
+    def __init__(self, status: int, message: str, status_name: str = ""):
+        super().__init__(message)
+        self.status = status
+        self.status_name = status_name or f"status {status}"
+
+
+_LOG_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p)
+
+
+def _check_status(result, func, args):
+    if result < 0:
+        raise TrainingOutputError(result, _last_error(), _status_name(result))
+    return result
+
+
+# (name, argtypes, restype, errcheck): the whole ABI in one table.
+_FUNCTIONS = [
+    ("tdo_version_number", [], ctypes.c_int, None),
+    ("tdo_version_string", [], ctypes.c_char_p, None),
+    ("tdo_writer_open", [ctypes.POINTER(ctypes.c_void_p), ctypes.c_char_p], ctypes.c_int, _check_status),
+    ("generate_training_output", [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p],
+     ctypes.c_int, _check_status),
+    ("tdo_writer_flush", [ctypes.c_void_p], ctypes.c_int, _check_status),
+    ("tdo_writer_close", [ctypes.c_void_p], None, None),
+    ("tdo_writer_stats", [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)], ctypes.c_int, _check_status),
+    ("tdo_shutdown", [], None, None),
+    ("tdo_last_error", [], ctypes.c_char_p, None),
+    ("tdo_status_name", [ctypes.c_int], ctypes.c_char_p, None),
+    ("tdo_free", [ctypes.c_void_p], None, None),
+    ("tdo_set_log_callback", [_LOG_CALLBACK, ctypes.c_int, ctypes.c_void_p], ctypes.c_int, _check_status),
+]
+
+_LIB_NAME = "libtraining_output_c.so"
+_lib = None
+_lib_lock = threading.Lock()
+
+
+def _candidates():
+    env = os.environ.get("TDO_LIBRARY")
+    if env:
+        yield env
+        return
+    here = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.normpath(os.path.join(here, "..", "..", ".."))  # source checkout: capi/python/training_output
+    for build in ("build", "build/dev", "build/release", "build/asan"):
+        yield os.path.join(root, build, _LIB_NAME)
+    prefix = os.path.normpath(os.path.join(here, "..", "..", "..", ".."))  # <prefix>/share/training_output/python
+    for libdir in ("lib", "lib64", "lib/x86_64-linux-gnu"):
+        yield os.path.join(prefix, libdir, _LIB_NAME)
+    found = ctypes.util.find_library("training_output_c")
+    if found:
+        yield found
+
+
+def load_library(path: Optional[str] = None):
+    """Loads (once) and returns the shared library, checking its version."""
+    global _lib
+    with _lib_lock:
+        if _lib is not None and path is None:
+            return _lib
+        errors = []
+        for candidate in [path] if path else _candidates():
+            if os.sep in candidate and not os.path.exists(candidate):
+                errors.append(f"{candidate}: not found")
+                continue
+            try:
+                lib = ctypes.CDLL(candidate)
+                break
+            except OSError as e:
+                errors.append(f"{candidate}: {e}")
+        else:
+            raise OSError("cannot load libtraining_output_c.so (set TDO_LIBRARY to its path): " + "; ".join(errors))
+        for name, argtypes, restype, errcheck in _FUNCTIONS:
+            fn = getattr(lib, name)
+            fn.argtypes = argtypes
+            fn.restype = restype
+            if errcheck is not None:
+                fn.errcheck = errcheck
+        version = lib.tdo_version_number()
+        major, minor = version // 10000, version // 100 % 100
+        if major != _ABI_MAJOR or minor < _ABI_MINOR:
+            raise OSError(
+                f"libtraining_output_c {lib.tdo_version_string().decode()} is not compatible with this wrapper "
+                f"(needs {_ABI_MAJOR}.{_ABI_MINOR} or a later {_ABI_MAJOR}.x)")
+        _lib = lib
+        return lib
+
+
+def _last_error() -> str:
+    return (_lib.tdo_last_error() or b"").decode("utf-8", "replace")
+
+
+def _status_name(status: int) -> str:
+    return (_lib.tdo_status_name(status) or b"").decode()
+
+
+def library_version() -> str:
+    return load_library().tdo_version_string().decode()
+
+
+def _text(value: str, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str, got {type(value).__name__}")
+    if "\x00" in value:
+        raise TrainingOutputError(-1, f"{what} contains a NUL character", "TDO_E_INVALID_ARGUMENT")
+    # surrogatepass: invalid text reaches the library, which rejects it with a clear error.
+    return value.encode("utf-8", "surrogatepass")
+
+
+def _json(value: Union[Mapping[str, Any], str, None], what: str) -> Optional[bytes]:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return _text(value, what)
+    return _text(json.dumps(value, ensure_ascii=False, allow_nan=False), what)
+
+
+_callback_lock = threading.Lock()
+_callback_ref = None  # keeps the ctypes callback alive while the library may call it
+
+
+def set_log_callback(callback: Optional[Callable[[int, str, Dict[str, Any]], None]],
+                     min_level: int = LogLevel.WARNING) -> None:
+    """Routes the library's log events to `callback(level, event, fields)`.
+
+    The callback may run on the library's background threads. None restores
+    the default (JSON lines on stderr)."""
+    global _callback_ref
+    lib = load_library()
+    with _callback_lock:
+        if callback is None:
+            lib.tdo_set_log_callback(_LOG_CALLBACK(), 0, None)
+            _callback_ref = None
+            return
+
+        def trampoline(level, event, line, _user):
+            try:
+                callback(level, event.decode("utf-8", "replace"), json.loads(line.decode("utf-8", "replace")))
+            except Exception:  # never let an exception unwind into C
+                pass
+
+        ref = _LOG_CALLBACK(trampoline)
+        lib.tdo_set_log_callback(ref, int(min_level), None)
+        _callback_ref = ref
+
+
+class TrainingOutput:
+    """A writer. Use as a context manager, or call close()."""
+
+    def __init__(self, config: Union[Mapping[str, Any], str, None] = None, library: Optional[str] = None):
+        self._lib = load_library(library)
+        self._handle = ctypes.c_void_p()
+        self._lib.tdo_writer_open(ctypes.byref(self._handle), _json(config, "config"))
+
+    def generate(self, narrative: str, message_data: Union[Mapping[str, Any], str],
+                 result: Union[Mapping[str, Any], str, None] = None) -> Outcome:
+        """Writes one example; returns its Outcome or raises TrainingOutputError."""
+        handle = self._require_open()
+        status = self._lib.generate_training_output(
+            handle, _text(narrative, "narrative"), _json(message_data, "message_data"), _json(result, "result"))
+        return Outcome(status)
+
+    def flush(self) -> None:
+        self._lib.tdo_writer_flush(self._require_open())
+
+    def stats(self) -> Dict[str, int]:
+        out = ctypes.c_void_p()
+        self._lib.tdo_writer_stats(self._require_open(), ctypes.byref(out))
+        try:
+            return json.loads(ctypes.string_at(out.value).decode())
+        finally:
+            self._lib.tdo_free(out)
+
+    def close(self) -> None:
+        handle, self._handle = getattr(self, "_handle", None), None
+        if handle:
+            self._lib.tdo_writer_close(handle)
+
+    @property
+    def closed(self) -> bool:
+        return not self._handle
+
+    def _require_open(self):
+        if not self._handle:
+            raise TrainingOutputError(-10, "the writer is closed", "TDO_E_CLOSED")
+        return self._handle
+
+    def __enter__(self) -> "TrainingOutput":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        # At interpreter shutdown module globals may already be gone.
+        try:
+            self.close()
+        except Exception:
+            pass

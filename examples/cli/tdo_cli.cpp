@@ -1,0 +1,158 @@
+// training-output-cli: reads processing results as JSON lines
+//   {"narrative": "...", "message_data": {...}, "result": {...}}
+// from a file or stdin, writes them through the library and prints a summary
+// per health domain.
+//
+// Usage: training-output-cli [--config FILE] [--output-dir DIR] [--log-level LEVEL] [INPUT|-]
+// Without --config the configuration comes from the environment (ETL_*).
+#include <rapidjson/document.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <sstream>
+#include <string>
+
+#include "training_output/training_output.hpp"
+
+namespace to = training_output;
+
+namespace {
+
+struct Counts {
+    int written = 0, duplicate = 0, skipped = 0, disabled = 0, errors = 0;
+};
+
+std::string to_json(const rapidjson::Value& v) {
+    rapidjson::StringBuffer b;
+    rapidjson::Writer<rapidjson::StringBuffer> w(b);
+    v.Accept(w);
+    return std::string(b.GetString(), b.GetSize());
+}
+
+int usage() {
+    std::cerr << "usage: training-output-cli [--config FILE] [--output-dir DIR] [--log-level LEVEL] [INPUT|-]\n";
+    return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::string config_file, output_dir, log_level, input = "-";
+    for (int i = 1; i < argc; ++i) {
+        std::string a = argv[i];
+        if ((a == "--config" || a == "--output-dir" || a == "--log-level") && i + 1 < argc) {
+            (a == "--config" ? config_file : a == "--output-dir" ? output_dir : log_level) = argv[++i];
+        } else if (a == "-h" || a == "--help") {
+            usage();
+            return 0;
+        } else if (!a.empty() && a[0] == '-' && a != "-") {
+            return usage();
+        } else {
+            input = a;
+        }
+    }
+
+    std::unique_ptr<to::TrainingOutput> writer;
+    try {
+        to::Config config;
+        if (!config_file.empty()) {
+            std::ifstream in(config_file);
+            if (!in) {
+                std::cerr << "cannot read " << config_file << "\n";
+                return 1;
+            }
+            std::stringstream ss;
+            ss << in.rdbuf();
+            config = to::Config::from_json(ss.str());
+        } else {
+            config = to::Config::from_environment();
+        }
+        if (!output_dir.empty()) {
+            config.output_dir = output_dir;
+            config.dedup_db_path.clear();  // follow the new output_dir
+        }
+        if (!log_level.empty()) config.log_level = to::parse_log_level(log_level);
+        config.finalize();
+        writer = std::make_unique<to::TrainingOutput>(config);
+    } catch (const to::Error& e) {
+        std::cerr << "cannot open the writer: " << e.what() << " (" << to::error_code_name(e.code()) << ")\n";
+        return 1;
+    }
+
+    std::ifstream file;
+    if (input != "-") {
+        file.open(input);
+        if (!file) {
+            std::cerr << "cannot read " << input << "\n";
+            return 1;
+        }
+    }
+    std::istream& in = input == "-" ? std::cin : file;
+
+    std::map<std::string, Counts> by_domain;
+    bool storage_failed = false;
+    std::string line;
+    for (int number = 1; std::getline(in, line); ++number) {
+        if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+        std::string domain = "(unreadable)";
+        try {
+            rapidjson::Document doc;
+            doc.Parse(line.c_str(), line.size());
+            if (doc.HasParseError() || !doc.IsObject()) {
+                throw to::Error(to::ErrorCode::InvalidJson, "the line is not a JSON object");
+            }
+            auto narrative = doc.FindMember("narrative");
+            auto message = doc.FindMember("message_data");
+            auto result = doc.FindMember("result");
+            if (narrative == doc.MemberEnd() || !narrative->value.IsString() || message == doc.MemberEnd()) {
+                throw to::Error(to::ErrorCode::InvalidInput, "expected \"narrative\" (a string) and \"message_data\"");
+            }
+            if (message->value.IsObject()) {
+                auto rt = message->value.FindMember("record_type");
+                if (rt != message->value.MemberEnd() && rt->value.IsString()) {
+                    domain = std::string(to::health_domain_for(rt->value.GetString()));
+                }
+            }
+            std::string result_json = result == doc.MemberEnd() ? "{}" : to_json(result->value);
+            to::Outcome outcome = writer->generate(
+                std::string_view(narrative->value.GetString(), narrative->value.GetStringLength()),
+                to_json(message->value), result_json);
+            Counts& c = by_domain[domain];
+            switch (outcome) {
+                case to::Outcome::Written: ++c.written; break;
+                case to::Outcome::Duplicate: ++c.duplicate; break;
+                case to::Outcome::Skipped: ++c.skipped; break;
+                case to::Outcome::Disabled: ++c.disabled; break;
+            }
+        } catch (const to::Error& e) {
+            ++by_domain[domain].errors;
+            std::cerr << "line " << number << ": " << to::error_code_name(e.code()) << ": " << e.what() << "\n";
+            if (e.code() != to::ErrorCode::InvalidJson && e.code() != to::ErrorCode::InvalidInput) storage_failed = true;
+        }
+    }
+    try {
+        writer->flush();
+        writer->close();
+    } catch (const to::Error& e) {
+        std::cerr << "flush failed: " << e.what() << "\n";
+        storage_failed = true;
+    }
+
+    Counts total;
+    std::printf("%-24s %8s %10s %8s %7s\n", "domain", "written", "duplicate", "skipped", "errors");
+    for (const auto& [domain, c] : by_domain) {
+        std::printf("%-24s %8d %10d %8d %7d\n", domain.c_str(), c.written, c.duplicate, c.skipped, c.errors);
+        total.written += c.written;
+        total.duplicate += c.duplicate;
+        total.skipped += c.skipped;
+        total.errors += c.errors;
+        total.disabled += c.disabled;
+    }
+    std::printf("%-24s %8d %10d %8d %7d\n", "total", total.written, total.duplicate, total.skipped, total.errors);
+    if (total.disabled) std::printf("(%d lines not written: enable_training_output is false)\n", total.disabled);
+    return storage_failed ? 1 : 0;
+}

@@ -1,0 +1,164 @@
+/*
+ * training_output.h - the C ABI of the training_output library.
+ *
+ * Turns the clinical narratives that health-data processors write into
+ * supervised fine-tuning examples (JSON lines: instruction / input / output /
+ * metadata), drops duplicates by SHA-256 content hash and appends them to
+ * monthly, per-domain JSONL objects (a local directory by default).
+ *
+ * Conventions
+ *   - Every entry point returns an int status: 0 or a small positive outcome
+ *     (TDO_WRITTEN, TDO_DUPLICATE, TDO_SKIPPED, TDO_DISABLED) on success, a
+ *     negative TDO_E_* code on error. The message of the last error on the
+ *     calling thread is returned by tdo_last_error().
+ *   - Strings passed in are borrowed for the duration of the call and must be
+ *     NUL-terminated UTF-8. Strings returned through `char**` out parameters
+ *     are allocated by the library and must be released with tdo_free().
+ *     Strings returned as `const char*` are owned by the library (see each
+ *     function for how long they stay valid).
+ *   - No C++ exception ever crosses this boundary.
+ *
+ * Thread safety
+ *   - A tdo_writer may be used from any number of threads at once, except
+ *     tdo_writer_close(), which must not race with other calls on the same
+ *     writer.
+ *   - tdo_last_error() is per thread.
+ *   - The log callback may be called from any thread that uses a writer and
+ *     from the writer's background threads.
+ */
+#ifndef TRAINING_OUTPUT_H
+#define TRAINING_OUTPUT_H
+
+#include <stddef.h>
+
+#define TDO_VERSION_MAJOR 0
+#define TDO_VERSION_MINOR 1
+#define TDO_VERSION_PATCH 0
+#define TDO_VERSION_NUMBER (TDO_VERSION_MAJOR * 10000 + TDO_VERSION_MINOR * 100 + TDO_VERSION_PATCH)
+
+#if defined(_WIN32) && defined(TDO_SHARED_BUILD)
+#define TDO_API __declspec(dllexport)
+#elif defined(_WIN32) && defined(TDO_SHARED)
+#define TDO_API __declspec(dllimport)
+#elif defined(__GNUC__)
+#define TDO_API __attribute__((visibility("default")))
+#else
+#define TDO_API
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- outcomes (>= 0) ----------------------------------------------------- */
+#define TDO_OK 0
+#define TDO_WRITTEN 0   /* the example was accepted and will be in its object */
+#define TDO_DUPLICATE 1 /* the same content was already written: dropped */
+#define TDO_SKIPPED 2   /* nothing to write (empty or whitespace-only narrative) */
+#define TDO_DISABLED 3  /* enable_training_output is false: nothing done */
+
+/* ---- errors (< 0) -------------------------------------------------------- */
+#define TDO_E_INVALID_ARGUMENT -1 /* NULL where a value is required, bad handle */
+#define TDO_E_INVALID_JSON -2     /* a JSON argument does not parse */
+#define TDO_E_INVALID_INPUT -3    /* valid JSON of the wrong shape, missing record_type, bad UTF-8 */
+#define TDO_E_CONFIG -4           /* configuration: unknown key, wrong type, bad value */
+#define TDO_E_STORAGE -5          /* the object store or local files failed */
+#define TDO_E_DEDUP_STORE -6      /* the dedup store could not be opened */
+#define TDO_E_BACKPRESSURE -7     /* the local spool is full (spool_full_policy=reject) */
+#define TDO_E_TIMEOUT -8          /* a flush or a blocked call ran out of time */
+#define TDO_E_AUTH -9             /* the object store rejected the credentials */
+#define TDO_E_CLOSED -10          /* the writer is closing */
+#define TDO_E_NOMEM -11           /* out of memory */
+#define TDO_E_INTERNAL -99        /* a bug: please report it with tdo_last_error() */
+
+/* ---- log levels ---------------------------------------------------------- */
+#define TDO_LOG_DEBUG 10
+#define TDO_LOG_INFO 20
+#define TDO_LOG_WARNING 30
+#define TDO_LOG_ERROR 40
+#define TDO_LOG_OFF 100
+
+typedef struct tdo_writer tdo_writer;
+
+/* Version of the library actually loaded (compare with TDO_VERSION_NUMBER). */
+TDO_API int tdo_version_number(void);
+/* "MAJOR.MINOR.PATCH"; static storage. */
+TDO_API const char* tdo_version_string(void);
+
+/*
+ * Opens a writer. `config_json` is a JSON object of configuration keys
+ * (see README); NULL reads the configuration from the environment (ETL_*).
+ * On success *out receives the writer and TDO_OK is returned; on error *out
+ * is set to NULL.
+ */
+TDO_API int tdo_writer_open(tdo_writer** out, const char* config_json);
+
+/*
+ * Turns one processing result into a training example and writes it.
+ *   narrative          UTF-8 text: the example's output.
+ *   message_data_json  JSON object: record_type (required), user_id,
+ *                      correlation_id, bucket, key.
+ *   result_json        JSON object: quality_score, record_count,
+ *                      processing_time_seconds, clinical_insights,
+ *                      processing_timestamp (ISO-8601; its month picks the
+ *                      file). NULL is the same as "{}".
+ * A NULL writer uses a process-wide writer opened from the environment on
+ * first use (closed by tdo_shutdown() or at exit).
+ * Returns TDO_WRITTEN, TDO_DUPLICATE, TDO_SKIPPED, TDO_DISABLED or an error.
+ */
+TDO_API int generate_training_output(tdo_writer* writer, const char* narrative,
+                                     const char* message_data_json, const char* result_json);
+
+/* Returns once every example accepted before the call is in its object. */
+TDO_API int tdo_writer_flush(tdo_writer* writer);
+
+/* Flushes and frees the writer. NULL is fine. Must not race with other calls
+ * on the same writer. */
+TDO_API void tdo_writer_close(tdo_writer* writer);
+
+/*
+ * Counters of the writer as a JSON object (written, duplicates, skipped,
+ * errors, dedup_store_errors, ...). *out_json must be freed with tdo_free().
+ */
+TDO_API int tdo_writer_stats(tdo_writer* writer, char** out_json);
+
+/* Closes the process-wide writer used by generate_training_output(NULL, ...),
+ * if one was opened. Safe to call more than once. */
+TDO_API void tdo_shutdown(void);
+
+/*
+ * Message of the last error on the calling thread. Never NULL ("" when there
+ * was none); valid until the next library call on this thread.
+ */
+TDO_API const char* tdo_last_error(void);
+
+/* Symbolic name of a status code ("TDO_E_CONFIG", ...); static storage. */
+TDO_API const char* tdo_status_name(int status);
+
+/* Frees memory that the library allocated for the caller. NULL is fine. */
+TDO_API void tdo_free(void* ptr);
+
+/*
+ * Receives every log event at or above `min_level`:
+ *   level      one of TDO_LOG_*
+ *   event      the event name ("training_output_failed", ...)
+ *   json_line  the whole event as one JSON object (no newline)
+ * Both strings are borrowed for the duration of the call. The callback may
+ * be called from any thread, including the library's background threads,
+ * and must not call back into the library.
+ */
+typedef void (*tdo_log_callback)(int level, const char* event, const char* json_line,
+                                 void* user_data);
+
+/*
+ * Routes log events of the whole process to `callback` (NULL restores the
+ * default: JSON lines on stderr at the level configured by log_level,
+ * warnings and up unless asked). Returns TDO_OK.
+ */
+TDO_API int tdo_set_log_callback(tdo_log_callback callback, int min_level, void* user_data);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TRAINING_OUTPUT_H */

@@ -1,0 +1,49 @@
+// DedupStore: where content hashes of written examples are remembered.
+//
+// A hash goes through claim -> commit (its line is in its object) or
+// claim -> release (writing failed; a retry may claim it again). Of two
+// writers claiming one key at once, exactly one gets `true`. A claim that is
+// neither committed nor released expires after its TTL, so that content whose
+// line was lost is not blocked forever.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace training_output {
+
+class DedupStore {
+public:
+    virtual ~DedupStore() = default;
+
+    // True: this writer owns the key now and must commit or release it.
+    // False: the key is committed, or claimed by someone else and not expired.
+    // Throws Error(DedupStore) when the store cannot answer.
+    virtual bool claim(const std::string& key, std::chrono::seconds claim_ttl) = 0;
+
+    // Marks the keys as written: permanent, or for `ttl` when it is positive.
+    // Works whether or not this writer's claim still exists.
+    virtual void commit(const std::vector<std::string>& keys, std::chrono::seconds ttl) = 0;
+
+    // Forgets a claim if it is still this writer's and not committed.
+    virtual void release(const std::string& key) = 0;
+
+    // "memory", "sqlite", "redis".
+    virtual const char* kind() const noexcept = 0;
+};
+
+// Process-local store (tests, single short-lived processes).
+std::unique_ptr<DedupStore> make_memory_dedup_store();
+
+struct SqliteStoreOptions {
+    std::string path;                            // created if missing
+    std::chrono::milliseconds busy_timeout{5000};  // wait for other processes' write locks
+};
+// SQLite in WAL mode: persistent, shared safely by the processes of one
+// machine. Throws Error(DedupStore) when the database cannot be opened.
+std::unique_ptr<DedupStore> make_sqlite_dedup_store(const SqliteStoreOptions& options);
+
+}  // namespace training_output

@@ -1,0 +1,24 @@
+// DirectorySink: objects are files under a root directory (key = relative
+// path). The embedded default. Safe for threads and for processes sharing the
+// directory: each key is guarded by a file lock, a PUT replaces the file
+// atomically (rename), and an append (a multipart upload whose first part is a
+// copy of the object itself) is journaled so that a crash mid-append is rolled
+// back: a batch is in the file whole or not at all.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "training_output/s3_sink.hpp"
+
+namespace training_output {
+
+struct DirectorySinkOptions {
+    std::string root;
+    bool fsync = true;  // fsync files and directories after each change
+};
+
+// Throws Error(Storage) when the root cannot be created.
+std::unique_ptr<S3Sink> make_directory_sink(const DirectorySinkOptions& options);
+
+}  // namespace training_output

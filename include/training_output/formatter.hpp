@@ -1,0 +1,135 @@
+// TrainingDataFormatter: pure functions from a processing result to one
+// training example (instruction, input, output, metadata), its health domain,
+// its object key and its canonical content hash.
+#pragma once
+
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace training_output {
+
+// The processor's message (fields of message_data_json).
+struct MessageData {
+    std::string record_type;  // required
+    std::optional<std::string> user_id;
+    std::optional<std::string> correlation_id;
+    std::optional<std::string> bucket;
+    std::optional<std::string> key;
+};
+
+// The processor's result (fields of result_json).
+struct ProcessingResult {
+    std::optional<double> quality_score;
+    std::optional<std::int64_t> record_count;
+    std::optional<double> processing_time_seconds;
+    // Any JSON value, written into metadata unchanged. Empty = "{}".
+    std::string clinical_insights_json;
+    // ISO-8601; absent = now. Its month (in UTC) picks the object.
+    std::optional<std::string> processing_timestamp;
+};
+
+using Sha256 = std::array<std::uint8_t, 32>;
+
+// One formatted example, ready to be written.
+struct TrainingExample {
+    std::string record_type;
+    std::string health_domain;
+    std::string object_key;  // {prefix}/{domain}/{yyyy}/{mm}/health_journal_{yyyy}_{mm}.jsonl
+    std::string line;        // one JSON object followed by '\n'
+    Sha256 content_hash{};   // SHA-256 of the canonical content
+    std::string skip_reason; // not empty: nothing to write ("empty_narrative"), line is empty
+
+    bool skipped() const { return !skip_reason.empty(); }
+};
+
+// Instruction and input-description templates of one record type. In `input`
+// (and `instruction`), {record_count} and {record_type} are replaced.
+struct Template {
+    std::string instruction;
+    std::string input;
+};
+
+// Record type -> template; "default" is used for any type not listed.
+class TemplateTable {
+public:
+    // The built-in table: six record types and the default.
+    static TemplateTable builtin();
+    // The built-in table with entries replaced from a JSON file of the form
+    // {"BloodGlucoseRecord": {"instruction": "...", "input": "..."}, "default": {...}}.
+    // Throws Error(Config) naming the file and the problem.
+    static TemplateTable from_file_over_builtin(const std::string& path);
+    static TemplateTable from_json_over_builtin(std::string_view json, const std::string& origin);
+
+    const Template& lookup(std::string_view record_type) const;
+    void set(const std::string& record_type, Template t) { table_[record_type] = std::move(t); }
+
+private:
+    std::map<std::string, Template, std::less<>> table_;
+};
+
+// Health domain of a record type: the six known types map to their domain,
+// anything else to "general_health".
+std::string_view health_domain_for(std::string_view record_type) noexcept;
+
+// {prefix}/{domain}/{yyyy}/{mm}/health_journal_{yyyy}_{mm}.jsonl from a UTC time.
+std::string object_key_for(std::string_view prefix, std::string_view domain,
+                           std::chrono::system_clock::time_point when);
+
+// Parses an ISO-8601 date-time ("2025-11-18T10:30:00Z", "...+02:00",
+// "...T10:30:00.123456", a space instead of T; no offset = UTC). Throws
+// Error(InvalidInput) on anything else.
+std::chrono::system_clock::time_point parse_iso8601(std::string_view text);
+// "2025-11-18T10:30:00Z" (with microseconds when they are not zero).
+std::string format_iso8601(std::chrono::system_clock::time_point when);
+
+// SHA-256 over the canonical content: record type, input and output, each
+// preceded by its length as 8 little-endian bytes. Timestamps, user and
+// correlation ids are not part of it.
+Sha256 content_hash(std::string_view record_type, std::string_view input, std::string_view output);
+std::string to_hex(const Sha256& hash);
+
+struct FormatterOptions {
+    bool include_metadata = true;
+    std::string prefix = "training";
+};
+
+class TrainingDataFormatter {
+public:
+    explicit TrainingDataFormatter(FormatterOptions options = {},
+                                   TemplateTable templates = TemplateTable::builtin());
+
+    std::string instruction_for(std::string_view record_type) const;
+    std::string input_for(std::string_view record_type, std::optional<std::int64_t> record_count) const;
+
+    // Throws Error(InvalidInput) for invalid UTF-8, an empty record type, a
+    // bad timestamp, a non-finite number or clinical insights that are not
+    // JSON. The narrative is trimmed of surrounding whitespace; when nothing
+    // is left the example comes back skipped() (the input is still checked).
+    TrainingExample format(std::string_view narrative, const MessageData& message,
+                           const ProcessingResult& result) const;
+
+    // The same from the two JSON documents of the C ABI (message_data_json,
+    // result_json). Throws Error(InvalidJson) when they do not parse and
+    // Error(InvalidInput) for a wrong shape.
+    TrainingExample format_json(std::string_view narrative, std::string_view message_data_json,
+                                std::string_view result_json) const;
+
+    const FormatterOptions& options() const { return options_; }
+
+private:
+    FormatterOptions options_;
+    TemplateTable templates_;
+};
+
+// True when `text` is valid UTF-8.
+bool is_valid_utf8(std::string_view text) noexcept;
+// `text` without leading and trailing whitespace (ASCII and Unicode spaces).
+std::string_view trim_whitespace(std::string_view text) noexcept;
+
+}  // namespace training_output

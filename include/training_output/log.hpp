@@ -1,0 +1,58 @@
+// Structured log events: JSON lines on stderr by default (warnings and up), or
+// every event through a process-wide callback.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <initializer_list>
+#include <string>
+#include <string_view>
+#include <variant>
+
+namespace training_output {
+
+enum class LogLevel : int { Debug = 10, Info = 20, Warning = 30, Error = 40, Off = 100 };
+
+// "debug" | "info" | "warning" (or "warn") | "error" | "off"; throws Error(Config).
+LogLevel parse_log_level(std::string_view text);
+const char* log_level_name(LogLevel level) noexcept;
+
+// One field of an event. Strings are escaped; never put secrets in a field.
+struct LogField {
+    using Value = std::variant<std::string_view, std::int64_t, double, bool>;
+    std::string_view name;
+    Value value;
+    LogField(std::string_view n, std::string_view v) : name(n), value(v) {}
+    LogField(std::string_view n, const std::string& v) : name(n), value(std::string_view(v)) {}
+    LogField(std::string_view n, const char* v) : name(n), value(std::string_view(v)) {}
+    LogField(std::string_view n, std::int64_t v) : name(n), value(v) {}
+    LogField(std::string_view n, int v) : name(n), value(static_cast<std::int64_t>(v)) {}
+    LogField(std::string_view n, std::uint64_t v) : name(n), value(static_cast<std::int64_t>(v)) {}
+    LogField(std::string_view n, double v) : name(n), value(v) {}
+    LogField(std::string_view n, bool v) : name(n), value(v) {}
+};
+
+// Receives (level, event name, the whole event as one JSON object).
+using LogCallback = std::function<void(LogLevel, std::string_view event, std::string_view json)>;
+
+// Process-wide routing: a callback replaces stderr for events >= min_level.
+// An empty callback restores stderr.
+void set_log_callback(LogCallback callback, LogLevel min_level);
+
+// A writer's logger: its own stderr threshold, the process-wide callback.
+class Logger {
+public:
+    explicit Logger(LogLevel stderr_level = LogLevel::Warning) : stderr_level_(stderr_level) {}
+    void set_level(LogLevel level) { stderr_level_ = level; }
+    LogLevel level() const { return stderr_level_; }
+
+    // True when an event at `level` would go anywhere (cheap; check before
+    // building expensive fields).
+    bool enabled(LogLevel level) const;
+    void log(LogLevel level, std::string_view event, std::initializer_list<LogField> fields) const;
+
+private:
+    LogLevel stderr_level_;
+};
+
+}  // namespace training_output

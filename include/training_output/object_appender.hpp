@@ -1,0 +1,92 @@
+// ObjectAppender: appends one batch of lines to one object exactly once, on
+// any S3Sink, although S3 objects cannot be appended to:
+//   1. HEAD the key. Missing -> PUT the batch with If-None-Match: *.
+//   2. Smaller than the multipart threshold -> GET (ETag E) -> PUT old+batch
+//      with If-Match: E.
+//   3. Larger -> multipart: UploadPartCopy of the object (copy-source-if-match
+//      E) + the batch as the last part + Complete with If-Match: E, so only the
+//      batch crosses the network.
+//   4. 412 / 409: another writer won; back off with jitter and start again.
+// When an attempt's outcome is unknown (a timeout after the request was
+// sent), the next attempt first checks with a ranged GET whether the batch is
+// already at the offset where it was written.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "training_output/log.hpp"
+#include "training_output/s3_sink.hpp"
+
+namespace training_output {
+
+// Where a batch is about to be written: the object's ETag and size before it.
+// Recorded durably before the write, it lets recovery after a crash tell
+// whether the batch landed (the bytes [size, size+|batch|) are the batch).
+struct AppendIntent {
+    std::string key;
+    std::string etag;      // empty when the object did not exist
+    std::uint64_t size = 0;
+};
+
+enum class Landed { Yes, No, Unknown };
+
+struct AppendOptions {
+    // Objects at least this large are appended with UploadPartCopy; 0 = the
+    // sink's minimum part size.
+    std::uint64_t multipart_threshold = 0;
+    int max_attempts = 25;                              // conflicts and unknown outcomes
+    std::chrono::milliseconds backoff_base{10};
+    std::chrono::milliseconds backoff_max{1000};
+    ObjectAttributes attributes;                         // content type, user metadata
+};
+
+struct AppendResult {
+    std::uint64_t offset = 0;   // where the batch starts in the object
+    int attempts = 0;
+    bool found_landed = false;  // an earlier attempt had already written it
+};
+
+class ObjectAppender {
+public:
+    ObjectAppender(S3Sink& sink, AppendOptions options, const Logger* logger = nullptr);
+
+    // `before_write` is called with the intent of every attempt, before the
+    // request that could change the object. Throws Error(Storage | Auth |
+    // Timeout) when the batch could not be appended; the object is then
+    // unchanged by this batch, or the batch is recorded by an intent whose
+    // outcome check_landed() decides.
+    AppendResult append(const std::string& key, std::string_view batch,
+                         const std::function<void(const AppendIntent&)>& before_write = {});
+
+    // Did `batch`, recorded with `intent`, land? Unknown when the store did
+    // not answer.
+    Landed check_landed(const AppendIntent& intent, std::string_view batch);
+
+    std::uint64_t conflicts() const { return conflicts_.load(std::memory_order_relaxed); }
+
+private:
+    enum class Step { Done, Retry, Ambiguous };
+    Step attempt(const std::string& key, std::string_view batch,
+                 const std::function<void(const AppendIntent&)>& before_write, AppendIntent& intent,
+                 SinkResponse& failure);
+    Step put_whole(const std::string& key, std::string_view body, const WriteConditions& conditions,
+                   SinkResponse& failure);
+    Step append_multipart(const std::string& key, std::string_view batch, const AppendIntent& intent,
+                          SinkResponse& failure);
+    std::uint64_t threshold() const;
+    void backoff(int attempt);
+
+    S3Sink& sink_;
+    AppendOptions options_;
+    const Logger* logger_;
+    std::atomic<bool> multipart_copy_works_{true};
+    std::atomic<std::uint64_t> conflicts_{0};
+};
+
+}  // namespace training_output

@@ -1,0 +1,111 @@
+// S3Sink: the object operations that the appender needs, with S3 semantics
+// (ETags, conditional writes, ranged reads, multipart uploads with
+// UploadPartCopy). Implemented by CurlS3Sink (S3 / MinIO over SigV4),
+// DirectorySink (a local directory, the embedded default) and MemorySink
+// (tests and fault injection).
+//
+// Every operation reports its answer as a value: 404 and 412 are ordinary
+// answers to conditional requests, not exceptions. Implementations are
+// thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace training_output {
+
+enum class SinkStatus {
+    Ok,
+    NotFound,            // 404: no such key (or upload)
+    PreconditionFailed,  // 412: If-Match / If-None-Match / copy-source-if-match did not hold
+    Conflict,            // 409: a concurrent conditional write won
+    NotImplemented,      // 501 / the server lacks the feature
+    Transient,           // worth retrying: 5xx, 429, SlowDown, timeouts, connection errors
+    Auth,                // 403 / signature errors: retrying will not help
+    Fatal,               // anything else that retrying will not fix (NoSuchBucket, 400, ...)
+};
+const char* sink_status_name(SinkStatus status) noexcept;
+
+// S3's error document, when there was one.
+struct S3ErrorInfo {
+    std::string code;        // "PreconditionFailed", "SlowDown", ...
+    std::string message;
+    std::string request_id;
+};
+
+struct SinkResponse {
+    SinkStatus status = SinkStatus::Ok;
+    int http_status = 0;      // 0 when no HTTP answer arrived
+    std::string etag;         // unquoted
+    std::uint64_t size = 0;   // HEAD / GET: the whole object's size
+    std::string body;         // GET: the bytes asked for
+    std::string upload_id;    // CreateMultipartUpload
+    std::vector<std::pair<std::string, std::string>> metadata;  // HEAD: x-amz-meta-* (lower-case names)
+    S3ErrorInfo error;
+    std::string detail;       // transport or local error text (never a secret)
+
+    bool ok() const { return status == SinkStatus::Ok; }
+    // One line for logs and error messages: status, HTTP code, S3 code, message, request id.
+    std::string describe() const;
+};
+
+struct ByteRange {  // inclusive, as in HTTP Range
+    std::uint64_t first = 0;
+    std::uint64_t last = 0;
+};
+
+struct ObjectAttributes {
+    std::string content_type = "application/jsonl";
+    std::vector<std::pair<std::string, std::string>> metadata;  // sent as x-amz-meta-<name>
+};
+
+struct WriteConditions {
+    std::string if_match;            // unquoted ETag the object must still have
+    bool if_none_match_any = false;  // the object must not exist
+};
+
+struct CompletedPart {
+    int number = 0;
+    std::string etag;
+};
+
+struct SinkCapabilities {
+    bool conditional_writes = true;   // If-Match / If-None-Match are enforced
+    bool multipart_copy = true;       // UploadPartCopy works
+    std::uint64_t min_part_size = 5ull << 20;  // smallest non-last part
+};
+
+class S3Sink {
+public:
+    virtual ~S3Sink() = default;
+
+    virtual SinkResponse head(const std::string& key) = 0;
+    virtual SinkResponse get(const std::string& key, std::optional<ByteRange> range = std::nullopt) = 0;
+    virtual SinkResponse put(const std::string& key, std::string_view body,
+                             const ObjectAttributes& attributes, const WriteConditions& conditions) = 0;
+    virtual SinkResponse remove(const std::string& key) = 0;
+
+    virtual SinkResponse create_multipart(const std::string& key, const ObjectAttributes& attributes) = 0;
+    virtual SinkResponse upload_part(const std::string& key, const std::string& upload_id,
+                                     int part_number, std::string_view body) = 0;
+    // Part `part_number` := bytes of `source_key` (all, or `range`), only if
+    // the source's ETag is still `source_if_match` (when not empty).
+    virtual SinkResponse upload_part_copy(const std::string& key, const std::string& upload_id,
+                                          int part_number, const std::string& source_key,
+                                          const std::string& source_if_match,
+                                          std::optional<ByteRange> range = std::nullopt) = 0;
+    virtual SinkResponse complete_multipart(const std::string& key, const std::string& upload_id,
+                                            const std::vector<CompletedPart>& parts,
+                                            const WriteConditions& conditions) = 0;
+    virtual SinkResponse abort_multipart(const std::string& key, const std::string& upload_id) = 0;
+
+    virtual SinkCapabilities capabilities() const = 0;
+    // Where the objects go, for logs ("directory ./training-data", "s3 http://host/bucket").
+    virtual std::string describe() const = 0;
+};
+
+}  // namespace training_output

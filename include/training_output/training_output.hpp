@@ -1,0 +1,70 @@
+// TrainingOutput: the writer. One call turns a processing result into a
+// training example and writes it: format -> dedup claim -> append to its
+// monthly object -> dedup commit. Thread-safe: any number of threads may call
+// generate() and flush() at once.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "training_output/config.hpp"
+#include "training_output/dedup_store.hpp"
+#include "training_output/error.hpp"
+#include "training_output/formatter.hpp"
+#include "training_output/s3_sink.hpp"
+
+namespace training_output {
+
+struct WriterStats {
+    std::uint64_t written = 0;             // examples accepted
+    std::uint64_t duplicates = 0;          // dropped as duplicates
+    std::uint64_t skipped = 0;             // empty narratives
+    std::uint64_t disabled = 0;            // calls while disabled
+    std::uint64_t errors = 0;              // calls that returned an error
+    std::uint64_t dedup_store_errors = 0;  // store failures (each one failed open)
+    std::uint64_t lines_appended = 0;      // lines now in their objects
+    std::uint64_t bytes_appended = 0;
+    std::uint64_t batches_appended = 0;
+    std::uint64_t append_conflicts = 0;    // 412/409 answers: another writer won a race
+};
+
+// Parts a caller may supply instead of those the configuration names
+// (tests, or hosts that bring their own store).
+struct WriterComponents {
+    std::unique_ptr<DedupStore> dedup_store;
+    std::unique_ptr<S3Sink> sink;
+};
+
+class TrainingOutput {
+public:
+    // Throws Error(Config) for a bad configuration, Error(DedupStore) when the
+    // dedup store cannot be opened, Error(Storage) when the sink cannot be.
+    explicit TrainingOutput(Config config, WriterComponents components = {});
+    ~TrainingOutput();  // close()
+    TrainingOutput(const TrainingOutput&) = delete;
+    TrainingOutput& operator=(const TrainingOutput&) = delete;
+
+    // Throws Error(InvalidJson | InvalidInput) for bad input, Error(Storage |
+    // Auth | ...) when writing failed (the dedup claim is then released).
+    Outcome generate(std::string_view narrative, std::string_view message_data_json,
+                     std::string_view result_json);
+    Outcome generate(std::string_view narrative, const MessageData& message,
+                     const ProcessingResult& result);
+
+    // Returns once every example accepted before the call is in its object.
+    void flush();
+    // Flushes and stops; later calls throw Error(Closed). Idempotent.
+    void close();
+
+    WriterStats stats() const;
+    std::string stats_json() const;
+    const Config& config() const;
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace training_output

@@ -1,0 +1,119 @@
+#include "common/fs.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include "common/json.hpp"
+#include "training_output/error.hpp"
+
+namespace training_output::fs {
+
+Fd& Fd::operator=(Fd&& o) noexcept {
+    if (this != &o) {
+        reset();
+        fd_ = o.release();
+    }
+    return *this;
+}
+
+Fd::~Fd() { reset(); }
+
+void Fd::reset() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+}
+
+std::string errno_message(const std::string& what, const std::string& path) {
+    int e = errno;
+    return what + " " + json::quote(path) + ": " + std::strerror(e);
+}
+
+bool make_dirs(const std::string& path, unsigned mode) {
+    if (path.empty()) return true;
+    struct stat st;
+    if (::stat(path.c_str(), &st) == 0) {
+        if (S_ISDIR(st.st_mode)) return true;
+        errno = ENOTDIR;
+        return false;
+    }
+    std::string parent = parent_of(path);
+    if (!parent.empty() && parent != path && !make_dirs(parent, mode)) return false;
+    if (::mkdir(path.c_str(), mode) != 0 && errno != EEXIST) return false;
+    return true;
+}
+
+bool write_all(int fd, std::string_view data) {
+    const char* p = data.data();
+    std::size_t left = data.size();
+    while (left > 0) {
+        ssize_t n = ::write(fd, p, left);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return false;
+        }
+        p += n;
+        left -= static_cast<std::size_t>(n);
+    }
+    return true;
+}
+
+bool read_at(int fd, std::uint64_t offset, std::uint64_t size, std::string& out) {
+    out.resize(size);
+    std::uint64_t done = 0;
+    while (done < size) {
+        ssize_t n = ::pread(fd, out.data() + done, size - done, static_cast<off_t>(offset + done));
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return false;
+        }
+        if (n == 0) break;
+        done += static_cast<std::uint64_t>(n);
+    }
+    out.resize(done);
+    return true;
+}
+
+bool fsync_dir(const std::string& path) {
+    Fd fd(::open(path.empty() ? "." : path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!fd.valid()) return false;
+    return ::fsync(fd.get()) == 0;
+}
+
+std::string parent_of(const std::string& path) {
+    auto pos = path.find_last_of('/');
+    if (pos == std::string::npos) return "";
+    if (pos == 0) return "/";
+    return path.substr(0, pos);
+}
+
+void remove_tree(const std::string& path) {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+}
+
+FileLock FileLock::acquire(const std::string& path) {
+    FileLock lock;
+    lock.fd_ = Fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+    if (!lock.fd_.valid()) throw Error(ErrorCode::Storage, errno_message("cannot open lock file", path));
+    while (::flock(lock.fd_.get(), LOCK_EX) != 0) {
+        if (errno != EINTR) throw Error(ErrorCode::Storage, errno_message("cannot lock", path));
+    }
+    return lock;
+}
+
+FileLock FileLock::try_acquire(const std::string& path) {
+    FileLock lock;
+    Fd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+    if (!fd.valid()) throw Error(ErrorCode::Storage, errno_message("cannot open lock file", path));
+    if (::flock(fd.get(), LOCK_EX | LOCK_NB) == 0) lock.fd_ = std::move(fd);
+    return lock;
+}
+
+}  // namespace training_output::fs

@@ -1,0 +1,48 @@
+// RapidJSON in one place: the flags every parse uses and small helpers.
+#pragma once
+
+#include <rapidjson/document.h>
+#include <rapidjson/error/en.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+#include <string>
+#include <string_view>
+
+#include "training_output/error.hpp"
+
+namespace training_output::json {
+
+// Full-precision numbers, UTF-8 validated, no comments or trailing commas.
+constexpr unsigned kParseFlags = rapidjson::kParseValidateEncodingFlag | rapidjson::kParseFullPrecisionFlag;
+
+// Parses `text` into `doc`; throws Error(code) "<what>: <reason> at offset N".
+template <class Document>
+void parse(Document& doc, std::string_view text, const char* what, ErrorCode code = ErrorCode::InvalidJson) {
+    doc.template Parse<kParseFlags>(text.data(), text.size());
+    if (doc.HasParseError()) {
+        throw Error(code, std::string(what) + " is not valid JSON: " +
+                              rapidjson::GetParseError_En(doc.GetParseError()) + " at offset " +
+                              std::to_string(doc.GetErrorOffset()));
+    }
+}
+
+inline const char* type_name(const rapidjson::Value& v) {
+    switch (v.GetType()) {
+        case rapidjson::kNullType: return "null";
+        case rapidjson::kFalseType:
+        case rapidjson::kTrueType: return "a boolean";
+        case rapidjson::kObjectType: return "an object";
+        case rapidjson::kArrayType: return "an array";
+        case rapidjson::kStringType: return "a string";
+        case rapidjson::kNumberType: return "a number";
+    }
+    return "unknown";
+}
+
+inline std::string_view view(const rapidjson::Value& v) { return {v.GetString(), v.GetStringLength()}; }
+
+// A JSON string literal (with quotes) for `text`.
+std::string quote(std::string_view text);
+
+}  // namespace training_output::json

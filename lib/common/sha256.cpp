@@ -1,0 +1,58 @@
+#include "common/sha256.hpp"
+
+#include <openssl/evp.h>
+
+#include "training_output/error.hpp"
+
+namespace training_output::crypto {
+namespace {
+
+const EVP_MD* sha256_md() {
+    static const EVP_MD* md = [] {
+        const EVP_MD* fetched = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+        return fetched ? fetched : EVP_sha256();
+    }();
+    return md;
+}
+
+}  // namespace
+
+Sha256Stream::Sha256Stream() : ctx_(EVP_MD_CTX_new()) {
+    if (!ctx_ || EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(ctx_), sha256_md(), nullptr) != 1) {
+        EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(ctx_));
+        throw Error(ErrorCode::Internal, "OpenSSL: SHA-256 is not available");
+    }
+}
+
+Sha256Stream::~Sha256Stream() { EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(ctx_)); }
+
+void Sha256Stream::update(const void* data, std::size_t size) {
+    EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(ctx_), data, size);
+}
+
+Digest Sha256Stream::finish() {
+    Digest out{};
+    unsigned int len = 0;
+    auto* ctx = static_cast<EVP_MD_CTX*>(ctx_);
+    EVP_DigestFinal_ex(ctx, out.data(), &len);
+    EVP_DigestInit_ex(ctx, sha256_md(), nullptr);  // ready for the next use
+    return out;
+}
+
+Digest sha256(std::string_view data) {
+    thread_local Sha256Stream stream;
+    stream.update(data);
+    return stream.finish();
+}
+
+std::string hex(const std::uint8_t* data, std::size_t size) {
+    static const char digits[] = "0123456789abcdef";
+    std::string out(size * 2, '\0');
+    for (std::size_t i = 0; i < size; ++i) {
+        out[2 * i] = digits[data[i] >> 4];
+        out[2 * i + 1] = digits[data[i] & 0xF];
+    }
+    return out;
+}
+
+}  // namespace training_output::crypto

@@ -1,0 +1,33 @@
+// SHA-256 through OpenSSL's EVP interface, with the digest fetched once and a
+// context reused per thread (the hot path hashes every example).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <initializer_list>
+#include <string>
+#include <string_view>
+
+namespace training_output::crypto {
+
+using Digest = std::array<std::uint8_t, 32>;
+
+class Sha256Stream {
+public:
+    Sha256Stream();
+    ~Sha256Stream();
+    Sha256Stream(const Sha256Stream&) = delete;
+    Sha256Stream& operator=(const Sha256Stream&) = delete;
+    void update(const void* data, std::size_t size);
+    void update(std::string_view s) { update(s.data(), s.size()); }
+    Digest finish();
+
+private:
+    void* ctx_;  // EVP_MD_CTX*
+};
+
+Digest sha256(std::string_view data);
+std::string hex(const std::uint8_t* data, std::size_t size);
+inline std::string hex(const Digest& d) { return hex(d.data(), d.size()); }
+
+}  // namespace training_output::crypto

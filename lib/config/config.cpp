@@ -1,0 +1,188 @@
+// Configuration: one table of keys, read from a JSON document or from the
+// environment (ETL_ + the key in upper case).
+#include "training_output/config.hpp"
+
+#include <cctype>
+#include <cerrno>
+#include <cstdlib>
+#include <variant>
+
+#include "common/json.hpp"
+#include "training_output/error.hpp"
+
+namespace training_output {
+namespace {
+
+struct LogLevelField {};
+using Target = std::variant<bool Config::*, std::int64_t Config::*, std::string Config::*, LogLevelField>;
+
+struct Key {
+    const char* name;
+    Target target;
+    std::int64_t min = 0;  // integers: smallest accepted value
+};
+
+// Every key a writer understands. Order is the README's.
+const Key kKeys[] = {
+    {"enable_training_output", &Config::enable_training_output},
+    {"include_training_metadata", &Config::include_training_metadata},
+    {"training_data_prefix", &Config::training_data_prefix},
+    {"templates_file", &Config::templates_file},
+    {"max_line_bytes", &Config::max_line_bytes, 256},
+    {"output_dir", &Config::output_dir},
+    {"directory_fsync", &Config::directory_fsync},
+    {"dedup_store", &Config::dedup_store},
+    {"dedup_db_path", &Config::dedup_db_path},
+    {"dedup_namespace", &Config::dedup_namespace},
+    {"dedup_claim_ttl_seconds", &Config::dedup_claim_ttl_seconds, 1},
+    {"dedup_ttl_seconds", &Config::dedup_ttl_seconds, 0},
+    {"dedup_busy_timeout_ms", &Config::dedup_busy_timeout_ms, 0},
+    {"s3_endpoint_url", &Config::s3_endpoint_url},
+    {"s3_access_key", &Config::s3_access_key},
+    {"s3_secret_key", &Config::s3_secret_key},
+    {"s3_bucket_name", &Config::s3_bucket_name},
+    {"s3_region", &Config::s3_region},
+    {"log_level", LogLevelField{}},
+};
+
+Error config_error(const std::string& key, const std::string& why) {
+    return Error(ErrorCode::Config, "configuration key " + json::quote(key) + ": " + why);
+}
+
+std::string env_name(const char* key) {
+    std::string name = "ETL_";
+    for (const char* p = key; *p; ++p) name.push_back(static_cast<char>(std::toupper(static_cast<unsigned char>(*p))));
+    return name;
+}
+
+void set_int(Config& c, const Key& k, std::int64_t Config::*m, std::int64_t v) {
+    if (v < k.min) throw config_error(k.name, "must be at least " + std::to_string(k.min) + ", got " + std::to_string(v));
+    c.*m = v;
+}
+
+void apply_json(Config& c, const Key& k, const rapidjson::Value& v) {
+    auto wrong = [&](const char* expected) {
+        return config_error(k.name, std::string("expected ") + expected + ", got " + json::type_name(v));
+    };
+    if (auto* b = std::get_if<bool Config::*>(&k.target)) {
+        if (!v.IsBool()) throw wrong("a boolean");
+        c.**b = v.GetBool();
+    } else if (auto* i = std::get_if<std::int64_t Config::*>(&k.target)) {
+        if (!v.IsInt64()) throw wrong("an integer");
+        set_int(c, k, *i, v.GetInt64());
+    } else if (auto* s = std::get_if<std::string Config::*>(&k.target)) {
+        if (!v.IsString()) throw wrong("a string");
+        c.**s = std::string(json::view(v));
+    } else {
+        if (!v.IsString()) throw wrong("a string");
+        try {
+            c.log_level = parse_log_level(json::view(v));
+        } catch (const Error& e) {
+            throw config_error(k.name, e.what());
+        }
+    }
+}
+
+void apply_text(Config& c, const Key& k, const std::string& text, const std::string& var) {
+    auto wrong = [&](const char* expected) {
+        return Error(ErrorCode::Config, "environment variable " + var + ": expected " + expected + ", got " +
+                                            json::quote(text));
+    };
+    if (auto* b = std::get_if<bool Config::*>(&k.target)) {
+        std::string t;
+        for (char ch : text) t.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(ch))));
+        if (t == "true" || t == "1" || t == "yes" || t == "on") c.**b = true;
+        else if (t == "false" || t == "0" || t == "no" || t == "off") c.**b = false;
+        else throw wrong("true or false");
+    } else if (auto* i = std::get_if<std::int64_t Config::*>(&k.target)) {
+        char* end = nullptr;
+        errno = 0;
+        long long v = std::strtoll(text.c_str(), &end, 10);
+        if (text.empty() || *end != '\0' || errno == ERANGE) throw wrong("an integer");
+        set_int(c, k, *i, v);
+    } else if (auto* s = std::get_if<std::string Config::*>(&k.target)) {
+        c.**s = text;
+    } else {
+        try {
+            c.log_level = parse_log_level(text);
+        } catch (const Error& e) {
+            throw Error(ErrorCode::Config, "environment variable " + var + ": " + e.what());
+        }
+    }
+}
+
+// "a/b/c": no empty, "." or ".." segments, no backslashes or control characters.
+void check_key_prefix(const std::string& prefix) {
+    std::size_t start = 0;
+    while (start <= prefix.size()) {
+        std::size_t end = prefix.find('/', start);
+        if (end == std::string::npos) end = prefix.size();
+        std::string seg = prefix.substr(start, end - start);
+        if (seg.empty() || seg == "." || seg == "..") {
+            throw config_error("training_data_prefix", "must be path segments separated by '/', without empty, "
+                                                       "'.' or '..' segments, got " + json::quote(prefix));
+        }
+        start = end + 1;
+    }
+    for (unsigned char ch : prefix) {
+        if (ch < 0x20 || ch == '\\' || ch == 0x7F) {
+            throw config_error("training_data_prefix", "must not contain control characters or backslashes");
+        }
+    }
+}
+
+}  // namespace
+
+void Config::finalize() {
+    while (!training_data_prefix.empty() && training_data_prefix.back() == '/') training_data_prefix.pop_back();
+    while (!training_data_prefix.empty() && training_data_prefix.front() == '/') training_data_prefix.erase(0, 1);
+    if (!training_data_prefix.empty()) check_key_prefix(training_data_prefix);
+    if (dedup_store != "sqlite" && dedup_store != "memory") {
+        throw config_error("dedup_store", "expected \"sqlite\" or \"memory\", got " + json::quote(dedup_store));
+    }
+    if (dedup_namespace.empty()) throw config_error("dedup_namespace", "must not be empty");
+    for (unsigned char ch : dedup_namespace) {
+        if (ch <= 0x20 || ch == 0x7F) throw config_error("dedup_namespace", "must not contain spaces or control characters");
+    }
+    if (output_dir.empty()) throw config_error("output_dir", "must not be empty");
+    if (dedup_db_path.empty()) dedup_db_path = output_dir + "/.dedup.sqlite3";
+}
+
+Config Config::from_json(std::string_view text) {
+    rapidjson::Document doc;
+    json::parse(doc, text, "configuration", ErrorCode::Config);
+    if (!doc.IsObject()) {
+        throw Error(ErrorCode::Config, std::string("configuration must be a JSON object, got ") + json::type_name(doc));
+    }
+    Config c;
+    for (auto& m : doc.GetObject()) {
+        std::string_view name = json::view(m.name);
+        const Key* key = nullptr;
+        for (const auto& k : kKeys) {
+            if (name == k.name) { key = &k; break; }
+        }
+        if (!key) throw config_error(std::string(name), "unknown key");
+        apply_json(c, *key, m.value);
+    }
+    c.finalize();
+    return c;
+}
+
+Config Config::from_environment() {
+    Config c;
+    for (const auto& k : kKeys) {
+        std::string var = env_name(k.name);
+        const char* value = std::getenv(var.c_str());
+        if (value && *value) apply_text(c, k, value, var);  // empty = unset
+    }
+    c.finalize();
+    return c;
+}
+
+std::vector<std::string> Config::keys() {
+    std::vector<std::string> out;
+    for (const auto& k : kKeys) out.emplace_back(k.name);
+    return out;
+}
+
+}  // namespace training_output

@@ -1,0 +1,287 @@
+// TrainingDataFormatter: one JSONL line per example, keys in a fixed order.
+#include <cmath>
+#include <cstring>
+
+#include "common/json.hpp"
+#include "common/sha256.hpp"
+#include "training_output/error.hpp"
+#include "training_output/formatter.hpp"
+
+namespace training_output {
+namespace {
+
+using Clock = std::chrono::system_clock;
+
+// What a line is made of, borrowed from either front end (JSON or typed).
+struct ExampleView {
+    std::string_view narrative;  // trimmed
+    std::string_view record_type;
+    std::optional<std::string_view> user_id, correlation_id, bucket, key;
+    std::optional<double> quality_score;
+    std::optional<std::int64_t> record_count;
+    std::optional<double> processing_time_seconds;
+    const rapidjson::Value* clinical_insights = nullptr;  // nullptr = {}
+    Clock::time_point timestamp;
+};
+
+Error input_error(const std::string& message) { return Error(ErrorCode::InvalidInput, message); }
+
+void require_utf8(std::string_view text, const char* field) {
+    if (!is_valid_utf8(text)) throw input_error(std::string(field) + " is not valid UTF-8");
+}
+
+std::string render(std::string_view tmpl, std::string_view record_type, std::optional<std::int64_t> count) {
+    std::string out;
+    out.reserve(tmpl.size() + 32);
+    std::size_t i = 0;
+    while (i < tmpl.size()) {
+        if (tmpl[i] == '{') {
+            auto rest = tmpl.substr(i);
+            if (rest.rfind("{record_count}", 0) == 0) {
+                out += count ? std::to_string(*count) : std::string("unknown");
+                i += 14;
+                continue;
+            }
+            if (rest.rfind("{record_type}", 0) == 0) {
+                out += record_type;
+                i += 13;
+                continue;
+            }
+        }
+        out.push_back(tmpl[i++]);
+    }
+    return out;
+}
+
+template <class W>
+void write_string(W& w, std::string_view s) {
+    w.String(s.data(), static_cast<rapidjson::SizeType>(s.size()));
+}
+
+template <class W>
+void write_optional(W& w, const std::optional<std::string_view>& s) {
+    if (s) write_string(w, *s); else w.Null();
+}
+
+template <class W>
+void write_optional(W& w, const std::optional<double>& d) {
+    if (d) w.Double(*d); else w.Null();
+}
+
+}  // namespace
+
+Sha256 content_hash(std::string_view record_type, std::string_view input, std::string_view output) {
+    thread_local crypto::Sha256Stream stream;
+    for (std::string_view part : {record_type, input, output}) {
+        std::uint8_t len[8];
+        std::uint64_t n = part.size();
+        for (int i = 0; i < 8; ++i) len[i] = static_cast<std::uint8_t>(n >> (8 * i));
+        stream.update(len, sizeof len);
+        stream.update(part);
+    }
+    return stream.finish();
+}
+
+std::string to_hex(const Sha256& hash) { return crypto::hex(hash.data(), hash.size()); }
+
+TrainingDataFormatter::TrainingDataFormatter(FormatterOptions options, TemplateTable templates)
+    : options_(std::move(options)), templates_(std::move(templates)) {}
+
+std::string TrainingDataFormatter::instruction_for(std::string_view record_type) const {
+    return render(templates_.lookup(record_type).instruction, record_type, std::nullopt);
+}
+
+std::string TrainingDataFormatter::input_for(std::string_view record_type,
+                                             std::optional<std::int64_t> record_count) const {
+    return render(templates_.lookup(record_type).input, record_type, record_count);
+}
+
+namespace {
+
+TrainingExample build(const TrainingDataFormatter& f, const ExampleView& v) {
+    TrainingExample ex;
+    ex.record_type = std::string(v.record_type);
+    if (v.narrative.empty()) {
+        ex.skip_reason = "empty_narrative";
+        return ex;
+    }
+    ex.health_domain = std::string(health_domain_for(v.record_type));
+    ex.object_key = object_key_for(f.options().prefix, ex.health_domain, v.timestamp);
+    const std::string instruction = f.instruction_for(v.record_type);
+    const std::string input = f.input_for(v.record_type, v.record_count);
+    ex.content_hash = content_hash(v.record_type, input, v.narrative);
+
+    rapidjson::StringBuffer buffer;
+    buffer.Reserve(v.narrative.size() + input.size() + instruction.size() + 512);
+    rapidjson::Writer<rapidjson::StringBuffer> w(buffer);
+    w.StartObject();
+    w.Key("instruction");
+    write_string(w, instruction);
+    w.Key("input");
+    write_string(w, input);
+    w.Key("output");
+    write_string(w, v.narrative);
+    if (f.options().include_metadata) {
+        w.Key("metadata");
+        w.StartObject();
+        w.Key("record_type");
+        write_string(w, v.record_type);
+        w.Key("user_id");
+        write_optional(w, v.user_id);
+        w.Key("correlation_id");
+        write_optional(w, v.correlation_id);
+        w.Key("processing_timestamp");
+        write_string(w, format_iso8601(v.timestamp));
+        w.Key("source_bucket");
+        write_optional(w, v.bucket);
+        w.Key("source_key");
+        write_optional(w, v.key);
+        w.Key("quality_score");
+        write_optional(w, v.quality_score);
+        w.Key("record_count");
+        if (v.record_count) w.Int64(*v.record_count); else w.Null();
+        w.Key("processing_duration_seconds");
+        write_optional(w, v.processing_time_seconds);
+        w.Key("clinical_insights");
+        if (v.clinical_insights) {
+            if (!v.clinical_insights->Accept(w)) throw input_error("result.clinical_insights cannot be written as JSON");
+        } else {
+            w.StartObject();
+            w.EndObject();
+        }
+        w.Key("health_domain");
+        write_string(w, ex.health_domain);
+        w.EndObject();
+    }
+    w.EndObject();
+    ex.line.reserve(buffer.GetSize() + 1);
+    ex.line.assign(buffer.GetString(), buffer.GetSize());
+    ex.line.push_back('\n');
+    return ex;
+}
+
+void check_finite(const std::optional<double>& d, const char* field) {
+    if (d && !std::isfinite(*d)) throw input_error(std::string(field) + " must be a finite number");
+}
+
+void finish_view(ExampleView& v, std::string_view narrative) {
+    require_utf8(narrative, "narrative");
+    v.narrative = trim_whitespace(narrative);
+    if (v.record_type.empty()) throw input_error("message_data.record_type must not be empty");
+    check_finite(v.quality_score, "result.quality_score");
+    check_finite(v.processing_time_seconds, "result.processing_time_seconds");
+    if (v.record_count && *v.record_count < 0) throw input_error("result.record_count must not be negative");
+}
+
+// Field readers for the JSON front end.
+std::optional<std::string_view> opt_string(const rapidjson::Value& obj, const char* name, const char* where) {
+    auto it = obj.FindMember(name);
+    if (it == obj.MemberEnd() || it->value.IsNull()) return std::nullopt;
+    if (!it->value.IsString()) {
+        throw input_error(std::string(where) + "." + name + " must be a string, got " + json::type_name(it->value));
+    }
+    return json::view(it->value);
+}
+
+std::optional<double> opt_number(const rapidjson::Value& obj, const char* name) {
+    auto it = obj.FindMember(name);
+    if (it == obj.MemberEnd() || it->value.IsNull()) return std::nullopt;
+    if (!it->value.IsNumber()) {
+        throw input_error(std::string("result.") + name + " must be a number, got " + json::type_name(it->value));
+    }
+    return it->value.GetDouble();
+}
+
+std::optional<std::int64_t> opt_count(const rapidjson::Value& obj, const char* name) {
+    auto it = obj.FindMember(name);
+    if (it == obj.MemberEnd() || it->value.IsNull()) return std::nullopt;
+    const auto& v = it->value;
+    if (v.IsInt64()) return v.GetInt64();
+    if (v.IsUint64()) throw input_error(std::string("result.") + name + " is too large");
+    if (v.IsDouble()) {
+        double d = v.GetDouble();
+        if (std::isfinite(d) && d == std::floor(d) && std::fabs(d) < 9.0e15) return static_cast<std::int64_t>(d);
+    }
+    throw input_error(std::string("result.") + name + " must be an integer, got " +
+                      (v.IsNumber() ? std::string("a fraction") : std::string(json::type_name(v))));
+}
+
+}  // namespace
+
+TrainingExample TrainingDataFormatter::format(std::string_view narrative, const MessageData& message,
+                                              const ProcessingResult& result) const {
+    ExampleView v;
+    require_utf8(message.record_type, "message_data.record_type");
+    v.record_type = message.record_type;
+    auto opt = [](const std::optional<std::string>& s, const char* field) -> std::optional<std::string_view> {
+        if (!s) return std::nullopt;
+        require_utf8(*s, field);
+        return std::string_view(*s);
+    };
+    v.user_id = opt(message.user_id, "message_data.user_id");
+    v.correlation_id = opt(message.correlation_id, "message_data.correlation_id");
+    v.bucket = opt(message.bucket, "message_data.bucket");
+    v.key = opt(message.key, "message_data.key");
+    v.quality_score = result.quality_score;
+    v.record_count = result.record_count;
+    v.processing_time_seconds = result.processing_time_seconds;
+    rapidjson::Document insights;
+    if (!result.clinical_insights_json.empty()) {
+        json::parse(insights, result.clinical_insights_json, "result.clinical_insights", ErrorCode::InvalidInput);
+        v.clinical_insights = &insights;
+    }
+    if (result.processing_timestamp) {
+        require_utf8(*result.processing_timestamp, "result.processing_timestamp");
+        v.timestamp = parse_iso8601(*result.processing_timestamp);
+    } else {
+        v.timestamp = Clock::now();
+    }
+    finish_view(v, narrative);
+    return build(*this, v);
+}
+
+TrainingExample TrainingDataFormatter::format_json(std::string_view narrative, std::string_view message_data_json,
+                                                   std::string_view result_json) const {
+    // Small documents parse without touching the heap.
+    char message_value_buf[4096], message_parse_buf[1024], result_value_buf[8192], result_parse_buf[2048];
+    rapidjson::MemoryPoolAllocator<> mva(message_value_buf, sizeof message_value_buf);
+    rapidjson::MemoryPoolAllocator<> mpa(message_parse_buf, sizeof message_parse_buf);
+    rapidjson::MemoryPoolAllocator<> rva(result_value_buf, sizeof result_value_buf);
+    rapidjson::MemoryPoolAllocator<> rpa(result_parse_buf, sizeof result_parse_buf);
+    using PoolDocument = rapidjson::GenericDocument<rapidjson::UTF8<>, rapidjson::MemoryPoolAllocator<>,
+                                                    rapidjson::MemoryPoolAllocator<>>;
+    PoolDocument message(&mva, sizeof message_parse_buf, &mpa);
+    PoolDocument result(&rva, sizeof result_parse_buf, &rpa);
+
+    json::parse(message, message_data_json, "message_data");
+    if (!message.IsObject()) {
+        throw input_error(std::string("message_data must be a JSON object, got ") + json::type_name(message));
+    }
+    json::parse(result, result_json, "result");
+    if (!result.IsObject()) {
+        throw input_error(std::string("result must be a JSON object, got ") + json::type_name(result));
+    }
+
+    ExampleView v;
+    auto rt = message.FindMember("record_type");
+    if (rt == message.MemberEnd() || rt->value.IsNull()) throw input_error("message_data.record_type is required");
+    if (!rt->value.IsString()) {
+        throw input_error(std::string("message_data.record_type must be a string, got ") + json::type_name(rt->value));
+    }
+    v.record_type = json::view(rt->value);
+    v.user_id = opt_string(message, "user_id", "message_data");
+    v.correlation_id = opt_string(message, "correlation_id", "message_data");
+    v.bucket = opt_string(message, "bucket", "message_data");
+    v.key = opt_string(message, "key", "message_data");
+    v.quality_score = opt_number(result, "quality_score");
+    v.record_count = opt_count(result, "record_count");
+    v.processing_time_seconds = opt_number(result, "processing_time_seconds");
+    auto ci = result.FindMember("clinical_insights");
+    if (ci != result.MemberEnd()) v.clinical_insights = &ci->value;
+    auto ts = opt_string(result, "processing_timestamp", "result");
+    v.timestamp = ts ? parse_iso8601(*ts) : Clock::now();
+    finish_view(v, narrative);
+    return build(*this, v);
+}
+
+}  // namespace training_output

@@ -1,0 +1,29 @@
+#include "training_output/s3_sink.hpp"
+
+namespace training_output {
+
+const char* sink_status_name(SinkStatus status) noexcept {
+    switch (status) {
+        case SinkStatus::Ok: return "ok";
+        case SinkStatus::NotFound: return "not_found";
+        case SinkStatus::PreconditionFailed: return "precondition_failed";
+        case SinkStatus::Conflict: return "conflict";
+        case SinkStatus::NotImplemented: return "not_implemented";
+        case SinkStatus::Transient: return "transient";
+        case SinkStatus::Auth: return "auth";
+        case SinkStatus::Fatal: return "fatal";
+    }
+    return "unknown";
+}
+
+std::string SinkResponse::describe() const {
+    std::string out = sink_status_name(status);
+    if (http_status != 0) out += " (HTTP " + std::to_string(http_status) + ")";
+    if (!error.code.empty()) out += " " + error.code;
+    if (!error.message.empty()) out += ": " + error.message;
+    if (!detail.empty()) out += (error.message.empty() ? ": " : "; ") + detail;
+    if (!error.request_id.empty()) out += " [request id " + error.request_id + "]";
+    return out;
+}
+
+}  // namespace training_output

@@ -1,0 +1,135 @@
+"""The Python wrapper, through ctypes, against the built shared library.
+
+Run: TDO_LIBRARY=build/libtraining_output_c.so python3 tests/python/test_ctypes.py
+"""
+import glob
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "capi", "python"))
+
+import training_output as tdo  # noqa: E402
+
+MESSAGE = {"record_type": "SleepSessionRecord", "user_id": "py-user", "correlation_id": "py-1"}
+RESULT = {"record_count": 7, "quality_score": 0.9, "processing_timestamp": "2025-11-18T10:30:00Z",
+          "clinical_insights": {"stages_pct": {"deep": 14, "rem": 19}, "flags": [], "score": None}}
+
+
+class WrapperTest(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="tdo-py-")
+        self.config = {"output_dir": self.dir, "directory_fsync": False, "log_level": "off"}
+
+    def tearDown(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def lines(self):
+        out = []
+        for path in sorted(glob.glob(os.path.join(self.dir, "**", "*.jsonl"), recursive=True)):
+            with open(path, encoding="utf-8") as f:
+                out.extend(json.loads(line) for line in f)
+        return out
+
+    def test_version_matches_header(self):
+        self.assertRegex(tdo.library_version(), r"^\d+\.\d+\.\d+$")
+
+    def test_outcomes(self):
+        with tdo.TrainingOutput(self.config) as w:
+            self.assertEqual(w.generate("Slept well.", MESSAGE, RESULT), tdo.Outcome.WRITTEN)
+            self.assertEqual(w.generate("Slept well.", dict(MESSAGE, user_id="other"), RESULT), tdo.Outcome.DUPLICATE)
+            self.assertEqual(w.generate("  \n", MESSAGE, RESULT), tdo.Outcome.SKIPPED)
+            self.assertEqual(w.generate("No result.", MESSAGE), tdo.Outcome.WRITTEN)
+            w.flush()
+            stats = w.stats()
+            self.assertEqual(stats["written"], 2)
+            self.assertEqual(stats["duplicates"], 1)
+        self.assertTrue(w.closed)
+        lines = self.lines()
+        self.assertEqual(len(lines), 2)
+        self.assertEqual(lines[0]["metadata"]["clinical_insights"], RESULT["clinical_insights"])
+        self.assertEqual(lines[0]["metadata"]["health_domain"], "sleep_wellness")
+        self.assertEqual(list(lines[0].keys()), ["instruction", "input", "output", "metadata"])
+
+    def test_unicode_round_trip(self):
+        text = "Schlaf gut \u2014 caf\u00e9 \U0001F634 \u2028 end"
+        with tdo.TrainingOutput(self.config) as w:
+            self.assertEqual(w.generate(text, MESSAGE, RESULT), tdo.Outcome.WRITTEN)
+        self.assertEqual(self.lines()[0]["output"], text)
+
+    def test_errors_carry_the_library_message(self):
+        with tdo.TrainingOutput(self.config) as w:
+            with self.assertRaises(tdo.TrainingOutputError) as cm:
+                w.generate("x", {"user_id": "u"}, RESULT)
+            self.assertEqual(cm.exception.status_name, "TDO_E_INVALID_INPUT")
+            self.assertIn("record_type is required", str(cm.exception))
+            with self.assertRaises(tdo.TrainingOutputError) as cm:
+                w.generate("x", "{broken", RESULT)
+            self.assertEqual(cm.exception.status, -2)
+            with self.assertRaises(tdo.TrainingOutputError) as cm:
+                w.generate("lone \ud800 surrogate", MESSAGE, RESULT)
+            self.assertIn("UTF-8", str(cm.exception))
+            with self.assertRaises(tdo.TrainingOutputError) as cm:
+                w.generate("nul \x00 inside", MESSAGE, RESULT)
+            self.assertEqual(cm.exception.status_name, "TDO_E_INVALID_ARGUMENT")
+            with self.assertRaises(TypeError):
+                w.generate(b"bytes", MESSAGE, RESULT)
+        self.assertEqual(self.lines(), [])
+        with self.assertRaises(tdo.TrainingOutputError) as cm:
+            tdo.TrainingOutput({"output_dir": self.dir, "no_such_key": 1})
+        self.assertEqual(cm.exception.status_name, "TDO_E_CONFIG")
+        self.assertIn("no_such_key", str(cm.exception))
+
+    def test_closed_writer(self):
+        w = tdo.TrainingOutput(self.config)
+        w.close()
+        w.close()
+        with self.assertRaises(tdo.TrainingOutputError):
+            w.generate("x", MESSAGE, RESULT)
+
+    def test_disabled(self):
+        with tdo.TrainingOutput(dict(self.config, enable_training_output=False)) as w:
+            self.assertEqual(w.generate("x", MESSAGE, RESULT), tdo.Outcome.DISABLED)
+
+    def test_log_callback(self):
+        seen = []
+        tdo.set_log_callback(lambda level, event, fields: seen.append((level, event, fields)), tdo.LogLevel.INFO)
+        try:
+            with tdo.TrainingOutput(self.config) as w:
+                w.generate("Logged sleep.", MESSAGE, RESULT)
+        finally:
+            tdo.set_log_callback(None)
+        events = {e for _, e, _ in seen}
+        self.assertIn("training_output_generated", events)
+        generated = [f for _, e, f in seen if e == "training_output_generated"][0]
+        self.assertEqual(generated["record_type"], "SleepSessionRecord")
+
+    def test_threads_share_a_writer(self):
+        with tdo.TrainingOutput(self.config) as w:
+            outcomes = []
+            lock = threading.Lock()
+
+            def work(t):
+                for i in range(20):
+                    o = w.generate(f"shared {i}" if i % 2 else f"thread {t} item {i}", MESSAGE, RESULT)
+                    with lock:
+                        outcomes.append(o)
+
+            threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        written = sum(1 for o in outcomes if o == tdo.Outcome.WRITTEN)
+        self.assertEqual(written, 10 + 4 * 10)
+        outputs = [line["output"] for line in self.lines()]
+        self.assertEqual(len(outputs), len(set(outputs)))
+        self.assertEqual(len(outputs), 50)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)

@@ -1,0 +1,316 @@
+#include <catch2/catch.hpp>
+#include <set>
+#include <thread>
+
+#include "test_util.hpp"
+#include "training_output/error.hpp"
+#include "training_output/memory_sink.hpp"
+#include "training_output/object_appender.hpp"
+
+using namespace training_output;
+using Op = MemorySink::Op;
+
+namespace {
+
+AppendOptions fast() {
+    AppendOptions o;
+    o.backoff_base = std::chrono::milliseconds(1);
+    o.backoff_max = std::chrono::milliseconds(5);
+    return o;
+}
+
+SinkResponse transient(const char* detail = "operation timed out") {
+    SinkResponse r;
+    r.status = SinkStatus::Transient;
+    r.detail = detail;
+    return r;
+}
+
+SinkResponse http(SinkStatus s, int code, const char* s3code) {
+    SinkResponse r;
+    r.status = s;
+    r.http_status = code;
+    r.error.code = s3code;
+    return r;
+}
+
+std::multiset<std::string> line_set(const std::string& body) {
+    auto lines = tdo_test::lines_of(body);
+    return {lines.begin(), lines.end()};
+}
+
+}  // namespace
+
+TEST_CASE("appender creates, then appends below the multipart threshold", "[unit][append]") {
+    MemorySink sink(SinkCapabilities{true, true, 1024});
+    ObjectAppender appender(sink, fast());
+    std::vector<AppendIntent> intents;
+    auto r1 = appender.append("k", "a\n", [&](const AppendIntent& i) { intents.push_back(i); });
+    CHECK(r1.offset == 0);
+    auto r2 = appender.append("k", "b\nc\n", [&](const AppendIntent& i) { intents.push_back(i); });
+    CHECK(r2.offset == 2);
+    CHECK(sink.object("k") == std::optional<std::string>("a\nb\nc\n"));
+    REQUIRE(intents.size() == 2);
+    CHECK(intents[0].etag.empty());
+    CHECK(intents[1].size == 2);
+    CHECK_FALSE(intents[1].etag.empty());
+    CHECK(sink.request_count(Op::Put) == 2);
+    CHECK(sink.request_count(Op::Get) == 1);
+    CHECK(sink.request_count(Op::CreateMultipart) == 0);
+}
+
+TEST_CASE("appender adds a newline when an object lacks its last one", "[unit][append]") {
+    MemorySink sink(SinkCapabilities{true, true, 1024});
+    REQUIRE(sink.put("k", "{\"a\":1}", ObjectAttributes{}, WriteConditions{}).ok());
+    ObjectAppender appender(sink, fast());
+    auto r = appender.append("k", "{\"b\":2}\n");
+    CHECK(r.offset == 8);
+    CHECK(sink.object("k") == std::optional<std::string>("{\"a\":1}\n{\"b\":2}\n"));
+}
+
+TEST_CASE("appender sends only the new bytes above the threshold", "[unit][append]") {
+    MemorySink sink(SinkCapabilities{true, true, 1000});
+    std::string big(5000, 'x');
+    big.back() = '\n';
+    REQUIRE(sink.put("k", big, ObjectAttributes{}, WriteConditions{}).ok());
+    const auto before = sink.bytes_received();
+    ObjectAppender appender(sink, fast());
+    appender.append("k", "new line\n");
+    CHECK(sink.bytes_received() - before == 9);
+    CHECK(sink.object("k") == std::optional<std::string>(big + "new line\n"));
+    CHECK(sink.request_count(Op::UploadPartCopy) == 1);
+    CHECK(sink.request_count(Op::Complete) == 1);
+    CHECK(sink.open_uploads() == 0);
+}
+
+namespace {
+
+// Reports an 11 GiB object and records the copy ranges asked for.
+class HugeObjectSink : public MemorySink {
+public:
+    HugeObjectSink() : MemorySink(SinkCapabilities{true, true, 5u << 20}) {}
+    SinkResponse head(const std::string&) override {
+        SinkResponse r;
+        r.http_status = 200;
+        r.etag = "huge";
+        r.size = 11ull << 30;
+        return r;
+    }
+    SinkResponse upload_part_copy(const std::string&, const std::string&, int part_number, const std::string&,
+                                  const std::string& source_if_match, std::optional<ByteRange> range) override {
+        CHECK(source_if_match == "huge");
+        REQUIRE(range);
+        ranges.push_back(*range);
+        SinkResponse r;
+        r.http_status = 200;
+        r.etag = "copy" + std::to_string(part_number);
+        return r;
+    }
+    SinkResponse complete_multipart(const std::string&, const std::string&, const std::vector<CompletedPart>& parts,
+                                    const WriteConditions& conditions) override {
+        completed = parts;
+        CHECK(conditions.if_match == "huge");
+        SinkResponse r;
+        r.http_status = 200;
+        return r;
+    }
+    std::vector<ByteRange> ranges;
+    std::vector<CompletedPart> completed;
+};
+
+}  // namespace
+
+TEST_CASE("appender copies objects above 5 GiB in ranges of at most 5 GiB", "[unit][append]") {
+    HugeObjectSink sink;
+    ObjectAppender appender(sink, fast());
+    appender.append("k", "tail\n");
+    const std::uint64_t size = 11ull << 30;
+    REQUIRE(sink.ranges.size() == 3);
+    CHECK(sink.ranges.front().first == 0);
+    CHECK(sink.ranges.back().last == size - 1);
+    for (std::size_t i = 0; i < sink.ranges.size(); ++i) {
+        CHECK(sink.ranges[i].last - sink.ranges[i].first + 1 <= (5ull << 30));
+        if (i > 0) CHECK(sink.ranges[i].first == sink.ranges[i - 1].last + 1);
+    }
+    REQUIRE(sink.completed.size() == 4);
+    CHECK(sink.completed[3].number == 4);
+}
+
+TEST_CASE("appender: 412 races with another writer end with every line once", "[unit][append]") {
+    auto threshold = GENERATE(std::uint64_t(1), std::uint64_t(1u << 20));  // multipart path and GET+PUT path
+    MemorySink sink(SinkCapabilities{true, true, 1});
+    REQUIRE(sink.put("k", "first\n", ObjectAttributes{}, WriteConditions{}).ok());
+    AppendOptions o = fast();
+    o.multipart_threshold = threshold;
+    ObjectAppender appender(sink, o);
+    int interfered = 0;
+    bool inside = false;
+    sink.set_fault_hook([&](Op op, const std::string&) -> std::optional<MemorySink::Fault> {
+        if (inside || !(op == Op::Put || op == Op::Complete) || interfered >= 3) return std::nullopt;
+        // Another writer appends just before our conditional write lands.
+        inside = true;
+        ++interfered;
+        auto cur = sink.object("k").value_or("");
+        sink.put("k", cur + "other " + std::to_string(interfered) + "\n", ObjectAttributes{}, WriteConditions{});
+        inside = false;
+        return std::nullopt;
+    });
+    auto r = appender.append("k", "mine\n");
+    CHECK(interfered == 3);
+    CHECK(r.attempts == 4);
+    CHECK(appender.conflicts() == 3);
+    auto lines = line_set(sink.object("k").value());
+    CHECK(lines == std::multiset<std::string>{"first", "other 1", "other 2", "other 3", "mine"});
+    CHECK(sink.open_uploads() == 0);
+}
+
+TEST_CASE("appender: 500s and timeouts before the write are retried", "[unit][append]") {
+    MemorySink sink(SinkCapabilities{true, true, 1024});
+    int failures = 0;
+    sink.set_fault_hook([&](Op op, const std::string&) -> std::optional<MemorySink::Fault> {
+        if ((op == Op::Head || op == Op::Get) && failures < 4) {
+            ++failures;
+            return MemorySink::Fault{failures % 2 ? http(SinkStatus::Transient, 500, "InternalError") : transient(), false};
+        }
+        return std::nullopt;
+    });
+    ObjectAppender appender(sink, fast());
+    appender.append("k", "a\n");
+    appender.append("k", "b\n");
+    CHECK(sink.object("k") == std::optional<std::string>("a\nb\n"));
+    CHECK(failures == 4);
+}
+
+TEST_CASE("appender: a lost answer after the write landed does not write twice", "[unit][append]") {
+    auto path = GENERATE(as<std::string>{}, "create", "put", "multipart");
+    MemorySink sink(SinkCapabilities{true, true, 1});
+    AppendOptions o = fast();
+    if (path == "put") o.multipart_threshold = 1u << 20;
+    if (path != "create") REQUIRE(sink.put("k", "old\n", ObjectAttributes{}, WriteConditions{}).ok());
+    ObjectAppender appender(sink, o);
+    bool lost = false;
+    sink.set_fault_hook([&](Op op, const std::string&) -> std::optional<MemorySink::Fault> {
+        if ((op == Op::Put || op == Op::Complete) && !lost) {
+            lost = true;
+            return MemorySink::Fault{transient("the connection dropped after sending"), true};
+        }
+        return std::nullopt;
+    });
+    auto r = appender.append("k", "new\n");
+    CHECK(lost);
+    CHECK(r.found_landed);
+    CHECK(sink.object("k") == std::optional<std::string>(path == "create" ? "new\n" : "old\nnew\n"));
+}
+
+TEST_CASE("appender: a lost answer for a write that did not land writes it once", "[unit][append]") {
+    MemorySink sink(SinkCapabilities{true, true, 1});
+    REQUIRE(sink.put("k", "old\n", ObjectAttributes{}, WriteConditions{}).ok());
+    ObjectAppender appender(sink, fast());
+    int lost = 0;
+    sink.set_fault_hook([&](Op op, const std::string&) -> std::optional<MemorySink::Fault> {
+        if (op == Op::Complete && lost < 2) {
+            ++lost;
+            return MemorySink::Fault{transient(), false};
+        }
+        return std::nullopt;
+    });
+    auto r = appender.append("k", "new\n");
+    CHECK_FALSE(r.found_landed);
+    CHECK(r.attempts == 3);
+    CHECK(sink.object("k") == std::optional<std::string>("old\nnew\n"));
+}
+
+TEST_CASE("appender: when it cannot tell whether a write landed, it does not write again", "[unit][append]") {
+    MemorySink sink(SinkCapabilities{true, true, 1024});
+    REQUIRE(sink.put("k", "old\n", ObjectAttributes{}, WriteConditions{}).ok());
+    AppendOptions o = fast();
+    o.max_attempts = 5;
+    ObjectAppender appender(sink, o);
+    bool wrote = false;
+    sink.set_fault_hook([&](Op op, const std::string&) -> std::optional<MemorySink::Fault> {
+        if (op == Op::Put) {
+            wrote = true;
+            return MemorySink::Fault{transient(), true};  // landed, answer lost
+        }
+        if (op == Op::Head && wrote) return MemorySink::Fault{transient("unreachable"), false};
+        return std::nullopt;
+    });
+    CHECK_THROWS_AS(appender.append("k", "new\n"), Error);
+    CHECK(sink.request_count(Op::Put) == 2);  // the setup and one attempt
+    CHECK(sink.object("k") == std::optional<std::string>("old\nnew\n"));
+}
+
+TEST_CASE("appender: 200 with an error inside Complete is retried safely", "[unit][append]") {
+    MemorySink sink(SinkCapabilities{true, true, 1});
+    REQUIRE(sink.put("k", "old\n", ObjectAttributes{}, WriteConditions{}).ok());
+    ObjectAppender appender(sink, fast());
+    bool once = false;
+    sink.set_fault_hook([&](Op op, const std::string&) -> std::optional<MemorySink::Fault> {
+        if (op == Op::Complete && !once) {
+            once = true;
+            auto r = http(SinkStatus::Transient, 200, "InternalError");
+            r.error.message = "We encountered an internal error. Please try again.";
+            return MemorySink::Fault{r, false};
+        }
+        return std::nullopt;
+    });
+    appender.append("k", "new\n");
+    CHECK(sink.object("k") == std::optional<std::string>("old\nnew\n"));
+}
+
+TEST_CASE("appender falls back to GET+PUT when UploadPartCopy is not implemented", "[unit][append]") {
+    MemorySink sink(SinkCapabilities{true, false, 1});
+    REQUIRE(sink.put("k", "old\n", ObjectAttributes{}, WriteConditions{}).ok());
+    ObjectAppender appender(sink, fast());
+    appender.append("k", "a\n");
+    appender.append("k", "b\n");
+    CHECK(sink.object("k") == std::optional<std::string>("old\na\nb\n"));
+    CHECK(sink.request_count(Op::UploadPartCopy) == 1);  // tried once, then remembered
+    CHECK(sink.open_uploads() == 0);
+}
+
+TEST_CASE("appender stops at once on auth and fatal errors", "[unit][append]") {
+    MemorySink sink;
+    sink.set_fault_hook([&](Op, const std::string&) -> std::optional<MemorySink::Fault> {
+        auto r = http(SinkStatus::Auth, 403, "SignatureDoesNotMatch");
+        return MemorySink::Fault{r, false};
+    });
+    ObjectAppender appender(sink, fast());
+    try {
+        appender.append("k", "a\n");
+        FAIL("expected an error");
+    } catch (const Error& e) {
+        CHECK(e.code() == ErrorCode::Auth);
+        CHECK_THAT(e.what(), Catch::Contains("SignatureDoesNotMatch"));
+    }
+    CHECK(sink.request_count(Op::Head) == 1);
+}
+
+TEST_CASE("4 threads appending to one key: every line exactly once", "[unit][append][concurrency]") {
+    auto threshold = GENERATE(std::uint64_t(1), std::uint64_t(1u << 30));
+    MemorySink sink(SinkCapabilities{true, true, 1});
+    AppendOptions o = fast();
+    o.multipart_threshold = threshold;
+    o.max_attempts = 1000;
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t) {
+        threads.emplace_back([&, t] {
+            ObjectAppender appender(sink, o);
+            for (int i = 0; i < 50; ++i) {
+                appender.append("k", "t" + std::to_string(t) + "-" + std::to_string(i) + "\n");
+            }
+        });
+    }
+    for (auto& t : threads) t.join();
+    auto lines = line_set(sink.object("k").value());
+    CHECK(lines.size() == 200);
+    CHECK(std::set<std::string>(lines.begin(), lines.end()).size() == 200);
+}
+
+TEST_CASE("appender without conditional writes sends no conditions", "[unit][append]") {
+    MemorySink sink(SinkCapabilities{false, true, 1024});
+    ObjectAppender appender(sink, fast());
+    appender.append("k", "a\n");
+    appender.append("k", "b\n");
+    CHECK(sink.object("k") == std::optional<std::string>("a\nb\n"));
+}

@@ -1,0 +1,186 @@
+#include <catch2/catch.hpp>
+#include <cstdlib>
+#include <thread>
+
+#include "test_util.hpp"
+#include "training_output.h"
+
+namespace {
+
+std::string config_for(const tdo_test::TempDir& dir, const std::string& extra = "") {
+    return "{\"output_dir\":\"" + dir.path() + "\",\"directory_fsync\":false,\"log_level\":\"off\"" + extra + "}";
+}
+
+const char* kMessage = "{\"record_type\":\"StepsRecord\",\"user_id\":\"u\"}";
+const char* kResult = "{\"record_count\":3,\"processing_timestamp\":\"2025-11-18T10:30:00Z\"}";
+
+}  // namespace
+
+TEST_CASE("C ABI: versions", "[unit][capi]") {
+    CHECK(tdo_version_number() == TDO_VERSION_NUMBER);
+    CHECK(std::string(tdo_version_string()) == std::to_string(TDO_VERSION_MAJOR) + "." +
+                                                   std::to_string(TDO_VERSION_MINOR) + "." +
+                                                   std::to_string(TDO_VERSION_PATCH));
+}
+
+TEST_CASE("C ABI: open, generate every outcome, stats, close", "[unit][capi]") {
+    tdo_test::TempDir dir;
+    tdo_writer* w = nullptr;
+    REQUIRE(tdo_writer_open(&w, config_for(dir).c_str()) == TDO_OK);
+    REQUIRE(w != nullptr);
+    CHECK(std::string(tdo_last_error()).empty());
+    CHECK(generate_training_output(w, "Steps were steady.", kMessage, kResult) == TDO_WRITTEN);
+    CHECK(generate_training_output(w, "Steps were steady.", kMessage, kResult) == TDO_DUPLICATE);
+    CHECK(generate_training_output(w, "  ", kMessage, kResult) == TDO_SKIPPED);
+    CHECK(generate_training_output(w, "No result given.", kMessage, nullptr) == TDO_WRITTEN);
+    CHECK(tdo_writer_flush(w) == TDO_OK);
+    char* stats = nullptr;
+    REQUIRE(tdo_writer_stats(w, &stats) == TDO_OK);
+    REQUIRE(stats != nullptr);
+    auto doc = tdo_test::parse(stats);
+    CHECK(doc["written"].GetUint64() == 2);
+    CHECK(doc["duplicates"].GetUint64() == 1);
+    CHECK(doc["skipped"].GetUint64() == 1);
+    tdo_free(stats);
+    tdo_writer_close(w);
+
+    REQUIRE(tdo_writer_open(&w, config_for(dir, ",\"enable_training_output\":false").c_str()) == TDO_OK);
+    CHECK(generate_training_output(w, "x", kMessage, kResult) == TDO_DISABLED);
+    tdo_writer_close(w);
+}
+
+TEST_CASE("C ABI: every error path returns a code and a message", "[unit][capi]") {
+    tdo_test::TempDir dir;
+    CHECK(tdo_writer_open(nullptr, "{}") == TDO_E_INVALID_ARGUMENT);
+    CHECK_THAT(tdo_last_error(), Catch::Contains("out is NULL"));
+
+    tdo_writer* w = reinterpret_cast<tdo_writer*>(0x1);
+    CHECK(tdo_writer_open(&w, "{\"output_dri\": \"x\"}") == TDO_E_CONFIG);
+    CHECK(w == nullptr);
+    CHECK_THAT(tdo_last_error(), Catch::Contains("output_dri"));
+    CHECK(tdo_writer_open(&w, "{not json") == TDO_E_CONFIG);
+    CHECK(tdo_writer_open(&w, "{\"enable_training_output\": 1}") == TDO_E_CONFIG);
+    CHECK_THAT(tdo_last_error(), Catch::Contains("enable_training_output"));
+    tdo_test::write_file(dir / "blocker", "x");
+    CHECK(tdo_writer_open(&w, ("{\"output_dir\":\"" + dir.path() + "/out\",\"dedup_db_path\":\"" + dir.path() +
+                               "/blocker/d.sqlite3\"}").c_str()) == TDO_E_DEDUP_STORE);
+    CHECK(tdo_writer_open(&w, ("{\"output_dir\":\"" + dir.path() + "/blocker/out\",\"dedup_store\":\"memory\"}").c_str()) ==
+          TDO_E_STORAGE);
+    CHECK(std::string(tdo_last_error()).size() > 0);
+
+    REQUIRE(tdo_writer_open(&w, config_for(dir).c_str()) == TDO_OK);
+    struct Case {
+        const char* narrative;
+        const char* message;
+        const char* result;
+        int code;
+        const char* message_part;
+    } cases[] = {
+        {nullptr, kMessage, kResult, TDO_E_INVALID_ARGUMENT, "narrative is NULL"},
+        {"x", nullptr, kResult, TDO_E_INVALID_ARGUMENT, "message_data_json is NULL"},
+        {"x", "{\"record_type\":", kResult, TDO_E_INVALID_JSON, "message_data is not valid JSON"},
+        {"x", kMessage, "{\"record_count\":}", TDO_E_INVALID_JSON, "result is not valid JSON"},
+        {"x", "\"StepsRecord\"", kResult, TDO_E_INVALID_INPUT, "must be a JSON object"},
+        {"x", "{}", kResult, TDO_E_INVALID_INPUT, "record_type is required"},
+        {"x", "{\"record_type\":[1]}", kResult, TDO_E_INVALID_INPUT, "record_type must be a string"},
+        {"x", kMessage, "{\"record_count\":\"many\"}", TDO_E_INVALID_INPUT, "record_count"},
+        {"x", kMessage, "{\"processing_timestamp\":\"soon\"}", TDO_E_INVALID_INPUT, "processing_timestamp"},
+        {"bad \xFF utf8", kMessage, kResult, TDO_E_INVALID_INPUT, "UTF-8"},
+        {"x", kMessage, "", TDO_E_INVALID_JSON, "result is not valid JSON"},
+    };
+    for (const auto& c : cases) {
+        INFO(c.message_part);
+        CHECK(generate_training_output(w, c.narrative, c.message, c.result) == c.code);
+        CHECK_THAT(tdo_last_error(), Catch::Contains(c.message_part));
+    }
+    // A success clears the last error.
+    CHECK(generate_training_output(w, "fine", kMessage, kResult) == TDO_WRITTEN);
+    CHECK(std::string(tdo_last_error()).empty());
+
+    CHECK(tdo_writer_flush(nullptr) == TDO_E_INVALID_ARGUMENT);
+    char* out = reinterpret_cast<char*>(0x1);
+    CHECK(tdo_writer_stats(nullptr, &out) == TDO_E_INVALID_ARGUMENT);
+    CHECK(out == nullptr);
+    CHECK(tdo_writer_stats(w, nullptr) == TDO_E_INVALID_ARGUMENT);
+    tdo_writer_close(w);
+    tdo_writer_close(nullptr);
+    tdo_free(nullptr);
+    // Nothing partial was written by the failed calls: one line.
+    auto files = tdo_test::jsonl_files(dir.path());
+    REQUIRE(files.size() == 1);
+    CHECK(tdo_test::lines_of(tdo_test::read_file(dir / files[0])).size() == 1);
+}
+
+TEST_CASE("C ABI: status names", "[unit][capi]") {
+    CHECK(std::string(tdo_status_name(TDO_WRITTEN)) == "TDO_WRITTEN");
+    CHECK(std::string(tdo_status_name(TDO_DUPLICATE)) == "TDO_DUPLICATE");
+    CHECK(std::string(tdo_status_name(TDO_SKIPPED)) == "TDO_SKIPPED");
+    CHECK(std::string(tdo_status_name(TDO_DISABLED)) == "TDO_DISABLED");
+    CHECK(std::string(tdo_status_name(TDO_E_CONFIG)) == "TDO_E_CONFIG");
+    CHECK(std::string(tdo_status_name(TDO_E_BACKPRESSURE)) == "TDO_E_BACKPRESSURE");
+    CHECK(std::string(tdo_status_name(-1234)) == "TDO_E_UNKNOWN");
+    CHECK(std::string(tdo_status_name(77)) == "TDO_UNKNOWN");
+}
+
+TEST_CASE("C ABI: the last error is per thread", "[unit][capi]") {
+    CHECK(tdo_writer_open(nullptr, "{}") == TDO_E_INVALID_ARGUMENT);
+    std::string other;
+    std::thread t([&] { other = tdo_last_error(); });
+    t.join();
+    CHECK(other.empty());
+    CHECK_THAT(tdo_last_error(), Catch::Contains("out is NULL"));
+}
+
+namespace {
+struct Captured {
+    std::mutex m;
+    std::vector<std::pair<int, std::string>> events;
+};
+void capture(int level, const char* event, const char* json, void* user) {
+    auto* c = static_cast<Captured*>(user);
+    std::lock_guard<std::mutex> lock(c->m);
+    c->events.emplace_back(level, std::string(event) + "|" + json);
+}
+}  // namespace
+
+TEST_CASE("C ABI: log callback receives structured events", "[unit][capi]") {
+    tdo_test::TempDir dir;
+    Captured captured;
+    REQUIRE(tdo_set_log_callback(capture, TDO_LOG_INFO, &captured) == TDO_OK);
+    tdo_writer* w = nullptr;
+    REQUIRE(tdo_writer_open(&w, config_for(dir).c_str()) == TDO_OK);
+    generate_training_output(w, "Logged.", kMessage, kResult);
+    generate_training_output(w, "Logged.", kMessage, kResult);
+    tdo_writer_close(w);
+    REQUIRE(tdo_set_log_callback(nullptr, 0, nullptr) == TDO_OK);
+    std::set<std::string> names;
+    for (const auto& [level, text] : captured.events) {
+        auto bar = text.find('|');
+        names.insert(text.substr(0, bar));
+        auto doc = tdo_test::parse(text.substr(bar + 1));
+        REQUIRE_FALSE(doc.HasParseError());
+        CHECK(doc.HasMember("ts"));
+        CHECK(std::string(doc["event"].GetString()) == text.substr(0, bar));
+        CHECK(level >= TDO_LOG_INFO);
+    }
+    CHECK(names.count("training_output_enabled"));
+    CHECK(names.count("training_output_generated"));
+    CHECK(names.count("skipping_duplicate_training_example"));
+}
+
+TEST_CASE("C ABI: a NULL writer uses a process-wide writer from the environment", "[unit][capi][env]") {
+    tdo_test::TempDir dir;
+    ::setenv("ETL_OUTPUT_DIR", dir.path().c_str(), 1);
+    ::setenv("ETL_DIRECTORY_FSYNC", "false", 1);
+    ::setenv("ETL_LOG_LEVEL", "off", 1);
+    CHECK(generate_training_output(nullptr, "Process-wide.", kMessage, kResult) == TDO_WRITTEN);
+    CHECK(generate_training_output(nullptr, "Process-wide.", kMessage, kResult) == TDO_DUPLICATE);
+    tdo_shutdown();
+    tdo_shutdown();
+    ::unsetenv("ETL_OUTPUT_DIR");
+    ::unsetenv("ETL_DIRECTORY_FSYNC");
+    ::unsetenv("ETL_LOG_LEVEL");
+    auto files = tdo_test::jsonl_files(dir.path());
+    REQUIRE(files.size() == 1);
+    CHECK(tdo_test::lines_of(tdo_test::read_file(dir / files[0])).size() == 1);
+}

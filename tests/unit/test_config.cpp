@@ -1,0 +1,125 @@
+#include <catch2/catch.hpp>
+#include <cstdlib>
+#include <fstream>
+#include <functional>
+#include <sstream>
+
+#include "training_output/config.hpp"
+#include "training_output/error.hpp"
+
+using namespace training_output;
+
+namespace {
+
+// Sets environment variables for one scope.
+class EnvGuard {
+public:
+    void set(const char* name, const char* value) {
+        names_.push_back(name);
+        ::setenv(name, value, 1);
+    }
+    ~EnvGuard() {
+        for (const auto& n : names_) ::unsetenv(n.c_str());
+    }
+
+private:
+    std::vector<std::string> names_;
+};
+
+std::string error_of(const std::function<void()>& fn) {
+    try {
+        fn();
+    } catch (const Error& e) {
+        CHECK(e.code() == ErrorCode::Config);
+        return e.what();
+    }
+    return "no error";
+}
+
+}  // namespace
+
+TEST_CASE("configuration defaults", "[unit][config]") {
+    Config c = Config::from_json("{}");
+    CHECK(c.enable_training_output);
+    CHECK(c.include_training_metadata);
+    CHECK(c.training_data_prefix == "training");
+    CHECK(c.output_dir == "./training-data");
+    CHECK(c.dedup_store == "sqlite");
+    CHECK(c.dedup_db_path == "./training-data/.dedup.sqlite3");
+    CHECK(c.dedup_namespace == "training");
+    CHECK(c.templates_file.empty());
+    CHECK(c.s3_region == "us-east-1");
+    CHECK(c.log_level == LogLevel::Warning);
+}
+
+TEST_CASE("configuration from JSON", "[unit][config]") {
+    Config c = Config::from_json(R"({"enable_training_output": false, "include_training_metadata": false,
+        "training_data_prefix": "/sft/v2/", "output_dir": "/tmp/x", "dedup_store": "memory",
+        "dedup_namespace": "ft", "log_level": "debug", "s3_bucket_name": "b", "dedup_claim_ttl_seconds": 60})");
+    CHECK_FALSE(c.enable_training_output);
+    CHECK_FALSE(c.include_training_metadata);
+    CHECK(c.training_data_prefix == "sft/v2");
+    CHECK(c.dedup_db_path == "/tmp/x/.dedup.sqlite3");
+    CHECK(c.dedup_store == "memory");
+    CHECK(c.log_level == LogLevel::Debug);
+    CHECK(c.s3_bucket_name == "b");
+    CHECK(c.dedup_claim_ttl_seconds == 60);
+}
+
+TEST_CASE("configuration errors name the key", "[unit][config]") {
+    CHECK_THAT(error_of([] { Config::from_json(R"({"enable_trainig_output": true})"); }),
+               Catch::Contains("\"enable_trainig_output\"") && Catch::Contains("unknown key"));
+    CHECK_THAT(error_of([] { Config::from_json(R"({"enable_training_output": "yes"})"); }),
+               Catch::Contains("\"enable_training_output\"") && Catch::Contains("expected a boolean"));
+    CHECK_THAT(error_of([] { Config::from_json(R"({"output_dir": 5})"); }), Catch::Contains("\"output_dir\""));
+    CHECK_THAT(error_of([] { Config::from_json(R"({"dedup_claim_ttl_seconds": 1.5})"); }),
+               Catch::Contains("dedup_claim_ttl_seconds") && Catch::Contains("integer"));
+    CHECK_THAT(error_of([] { Config::from_json(R"({"dedup_claim_ttl_seconds": 0})"); }), Catch::Contains("at least 1"));
+    CHECK_THAT(error_of([] { Config::from_json(R"({"dedup_store": "postgres"})"); }), Catch::Contains("dedup_store"));
+    CHECK_THAT(error_of([] { Config::from_json(R"({"log_level": "loud"})"); }), Catch::Contains("log_level"));
+    CHECK_THAT(error_of([] { Config::from_json(R"({"training_data_prefix": "a/../b"})"); }),
+               Catch::Contains("training_data_prefix"));
+    CHECK_THAT(error_of([] { Config::from_json(R"({"training_data_prefix": "a//b"})"); }),
+               Catch::Contains("training_data_prefix"));
+    CHECK_THAT(error_of([] { Config::from_json(R"({"dedup_namespace": ""})"); }), Catch::Contains("dedup_namespace"));
+    CHECK_THAT(error_of([] { Config::from_json("[1]"); }), Catch::Contains("JSON object"));
+    CHECK_THAT(error_of([] { Config::from_json("{"); }), Catch::Contains("not valid JSON"));
+}
+
+TEST_CASE("configuration from the environment", "[unit][config]") {
+    EnvGuard env;
+    env.set("ETL_ENABLE_TRAINING_OUTPUT", "False");
+    env.set("ETL_INCLUDE_TRAINING_METADATA", "0");
+    env.set("ETL_TRAINING_DATA_PREFIX", "sft");
+    env.set("ETL_OUTPUT_DIR", "/data/out");
+    env.set("ETL_DEDUP_STORE", "memory");
+    env.set("ETL_DEDUP_CLAIM_TTL_SECONDS", "120");
+    env.set("ETL_S3_ENDPOINT_URL", "");  // empty = unset
+    Config c = Config::from_environment();
+    CHECK_FALSE(c.enable_training_output);
+    CHECK_FALSE(c.include_training_metadata);
+    CHECK(c.training_data_prefix == "sft");
+    CHECK(c.output_dir == "/data/out");
+    CHECK(c.dedup_db_path == "/data/out/.dedup.sqlite3");
+    CHECK(c.dedup_store == "memory");
+    CHECK(c.dedup_claim_ttl_seconds == 120);
+    CHECK(c.s3_endpoint_url.empty());
+
+    env.set("ETL_ENABLE_TRAINING_OUTPUT", "maybe");
+    CHECK_THAT(error_of([] { Config::from_environment(); }), Catch::Contains("ETL_ENABLE_TRAINING_OUTPUT"));
+    env.set("ETL_ENABLE_TRAINING_OUTPUT", "yes");
+    env.set("ETL_DEDUP_CLAIM_TTL_SECONDS", "12x");
+    CHECK_THAT(error_of([] { Config::from_environment(); }), Catch::Contains("ETL_DEDUP_CLAIM_TTL_SECONDS"));
+}
+
+TEST_CASE("every key is documented in the README", "[unit][config]") {
+    std::ifstream in(TDO_SOURCE_DIR "/README.md");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    const std::string readme = ss.str();
+    REQUIRE_FALSE(readme.empty());
+    for (const auto& key : Config::keys()) {
+        INFO(key);
+        CHECK(readme.find("`" + key + "`") != std::string::npos);
+    }
+}

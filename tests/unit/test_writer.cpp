@@ -1,0 +1,276 @@
+#include <catch2/catch.hpp>
+#include <set>
+#include <thread>
+
+#include "test_util.hpp"
+#include "training_output/error.hpp"
+#include "training_output/memory_sink.hpp"
+#include "training_output/training_output.hpp"
+
+using namespace training_output;
+using tdo_test::message_json;
+using tdo_test::result_json;
+
+namespace {
+
+Config config_in(const tdo_test::TempDir& dir, const std::string& store = "sqlite") {
+    Config c;
+    c.output_dir = dir.path();
+    c.dedup_store = store;
+    c.directory_fsync = false;
+    c.log_level = LogLevel::Off;
+    c.finalize();
+    return c;
+}
+
+const std::string kKey = "training/metabolic_diabetes/2025/11/health_journal_2025_11.jsonl";
+
+// A store whose every call fails.
+class BrokenStore : public DedupStore {
+public:
+    bool claim(const std::string&, std::chrono::seconds) override { throw Error(ErrorCode::DedupStore, "store down"); }
+    void commit(const std::vector<std::string>&, std::chrono::seconds) override {
+        throw Error(ErrorCode::DedupStore, "store down");
+    }
+    void release(const std::string&) override { throw Error(ErrorCode::DedupStore, "store down"); }
+    const char* kind() const noexcept override { return "broken"; }
+};
+
+// Forwards to a MemorySink it does not own (so the test can look inside).
+class SharedSink : public S3Sink {
+public:
+    explicit SharedSink(MemorySink& s) : s_(s) {}
+    SinkResponse head(const std::string& k) override { return s_.head(k); }
+    SinkResponse get(const std::string& k, std::optional<ByteRange> r) override { return s_.get(k, r); }
+    SinkResponse put(const std::string& k, std::string_view b, const ObjectAttributes& a, const WriteConditions& c) override {
+        return s_.put(k, b, a, c);
+    }
+    SinkResponse remove(const std::string& k) override { return s_.remove(k); }
+    SinkResponse create_multipart(const std::string& k, const ObjectAttributes& a) override { return s_.create_multipart(k, a); }
+    SinkResponse upload_part(const std::string& k, const std::string& u, int n, std::string_view b) override {
+        return s_.upload_part(k, u, n, b);
+    }
+    SinkResponse upload_part_copy(const std::string& k, const std::string& u, int n, const std::string& sk,
+                                  const std::string& m, std::optional<ByteRange> r) override {
+        return s_.upload_part_copy(k, u, n, sk, m, r);
+    }
+    SinkResponse complete_multipart(const std::string& k, const std::string& u, const std::vector<CompletedPart>& p,
+                                    const WriteConditions& c) override {
+        return s_.complete_multipart(k, u, p, c);
+    }
+    SinkResponse abort_multipart(const std::string& k, const std::string& u) override { return s_.abort_multipart(k, u); }
+    SinkCapabilities capabilities() const override { return s_.capabilities(); }
+    std::string describe() const override { return s_.describe(); }
+
+private:
+    MemorySink& s_;
+};
+
+}  // namespace
+
+TEST_CASE("writer creates the monthly file and appends to it", "[unit][writer]") {
+    tdo_test::TempDir dir;
+    TrainingOutput w(config_in(dir));
+    CHECK(w.generate("First narrative.", message_json("BloodGlucoseRecord"), result_json(450)) == Outcome::Written);
+    REQUIRE(std::filesystem::exists(dir / kKey));
+    CHECK(tdo_test::lines_of(tdo_test::read_file(dir / kKey)).size() == 1);
+    CHECK(w.generate("Second narrative.", message_json("BloodGlucoseRecord"), result_json(450)) == Outcome::Written);
+    auto lines = tdo_test::lines_of(tdo_test::read_file(dir / kKey));
+    REQUIRE(lines.size() == 2);
+    CHECK(std::string(tdo_test::parse(lines[0])["output"].GetString()) == "First narrative.");
+    CHECK(std::string(tdo_test::parse(lines[1])["output"].GetString()) == "Second narrative.");
+    CHECK(w.stats().written == 2);
+    CHECK(w.stats().lines_appended == 2);
+    CHECK(tdo_test::jsonl_files(dir.path()) == std::vector<std::string>{kKey});
+}
+
+TEST_CASE("writer drops duplicates, in one run and across a reopen", "[unit][writer]") {
+    tdo_test::TempDir dir;
+    {
+        TrainingOutput w(config_in(dir));
+        CHECK(w.generate("Same.", message_json("BloodGlucoseRecord", "u1", "c1"), result_json(5)) == Outcome::Written);
+        // Another user, another correlation id, another time: the same example.
+        CHECK(w.generate("Same.", message_json("BloodGlucoseRecord", "u2", "c2"),
+                         result_json(5, "2025-11-20T00:00:00Z")) == Outcome::Duplicate);
+        CHECK(w.stats().duplicates == 1);
+    }
+    TrainingOutput w(config_in(dir));
+    CHECK(w.generate("Same.", message_json("BloodGlucoseRecord"), result_json(5)) == Outcome::Duplicate);
+    CHECK(w.generate("Different.", message_json("BloodGlucoseRecord"), result_json(5)) == Outcome::Written);
+    CHECK(tdo_test::lines_of(tdo_test::read_file(dir / kKey)).size() == 2);
+}
+
+TEST_CASE("writer skips empty narratives and logs why", "[unit][writer]") {
+    tdo_test::TempDir dir;
+    std::vector<std::string> events;
+    std::mutex m;
+    set_log_callback(
+        [&](LogLevel, std::string_view event, std::string_view json) {
+            std::lock_guard<std::mutex> lock(m);
+            events.push_back(std::string(event) + " " + std::string(json));
+        },
+        LogLevel::Info);
+    TrainingOutput w(config_in(dir));
+    CHECK(w.generate(" \n ", message_json("StepsRecord"), result_json()) == Outcome::Skipped);
+    set_log_callback({}, LogLevel::Off);
+    CHECK(w.stats().skipped == 1);
+    CHECK(tdo_test::jsonl_files(dir.path()).empty());
+    bool found = false;
+    for (const auto& e : events) {
+        if (e.rfind("training_output_skipped ", 0) == 0) {
+            found = true;
+            CHECK_THAT(e, Catch::Contains("empty_narrative") && Catch::Contains("StepsRecord"));
+        }
+    }
+    CHECK(found);
+}
+
+TEST_CASE("writer: metadata on and off", "[unit][writer]") {
+    tdo_test::TempDir dir;
+    Config c = config_in(dir);
+    c.include_training_metadata = false;
+    TrainingOutput w(c);
+    w.generate("No metadata.", message_json("BloodGlucoseRecord"), result_json());
+    auto doc = tdo_test::parse(tdo_test::lines_of(tdo_test::read_file(dir / kKey)).at(0));
+    CHECK_FALSE(doc.HasMember("metadata"));
+    CHECK(doc.HasMember("instruction"));
+}
+
+TEST_CASE("writer disabled does no I/O at all", "[unit][writer]") {
+    tdo_test::TempDir dir;
+    Config c = config_in(dir);
+    c.output_dir = dir / "never-created";
+    c.dedup_db_path.clear();
+    c.enable_training_output = false;
+    c.finalize();
+    TrainingOutput w(c);
+    CHECK(w.generate("Text.", message_json("StepsRecord"), result_json()) == Outcome::Disabled);
+    CHECK(w.generate("", "not even json", "") == Outcome::Disabled);
+    w.flush();
+    CHECK_FALSE(std::filesystem::exists(dir / "never-created"));
+    CHECK(w.stats().disabled == 2);
+}
+
+TEST_CASE("writer fails open when the dedup store is broken", "[unit][writer]") {
+    tdo_test::TempDir dir;
+    WriterComponents parts;
+    parts.dedup_store = std::make_unique<BrokenStore>();
+    TrainingOutput w(config_in(dir), std::move(parts));
+    CHECK(w.generate("Same.", message_json("BloodGlucoseRecord"), result_json()) == Outcome::Written);
+    CHECK(w.generate("Same.", message_json("BloodGlucoseRecord"), result_json()) == Outcome::Written);
+    CHECK(tdo_test::lines_of(tdo_test::read_file(dir / kKey)).size() == 2);
+    CHECK(w.stats().dedup_store_errors == 2);  // claims; nothing to commit after a failed-open claim
+    CHECK(w.stats().written == 2);
+}
+
+TEST_CASE("writer releases the claim when writing fails, so a retry succeeds", "[unit][writer]") {
+    tdo_test::TempDir dir;
+    MemorySink memory;
+    bool down = true;
+    memory.set_fault_hook([&](MemorySink::Op, const std::string&) -> std::optional<MemorySink::Fault> {
+        if (!down) return std::nullopt;
+        SinkResponse r;
+        r.status = SinkStatus::Fatal;
+        r.http_status = 404;
+        r.error.code = "NoSuchBucket";
+        return MemorySink::Fault{r, false};
+    });
+    WriterComponents parts;
+    parts.sink = std::make_unique<SharedSink>(memory);
+    TrainingOutput w(config_in(dir), std::move(parts));
+    try {
+        w.generate("Retry me.", message_json("BloodGlucoseRecord"), result_json());
+        FAIL("expected an error");
+    } catch (const Error& e) {
+        CHECK(e.code() == ErrorCode::Storage);
+        CHECK_THAT(e.what(), Catch::Contains("NoSuchBucket"));
+    }
+    CHECK(w.stats().errors == 1);
+    down = false;
+    CHECK(w.generate("Retry me.", message_json("BloodGlucoseRecord"), result_json()) == Outcome::Written);
+    CHECK(tdo_test::lines_of(memory.object(kKey).value()).size() == 1);
+}
+
+TEST_CASE("8 threads racing on shared and distinct content: each unique example once", "[unit][writer][concurrency]") {
+    auto store = GENERATE(std::string("memory"), std::string("sqlite"));
+    tdo_test::TempDir dir;
+    TrainingOutput w(config_in(dir, store));
+    constexpr int kThreads = 8, kPerThread = 40;
+    std::atomic<int> written{0}, duplicates{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+        threads.emplace_back([&, t] {
+            for (int i = 0; i < kPerThread; ++i) {
+                // Even i: the same content in every thread. Odd i: this thread's own.
+                std::string narrative = i % 2 == 0 ? "Shared " + std::to_string(i)
+                                                   : "Thread " + std::to_string(t) + " item " + std::to_string(i);
+                const char* type = i % 4 < 2 ? "StepsRecord" : "SleepSessionRecord";
+                auto o = w.generate(narrative, message_json(type, "u" + std::to_string(t)), result_json());
+                (o == Outcome::Written ? written : duplicates)++;
+            }
+        });
+    }
+    for (auto& t : threads) t.join();
+    const int shared = kPerThread / 2, own = kThreads * kPerThread / 2;
+    CHECK(written == shared + own);
+    CHECK(duplicates == shared * (kThreads - 1));
+    std::multiset<std::string> outputs;
+    for (const auto& f : tdo_test::jsonl_files(dir.path())) {
+        for (const auto& line : tdo_test::lines_of(tdo_test::read_file(dir / f))) {
+            auto doc = tdo_test::parse(line);
+            REQUIRE_FALSE(doc.HasParseError());
+            outputs.insert(doc["output"].GetString());
+        }
+    }
+    CHECK(outputs.size() == static_cast<std::size_t>(shared + own));
+    CHECK(std::set<std::string>(outputs.begin(), outputs.end()).size() == outputs.size());
+}
+
+TEST_CASE("several processes on one directory: each unique example once", "[unit][writer][concurrency]") {
+    tdo_test::TempDir dir;
+    const std::string config = "{\"output_dir\":\"" + dir.path() + "\",\"directory_fsync\":false,\"log_level\":\"off\"}";
+    constexpr int kProcs = 4, kCount = 60, kSharedEvery = 3;
+    std::vector<pid_t> pids;
+    for (int p = 0; p < kProcs; ++p) {
+        pids.push_back(tdo_test::spawn({TDO_TEST_WRITER, config, std::to_string(p), std::to_string(kCount),
+                                        std::to_string(kSharedEvery)}));
+        REQUIRE(pids.back() > 0);
+    }
+    for (pid_t pid : pids) CHECK(tdo_test::wait_for(pid) == 0);
+    std::multiset<std::string> outputs;
+    for (const auto& f : tdo_test::jsonl_files(dir.path())) {
+        for (const auto& line : tdo_test::lines_of(tdo_test::read_file(dir / f))) {
+            auto doc = tdo_test::parse(line);
+            REQUIRE_FALSE(doc.HasParseError());
+            outputs.insert(doc["output"].GetString());
+        }
+    }
+    const int shared = (kCount + kSharedEvery - 1) / kSharedEvery;
+    const int own = kProcs * (kCount - shared);
+    CHECK(outputs.size() == static_cast<std::size_t>(shared + own));
+    CHECK(std::set<std::string>(outputs.begin(), outputs.end()).size() == outputs.size());
+}
+
+TEST_CASE("writer rejects examples above max_line_bytes", "[unit][writer]") {
+    tdo_test::TempDir dir;
+    Config c = config_in(dir);
+    c.max_line_bytes = 1024;
+    TrainingOutput w(c);
+    try {
+        w.generate(std::string(2000, 'a'), message_json("StepsRecord"), result_json());
+        FAIL("expected an error");
+    } catch (const Error& e) {
+        CHECK(e.code() == ErrorCode::InvalidInput);
+        CHECK_THAT(e.what(), Catch::Contains("max_line_bytes"));
+    }
+    CHECK(tdo_test::jsonl_files(dir.path()).empty());
+}
+
+TEST_CASE("writer after close refuses work", "[unit][writer]") {
+    tdo_test::TempDir dir;
+    TrainingOutput w(config_in(dir));
+    w.close();
+    w.close();
+    CHECK_THROWS_AS(w.generate("x", message_json("StepsRecord"), result_json()), Error);
+    CHECK_THROWS_AS(w.flush(), Error);
+}
