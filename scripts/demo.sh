@@ -10,7 +10,7 @@ cmake --build build/release --target training-output-cli -j "$(nproc)"
 out="${1:-./training-data}"
 echo
 echo "== training-output-cli --output-dir $out examples/cli/sample.jsonl"
-build/release/training-output-cli --output-dir "$out" examples/cli/sample.jsonl || status=$?
+build/release/examples/training-output-cli --output-dir "$out" examples/cli/sample.jsonl || status=$?
 echo
 echo "== the tree"
 find "$out" -name '*.jsonl' | sort | while read -r f; do
