@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh test
+# Test-only npm packages, exactly as locked.
+npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
 
 configs="${TDO_TEST_CONFIGS:-ci asan}"
 jobs="$(nproc)"

@@ -96,6 +96,8 @@ std::chrono::system_clock::time_point parse_iso8601(std::string_view text) {
     long micros = 0;
     if (!c.digits(4, year) || !c.eat('-') || !c.digits(2, month) || !c.eat('-') || !c.digits(2, day))
         throw fail("expected YYYY-MM-DD");
+    // The clock counts nanoseconds: keep far from its limits (1677-2262).
+    if (year < 1970 || year > 2199) throw fail("year out of range (1970-2199)");
     if (month < 1 || month > 12) throw fail("month out of range");
     if (day < 1 || static_cast<unsigned>(day) > days_in_month(year, static_cast<unsigned>(month)))
         throw fail("day out of range");

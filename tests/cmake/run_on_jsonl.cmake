@@ -1,0 +1,10 @@
+# Runs COMMAND (a ;-list) with every .jsonl file under DIR appended.
+file(GLOB_RECURSE files ${DIR}/*.jsonl)
+list(SORT files)
+if(NOT files)
+  message(FATAL_ERROR "no .jsonl files under ${DIR}")
+endif()
+execute_process(COMMAND ${COMMAND} ${files} RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "failed (${rc})")
+endif()
