@@ -6,7 +6,7 @@ what="${1:-build}"
 
 pkgs=(build-essential cmake pkg-config libssl-dev libsqlite3-dev rapidjson-dev)
 if [ "$what" = test ]; then
-  pkgs+=(catch2 python3 python3-pandas)
+  pkgs+=(catch2 python3 python3-pandas python3-botocore)
   # node and npm (DuckDB for the interop tests): any installed ones will do.
   command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
   command -v npm >/dev/null 2>&1 || pkgs+=(npm)
