@@ -122,7 +122,7 @@ ErrorCode code_of(const std::function<void()>& f) {
 
 }  // namespace
 
-TEST_CASE("uri_encode keeps only the unreserved bytes, upper-case hex, '/' on request", "[unit][sigv4]") {
+TEST_CASE("sigv4: uri_encode keeps only the unreserved bytes, upper-case hex, '/' on request", "[unit][sigv4]") {
     CHECK(uri_encode("", true) == "");
     CHECK(uri_encode("AZaz09-._~", true) == "AZaz09-._~");
     CHECK(uri_encode("a b", true) == "a%20b");
@@ -138,13 +138,13 @@ TEST_CASE("uri_encode keeps only the unreserved bytes, upper-case hex, '/' on re
     CHECK(uri_encode("\x7F\xFF", true) == "%7F%FF");
 }
 
-TEST_CASE("hex_sha256 is lower-case hex SHA-256", "[unit][sigv4]") {
+TEST_CASE("sigv4: hex_sha256 is lower-case hex SHA-256", "[unit][sigv4]") {
     CHECK(hex_sha256("") == kEmpty);
     CHECK(hex_sha256("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     CHECK(hex_sha256("Welcome to Amazon S3.") == "44ce7dd67c959e0d3524ffac1771dfbba87d2b6b4b4e99e42034a8b803f8b072");
 }
 
-TEST_CASE("AWS SigV4 test suite: the cases that apply to S3", "[unit][sigv4]") {
+TEST_CASE("sigv4: AWS SigV4 test suite: the cases that apply to S3", "[unit][sigv4]") {
     const auto& cases = suite()["cases"];
     // Every case carried (see tests/data/sigv4/README.md): losing some silently would pass.
     REQUIRE(cases.Size() == 31);
@@ -166,7 +166,7 @@ TEST_CASE("AWS SigV4 test suite: the cases that apply to S3", "[unit][sigv4]") {
     }
 }
 
-TEST_CASE("AWS SigV4 test suite: S3 does not normalize the path", "[unit][sigv4]") {
+TEST_CASE("sigv4: AWS SigV4 test suite: S3 does not normalize the path", "[unit][sigv4]") {
     const auto& normalized = suite()["normalized"];
     REQUIRE(normalized.Size() == 6);
     for (const auto& c : normalized.GetArray()) {
@@ -188,7 +188,7 @@ TEST_CASE("AWS SigV4 test suite: S3 does not normalize the path", "[unit][sigv4]
     }
 }
 
-TEST_CASE("AWS SigV4 test suite: the session token is always signed", "[unit][sigv4]") {
+TEST_CASE("sigv4: AWS SigV4 test suite: the session token is always signed", "[unit][sigv4]") {
     // post-sts-header-after adds the token after signing, unsigned; S3 signers
     // do not. With the same token we sign what post-sts-header-before expects.
     const auto& excluded = suite()["excluded"];
@@ -213,7 +213,7 @@ TEST_CASE("AWS SigV4 test suite: the session token is always signed", "[unit][si
 // Amazon S3 API Reference, "Signature Calculations for the Authorization
 // Header: Transferring Payload in a Single Chunk (AWS Signature Version 4)",
 // Examples: Signature Calculations.
-TEST_CASE("S3 reference example: GET Object with a Range header", "[unit][sigv4]") {
+TEST_CASE("sigv4: S3 reference example: GET Object with a Range header", "[unit][sigv4]") {
     Request r = example_request("GET", "/test.txt");
     r.headers = {{"Range", "bytes=0-9"}};
     const Signed s = s3_example_signer().sign(r, at("2013-05-24T00:00:00Z"));
@@ -237,7 +237,7 @@ TEST_CASE("S3 reference example: GET Object with a Range header", "[unit][sigv4]
                               "Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"}});
 }
 
-TEST_CASE("S3 reference example: PUT Object", "[unit][sigv4]") {
+TEST_CASE("sigv4: S3 reference example: PUT Object", "[unit][sigv4]") {
     Request r = example_request("PUT", "/test$file.text");
     r.headers = {{"Date", "Fri, 24 May 2013 00:00:00 GMT"}, {"x-amz-storage-class", "REDUCED_REDUNDANCY"}};
     r.payload_sha256 = hex_sha256("Welcome to Amazon S3.");
@@ -259,7 +259,7 @@ TEST_CASE("S3 reference example: PUT Object", "[unit][sigv4]") {
     CHECK(header(s, "x-amz-content-sha256") == "44ce7dd67c959e0d3524ffac1771dfbba87d2b6b4b4e99e42034a8b803f8b072");
 }
 
-TEST_CASE("S3 reference example: GET Bucket Lifecycle", "[unit][sigv4]") {
+TEST_CASE("sigv4: S3 reference example: GET Bucket Lifecycle", "[unit][sigv4]") {
     Request r = example_request("GET", "/");
     r.query = {{"lifecycle", ""}};
     const Signed s = s3_example_signer().sign(r, at("2013-05-24T00:00:00Z"));
@@ -277,7 +277,7 @@ TEST_CASE("S3 reference example: GET Bucket Lifecycle", "[unit][sigv4]") {
     CHECK(s.signature == "fea454ca298b7da1c68078a5d1bdbfbbe0d65c699e0f91ac7a200a0136783543");
 }
 
-TEST_CASE("S3 reference example: GET Bucket (List Objects)", "[unit][sigv4]") {
+TEST_CASE("sigv4: S3 reference example: GET Bucket (List Objects)", "[unit][sigv4]") {
     Request r = example_request("GET", "/");
     r.query = {{"prefix", "J"}, {"max-keys", "2"}};  // out of order: the signer sorts
     const Signed s = s3_example_signer().sign(r, at("2013-05-24T00:00:00Z"));
