@@ -55,9 +55,17 @@ struct Signed {
 
 class Signer {
 public:
+    // Throws Error(Config) without an access key id, a secret, a region or a service.
     Signer(Credentials credentials, Options options = {});
 
-    // Thread-safe.
+    // Thread-safe. Every header of the request is signed. Throws
+    // Error(InvalidArgument) for a request that cannot be sent as signed: an
+    // empty method or host, a path not starting with '/', a header name that is
+    // not an HTTP token, a value with a control character other than HTAB (CR
+    // and LF included), a header the signer sets itself (Host, Authorization,
+    // x-amz-date, x-amz-content-sha256 when enabled, x-amz-security-token with
+    // a session token), a payload_sha256 that is neither lower-case hex nor
+    // UNSIGNED-PAYLOAD / STREAMING-*, or a time outside the years 1970-9999.
     Signed sign(const Request& request, std::chrono::system_clock::time_point when) const;
 
     const Options& options() const { return options_; }
