@@ -59,8 +59,8 @@ public:
     Signer(Credentials credentials, Options options = {});
 
     // Thread-safe. Every header of the request is signed. Throws
-    // Error(InvalidArgument) for a request that cannot be sent as signed: an
-    // empty method or host, a path not starting with '/', a header name that is
+    // Error(InvalidArgument) for a request that cannot be sent as signed: a
+    // method that is not an HTTP token, an empty host, a path not starting with '/', a header name that is
     // not an HTTP token, a value with a control character other than HTAB (CR
     // and LF included), a header the signer sets itself (Host, Authorization,
     // x-amz-date, x-amz-content-sha256 when enabled, x-amz-security-token with

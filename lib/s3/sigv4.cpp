@@ -173,7 +173,8 @@ std::string Signer::signing_key(const std::string& date) const {
 }
 
 Signed Signer::sign(const Request& request, std::chrono::system_clock::time_point when) const {
-    require(!request.method.empty(), "sigv4: empty method");
+    require(!request.method.empty() && std::all_of(request.method.begin(), request.method.end(), is_tchar),
+            "sigv4: the method must be an HTTP token");
     require(!request.host.empty(), "sigv4: empty host");
     require(!request.path.empty() && request.path.front() == '/', "sigv4: the path must start with '/'");
 

@@ -383,6 +383,8 @@ TEST_CASE("sigv4: headers that would break the request or collide with ours are 
     r.headers.clear();
     r.method = "";
     CHECK(code_of([&] { signer.sign(r, at("2025-11-18T10:30:00Z")); }) == ErrorCode::InvalidArgument);
+    r.method = "GET /x HTTP/1.1\r\nHost:";
+    CHECK(code_of([&] { signer.sign(r, at("2025-11-18T10:30:00Z")); }) == ErrorCode::InvalidArgument);
     r.method = "GET";
     r.host = "";
     CHECK(code_of([&] { signer.sign(r, at("2025-11-18T10:30:00Z")); }) == ErrorCode::InvalidArgument);
