@@ -4,9 +4,11 @@
 set -euo pipefail
 what="${1:-build}"
 
-pkgs=(build-essential cmake pkg-config libssl-dev libsqlite3-dev rapidjson-dev)
+pkgs=(build-essential cmake pkg-config libcurl4-openssl-dev libssl-dev libsqlite3-dev rapidjson-dev)
 if [ "$what" = test ]; then
   pkgs+=(catch2 python3 python3-pandas python3-botocore)
+  # Ceph RGW, the S3 server that checks signatures and conditional writes.
+  pkgs+=(ceph-mon ceph-osd radosgw ceph-common ceph-base uuid-runtime curl)
   # node and npm (DuckDB for the interop tests): any installed ones will do.
   command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
   command -v npm >/dev/null 2>&1 || pkgs+=(npm)

@@ -31,12 +31,31 @@ struct Config {
     std::int64_t dedup_ttl_seconds = 0;            // committed entries: 0 = forever
     std::int64_t dedup_busy_timeout_ms = 5000;     // SQLite: wait for other processes' locks
 
-    // Object store (S3 / MinIO). Reserved until the S3 sink is built.
+    // Object store (S3 / MinIO): used when s3_endpoint_url is set. Credentials
+    // and region fall back to AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    // AWS_SESSION_TOKEN and AWS_REGION when not given.
     std::string s3_endpoint_url;
     std::string s3_access_key;
     std::string s3_secret_key;
+    std::string s3_session_token;
     std::string s3_bucket_name;
     std::string s3_region = "us-east-1";
+    std::string s3_addressing_style = "auto";    // auto | path | virtual
+    std::string s3_ca_file;
+    bool s3_verify_tls = true;
+    std::int64_t s3_connect_timeout_ms = 3000;
+    std::int64_t s3_request_timeout_ms = 60000;
+    std::int64_t s3_max_attempts = 4;            // per request
+    std::int64_t s3_retry_base_ms = 100;
+    std::int64_t s3_retry_max_ms = 5000;
+    std::string s3_conditional_writes = "auto";  // auto | true | false
+    std::int64_t s3_multipart_threshold = 5 << 20;
+    std::int64_t s3_lease_seconds = 30;
+
+    // Batching: lines are grouped per object and appended in batches.
+    std::int64_t flush_max_bytes = 8 << 20;  // a key's pending bytes that trigger an append
+    std::int64_t flush_interval_ms = 5000;   // the oldest pending line's age that triggers one
+    std::int64_t flush_timeout_ms = 30000;   // how long flush() and close() wait
 
     // Logs.
     LogLevel log_level = LogLevel::Warning;

@@ -1,5 +1,8 @@
 // MemorySink: objects in memory, with S3 semantics and fault injection, for
-// tests of everything that sits on an S3Sink.
+// tests of everything that sits on an S3Sink. Its capabilities are also its
+// behaviour: without conditional_complete it ignores If-Match on
+// CompleteMultipartUpload and x-amz-copy-source-if-match (as Ceph RGW 16
+// does); without conditional_writes it ignores every condition (as s3rver).
 #pragma once
 
 #include <cstdint>
@@ -49,6 +52,8 @@ public:
     void set_fault_hook(FaultHook hook);
     // Test access.
     std::optional<std::string> object(const std::string& key) const;
+    // Pretends the object was last written at `unix_seconds` (lease expiry tests).
+    void set_last_modified(const std::string& key, std::int64_t unix_seconds);
     std::map<std::string, std::string> objects() const;
     std::uint64_t request_count(Op op) const;
     std::uint64_t bytes_received() const;  // request bodies (put + upload_part)
@@ -59,6 +64,7 @@ private:
         std::string data;
         std::string etag;
         ObjectAttributes attributes;
+        std::int64_t last_modified = 0;
     };
     struct Upload {
         std::string key;

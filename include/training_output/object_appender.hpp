@@ -10,6 +10,12 @@
 // When an attempt's outcome is unknown (a timeout after the request was
 // sent), the next attempt first checks with a ranged GET whether the batch is
 // already at the offset where it was written.
+//
+// On a server that enforces conditional PUT but ignores If-Match on
+// CompleteMultipartUpload (Ceph RGW 16), step 3 could overwrite another
+// writer's batch; there every append first takes a lease: a small object
+// under lease_prefix created with If-None-Match: *, taken over with If-Match
+// once its age by the server's clock passes lease_ttl, deleted when done.
 #pragma once
 
 #include <atomic>
@@ -44,6 +50,9 @@ struct AppendOptions {
     std::chrono::milliseconds backoff_base{10};
     std::chrono::milliseconds backoff_max{1000};
     ObjectAttributes attributes;                         // content type, user metadata
+    std::string lease_prefix = ".training_output/leases/";
+    std::chrono::seconds lease_ttl{30};                  // a holder that died frees the key after this
+    std::chrono::milliseconds lease_wait{60000};         // how long to wait for a lease before failing
 };
 
 struct AppendResult {
@@ -71,14 +80,25 @@ public:
     std::uint64_t conflicts() const { return conflicts_.load(std::memory_order_relaxed); }
 
 private:
+    struct Lease {
+        std::string key;    // the lease object
+        std::string etag;   // ours
+        std::string owner;  // token in its body
+        std::chrono::steady_clock::time_point taken;
+    };
+    Lease acquire_lease(const std::string& key);
+    bool renew_lease(Lease& lease);
+    void release_lease(const Lease& lease);
     enum class Step { Done, Retry, Ambiguous };
     Step attempt(const std::string& key, std::string_view batch,
                  const std::function<void(const AppendIntent&)>& before_write, AppendIntent& intent,
-                 SinkResponse& failure);
+                 SinkResponse& failure, Lease* lease);
     Step put_whole(const std::string& key, std::string_view body, const WriteConditions& conditions,
                    SinkResponse& failure);
     Step append_multipart(const std::string& key, std::string_view batch, const AppendIntent& intent,
-                          SinkResponse& failure);
+                          SinkResponse& failure, Lease* lease,
+                          const std::function<void(const AppendIntent&)>& before_write);
+    bool lease_still_ours(Lease* lease, SinkResponse& failure);
     std::uint64_t threshold() const;
     void backoff(int attempt);
 

@@ -45,6 +45,8 @@ struct SinkResponse {
     std::string body;         // GET: the bytes asked for
     std::string upload_id;    // CreateMultipartUpload
     std::vector<std::pair<std::string, std::string>> metadata;  // HEAD: x-amz-meta-* (lower-case names)
+    std::int64_t last_modified = 0;  // HEAD / GET: unix seconds, by the server's clock
+    std::int64_t server_time = 0;    // when the server answered (its Date), unix seconds
     S3ErrorInfo error;
     std::string detail;       // transport or local error text (never a secret)
 
@@ -74,8 +76,9 @@ struct CompletedPart {
 };
 
 struct SinkCapabilities {
-    bool conditional_writes = true;   // If-Match / If-None-Match are enforced
-    bool multipart_copy = true;       // UploadPartCopy works
+    bool conditional_writes = true;    // If-Match / If-None-Match on PUT are enforced
+    bool conditional_complete = true;  // If-Match on CompleteMultipartUpload is enforced
+    bool multipart_copy = true;        // UploadPartCopy works
     std::uint64_t min_part_size = 5ull << 20;  // smallest non-last part
 };
 

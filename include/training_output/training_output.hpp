@@ -1,7 +1,8 @@
 // TrainingOutput: the writer. One call turns a processing result into a
-// training example and writes it: format -> dedup claim -> append to its
-// monthly object -> dedup commit. Thread-safe: any number of threads may call
-// generate() and flush() at once.
+// training example and accepts it: format -> dedup claim -> queued for its
+// monthly object. A background thread appends the queued lines in batches
+// and commits their dedup claims once they landed. Thread-safe: any number of
+// threads may call generate() and flush() at once.
 #pragma once
 
 #include <cstdint>
@@ -28,6 +29,9 @@ struct WriterStats {
     std::uint64_t bytes_appended = 0;
     std::uint64_t batches_appended = 0;
     std::uint64_t append_conflicts = 0;    // 412/409 answers: another writer won a race
+    std::uint64_t append_failures = 0;     // batches that failed (and were retried)
+    std::uint64_t pending_lines = 0;       // accepted, not yet in their objects
+    std::uint64_t pending_bytes = 0;
 };
 
 // Parts a caller may supply instead of those the configuration names
@@ -46,16 +50,19 @@ public:
     TrainingOutput(const TrainingOutput&) = delete;
     TrainingOutput& operator=(const TrainingOutput&) = delete;
 
-    // Throws Error(InvalidJson | InvalidInput) for bad input, Error(Storage |
-    // Auth | ...) when writing failed (the dedup claim is then released).
+    // Throws Error(InvalidJson | InvalidInput) for bad input. Never waits on
+    // the object store.
     Outcome generate(std::string_view narrative, std::string_view message_data_json,
                      std::string_view result_json);
     Outcome generate(std::string_view narrative, const MessageData& message,
                      const ProcessingResult& result);
 
-    // Returns once every example accepted before the call is in its object.
+    // Returns once every example accepted before the call is in its object;
+    // throws Error(Timeout) after flush_timeout_ms, Error(Auth) when the store
+    // rejects the credentials.
     void flush();
-    // Flushes and stops; later calls throw Error(Closed). Idempotent.
+    // Flushes and stops; later calls throw Error(Closed). Idempotent. Throws
+    // Error(Storage) when lines could not be delivered.
     void close();
 
     WriterStats stats() const;

@@ -36,6 +36,18 @@ void ObjectAppender::backoff(int attempt) {
 AppendResult ObjectAppender::append(const std::string& key, std::string_view batch,
                                     const std::function<void(const AppendIntent&)>& before_write) {
     if (batch.empty()) return {};
+    const SinkCapabilities caps = sink_.capabilities();
+    std::optional<Lease> lease;
+    if (caps.conditional_writes && !caps.conditional_complete) lease = acquire_lease(key);
+    struct Release {
+        ObjectAppender* self;
+        std::optional<Lease>* lease;
+        ~Release() {
+            if (*lease) self->release_lease(**lease);
+        }
+    } release{this, &lease};
+    Lease* held = lease ? &*lease : nullptr;
+
     std::vector<AppendIntent> unknown;  // attempts whose outcome we could not see
     SinkResponse last_failure;
     for (int attempt = 0; attempt < options_.max_attempts; ++attempt) {
@@ -52,7 +64,7 @@ AppendResult ObjectAppender::append(const std::string& key, std::string_view bat
 
         AppendIntent intent;
         SinkResponse failure;
-        Step step = this->attempt(key, batch, before_write, intent, failure);
+        Step step = this->attempt(key, batch, before_write, intent, failure, held);
         if (step == Step::Done) return AppendResult{intent.size, attempt + 1, false};
         if (failure.status == SinkStatus::Auth || failure.status == SinkStatus::Fatal) give_up(key, failure);
         if (step == Step::Ambiguous) unknown.push_back(intent);
@@ -73,7 +85,7 @@ AppendResult ObjectAppender::append(const std::string& key, std::string_view bat
 
 ObjectAppender::Step ObjectAppender::attempt(const std::string& key, std::string_view batch,
                                              const std::function<void(const AppendIntent&)>& before_write,
-                                             AppendIntent& intent, SinkResponse& failure) {
+                                             AppendIntent& intent, SinkResponse& failure, Lease* lease) {
     const bool conditional = sink_.capabilities().conditional_writes;
     intent = AppendIntent{key, "", 0};
     SinkResponse h = sink_.head(key);
@@ -90,8 +102,7 @@ ObjectAppender::Step ObjectAppender::attempt(const std::string& key, std::string
     if (h.size > 0 && h.size >= threshold() && multipart_copy_works_.load(std::memory_order_relaxed)) {
         intent.etag = h.etag;
         intent.size = h.size;
-        if (before_write) before_write(intent);
-        return append_multipart(key, batch, intent, failure);
+        return append_multipart(key, batch, intent, failure, lease, before_write);
     }
     SinkResponse g = sink_.get(key);
     if (!g.ok()) {
@@ -102,6 +113,7 @@ ObjectAppender::Step ObjectAppender::attempt(const std::string& key, std::string
     if (!body.empty() && body.back() != '\n') body.push_back('\n');  // never glue two lines together
     intent.etag = g.etag;
     intent.size = body.size();
+    if (!lease_still_ours(lease, failure)) return Step::Retry;
     if (before_write) before_write(intent);
     body.append(batch.data(), batch.size());
     WriteConditions c;
@@ -119,7 +131,8 @@ ObjectAppender::Step ObjectAppender::put_whole(const std::string& key, std::stri
 }
 
 ObjectAppender::Step ObjectAppender::append_multipart(const std::string& key, std::string_view batch,
-                                                      const AppendIntent& intent, SinkResponse& failure) {
+                                                      const AppendIntent& intent, SinkResponse& failure, Lease* lease,
+                                                      const std::function<void(const AppendIntent&)>& before_write) {
     const bool conditional = sink_.capabilities().conditional_writes;
     SinkResponse c = sink_.create_multipart(key, options_.attributes);
     if (!c.ok()) {
@@ -163,12 +176,107 @@ ObjectAppender::Step ObjectAppender::append_multipart(const std::string& key, st
     if (!u.ok()) return abandon(std::move(u), Step::Retry);
     parts.push_back({number, u.etag});
 
+    if (!lease_still_ours(lease, failure)) return abandon(std::move(failure), Step::Retry);
+    if (before_write) before_write(intent);
     WriteConditions cond;
     if (conditional) cond.if_match = intent.etag;
     SinkResponse done = sink_.complete_multipart(key, upload_id, parts, cond);
     if (done.ok()) return Step::Done;
     Step step = done.status == SinkStatus::Transient ? Step::Ambiguous : Step::Retry;
     return abandon(std::move(done), step);
+}
+
+// The lease must have time left for the write about to be sent: renewed
+// when half its life is gone, abandoned when renewing fails.
+bool ObjectAppender::lease_still_ours(Lease* lease, SinkResponse& failure) {
+    if (!lease) return true;
+    if (std::chrono::steady_clock::now() - lease->taken < options_.lease_ttl / 2) return true;
+    if (renew_lease(*lease)) return true;
+    failure = SinkResponse{};
+    failure.status = SinkStatus::Conflict;
+    failure.detail = "the append lease on " + json::quote(lease->key) + " was lost";
+    *lease = acquire_lease(lease->key.substr(options_.lease_prefix.size()));
+    return false;
+}
+
+ObjectAppender::Lease ObjectAppender::acquire_lease(const std::string& key) {
+    Lease lease;
+    lease.key = options_.lease_prefix + key;
+    lease.owner = random::token_hex(16);
+    const std::string body = "{\"owner\":\"" + lease.owner + "\",\"ttl_seconds\":" +
+                             std::to_string(options_.lease_ttl.count()) + "}\n";
+    ObjectAttributes attrs;
+    attrs.content_type = "application/json";
+    const auto deadline = std::chrono::steady_clock::now() + options_.lease_wait;
+    SinkResponse last;
+    int unanswered = 0;  // the store failing, as opposed to the lease being busy
+    for (int attempt = 0; std::chrono::steady_clock::now() < deadline && unanswered < options_.max_attempts; ++attempt) {
+        if (attempt > 0) backoff(std::min(attempt, 6));
+        WriteConditions create;
+        create.if_none_match_any = true;
+        SinkResponse r = sink_.put(lease.key, body, attrs, create);
+        if (r.ok()) {
+            lease.etag = r.etag;
+            lease.taken = std::chrono::steady_clock::now();
+            return lease;
+        }
+        if (r.status == SinkStatus::Auth || r.status == SinkStatus::Fatal) give_up(lease.key, r);
+        if (r.status == SinkStatus::Transient) ++unanswered;
+        // Held by someone: ours after a lost answer, expired, or alive.
+        SinkResponse held = sink_.get(lease.key);
+        if (held.status == SinkStatus::NotFound) continue;
+        if (!held.ok()) {
+            ++unanswered;
+            last = std::move(held);
+            continue;
+        }
+        if (held.body == body) {  // our create landed, its answer did not
+            lease.etag = held.etag;
+            lease.taken = std::chrono::steady_clock::now();
+            return lease;
+        }
+        if (held.server_time > 0 && held.last_modified > 0 &&
+            held.server_time - held.last_modified > options_.lease_ttl.count()) {
+            WriteConditions takeover;
+            takeover.if_match = held.etag;
+            SinkResponse t = sink_.put(lease.key, body, attrs, takeover);
+            if (t.ok()) {
+                if (logger_) {
+                    logger_->log(LogLevel::Warning, "training_output_lease_taken_over",
+                                 {{"key", key}, {"age_seconds", held.server_time - held.last_modified}});
+                }
+                lease.etag = t.etag;
+                lease.taken = std::chrono::steady_clock::now();
+                return lease;
+            }
+        }
+        last = std::move(r);
+    }
+    throw Error(ErrorCode::Storage, "could not take the append lease " + json::quote(lease.key) +
+                                        (unanswered >= options_.max_attempts
+                                             ? std::string(": the store does not answer")
+                                             : " within " + std::to_string(options_.lease_wait.count()) + " ms") +
+                                        "; last answer: " + last.describe());
+}
+
+bool ObjectAppender::renew_lease(Lease& lease) {
+    const std::string body = "{\"owner\":\"" + lease.owner + "\",\"ttl_seconds\":" +
+                             std::to_string(options_.lease_ttl.count()) + "}\n";
+    ObjectAttributes attrs;
+    attrs.content_type = "application/json";
+    WriteConditions mine;
+    mine.if_match = lease.etag;
+    SinkResponse r = sink_.put(lease.key, body, attrs, mine);
+    if (!r.ok()) return false;
+    lease.etag = r.etag;
+    lease.taken = std::chrono::steady_clock::now();
+    return true;
+}
+
+void ObjectAppender::release_lease(const Lease& lease) {
+    // Only our own: a lease taken over after we stalled belongs to someone else.
+    SinkResponse h = sink_.head(lease.key);
+    if (h.ok() && h.etag == lease.etag) sink_.remove(lease.key);
 }
 
 Landed ObjectAppender::check_landed(const AppendIntent& intent, std::string_view batch) {

@@ -13,8 +13,11 @@
 
 namespace training_output::json {
 
-// Full-precision numbers, UTF-8 validated, no comments or trailing commas.
-constexpr unsigned kParseFlags = rapidjson::kParseValidateEncodingFlag | rapidjson::kParseFullPrecisionFlag;
+// UTF-8 validated, no comments or trailing commas. Not kParseFullPrecisionFlag:
+// RapidJSON 1.1.0's full-precision path calls clz(0) on inputs like "0e40"
+// (found by fuzzing); the normal path is exact for numbers of up to 15
+// significant digits with small exponents, which covers clinical figures.
+constexpr unsigned kParseFlags = rapidjson::kParseValidateEncodingFlag;
 
 // Parses `text` into `doc`; throws Error(code) "<what>: <reason> at offset N".
 template <class Document>

@@ -4,6 +4,7 @@
 
 #include <cctype>
 #include <cerrno>
+#include <initializer_list>
 #include <cstdlib>
 #include <variant>
 
@@ -40,8 +41,23 @@ const Key kKeys[] = {
     {"s3_endpoint_url", &Config::s3_endpoint_url},
     {"s3_access_key", &Config::s3_access_key},
     {"s3_secret_key", &Config::s3_secret_key},
+    {"s3_session_token", &Config::s3_session_token},
     {"s3_bucket_name", &Config::s3_bucket_name},
     {"s3_region", &Config::s3_region},
+    {"s3_addressing_style", &Config::s3_addressing_style},
+    {"s3_ca_file", &Config::s3_ca_file},
+    {"s3_verify_tls", &Config::s3_verify_tls},
+    {"s3_connect_timeout_ms", &Config::s3_connect_timeout_ms, 1},
+    {"s3_request_timeout_ms", &Config::s3_request_timeout_ms, 1},
+    {"s3_max_attempts", &Config::s3_max_attempts, 1},
+    {"s3_retry_base_ms", &Config::s3_retry_base_ms, 1},
+    {"s3_retry_max_ms", &Config::s3_retry_max_ms, 1},
+    {"s3_conditional_writes", &Config::s3_conditional_writes},
+    {"s3_multipart_threshold", &Config::s3_multipart_threshold, 5 << 20},
+    {"s3_lease_seconds", &Config::s3_lease_seconds, 5},
+    {"flush_max_bytes", &Config::flush_max_bytes, 1},
+    {"flush_interval_ms", &Config::flush_interval_ms, 1},
+    {"flush_timeout_ms", &Config::flush_timeout_ms, 1},
     {"log_level", LogLevelField{}},
 };
 
@@ -131,6 +147,18 @@ void check_key_prefix(const std::string& prefix) {
     }
 }
 
+// AWS_* names fill the S3 credentials and region that were not given.
+void apply_aws_fallbacks(Config& c, bool region_given) {
+    auto env = [](const char* name) -> std::string {
+        const char* v = std::getenv(name);
+        return v ? v : "";
+    };
+    if (c.s3_access_key.empty()) c.s3_access_key = env("AWS_ACCESS_KEY_ID");
+    if (c.s3_secret_key.empty()) c.s3_secret_key = env("AWS_SECRET_ACCESS_KEY");
+    if (c.s3_session_token.empty()) c.s3_session_token = env("AWS_SESSION_TOKEN");
+    if (!region_given && !env("AWS_REGION").empty()) c.s3_region = env("AWS_REGION");
+}
+
 }  // namespace
 
 void Config::finalize() {
@@ -145,6 +173,17 @@ void Config::finalize() {
         if (ch <= 0x20 || ch == 0x7F) throw config_error("dedup_namespace", "must not contain spaces or control characters");
     }
     if (output_dir.empty()) throw config_error("output_dir", "must not be empty");
+    auto one_of = [](const std::string& key, const std::string& value, std::initializer_list<const char*> allowed) {
+        std::string list;
+        for (const char* a : allowed) {
+            if (value == a) return;
+            list += (list.empty() ? "" : ", ") + std::string(a);
+        }
+        throw config_error(key, "expected one of " + list + ", got " + json::quote(value));
+    };
+    one_of("s3_addressing_style", s3_addressing_style, {"auto", "path", "virtual"});
+    one_of("s3_conditional_writes", s3_conditional_writes, {"auto", "true", "false"});
+    if (s3_retry_max_ms < s3_retry_base_ms) throw config_error("s3_retry_max_ms", "must be at least s3_retry_base_ms");
     if (dedup_db_path.empty()) dedup_db_path = output_dir + "/.dedup.sqlite3";
 }
 
@@ -164,6 +203,7 @@ Config Config::from_json(std::string_view text) {
         if (!key) throw config_error(std::string(name), "unknown key");
         apply_json(c, *key, m.value);
     }
+    apply_aws_fallbacks(c, doc.HasMember("s3_region"));
     c.finalize();
     return c;
 }
@@ -175,6 +215,8 @@ Config Config::from_environment() {
         const char* value = std::getenv(var.c_str());
         if (value && *value) apply_text(c, k, value, var);  // empty = unset
     }
+    const char* region = std::getenv("ETL_S3_REGION");
+    apply_aws_fallbacks(c, region && *region);
     c.finalize();
     return c;
 }

@@ -154,8 +154,14 @@ TrainingExample build(const TrainingDataFormatter& f, const ExampleView& v) {
         w.EndObject();
     }
     w.EndObject();
-    ex.line.reserve(buffer.GetSize() + 1);
-    ex.line.assign(buffer.GetString(), buffer.GetSize());
+    // RapidJSON 1.1.0 accepts a lone low surrogate escape ("\\udc00") and
+    // decodes it to bytes that are not UTF-8; no such line may leave here.
+    std::string_view text(buffer.GetString(), buffer.GetSize());
+    if (!is_valid_utf8(text)) {
+        throw input_error("message_data or result contains text that is not valid UTF-8 (a lone \\u surrogate escape?)");
+    }
+    ex.line.reserve(text.size() + 1);
+    ex.line.assign(text.data(), text.size());
     ex.line.push_back('\n');
     return ex;
 }
@@ -180,6 +186,7 @@ std::optional<std::string_view> opt_string(const rapidjson::Value& obj, const ch
     if (!it->value.IsString()) {
         throw input_error(std::string(where) + "." + name + " must be a string, got " + json::type_name(it->value));
     }
+    if (!is_valid_utf8(json::view(it->value))) throw input_error(std::string(where) + "." + name + " is not valid UTF-8");
     return json::view(it->value);
 }
 
@@ -269,6 +276,7 @@ TrainingExample TrainingDataFormatter::format_json(std::string_view narrative, s
         throw input_error(std::string("message_data.record_type must be a string, got ") + json::type_name(rt->value));
     }
     v.record_type = json::view(rt->value);
+    require_utf8(v.record_type, "message_data.record_type");
     v.user_id = opt_string(message, "user_id", "message_data");
     v.correlation_id = opt_string(message, "correlation_id", "message_data");
     v.bucket = opt_string(message, "bucket", "message_data");

@@ -2,9 +2,18 @@
 // is 404), plus a fault hook for tests.
 #include "training_output/memory_sink.hpp"
 
+#include <chrono>
+
 #include "common/random.hpp"
 
 namespace training_output {
+namespace {
+
+std::int64_t unix_now() {
+    return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
 
 MemorySink::MemorySink(SinkCapabilities capabilities) : capabilities_(capabilities) {}
 
@@ -41,6 +50,7 @@ SinkResponse MemorySink::run(Op op, const std::string& key, F&& body) {
     auto f = fault(op, key);
     if (f && !f->applied) return f->response;
     SinkResponse real = body();
+    if (real.server_time == 0) real.server_time = unix_now();
     return f ? f->response : real;
 }
 
@@ -54,6 +64,7 @@ SinkResponse MemorySink::head(const std::string& key) {
         r.etag = it->second.etag;
         r.size = it->second.data.size();
         r.metadata = it->second.attributes.metadata;
+        r.last_modified = it->second.last_modified;
         return r;
     });
 }
@@ -68,6 +79,7 @@ SinkResponse MemorySink::get(const std::string& key, std::optional<ByteRange> ra
         r.http_status = 200;
         r.etag = it->second.etag;
         r.size = data.size();
+        r.last_modified = it->second.last_modified;
         if (range) {
             if (range->first >= data.size() || range->last < range->first) {
                 return answer(SinkStatus::Fatal, 416, "InvalidRange");
@@ -103,6 +115,7 @@ SinkResponse MemorySink::put(const std::string& key, std::string_view body, cons
         o.data.assign(body.data(), body.size());
         o.etag = next_etag();
         o.attributes = attributes;
+        o.last_modified = unix_now();
         SinkResponse r;
         r.http_status = 200;
         r.etag = o.etag;
@@ -156,7 +169,7 @@ SinkResponse MemorySink::upload_part_copy(const std::string& key, const std::str
         if (up == uploads_.end() || up->second.key != key) return answer(SinkStatus::NotFound, 404, "NoSuchUpload");
         auto src = objects_.find(source_key);
         if (src == objects_.end()) return answer(SinkStatus::NotFound, 404, "NoSuchKey");
-        if (!source_if_match.empty() && src->second.etag != source_if_match) {
+        if (capabilities_.conditional_complete && !source_if_match.empty() && src->second.etag != source_if_match) {
             return answer(SinkStatus::PreconditionFailed, 412, "PreconditionFailed");
         }
         std::string bytes = src->second.data;
@@ -182,7 +195,7 @@ SinkResponse MemorySink::complete_multipart(const std::string& key, const std::s
         auto up = uploads_.find(upload_id);
         if (up == uploads_.end() || up->second.key != key) return answer(SinkStatus::NotFound, 404, "NoSuchUpload");
         auto it = objects_.find(key);
-        if (capabilities_.conditional_writes) {
+        if (capabilities_.conditional_complete) {
             if (conditions.if_none_match_any && it != objects_.end()) {
                 return answer(SinkStatus::PreconditionFailed, 412, "PreconditionFailed");
             }
@@ -208,6 +221,7 @@ SinkResponse MemorySink::complete_multipart(const std::string& key, const std::s
         o.data = std::move(data);
         o.etag = next_etag();
         o.attributes = up->second.attributes;
+        o.last_modified = unix_now();
         uploads_.erase(up);
         SinkResponse r;
         r.http_status = 200;
@@ -231,6 +245,12 @@ std::optional<std::string> MemorySink::object(const std::string& key) const {
     auto it = objects_.find(key);
     if (it == objects_.end()) return std::nullopt;
     return it->second.data;
+}
+
+void MemorySink::set_last_modified(const std::string& key, std::int64_t unix_seconds) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = objects_.find(key);
+    if (it != objects_.end()) it->second.last_modified = unix_seconds;
 }
 
 std::map<std::string, std::string> MemorySink::objects() const {

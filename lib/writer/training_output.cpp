@@ -1,14 +1,16 @@
 // TrainingOutput: the writer. format -> claim -> append -> commit.
 #include "training_output/training_output.hpp"
 
-#include <array>
 #include <atomic>
 #include <mutex>
 
 #include "common/json.hpp"
+#include "training_output.h"
+#include "training_output/curl_s3_sink.hpp"
 #include "training_output/deduplicator.hpp"
 #include "training_output/directory_sink.hpp"
 #include "training_output/object_appender.hpp"
+#include "writer/flusher.hpp"
 
 namespace training_output {
 namespace {
@@ -21,6 +23,34 @@ std::unique_ptr<DedupStore> open_store(const Config& c) {
     return make_sqlite_dedup_store(o);
 }
 
+std::unique_ptr<S3Sink> open_sink(const Config& c, const Logger& logger) {
+    if (c.s3_endpoint_url.empty()) return make_directory_sink(DirectorySinkOptions{c.output_dir, c.directory_fsync});
+    S3SinkOptions o;
+    o.endpoint_url = c.s3_endpoint_url;
+    o.region = c.s3_region;
+    o.bucket = c.s3_bucket_name;
+    o.credentials = sigv4::Credentials{c.s3_access_key, c.s3_secret_key, c.s3_session_token};
+    o.addressing = parse_addressing_style(c.s3_addressing_style);
+    o.verify_tls = c.s3_verify_tls;
+    o.ca_file = c.s3_ca_file;
+    o.connect_timeout = std::chrono::milliseconds(c.s3_connect_timeout_ms);
+    o.request_timeout = std::chrono::milliseconds(c.s3_request_timeout_ms);
+    o.max_attempts = static_cast<int>(c.s3_max_attempts);
+    o.retry_base = std::chrono::milliseconds(c.s3_retry_base_ms);
+    o.retry_max = std::chrono::milliseconds(c.s3_retry_max_ms);
+    o.conditional_writes = parse_conditional_writes(c.s3_conditional_writes);
+    return std::make_unique<CurlS3Sink>(o, &logger);
+}
+
+AppendOptions append_options(const Config& c) {
+    AppendOptions o;
+    if (!c.s3_endpoint_url.empty()) o.multipart_threshold = static_cast<std::uint64_t>(c.s3_multipart_threshold);
+    o.lease_ttl = std::chrono::seconds(c.s3_lease_seconds);
+    o.attributes.content_type = "application/jsonl";
+    o.attributes.metadata = {{"generator", std::string("training_output/") + tdo_version_string()}};
+    return o;
+}
+
 }  // namespace
 
 struct TrainingOutput::Impl {
@@ -30,13 +60,10 @@ struct TrainingOutput::Impl {
     std::unique_ptr<S3Sink> sink;
     std::unique_ptr<TrainingDeduplicator> dedup;
     std::unique_ptr<ObjectAppender> appender;
-    // Appends to one key from threads of this process take turns instead of
-    // racing each other through conditional-write conflicts.
-    std::array<std::mutex, 16> key_locks;
+    std::unique_ptr<Flusher> flusher;
     std::atomic<bool> closed{false};
 
     std::atomic<std::uint64_t> written{0}, duplicates{0}, skipped{0}, disabled{0}, errors{0};
-    std::atomic<std::uint64_t> lines_appended{0}, bytes_appended{0}, batches_appended{0};
 
     Impl(Config c, WriterComponents components)
         : config((c.finalize(), std::move(c))),
@@ -48,11 +75,7 @@ struct TrainingOutput::Impl {
             logger.log(LogLevel::Info, "training_output_disabled", {});
             return;  // no I/O at all
         }
-        if (!config.s3_endpoint_url.empty()) {
-            throw Error(ErrorCode::Config, "configuration key \"s3_endpoint_url\": this build has no S3 sink yet");
-        }
-        sink = components.sink ? std::move(components.sink)
-                               : make_directory_sink(DirectorySinkOptions{config.output_dir, config.directory_fsync});
+        sink = components.sink ? std::move(components.sink) : open_sink(config, logger);
         auto store = components.dedup_store ? std::move(components.dedup_store) : open_store(config);
         DeduplicatorOptions d;
         d.key_namespace = config.dedup_namespace;
@@ -60,7 +83,12 @@ struct TrainingOutput::Impl {
         d.committed_ttl = std::chrono::seconds(config.dedup_ttl_seconds);
         const char* store_kind = store->kind();
         dedup = std::make_unique<TrainingDeduplicator>(std::move(store), d, &logger);
-        appender = std::make_unique<ObjectAppender>(*sink, AppendOptions{}, &logger);
+        appender = std::make_unique<ObjectAppender>(*sink, append_options(config), &logger);
+        FlusherOptions f;
+        f.max_bytes = static_cast<std::uint64_t>(config.flush_max_bytes);
+        f.interval = std::chrono::milliseconds(config.flush_interval_ms);
+        f.timeout = std::chrono::milliseconds(config.flush_timeout_ms);
+        flusher = std::make_unique<Flusher>(*appender, *dedup, logger, f);
         logger.log(LogLevel::Info, "training_output_enabled",
                    {{"sink", sink->describe()},
                     {"dedup_store", store_kind},
@@ -103,21 +131,7 @@ struct TrainingOutput::Impl {
                        {{"record_type", ex.record_type}, {"content_hash", key}, {"health_domain", ex.health_domain}});
             return Outcome::Duplicate;
         }
-        try {
-            std::lock_guard<std::mutex> lock(key_locks[std::hash<std::string>{}(ex.object_key) % key_locks.size()]);
-            appender->append(ex.object_key, ex.line);
-        } catch (const std::exception& e) {
-            if (claim == ClaimOutcome::Claimed) dedup->release(key);
-            errors.fetch_add(1, std::memory_order_relaxed);
-            logger.log(LogLevel::Error, "training_output_failed",
-                       {{"record_type", ex.record_type}, {"object_key", ex.object_key}, {"error", e.what()}});
-            if (dynamic_cast<const Error*>(&e)) throw;
-            throw Error(ErrorCode::Storage, e.what());
-        }
-        if (claim == ClaimOutcome::Claimed) dedup->commit({key});
-        lines_appended.fetch_add(1, std::memory_order_relaxed);
-        bytes_appended.fetch_add(ex.line.size(), std::memory_order_relaxed);
-        batches_appended.fetch_add(1, std::memory_order_relaxed);
+        flusher->add(ex.object_key, std::move(ex.line), claim == ClaimOutcome::Claimed ? key : std::string());
         written.fetch_add(1, std::memory_order_relaxed);
         logger.log(LogLevel::Info, "training_output_generated",
                    {{"record_type", ex.record_type},
@@ -150,10 +164,13 @@ Outcome TrainingOutput::generate(std::string_view narrative, const MessageData& 
 
 void TrainingOutput::flush() {
     if (impl_->closed.load(std::memory_order_acquire)) throw Error(ErrorCode::Closed, "the writer is closed");
-    // Every accepted example is already in its object.
+    if (impl_->flusher) impl_->flusher->flush();
 }
 
-void TrainingOutput::close() { impl_->closed.store(true, std::memory_order_release); }
+void TrainingOutput::close() {
+    if (impl_->closed.exchange(true)) return;
+    if (impl_->flusher) impl_->flusher->close();
+}
 
 WriterStats TrainingOutput::stats() const {
     WriterStats s;
@@ -163,9 +180,15 @@ WriterStats TrainingOutput::stats() const {
     s.disabled = impl_->disabled.load();
     s.errors = impl_->errors.load();
     s.dedup_store_errors = impl_->dedup ? impl_->dedup->store_errors() : 0;
-    s.lines_appended = impl_->lines_appended.load();
-    s.bytes_appended = impl_->bytes_appended.load();
-    s.batches_appended = impl_->batches_appended.load();
+    if (impl_->flusher) {
+        FlusherStats f = impl_->flusher->stats();
+        s.lines_appended = f.lines_appended;
+        s.bytes_appended = f.bytes_appended;
+        s.batches_appended = f.batches_appended;
+        s.append_failures = f.append_failures;
+        s.pending_lines = f.pending_lines;
+        s.pending_bytes = f.pending_bytes;
+    }
     s.append_conflicts = impl_->appender ? impl_->appender->conflicts() : 0;
     return s;
 }
@@ -186,6 +209,9 @@ std::string TrainingOutput::stats_json() const {
         {"bytes_appended", s.bytes_appended},
         {"batches_appended", s.batches_appended},
         {"append_conflicts", s.append_conflicts},
+        {"append_failures", s.append_failures},
+        {"pending_lines", s.pending_lines},
+        {"pending_bytes", s.pending_bytes},
     };
     for (const auto& [name, value] : fields) {
         w.Key(name);

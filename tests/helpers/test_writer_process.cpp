@@ -1,7 +1,8 @@
 // A processor-like process for multi-process tests:
-//   tdo_test_writer_process <config-json> <worker-id> <count> <shared-every>
+//   tdo_test_writer_process <config-json> <worker-id> <count> <shared-every> [record-type]
 // writes <count> examples; example i is shared by all workers when
-// i % shared-every == 0 (0 = none shared), else unique to this worker.
+// i % shared-every == 0 (0 = none shared), else unique to this worker. The
+// record type alternates between two domains unless one is given.
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -9,8 +10,8 @@
 #include "training_output/training_output.hpp"
 
 int main(int argc, char** argv) {
-    if (argc != 5) {
-        std::fprintf(stderr, "usage: %s CONFIG WORKER COUNT SHARED_EVERY\n", argv[0]);
+    if (argc != 5 && argc != 6) {
+        std::fprintf(stderr, "usage: %s CONFIG WORKER COUNT SHARED_EVERY [RECORD_TYPE]\n", argv[0]);
         return 2;
     }
     namespace to = training_output;
@@ -24,7 +25,7 @@ int main(int argc, char** argv) {
             bool shared = shared_every > 0 && i % shared_every == 0;
             std::string narrative = shared ? "Shared narrative number " + std::to_string(i) + "."
                                            : "Worker " + worker + " narrative number " + std::to_string(i) + ".";
-            std::string record = i % 2 ? "HeartRateRecord" : "StepsRecord";
+            std::string record = argc == 6 ? argv[5] : i % 2 ? "HeartRateRecord" : "StepsRecord";
             try {
                 auto outcome = writer.generate(narrative, "{\"record_type\":\"" + record + "\",\"user_id\":\"" + worker + "\"}",
                                                "{\"record_count\":5,\"processing_timestamp\":\"2025-11-18T10:30:00Z\"}");

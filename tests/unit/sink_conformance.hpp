@@ -9,8 +9,9 @@
 namespace tdo_test {
 
 struct ConformanceOptions {
-    std::string prefix;              // keys are made under it (unique per run)
-    bool conditional_writes = true;  // the server enforces If-Match / If-None-Match
+    std::string prefix;                // keys are made under it (unique per run)
+    bool conditional_writes = true;    // the server enforces If-Match / If-None-Match on PUT
+    bool conditional_complete = true;  // ... and on Complete and copy-source-if-match
     bool multipart_copy = true;
     std::uint64_t part_size = 5ull << 20;  // smallest non-last part the server accepts
 };
@@ -69,7 +70,7 @@ inline void check_sink_conformance(training_output::S3Sink& sink, const Conforma
         REQUIRE_FALSE(c.upload_id.empty());
         SinkResponse p1 = sink.upload_part_copy(key, c.upload_id, 1, key, hb.etag, std::nullopt);
         REQUIRE(p1.ok());
-        if (o.conditional_writes) {
+        if (o.conditional_complete) {
             CHECK(sink.upload_part_copy(key, c.upload_id, 3, key, "0123456789abcdef0123456789abcdef", std::nullopt).status ==
                   SinkStatus::PreconditionFailed);
         }
@@ -77,6 +78,12 @@ inline void check_sink_conformance(training_output::S3Sink& sink, const Conforma
         REQUIRE(p2.ok());
         WriteConditions cm;
         cm.if_match = hb.etag;
+        if (o.conditional_complete) {
+            WriteConditions stale_complete;
+            stale_complete.if_match = "0123456789abcdef0123456789abcdef";
+            CHECK(sink.complete_multipart(key, c.upload_id, {{1, p1.etag}, {2, p2.etag}}, stale_complete).status ==
+                  SinkStatus::PreconditionFailed);
+        }
         SinkResponse done = sink.complete_multipart(key, c.upload_id, {{1, p1.etag}, {2, p2.etag}}, cm);
         REQUIRE(done.ok());
         SinkResponse after = sink.head(key);

@@ -42,7 +42,7 @@ std::multiset<std::string> line_set(const std::string& body) {
 }  // namespace
 
 TEST_CASE("appender creates, then appends below the multipart threshold", "[unit][append]") {
-    MemorySink sink(SinkCapabilities{true, true, 1024});
+    MemorySink sink(SinkCapabilities{true, true, true, 1024});
     ObjectAppender appender(sink, fast());
     std::vector<AppendIntent> intents;
     auto r1 = appender.append("k", "a\n", [&](const AppendIntent& i) { intents.push_back(i); });
@@ -60,7 +60,7 @@ TEST_CASE("appender creates, then appends below the multipart threshold", "[unit
 }
 
 TEST_CASE("appender adds a newline when an object lacks its last one", "[unit][append]") {
-    MemorySink sink(SinkCapabilities{true, true, 1024});
+    MemorySink sink(SinkCapabilities{true, true, true, 1024});
     REQUIRE(sink.put("k", "{\"a\":1}", ObjectAttributes{}, WriteConditions{}).ok());
     ObjectAppender appender(sink, fast());
     auto r = appender.append("k", "{\"b\":2}\n");
@@ -69,7 +69,7 @@ TEST_CASE("appender adds a newline when an object lacks its last one", "[unit][a
 }
 
 TEST_CASE("appender sends only the new bytes above the threshold", "[unit][append]") {
-    MemorySink sink(SinkCapabilities{true, true, 1000});
+    MemorySink sink(SinkCapabilities{true, true, true, 1000});
     std::string big(5000, 'x');
     big.back() = '\n';
     REQUIRE(sink.put("k", big, ObjectAttributes{}, WriteConditions{}).ok());
@@ -88,7 +88,7 @@ namespace {
 // Reports an 11 GiB object and records the copy ranges asked for.
 class HugeObjectSink : public MemorySink {
 public:
-    HugeObjectSink() : MemorySink(SinkCapabilities{true, true, 5u << 20}) {}
+    HugeObjectSink() : MemorySink(SinkCapabilities{true, true, true, 5u << 20}) {}
     SinkResponse head(const std::string&) override {
         SinkResponse r;
         r.http_status = 200;
@@ -138,7 +138,7 @@ TEST_CASE("appender copies objects above 5 GiB in ranges of at most 5 GiB", "[un
 
 TEST_CASE("appender: 412 races with another writer end with every line once", "[unit][append]") {
     auto threshold = GENERATE(std::uint64_t(1), std::uint64_t(1u << 20));  // multipart path and GET+PUT path
-    MemorySink sink(SinkCapabilities{true, true, 1});
+    MemorySink sink(SinkCapabilities{true, true, true, 1});
     REQUIRE(sink.put("k", "first\n", ObjectAttributes{}, WriteConditions{}).ok());
     AppendOptions o = fast();
     o.multipart_threshold = threshold;
@@ -165,7 +165,7 @@ TEST_CASE("appender: 412 races with another writer end with every line once", "[
 }
 
 TEST_CASE("appender: 500s and timeouts before the write are retried", "[unit][append]") {
-    MemorySink sink(SinkCapabilities{true, true, 1024});
+    MemorySink sink(SinkCapabilities{true, true, true, 1024});
     int failures = 0;
     sink.set_fault_hook([&](Op op, const std::string&) -> std::optional<MemorySink::Fault> {
         if ((op == Op::Head || op == Op::Get) && failures < 4) {
@@ -183,7 +183,7 @@ TEST_CASE("appender: 500s and timeouts before the write are retried", "[unit][ap
 
 TEST_CASE("appender: a lost answer after the write landed does not write twice", "[unit][append]") {
     auto path = GENERATE(as<std::string>{}, "create", "put", "multipart");
-    MemorySink sink(SinkCapabilities{true, true, 1});
+    MemorySink sink(SinkCapabilities{true, true, true, 1});
     AppendOptions o = fast();
     if (path == "put") o.multipart_threshold = 1u << 20;
     if (path != "create") REQUIRE(sink.put("k", "old\n", ObjectAttributes{}, WriteConditions{}).ok());
@@ -203,7 +203,7 @@ TEST_CASE("appender: a lost answer after the write landed does not write twice",
 }
 
 TEST_CASE("appender: a lost answer for a write that did not land writes it once", "[unit][append]") {
-    MemorySink sink(SinkCapabilities{true, true, 1});
+    MemorySink sink(SinkCapabilities{true, true, true, 1});
     REQUIRE(sink.put("k", "old\n", ObjectAttributes{}, WriteConditions{}).ok());
     ObjectAppender appender(sink, fast());
     int lost = 0;
@@ -221,7 +221,7 @@ TEST_CASE("appender: a lost answer for a write that did not land writes it once"
 }
 
 TEST_CASE("appender: when it cannot tell whether a write landed, it does not write again", "[unit][append]") {
-    MemorySink sink(SinkCapabilities{true, true, 1024});
+    MemorySink sink(SinkCapabilities{true, true, true, 1024});
     REQUIRE(sink.put("k", "old\n", ObjectAttributes{}, WriteConditions{}).ok());
     AppendOptions o = fast();
     o.max_attempts = 5;
@@ -241,7 +241,7 @@ TEST_CASE("appender: when it cannot tell whether a write landed, it does not wri
 }
 
 TEST_CASE("appender: 200 with an error inside Complete is retried safely", "[unit][append]") {
-    MemorySink sink(SinkCapabilities{true, true, 1});
+    MemorySink sink(SinkCapabilities{true, true, true, 1});
     REQUIRE(sink.put("k", "old\n", ObjectAttributes{}, WriteConditions{}).ok());
     ObjectAppender appender(sink, fast());
     bool once = false;
@@ -259,7 +259,7 @@ TEST_CASE("appender: 200 with an error inside Complete is retried safely", "[uni
 }
 
 TEST_CASE("appender falls back to GET+PUT when UploadPartCopy is not implemented", "[unit][append]") {
-    MemorySink sink(SinkCapabilities{true, false, 1});
+    MemorySink sink(SinkCapabilities{true, true, false, 1});
     REQUIRE(sink.put("k", "old\n", ObjectAttributes{}, WriteConditions{}).ok());
     ObjectAppender appender(sink, fast());
     appender.append("k", "a\n");
@@ -288,7 +288,7 @@ TEST_CASE("appender stops at once on auth and fatal errors", "[unit][append]") {
 
 TEST_CASE("4 threads appending to one key: every line exactly once", "[unit][append][concurrency]") {
     auto threshold = GENERATE(std::uint64_t(1), std::uint64_t(1u << 30));
-    MemorySink sink(SinkCapabilities{true, true, 1});
+    MemorySink sink(SinkCapabilities{true, true, true, 1});
     AppendOptions o = fast();
     o.multipart_threshold = threshold;
     o.max_attempts = 1000;
@@ -308,7 +308,7 @@ TEST_CASE("4 threads appending to one key: every line exactly once", "[unit][app
 }
 
 TEST_CASE("appender without conditional writes sends no conditions", "[unit][append]") {
-    MemorySink sink(SinkCapabilities{false, true, 1024});
+    MemorySink sink(SinkCapabilities{false, false, true, 1024});
     ObjectAppender appender(sink, fast());
     appender.append("k", "a\n");
     appender.append("k", "b\n");

@@ -204,6 +204,11 @@ TEST_CASE("invalid input gets a clear error, never an invalid line", "[unit][for
     CHECK(code_of("x", "{\"record_type\":\"St\xFFps\"}", "{}").first == ErrorCode::InvalidJson);
     CHECK(code_of("x", "{\"record_type\":\"\\ud800\"}", "{}").first == ErrorCode::InvalidJson);
     CHECK(code_of("x", "not json", "{}").first == ErrorCode::InvalidJson);
+    // A lone low surrogate escape parses, but is not text: rejected, not written.
+    CHECK_THAT(code_of("x", "{\"record_type\":\"a\\udee0b\"}", "{}").second, Catch::Contains("record_type is not valid UTF-8"));
+    CHECK_THAT(code_of("x", "{\"record_type\":\"S\",\"user_id\":\"\\udc00\"}", "{}").second, Catch::Contains("user_id"));
+    CHECK_THAT(code_of("x", message_json("S"), "{\"clinical_insights\":{\"k\":\"\\udfff\"}}").second, Catch::Contains("not valid UTF-8"));
+    CHECK_THAT(code_of("x", message_json("S"), "{\"clinical_insights\":{\"\\udfff\":1}}").second, Catch::Contains("not valid UTF-8"));
     CHECK(code_of("x", "[]", "{}").first == ErrorCode::InvalidInput);
     auto [c2, m2] = code_of("x", "{\"user_id\":\"u\"}", "{}");
     CHECK(c2 == ErrorCode::InvalidInput);

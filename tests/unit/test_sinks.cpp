@@ -10,14 +10,19 @@
 using namespace training_output;
 
 TEST_CASE("MemorySink has S3 semantics", "[unit][sink]") {
-    MemorySink sink(SinkCapabilities{true, true, 64});
-    tdo_test::check_sink_conformance(sink, {"", true, true, 64});
+    MemorySink sink(SinkCapabilities{true, true, true, 64});
+    tdo_test::check_sink_conformance(sink, {"", true, true, true, 64});
 }
 
 TEST_CASE("DirectorySink has S3 semantics", "[unit][sink]") {
     tdo_test::TempDir dir;
     auto sink = make_directory_sink({dir.path(), false});
-    tdo_test::check_sink_conformance(*sink, {"", true, true, 64});
+    tdo_test::check_sink_conformance(*sink, {"", true, true, true, 64});
+}
+
+TEST_CASE("MemorySink imitating RGW ignores conditions on Complete", "[unit][sink]") {
+    MemorySink sink(SinkCapabilities{true, false, true, 64});
+    tdo_test::check_sink_conformance(sink, {"", true, false, true, 64});
 }
 
 TEST_CASE("DirectorySink keeps keys inside its root", "[unit][sink]") {

@@ -72,9 +72,13 @@ TEST_CASE("writer creates the monthly file and appends to it", "[unit][writer]")
     tdo_test::TempDir dir;
     TrainingOutput w(config_in(dir));
     CHECK(w.generate("First narrative.", message_json("BloodGlucoseRecord"), result_json(450)) == Outcome::Written);
+    CHECK(w.stats().pending_lines == 1);
+    w.flush();
+    CHECK(w.stats().pending_lines == 0);
     REQUIRE(std::filesystem::exists(dir / kKey));
     CHECK(tdo_test::lines_of(tdo_test::read_file(dir / kKey)).size() == 1);
     CHECK(w.generate("Second narrative.", message_json("BloodGlucoseRecord"), result_json(450)) == Outcome::Written);
+    w.flush();
     auto lines = tdo_test::lines_of(tdo_test::read_file(dir / kKey));
     REQUIRE(lines.size() == 2);
     CHECK(std::string(tdo_test::parse(lines[0])["output"].GetString()) == "First narrative.");
@@ -97,6 +101,7 @@ TEST_CASE("writer drops duplicates, in one run and across a reopen", "[unit][wri
     TrainingOutput w(config_in(dir));
     CHECK(w.generate("Same.", message_json("BloodGlucoseRecord"), result_json(5)) == Outcome::Duplicate);
     CHECK(w.generate("Different.", message_json("BloodGlucoseRecord"), result_json(5)) == Outcome::Written);
+    w.flush();
     CHECK(tdo_test::lines_of(tdo_test::read_file(dir / kKey)).size() == 2);
 }
 
@@ -131,6 +136,7 @@ TEST_CASE("writer: metadata on and off", "[unit][writer]") {
     c.include_training_metadata = false;
     TrainingOutput w(c);
     w.generate("No metadata.", message_json("BloodGlucoseRecord"), result_json());
+    w.flush();
     auto doc = tdo_test::parse(tdo_test::lines_of(tdo_test::read_file(dir / kKey)).at(0));
     CHECK_FALSE(doc.HasMember("metadata"));
     CHECK(doc.HasMember("instruction"));
@@ -158,15 +164,16 @@ TEST_CASE("writer fails open when the dedup store is broken", "[unit][writer]") 
     TrainingOutput w(config_in(dir), std::move(parts));
     CHECK(w.generate("Same.", message_json("BloodGlucoseRecord"), result_json()) == Outcome::Written);
     CHECK(w.generate("Same.", message_json("BloodGlucoseRecord"), result_json()) == Outcome::Written);
+    w.flush();
     CHECK(tdo_test::lines_of(tdo_test::read_file(dir / kKey)).size() == 2);
     CHECK(w.stats().dedup_store_errors == 2);  // claims; nothing to commit after a failed-open claim
     CHECK(w.stats().written == 2);
 }
 
-TEST_CASE("writer releases the claim when writing fails, so a retry succeeds", "[unit][writer]") {
+TEST_CASE("writer retries a failing batch until it lands, then commits it", "[unit][writer]") {
     tdo_test::TempDir dir;
     MemorySink memory;
-    bool down = true;
+    std::atomic<bool> down{true};
     memory.set_fault_hook([&](MemorySink::Op, const std::string&) -> std::optional<MemorySink::Fault> {
         if (!down) return std::nullopt;
         SinkResponse r;
@@ -177,18 +184,54 @@ TEST_CASE("writer releases the claim when writing fails, so a retry succeeds", "
     });
     WriterComponents parts;
     parts.sink = std::make_unique<SharedSink>(memory);
-    TrainingOutput w(config_in(dir), std::move(parts));
+    Config c = config_in(dir);
+    c.flush_timeout_ms = 300;
+    TrainingOutput w(c, std::move(parts));
+    CHECK(w.generate("Retry me.", message_json("BloodGlucoseRecord"), result_json()) == Outcome::Written);
     try {
-        w.generate("Retry me.", message_json("BloodGlucoseRecord"), result_json());
+        w.flush();
         FAIL("expected an error");
     } catch (const Error& e) {
-        CHECK(e.code() == ErrorCode::Storage);
-        CHECK_THAT(e.what(), Catch::Contains("NoSuchBucket"));
+        CHECK(e.code() == ErrorCode::Timeout);
+        CHECK_THAT(e.what(), Catch::Contains("NoSuchBucket") && Catch::Contains("1 lines pending"));
     }
-    CHECK(w.stats().errors == 1);
+    CHECK(w.stats().append_failures >= 1);
+    CHECK(w.stats().pending_lines == 1);
     down = false;
-    CHECK(w.generate("Retry me.", message_json("BloodGlucoseRecord"), result_json()) == Outcome::Written);
+    w.flush();  // within flush_timeout_ms of the retry backoff
     CHECK(tdo_test::lines_of(memory.object(kKey).value()).size() == 1);
+    CHECK(w.generate("Retry me.", message_json("BloodGlucoseRecord"), result_json()) == Outcome::Duplicate);
+}
+
+TEST_CASE("writer releases the claims of lines it could not deliver, so a retry succeeds", "[unit][writer]") {
+    tdo_test::TempDir dir;
+    {
+        MemorySink memory;
+        memory.set_fault_hook([&](MemorySink::Op, const std::string&) -> std::optional<MemorySink::Fault> {
+            SinkResponse r;
+            r.status = SinkStatus::Transient;
+            r.detail = "connection refused";
+            return MemorySink::Fault{r, false};
+        });
+        WriterComponents parts;
+        parts.sink = std::make_unique<SharedSink>(memory);
+        Config c = config_in(dir);
+        c.flush_timeout_ms = 200;
+        TrainingOutput w(c, std::move(parts));
+        CHECK(w.generate("Undeliverable.", message_json("BloodGlucoseRecord"), result_json()) == Outcome::Written);
+        try {
+            w.close();
+            FAIL("expected an error");
+        } catch (const Error& e) {
+            CHECK(e.code() == ErrorCode::Storage);
+            CHECK_THAT(e.what(), Catch::Contains("1 lines were not delivered"));
+        }
+    }
+    // The same content, later, through a working sink and the same dedup store.
+    TrainingOutput w(config_in(dir));
+    CHECK(w.generate("Undeliverable.", message_json("BloodGlucoseRecord"), result_json()) == Outcome::Written);
+    w.flush();
+    CHECK(tdo_test::lines_of(tdo_test::read_file(dir / kKey)).size() == 1);
 }
 
 TEST_CASE("8 threads racing on shared and distinct content: each unique example once", "[unit][writer][concurrency]") {
@@ -211,6 +254,7 @@ TEST_CASE("8 threads racing on shared and distinct content: each unique example 
         });
     }
     for (auto& t : threads) t.join();
+    w.flush();
     const int shared = kPerThread / 2, own = kThreads * kPerThread / 2;
     CHECK(written == shared + own);
     CHECK(duplicates == shared * (kThreads - 1));

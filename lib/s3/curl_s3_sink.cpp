@@ -1,0 +1,645 @@
+// CurlS3Sink: S3 over SigV4 and libcurl.
+#include "training_output/curl_s3_sink.hpp"
+
+#include <atomic>
+#include <cctype>
+#include <ctime>
+#include <mutex>
+#include <thread>
+
+#include "common/json.hpp"
+#include "common/random.hpp"
+#include "s3/http_client.hpp"
+#include "s3/s3_xml.hpp"
+#include "training_output.h"
+#include "training_output/error.hpp"
+
+namespace training_output {
+namespace {
+
+using Clock = std::chrono::system_clock;
+
+std::string lower(std::string s) {
+    for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return s;
+}
+
+std::string unquote(std::string etag) {
+    if (etag.size() >= 2 && etag.front() == '"' && etag.back() == '"') return etag.substr(1, etag.size() - 2);
+    if (etag.rfind("W/\"", 0) == 0 && etag.back() == '"') return etag.substr(3, etag.size() - 4);
+    return etag;
+}
+
+// "Wed, 25 Nov 2026 12:11:58 GMT" -> unix seconds; 0 when it does not parse.
+std::int64_t parse_http_date(const std::string& text) {
+    if (text.empty()) return 0;
+    struct tm tm {};
+    const char* end = strptime(text.c_str(), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    if (!end) return 0;
+    return static_cast<std::int64_t>(timegm(&tm));
+}
+
+// "2013-05-24T00:00:00.000Z" (S3's ServerTime) -> unix seconds; 0 when it does not parse.
+std::int64_t parse_iso_time(const std::string& text) {
+    struct tm tm {};
+    const char* end = strptime(text.c_str(), "%Y-%m-%dT%H:%M:%S", &tm);
+    if (!end) return 0;
+    return static_cast<std::int64_t>(timegm(&tm));
+}
+
+struct Endpoint {
+    std::string scheme;  // http | https
+    std::string host;    // host[:port], without a default port
+    std::string base;    // a path prefix of the endpoint, without trailing '/'
+};
+
+Endpoint parse_endpoint(const std::string& url) {
+    auto bad = [&](const char* why) {
+        return Error(ErrorCode::Config, std::string("configuration key \"s3_endpoint_url\": ") + why);
+    };
+    auto sep = url.find("://");
+    if (sep == std::string::npos) throw bad("expected http://host[:port] or https://host[:port]");
+    Endpoint e;
+    e.scheme = lower(url.substr(0, sep));
+    if (e.scheme != "http" && e.scheme != "https") throw bad("the scheme must be http or https");
+    std::string rest = url.substr(sep + 3);
+    auto slash = rest.find('/');
+    e.host = rest.substr(0, slash);
+    if (slash != std::string::npos) e.base = rest.substr(slash);
+    while (!e.base.empty() && e.base.back() == '/') e.base.pop_back();
+    if (e.host.empty()) throw bad("no host");
+    if (e.host.find('@') != std::string::npos) throw bad("credentials belong in s3_access_key / s3_secret_key, not in the URL");
+    if (e.host.find_first_of("?# ") != std::string::npos) throw bad("unexpected characters in the host");
+    e.host = lower(e.host);
+    auto strip = [&](const char* port) {
+        if (e.host.size() > std::string(port).size() &&
+            e.host.compare(e.host.size() - std::string(port).size(), std::string::npos, port) == 0) {
+            e.host.erase(e.host.size() - std::string(port).size());
+        }
+    };
+    if (e.scheme == "http") strip(":80");
+    if (e.scheme == "https") strip(":443");
+    return e;
+}
+
+bool dns_compatible(const std::string& bucket) {
+    if (bucket.size() < 3 || bucket.size() > 63) return false;
+    for (char c : bucket) {
+        if (!(std::islower(static_cast<unsigned char>(c)) || std::isdigit(static_cast<unsigned char>(c)) || c == '-')) {
+            return false;  // dots break TLS names of virtual hosts
+        }
+    }
+    return true;
+}
+
+thread_local bool t_single_attempt = false;  // set while probing
+
+enum class Op { Head, Get, Put, Remove, CreateMultipart, UploadPart, UploadPartCopy, Complete, Abort, CreateBucket, Probe };
+
+const char* op_name(Op op) {
+    switch (op) {
+        case Op::Head: return "HeadObject";
+        case Op::Get: return "GetObject";
+        case Op::Put: return "PutObject";
+        case Op::Remove: return "DeleteObject";
+        case Op::CreateMultipart: return "CreateMultipartUpload";
+        case Op::UploadPart: return "UploadPart";
+        case Op::UploadPartCopy: return "UploadPartCopy";
+        case Op::Complete: return "CompleteMultipartUpload";
+        case Op::Abort: return "AbortMultipartUpload";
+        case Op::CreateBucket: return "CreateBucket";
+        case Op::Probe: return "Probe";
+    }
+    return "?";
+}
+
+// Writes whose repetition after an unseen success would answer 412 / 404.
+bool conditional_write(Op op) { return op == Op::Put || op == Op::Complete; }
+
+}  // namespace
+
+AddressingStyle parse_addressing_style(const std::string& text) {
+    if (text == "auto") return AddressingStyle::Auto;
+    if (text == "path") return AddressingStyle::Path;
+    if (text == "virtual") return AddressingStyle::Virtual;
+    throw Error(ErrorCode::Config, "configuration key \"s3_addressing_style\": expected auto, path or virtual, got " +
+                                       json::quote(text));
+}
+
+ConditionalWrites parse_conditional_writes(const std::string& text) {
+    if (text == "auto") return ConditionalWrites::Auto;
+    if (text == "true") return ConditionalWrites::On;
+    if (text == "false") return ConditionalWrites::Off;
+    throw Error(ErrorCode::Config, "configuration key \"s3_conditional_writes\": expected auto, true or false, got " +
+                                       json::quote(text));
+}
+
+struct CurlS3Sink::Impl {
+    S3SinkOptions options;
+    const Logger* logger;
+    Endpoint endpoint;
+    bool virtual_host = false;
+    sigv4::Signer signer;
+    http::Client client;
+
+    std::atomic<std::int64_t> clock_offset_s{0};  // server time - our time, from RequestTimeTooSkewed
+    // If-Match: RFC 7232 wants a quoted ETag; Ceph RGW only matches the bare one.
+    std::atomic<bool> quote_etags{true};
+    std::atomic<bool> etag_style_confirmed{false};
+
+    std::mutex probe_mutex;
+    std::atomic<bool> probed{false};
+    SinkCapabilities caps;  // guarded by probe_mutex until probed
+
+    std::atomic<std::uint64_t> requests{0}, retries{0}, bytes_sent{0}, body_bytes_sent{0}, bytes_received{0};
+
+    // Checked before anything is built from them, so that errors name the keys.
+    static S3SinkOptions validated(S3SinkOptions o) {
+        if (o.bucket.empty()) throw Error(ErrorCode::Config, "configuration key \"s3_bucket_name\": is required with s3_endpoint_url");
+        if (o.bucket.find('/') != std::string::npos) {
+            throw Error(ErrorCode::Config, "configuration key \"s3_bucket_name\": must not contain '/'");
+        }
+        if (o.credentials.access_key_id.empty() || o.credentials.secret_access_key.empty()) {
+            throw Error(ErrorCode::Config, "configuration keys \"s3_access_key\" and \"s3_secret_key\" (or AWS_ACCESS_KEY_ID "
+                                           "and AWS_SECRET_ACCESS_KEY) are required with s3_endpoint_url");
+        }
+        if (o.region.empty()) throw Error(ErrorCode::Config, "configuration key \"s3_region\": must not be empty");
+        if (o.max_attempts < 1) o.max_attempts = 1;
+        return o;
+    }
+
+    Impl(S3SinkOptions o, const Logger* l)
+        : options(validated(std::move(o))),
+          logger(l),
+          endpoint(parse_endpoint(options.endpoint_url)),
+          signer(options.credentials, sigv4::Options{options.region, "s3", true}),
+          client(http::ClientOptions{options.connect_timeout, options.request_timeout, 1024, options.low_speed_time,
+                                     options.verify_tls, options.ca_file, 16}) {
+        switch (options.addressing) {
+            case AddressingStyle::Path: virtual_host = false; break;
+            case AddressingStyle::Virtual:
+                if (!dns_compatible(options.bucket)) {
+                    throw Error(ErrorCode::Config, "configuration key \"s3_addressing_style\": bucket " +
+                                                       json::quote(options.bucket) + " cannot be a host name (use path)");
+                }
+                virtual_host = true;
+                break;
+            case AddressingStyle::Auto: {
+                const std::string suffix = "amazonaws.com";
+                std::string host = endpoint.host.substr(0, endpoint.host.find(':'));
+                bool aws = host.size() >= suffix.size() && host.compare(host.size() - suffix.size(), suffix.size(), suffix) == 0;
+                virtual_host = aws && dns_compatible(options.bucket);
+                break;
+            }
+        }
+        caps.conditional_writes = options.conditional_writes != ConditionalWrites::Off;
+        // Until a probe says otherwise, the conservative answer (appends take a lease).
+        caps.conditional_complete = options.conditional_writes == ConditionalWrites::On;
+        caps.multipart_copy = true;
+        caps.min_part_size = 5ull << 20;
+        if (options.conditional_writes != ConditionalWrites::Auto) probed = true;
+    }
+
+    std::string describe() const {
+        return "s3 " + endpoint.scheme + "://" + endpoint.host + endpoint.base + " bucket " + options.bucket;
+    }
+
+    struct Call {
+        Op op;
+        std::string method;
+        std::string key;  // empty: the bucket itself
+        std::vector<std::pair<std::string, std::string>> query;
+        std::vector<std::pair<std::string, std::string>> headers;
+        std::string_view body;
+        bool expect_xml_body = false;  // 200 answers may carry an <Error>
+    };
+
+    std::string quoted(const std::string& etag) const {
+        return quote_etags.load(std::memory_order_relaxed) ? "\"" + etag + "\"" : etag;
+    }
+
+    // One HTTP exchange, signed now.
+    http::Response send(const Call& c) {
+        sigv4::Request r;
+        r.method = c.method;
+        r.host = virtual_host ? options.bucket + "." + endpoint.host : endpoint.host;
+        r.path = endpoint.base + "/" + (virtual_host ? "" : options.bucket + (c.key.empty() ? "" : "/")) + c.key;
+        r.query = c.query;
+        r.headers = c.headers;
+        r.payload_sha256 = sigv4::hex_sha256(c.body);
+        auto now = Clock::now() + std::chrono::seconds(clock_offset_s.load(std::memory_order_relaxed));
+        sigv4::Signed s = signer.sign(r, now);
+        http::Request h;
+        h.method = c.method;
+        h.url = endpoint.scheme + "://" + r.host + s.canonical_uri + (s.canonical_query.empty() ? "" : "?" + s.canonical_query);
+        h.headers = c.headers;
+        h.headers.insert(h.headers.end(), s.headers.begin(), s.headers.end());
+        h.body = c.body;
+        requests.fetch_add(1, std::memory_order_relaxed);
+        std::uint64_t header_bytes = h.method.size() + h.url.size() + 12;
+        for (const auto& [n, v] : h.headers) header_bytes += n.size() + v.size() + 4;
+        bytes_sent.fetch_add(header_bytes + c.body.size(), std::memory_order_relaxed);
+        body_bytes_sent.fetch_add(c.body.size(), std::memory_order_relaxed);
+        http::Response resp = client.perform(h);
+        bytes_received.fetch_add(resp.body.size(), std::memory_order_relaxed);
+        return resp;
+    }
+
+    // The answer as a SinkResponse, before any op-specific reading.
+    SinkResponse classify(const Call& c, const http::Response& resp) {
+        SinkResponse r;
+        r.http_status = resp.status;
+        r.error.request_id = resp.header("x-amz-request-id");
+        r.server_time = parse_http_date(resp.header("date"));
+        if (resp.status == 0) {
+            r.status = resp.curl_code == 60 /* CURLE_PEER_FAILED_VERIFICATION */ ? SinkStatus::Fatal : SinkStatus::Transient;
+            r.detail = std::string(op_name(c.op)) + ": " + resp.curl_error;
+            return r;
+        }
+        bool has_error_doc = !resp.body.empty() && s3xml::is_error(resp.body);
+        if (has_error_doc) {
+            S3ErrorInfo e = s3xml::parse_error(resp.body);
+            r.error.code = e.code;
+            r.error.message = e.message;
+            if (!e.request_id.empty()) r.error.request_id = e.request_id;
+        }
+        const std::string& code = r.error.code;
+        int s = resp.status;
+        if (s >= 200 && s < 300) {
+            if (!has_error_doc) return r;  // Ok
+            // An error inside a 200 (CompleteMultipartUpload, UploadPartCopy).
+            r.status = (code == "InternalError" || code == "SlowDown" || code == "ServiceUnavailable" || code.empty())
+                           ? SinkStatus::Transient
+                           : SinkStatus::Fatal;
+            if (code == "PreconditionFailed") r.status = SinkStatus::PreconditionFailed;
+            r.detail = "error inside a " + std::to_string(s) + " answer";
+            return r;
+        }
+        if (s == 404) {
+            r.status = code == "NoSuchBucket" ? SinkStatus::Fatal : SinkStatus::NotFound;
+            if (code.empty()) r.error.code = c.op == Op::Head ? "NotFound" : "";
+        } else if (s == 412) {
+            r.status = SinkStatus::PreconditionFailed;
+            if (code.empty()) r.error.code = "PreconditionFailed";
+        } else if (s == 409) {
+            r.status = SinkStatus::Conflict;
+        } else if (s == 403) {
+            if (code.empty() && r.server_time != 0) {
+                // A HEAD has no error body: a clock far from the server's is the likely cause.
+                auto local = std::chrono::duration_cast<std::chrono::seconds>(Clock::now().time_since_epoch()).count() +
+                             clock_offset_s.load(std::memory_order_relaxed);
+                if (std::llabs(r.server_time - local) > 300) r.error.code = "RequestTimeTooSkewed";
+            }
+            r.status = code == "RequestTimeTooSkewed" ? SinkStatus::Transient : SinkStatus::Auth;
+            if (code.empty()) r.error.code = "AccessDenied";
+        } else if (s == 400 && (code == "RequestTimeout" || code == "XAmzContentSHA256Mismatch" || code == "BadDigest" ||
+                                code == "IncompleteBody" || code == "ExpiredToken" || code == "RequestTimeTooSkewed")) {
+            r.status = code == "ExpiredToken" ? SinkStatus::Auth : SinkStatus::Transient;
+        } else if (s == 400 && (code == "InvalidAccessKeyId" || code == "InvalidToken" || code == "AuthorizationHeaderMalformed")) {
+            r.status = SinkStatus::Auth;
+        } else if (s == 429 || s >= 500) {
+            r.status = s == 501 ? SinkStatus::NotImplemented : SinkStatus::Transient;
+        } else {
+            r.status = SinkStatus::Fatal;
+        }
+        return r;
+    }
+
+    // Sends with retries. For conditional writes, a 412/409/404 after an
+    // attempt whose outcome we could not see means "unknown", not "lost".
+    SinkResponse call(const Call& c, http::Response* raw = nullptr) {
+        bool earlier_unknown = false;
+        SinkResponse last;
+        const int attempts = t_single_attempt ? 1 : options.max_attempts;
+        for (int attempt = 0; attempt < attempts; ++attempt) {
+            if (attempt > 0) {
+                retries.fetch_add(1, std::memory_order_relaxed);
+                std::this_thread::sleep_for(random::full_jitter(attempt, options.retry_base, options.retry_max));
+            }
+            http::Response resp = send(c);
+            SinkResponse r = classify(c, resp);
+            if (r.error.code == "RequestTimeTooSkewed") correct_clock(resp, r);
+            if (r.status == SinkStatus::Transient) {
+                if (resp.sent || resp.status != 0) earlier_unknown = true;
+                last = std::move(r);
+                continue;
+            }
+            if (earlier_unknown && conditional_write(c.op) &&
+                (r.status == SinkStatus::PreconditionFailed || r.status == SinkStatus::Conflict ||
+                 r.status == SinkStatus::NotFound)) {
+                r.status = SinkStatus::Transient;
+                r.detail = "an earlier attempt's outcome is unknown; then " + r.describe();
+            }
+            if (raw) *raw = std::move(resp);
+            return r;
+        }
+        return last;
+    }
+
+    void correct_clock(const http::Response& resp, const SinkResponse& r) {
+        std::int64_t server = s3xml::element(resp.body, "ServerTime") ? parse_iso_time(*s3xml::element(resp.body, "ServerTime")) : 0;
+        if (server == 0) server = r.server_time;
+        if (server == 0) return;
+        auto local = std::chrono::duration_cast<std::chrono::seconds>(Clock::now().time_since_epoch()).count();
+        clock_offset_s.store(server - local);
+        if (logger) {
+            logger->log(LogLevel::Warning, "training_output_s3_clock_skew",
+                        {{"offset_seconds", server - local}, {"endpoint", describe()}});
+        }
+    }
+
+    static void read_object_headers(const http::Response& resp, SinkResponse& r) {
+        r.etag = unquote(resp.header("etag"));
+        r.last_modified = parse_http_date(resp.header("last-modified"));
+        const std::string& range = resp.header("content-range");  // "bytes 0-9/1234"
+        auto slash = range.rfind('/');
+        if (slash != std::string::npos && range.substr(slash + 1) != "*") {
+            r.size = std::strtoull(range.c_str() + slash + 1, nullptr, 10);
+        } else if (!resp.header("content-length").empty()) {
+            r.size = std::strtoull(resp.header("content-length").c_str(), nullptr, 10);
+        }
+        for (const auto& [name, value] : resp.headers) {
+            if (name.rfind("x-amz-meta-", 0) == 0) r.metadata.emplace_back(name.substr(11), value);
+        }
+    }
+
+    static void add_attributes(Call& c, const ObjectAttributes& a) {
+        if (!a.content_type.empty()) c.headers.emplace_back("content-type", a.content_type);
+        for (const auto& [name, value] : a.metadata) c.headers.emplace_back("x-amz-meta-" + lower(name), value);
+    }
+
+    void add_conditions(Call& c, const WriteConditions& w) {
+        if (w.if_none_match_any) c.headers.emplace_back("if-none-match", "*");
+        if (!w.if_match.empty()) c.headers.emplace_back("if-match", quoted(w.if_match));
+    }
+
+    // Ceph RGW answers 412 to a quoted If-Match that matches: when the object
+    // still has the ETag we sent, the other form is the one this server reads.
+    bool try_other_etag_form(const std::string& key, const std::string& etag) {
+        if (etag_style_confirmed.load()) return false;
+        Call h{Op::Head, "HEAD", key, {}, {}, {}, false};
+        http::Response resp;
+        SinkResponse r = call(h, &resp);
+        if (!r.ok() || unquote(resp.header("etag")) != etag) return false;
+        quote_etags = !quote_etags.load();
+        etag_style_confirmed = true;
+        if (logger) {
+            logger->log(LogLevel::Info, "training_output_s3_etag_form",
+                        {{"quoted", quote_etags.load()}, {"endpoint", describe()}});
+        }
+        return true;
+    }
+
+    // A conditional write; once, a 412 to an If-Match may mean "the other ETag form".
+    template <class Build>
+    SinkResponse conditional_call(const std::string& key, const WriteConditions& w, Build build, http::Response* raw) {
+        for (int round = 0;; ++round) {
+            Call c = build();
+            add_conditions(c, w);
+            SinkResponse r = call(c, raw);
+            if (round == 0 && r.status == SinkStatus::PreconditionFailed && !w.if_match.empty() &&
+                try_other_etag_form(key, w.if_match)) {
+                continue;
+            }
+            if (r.ok() && !w.if_match.empty()) etag_style_confirmed = true;
+            return r;
+        }
+    }
+
+    void probe(CurlS3Sink& sink);
+};
+
+CurlS3Sink::CurlS3Sink(S3SinkOptions options, const Logger* logger)
+    : impl_(std::make_unique<Impl>(std::move(options), logger)) {
+    probe();
+}
+
+CurlS3Sink::~CurlS3Sink() = default;
+
+SinkResponse CurlS3Sink::head(const std::string& key) {
+    Impl::Call c{Op::Head, "HEAD", key, {}, {}, {}, false};
+    http::Response resp;
+    SinkResponse r = impl_->call(c, &resp);
+    if (r.ok()) Impl::read_object_headers(resp, r);
+    return r;
+}
+
+SinkResponse CurlS3Sink::get(const std::string& key, std::optional<ByteRange> range) {
+    Impl::Call c{Op::Get, "GET", key, {}, {}, {}, false};
+    if (range) c.headers.emplace_back("range", "bytes=" + std::to_string(range->first) + "-" + std::to_string(range->last));
+    http::Response resp;
+    SinkResponse r = impl_->call(c, &resp);
+    if (r.ok()) {
+        Impl::read_object_headers(resp, r);
+        r.body = std::move(resp.body);
+        if (!range) r.size = r.body.size();
+    }
+    return r;
+}
+
+SinkResponse CurlS3Sink::put(const std::string& key, std::string_view body, const ObjectAttributes& attributes,
+                             const WriteConditions& conditions) {
+    http::Response resp;
+    SinkResponse r = impl_->conditional_call(
+        key, conditions,
+        [&] {
+            Impl::Call c{Op::Put, "PUT", key, {}, {}, body, false};
+            Impl::add_attributes(c, attributes);
+            return c;
+        },
+        &resp);
+    if (r.ok()) r.etag = unquote(resp.header("etag"));
+    return r;
+}
+
+SinkResponse CurlS3Sink::remove(const std::string& key) {
+    Impl::Call c{Op::Remove, "DELETE", key, {}, {}, {}, false};
+    return impl_->call(c);
+}
+
+SinkResponse CurlS3Sink::create_multipart(const std::string& key, const ObjectAttributes& attributes) {
+    Impl::Call c{Op::CreateMultipart, "POST", key, {{"uploads", ""}}, {}, {}, true};
+    Impl::add_attributes(c, attributes);
+    http::Response resp;
+    SinkResponse r = impl_->call(c, &resp);
+    if (r.ok()) {
+        r.upload_id = s3xml::element(resp.body, "UploadId").value_or("");
+        if (r.upload_id.empty()) {
+            r.status = SinkStatus::Transient;
+            r.detail = "CreateMultipartUpload answered without an UploadId";
+        }
+    }
+    return r;
+}
+
+SinkResponse CurlS3Sink::upload_part(const std::string& key, const std::string& upload_id, int part_number,
+                                     std::string_view body) {
+    Impl::Call c{Op::UploadPart, "PUT", key, {{"partNumber", std::to_string(part_number)}, {"uploadId", upload_id}}, {}, body, false};
+    http::Response resp;
+    SinkResponse r = impl_->call(c, &resp);
+    if (r.ok()) r.etag = unquote(resp.header("etag"));
+    return r;
+}
+
+SinkResponse CurlS3Sink::upload_part_copy(const std::string& key, const std::string& upload_id, int part_number,
+                                          const std::string& source_key, const std::string& source_if_match,
+                                          std::optional<ByteRange> range) {
+    Impl::Call c{Op::UploadPartCopy, "PUT", key, {{"partNumber", std::to_string(part_number)}, {"uploadId", upload_id}}, {}, {}, true};
+    c.headers.emplace_back("x-amz-copy-source", sigv4::uri_encode("/" + impl_->options.bucket + "/" + source_key, false));
+    if (range) {
+        c.headers.emplace_back("x-amz-copy-source-range",
+                               "bytes=" + std::to_string(range->first) + "-" + std::to_string(range->last));
+    }
+    if (!source_if_match.empty()) c.headers.emplace_back("x-amz-copy-source-if-match", impl_->quoted(source_if_match));
+    http::Response resp;
+    SinkResponse r = impl_->call(c, &resp);
+    if (r.ok()) {
+        // Only a CopyPartResult proves a server-side copy; a server that
+        // ignored the copy source would have stored an empty part.
+        auto etag = s3xml::element(resp.body, "ETag");
+        if (resp.body.find("CopyPartResult") == std::string::npos || !etag) {
+            r.status = SinkStatus::NotImplemented;
+            r.detail = "UploadPartCopy answered without a CopyPartResult";
+            return r;
+        }
+        r.etag = unquote(*etag);
+    }
+    return r;
+}
+
+SinkResponse CurlS3Sink::complete_multipart(const std::string& key, const std::string& upload_id,
+                                            const std::vector<CompletedPart>& parts,
+                                            const WriteConditions& conditions) {
+    std::string xml = "<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">";
+    for (const auto& p : parts) {
+        xml += "<Part><PartNumber>" + std::to_string(p.number) + "</PartNumber><ETag>\"" + s3xml::escape(p.etag) +
+               "\"</ETag></Part>";
+    }
+    xml += "</CompleteMultipartUpload>";
+    http::Response resp;
+    SinkResponse r = impl_->conditional_call(
+        key, conditions,
+        [&] {
+            return Impl::Call{Op::Complete, "POST", key, {{"uploadId", upload_id}}, {{"content-type", "application/xml"}}, xml,
+                              true};
+        },
+        &resp);
+    if (r.ok()) r.etag = unquote(s3xml::element(resp.body, "ETag").value_or(""));  // may be empty (RGW)
+    return r;
+}
+
+SinkResponse CurlS3Sink::abort_multipart(const std::string& key, const std::string& upload_id) {
+    Impl::Call c{Op::Abort, "DELETE", key, {{"uploadId", upload_id}}, {}, {}, false};
+    return impl_->call(c);
+}
+
+SinkResponse CurlS3Sink::create_bucket() {
+    std::string body;
+    if (impl_->options.region != "us-east-1") {
+        body = "<CreateBucketConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LocationConstraint>" +
+               s3xml::escape(impl_->options.region) + "</LocationConstraint></CreateBucketConfiguration>";
+    }
+    Impl::Call c{Op::CreateBucket, "PUT", "", {}, {}, body, false};
+    SinkResponse r = impl_->call(c);
+    if (r.status == SinkStatus::Conflict && r.error.code == "BucketAlreadyOwnedByYou") r.status = SinkStatus::Ok;
+    return r;
+}
+
+SinkCapabilities CurlS3Sink::capabilities() const {
+    // Not probed yet (the server was unreachable at open): try now; until it
+    // answers, assume the least (conditional PUT, no conditional Complete).
+    if (!impl_->probed.load()) impl_->probe(const_cast<CurlS3Sink&>(*this));
+    std::lock_guard<std::mutex> lock(impl_->probe_mutex);
+    return impl_->caps;
+}
+
+std::string CurlS3Sink::describe() const { return impl_->describe(); }
+
+S3SinkStats CurlS3Sink::stats() const {
+    S3SinkStats s;
+    s.requests = impl_->requests.load();
+    s.retries = impl_->retries.load();
+    s.bytes_sent = impl_->bytes_sent.load();
+    s.body_bytes_sent = impl_->body_bytes_sent.load();
+    s.bytes_received = impl_->bytes_received.load();
+    return s;
+}
+
+// What does this server enforce? A probe object under probe_prefix:
+//   PUT it; PUT If-None-Match:* must be refused; PUT If-Match (quoted, else
+//   bare) must pass; a one-part multipart upload completed with a wrong
+//   If-Match must be refused. Then it is removed.
+void CurlS3Sink::probe() { impl_->probe(*this); }
+
+void CurlS3Sink::Impl::probe(CurlS3Sink& sink) {
+    Impl& m = *this;
+    if (m.probed.load()) return;
+    std::lock_guard<std::mutex> lock(m.probe_mutex);
+    if (m.probed.load()) return;
+    // One attempt per request: opening a writer must not wait out retries.
+    t_single_attempt = true;
+    struct Reset {
+        ~Reset() { t_single_attempt = false; }
+    } reset;
+    const std::string key = m.options.probe_prefix + random::token_hex(8);
+    ObjectAttributes attrs;
+    attrs.content_type = "text/plain";
+    auto unreachable = [&](const SinkResponse& r) {
+        if (r.status == SinkStatus::Auth) {
+            throw Error(ErrorCode::Auth, "S3 rejected the credentials of access key " +
+                                             json::quote(m.options.credentials.access_key_id) + " at " + m.describe() +
+                                             ": " + r.describe());
+        }
+        if (r.status == SinkStatus::Fatal && r.error.code == "NoSuchBucket") {
+            throw Error(ErrorCode::Storage, "S3 bucket " + json::quote(m.options.bucket) + " does not exist at " +
+                                                m.describe() + ": " + r.describe());
+        }
+        if (m.logger) {
+            m.logger->log(LogLevel::Warning, "training_output_s3_probe_deferred",
+                          {{"endpoint", m.describe()}, {"answer", r.describe()}});
+        }
+    };
+    SinkResponse first = sink.put(key, "probe\n", attrs, WriteConditions{});
+    if (!first.ok()) return unreachable(first);
+    SinkCapabilities found;
+    WriteConditions none_match;
+    none_match.if_none_match_any = true;
+    SinkResponse nm = sink.put(key, "probe\n", attrs, none_match);
+    found.conditional_writes = nm.status == SinkStatus::PreconditionFailed;
+    found.conditional_complete = false;
+    if (found.conditional_writes) {
+        WriteConditions match;
+        match.if_match = sink.head(key).etag;
+        SinkResponse im = sink.put(key, "probe 2\n", attrs, match);  // flips to the bare form if needed
+        found.conditional_writes = im.ok();
+    }
+    if (found.conditional_writes) {
+        SinkResponse up = sink.create_multipart(key, attrs);
+        if (up.ok()) {
+            SinkResponse part = sink.upload_part(key, up.upload_id, 1, "probe 3\n");
+            WriteConditions stale;
+            stale.if_match = "0123456789abcdef0123456789abcdef";
+            SinkResponse done = part.ok() ? sink.complete_multipart(key, up.upload_id, {{1, part.etag}}, stale) : part;
+            found.conditional_complete = done.status == SinkStatus::PreconditionFailed;
+            if (!done.ok()) sink.abort_multipart(key, up.upload_id);
+        }
+    }
+    sink.remove(key);
+    found.multipart_copy = true;  // found out on first use: NotImplemented is remembered by the appender
+    found.min_part_size = 5ull << 20;
+    m.caps = found;
+    m.probed = true;
+    if (m.logger) {
+        LogLevel level = found.conditional_writes ? LogLevel::Info : LogLevel::Warning;
+        m.logger->log(level, "training_output_s3_capabilities",
+                      {{"endpoint", m.describe()},
+                       {"conditional_writes", found.conditional_writes},
+                       {"conditional_complete", found.conditional_complete},
+                       {"etag_quoted", m.quote_etags.load()},
+                       {"note", !found.conditional_writes ? "no conditional writes: safe with a single writer per key only"
+                                : !found.conditional_complete ? "CompleteMultipartUpload ignores If-Match: appends take a lease"
+                                                             : "conditional appends"}});
+    }
+}
+
+}  // namespace training_output

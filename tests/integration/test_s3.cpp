@@ -1,0 +1,247 @@
+// CurlS3Sink and the writer over real HTTP: Ceph RGW (checks SigV4,
+// conditional PUT, UploadPartCopy) and s3rver (object semantics only), both
+// started on loopback by the test fixtures. Their endpoints come from
+// TDO_TEST_RGW_ENDPOINT and TDO_TEST_S3RVER_ENDPOINT.
+#include <catch2/catch.hpp>
+#include <cstdlib>
+#include <random>
+#include <set>
+
+#include "../unit/sink_conformance.hpp"
+#include "../unit/test_util.hpp"
+#include "training_output/curl_s3_sink.hpp"
+#include "training_output/error.hpp"
+#include "training_output/training_output.hpp"
+
+using namespace training_output;
+
+namespace {
+
+struct Server {
+    std::string endpoint;
+    std::string access_key;
+    std::string secret_key;
+};
+
+std::string env_or_fail(const char* name) {
+    const char* v = std::getenv(name);
+    if (!v || !*v) FAIL(std::string(name) + " is not set: the test fixtures start the S3 servers");
+    return v;
+}
+
+Server rgw() {
+    return {env_or_fail("TDO_TEST_RGW_ENDPOINT"), "testkey", "testsecret"};
+}
+
+Server s3rver() {
+    return {env_or_fail("TDO_TEST_S3RVER_ENDPOINT"), "S3RVER", "S3RVER"};
+}
+
+S3SinkOptions options_for(const Server& s, const std::string& bucket) {
+    S3SinkOptions o;
+    o.endpoint_url = s.endpoint;
+    o.bucket = bucket;
+    o.credentials = sigv4::Credentials{s.access_key, s.secret_key, ""};
+    o.request_timeout = std::chrono::milliseconds(30000);
+    return o;
+}
+
+// A new bucket on the server and a sink for it.
+std::unique_ptr<CurlS3Sink> fresh_bucket(const Server& s, std::string& bucket) {
+    static std::atomic<int> counter{0};
+    bucket = "tdo-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) + "-" +
+             std::to_string(std::random_device{}() % 100000);
+    S3SinkOptions o = options_for(s, bucket);
+    o.conditional_writes = ConditionalWrites::Off;  // no probe before the bucket exists
+    CurlS3Sink admin(o);
+    SinkResponse r = admin.create_bucket();
+    INFO(r.describe());
+    REQUIRE(r.ok());
+    return std::make_unique<CurlS3Sink>(options_for(s, bucket));
+}
+
+std::string writer_config(const Server& s, const std::string& bucket, const std::string& dir,
+                          const std::string& extra = "") {
+    return "{\"s3_endpoint_url\":\"" + s.endpoint + "\",\"s3_bucket_name\":\"" + bucket + "\",\"s3_access_key\":\"" +
+           s.access_key + "\",\"s3_secret_key\":\"" + s.secret_key + "\",\"output_dir\":\"" + dir +
+           "\",\"dedup_store\":\"sqlite\",\"log_level\":\"off\"" + extra + "}";
+}
+
+std::string big_jsonl(std::size_t bytes) {
+    std::string out;
+    std::mt19937 gen(7);
+    for (int i = 0; out.size() < bytes; ++i) {
+        out += "{\"n\":" + std::to_string(i) + ",\"r\":" + std::to_string(gen()) + ",\"pad\":\"" + std::string(80, 'p') + "\"}\n";
+    }
+    return out;
+}
+
+const std::string kKey = "training/metabolic_diabetes/2025/11/health_journal_2025_11.jsonl";
+
+}  // namespace
+
+TEST_CASE("RGW: S3 semantics over SigV4", "[integration][rgw]") {
+    std::string bucket;
+    auto sink = fresh_bucket(rgw(), bucket);
+    tdo_test::check_sink_conformance(*sink, {"", true, false, true, 5u << 20});
+}
+
+TEST_CASE("RGW: the probe finds conditional PUT but not conditional Complete", "[integration][rgw]") {
+    std::string bucket;
+    auto sink = fresh_bucket(rgw(), bucket);
+    SinkCapabilities caps = sink->capabilities();
+    CHECK(caps.conditional_writes);
+    CHECK_FALSE(caps.conditional_complete);
+    // The probe cleaned up after itself.
+    CHECK(sink->head(".training_output/probe/x").status == SinkStatus::NotFound);
+}
+
+TEST_CASE("RGW: a wrong secret is rejected with S3's code, never showing the secret", "[integration][rgw]") {
+    std::string bucket;
+    fresh_bucket(rgw(), bucket);
+    S3SinkOptions o = options_for(rgw(), bucket);
+    o.credentials.secret_access_key = "not-the-secret-5up3r";
+    try {
+        CurlS3Sink sink(o);
+        FAIL("expected an error");
+    } catch (const Error& e) {
+        CHECK(e.code() == ErrorCode::Auth);
+        CHECK_THAT(e.what(), Catch::Contains("SignatureDoesNotMatch") && Catch::Contains("rejected the credentials"));
+        CHECK_THAT(e.what(), !Catch::Contains("5up3r"));
+    }
+    // Through the C ABI the same error, with its code.
+    tdo_test::TempDir dir;
+    Server wrong = rgw();
+    wrong.secret_key = "not-the-secret-5up3r";
+    try {
+        TrainingOutput w(Config::from_json(writer_config(wrong, bucket, dir.path())));
+        FAIL("expected an error");
+    } catch (const Error& e) {
+        CHECK(e.code() == ErrorCode::Auth);
+        CHECK_THAT(e.what(), !Catch::Contains("5up3r"));
+    }
+}
+
+TEST_CASE("RGW: lines appended to a 6 MiB object leave its bytes intact", "[integration][rgw]") {
+    std::string bucket;
+    auto sink = fresh_bucket(rgw(), bucket);
+    const std::string big = big_jsonl(6u << 20);
+    REQUIRE(sink->put(kKey, big, ObjectAttributes{}, WriteConditions{}).ok());
+    tdo_test::TempDir dir;
+    {
+        TrainingOutput w(Config::from_json(writer_config(rgw(), bucket, dir.path())));
+        for (int i = 0; i < 50; ++i) {
+            CHECK(w.generate("Glucose narrative " + std::to_string(i) + ".", tdo_test::message_json("BloodGlucoseRecord"),
+                             tdo_test::result_json(10 + i)) == Outcome::Written);
+        }
+        w.flush();
+        CHECK(w.stats().batches_appended == 1);
+    }
+    SinkResponse g = sink->get(kKey);
+    REQUIRE(g.ok());
+    REQUIRE(g.body.size() > big.size());
+    CHECK(g.body.compare(0, big.size(), big) == 0);
+    auto lines = tdo_test::lines_of(g.body.substr(big.size()));
+    REQUIRE(lines.size() == 50);
+    for (std::size_t i = 0; i < lines.size(); ++i) {
+        auto doc = tdo_test::parse(lines[i]);
+        REQUIRE_FALSE(doc.HasParseError());
+        CHECK(std::string(doc["output"].GetString()) == "Glucose narrative " + std::to_string(i) + ".");
+    }
+    // Appended server-side: the old bytes did not cross the network again.
+    CHECK(sink->head(kKey).metadata.size() <= 1);
+}
+
+namespace {
+
+// 4 processes x 500 distinct examples into one key; returns the object.
+std::string race_four_writers(CurlS3Sink& sink, const std::string& bucket, const std::string& extra_config) {
+    tdo_test::TempDir dir;
+    // Small batches so that the writers race for the key all the time.
+    const std::string config = writer_config(rgw(), bucket, dir.path(),
+                                             ",\"flush_max_bytes\":16384,\"flush_interval_ms\":20,\"dedup_store\":\"memory\"" +
+                                                 extra_config);
+    std::vector<pid_t> pids;
+    for (int p = 0; p < 4; ++p) {
+        pids.push_back(tdo_test::spawn({TDO_TEST_WRITER, config, "w" + std::to_string(p), "500", "0", "StepsRecord"}));
+        REQUIRE(pids.back() > 0);
+    }
+    for (pid_t pid : pids) CHECK(tdo_test::wait_for(pid) == 0);
+    SinkResponse g = sink.get("training/physical_activity/2025/11/health_journal_2025_11.jsonl");
+    REQUIRE(g.ok());
+    return g.body;
+}
+
+void check_distinct_lines(const std::string& body, std::size_t expected) {
+    auto lines = tdo_test::lines_of(body);
+    std::set<std::string> outputs;
+    for (const auto& line : lines) {
+        auto doc = tdo_test::parse(line);
+        REQUIRE_FALSE(doc.HasParseError());
+        outputs.insert(doc["output"].GetString());
+    }
+    CHECK(lines.size() == expected);
+    CHECK(outputs.size() == expected);
+}
+
+}  // namespace
+
+TEST_CASE("RGW: 4 processes x 500 examples into one key end with 2,000 distinct lines", "[integration][rgw]") {
+    std::string bucket;
+    auto sink = fresh_bucket(rgw(), bucket);
+    check_distinct_lines(race_four_writers(*sink, bucket, ""), 2000);
+    // Leases are gone.
+    CHECK(sink->head(".training_output/leases/training/physical_activity/2025/11/health_journal_2025_11.jsonl").status ==
+          SinkStatus::NotFound);
+}
+
+TEST_CASE("RGW: 4 processes x 500 examples appended server-side to a 6 MiB key, none lost", "[integration][rgw]") {
+    // Above the multipart threshold every append is UploadPartCopy + Complete,
+    // which RGW does not make conditional: only the lease keeps writers apart.
+    std::string bucket;
+    auto sink = fresh_bucket(rgw(), bucket);
+    const std::string key = "training/physical_activity/2025/11/health_journal_2025_11.jsonl";
+    const std::string big = big_jsonl(6u << 20);
+    REQUIRE(sink->put(key, big, ObjectAttributes{}, WriteConditions{}).ok());
+    std::string body = race_four_writers(*sink, bucket, "");
+    REQUIRE(body.size() > big.size());
+    CHECK(body.compare(0, big.size(), big) == 0);
+    check_distinct_lines(body.substr(big.size()), 2000);
+}
+
+TEST_CASE("s3rver: object semantics without conditional writes or UploadPartCopy", "[integration][s3rver]") {
+    std::string bucket;
+    auto sink = fresh_bucket(s3rver(), bucket);
+    SinkCapabilities caps = sink->capabilities();
+    CHECK_FALSE(caps.conditional_writes);
+    CHECK_FALSE(caps.conditional_complete);
+    tdo_test::check_sink_conformance(*sink, {"", false, false, false, 5u << 20});
+    CHECK(sink->upload_part_copy(kKey, "no-such-upload", 1, kKey, "", std::nullopt).status ==
+          SinkStatus::NotImplemented);
+}
+
+TEST_CASE("s3rver: the writer appends with GET+PUT, bytes intact", "[integration][s3rver]") {
+    std::string bucket;
+    auto sink = fresh_bucket(s3rver(), bucket);
+    const std::string big = big_jsonl(6u << 20);
+    REQUIRE(sink->put(kKey, big, ObjectAttributes{}, WriteConditions{}).ok());
+    tdo_test::TempDir dir;
+    {
+        TrainingOutput w(Config::from_json(writer_config(s3rver(), bucket, dir.path())));
+        for (int i = 0; i < 20; ++i) {
+            w.generate("Narrative " + std::to_string(i) + ".", tdo_test::message_json("BloodGlucoseRecord"),
+                       tdo_test::result_json());
+        }
+        w.flush();
+        w.generate("Narrative after the first batch.", tdo_test::message_json("BloodGlucoseRecord"), tdo_test::result_json());
+        w.close();
+    }
+    SinkResponse g = sink->get(kKey);
+    REQUIRE(g.ok());
+    CHECK(g.body.compare(0, big.size(), big) == 0);
+    auto lines = tdo_test::lines_of(g.body.substr(big.size()));
+    REQUIRE(lines.size() == 21);
+    CHECK(std::string(tdo_test::parse(lines.back())["output"].GetString()) == "Narrative after the first batch.");
+    // No training file was written locally.
+    CHECK(tdo_test::jsonl_files(dir.path()).empty());
+}
