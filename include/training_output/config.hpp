@@ -57,6 +57,13 @@ struct Config {
     std::int64_t flush_interval_ms = 5000;   // the oldest pending line's age that triggers one
     std::int64_t flush_timeout_ms = 30000;   // how long flush() and close() wait
 
+    // Spool: the local write-ahead log every accepted line goes to first.
+    std::string spool_dir;                        // default <output_dir>/.spool
+    std::string spool_fsync = "interval";         // interval (about once a second) | always | never
+    std::int64_t spool_max_bytes = std::int64_t(1) << 30;
+    std::string spool_full_policy = "block";      // block | reject (TDO_E_BACKPRESSURE)
+    std::int64_t spool_block_timeout_ms = 10000;  // block: how long a call waits for room
+
     // Logs.
     LogLevel log_level = LogLevel::Warning;
 

@@ -1,7 +1,8 @@
 // TrainingOutput: the writer. One call turns a processing result into a
-// training example and accepts it: format -> dedup claim -> queued for its
-// monthly object. A background thread appends the queued lines in batches
-// and commits their dedup claims once they landed. Thread-safe: any number of
+// training example and accepts it: format -> dedup claim -> logged in the
+// writer's spool (a crash after that loses nothing). A background thread
+// appends the spooled lines to their monthly objects in batches, exactly
+// once, and commits their dedup claims once they landed. Thread-safe: any number of
 // threads may call generate() and flush() at once.
 #pragma once
 
@@ -32,6 +33,11 @@ struct WriterStats {
     std::uint64_t append_failures = 0;     // batches that failed (and were retried)
     std::uint64_t pending_lines = 0;       // accepted, not yet in their objects
     std::uint64_t pending_bytes = 0;
+    std::uint64_t batches_found_landed = 0;  // found in their object already (after a crash or timeout)
+    std::uint64_t spools_adopted = 0;        // spools of writers that died, taken over
+    std::uint64_t lines_recovered = 0;       // lines found in them
+    std::uint64_t torn_records = 0;          // records dropped from them (bad checksum: a torn write)
+    std::uint64_t spool_bytes = 0;           // this writer's spool on disk
 };
 
 // Parts a caller may supply instead of those the configuration names
@@ -50,8 +56,10 @@ public:
     TrainingOutput(const TrainingOutput&) = delete;
     TrainingOutput& operator=(const TrainingOutput&) = delete;
 
-    // Throws Error(InvalidJson | InvalidInput) for bad input. Never waits on
-    // the object store.
+    // Throws Error(InvalidJson | InvalidInput) for bad input; when the spool is
+    // full, Error(Backpressure) (spool_full_policy=reject) or Error(Timeout)
+    // after spool_block_timeout_ms (block); Error(Storage) when the spool's
+    // disk fails. Never waits on the object store.
     Outcome generate(std::string_view narrative, std::string_view message_data_json,
                      std::string_view result_json);
     Outcome generate(std::string_view narrative, const MessageData& message,
@@ -62,7 +70,8 @@ public:
     // rejects the credentials.
     void flush();
     // Flushes and stops; later calls throw Error(Closed). Idempotent. Throws
-    // Error(Storage) when lines could not be delivered.
+    // (as flush()) when lines could not be delivered: they stay in the spool,
+    // and the next writer that opens on it delivers them.
     void close();
 
     WriterStats stats() const;

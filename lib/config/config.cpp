@@ -58,6 +58,11 @@ const Key kKeys[] = {
     {"flush_max_bytes", &Config::flush_max_bytes, 1},
     {"flush_interval_ms", &Config::flush_interval_ms, 1},
     {"flush_timeout_ms", &Config::flush_timeout_ms, 1},
+    {"spool_dir", &Config::spool_dir},
+    {"spool_fsync", &Config::spool_fsync},
+    {"spool_max_bytes", &Config::spool_max_bytes, 1 << 16},
+    {"spool_full_policy", &Config::spool_full_policy},
+    {"spool_block_timeout_ms", &Config::spool_block_timeout_ms, 0},
     {"log_level", LogLevelField{}},
 };
 
@@ -184,7 +189,15 @@ void Config::finalize() {
     one_of("s3_addressing_style", s3_addressing_style, {"auto", "path", "virtual"});
     one_of("s3_conditional_writes", s3_conditional_writes, {"auto", "true", "false"});
     if (s3_retry_max_ms < s3_retry_base_ms) throw config_error("s3_retry_max_ms", "must be at least s3_retry_base_ms");
+    one_of("spool_fsync", spool_fsync, {"interval", "always", "never"});
+    one_of("spool_full_policy", spool_full_policy, {"block", "reject"});
+    if (spool_max_bytes < 2 * max_line_bytes) {
+        throw config_error("spool_max_bytes", "must be at least twice max_line_bytes (" +
+                                                  std::to_string(max_line_bytes) + "), got " +
+                                                  std::to_string(spool_max_bytes));
+    }
     if (dedup_db_path.empty()) dedup_db_path = output_dir + "/.dedup.sqlite3";
+    if (spool_dir.empty()) spool_dir = output_dir + "/.spool";
 }
 
 Config Config::from_json(std::string_view text) {

@@ -7,8 +7,11 @@ namespace training_output {
 
 using Clock = std::chrono::steady_clock;
 
-Flusher::Flusher(ObjectAppender& appender, TrainingDeduplicator& dedup, const Logger& logger, FlusherOptions options)
-    : appender_(appender), dedup_(dedup), logger_(logger), options_(options) {
+Flusher::Flusher(ObjectAppender& appender, TrainingDeduplicator& dedup, const Logger& logger, FlusherOptions options,
+                 Spool& own, Adopt adopt)
+    : appender_(appender), dedup_(dedup), logger_(logger), options_(options), own_(own), adopt_(std::move(adopt)) {
+    adopt_now();
+    next_adopt_ = Clock::now() + options_.adopt_interval;
     thread_ = std::thread([this] { run(); });
 }
 
@@ -21,64 +24,101 @@ Flusher::~Flusher() {
     if (thread_.joinable()) thread_.join();
 }
 
-void Flusher::add(const std::string& object_key, std::string line, std::string dedup_key) {
+// Takes over the spools of writers that died and queues what they hold.
+void Flusher::adopt_now() {
+    if (!adopt_) return;
+    std::vector<std::unique_ptr<Spool>> found;
+    try {
+        found = adopt_();
+    } catch (const Error& e) {
+        logger_.log(LogLevel::Error, "training_output_spool_error", {{"error", e.what()}, {"detail", "adopting"}});
+        return;
+    }
+    if (found.empty()) return;
+    std::lock_guard<std::mutex> lock(mutex_);
+    const auto due_now = Clock::now() - options_.interval;
+    for (auto& spool : found) {
+        ++stats_.spools_adopted;
+        stats_.torn_records += spool->stats().torn_records;
+        for (auto& r : spool->take_recovered()) {
+            Pending& p = pending_[Slot{spool.get(), r.object_key}];
+            for (const auto& ref : r.lines) {
+                p.lines.push_back(Line{ref, due_now});
+                p.bytes += ref.line_bytes;
+                stats_.pending_bytes += ref.line_bytes;
+                ++stats_.pending_lines;
+                ++stats_.lines_recovered;
+            }
+            if (r.pending) p.check = Check{r.pending->first, r.pending->last, r.pending->intent};
+        }
+        adopted_.push_back(std::move(spool));
+    }
+    wake_.notify_one();
+}
+
+void Flusher::add(const std::string& object_key, const SpoolLineRef& ref) {
     bool wake = false;
     {
         std::lock_guard<std::mutex> lock(mutex_);
-        Pending& p = pending_[object_key];
-        p.bytes += line.size();
-        stats_.pending_bytes += line.size();
+        Pending& p = pending_[Slot{&own_, object_key}];
+        p.bytes += ref.line_bytes;
+        stats_.pending_bytes += ref.line_bytes;
         ++stats_.pending_lines;
-        wake = p.lines.empty() || p.bytes >= options_.max_bytes;  // a new deadline, or full
-        p.lines.push_back(Line{next_seq_++, std::move(line), std::move(dedup_key), Clock::now()});
+        wake = p.lines.empty() || p.bytes >= options_.max_bytes || stats_.pending_bytes >= options_.hurry_bytes;
+        p.lines.push_back(Line{ref, Clock::now()});
     }
     if (wake) wake_.notify_one();
 }
 
-std::uint64_t Flusher::oldest_pending_seq() const {
-    std::uint64_t oldest = UINT64_MAX;
-    for (const auto& [key, p] : pending_) {
-        if (!p.lines.empty()) oldest = std::min(oldest, p.lines.front().seq);
+bool Flusher::flushed(const std::map<Spool*, std::uint64_t>& targets) const {
+    for (const auto& [slot, p] : pending_) {
+        if (p.lines.empty()) continue;
+        auto t = targets.find(slot.first);
+        if (t != targets.end() && p.lines.front().ref.seq <= t->second) return false;
     }
-    return oldest;
+    return true;
 }
 
 void Flusher::flush() {
     std::unique_lock<std::mutex> lock(mutex_);
-    const std::uint64_t target = next_seq_ - 1;
-    if (target == 0 || oldest_pending_seq() > target) return;
-    flush_target_ = std::max(flush_target_, target);
+    std::map<Spool*, std::uint64_t> targets;
+    for (const auto& [slot, p] : pending_) {
+        if (!p.lines.empty()) targets[slot.first] = std::max(targets[slot.first], p.lines.back().ref.seq);
+    }
+    if (flushed(targets)) return;
+    for (const auto& [spool, seq] : targets) flush_targets_[spool] = std::max(flush_targets_[spool], seq);
     // Asked for: one attempt now, whatever the backoff of a failing key.
-    for (auto& [key, p] : pending_) p.retry_at = Clock::now();
+    for (auto& [slot, p] : pending_) p.retry_at = Clock::now();
     wake_.notify_one();
     const auto deadline = Clock::now() + options_.timeout;
-    while (oldest_pending_seq() <= target) {
+    while (!flushed(targets)) {
         // A key the store refuses for good fails the flush now, not at the deadline.
-        for (const auto& [key, p] : pending_) {
-            if (p.permanent && !p.lines.empty() && p.lines.front().seq <= target) {
-                throw Error(p.last_code, "flush: appending to " + json::quote(key) + " failed: " + p.last_error);
+        for (const auto& [slot, p] : pending_) {
+            auto t = targets.find(slot.first);
+            if (p.permanent && !p.lines.empty() && t != targets.end() && p.lines.front().ref.seq <= t->second) {
+                throw Error(p.last_code, "flush: appending to " + json::quote(slot.second) + " failed: " +
+                                             p.last_error + "; the lines stay in the spool");
             }
         }
-        if (progress_.wait_until(lock, deadline) == std::cv_status::timeout && oldest_pending_seq() <= target) {
+        if (progress_.wait_until(lock, deadline) == std::cv_status::timeout && !flushed(targets)) {
             std::string why;
-            std::uint64_t lines = 0;
-            for (const auto& [key, p] : pending_) {
-                lines += p.lines.size();
+            for (const auto& [slot, p] : pending_) {
                 if (!p.last_error.empty()) why = p.last_error;
             }
             throw Error(ErrorCode::Timeout, "flush timed out after " + std::to_string(options_.timeout.count()) +
-                                                " ms with " + std::to_string(lines) + " lines pending" +
+                                                " ms with " + std::to_string(stats_.pending_lines) +
+                                                " lines pending (they stay in the spool)" +
                                                 (why.empty() ? std::string() : "; last error: " + why));
         }
     }
 }
 
 void Flusher::close() {
-    std::string failure;
+    std::optional<Error> failure;
     try {
         flush();
     } catch (const Error& e) {
-        failure = e.what();
+        failure = e;
     }
     {
         std::lock_guard<std::mutex> lock(mutex_);
@@ -86,26 +126,21 @@ void Flusher::close() {
     }
     wake_.notify_all();
     if (thread_.joinable()) thread_.join();
-    // Lines still here are dropped: free their claims, so that the same
-    // content can be written when it comes again.
-    std::uint64_t lost = 0;
-    std::vector<std::string> claims;
+    std::uint64_t left = 0;
     {
         std::lock_guard<std::mutex> lock(mutex_);
-        for (auto& [key, p] : pending_) {
-            for (const Line& line : p.lines) {
-                ++lost;
-                if (!line.dedup_key.empty()) claims.push_back(line.dedup_key);
-            }
-        }
+        left = stats_.pending_lines;
     }
-    for (const auto& claim : claims) dedup_.release(claim);
-    if (!failure.empty() || lost > 0) {
-        if (failure.empty()) failure = "stopped before they were appended";
-        logger_.log(LogLevel::Error, "training_output_failed",
-                    {{"error", failure}, {"lines_not_delivered", lost}, {"detail", "closing with lines undelivered"}});
-        throw Error(ErrorCode::Storage, "close: " + std::to_string(lost) + " lines were not delivered: " + failure);
-    }
+    if (!failure && left == 0) return;
+    logger_.log(LogLevel::Warning, "training_output_failed",
+                {{"error", failure ? failure->what() : "stopped before they were appended"},
+                 {"lines_spooled", left},
+                 {"spool", own_.path()},
+                 {"detail", "closing with lines not yet in their objects; the next writer on the spool delivers them"}});
+    throw Error(failure ? failure->code() : ErrorCode::Storage,
+                "close: " + std::to_string(left) + " lines are not in their objects yet; they stay in the spool " +
+                    json::quote(own_.path()) + " for the next writer" +
+                    (failure ? std::string(": ") + failure->what() : std::string()));
 }
 
 FlusherStats Flusher::stats() const {
@@ -113,16 +148,20 @@ FlusherStats Flusher::stats() const {
     return stats_;
 }
 
-bool Flusher::due(const Pending& p, Clock::time_point now) const {
-    if (p.lines.empty() || p.in_flight > 0) return false;
+bool Flusher::due(const Pending& p, Spool* spool, Clock::time_point now) const {
+    if (p.lines.empty() || p.in_flight) return false;
     if (p.failures > 0 && now < p.retry_at) return false;
-    return stopping_ || p.bytes >= options_.max_bytes || now - p.lines.front().accepted >= options_.interval ||
-           p.lines.front().seq <= flush_target_;
+    if (stopping_ || p.bytes >= options_.max_bytes || now - p.lines.front().accepted >= options_.interval ||
+        stats_.pending_bytes >= options_.hurry_bytes) {
+        return true;
+    }
+    auto t = flush_targets_.find(spool);
+    return t != flush_targets_.end() && p.lines.front().ref.seq <= t->second;
 }
 
 Clock::time_point Flusher::next_wake(Clock::time_point now) const {
-    auto wake = now + std::chrono::hours(1);
-    for (const auto& [key, p] : pending_) {
+    auto wake = std::min(now + std::chrono::hours(1), next_adopt_);
+    for (const auto& [slot, p] : pending_) {
         if (p.lines.empty()) continue;
         auto t = p.lines.front().accepted + options_.interval;
         if (p.failures > 0) t = std::max(t, p.retry_at);
@@ -135,80 +174,149 @@ void Flusher::run() {
     std::unique_lock<std::mutex> lock(mutex_);
     for (;;) {
         auto now = Clock::now();
-        std::vector<std::string> keys;
-        for (const auto& [key, p] : pending_) {
-            if (due(p, now)) keys.push_back(key);
+        if (!stopping_ && now >= next_adopt_) {
+            lock.unlock();
+            adopt_now();
+            lock.lock();
+            next_adopt_ = Clock::now() + options_.adopt_interval;
+            continue;
         }
-        if (keys.empty()) {
+        std::vector<Slot> slots;
+        for (const auto& [slot, p] : pending_) {
+            if (due(p, slot.first, now)) slots.push_back(slot);
+        }
+        if (slots.empty()) {
             if (stopping_) return;
             wake_.wait_until(lock, next_wake(now));
             continue;
         }
-        for (const auto& key : keys) deliver(key, lock);
+        for (const auto& slot : slots) deliver(slot, lock);
+        drop_finished_spools(lock);
         if (stopping_) {
             // Closing: one more round only for keys that just succeeded.
             bool more = false;
-            for (const auto& [key, p] : pending_) more = more || (!p.lines.empty() && p.failures == 0);
+            for (const auto& [slot, p] : pending_) more = more || (!p.lines.empty() && p.failures == 0);
             if (!more) return;
         }
     }
 }
 
-// Appends the front of one key's queue (called and returning with the lock held).
-void Flusher::deliver(const std::string& key, std::unique_lock<std::mutex>& lock) {
-    Pending& p = pending_[key];
-    std::string batch;
-    std::vector<std::string> dedup_keys;
-    std::size_t n = 0;
-    for (const Line& line : p.lines) {
-        if (n > 0 && batch.size() + line.text.size() > options_.max_bytes) break;
-        batch += line.text;
-        if (!line.dedup_key.empty()) dedup_keys.push_back(line.dedup_key);
-        ++n;
+// Adopted spools whose lines all landed are removed (their directory goes with them).
+void Flusher::drop_finished_spools(std::unique_lock<std::mutex>& lock) {
+    std::vector<std::unique_ptr<Spool>> done;
+    for (auto it = adopted_.begin(); it != adopted_.end();) {
+        Spool* s = it->get();
+        bool busy = false;
+        for (const auto& [slot, p] : pending_) busy = busy || (slot.first == s && (!p.lines.empty() || p.in_flight));
+        if (busy) {
+            ++it;
+            continue;
+        }
+        for (auto p = pending_.begin(); p != pending_.end();) p = p->first.first == s ? pending_.erase(p) : std::next(p);
+        flush_targets_.erase(s);
+        done.push_back(std::move(*it));
+        it = adopted_.erase(it);
     }
-    p.in_flight = n;
+    if (done.empty()) return;
     lock.unlock();
+    done.clear();
+    lock.lock();
+}
+
+// Appends the front of one slot's queue (called and returning with the lock held).
+void Flusher::deliver(const Slot& slot, std::unique_lock<std::mutex>& lock) {
+    Spool& spool = *slot.first;
+    const std::string& key = slot.second;
+    Pending& p = pending_[slot];
+    std::vector<SpoolLineRef> refs;
+    std::uint64_t bytes = 0;
+    if (p.check && p.check->first != p.lines.front().ref.seq) p.check.reset();  // not this queue's front
+    const std::optional<Check> check = p.check;
+    for (const Line& line : p.lines) {
+        if (check) {
+            // Exactly the batch that may have landed: the check compares bytes.
+            if (line.ref.seq > check->last) break;
+        } else if (!refs.empty() && bytes + line.ref.line_bytes > options_.max_bytes) {
+            break;
+        }
+        refs.push_back(line.ref);
+        bytes += line.ref.line_bytes;
+    }
+    const std::uint64_t first = refs.front().seq, last = refs.back().seq;
+    p.in_flight = true;
+    lock.unlock();
+
     std::string error;
     ErrorCode code = ErrorCode::Storage;
+    std::optional<AppendIntent> intent;
+    bool found_landed = false;
     try {
-        appender_.append(key, batch);
+        std::vector<SpooledLine> lines = spool.read(refs);
+        std::string batch;
+        batch.reserve(bytes);
+        std::vector<std::string> dedup_keys;
+        for (auto& l : lines) {
+            batch += l.line;
+            if (!l.dedup_key.empty()) dedup_keys.push_back(std::move(l.dedup_key));
+        }
+        Landed landed = Landed::No;
+        if (check) {
+            landed = appender_.check_landed(check->intent, batch);
+            if (landed == Landed::Unknown) throw Error(ErrorCode::Storage, "cannot tell whether a batch landed");
+        }
+        if (landed == Landed::Yes) {
+            found_landed = true;
+        } else {
+            AppendResult r = appender_.append(key, batch, [&](const AppendIntent& in) {
+                spool.record_intent(key, first, last, in);
+                intent = in;
+            });
+            found_landed = r.found_landed;
+        }
+        spool.record_done(key, first, last, refs);
+        dedup_.commit(dedup_keys);
     } catch (const Error& e) {
         error = e.what();
         code = e.code();
     } catch (const std::exception& e) {
         error = e.what();
     }
-    if (error.empty()) dedup_.commit(dedup_keys);
+
     lock.lock();
-    Pending& q = pending_[key];
-    q.in_flight = 0;
+    Pending& q = pending_[slot];
+    q.in_flight = false;
     if (error.empty()) {
-        for (std::size_t i = 0; i < n; ++i) q.lines.pop_front();
-        q.bytes -= batch.size();
+        for (std::size_t i = 0; i < refs.size(); ++i) q.lines.pop_front();
+        q.bytes -= bytes;
         q.failures = 0;
         q.permanent = false;
         q.last_error.clear();
-        stats_.lines_appended += n;
-        stats_.bytes_appended += batch.size();
-        stats_.pending_lines -= n;
-        stats_.pending_bytes -= batch.size();
+        q.check.reset();
+        stats_.lines_appended += refs.size();
+        stats_.bytes_appended += bytes;
+        stats_.pending_lines -= refs.size();
+        stats_.pending_bytes -= bytes;
         ++stats_.batches_appended;
+        if (found_landed) ++stats_.batches_found_landed;
         progress_.notify_all();
         return;
     }
+    // The next attempt must first find out whether this one wrote.
+    if (intent) q.check = Check{first, last, *intent};
     ++stats_.append_failures;
     q.last_error = error;
     q.last_code = code;
     q.permanent = code == ErrorCode::Auth;
+    q.retry_at = Clock::now() + random::full_jitter(std::min(q.failures + 1, 10), options_.retry_base, options_.retry_max);
     if (q.failures++ == 0) {
         lock.unlock();
         logger_.log(LogLevel::Error, "training_output_failed",
-                    {{"object_key", key}, {"lines", static_cast<std::uint64_t>(n)}, {"error", error},
-                     {"detail", "will retry with backoff"}});
+                    {{"object_key", key},
+                     {"lines", static_cast<std::uint64_t>(refs.size())},
+                     {"error", error},
+                     {"detail", "the lines stay in the spool; retrying with backoff"}});
         lock.lock();
     }
-    Pending& r = pending_[key];
-    r.retry_at = Clock::now() + random::full_jitter(std::min(r.failures, 10), options_.retry_base, options_.retry_max);
     progress_.notify_all();
 }
 

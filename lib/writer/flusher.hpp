@@ -1,15 +1,29 @@
-// Flusher: lines accepted by generate() wait here, grouped per object key, and
-// a background thread appends them in batches: when a key's pending bytes
-// reach flush_max_bytes, when its oldest line is flush_interval old, on
-// flush() and on close(). Dedup claims are committed once their batch landed.
+// Flusher: the background thread between the spool and the objects. Lines
+// that generate() logged in the writer's spool wait here (as references into
+// the spool, not copies), grouped per object key, and are appended in batches:
+// when a key's pending bytes reach flush_max_bytes, when its oldest line is
+// flush_interval old, when the spool is half full, on flush() and on close().
+//
+// Per batch: the spool records where it is about to be written (INTENT), the
+// appender writes it, the spool records that it landed (DONE) and the dedup
+// claims are committed. A batch whose outcome is unknown (a failed attempt
+// that may have written, or an INTENT without DONE found in an adopted spool)
+// is checked with ObjectAppender::check_landed() before anything else of that
+// key is appended, so no line is appended twice.
+//
+// The flusher also delivers the spools of writers that died: adopted at start
+// and every adopt_interval after.
 #pragma once
 
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -18,6 +32,7 @@
 #include "training_output/error.hpp"
 #include "training_output/log.hpp"
 #include "training_output/object_appender.hpp"
+#include "training_output/spool.hpp"
 
 namespace training_output {
 
@@ -27,6 +42,8 @@ struct FlusherOptions {
     std::chrono::milliseconds timeout{30000};
     std::chrono::milliseconds retry_base{200};
     std::chrono::milliseconds retry_max{30000};
+    std::uint64_t hurry_bytes = UINT64_MAX;  // pending bytes above which every key is due
+    std::chrono::milliseconds adopt_interval{10000};
 };
 
 struct FlusherStats {
@@ -36,61 +53,78 @@ struct FlusherStats {
     std::uint64_t append_failures = 0;
     std::uint64_t pending_lines = 0;
     std::uint64_t pending_bytes = 0;
+    std::uint64_t batches_found_landed = 0;  // an earlier attempt or a dead writer had appended them
+    std::uint64_t spools_adopted = 0;
+    std::uint64_t lines_recovered = 0;       // from adopted spools
+    std::uint64_t torn_records = 0;          // dropped from adopted spools (bad checksum)
 };
 
 class Flusher {
 public:
-    Flusher(ObjectAppender& appender, TrainingDeduplicator& dedup, const Logger& logger, FlusherOptions options);
+    using Adopt = std::function<std::vector<std::unique_ptr<Spool>>()>;
+
+    // Adopts (through `adopt`) what writers that died left before returning.
+    Flusher(ObjectAppender& appender, TrainingDeduplicator& dedup, const Logger& logger, FlusherOptions options,
+            Spool& own, Adopt adopt);
     ~Flusher();  // stops without flushing; call close() first to deliver
     Flusher(const Flusher&) = delete;
     Flusher& operator=(const Flusher&) = delete;
 
-    // `dedup_key` empty: nothing to commit (the claim failed open).
-    void add(const std::string& object_key, std::string line, std::string dedup_key);
-    // Every line added before the call is in its object, or throws
-    // Error(Timeout) after the timeout, Error(Auth | Storage) at once when
-    // the store refuses for good.
+    // A line that generate() logged in the own spool.
+    void add(const std::string& object_key, const SpoolLineRef& ref);
+    // Every line added (or adopted) before the call is in its object, or
+    // throws Error(Timeout) after the timeout, Error(Auth | Storage) at once
+    // when the store refuses for good. Lines not delivered stay spooled.
     void flush();
-    // flush(), then stop the thread. Lines that could not be delivered are
-    // reported (logged) and dropped.
+    // flush(), then stop the thread. Throws (as flush()) when lines remain in
+    // the spool; the next writer that opens on it delivers them.
     void close();
     FlusherStats stats() const;
 
 private:
     struct Line {
-        std::uint64_t seq;
-        std::string text;
-        std::string dedup_key;
+        SpoolLineRef ref;
         std::chrono::steady_clock::time_point accepted;
+    };
+    struct Check {  // a batch that may have landed already
+        std::uint64_t first = 0, last = 0;
+        AppendIntent intent;
     };
     struct Pending {
         std::deque<Line> lines;
         std::uint64_t bytes = 0;
-        std::size_t in_flight = 0;  // lines at the front being appended now
-        int failures = 0;           // in a row
+        bool in_flight = false;
+        int failures = 0;  // in a row
         std::chrono::steady_clock::time_point retry_at{};
         std::string last_error;
         ErrorCode last_code = ErrorCode::Storage;
-        bool permanent = false;  // last failure was auth / fatal
+        bool permanent = false;  // last failure was auth
+        std::optional<Check> check;
     };
+    using Slot = std::pair<Spool*, std::string>;  // spool, object key
 
     void run();
-    bool due(const Pending& p, std::chrono::steady_clock::time_point now) const;
+    void adopt_now();
+    bool due(const Pending& p, Spool* spool, std::chrono::steady_clock::time_point now) const;
     std::chrono::steady_clock::time_point next_wake(std::chrono::steady_clock::time_point now) const;
-    void deliver(const std::string& key, std::unique_lock<std::mutex>& lock);
-    std::uint64_t oldest_pending_seq() const;
+    void deliver(const Slot& slot, std::unique_lock<std::mutex>& lock);
+    bool flushed(const std::map<Spool*, std::uint64_t>& targets) const;
+    void drop_finished_spools(std::unique_lock<std::mutex>& lock);
 
     ObjectAppender& appender_;
     TrainingDeduplicator& dedup_;
     const Logger& logger_;
     FlusherOptions options_;
+    Spool& own_;
+    Adopt adopt_;
 
     mutable std::mutex mutex_;
     std::condition_variable wake_;      // the thread
     std::condition_variable progress_;  // flush() waiters
-    std::map<std::string, Pending> pending_;
-    std::uint64_t next_seq_ = 1;
-    std::uint64_t flush_target_ = 0;  // flush everything up to this seq now
+    std::map<Slot, Pending> pending_;
+    std::vector<std::unique_ptr<Spool>> adopted_;
+    std::map<Spool*, std::uint64_t> flush_targets_;  // flush lines up to these seqs now
+    std::chrono::steady_clock::time_point next_adopt_;
     bool stopping_ = false;
     FlusherStats stats_;
     std::thread thread_;

@@ -10,6 +10,7 @@
 #include "training_output/deduplicator.hpp"
 #include "training_output/directory_sink.hpp"
 #include "training_output/object_appender.hpp"
+#include "training_output/spool.hpp"
 #include "writer/flusher.hpp"
 
 namespace training_output {
@@ -51,6 +52,16 @@ AppendOptions append_options(const Config& c) {
     return o;
 }
 
+SpoolOptions spool_options(const Config& c) {
+    SpoolOptions o;
+    o.dir = c.spool_dir;
+    o.fsync = parse_spool_fsync(c.spool_fsync);
+    o.max_bytes = static_cast<std::uint64_t>(c.spool_max_bytes);
+    o.full_policy = parse_spool_full_policy(c.spool_full_policy);
+    o.block_timeout = std::chrono::milliseconds(c.spool_block_timeout_ms);
+    return o;
+}
+
 }  // namespace
 
 struct TrainingOutput::Impl {
@@ -60,7 +71,9 @@ struct TrainingOutput::Impl {
     std::unique_ptr<S3Sink> sink;
     std::unique_ptr<TrainingDeduplicator> dedup;
     std::unique_ptr<ObjectAppender> appender;
+    std::unique_ptr<Spool> spool;
     std::unique_ptr<Flusher> flusher;
+    FlusherStats final_flusher_stats;  // kept after close()
     std::atomic<bool> closed{false};
 
     std::atomic<std::uint64_t> written{0}, duplicates{0}, skipped{0}, disabled{0}, errors{0};
@@ -88,10 +101,15 @@ struct TrainingOutput::Impl {
         f.max_bytes = static_cast<std::uint64_t>(config.flush_max_bytes);
         f.interval = std::chrono::milliseconds(config.flush_interval_ms);
         f.timeout = std::chrono::milliseconds(config.flush_timeout_ms);
-        flusher = std::make_unique<Flusher>(*appender, *dedup, logger, f);
+        f.hurry_bytes = static_cast<std::uint64_t>(config.spool_max_bytes) / 2;
+        const SpoolOptions so = spool_options(config);
+        spool = Spool::create(so, &logger);
+        flusher = std::make_unique<Flusher>(*appender, *dedup, logger, f, *spool,
+                                            [so, this] { return Spool::adopt_orphans(so, &logger); });
         logger.log(LogLevel::Info, "training_output_enabled",
                    {{"sink", sink->describe()},
                     {"dedup_store", store_kind},
+                    {"spool", spool->path()},
                     {"prefix", config.training_data_prefix},
                     {"include_metadata", config.include_training_metadata}});
     }
@@ -131,7 +149,18 @@ struct TrainingOutput::Impl {
                        {{"record_type", ex.record_type}, {"content_hash", key}, {"health_domain", ex.health_domain}});
             return Outcome::Duplicate;
         }
-        flusher->add(ex.object_key, std::move(ex.line), claim == ClaimOutcome::Claimed ? key : std::string());
+        SpoolLineRef ref;
+        try {
+            ref = spool->append_line(ex.object_key, claim == ClaimOutcome::Claimed ? key : std::string(), ex.line);
+        } catch (const Error& e) {
+            // Not accepted: the same content may come again.
+            if (claim == ClaimOutcome::Claimed) dedup->release(key);
+            errors.fetch_add(1, std::memory_order_relaxed);
+            logger.log(LogLevel::Warning, "training_output_failed",
+                       {{"record_type", ex.record_type}, {"error", e.what()}, {"code", error_code_name(e.code())}});
+            throw;
+        }
+        flusher->add(ex.object_key, ref);
         written.fetch_add(1, std::memory_order_relaxed);
         logger.log(LogLevel::Info, "training_output_generated",
                    {{"record_type", ex.record_type},
@@ -169,7 +198,19 @@ void TrainingOutput::flush() {
 
 void TrainingOutput::close() {
     if (impl_->closed.exchange(true)) return;
-    if (impl_->flusher) impl_->flusher->close();
+    if (!impl_->flusher) return;
+    auto stop = [this] {
+        impl_->final_flusher_stats = impl_->flusher->stats();
+        impl_->flusher.reset();
+        impl_->spool.reset();  // unlocked: the next writer on the spool delivers what is left
+    };
+    try {
+        impl_->flusher->close();
+    } catch (...) {
+        stop();
+        throw;
+    }
+    stop();
 }
 
 WriterStats TrainingOutput::stats() const {
@@ -180,15 +221,20 @@ WriterStats TrainingOutput::stats() const {
     s.disabled = impl_->disabled.load();
     s.errors = impl_->errors.load();
     s.dedup_store_errors = impl_->dedup ? impl_->dedup->store_errors() : 0;
-    if (impl_->flusher) {
-        FlusherStats f = impl_->flusher->stats();
+    if (impl_->appender) {
+        FlusherStats f = impl_->flusher ? impl_->flusher->stats() : impl_->final_flusher_stats;
         s.lines_appended = f.lines_appended;
         s.bytes_appended = f.bytes_appended;
         s.batches_appended = f.batches_appended;
         s.append_failures = f.append_failures;
         s.pending_lines = f.pending_lines;
         s.pending_bytes = f.pending_bytes;
+        s.batches_found_landed = f.batches_found_landed;
+        s.spools_adopted = f.spools_adopted;
+        s.lines_recovered = f.lines_recovered;
+        s.torn_records = f.torn_records;
     }
+    if (impl_->spool) s.spool_bytes = impl_->spool->stats().bytes;
     s.append_conflicts = impl_->appender ? impl_->appender->conflicts() : 0;
     return s;
 }
@@ -212,6 +258,11 @@ std::string TrainingOutput::stats_json() const {
         {"append_failures", s.append_failures},
         {"pending_lines", s.pending_lines},
         {"pending_bytes", s.pending_bytes},
+        {"batches_found_landed", s.batches_found_landed},
+        {"spools_adopted", s.spools_adopted},
+        {"lines_recovered", s.lines_recovered},
+        {"torn_records", s.torn_records},
+        {"spool_bytes", s.spool_bytes},
     };
     for (const auto& [name, value] : fields) {
         w.Key(name);

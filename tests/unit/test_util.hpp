@@ -91,6 +91,18 @@ inline std::vector<std::string> jsonl_files(const std::string& root) {
     return out;
 }
 
+// Names in a directory (none when it does not exist).
+inline std::vector<std::string> list_dir(const std::string& dir) {
+    std::vector<std::string> out;
+    std::error_code ec;
+    for (auto it = std::filesystem::directory_iterator(dir, ec); !ec && it != std::filesystem::directory_iterator();
+         ++it) {
+        out.push_back(it->path().filename().string());
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
 // Starts a program; returns its pid.
 inline pid_t spawn(const std::vector<std::string>& argv) {
     std::vector<char*> args;

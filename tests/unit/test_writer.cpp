@@ -203,7 +203,7 @@ TEST_CASE("writer retries a failing batch until it lands, then commits it", "[un
     CHECK(w.generate("Retry me.", message_json("BloodGlucoseRecord"), result_json()) == Outcome::Duplicate);
 }
 
-TEST_CASE("writer releases the claims of lines it could not deliver, so a retry succeeds", "[unit][writer]") {
+TEST_CASE("lines a writer could not deliver stay spooled; the next writer delivers them once", "[unit][writer][spool]") {
     tdo_test::TempDir dir;
     {
         MemorySink memory;
@@ -223,15 +223,22 @@ TEST_CASE("writer releases the claims of lines it could not deliver, so a retry 
             w.close();
             FAIL("expected an error");
         } catch (const Error& e) {
-            CHECK(e.code() == ErrorCode::Storage);
-            CHECK_THAT(e.what(), Catch::Contains("1 lines were not delivered"));
+            CHECK(e.code() == ErrorCode::Timeout);
+            CHECK_THAT(e.what(), Catch::Contains("1 lines are not in their objects yet") &&
+                                     Catch::Contains("stay in the spool"));
         }
     }
-    // The same content, later, through a working sink and the same dedup store.
+    // A writer on the same spool and dedup store, with a working sink: it
+    // adopts the line; the same content again is a duplicate of it.
     TrainingOutput w(config_in(dir));
-    CHECK(w.generate("Undeliverable.", message_json("BloodGlucoseRecord"), result_json()) == Outcome::Written);
+    CHECK(w.stats().spools_adopted == 1);
+    CHECK(w.stats().lines_recovered == 1);
+    CHECK(w.generate("Undeliverable.", message_json("BloodGlucoseRecord"), result_json()) == Outcome::Duplicate);
     w.flush();
     CHECK(tdo_test::lines_of(tdo_test::read_file(dir / kKey)).size() == 1);
+    w.close();
+    // Delivered spools are removed.
+    CHECK(tdo_test::list_dir(dir / ".spool").empty());
 }
 
 TEST_CASE("8 threads racing on shared and distinct content: each unique example once", "[unit][writer][concurrency]") {

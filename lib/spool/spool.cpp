@@ -1,0 +1,638 @@
+// Spool: the writer's write-ahead log (format and rules in spool.hpp).
+#include "training_output/spool.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "common/crc32c.hpp"
+#include "common/fs.hpp"
+#include "common/json.hpp"
+#include "common/random.hpp"
+#include "training_output/error.hpp"
+
+namespace training_output {
+namespace {
+
+constexpr char kMagic[] = "TDOSPL1\n";  // 8 bytes at the start of every segment
+constexpr std::size_t kMagicBytes = 8;
+constexpr std::size_t kHeaderBytes = 8;                 // crc32c + length
+constexpr std::uint32_t kMaxPayload = (1u << 30);        // larger lengths are torn records
+enum RecordType : unsigned char { kLine = 1, kIntent = 2, kDone = 3 };
+
+// --- encoding ---------------------------------------------------------------
+
+void put_u32(std::string& out, std::uint32_t v) {
+    for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
+}
+void put_u64(std::string& out, std::uint64_t v) {
+    for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
+}
+void put_bytes(std::string& out, std::string_view s) {
+    put_u32(out, static_cast<std::uint32_t>(s.size()));
+    out.append(s.data(), s.size());
+}
+std::uint32_t get_u32_at(std::string_view s, std::size_t pos) {
+    std::uint32_t v = 0;
+    for (int i = 0; i < 4; ++i) v |= std::uint32_t(static_cast<unsigned char>(s[pos + i])) << (8 * i);
+    return v;
+}
+
+// Starts a record: room for the header, then the type byte.
+std::string begin_record(RecordType type, std::size_t payload_hint) {
+    std::string r;
+    r.reserve(kHeaderBytes + 1 + payload_hint);
+    r.resize(kHeaderBytes);
+    r.push_back(static_cast<char>(type));
+    return r;
+}
+// Fills in the length and the checksum over length + payload.
+void end_record(std::string& r) {
+    const auto len = static_cast<std::uint32_t>(r.size() - kHeaderBytes);
+    for (int i = 0; i < 4; ++i) r[4 + i] = static_cast<char>((len >> (8 * i)) & 0xFF);
+    const std::uint32_t crc = crc32c::compute(std::string_view(r).substr(4));
+    for (int i = 0; i < 4; ++i) r[i] = static_cast<char>((crc >> (8 * i)) & 0xFF);
+}
+
+// Reads the fields of one payload; any overrun makes ok() false.
+class Fields {
+public:
+    explicit Fields(std::string_view payload) : s_(payload) {}
+    unsigned char type() { return ok_ && pos_ < s_.size() ? static_cast<unsigned char>(s_[pos_++]) : (ok_ = false, 0); }
+    std::uint64_t u64() {
+        if (!ok_ || s_.size() - pos_ < 8) return ok_ = false, 0;
+        std::uint64_t v = 0;
+        for (int i = 0; i < 8; ++i) v |= std::uint64_t(static_cast<unsigned char>(s_[pos_ + i])) << (8 * i);
+        pos_ += 8;
+        return v;
+    }
+    std::string_view bytes() {
+        if (!ok_ || s_.size() - pos_ < 4) return ok_ = false, std::string_view();
+        const std::uint32_t n = get_u32_at(s_, pos_);
+        pos_ += 4;
+        if (s_.size() - pos_ < n) return ok_ = false, std::string_view();
+        auto v = s_.substr(pos_, n);
+        pos_ += n;
+        return v;
+    }
+    bool ok() const { return ok_ && pos_ == s_.size(); }
+
+private:
+    std::string_view s_;
+    std::size_t pos_ = 0;
+    bool ok_ = true;
+};
+
+// The record starting at `pos` of `data`: its payload, or nullopt when the
+// bytes there are not a whole record with a matching checksum.
+std::optional<std::string_view> record_at(std::string_view data, std::size_t pos) {
+    if (data.size() - pos < kHeaderBytes) return std::nullopt;
+    const std::uint32_t crc = get_u32_at(data, pos);
+    const std::uint32_t len = get_u32_at(data, pos + 4);
+    if (len == 0 || len > kMaxPayload || data.size() - pos - kHeaderBytes < len) return std::nullopt;
+    if (crc32c::compute(data.substr(pos + 4, 4 + std::size_t(len))) != crc) return std::nullopt;
+    return data.substr(pos + kHeaderBytes, len);
+}
+
+std::string segment_name(std::uint64_t n) {
+    char buf[40];
+    std::snprintf(buf, sizeof buf, "seg-%020llu.log", static_cast<unsigned long long>(n));
+    return buf;
+}
+
+std::vector<std::string> list_dir(const std::string& dir) {
+    std::vector<std::string> names;
+    DIR* d = ::opendir(dir.c_str());
+    if (!d) return names;
+    while (dirent* e = ::readdir(d)) {
+        std::string name = e->d_name;
+        if (name != "." && name != "..") names.push_back(std::move(name));
+    }
+    ::closedir(d);
+    std::sort(names.begin(), names.end());
+    return names;
+}
+
+Error storage_error(const std::string& what, const std::string& path) {
+    return Error(ErrorCode::Storage, fs::errno_message(what, path));
+}
+
+// The lock of an existing subdirectory, when it is free and still in place;
+// -1 otherwise.
+int lock_existing(const std::string& lock_path) {
+    fs::Fd fd(::open(lock_path.c_str(), O_RDWR | O_CLOEXEC));
+    if (!fd.valid()) return -1;
+    if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) return -1;
+    // The previous holder may have removed the directory after we opened it.
+    struct stat held, now;
+    if (::fstat(fd.get(), &held) != 0 || ::stat(lock_path.c_str(), &now) != 0) return -1;
+    if (held.st_ino != now.st_ino || held.st_dev != now.st_dev) return -1;
+    return fd.release();
+}
+
+}  // namespace
+
+SpoolFsync parse_spool_fsync(const std::string& text) {
+    if (text == "interval") return SpoolFsync::Interval;
+    if (text == "always") return SpoolFsync::Always;
+    if (text == "never") return SpoolFsync::Never;
+    throw Error(ErrorCode::Config, "configuration key \"spool_fsync\": expected one of interval, always, never, got " +
+                                       json::quote(text));
+}
+
+SpoolFullPolicy parse_spool_full_policy(const std::string& text) {
+    if (text == "block") return SpoolFullPolicy::Block;
+    if (text == "reject") return SpoolFullPolicy::Reject;
+    throw Error(ErrorCode::Config,
+                "configuration key \"spool_full_policy\": expected one of block, reject, got " + json::quote(text));
+}
+
+struct Spool::Segment {
+    std::uint64_t number = 0;
+    std::string path;
+    fs::Fd fd;
+    std::uint64_t size = 0;
+    std::uint64_t live = 0;  // lines in it not yet landed
+};
+
+Spool::Spool(SpoolOptions options, std::string path, const Logger* logger)
+    : options_(std::move(options)), path_(std::move(path)), logger_(logger) {
+    if (options_.segment_bytes == 0) {
+        options_.segment_bytes = std::clamp<std::uint64_t>(options_.max_bytes / 8, 64u << 10, 64u << 20);
+    }
+    if (options_.fsync == SpoolFsync::Interval) syncer_ = std::thread([this] { syncer(); });
+}
+
+std::unique_ptr<Spool> Spool::create(const SpoolOptions& options, const Logger* logger) {
+    if (!fs::make_dirs(options.dir, 0700)) throw storage_error("cannot create spool directory", options.dir);
+    for (int tries = 0; tries < 16; ++tries) {
+        const std::string name = "w-" + random::token_hex(8);
+        const std::string staging = options.dir + "/.new-" + name;
+        const std::string final_path = options.dir + "/" + name;
+        if (::mkdir(staging.c_str(), 0700) != 0) {
+            if (errno == EEXIST) continue;
+            throw storage_error("cannot create spool directory", staging);
+        }
+        fs::Fd fd(::open((staging + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+        if (!fd.valid()) throw storage_error("cannot create lock file in", staging);
+        // Only a cleaner of stale staging directories can race us here; let it win.
+        if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) continue;
+        if (::rename(staging.c_str(), final_path.c_str()) != 0) {
+            if (errno == ENOENT) continue;
+            throw storage_error("cannot rename spool directory", staging);
+        }
+        fs::fsync_dir(options.dir);
+        std::unique_ptr<Spool> s(new Spool(options, final_path, logger));
+        s->lock_fd_ = fd.release();
+        return s;
+    }
+    throw Error(ErrorCode::Storage, "cannot create a spool directory in " + json::quote(options.dir));
+}
+
+std::vector<std::unique_ptr<Spool>> Spool::adopt_orphans(const SpoolOptions& options, const Logger* logger) {
+    std::vector<std::unique_ptr<Spool>> out;
+    for (const auto& name : list_dir(options.dir)) {
+        const std::string dir = options.dir + "/" + name;
+        if (name.rfind(".new-", 0) == 0) {
+            // A writer died between creating and naming its directory: nothing in it.
+            struct stat st;
+            if (::stat(dir.c_str(), &st) == 0 && std::time(nullptr) - st.st_mtime > 60) {
+                int fd = lock_existing(dir + "/lock");
+                if (fd >= 0) {
+                    fs::remove_tree(dir);
+                    ::close(fd);
+                }
+            }
+            continue;
+        }
+        if (name.rfind("w-", 0) != 0) continue;
+        int fd = lock_existing(dir + "/lock");
+        if (fd < 0) continue;  // a live writer's, or being removed
+        std::unique_ptr<Spool> s(new Spool(options, dir, logger));
+        s->lock_fd_ = fd;
+        s->replay();
+        if (logger) {
+            logger->log(LogLevel::Warning, "training_output_spool_adopted",
+                        {{"spool", dir},
+                         {"lines", s->live_lines_},
+                         {"torn_records", s->stats_.torn_records},
+                         {"detail", "delivering what a writer that stopped left"}});
+        }
+        out.push_back(std::move(s));
+    }
+    return out;
+}
+
+Spool::~Spool() {
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        stopping_ = true;
+    }
+    syncer_cv_.notify_all();
+    if (syncer_.joinable()) syncer_.join();
+    std::unique_lock<std::mutex> lock(mutex_);
+    if (live_lines_ == 0) {
+        for (auto& [n, seg] : segments_) ::unlink(seg->path.c_str());
+        segments_.clear();
+        current_.reset();
+        ::unlink((path_ + "/lock").c_str());
+        ::rmdir(path_.c_str());
+        fs::fsync_dir(options_.dir);
+    } else if (current_ && options_.fsync != SpoolFsync::Never) {
+        ::fdatasync(current_->fd.get());
+    }
+    segments_.clear();
+    current_.reset();
+    if (lock_fd_ >= 0) ::close(lock_fd_);  // the next writer to open adopts what is left
+}
+
+void Spool::replay() {
+    struct Intent {
+        std::uint64_t first = 0, last = 0;
+        AppendIntent intent;
+    };
+    std::map<std::string, std::deque<SpoolLineRef>, std::less<>> lines;
+    std::map<std::string, Intent, std::less<>> intents;
+    std::vector<std::string> names;
+    for (const auto& name : list_dir(path_)) {
+        if (name.rfind("seg-", 0) == 0) names.push_back(name);
+    }
+    for (const auto& name : names) {
+        const std::string file = path_ + "/" + name;
+        auto seg = std::make_shared<Segment>();
+        seg->number = std::strtoull(name.c_str() + 4, nullptr, 10);
+        seg->path = file;
+        seg->fd = fs::Fd(::open(file.c_str(), O_RDWR | O_APPEND | O_CLOEXEC));
+        struct stat st;
+        if (!seg->fd.valid() || ::fstat(seg->fd.get(), &st) != 0) throw storage_error("cannot open spool segment", file);
+        std::string data;
+        if (!fs::read_at(seg->fd.get(), 0, static_cast<std::uint64_t>(st.st_size), data)) {
+            throw storage_error("cannot read spool segment", file);
+        }
+        std::size_t pos = kMagicBytes;
+        if (data.size() < kMagicBytes || data.compare(0, kMagicBytes, kMagic) != 0) {
+            pos = 0;  // not even the magic made it: nothing to recover
+            if (!data.empty()) ++stats_.torn_records;
+        } else {
+            while (pos < data.size()) {
+                auto payload = record_at(data, pos);
+                if (!payload) {
+                    ++stats_.torn_records;
+                    if (logger_) {
+                        logger_->log(LogLevel::Warning, "training_output_spool_torn_record",
+                                     {{"segment", file},
+                                      {"offset", static_cast<std::uint64_t>(pos)},
+                                      {"dropped_bytes", static_cast<std::uint64_t>(data.size() - pos)},
+                                      {"detail", "checksum or length mismatch; the records before it are recovered"}});
+                    }
+                    break;
+                }
+                const std::uint64_t record_bytes = kHeaderBytes + payload->size();
+                Fields f(*payload);
+                const unsigned char type = f.type();
+                if (type == kLine) {
+                    SpoolLineRef ref;
+                    ref.seq = f.u64();
+                    std::string_view key = f.bytes();
+                    f.bytes();  // dedup key
+                    std::string_view line = f.bytes();
+                    if (f.ok()) {
+                        ref.segment = seg->number;
+                        ref.offset = pos;
+                        ref.record_bytes = static_cast<std::uint32_t>(record_bytes);
+                        ref.line_bytes = static_cast<std::uint32_t>(line.size());
+                        auto it = lines.find(key);
+                        if (it == lines.end()) it = lines.emplace(std::string(key), std::deque<SpoolLineRef>{}).first;
+                        it->second.push_back(ref);
+                        ++seg->live;
+                        ++live_lines_;
+                        next_seq_ = std::max(next_seq_, ref.seq + 1);
+                    }
+                } else if (type == kIntent) {
+                    Intent in;
+                    in.first = f.u64();
+                    in.last = f.u64();
+                    in.intent.key = std::string(f.bytes());
+                    in.intent.etag = std::string(f.bytes());
+                    in.intent.size = f.u64();
+                    if (f.ok()) intents[in.intent.key] = in;
+                } else if (type == kDone) {
+                    const std::uint64_t first = f.u64(), last = f.u64();
+                    std::string_view key = f.bytes();
+                    if (f.ok()) {
+                        auto it = lines.find(key);
+                        if (it != lines.end()) {
+                            auto& q = it->second;
+                            for (auto r = q.begin(); r != q.end();) {
+                                if (r->seq >= first && r->seq <= last) {
+                                    auto s = segments_.find(r->segment);
+                                    if (s != segments_.end()) --s->second->live;
+                                    if (r->segment == seg->number) --seg->live;
+                                    --live_lines_;
+                                    r = q.erase(r);
+                                } else {
+                                    ++r;
+                                }
+                            }
+                        }
+                        auto in = intents.find(key);
+                        if (in != intents.end() && in->second.last <= last) intents.erase(in);
+                    }
+                }
+                pos += record_bytes;
+            }
+        }
+        if (pos < data.size()) {
+            // Drop the torn tail, so that nothing is ever appended behind it.
+            if (::ftruncate(seg->fd.get(), static_cast<off_t>(pos)) != 0) throw storage_error("cannot truncate", file);
+        }
+        seg->size = pos;
+        bytes_ += pos;
+        next_segment_ = std::max(next_segment_, seg->number + 1);
+        segments_[seg->number] = seg;
+    }
+    for (auto& [key, q] : lines) {
+        if (q.empty()) continue;
+        SpoolRecovered r;
+        r.object_key = key;
+        r.lines.assign(q.begin(), q.end());
+        auto in = intents.find(key);
+        if (in != intents.end() && in->second.first == q.front().seq) {
+            r.pending = SpoolRecovered::Pending{in->second.first, in->second.last, in->second.intent};
+        }
+        recovered_.push_back(std::move(r));
+    }
+    stats_.segments = segments_.size();
+    std::unique_lock<std::mutex> lock(mutex_);
+    delete_landed_segments(lock);
+}
+
+std::vector<SpoolRecovered> Spool::take_recovered() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return std::move(recovered_);
+}
+
+void Spool::open_segment(std::unique_lock<std::mutex>&) {
+    auto seg = std::make_shared<Segment>();
+    seg->number = next_segment_++;
+    seg->path = path_ + "/" + segment_name(seg->number);
+    seg->fd = fs::Fd(::open(seg->path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0600));
+    if (!seg->fd.valid()) throw storage_error("cannot create spool segment", seg->path);
+    if (!fs::write_all(seg->fd.get(), std::string_view(kMagic, kMagicBytes))) {
+        Error e = storage_error("cannot write spool segment", seg->path);
+        ::unlink(seg->path.c_str());
+        throw e;
+    }
+    if (options_.fsync != SpoolFsync::Never) fs::fsync_dir(path_);
+    seg->size = kMagicBytes;
+    bytes_ += kMagicBytes;
+    written_ += kMagicBytes;
+    segments_[seg->number] = seg;
+    current_ = seg;
+    ++stats_.segments;
+}
+
+// Called with the lock held: the current segment is complete; later records
+// go to a new one.
+void Spool::seal_current(std::unique_lock<std::mutex>&) {
+    if (!current_) return;
+    if (options_.fsync != SpoolFsync::Never && written_ > synced_) {
+        if (::fdatasync(current_->fd.get()) == 0) {
+            synced_ = written_;
+            ++stats_.fsyncs;
+        }
+    }
+    current_.reset();
+}
+
+void Spool::write_record(std::string_view record, std::unique_lock<std::mutex>& lock, SpoolLineRef* ref) {
+    if (current_ && current_->size > kMagicBytes && current_->size + record.size() > options_.segment_bytes) {
+        seal_current(lock);
+    }
+    if (!current_) open_segment(lock);
+    Segment& seg = *current_;
+    if (!fs::write_all(seg.fd.get(), record)) {
+        Error e = storage_error("cannot write spool segment", seg.path);
+        // Never leave half a record in front of the next one.
+        if (::ftruncate(seg.fd.get(), static_cast<off_t>(seg.size)) != 0) seal_current(lock);
+        throw e;
+    }
+    if (ref) {
+        ref->segment = seg.number;
+        ref->offset = seg.size;
+        ref->record_bytes = static_cast<std::uint32_t>(record.size());
+    }
+    seg.size += record.size();
+    bytes_ += record.size();
+    written_ += record.size();
+}
+
+void Spool::wait_for_room(std::uint64_t bytes, std::unique_lock<std::mutex>& lock) {
+    auto full = [&] { return bytes_ > 0 && bytes_ + bytes > options_.max_bytes; };
+    if (!full()) return;
+    auto describe = [&] {
+        return "the spool is full (" + std::to_string(bytes_) + " of " + std::to_string(options_.max_bytes) +
+               " bytes in " + json::quote(path_) + "): the object store is not taking lines as fast as they come";
+    };
+    if (options_.full_policy == SpoolFullPolicy::Reject) throw Error(ErrorCode::Backpressure, describe());
+    if (!room_.wait_for(lock, options_.block_timeout, [&] { return !full(); })) {
+        throw Error(ErrorCode::Timeout,
+                    describe() + "; waited " + std::to_string(options_.block_timeout.count()) + " ms for room");
+    }
+}
+
+SpoolLineRef Spool::append_line(std::string_view object_key, std::string_view dedup_key, std::string_view line) {
+    std::string record = begin_record(kLine, 8 + 12 + object_key.size() + dedup_key.size() + line.size());
+    const std::size_t seq_at = record.size();
+    put_u64(record, 0);  // the seq, filled in under the lock
+    put_bytes(record, object_key);
+    put_bytes(record, dedup_key);
+    put_bytes(record, line);
+
+    SpoolLineRef ref;
+    std::uint64_t position = 0;
+    {
+        std::unique_lock<std::mutex> lock(mutex_);
+        wait_for_room(record.size(), lock);
+        ref.seq = next_seq_++;
+        for (int i = 0; i < 8; ++i) record[seq_at + i] = static_cast<char>((ref.seq >> (8 * i)) & 0xFF);
+        end_record(record);
+        write_record(record, lock, &ref);
+        ref.line_bytes = static_cast<std::uint32_t>(line.size());
+        ++current_->live;
+        ++live_lines_;
+        position = written_;
+    }
+    if (options_.fsync == SpoolFsync::Always) sync_through(position);
+    return ref;
+}
+
+std::vector<SpooledLine> Spool::read(const std::vector<SpoolLineRef>& refs) const {
+    std::vector<std::shared_ptr<Segment>> segs;
+    segs.reserve(refs.size());
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        for (const auto& r : refs) {
+            auto it = segments_.find(r.segment);
+            if (it == segments_.end()) {
+                throw Error(ErrorCode::Internal, "spool segment " + std::to_string(r.segment) + " is gone");
+            }
+            segs.push_back(it->second);
+        }
+    }
+    std::vector<SpooledLine> out;
+    out.reserve(refs.size());
+    std::string buf;
+    for (std::size_t i = 0; i < refs.size(); ++i) {
+        const auto& r = refs[i];
+        if (!fs::read_at(segs[i]->fd.get(), r.offset, r.record_bytes, buf)) {
+            throw storage_error("cannot read spool segment", segs[i]->path);
+        }
+        auto payload = record_at(buf, 0);
+        Fields f(payload ? *payload : std::string_view());
+        const bool is_line = payload && f.type() == kLine && f.u64() == r.seq;
+        f.bytes();
+        std::string_view dedup_key = f.bytes();
+        std::string_view line = f.bytes();
+        if (!is_line || !f.ok()) {
+            throw Error(ErrorCode::Storage, "spool segment " + json::quote(segs[i]->path) + " is damaged at offset " +
+                                                std::to_string(r.offset));
+        }
+        out.push_back(SpooledLine{std::string(line), std::string(dedup_key)});
+    }
+    return out;
+}
+
+void Spool::record_intent(const std::string& object_key, std::uint64_t first, std::uint64_t last,
+                          const AppendIntent& intent) {
+    std::string record = begin_record(kIntent, 40 + object_key.size() + intent.etag.size());
+    put_u64(record, first);
+    put_u64(record, last);
+    put_bytes(record, object_key);
+    put_bytes(record, intent.etag);
+    put_u64(record, intent.size);
+    end_record(record);
+    std::uint64_t position = 0;
+    {
+        std::unique_lock<std::mutex> lock(mutex_);
+        write_record(record, lock, nullptr);
+        position = written_;
+    }
+    // One per batch: cheap enough to make durable under every policy but never.
+    if (options_.fsync != SpoolFsync::Never) sync_through(position);
+}
+
+void Spool::record_done(const std::string& object_key, std::uint64_t first, std::uint64_t last,
+                        const std::vector<SpoolLineRef>& refs) {
+    std::string record = begin_record(kDone, 20 + object_key.size());
+    put_u64(record, first);
+    put_u64(record, last);
+    put_bytes(record, object_key);
+    end_record(record);
+    std::unique_lock<std::mutex> lock(mutex_);
+    write_record(record, lock, nullptr);
+    for (const auto& r : refs) {
+        auto it = segments_.find(r.segment);
+        if (it != segments_.end() && it->second->live > 0) --it->second->live;
+        if (live_lines_ > 0) --live_lines_;
+    }
+    delete_landed_segments(lock);
+}
+
+// Oldest first, so that the INTENT and DONE records of a line still spooled
+// (always in its segment or a later one) are never deleted before it.
+void Spool::delete_landed_segments(std::unique_lock<std::mutex>& lock) {
+    bool freed = false;
+    while (!segments_.empty()) {
+        auto it = segments_.begin();
+        const bool is_current = it->second == current_;
+        if (it->second->live > 0) break;
+        if (is_current) {
+            if (live_lines_ > 0) break;  // later lines would lose their records
+            current_.reset();            // everything landed: start afresh
+        }
+        ::unlink(it->second->path.c_str());
+        bytes_ -= std::min(bytes_, it->second->size);
+        segments_.erase(it);
+        freed = true;
+    }
+    (void)lock;
+    if (freed) room_.notify_all();
+}
+
+void Spool::sync_through(std::uint64_t position) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    while (synced_ < position) {
+        if (syncing_) {
+            synced_cv_.wait(lock);
+            continue;
+        }
+        auto seg = current_;  // earlier segments were synced when sealed
+        const std::uint64_t target = written_;
+        if (!seg) {
+            synced_ = std::max(synced_, target);
+            break;
+        }
+        syncing_ = true;
+        lock.unlock();
+        const int rc = ::fdatasync(seg->fd.get());
+        const int err = errno;
+        lock.lock();
+        syncing_ = false;
+        synced_cv_.notify_all();
+        if (rc != 0) {
+            errno = err;
+            throw storage_error("cannot fsync spool segment", seg->path);
+        }
+        synced_ = std::max(synced_, target);
+        ++stats_.fsyncs;
+    }
+}
+
+void Spool::syncer() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    while (!stopping_) {
+        syncer_cv_.wait_for(lock, options_.fsync_interval, [&] { return stopping_; });
+        if (stopping_ || written_ <= synced_) continue;
+        const std::uint64_t target = written_;
+        lock.unlock();
+        try {
+            sync_through(target);
+        } catch (const Error& e) {
+            if (logger_) logger_->log(LogLevel::Error, "training_output_spool_error", {{"error", e.what()}});
+        }
+        lock.lock();
+    }
+}
+
+bool Spool::empty() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return live_lines_ == 0;
+}
+
+double Spool::fill() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return options_.max_bytes ? double(bytes_) / double(options_.max_bytes) : 0.0;
+}
+
+std::uint64_t Spool::last_seq() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return next_seq_ - 1;
+}
+
+SpoolStats Spool::stats() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    SpoolStats s = stats_;
+    s.bytes = bytes_;
+    s.segments = segments_.size();
+    return s;
+}
+
+}  // namespace training_output
