@@ -20,8 +20,10 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -79,6 +81,11 @@ public:
 
     std::uint64_t conflicts() const { return conflicts_.load(std::memory_order_relaxed); }
 
+    // Makes appends in progress stop at their next backoff, and later ones at
+    // their first, with Error(Closed); for a writer that is closing. What an
+    // interrupted append may have written is covered by its intent.
+    void cancel();
+
 private:
     struct Lease {
         std::string key;    // the lease object
@@ -107,6 +114,9 @@ private:
     const Logger* logger_;
     std::atomic<bool> multipart_copy_works_{true};
     std::atomic<std::uint64_t> conflicts_{0};
+    std::mutex cancel_mutex_;
+    std::condition_variable cancel_cv_;
+    bool cancelled_ = false;
 };
 
 }  // namespace training_output

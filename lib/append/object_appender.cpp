@@ -1,7 +1,7 @@
 // ObjectAppender: the append algorithm, written once against S3Sink.
 #include "training_output/object_appender.hpp"
 
-#include <thread>
+#include <mutex>
 
 #include "common/json.hpp"
 #include "common/random.hpp"
@@ -30,7 +30,16 @@ std::uint64_t ObjectAppender::threshold() const {
 
 void ObjectAppender::backoff(int attempt) {
     auto delay = random::full_jitter(attempt, options_.backoff_base, options_.backoff_max);
-    if (delay.count() > 0) std::this_thread::sleep_for(delay);
+    std::unique_lock<std::mutex> lock(cancel_mutex_);
+    if (cancel_cv_.wait_for(lock, delay, [&] { return cancelled_; })) {
+        throw Error(ErrorCode::Closed, "the append was stopped: the writer is closing");
+    }
+}
+
+void ObjectAppender::cancel() {
+    std::lock_guard<std::mutex> lock(cancel_mutex_);
+    cancelled_ = true;
+    cancel_cv_.notify_all();
 }
 
 AppendResult ObjectAppender::append(const std::string& key, std::string_view batch,

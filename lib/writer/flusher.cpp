@@ -87,8 +87,12 @@ void Flusher::flush() {
     }
     if (flushed(targets)) return;
     for (const auto& [spool, seq] : targets) flush_targets_[spool] = std::max(flush_targets_[spool], seq);
-    // Asked for: one attempt now, whatever the backoff of a failing key.
-    for (auto& [slot, p] : pending_) p.retry_at = Clock::now();
+    // Asked for: one attempt now, whatever the backoff of a failing key; a
+    // refusal counts again only when that attempt is refused.
+    for (auto& [slot, p] : pending_) {
+        p.retry_at = Clock::now();
+        if (!p.in_flight) p.permanent = false;
+    }
     wake_.notify_one();
     const auto deadline = Clock::now() + options_.timeout;
     while (!flushed(targets)) {
@@ -125,6 +129,8 @@ void Flusher::close() {
         stopping_ = true;
     }
     wake_.notify_all();
+    // Out of time: an append still retrying stops at its next backoff.
+    if (failure) appender_.cancel();
     if (thread_.joinable()) thread_.join();
     std::uint64_t left = 0;
     {

@@ -2,6 +2,7 @@
 #include <set>
 #include <thread>
 
+#include "shared_sink.hpp"
 #include "test_util.hpp"
 #include "training_output/error.hpp"
 #include "training_output/memory_sink.hpp"
@@ -34,36 +35,6 @@ public:
     }
     void release(const std::string&) override { throw Error(ErrorCode::DedupStore, "store down"); }
     const char* kind() const noexcept override { return "broken"; }
-};
-
-// Forwards to a MemorySink it does not own (so the test can look inside).
-class SharedSink : public S3Sink {
-public:
-    explicit SharedSink(MemorySink& s) : s_(s) {}
-    SinkResponse head(const std::string& k) override { return s_.head(k); }
-    SinkResponse get(const std::string& k, std::optional<ByteRange> r) override { return s_.get(k, r); }
-    SinkResponse put(const std::string& k, std::string_view b, const ObjectAttributes& a, const WriteConditions& c) override {
-        return s_.put(k, b, a, c);
-    }
-    SinkResponse remove(const std::string& k) override { return s_.remove(k); }
-    SinkResponse create_multipart(const std::string& k, const ObjectAttributes& a) override { return s_.create_multipart(k, a); }
-    SinkResponse upload_part(const std::string& k, const std::string& u, int n, std::string_view b) override {
-        return s_.upload_part(k, u, n, b);
-    }
-    SinkResponse upload_part_copy(const std::string& k, const std::string& u, int n, const std::string& sk,
-                                  const std::string& m, std::optional<ByteRange> r) override {
-        return s_.upload_part_copy(k, u, n, sk, m, r);
-    }
-    SinkResponse complete_multipart(const std::string& k, const std::string& u, const std::vector<CompletedPart>& p,
-                                    const WriteConditions& c) override {
-        return s_.complete_multipart(k, u, p, c);
-    }
-    SinkResponse abort_multipart(const std::string& k, const std::string& u) override { return s_.abort_multipart(k, u); }
-    SinkCapabilities capabilities() const override { return s_.capabilities(); }
-    std::string describe() const override { return s_.describe(); }
-
-private:
-    MemorySink& s_;
 };
 
 }  // namespace
@@ -183,7 +154,7 @@ TEST_CASE("writer retries a failing batch until it lands, then commits it", "[un
         return MemorySink::Fault{r, false};
     });
     WriterComponents parts;
-    parts.sink = std::make_unique<SharedSink>(memory);
+    parts.sink = std::make_unique<tdo_test::SharedSink>(memory);
     Config c = config_in(dir);
     c.flush_timeout_ms = 300;
     TrainingOutput w(c, std::move(parts));
@@ -214,7 +185,7 @@ TEST_CASE("lines a writer could not deliver stay spooled; the next writer delive
             return MemorySink::Fault{r, false};
         });
         WriterComponents parts;
-        parts.sink = std::make_unique<SharedSink>(memory);
+        parts.sink = std::make_unique<tdo_test::SharedSink>(memory);
         Config c = config_in(dir);
         c.flush_timeout_ms = 200;
         TrainingOutput w(c, std::move(parts));

@@ -1,0 +1,41 @@
+// A sink that forwards to a MemorySink it does not own, so that a test can
+// give a writer the sink and still look inside it.
+#pragma once
+
+#include "training_output/memory_sink.hpp"
+
+namespace tdo_test {
+
+using namespace training_output;
+
+// Forwards to a MemorySink it does not own (so the test can look inside).
+class SharedSink : public S3Sink {
+public:
+    explicit SharedSink(MemorySink& s) : s_(s) {}
+    SinkResponse head(const std::string& k) override { return s_.head(k); }
+    SinkResponse get(const std::string& k, std::optional<ByteRange> r) override { return s_.get(k, r); }
+    SinkResponse put(const std::string& k, std::string_view b, const ObjectAttributes& a, const WriteConditions& c) override {
+        return s_.put(k, b, a, c);
+    }
+    SinkResponse remove(const std::string& k) override { return s_.remove(k); }
+    SinkResponse create_multipart(const std::string& k, const ObjectAttributes& a) override { return s_.create_multipart(k, a); }
+    SinkResponse upload_part(const std::string& k, const std::string& u, int n, std::string_view b) override {
+        return s_.upload_part(k, u, n, b);
+    }
+    SinkResponse upload_part_copy(const std::string& k, const std::string& u, int n, const std::string& sk,
+                                  const std::string& m, std::optional<ByteRange> r) override {
+        return s_.upload_part_copy(k, u, n, sk, m, r);
+    }
+    SinkResponse complete_multipart(const std::string& k, const std::string& u, const std::vector<CompletedPart>& p,
+                                    const WriteConditions& c) override {
+        return s_.complete_multipart(k, u, p, c);
+    }
+    SinkResponse abort_multipart(const std::string& k, const std::string& u) override { return s_.abort_multipart(k, u); }
+    SinkCapabilities capabilities() const override { return s_.capabilities(); }
+    std::string describe() const override { return s_.describe(); }
+
+private:
+    MemorySink& s_;
+};
+
+}  // namespace tdo_test

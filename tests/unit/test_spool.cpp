@@ -1,0 +1,336 @@
+// The spool: records, torn writes, recovery exactly once, full-spool
+// policies, adoption of orphans, and writers killed with SIGKILL.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <thread>
+
+#include "crash_harness.hpp"
+#include "shared_sink.hpp"
+#include "test_util.hpp"
+#include "training_output/error.hpp"
+#include "training_output/spool.hpp"
+#include "training_output/training_output.hpp"
+
+using namespace training_output;
+using tdo_test::message_json;
+using tdo_test::result_json;
+
+namespace {
+
+const std::string kKey = "training/metabolic_diabetes/2025/11/health_journal_2025_11.jsonl";
+
+SpoolOptions spool_in(const tdo_test::TempDir& dir, SpoolFsync fsync = SpoolFsync::Never) {
+    SpoolOptions o;
+    o.dir = dir / ".spool";
+    o.fsync = fsync;
+    return o;
+}
+
+Config config_in(const tdo_test::TempDir& dir) {
+    Config c;
+    c.output_dir = dir.path();
+    c.dedup_store = "memory";
+    c.directory_fsync = false;
+    c.log_level = LogLevel::Off;
+    c.finalize();
+    return c;
+}
+
+std::string only_segment(const std::string& spool_dir) {
+    std::string found;
+    for (const auto& w : tdo_test::list_dir(spool_dir)) {
+        for (const auto& f : tdo_test::list_dir(spool_dir + "/" + w)) {
+            if (f.rfind("seg-", 0) == 0) {
+                REQUIRE(found.empty());
+                found = spool_dir + "/" + w + "/" + f;
+            }
+        }
+    }
+    REQUIRE(!found.empty());
+    return found;
+}
+
+std::string line(int i) { return "{\"n\":" + std::to_string(i) + "}\n"; }
+
+// Left behind as if its writer had been killed: lines logged, nothing delivered.
+void orphan_with_lines(const SpoolOptions& o, int first, int count, const std::string& key = kKey) {
+    auto s = Spool::create(o, nullptr);
+    for (int i = first; i < first + count; ++i) s->append_line(key, "", line(i));
+}
+
+}  // namespace
+
+TEST_CASE("spool: lines come back from an orphan, in order, with their dedup keys", "[unit][spool]") {
+    auto fsync = GENERATE(SpoolFsync::Never, SpoolFsync::Interval, SpoolFsync::Always);
+    tdo_test::TempDir dir;
+    auto o = spool_in(dir, fsync);
+    {
+        auto s = Spool::create(o, nullptr);
+        CHECK(s->append_line(kKey, "training:aa", line(1)).seq == 1);
+        CHECK(s->append_line("other/key.jsonl", "", line(2)).seq == 2);
+        CHECK(s->append_line(kKey, "training:bb", line(3)).seq == 3);
+        CHECK_FALSE(s->empty());
+    }
+    // A live writer's spool is never adopted; this one's owner is gone.
+    auto adopted = Spool::adopt_orphans(o, nullptr);
+    REQUIRE(adopted.size() == 1);
+    CHECK(Spool::adopt_orphans(o, nullptr).empty());  // locked by us now
+    auto rec = adopted[0]->take_recovered();
+    REQUIRE(rec.size() == 2);
+    const auto& mine = rec[0].object_key == kKey ? rec[0] : rec[1];
+    REQUIRE(mine.lines.size() == 2);
+    auto lines = adopted[0]->read(mine.lines);
+    CHECK(lines[0].line == line(1));
+    CHECK(lines[0].dedup_key == "training:aa");
+    CHECK(lines[1].line == line(3));
+    CHECK_FALSE(mine.pending.has_value());
+    CHECK(adopted[0]->last_seq() == 3);
+}
+
+TEST_CASE("spool: a torn last record is detected by its checksum; the records before it are recovered",
+          "[unit][spool]") {
+    auto damage = GENERATE(std::string("truncated"), std::string("flipped byte"));
+    tdo_test::TempDir dir;
+    auto o = spool_in(dir);
+    orphan_with_lines(o, 1, 3);
+    const std::string seg = only_segment(o.dir);
+    const std::string data = tdo_test::read_file(seg);
+    if (damage == "truncated") {
+        REQUIRE(::truncate(seg.c_str(), static_cast<off_t>(data.size() - 5)) == 0);
+    } else {
+        std::string bad = data;
+        bad[bad.size() - 3] ^= 0x20;  // inside the last line's text
+        tdo_test::write_file(seg, bad);
+    }
+    auto adopted = Spool::adopt_orphans(o, nullptr);
+    REQUIRE(adopted.size() == 1);
+    CHECK(adopted[0]->stats().torn_records == 1);
+    auto rec = adopted[0]->take_recovered();
+    REQUIRE(rec.size() == 1);
+    auto lines = adopted[0]->read(rec[0].lines);
+    REQUIRE(lines.size() == 2);
+    CHECK(lines[0].line == line(1));
+    CHECK(lines[1].line == line(2));
+    // The torn tail is cut off, so that nothing is ever logged behind it.
+    CHECK(tdo_test::read_file(seg).size() < data.size() - 5 + 1);
+}
+
+TEST_CASE("spool: after a crash, a batch that had landed is not appended again; one that had not is",
+          "[unit][spool][recovery]") {
+    const bool landed = GENERATE(true, false);
+    tdo_test::TempDir dir;
+    MemorySink memory;
+    REQUIRE(memory.put(kKey, "{\"before\":1}\n", ObjectAttributes{}, WriteConditions{}).ok());
+    const std::string etag = memory.head(kKey).etag;
+    {
+        // The writer recorded its intent, maybe wrote, and died before DONE.
+        auto s = Spool::create(spool_in(dir), nullptr);
+        s->append_line(kKey, "training:a", line(1));
+        s->append_line(kKey, "training:b", line(2));
+        s->record_intent(kKey, 1, 2, AppendIntent{kKey, etag, 13});
+        if (landed) {
+            REQUIRE(memory.put(kKey, "{\"before\":1}\n" + line(1) + line(2), ObjectAttributes{}, WriteConditions{}).ok());
+        }
+    }
+    WriterComponents parts;
+    parts.sink = std::make_unique<tdo_test::SharedSink>(memory);
+    Config c = config_in(dir);
+    TrainingOutput w(c, std::move(parts));
+    CHECK(w.stats().lines_recovered == 2);
+    w.flush();
+    CHECK(memory.object(kKey).value() == "{\"before\":1}\n" + line(1) + line(2));
+    CHECK(w.stats().batches_found_landed == (landed ? 1u : 0u));
+    w.close();
+    CHECK(tdo_test::list_dir(dir / ".spool").empty());
+}
+
+TEST_CASE("spool: a failed attempt that may have written is checked before the key is appended again",
+          "[unit][spool][recovery]") {
+    tdo_test::TempDir dir;
+    MemorySink memory;
+    // The first PUT lands but its answer is lost; later requests work.
+    std::atomic<int> puts{0};
+    memory.set_fault_hook([&](MemorySink::Op op, const std::string&) -> std::optional<MemorySink::Fault> {
+        if (op != MemorySink::Op::Put || puts++ > 0) return std::nullopt;
+        SinkResponse r;
+        r.status = SinkStatus::Auth;  // gives up at once, after the server acted
+        r.detail = "answer lost";
+        return MemorySink::Fault{r, true};
+    });
+    WriterComponents parts;
+    parts.sink = std::make_unique<tdo_test::SharedSink>(memory);
+    TrainingOutput w(config_in(dir), std::move(parts));
+    CHECK(w.generate("Only once.", message_json("BloodGlucoseRecord"), result_json()) == Outcome::Written);
+    CHECK_THROWS_AS(w.flush(), Error);
+    CHECK(w.generate("Second line.", message_json("BloodGlucoseRecord"), result_json()) == Outcome::Written);
+    w.flush();
+    auto lines = tdo_test::lines_of(memory.object(kKey).value());
+    REQUIRE(lines.size() == 2);
+    CHECK_THAT(lines[0], Catch::Contains("Only once."));
+    CHECK_THAT(lines[1], Catch::Contains("Second line."));
+    CHECK(w.stats().batches_found_landed == 1);
+}
+
+TEST_CASE("spool: full, reject answers TDO_E_BACKPRESSURE and frees the claim", "[unit][spool][backpressure]") {
+    tdo_test::TempDir dir;
+    MemorySink memory;
+    std::atomic<bool> down{true};
+    memory.set_fault_hook([&](MemorySink::Op, const std::string&) -> std::optional<MemorySink::Fault> {
+        if (!down) return std::nullopt;
+        SinkResponse r;
+        r.status = SinkStatus::Auth;
+        r.detail = "InvalidAccessKeyId";
+        return MemorySink::Fault{r, false};
+    });
+    WriterComponents parts;
+    parts.sink = std::make_unique<tdo_test::SharedSink>(memory);
+    Config c = config_in(dir);
+    c.spool_max_bytes = 64 << 10;
+    c.max_line_bytes = 16 << 10;
+    c.spool_full_policy = "reject";
+    TrainingOutput w(c, std::move(parts));
+    const std::string pad(1000, 'x');
+    int accepted = 0;
+    std::string rejected;
+    for (int i = 0; i < 200 && rejected.empty(); ++i) {
+        const std::string narrative = "Narrative " + std::to_string(i) + " " + pad;
+        Outcome outcome = Outcome::Disabled;
+        try {
+            outcome = w.generate(narrative, message_json("BloodGlucoseRecord"), result_json());
+            ++accepted;
+        } catch (const Error& e) {
+            CHECK(e.code() == ErrorCode::Backpressure);
+            CHECK_THAT(e.what(), Catch::Contains("spool is full"));
+            rejected = narrative;
+            continue;
+        }
+        CHECK(outcome == Outcome::Written);
+    }
+    REQUIRE(!rejected.empty());
+    CHECK(accepted > 10);
+    CHECK(w.stats().spool_bytes <= static_cast<std::uint64_t>(c.spool_max_bytes));
+    down = false;
+    w.flush();
+    CHECK(tdo_test::lines_of(memory.object(kKey).value()).size() == static_cast<std::size_t>(accepted));
+    // The rejected example was not accepted, so it can be written now.
+    CHECK(w.generate(rejected, message_json("BloodGlucoseRecord"), result_json()) == Outcome::Written);
+    w.flush();
+    CHECK(tdo_test::lines_of(memory.object(kKey).value()).size() == static_cast<std::size_t>(accepted + 1));
+}
+
+TEST_CASE("spool: full, block waits for room, up to its timeout", "[unit][spool][backpressure]") {
+    tdo_test::TempDir dir;
+    MemorySink memory;
+    std::atomic<bool> down{true};
+    memory.set_fault_hook([&](MemorySink::Op, const std::string&) -> std::optional<MemorySink::Fault> {
+        if (!down) return std::nullopt;
+        SinkResponse r;
+        r.status = SinkStatus::Auth;
+        r.detail = "InvalidAccessKeyId";
+        return MemorySink::Fault{r, false};
+    });
+    WriterComponents parts;
+    parts.sink = std::make_unique<tdo_test::SharedSink>(memory);
+    Config c = config_in(dir);
+    c.spool_max_bytes = 64 << 10;
+    c.max_line_bytes = 16 << 10;
+    c.spool_full_policy = "block";
+    c.spool_block_timeout_ms = 300;
+    TrainingOutput w(c, std::move(parts));
+    const std::string pad(1000, 'x');
+    int accepted = 0;
+    bool timed_out = false;
+    for (int i = 0; i < 200 && !timed_out; ++i) {
+        auto t0 = std::chrono::steady_clock::now();
+        try {
+            w.generate("Narrative " + std::to_string(i) + " " + pad, message_json("BloodGlucoseRecord"), result_json());
+            ++accepted;
+        } catch (const Error& e) {
+            CHECK(e.code() == ErrorCode::Timeout);
+            CHECK(std::chrono::steady_clock::now() - t0 >= std::chrono::milliseconds(300));
+            timed_out = true;
+        }
+    }
+    REQUIRE(timed_out);
+    // The store comes back while a call is blocked: the call goes through.
+    std::thread heal([&] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        down = false;
+        try {
+            w.flush();
+        } catch (const Error&) {
+        }
+    });
+    Outcome o = Outcome::Disabled;
+    for (int attempt = 0; attempt < 20 && o != Outcome::Written; ++attempt) {
+        try {
+            o = w.generate("After the outage " + pad, message_json("BloodGlucoseRecord"), result_json());
+        } catch (const Error& e) {
+            CHECK(e.code() == ErrorCode::Timeout);
+        }
+    }
+    heal.join();
+    CHECK(o == Outcome::Written);
+    w.flush();
+    CHECK(tdo_test::lines_of(memory.object(kKey).value()).size() == static_cast<std::size_t>(accepted + 1));
+}
+
+TEST_CASE("spool: writers opening at once on a directory full of orphans deliver each exactly once",
+          "[unit][spool][concurrency]") {
+    tdo_test::TempDir dir;
+    const auto o = spool_in(dir);
+    const int kOrphans = 12, kLines = 50;
+    for (int i = 0; i < kOrphans; ++i) orphan_with_lines(o, i * kLines, kLines);
+    REQUIRE(tdo_test::list_dir(o.dir).size() == static_cast<std::size_t>(kOrphans));
+
+    std::atomic<int> ready{0};
+    std::atomic<std::uint64_t> adopted{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t) {
+        threads.emplace_back([&] {
+            ready.fetch_add(1);
+            while (ready.load() < 4) std::this_thread::yield();
+            TrainingOutput w(config_in(dir));
+            w.flush();
+            adopted += w.stats().spools_adopted;
+            w.close();
+        });
+    }
+    for (auto& t : threads) t.join();
+    CHECK(adopted == static_cast<std::uint64_t>(kOrphans));
+    auto lines = tdo_test::lines_of(tdo_test::read_file(dir / kKey));
+    CHECK(lines.size() == static_cast<std::size_t>(kOrphans * kLines));
+    std::set<std::string> distinct(lines.begin(), lines.end());
+    CHECK(distinct.size() == lines.size());
+    CHECK(tdo_test::list_dir(o.dir).empty());
+}
+
+TEST_CASE("spool: processes SIGKILLed at random lose no accepted line and double none (local directory)",
+          "[unit][spool][crash]") {
+    tdo_test::TempDir dir;
+    const std::string config = "{\"output_dir\":\"" + dir.path() +
+                               "\",\"log_level\":\"off\",\"flush_interval_ms\":30,\"directory_fsync\":false}";
+    tdo_test::CrashRun run;
+    run.workers = 4;
+    run.per_worker = 600;
+    run.min_kills = 12;
+    run.delay_us = 1000;
+    run.kill_every_min = std::chrono::milliseconds(20);
+    run.kill_every_max = std::chrono::milliseconds(80);
+    auto result = tdo_test::run_crash_harness(TDO_TEST_CRASH_WRITER, config, run);
+    CHECK(result.kills >= run.min_kills);
+    INFO(result.first_error);
+    CHECK(result.errors == 0);
+    {
+        // What the last killed workers left is delivered by the next writer.
+        TrainingOutput last(Config::from_json(config));
+        last.flush();
+        last.close();
+    }
+    tdo_test::check_exactly_once(tdo_test::read_file(dir / "training/physical_activity/2025/11/health_journal_2025_11.jsonl"),
+                                 result, run);
+    CHECK(result.accepted.size() > 0);
+}
