@@ -1,0 +1,82 @@
+// The S3 servers the integration tests run against (started by the ctest
+// fixtures; their endpoints come from TDO_TEST_RGW_ENDPOINT and
+// TDO_TEST_S3RVER_ENDPOINT) and helpers for buckets and writer configs.
+#pragma once
+
+#include <unistd.h>
+
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <cstdlib>
+#include <memory>
+#include <random>
+#include <string>
+
+#include "training_output/curl_s3_sink.hpp"
+
+namespace tdo_test {
+
+using namespace training_output;
+
+struct Server {
+    std::string endpoint;
+    std::string access_key;
+    std::string secret_key;
+};
+
+inline std::string env_or_fail(const char* name) {
+    const char* v = std::getenv(name);
+    if (!v || !*v) FAIL(std::string(name) + " is not set: the test fixtures start the S3 servers");
+    return v;
+}
+
+inline Server rgw() {
+    return {env_or_fail("TDO_TEST_RGW_ENDPOINT"), "testkey", "testsecret"};
+}
+
+inline Server s3rver() {
+    return {env_or_fail("TDO_TEST_S3RVER_ENDPOINT"), "S3RVER", "S3RVER"};
+}
+
+inline S3SinkOptions options_for(const Server& s, const std::string& bucket) {
+    S3SinkOptions o;
+    o.endpoint_url = s.endpoint;
+    o.bucket = bucket;
+    o.credentials = sigv4::Credentials{s.access_key, s.secret_key, ""};
+    o.request_timeout = std::chrono::milliseconds(30000);
+    return o;
+}
+
+// A new bucket on the server and a sink for it.
+inline std::unique_ptr<CurlS3Sink> fresh_bucket(const Server& s, std::string& bucket) {
+    static std::atomic<int> counter{0};
+    bucket = "tdo-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) + "-" +
+             std::to_string(std::random_device{}() % 100000);
+    S3SinkOptions o = options_for(s, bucket);
+    o.conditional_writes = ConditionalWrites::Off;  // no probe before the bucket exists
+    CurlS3Sink admin(o);
+    SinkResponse r = admin.create_bucket();
+    INFO(r.describe());
+    REQUIRE(r.ok());
+    return std::make_unique<CurlS3Sink>(options_for(s, bucket));
+}
+
+inline std::string writer_config(const Server& s, const std::string& bucket, const std::string& dir,
+                          const std::string& extra = "") {
+    return "{\"s3_endpoint_url\":\"" + s.endpoint + "\",\"s3_bucket_name\":\"" + bucket + "\",\"s3_access_key\":\"" +
+           s.access_key + "\",\"s3_secret_key\":\"" + s.secret_key + "\",\"output_dir\":\"" + dir +
+           "\",\"dedup_store\":\"sqlite\",\"log_level\":\"off\"" + extra + "}";
+}
+
+inline std::string big_jsonl(std::size_t bytes) {
+    std::string out;
+    std::mt19937 gen(7);
+    for (int i = 0; out.size() < bytes; ++i) {
+        out += "{\"n\":" + std::to_string(i) + ",\"r\":" + std::to_string(gen()) + ",\"pad\":\"" + std::string(80, 'p') + "\"}\n";
+    }
+    return out;
+}
+
+inline const std::string kKey = "training/metabolic_diabetes/2025/11/health_journal_2025_11.jsonl";
+
+}  // namespace tdo_test
