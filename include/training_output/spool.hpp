@@ -11,6 +11,8 @@
 //   <spool_dir>/w-<id>/lock              held while the owner lives
 //   <spool_dir>/w-<id>/seg-<n>.log       segments: an 8-byte magic, then records
 //
+// Segments are preallocated and memory-mapped: logging a line is a copy into
+// the page cache, no system call; the unused rest of a segment is zeros.
 // A record is  crc32c (4, of what follows) | length (4) | payload, little
 // endian; payloads are a type byte then fields (u64, or u32-length-prefixed
 // bytes):
@@ -19,7 +21,7 @@
 //   DONE   first seq, last seq, object key
 // A batch is always the lines of one object key with seq in [first, last].
 // A record whose checksum or length does not match ends its segment: the tail
-// a crash tore off is dropped, the records before it are recovered.
+// a crash tore off is dropped (zeroed), the records before it are recovered.
 //
 // Segments are deleted oldest first once every line in them landed, so that
 // the INTENT and DONE records of a line that is still spooled are never lost.
@@ -60,7 +62,7 @@ struct SpoolOptions {
     std::uint64_t max_bytes = std::uint64_t(1) << 30;  // this writer's segments, in bytes
     SpoolFullPolicy full_policy = SpoolFullPolicy::Block;
     std::chrono::milliseconds block_timeout{10000};
-    std::uint64_t segment_bytes = 0;  // 0: max_bytes / 8, between 64 KiB and 64 MiB
+    std::uint64_t segment_bytes = 0;  // 0: max_bytes / 16, between 64 KiB and 16 MiB
 };
 
 // Where a logged line is; what the flusher keeps in memory per line.
@@ -143,7 +145,9 @@ private:
     Spool(SpoolOptions options, std::string path, const Logger* logger);
     void replay();
     void write_record(std::string_view record, std::unique_lock<std::mutex>& lock, SpoolLineRef* ref);
-    void open_segment(std::unique_lock<std::mutex>& lock);
+    void open_segment(std::uint64_t capacity);
+    static std::shared_ptr<Segment> make_segment_file(const std::string& path, std::uint64_t capacity);
+    void preparer();
     void seal_current(std::unique_lock<std::mutex>& lock);
     void delete_landed_segments(std::unique_lock<std::mutex>& lock);
     void sync_through(std::uint64_t position);
@@ -159,8 +163,12 @@ private:
     std::condition_variable room_;      // segments deleted
     std::condition_variable synced_cv_; // an fsync finished
     std::condition_variable syncer_cv_;
+    std::condition_variable preparer_cv_;
+    std::shared_ptr<Segment> spare_;  // the next segment, prepared ahead
     std::map<std::uint64_t, std::shared_ptr<Segment>> segments_;
     std::shared_ptr<Segment> current_;
+    std::vector<std::shared_ptr<Segment>> unsynced_;  // sealed, not yet fsynced
+    bool dir_dirty_ = false;                           // segments created since the last sync
     std::uint64_t next_segment_ = 1;
     std::uint64_t next_seq_ = 1;
     std::uint64_t bytes_ = 0;
@@ -172,6 +180,7 @@ private:
     SpoolStats stats_;
     std::vector<SpoolRecovered> recovered_;
     std::thread syncer_;
+    std::thread preparer_;
 };
 
 }  // namespace training_output

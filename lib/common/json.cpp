@@ -1,5 +1,8 @@
 #include "common/json.hpp"
 
+#include <cstdint>
+#include <cstring>
+
 namespace training_output::json {
 
 std::string quote(std::string_view text) {
@@ -7,6 +10,59 @@ std::string quote(std::string_view text) {
     rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
     writer.String(text.data(), static_cast<rapidjson::SizeType>(text.size()));
     return std::string(buffer.GetString(), buffer.GetSize());
+}
+
+namespace {
+
+// True when one of the 8 bytes needs escaping: < 0x20, '"' or '\\'.
+inline bool needs_escape(std::uint64_t x) {
+    constexpr std::uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    auto has_zero = [&](std::uint64_t v) { return (v - ones) & ~v & highs; };
+    const std::uint64_t below_space = (x - ones * 0x20) & ~x & highs;  // bytes < 0x20 (high bit clear)
+    return below_space || has_zero(x ^ (ones * '"')) || has_zero(x ^ (ones * '\\'));
+}
+
+}  // namespace
+
+void append_quoted(std::string& out, std::string_view text) {
+    static const char hex[] = "0123456789ABCDEF";
+    out.reserve(out.size() + text.size() + 2);
+    out.push_back('"');
+    const char* p = text.data();
+    const char* end = p + text.size();
+    while (p < end) {
+        // Copy the run that needs no escaping, 8 bytes at a time.
+        const char* run = p;
+        while (end - p >= 8) {
+            std::uint64_t chunk;
+            std::memcpy(&chunk, p, 8);
+            if (needs_escape(chunk)) break;
+            p += 8;
+        }
+        while (p < end) {
+            const auto c = static_cast<unsigned char>(*p);
+            if (c < 0x20 || c == '"' || c == '\\') break;
+            ++p;
+        }
+        out.append(run, static_cast<std::size_t>(p - run));
+        if (p == end) break;
+        const auto c = static_cast<unsigned char>(*p++);
+        out.push_back('\\');
+        switch (c) {
+            case '"': out.push_back('"'); break;
+            case '\\': out.push_back('\\'); break;
+            case '\b': out.push_back('b'); break;
+            case '\f': out.push_back('f'); break;
+            case '\n': out.push_back('n'); break;
+            case '\r': out.push_back('r'); break;
+            case '\t': out.push_back('t'); break;
+            default:
+                out += "u00";
+                out.push_back(hex[c >> 4]);
+                out.push_back(hex[c & 0xF]);
+        }
+    }
+    out.push_back('"');
 }
 
 }  // namespace training_output::json

@@ -48,4 +48,10 @@ inline std::string_view view(const rapidjson::Value& v) { return {v.GetString(),
 // A JSON string literal (with quotes) for `text`.
 std::string quote(std::string_view text);
 
+// Appends the JSON string literal for `text`, byte for byte what RapidJSON's
+// Writer produces (\" \\ \b \f \n \r \t, \u00XX for other control
+// characters, everything else as is), but copying runs that need no escape
+// eight bytes at a time: the narrative is most of every line.
+void append_quoted(std::string& out, std::string_view text);
+
 }  // namespace training_output::json

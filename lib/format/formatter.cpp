@@ -111,18 +111,21 @@ TrainingExample build(const TrainingDataFormatter& f, const ExampleView& v) {
     const std::string input = f.input_for(v.record_type, v.record_count);
     ex.content_hash = content_hash(v.record_type, input, v.narrative);
 
-    rapidjson::StringBuffer buffer;
-    buffer.Reserve(v.narrative.size() + input.size() + instruction.size() + 512);
-    rapidjson::Writer<rapidjson::StringBuffer> w(buffer);
-    w.StartObject();
-    w.Key("instruction");
-    write_string(w, instruction);
-    w.Key("input");
-    write_string(w, input);
-    w.Key("output");
-    write_string(w, v.narrative);
+    // instruction, input and output by hand (they are most of the line and
+    // need only string escaping); the metadata through RapidJSON.
+    std::string& line = ex.line;
+    line.reserve(v.narrative.size() + input.size() + instruction.size() + 640);
+    line += "{\"instruction\":";
+    json::append_quoted(line, instruction);
+    line += ",\"input\":";
+    json::append_quoted(line, input);
+    const std::size_t head_end = line.size();
+    line += ",\"output\":";
+    json::append_quoted(line, v.narrative);  // checked by finish_view()
+    const std::size_t output_end = line.size();
     if (f.options().include_metadata) {
-        w.Key("metadata");
+        rapidjson::StringBuffer buffer;
+        rapidjson::Writer<rapidjson::StringBuffer> w(buffer);
         w.StartObject();
         w.Key("record_type");
         write_string(w, v.record_type);
@@ -152,17 +155,17 @@ TrainingExample build(const TrainingDataFormatter& f, const ExampleView& v) {
         w.Key("health_domain");
         write_string(w, ex.health_domain);
         w.EndObject();
+        line += ",\"metadata\":";
+        line.append(buffer.GetString(), buffer.GetSize());
     }
-    w.EndObject();
+    line += "}\n";
     // RapidJSON 1.1.0 accepts a lone low surrogate escape ("\\udc00") and
     // decodes it to bytes that are not UTF-8; no such line may leave here.
-    std::string_view text(buffer.GetString(), buffer.GetSize());
-    if (!is_valid_utf8(text)) {
+    // Everything but the narrative (already checked) is checked again.
+    const std::string_view text(line);
+    if (!is_valid_utf8(text.substr(0, head_end)) || !is_valid_utf8(text.substr(output_end))) {
         throw input_error("message_data or result contains text that is not valid UTF-8 (a lone \\u surrogate escape?)");
     }
-    ex.line.reserve(text.size() + 1);
-    ex.line.assign(text.data(), text.size());
-    ex.line.push_back('\n');
     return ex;
 }
 

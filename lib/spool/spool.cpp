@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -22,6 +23,7 @@ namespace training_output {
 namespace {
 
 constexpr char kMagic[] = "TDOSPL1\n";  // 8 bytes at the start of every segment
+constexpr char kSpareName[] = "spare.seg";  // the next segment, being prepared
 constexpr std::size_t kMagicBytes = 8;
 constexpr std::size_t kHeaderBytes = 8;                 // crc32c + length
 constexpr std::uint32_t kMaxPayload = (1u << 30);        // larger lengths are torn records
@@ -154,18 +156,44 @@ SpoolFullPolicy parse_spool_full_policy(const std::string& text) {
                 "configuration key \"spool_full_policy\": expected one of block, reject, got " + json::quote(text));
 }
 
+// A segment file, preallocated and mapped: logging a record is a memcpy into
+// the page cache, which survives the process (not the machine: that is what
+// fsync is for). Preallocation (posix_fallocate) makes a full disk an error at
+// creation instead of a SIGBUS at a write.
 struct Spool::Segment {
     std::uint64_t number = 0;
     std::string path;
     fs::Fd fd;
-    std::uint64_t size = 0;
+    char* map = nullptr;
+    std::uint64_t capacity = 0;
+    std::uint64_t size = 0;  // bytes used
     std::uint64_t live = 0;  // lines in it not yet landed
+
+    ~Segment() {
+        if (map) ::munmap(map, capacity);
+    }
+    // `populate`: fault the pages in now (a read fault each), so that writing
+    // a record costs a copy, not a page-cache allocation.
+    bool map_file(std::uint64_t bytes, bool populate) {
+        if (bytes == 0) return true;
+        void* m = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
+        if (m == MAP_FAILED) return false;
+        map = static_cast<char*>(m);
+        capacity = bytes;
+        if (populate) {
+            // Writing (zeros, over zeros) faults each page in writable and
+            // dirty: the writes that follow take no fault until a sync.
+            volatile char* p = map;
+            for (std::uint64_t i = 0; i < bytes; i += 4096) p[i] = 0;
+        }
+        return true;
+    }
 };
 
 Spool::Spool(SpoolOptions options, std::string path, const Logger* logger)
     : options_(std::move(options)), path_(std::move(path)), logger_(logger) {
     if (options_.segment_bytes == 0) {
-        options_.segment_bytes = std::clamp<std::uint64_t>(options_.max_bytes / 8, 64u << 10, 64u << 20);
+        options_.segment_bytes = std::clamp<std::uint64_t>(options_.max_bytes / 16, 64u << 10, 16u << 20);
     }
     if (options_.fsync == SpoolFsync::Interval) syncer_ = std::thread([this] { syncer(); });
 }
@@ -191,6 +219,7 @@ std::unique_ptr<Spool> Spool::create(const SpoolOptions& options, const Logger* 
         fs::fsync_dir(options.dir);
         std::unique_ptr<Spool> s(new Spool(options, final_path, logger));
         s->lock_fd_ = fd.release();
+        s->preparer_ = std::thread([p = s.get()] { p->preparer(); });
         return s;
     }
     throw Error(ErrorCode::Storage, "cannot create a spool directory in " + json::quote(options.dir));
@@ -236,8 +265,12 @@ Spool::~Spool() {
         stopping_ = true;
     }
     syncer_cv_.notify_all();
+    preparer_cv_.notify_all();
     if (syncer_.joinable()) syncer_.join();
+    if (preparer_.joinable()) preparer_.join();
     std::unique_lock<std::mutex> lock(mutex_);
+    spare_.reset();
+    ::unlink((path_ + "/" + kSpareName).c_str());
     if (live_lines_ == 0) {
         for (auto& [n, seg] : segments_) ::unlink(seg->path.c_str());
         segments_.clear();
@@ -245,9 +278,12 @@ Spool::~Spool() {
         ::unlink((path_ + "/lock").c_str());
         ::rmdir(path_.c_str());
         fs::fsync_dir(options_.dir);
-    } else if (current_ && options_.fsync != SpoolFsync::Never) {
-        ::fdatasync(current_->fd.get());
+    } else if (options_.fsync != SpoolFsync::Never) {
+        for (const auto& seg : unsynced_) ::fdatasync(seg->fd.get());
+        if (current_) ::fdatasync(current_->fd.get());
+        if (dir_dirty_) fs::fsync_dir(path_);
     }
+    unsynced_.clear();
     segments_.clear();
     current_.reset();
     if (lock_fd_ >= 0) ::close(lock_fd_);  // the next writer to open adopts what is left
@@ -269,20 +305,19 @@ void Spool::replay() {
         auto seg = std::make_shared<Segment>();
         seg->number = std::strtoull(name.c_str() + 4, nullptr, 10);
         seg->path = file;
-        seg->fd = fs::Fd(::open(file.c_str(), O_RDWR | O_APPEND | O_CLOEXEC));
+        seg->fd = fs::Fd(::open(file.c_str(), O_RDWR | O_CLOEXEC));
         struct stat st;
         if (!seg->fd.valid() || ::fstat(seg->fd.get(), &st) != 0) throw storage_error("cannot open spool segment", file);
-        std::string data;
-        if (!fs::read_at(seg->fd.get(), 0, static_cast<std::uint64_t>(st.st_size), data)) {
-            throw storage_error("cannot read spool segment", file);
-        }
+        if (!seg->map_file(static_cast<std::uint64_t>(st.st_size), false)) throw storage_error("cannot map spool segment", file);
+        const std::string_view data(seg->map, seg->capacity);
         std::size_t pos = kMagicBytes;
-        if (data.size() < kMagicBytes || data.compare(0, kMagicBytes, kMagic) != 0) {
+        if (data.size() < kMagicBytes || data.compare(0, kMagicBytes, std::string_view(kMagic, kMagicBytes)) != 0) {
             pos = 0;  // not even the magic made it: nothing to recover
-            if (!data.empty()) ++stats_.torn_records;
+            if (data.find_first_not_of('\0') != std::string_view::npos) ++stats_.torn_records;
         } else {
             while (pos < data.size()) {
                 auto payload = record_at(data, pos);
+                if (!payload && data.find_first_not_of('\0', pos) == std::string_view::npos) break;  // the unused rest
                 if (!payload) {
                     ++stats_.torn_records;
                     if (logger_) {
@@ -349,9 +384,9 @@ void Spool::replay() {
                 pos += record_bytes;
             }
         }
-        if (pos < data.size()) {
-            // Drop the torn tail, so that nothing is ever appended behind it.
-            if (::ftruncate(seg->fd.get(), static_cast<off_t>(pos)) != 0) throw storage_error("cannot truncate", file);
+        if (pos < data.size() && data.find_first_not_of('\0', pos) != std::string_view::npos) {
+            // Zero the torn tail: the next replay ends cleanly where this one did.
+            std::memset(seg->map + pos, 0, data.size() - pos);
         }
         seg->size = pos;
         bytes_ += pos;
@@ -379,18 +414,61 @@ std::vector<SpoolRecovered> Spool::take_recovered() {
     return std::move(recovered_);
 }
 
-void Spool::open_segment(std::unique_lock<std::mutex>&) {
+std::shared_ptr<Spool::Segment> Spool::make_segment_file(const std::string& path, std::uint64_t capacity) {
     auto seg = std::make_shared<Segment>();
-    seg->number = next_segment_++;
-    seg->path = path_ + "/" + segment_name(seg->number);
-    seg->fd = fs::Fd(::open(seg->path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0600));
-    if (!seg->fd.valid()) throw storage_error("cannot create spool segment", seg->path);
-    if (!fs::write_all(seg->fd.get(), std::string_view(kMagic, kMagicBytes))) {
-        Error e = storage_error("cannot write spool segment", seg->path);
-        ::unlink(seg->path.c_str());
+    seg->path = path;
+    seg->fd = fs::Fd(::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    if (!seg->fd.valid()) throw storage_error("cannot create spool segment", path);
+    const int rc = ::posix_fallocate(seg->fd.get(), 0, static_cast<off_t>(capacity));
+    if (rc != 0 || !seg->map_file(capacity, true)) {
+        errno = rc ? rc : errno;
+        Error e = storage_error("cannot allocate spool segment", path);
+        ::unlink(path.c_str());
         throw e;
     }
-    if (options_.fsync != SpoolFsync::Never) fs::fsync_dir(path_);
+    return seg;
+}
+
+// Keeps one segment allocated, mapped and faulted in ahead of need, so that
+// a call that fills a segment does not pay for the next one.
+void Spool::preparer() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    while (!stopping_) {
+        if (spare_) {
+            preparer_cv_.wait(lock);
+            continue;
+        }
+        lock.unlock();
+        std::shared_ptr<Segment> seg;
+        try {
+            seg = make_segment_file(path_ + "/" + kSpareName, options_.segment_bytes);
+        } catch (const Error& e) {
+            if (logger_) logger_->log(LogLevel::Warning, "training_output_spool_error", {{"error", e.what()}});
+        }
+        lock.lock();
+        if (seg) {
+            spare_ = std::move(seg);
+        } else {
+            preparer_cv_.wait_for(lock, std::chrono::seconds(1));  // the disk may be full: try again later
+        }
+    }
+}
+
+void Spool::open_segment(std::uint64_t capacity) {
+    const std::uint64_t number = next_segment_++;
+    const std::string path = path_ + "/" + segment_name(number);
+    std::shared_ptr<Segment> seg;
+    if (spare_ && spare_->capacity >= capacity && ::rename(spare_->path.c_str(), path.c_str()) == 0) {
+        seg = std::move(spare_);
+        spare_.reset();
+        seg->path = path;
+        preparer_cv_.notify_one();
+    } else {
+        seg = make_segment_file(path, capacity);
+    }
+    seg->number = number;
+    std::memcpy(seg->map, kMagic, kMagicBytes);
+    dir_dirty_ = true;  // the new name reaches the disk with the next sync
     seg->size = kMagicBytes;
     bytes_ += kMagicBytes;
     written_ += kMagicBytes;
@@ -403,27 +481,15 @@ void Spool::open_segment(std::unique_lock<std::mutex>&) {
 // go to a new one.
 void Spool::seal_current(std::unique_lock<std::mutex>&) {
     if (!current_) return;
-    if (options_.fsync != SpoolFsync::Never && written_ > synced_) {
-        if (::fdatasync(current_->fd.get()) == 0) {
-            synced_ = written_;
-            ++stats_.fsyncs;
-        }
-    }
+    if (options_.fsync != SpoolFsync::Never) unsynced_.push_back(current_);  // synced with the next sync
     current_.reset();
 }
 
 void Spool::write_record(std::string_view record, std::unique_lock<std::mutex>& lock, SpoolLineRef* ref) {
-    if (current_ && current_->size > kMagicBytes && current_->size + record.size() > options_.segment_bytes) {
-        seal_current(lock);
-    }
-    if (!current_) open_segment(lock);
+    if (current_ && current_->size + record.size() > current_->capacity) seal_current(lock);
+    if (!current_) open_segment(std::max<std::uint64_t>(options_.segment_bytes, kMagicBytes + record.size()));
     Segment& seg = *current_;
-    if (!fs::write_all(seg.fd.get(), record)) {
-        Error e = storage_error("cannot write spool segment", seg.path);
-        // Never leave half a record in front of the next one.
-        if (::ftruncate(seg.fd.get(), static_cast<off_t>(seg.size)) != 0) seal_current(lock);
-        throw e;
-    }
+    std::memcpy(seg.map + seg.size, record.data(), record.size());
     if (ref) {
         ref->segment = seg.number;
         ref->offset = seg.size;
@@ -489,12 +555,12 @@ std::vector<SpooledLine> Spool::read(const std::vector<SpoolLineRef>& refs) cons
     }
     std::vector<SpooledLine> out;
     out.reserve(refs.size());
-    std::string buf;
     for (std::size_t i = 0; i < refs.size(); ++i) {
         const auto& r = refs[i];
-        if (!fs::read_at(segs[i]->fd.get(), r.offset, r.record_bytes, buf)) {
-            throw storage_error("cannot read spool segment", segs[i]->path);
+        if (r.offset + r.record_bytes > segs[i]->capacity) {
+            throw Error(ErrorCode::Internal, "spool record beyond its segment " + json::quote(segs[i]->path));
         }
+        const std::string_view buf(segs[i]->map + r.offset, r.record_bytes);
         auto payload = record_at(buf, 0);
         Fields f(payload ? *payload : std::string_view());
         const bool is_line = payload && f.type() == kLine && f.u64() == r.seq;
@@ -567,6 +633,9 @@ void Spool::delete_landed_segments(std::unique_lock<std::mutex>& lock) {
     if (freed) room_.notify_all();
 }
 
+// Makes everything written up to `position` durable: the sealed segments not
+// yet synced, the current one, the directory when segments were created.
+// Concurrent callers share one round (group commit).
 void Spool::sync_through(std::uint64_t position) {
     std::unique_lock<std::mutex> lock(mutex_);
     while (synced_ < position) {
@@ -574,22 +643,37 @@ void Spool::sync_through(std::uint64_t position) {
             synced_cv_.wait(lock);
             continue;
         }
-        auto seg = current_;  // earlier segments were synced when sealed
+        std::vector<std::shared_ptr<Segment>> segs;
+        segs.swap(unsynced_);
+        if (current_) segs.push_back(current_);
+        const bool dir = dir_dirty_;
+        dir_dirty_ = false;
         const std::uint64_t target = written_;
-        if (!seg) {
-            synced_ = std::max(synced_, target);
-            break;
-        }
         syncing_ = true;
         lock.unlock();
-        const int rc = ::fdatasync(seg->fd.get());
-        const int err = errno;
+        std::string failed;
+        int err = 0;
+        for (const auto& seg : segs) {
+            if (::fdatasync(seg->fd.get()) != 0 && failed.empty()) {
+                err = errno;
+                failed = seg->path;
+            }
+        }
+        if (dir && !fs::fsync_dir(path_) && failed.empty()) {
+            err = errno;
+            failed = path_;
+        }
         lock.lock();
         syncing_ = false;
         synced_cv_.notify_all();
-        if (rc != 0) {
+        if (!failed.empty()) {
+            // Try again next time; the caller hears of it now.
+            for (const auto& seg : segs) {
+                if (seg != current_) unsynced_.push_back(seg);
+            }
+            dir_dirty_ = dir_dirty_ || dir;
             errno = err;
-            throw storage_error("cannot fsync spool segment", seg->path);
+            throw storage_error("cannot fsync spool", failed);
         }
         synced_ = std::max(synced_, target);
         ++stats_.fsyncs;

@@ -4,7 +4,7 @@
 #
 # Usage: rgw-start.sh [DATA_DIR]        (default /tmp/rgw/data)
 # Env:   RGW_PORT (7480)  S3_ACCESS_KEY (testkey)  S3_SECRET_KEY (testsecret)
-#        MEMSTORE_BYTES (2147483648)  SKIP_APT=1 (do not touch apt at all)
+#        MEMSTORE_BYTES (4294967296)  SKIP_APT=1 (do not touch apt at all)
 #        WITH_MGR=1 (also start a ceph-mgr; not needed for S3)
 #
 # Every daemon is started in the foreground (-f) in the background of this
@@ -21,7 +21,7 @@ DIR="${1:-/tmp/rgw/data}"
 RGW_PORT="${RGW_PORT:-7480}"
 S3_ACCESS_KEY="${S3_ACCESS_KEY:-testkey}"
 S3_SECRET_KEY="${S3_SECRET_KEY:-testsecret}"
-MEMSTORE_BYTES="${MEMSTORE_BYTES:-2147483648}"
+MEMSTORE_BYTES="${MEMSTORE_BYTES:-4294967296}"
 MON_NAME=a
 OSD_ID=0
 RGW_ID=r
@@ -120,6 +120,11 @@ mgr data = $DIR/mgr
 [client.rgw.$RGW_ID]
 rgw frontends = beast endpoint=127.0.0.1:$RGW_PORT tcp_nodelay=1
 rgw data = $DIR/rgw
+# Every append rewrites or copies its object; collect the old copies within
+# seconds (the default waits 2 h), so that the in-memory OSD does not fill up.
+rgw gc obj min wait = 5
+rgw gc processor period = 5
+rgw gc processor max time = 5
 EOF
 
 start_daemon() { # name binary args...

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_example.hpp"
 #include "training_output/curl_s3_sink.hpp"
 #include "training_output/training_output.hpp"
 
@@ -64,18 +65,6 @@ private:
     to::CurlS3Sink& s_;
 };
 
-// A realistic ~1.6 KB example: narrative ~1.2 KB plus metadata.
-std::string narrative(const std::string& who, int i) {
-    std::string n = "Blood glucose data for " + who + " example " + std::to_string(i) +
-                    " shows 450 readings over a 30-day period with a mean of 142.3 mg/dL (estimated A1c 6.6%). ";
-    while (n.size() < 1200) {
-        n += "Time in range was 71% with post-dinner peaks averaging 212 mg/dL and three nocturnal lows. ";
-    }
-    return n;
-}
-
-const char* kMessage = R"({"record_type":"BloodGlucoseRecord","user_id":"user-1042","correlation_id":"c-7f3a-0001","bucket":"health-data","key":"raw/BloodGlucoseRecord/2025/11/18/user-1042.avro"})";
-const char* kResult = R"({"quality_score":0.95,"record_count":450,"processing_time_seconds":2.3,"clinical_insights":{"control_status":"fair","hypoglycemic_events":3,"hyperglycemic_events":45},"processing_timestamp":"2025-11-18T10:30:00Z"})";
 const std::string kKey = "training/metabolic_diabetes/2025/11/health_journal_2025_11.jsonl";
 
 to::S3SinkOptions sink_options(const std::string& bucket) {
@@ -131,7 +120,7 @@ int main(int argc, char** argv) {
         for (int r = 0; r < rounds; ++r) {
             auto before = sink.stats();
             auto bytes_before = writer.stats().bytes_appended;
-            for (int i = 0; i < 1000; ++i) writer.generate(narrative("round" + std::to_string(r), i), kMessage, kResult);
+            for (int i = 0; i < 1000; ++i) writer.generate(bench::narrative("round" + std::to_string(r), i), bench::kMessage, bench::kResult);
             writer.flush();
             auto after = sink.stats();
             appended += writer.stats().bytes_appended - bytes_before;
@@ -160,7 +149,7 @@ int main(int argc, char** argv) {
                     to::TrainingOutput writer(
                         to::Config::from_json(writer_config(bucket, dir + "/w" + std::to_string(w))));
                     for (int i = 0; i < per_writer; ++i) {
-                        writer.generate(narrative("writer" + std::to_string(w), i), kMessage, kResult);
+                        writer.generate(bench::narrative("writer" + std::to_string(w), i), bench::kMessage, bench::kResult);
                     }
                     writer.flush();
                     writer.close();

@@ -73,7 +73,7 @@ TEST_CASE("RGW: the gateway stops for 30 s mid-run: no call fails and every line
     tdo_test::TempDir dir;
     const std::string config = writer_config(
         rgw(), bucket, dir.path(),
-        ",\"flush_interval_ms\":200,\"s3_connect_timeout_ms\":1000,\"s3_request_timeout_ms\":3000,"
+        ",\"flush_interval_ms\":1000,\"s3_connect_timeout_ms\":1000,\"s3_request_timeout_ms\":3000,"
         "\"flush_timeout_ms\":120000");
     CrashRun run;
     run.workers = 4;

@@ -1,5 +1,8 @@
 #include <catch2/catch.hpp>
 
+#include <random>
+
+#include "common/json.hpp"
 #include "test_util.hpp"
 #include "training_output/error.hpp"
 #include "training_output/formatter.hpp"
@@ -295,4 +298,33 @@ TEST_CASE("UTF-8 validation and trimming", "[unit][format]") {
     CHECK(trim_whitespace("  a b \n") == "a b");
     CHECK(trim_whitespace("\xE3\x80\x80x\xC2\xA0") == "x");
     CHECK(trim_whitespace("\xC3\xA9") == "\xC3\xA9");
+}
+
+TEST_CASE("append_quoted writes what RapidJSON's Writer writes, byte for byte", "[unit][format]") {
+    auto rapid = [](std::string_view s) {
+        rapidjson::StringBuffer b;
+        rapidjson::Writer<rapidjson::StringBuffer> w(b);
+        w.String(s.data(), static_cast<rapidjson::SizeType>(s.size()));
+        return std::string(b.GetString(), b.GetSize());
+    };
+    auto mine = [](std::string_view s) {
+        std::string out = "prefix";
+        training_output::json::append_quoted(out, s);
+        return out.substr(6);
+    };
+    // Every byte, alone and at every position of an 8-byte word.
+    for (int c = 0; c < 256; ++c) {
+        for (std::size_t at = 0; at < 17; ++at) {
+            std::string s(17, 'a');
+            s[at] = static_cast<char>(c);
+            REQUIRE(mine(s) == rapid(s));
+        }
+    }
+    std::mt19937 gen(42);
+    const char alphabet[] = "ab \"\\\n\t\x01\x1f\x7f/\xc3\xa9";
+    for (int i = 0; i < 2000; ++i) {
+        std::string s(gen() % 80, ' ');
+        for (auto& ch : s) ch = alphabet[gen() % (sizeof alphabet - 1)];
+        REQUIRE(mine(s) == rapid(s));
+    }
 }
