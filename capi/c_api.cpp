@@ -116,6 +116,9 @@ void tdo_writer_close(tdo_writer* writer) {
     if (!writer) return;
     try {
         writer->impl->close();
+    } catch (const training_output::Error& e) {
+        // Lines that are not delivered stay in the spool for the next writer.
+        fail(static_cast<int>(e.code()), e.what());
     } catch (const std::exception& e) {
         fail(TDO_E_STORAGE, e.what());
     } catch (...) {
