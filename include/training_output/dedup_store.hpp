@@ -4,7 +4,8 @@
 // claim -> release (writing failed; a retry may claim it again). Of two
 // writers claiming one key at once, exactly one gets `true`. A claim that is
 // neither committed nor released expires after its TTL, so that content whose
-// line was lost is not blocked forever.
+// line was lost is not blocked forever. Every store is safe to use from many
+// threads at once.
 #pragma once
 
 #include <chrono>
@@ -23,6 +24,17 @@ public:
     // False: the key is committed, or claimed by someone else and not expired.
     // Throws Error(DedupStore) when the store cannot answer.
     virtual bool claim(const std::string& key, std::chrono::seconds claim_ttl) = 0;
+
+    // claim() for several keys at once (one round trip or transaction where
+    // the store allows): result[i] is what claim(keys[i]) would have returned,
+    // in order, so a key given twice is won at most once. When it throws, the
+    // keys it may have claimed expire after `claim_ttl`.
+    virtual std::vector<bool> claim_batch(const std::vector<std::string>& keys, std::chrono::seconds claim_ttl) {
+        std::vector<bool> won;
+        won.reserve(keys.size());
+        for (const auto& key : keys) won.push_back(claim(key, claim_ttl));
+        return won;
+    }
 
     // Marks the keys as written: permanent, or for `ttl` when it is positive.
     // Works whether or not this writer's claim still exists.

@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 #include <thread>
 
+#include "dedup_conformance.hpp"
 #include "test_util.hpp"
 #include "training_output/deduplicator.hpp"
 #include "training_output/error.hpp"
@@ -20,52 +21,26 @@ std::unique_ptr<DedupStore> make_store(const std::string& kind, const tdo_test::
 
 }  // namespace
 
-TEST_CASE("dedup stores: claim, commit, release, expiry", "[unit][dedup]") {
+TEST_CASE("dedup stores: claim, commit, release, expiry, batches", "[unit][dedup]") {
     auto kind = GENERATE(std::string("memory"), std::string("sqlite"));
     tdo_test::TempDir dir;
     auto store = make_store(kind, dir);
     INFO(kind);
     CHECK(store->kind() == kind);
-
-    CHECK(store->claim("training:a", 60s));
-    CHECK_FALSE(store->claim("training:a", 60s));  // claimed by someone (us): duplicate
-    store->commit({"training:a"}, 0s);
-    CHECK_FALSE(store->claim("training:a", 60s));  // committed
-    store->release("training:a");                  // a committed key is never released
-    CHECK_FALSE(store->claim("training:a", 60s));
-
-    CHECK(store->claim("training:b", 60s));
-    store->release("training:b");
-    CHECK(store->claim("training:b", 60s));  // released: claimable again
-
-    // A claim with no time left has expired: the content is not blocked forever.
-    CHECK(store->claim("training:c", 0s));
-    CHECK(store->claim("training:c", 60s));
-    CHECK_FALSE(store->claim("training:c", 60s));
-
-    // Committed with a TTL: claimable again once it is over.
-    store->commit({"training:d"}, 0s);
-    CHECK_FALSE(store->claim("training:d", 60s));
-    CHECK(store->claim("training:e", 60s));
-    store->commit({"training:e", "training:f"}, 1s);
-    CHECK_FALSE(store->claim("training:f", 60s));
+    tdo_test::check_dedup_conformance(*store, "training");
 }
 
-TEST_CASE("sqlite dedup persists across a reopen", "[unit][dedup]") {
+TEST_CASE("sqlite dedup: two writers on one file, and a reopen", "[unit][dedup]") {
     tdo_test::TempDir dir;
     {
-        auto store = make_store("sqlite", dir);
-        CHECK(store->claim("training:x", 60s));
-        store->commit({"training:x"}, 0s);
-        CHECK(store->claim("training:pending", 3600s));
+        auto a = make_store("sqlite", dir);
+        auto b = make_store("sqlite", dir);
+        tdo_test::check_dedup_two_writers(*a, *b, "training");
     }
     auto store = make_store("sqlite", dir);
-    CHECK_FALSE(store->claim("training:x", 60s));
-    CHECK_FALSE(store->claim("training:pending", 60s));  // a live claim of another writer
-    CHECK(store->claim("training:y", 60s));
-    // Release only drops this writer's own claims.
-    store->release("training:pending");
-    CHECK_FALSE(store->claim("training:pending", 60s));
+    CHECK_FALSE(store->claim("training:x", 60s));        // committed before the reopen
+    CHECK_FALSE(store->claim("training:pending", 60s));  // a live claim of an earlier writer
+    CHECK(store->claim("training:z", 60s));
 }
 
 TEST_CASE("sqlite dedup store reports what it cannot open", "[unit][dedup]") {
@@ -86,21 +61,8 @@ TEST_CASE("8 threads claiming the same keys: exactly one wins each", "[unit][ded
     auto kind = GENERATE(std::string("memory"), std::string("sqlite"));
     tdo_test::TempDir dir;
     auto store = make_store(kind, dir);
-    constexpr int kKeys = 200;
-    std::vector<std::atomic<int>> wins(kKeys);
-    std::vector<std::thread> threads;
-    for (int t = 0; t < 8; ++t) {
-        threads.emplace_back([&] {
-            for (int k = 0; k < kKeys; ++k) {
-                if (store->claim("training:k" + std::to_string(k), 60s)) wins[k]++;
-            }
-        });
-    }
-    for (auto& t : threads) t.join();
-    for (int k = 0; k < kKeys; ++k) {
-        INFO(k);
-        CHECK(wins[k] == 1);
-    }
+    INFO(kind);
+    tdo_test::check_dedup_threads(*store, "training");
 }
 
 TEST_CASE("several processes claiming through one sqlite file: exactly one wins each", "[unit][dedup][concurrency]") {
@@ -165,4 +127,22 @@ TEST_CASE("the deduplicator fails open when its store breaks", "[unit][dedup]") 
     CHECK(dedup.claim(dedup.key_for(h)) == ClaimOutcome::FailedOpen);
     dedup.commit({dedup.key_for(h)});  // counted, not thrown
     CHECK(dedup.store_errors() == 3);
+}
+
+TEST_CASE("the deduplicator claims batches and fails open for all of a batch", "[unit][dedup]") {
+    tdo_test::TempDir dir;
+    const std::string path = dir / "dedup.sqlite3";
+    Logger logger(LogLevel::Off);
+    TrainingDeduplicator dedup(make_sqlite_dedup_store(SqliteStoreOptions{path, 100ms}), DeduplicatorOptions{}, &logger);
+    CHECK(dedup.claim_batch({}).empty());
+    CHECK(dedup.claim("training:a") == ClaimOutcome::Claimed);
+    CHECK(dedup.claim_batch({"training:a", "training:b", "training:b"}) ==
+          std::vector<ClaimOutcome>{ClaimOutcome::Duplicate, ClaimOutcome::Claimed, ClaimOutcome::Duplicate});
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
+    REQUIRE(sqlite3_exec(db, "DROP TABLE dedup", nullptr, nullptr, nullptr) == SQLITE_OK);
+    sqlite3_close(db);
+    CHECK(dedup.claim_batch({"training:c", "training:d"}) ==
+          std::vector<ClaimOutcome>{ClaimOutcome::FailedOpen, ClaimOutcome::FailedOpen});
+    CHECK(dedup.store_errors() == 1);
 }
