@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Builds the benchmarks (Release) and runs them; numbers go to docs/benchmarks.md.
 #   scripts/bench.sh s3 [EXAMPLES_PER_WRITER] [ROUNDS]   end to end against Ceph RGW it starts on loopback
+#   scripts/bench.sh redis [CLAIMS] [THREADS]            the Redis dedup store against a redis-server it
+#                                                        starts on loopback, then redis-benchmark's SET
+#                                                        on the same server as the ceiling
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what="${1:-s3}"
@@ -14,6 +17,25 @@ case "$what" in
     SKIP_APT=1 scripts/services/rgw-start.sh "$dir" >/dev/null
     trap 'scripts/services/rgw-stop.sh "$dir" --wipe >/dev/null' EXIT
     TDO_BENCH_ENDPOINT=http://127.0.0.1:${RGW_PORT:-7480} build/bench/tests/bench/tdo_bench_s3 "$@" ;;
+  redis)
+    dir="$PWD/build/bench/redis"
+    port="${REDIS_PORT:-6391}"
+    export REDIS_PASSWORD="${REDIS_PASSWORD:-tdo-bench-secret}"
+    scripts/services/redis.sh start "$dir" "$port" >/dev/null
+    trap 'scripts/services/redis.sh stop "$dir" >/dev/null' EXIT
+    TDO_BENCH_REDIS_URL="redis://:$REDIS_PASSWORD@127.0.0.1:$port/0" build/bench/tests/bench/tdo_bench_redis "$@"
+    claims="${1:-100000}"
+    # The same command as a claim, on keys of the same length (83 bytes), from redis-benchmark's
+    # event loop: what the server and the loopback allow.
+    key="bench-$(printf 'f%.0s' $(seq 1 64)):__rand_int__"
+    echo "redis-benchmark, SET <83-byte key> <token> NX EX 86400 on the same server (the ceiling):"
+    for args in "-c 1" "-c 1 -P 10" "-c 1 -P 100" "-c 1 -P 1000" "-c ${2:-4}"; do
+      printf '  %-14s ' "$args"
+      # shellcheck disable=SC2086
+      redis-benchmark -h 127.0.0.1 -p "$port" -a "$REDIS_PASSWORD" -r 1000000000 -n "$claims" $args -q \
+          SET "$key" 0123456789abcdef0123456789abcdef NX EX 86400 2>/dev/null \
+        | tr '\r' '\n' | grep -E 'requests per second' | tail -1 | sed 's/^.*: \([0-9.]* requests\)/\1/'
+    done ;;
   *)
     "build/bench/tests/bench/tdo_bench_$what" "$@" ;;
 esac

@@ -206,7 +206,7 @@ public:
     bool claim(const std::string& key, std::chrono::seconds claim_ttl) override {
         return call("claim", [&](Connection& c, Clock::time_point deadline) {
             std::string cmd;
-            append_claim(cmd, key, claim_ttl);
+            append_claim(cmd, key, claim_ttl, std::to_string(claim_ttl.count()));
             auto replies = c.exchange(cmd, 1, deadline);
             return claim_won(*replies[0], claim_ttl);
         });
@@ -217,7 +217,8 @@ public:
         return call("claim_batch", [&](Connection& c, Clock::time_point deadline) {
             std::string cmds;
             cmds.reserve(keys.size() * (keys.front().size() + token_.size() + 64));
-            for (const auto& key : keys) append_claim(cmds, key, claim_ttl);
+            const std::string seconds = std::to_string(claim_ttl.count());
+            for (const auto& key : keys) append_claim(cmds, key, claim_ttl, seconds);
             auto replies = c.exchange(cmds, keys.size(), deadline);
             std::vector<bool> won;
             won.reserve(keys.size());
@@ -255,10 +256,12 @@ public:
 private:
     std::string prefix() const { return "redis dedup store " + display_ + ": "; }
 
-    void append_claim(std::string& out, const std::string& key, std::chrono::seconds ttl) const {
+    // `seconds`: the TTL in decimal, formatted once per batch.
+    void append_claim(std::string& out, const std::string& key, std::chrono::seconds ttl,
+                      const std::string& seconds) const {
         // A claim with no time left would expire at once: it only asks whether the key is free.
         if (ttl.count() <= 0) append_command(out, {"EXISTS", key});
-        else append_command(out, {"SET", key, token_, "NX", "EX", std::to_string(ttl.count())});
+        else append_command(out, {"SET", key, token_, "NX", "EX", seconds});
     }
 
     static bool claim_won(const redisReply& r, std::chrono::seconds ttl) {
