@@ -295,8 +295,11 @@ private:
             throw Error(ErrorCode::DedupStore, prefix() + what + ": " + scrub(e.what()));
         } catch (const ConnectionError& e) {
             const std::string why = e.what();
-            drop(std::move(conn), why, what);
+            drop(std::move(conn), &why, what);
             throw Error(ErrorCode::DedupStore, prefix() + what + " failed: " + why);
+        } catch (...) {
+            drop(std::move(conn), nullptr, what);  // out of memory: its state is unknown
+            throw;
         }
     }
 
@@ -322,6 +325,11 @@ private:
                     available_.notify_one();
                     if (epoch == epoch_) start_outage(e.what(), what, lock);
                     throw Error(ErrorCode::DedupStore, prefix() + what + " failed: " + e.what());
+                } catch (...) {
+                    lock.lock();
+                    --open_;
+                    available_.notify_one();
+                    throw;
                 }
             }
             if (available_.wait_until(lock, deadline) == std::cv_status::timeout && idle_.empty() && !down_ &&
@@ -355,6 +363,10 @@ private:
             conn = connect(deadline, epoch);
         } catch (const ConnectionError& e) {
             why = e.what();
+        } catch (...) {
+            lock.lock();
+            probing_ = false;
+            throw;
         }
         lock.lock();
         probing_ = false;
@@ -388,13 +400,15 @@ private:
         available_.notify_one();
     }
 
-    void drop(std::unique_ptr<Connection> conn, const std::string& why, const char* what) {
+    // Closes a connection that failed (`why`: a connection failure, which
+    // may start an outage) or whose state is unknown (`why` null).
+    void drop(std::unique_ptr<Connection> conn, const std::string* why, const char* what) {
         std::unique_lock<std::mutex> lock(mutex_);
         --open_;
         const bool current = conn->epoch == epoch_ && !down_;
         conn.reset();
         available_.notify_one();
-        if (current) start_outage(why, what, lock);
+        if (why && current) start_outage(*why, what, lock);
     }
 
     // The first failure of an up period: drop idle connections (they lead to
