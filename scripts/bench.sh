@@ -4,6 +4,9 @@
 #   scripts/bench.sh spool [LATENCY_CALLS] [THROUGHPUT_CALLS]
 #       generate() latency with RGW healthy and with S3 down; single-thread
 #       throughput through the C++ API, the C ABI and ctypes
+#   scripts/bench.sh redis [CLAIMS] [THREADS]            the Redis dedup store against a redis-server it
+#                                                        starts on loopback, then redis-benchmark's SET
+#                                                        on the same server as the ceiling
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what="${1:-s3}"
@@ -25,6 +28,25 @@ case "$what" in
     trap 'scripts/services/rgw-stop.sh "$dir" --wipe >/dev/null' EXIT
     TDO_BENCH_ENDPOINT=http://127.0.0.1:${RGW_PORT:-7480} build/bench/tests/bench/tdo_bench_spool "$@"
     TDO_LIBRARY="$(ls build/bench/libtraining_output_c.so* | head -n1)" python3 tests/bench/bench_ctypes.py "${2:-100000}" ;;
+  redis)
+    dir="$PWD/build/bench/redis"
+    port="${REDIS_PORT:-6391}"
+    export REDIS_PASSWORD="${REDIS_PASSWORD:-tdo-bench-secret}"
+    scripts/services/redis.sh start "$dir" "$port" >/dev/null
+    trap 'scripts/services/redis.sh stop "$dir" >/dev/null' EXIT
+    TDO_BENCH_REDIS_URL="redis://:$REDIS_PASSWORD@127.0.0.1:$port/0" build/bench/tests/bench/tdo_bench_redis "$@"
+    claims="${1:-100000}"
+    # The same command as a claim, on keys of the same length (83 bytes), from redis-benchmark's
+    # event loop: what the server and the loopback allow.
+    key="bench-$(printf 'f%.0s' $(seq 1 64)):__rand_int__"
+    echo "redis-benchmark, SET <83-byte key> <token> NX EX 86400 on the same server (the ceiling):"
+    for args in "-c 1" "-c 1 -P 10" "-c 1 -P 100" "-c 1 -P 1000" "-c ${2:-4}"; do
+      printf '  %-14s ' "$args"
+      # shellcheck disable=SC2086
+      redis-benchmark -h 127.0.0.1 -p "$port" -a "$REDIS_PASSWORD" -r 1000000000 -n "$claims" $args -q \
+          SET "$key" 0123456789abcdef0123456789abcdef NX EX 86400 2>/dev/null \
+        | tr '\r' '\n' | grep -E 'requests per second' | tail -1 | sed 's/^.*: \([0-9.]* requests\)/\1/'
+    done ;;
   *)
     "build/bench/tests/bench/tdo_bench_$what" "$@" ;;
 esac

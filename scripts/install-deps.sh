@@ -4,9 +4,11 @@
 set -euo pipefail
 what="${1:-build}"
 
-pkgs=(build-essential cmake pkg-config libcurl4-openssl-dev libssl-dev libsqlite3-dev rapidjson-dev)
+pkgs=(build-essential cmake pkg-config libcurl4-openssl-dev libssl-dev libsqlite3-dev libhiredis-dev rapidjson-dev)
 if [ "$what" = test ]; then
   pkgs+=(catch2 python3 python3-pandas python3-botocore)
+  # A real Redis for the Redis dedup store's tests (redis-cli comes with redis-tools).
+  pkgs+=(redis-server redis-tools)
   # Ceph RGW, the S3 server that checks signatures and conditional writes.
   pkgs+=(ceph-mon ceph-osd radosgw ceph-common ceph-base uuid-runtime curl)
   # node and npm (DuckDB for the interop tests): any installed ones will do.

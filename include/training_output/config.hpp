@@ -24,12 +24,15 @@ struct Config {
     std::string output_dir = "./training-data";
 
     // Dedup.
-    std::string dedup_store = "sqlite";  // sqlite | memory
+    std::string dedup_store;             // sqlite | memory | redis; empty: redis if redis_url is set, else sqlite
     std::string dedup_db_path;           // default <output_dir>/.dedup.sqlite3
     std::string dedup_namespace = "training";
     std::int64_t dedup_claim_ttl_seconds = 86400;  // a claim whose line never lands expires
     std::int64_t dedup_ttl_seconds = 0;            // committed entries: 0 = forever
     std::int64_t dedup_busy_timeout_ms = 5000;     // SQLite: wait for other processes' locks
+    std::string redis_url;                   // redis://[[user]:password@]host[:port][/db], unix:///path[?db=N]
+    std::int64_t redis_timeout_ms = 500;     // bounds each dedup call: connect, wait for a connection, command
+    std::int64_t redis_pool_size = 8;        // connections per writer
 
     // Object store (S3 / MinIO): used when s3_endpoint_url is set. Credentials
     // and region fall back to AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,

@@ -36,6 +36,9 @@ public:
     std::string key_for(const Sha256& hash) const;
 
     ClaimOutcome claim(const std::string& key);
+    // claim() for many keys in one store call (pipelined on Redis); when the
+    // store fails, every outcome is FailedOpen.
+    std::vector<ClaimOutcome> claim_batch(const std::vector<std::string>& keys);
     // Store errors are counted and logged, never thrown: the line is written.
     void commit(const std::vector<std::string>& keys);
     void release(const std::string& key);

@@ -9,6 +9,7 @@
 #include <variant>
 
 #include "common/json.hpp"
+#include "dedup/redis_url.hpp"
 #include "training_output/error.hpp"
 
 namespace training_output {
@@ -38,6 +39,9 @@ const Key kKeys[] = {
     {"dedup_claim_ttl_seconds", &Config::dedup_claim_ttl_seconds, 1},
     {"dedup_ttl_seconds", &Config::dedup_ttl_seconds, 0},
     {"dedup_busy_timeout_ms", &Config::dedup_busy_timeout_ms, 0},
+    {"redis_url", &Config::redis_url},
+    {"redis_timeout_ms", &Config::redis_timeout_ms, 1},
+    {"redis_pool_size", &Config::redis_pool_size, 1},
     {"s3_endpoint_url", &Config::s3_endpoint_url},
     {"s3_access_key", &Config::s3_access_key},
     {"s3_secret_key", &Config::s3_secret_key},
@@ -170,8 +174,14 @@ void Config::finalize() {
     while (!training_data_prefix.empty() && training_data_prefix.back() == '/') training_data_prefix.pop_back();
     while (!training_data_prefix.empty() && training_data_prefix.front() == '/') training_data_prefix.erase(0, 1);
     if (!training_data_prefix.empty()) check_key_prefix(training_data_prefix);
-    if (dedup_store != "sqlite" && dedup_store != "memory") {
-        throw config_error("dedup_store", "expected \"sqlite\" or \"memory\", got " + json::quote(dedup_store));
+    if (dedup_store.empty()) dedup_store = redis_url.empty() ? "sqlite" : "redis";
+    if (dedup_store != "sqlite" && dedup_store != "memory" && dedup_store != "redis") {
+        throw config_error("dedup_store",
+                           "expected \"sqlite\", \"memory\" or \"redis\", got " + json::quote(dedup_store));
+    }
+    if (dedup_store == "redis") {
+        if (redis_url.empty()) throw config_error("redis_url", "required when dedup_store is \"redis\"");
+        parse_redis_url(redis_url);  // throws naming the key, never quoting the URL
     }
     if (dedup_namespace.empty()) throw config_error("dedup_namespace", "must not be empty");
     for (unsigned char ch : dedup_namespace) {

@@ -29,6 +29,22 @@ ClaimOutcome TrainingDeduplicator::claim(const std::string& key) {
     }
 }
 
+std::vector<ClaimOutcome> TrainingDeduplicator::claim_batch(const std::vector<std::string>& keys) {
+    std::vector<ClaimOutcome> out;
+    if (keys.empty()) return out;
+    out.reserve(keys.size());
+    try {
+        for (bool won : store_->claim_batch(keys, options_.claim_ttl)) {
+            out.push_back(won ? ClaimOutcome::Claimed : ClaimOutcome::Duplicate);
+        }
+        on_store_success();
+    } catch (const std::exception& e) {
+        on_store_error("claim", e);
+        out.assign(keys.size(), ClaimOutcome::FailedOpen);
+    }
+    return out;
+}
+
 void TrainingDeduplicator::commit(const std::vector<std::string>& keys) {
     if (keys.empty()) return;
     try {

@@ -93,6 +93,32 @@ public:
         return sqlite3_changes(db_) == 1;
     }
 
+    // One transaction: one WAL commit for the whole batch.
+    std::vector<bool> claim_batch(const std::vector<std::string>& keys, std::chrono::seconds claim_ttl) override {
+        std::vector<bool> won;
+        if (keys.empty()) return won;
+        won.reserve(keys.size());
+        std::lock_guard<std::mutex> lock(mutex_);
+        step(begin_, "claim");
+        try {
+            auto now = unix_now();
+            sqlite3_stmt* s = claim_.get();
+            for (const auto& key : keys) {
+                bind_text(s, 1, key);
+                bind_text(s, 2, token_);
+                sqlite3_bind_int64(s, 3, now + claim_ttl.count());
+                sqlite3_bind_int64(s, 4, now);
+                step(claim_, "claim");
+                won.push_back(sqlite3_changes(db_) == 1);
+            }
+            step(end_, "claim");
+        } catch (...) {
+            rollback();
+            throw;
+        }
+        return won;
+    }
+
     void commit(const std::vector<std::string>& keys, std::chrono::seconds ttl) override {
         if (keys.empty()) return;
         std::lock_guard<std::mutex> lock(mutex_);
@@ -107,9 +133,7 @@ public:
             }
             step(end_, "commit");
         } catch (...) {
-            sqlite3_reset(rollback_.get());
-            sqlite3_step(rollback_.get());
-            sqlite3_reset(rollback_.get());
+            rollback();
             throw;
         }
     }
@@ -132,6 +156,12 @@ private:
         }
         if (db_) sqlite3_close(db_);
         db_ = nullptr;
+    }
+
+    void rollback() {
+        sqlite3_reset(rollback_.get());
+        sqlite3_step(rollback_.get());
+        sqlite3_reset(rollback_.get());
     }
 
     [[noreturn]] void fail(const char* what, int rc, const std::string& why = {}) {

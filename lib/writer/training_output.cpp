@@ -16,8 +16,16 @@
 namespace training_output {
 namespace {
 
-std::unique_ptr<DedupStore> open_store(const Config& c) {
+std::unique_ptr<DedupStore> open_store(const Config& c, const Logger& logger) {
     if (c.dedup_store == "memory") return make_memory_dedup_store();
+    if (c.dedup_store == "redis") {
+        RedisStoreOptions o;
+        o.url = c.redis_url;
+        o.timeout = std::chrono::milliseconds(c.redis_timeout_ms);
+        o.pool_size = static_cast<std::size_t>(c.redis_pool_size);
+        o.logger = &logger;
+        return make_redis_dedup_store(o);
+    }
     SqliteStoreOptions o;
     o.path = c.dedup_db_path;
     o.busy_timeout = std::chrono::milliseconds(c.dedup_busy_timeout_ms);
@@ -89,7 +97,7 @@ struct TrainingOutput::Impl {
             return;  // no I/O at all
         }
         sink = components.sink ? std::move(components.sink) : open_sink(config, logger);
-        auto store = components.dedup_store ? std::move(components.dedup_store) : open_store(config);
+        auto store = components.dedup_store ? std::move(components.dedup_store) : open_store(config, logger);
         DeduplicatorOptions d;
         d.key_namespace = config.dedup_namespace;
         d.claim_ttl = std::chrono::seconds(config.dedup_claim_ttl_seconds);

@@ -112,6 +112,40 @@ TEST_CASE("configuration from the environment", "[unit][config]") {
     CHECK_THAT(error_of([] { Config::from_environment(); }), Catch::Contains("ETL_DEDUP_CLAIM_TTL_SECONDS"));
 }
 
+TEST_CASE("configuration of the Redis dedup store", "[unit][config][redis]") {
+    Config c = Config::from_json(R"({"redis_url": "redis://:pw@10.0.0.5:6380/1"})");
+    CHECK(c.dedup_store == "redis");  // a Redis URL selects Redis ...
+    CHECK(c.redis_timeout_ms == 500);
+    CHECK(c.redis_pool_size == 8);
+    c = Config::from_json(R"({"redis_url": "redis://10.0.0.5", "dedup_store": "sqlite"})");
+    CHECK(c.dedup_store == "sqlite");  // ... unless another store is named
+    c = Config::from_json(R"({"dedup_store": "redis", "redis_url": "unix:///run/redis.sock?db=2",
+        "redis_timeout_ms": 50, "redis_pool_size": 2, "dedup_ttl_seconds": 2592000})");
+    CHECK(c.dedup_store == "redis");
+    CHECK(c.redis_timeout_ms == 50);
+    CHECK(c.redis_pool_size == 2);
+    CHECK(c.dedup_ttl_seconds == 2592000);
+
+    CHECK_THAT(error_of([] { Config::from_json(R"({"dedup_store": "redis"})"); }),
+               Catch::Contains("\"redis_url\"") && Catch::Contains("required"));
+    std::string e = error_of([] { Config::from_json(R"({"dedup_store": "redis", "redis_url": "rediss://:hunter2x@h"})"); });
+    CHECK_THAT(e, Catch::Contains("\"redis_url\"") && !Catch::Contains("hunter2x"));
+    CHECK_THAT(error_of([] { Config::from_json(R"({"redis_timeout_ms": 0})"); }), Catch::Contains("redis_timeout_ms"));
+    CHECK_THAT(error_of([] { Config::from_json(R"({"redis_pool_size": 0})"); }), Catch::Contains("redis_pool_size"));
+
+    EnvGuard env;
+    env.set("ETL_REDIS_URL", "redis://writer:pw@redis.internal:6379/0");
+    env.set("ETL_REDIS_TIMEOUT_MS", "250");
+    c = Config::from_environment();
+    CHECK(c.dedup_store == "redis");
+    CHECK(c.redis_url == "redis://writer:pw@redis.internal:6379/0");
+    CHECK(c.redis_timeout_ms == 250);
+    env.set("ETL_DEDUP_STORE", "redis");
+    env.set("ETL_REDIS_URL", "redis://writer@redis.internal");
+    e = error_of([] { Config::from_environment(); });
+    CHECK_THAT(e, Catch::Contains("redis_url") && !Catch::Contains("writer@"));
+}
+
 TEST_CASE("every key is documented in the README", "[unit][config]") {
     std::ifstream in(TDO_SOURCE_DIR "/README.md");
     std::stringstream ss;

@@ -1,9 +1,15 @@
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sqlite3.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <thread>
 
+#include "dedup/redis_url.hpp"
+#include "dedup_conformance.hpp"
 #include "test_util.hpp"
 #include "training_output/deduplicator.hpp"
 #include "training_output/error.hpp"
@@ -20,52 +26,26 @@ std::unique_ptr<DedupStore> make_store(const std::string& kind, const tdo_test::
 
 }  // namespace
 
-TEST_CASE("dedup stores: claim, commit, release, expiry", "[unit][dedup]") {
+TEST_CASE("dedup stores: claim, commit, release, expiry, batches", "[unit][dedup]") {
     auto kind = GENERATE(std::string("memory"), std::string("sqlite"));
     tdo_test::TempDir dir;
     auto store = make_store(kind, dir);
     INFO(kind);
     CHECK(store->kind() == kind);
-
-    CHECK(store->claim("training:a", 60s));
-    CHECK_FALSE(store->claim("training:a", 60s));  // claimed by someone (us): duplicate
-    store->commit({"training:a"}, 0s);
-    CHECK_FALSE(store->claim("training:a", 60s));  // committed
-    store->release("training:a");                  // a committed key is never released
-    CHECK_FALSE(store->claim("training:a", 60s));
-
-    CHECK(store->claim("training:b", 60s));
-    store->release("training:b");
-    CHECK(store->claim("training:b", 60s));  // released: claimable again
-
-    // A claim with no time left has expired: the content is not blocked forever.
-    CHECK(store->claim("training:c", 0s));
-    CHECK(store->claim("training:c", 60s));
-    CHECK_FALSE(store->claim("training:c", 60s));
-
-    // Committed with a TTL: claimable again once it is over.
-    store->commit({"training:d"}, 0s);
-    CHECK_FALSE(store->claim("training:d", 60s));
-    CHECK(store->claim("training:e", 60s));
-    store->commit({"training:e", "training:f"}, 1s);
-    CHECK_FALSE(store->claim("training:f", 60s));
+    tdo_test::check_dedup_conformance(*store, "training");
 }
 
-TEST_CASE("sqlite dedup persists across a reopen", "[unit][dedup]") {
+TEST_CASE("sqlite dedup: two writers on one file, and a reopen", "[unit][dedup]") {
     tdo_test::TempDir dir;
     {
-        auto store = make_store("sqlite", dir);
-        CHECK(store->claim("training:x", 60s));
-        store->commit({"training:x"}, 0s);
-        CHECK(store->claim("training:pending", 3600s));
+        auto a = make_store("sqlite", dir);
+        auto b = make_store("sqlite", dir);
+        tdo_test::check_dedup_two_writers(*a, *b, "training");
     }
     auto store = make_store("sqlite", dir);
-    CHECK_FALSE(store->claim("training:x", 60s));
-    CHECK_FALSE(store->claim("training:pending", 60s));  // a live claim of another writer
-    CHECK(store->claim("training:y", 60s));
-    // Release only drops this writer's own claims.
-    store->release("training:pending");
-    CHECK_FALSE(store->claim("training:pending", 60s));
+    CHECK_FALSE(store->claim("training:x", 60s));        // committed before the reopen
+    CHECK_FALSE(store->claim("training:pending", 60s));  // a live claim of an earlier writer
+    CHECK(store->claim("training:z", 60s));
 }
 
 TEST_CASE("sqlite dedup store reports what it cannot open", "[unit][dedup]") {
@@ -86,21 +66,8 @@ TEST_CASE("8 threads claiming the same keys: exactly one wins each", "[unit][ded
     auto kind = GENERATE(std::string("memory"), std::string("sqlite"));
     tdo_test::TempDir dir;
     auto store = make_store(kind, dir);
-    constexpr int kKeys = 200;
-    std::vector<std::atomic<int>> wins(kKeys);
-    std::vector<std::thread> threads;
-    for (int t = 0; t < 8; ++t) {
-        threads.emplace_back([&] {
-            for (int k = 0; k < kKeys; ++k) {
-                if (store->claim("training:k" + std::to_string(k), 60s)) wins[k]++;
-            }
-        });
-    }
-    for (auto& t : threads) t.join();
-    for (int k = 0; k < kKeys; ++k) {
-        INFO(k);
-        CHECK(wins[k] == 1);
-    }
+    INFO(kind);
+    tdo_test::check_dedup_threads(*store, "training");
 }
 
 TEST_CASE("several processes claiming through one sqlite file: exactly one wins each", "[unit][dedup][concurrency]") {
@@ -165,4 +132,153 @@ TEST_CASE("the deduplicator fails open when its store breaks", "[unit][dedup]") 
     CHECK(dedup.claim(dedup.key_for(h)) == ClaimOutcome::FailedOpen);
     dedup.commit({dedup.key_for(h)});  // counted, not thrown
     CHECK(dedup.store_errors() == 3);
+}
+
+TEST_CASE("the deduplicator claims batches and fails open for all of a batch", "[unit][dedup]") {
+    tdo_test::TempDir dir;
+    const std::string path = dir / "dedup.sqlite3";
+    Logger logger(LogLevel::Off);
+    TrainingDeduplicator dedup(make_sqlite_dedup_store(SqliteStoreOptions{path, 100ms}), DeduplicatorOptions{}, &logger);
+    CHECK(dedup.claim_batch({}).empty());
+    CHECK(dedup.claim("training:a") == ClaimOutcome::Claimed);
+    CHECK(dedup.claim_batch({"training:a", "training:b", "training:b"}) ==
+          std::vector<ClaimOutcome>{ClaimOutcome::Duplicate, ClaimOutcome::Claimed, ClaimOutcome::Duplicate});
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
+    REQUIRE(sqlite3_exec(db, "DROP TABLE dedup", nullptr, nullptr, nullptr) == SQLITE_OK);
+    sqlite3_close(db);
+    CHECK(dedup.claim_batch({"training:c", "training:d"}) ==
+          std::vector<ClaimOutcome>{ClaimOutcome::FailedOpen, ClaimOutcome::FailedOpen});
+    CHECK(dedup.store_errors() == 1);
+}
+
+TEST_CASE("redis_url: the forms it accepts", "[unit][dedup][redis]") {
+    RedisUrl u = parse_redis_url("redis://localhost");
+    CHECK_FALSE(u.unix_socket);
+    CHECK(u.host == "localhost");
+    CHECK(u.port == 6379);
+    CHECK(u.db == 0);
+    CHECK(u.user.empty());
+    CHECK(u.password.empty());
+    CHECK(u.redacted() == "redis://localhost:6379/0");
+
+    u = parse_redis_url("redis://:s3cret@10.0.0.5:6380/2");
+    CHECK(u.host == "10.0.0.5");
+    CHECK(u.port == 6380);
+    CHECK(u.db == 2);
+    CHECK(u.user.empty());
+    CHECK(u.password == "s3cret");
+    CHECK(u.redacted() == "redis://:***@10.0.0.5:6380/2");
+
+    // An ACL user; a password with '@', '/', ':' and '?', raw or percent-encoded.
+    u = parse_redis_url("redis://writer:p@ss/w:rd?x@redis.internal:7000/");
+    CHECK(u.user == "writer");
+    CHECK(u.password == "p@ss/w:rd?x");
+    CHECK(u.host == "redis.internal");
+    CHECK(u.port == 7000);
+    CHECK(u.db == 0);
+    CHECK(u.redacted() == "redis://writer:***@redis.internal:7000/0");
+    CHECK(parse_redis_url("redis://wri%74er:a%40b%25@h").password == "a@b%");
+    CHECK(parse_redis_url("redis://wri%74er:a%40b%25@h").user == "writer");
+
+    u = parse_redis_url("REDIS://[::1]:6390?db=4");
+    CHECK(u.host == "::1");
+    CHECK(u.port == 6390);
+    CHECK(u.db == 4);
+    CHECK(u.redacted() == "redis://[::1]:6390/4");
+
+    u = parse_redis_url("unix:///run/redis/redis.sock?db=3");
+    CHECK(u.unix_socket);
+    CHECK(u.path == "/run/redis/redis.sock");
+    CHECK(u.db == 3);
+    CHECK(u.redacted() == "unix:///run/redis/redis.sock?db=3");
+    u = parse_redis_url("unix://app:pw@/tmp/r.sock");
+    CHECK(u.user == "app");
+    CHECK(u.password == "pw");
+    CHECK(u.path == "/tmp/r.sock");
+    CHECK(u.redacted() == "unix://app:***@/tmp/r.sock?db=0");
+}
+
+TEST_CASE("redis_url: errors name the key and never show the password", "[unit][dedup][redis]") {
+    const char* bad[] = {
+        "localhost:6379",                   // no scheme
+        "http://hunter2x@localhost",        // wrong scheme
+        "rediss://:hunter2x@localhost",     // TLS
+        "redis://hunter2x@localhost",       // userinfo without ':'
+        "redis://user:@localhost",          // empty password
+        "redis://:hunter2x@",               // no host
+        "redis://:hunter2x@localhost:",     // empty port
+        "redis://:hunter2x@localhost:0",    // port out of range
+        "redis://:hunter2x@localhost:65536",
+        "redis://:hunter2x@localhost:6379/x",    // db not a number
+        "redis://:hunter2x@localhost/1?db=2",    // db twice
+        "redis://:hunter2x@localhost?password=y",  // unknown parameter
+        "redis://:hunter2x@localhost/0#frag",
+        "redis://:hunter2x@[::1",
+        "redis://:hunter2x%zz@localhost",   // bad percent-encoding
+        "redis://:hunter 2x@localhost",     // space
+        "unix://:hunter2x@relative.sock",
+    };
+    for (const char* url : bad) {
+        INFO(url);
+        try {
+            parse_redis_url(url);
+            FAIL("expected an error");
+        } catch (const Error& e) {
+            CHECK(e.code() == ErrorCode::Config);
+            CHECK_THAT(e.what(), Catch::Contains("\"redis_url\""));
+            CHECK_THAT(e.what(), !Catch::Contains("hunter"));
+        }
+    }
+}
+
+TEST_CASE("redis store: a server that cannot be reached at open is not an error", "[unit][dedup][redis]") {
+    // A port nobody listens on: bind one, then close it.
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), len) == 0);
+    REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+    ::close(fd);
+    const std::string url = "redis://:hunter2x@127.0.0.1:" + std::to_string(ntohs(addr.sin_port)) + "/0";
+
+    std::vector<std::string> events;
+    std::mutex m;
+    set_log_callback(
+        [&](LogLevel, std::string_view event, std::string_view json) {
+            std::lock_guard<std::mutex> lock(m);
+            events.push_back(std::string(event) + " " + std::string(json));
+        },
+        LogLevel::Debug);
+    Logger logger(LogLevel::Off);
+    RedisStoreOptions o;
+    o.url = url;
+    o.timeout = 200ms;
+    o.reconnect_base = 20ms;
+    o.logger = &logger;
+    auto store = make_redis_dedup_store(o);
+    CHECK(std::string(store->kind()) == "redis");
+    auto start = std::chrono::steady_clock::now();
+    for (int i = 0; i < 50; ++i) {
+        try {
+            store->claim("training:x", 60s);
+            FAIL("expected an error");
+        } catch (const Error& e) {
+            CHECK(e.code() == ErrorCode::DedupStore);
+            CHECK_THAT(e.what(), Catch::Contains("redis://:***@127.0.0.1"));
+            CHECK_THAT(e.what(), !Catch::Contains("hunter"));
+        }
+    }
+    CHECK(std::chrono::steady_clock::now() - start < 2s);
+    set_log_callback({}, LogLevel::Off);
+    int unavailable = 0;
+    for (const auto& e : events) {
+        INFO(e);
+        CHECK_THAT(e, !Catch::Contains("hunter"));
+        unavailable += e.rfind("training_output_dedup_store_unavailable ", 0) == 0;
+    }
+    CHECK(unavailable == 1);  // once per outage, not per call
 }

@@ -1,0 +1,543 @@
+// Redis dedup store over hiredis, for fleets of writers.
+//
+// claim   SET key <token> NX EX <claim_ttl>     (exactly one claimant sees OK)
+// commit  SET key 1 [EX <ttl>]                  (pipelined for a batch)
+// release EVAL: DEL key only if it still holds our token
+//
+// hiredis connects (TCP or unix socket, with a timeout), formats commands and
+// parses replies; the socket I/O is ours, non-blocking with poll(), so that
+// each call keeps to its deadline and a closed connection never raises
+// SIGPIPE in the host (send with MSG_NOSIGNAL).
+//
+// Connections live in a small pool. When one fails, the store is marked down:
+// calls throw at once (the deduplicator fails open) until the next connection
+// attempt, made by one caller after a jittered, doubling backoff. The outage
+// and the recovery are logged once each.
+#include <fcntl.h>
+#include <hiredis/hiredis.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <stdexcept>
+#include <utility>
+#include <vector>
+
+#include "common/random.hpp"
+#include "dedup/redis_url.hpp"
+#include "training_output/dedup_store.hpp"
+#include "training_output/error.hpp"
+#include "training_output/log.hpp"
+
+namespace training_output {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+// The connection is unusable: drop it; the server may be down.
+class ConnectionError : public std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+// The server refused the credentials or the database: a setup problem.
+class RejectedError : public ConnectionError {
+    using ConnectionError::ConnectionError;
+};
+// The server answered with an error; the connection is still in step.
+class AnswerError : public std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+struct ReplyFree {
+    void operator()(redisReply* r) const { freeReplyObject(r); }
+};
+using Reply = std::unique_ptr<redisReply, ReplyFree>;
+
+const char kReleaseScript[] =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+const char kCommitted[] = "1";
+
+// Appends one command in the Redis protocol to `out`.
+void append_command(std::string& out, std::initializer_list<std::string_view> args) {
+    const char* argv[8];
+    std::size_t lens[8];
+    int argc = 0;
+    for (std::string_view a : args) {
+        argv[argc] = a.data();
+        lens[argc] = a.size();
+        ++argc;
+    }
+    char* cmd = nullptr;
+    int len = redisFormatCommandArgv(&cmd, argc, argv, lens);
+    if (len < 0 || !cmd) throw std::bad_alloc();
+    out.append(cmd, static_cast<std::size_t>(len));
+    redisFreeCommand(cmd);
+}
+
+std::string reply_text(const redisReply& r) { return std::string(r.str ? r.str : "", r.str ? r.len : 0); }
+
+int remaining_ms(Clock::time_point deadline) {
+    auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now()).count();
+    return left <= 0 ? 0 : static_cast<int>(std::min<long long>(left, 1 << 30));
+}
+
+std::string system_error(const char* what, int err) { return std::string(what) + ": " + std::strerror(err); }
+
+class Connection {
+public:
+    Connection(redisContext* ctx, std::uint64_t opened_in, milliseconds timeout)
+        : epoch(opened_in), ctx_(ctx), timeout_(timeout) {}
+    ~Connection() { redisFree(ctx_); }
+    Connection(const Connection&) = delete;
+    Connection& operator=(const Connection&) = delete;
+
+    // Sends `commands` and reads `count` replies, all before `deadline`.
+    // Throws ConnectionError; error replies are returned like any other.
+    std::vector<Reply> exchange(const std::string& commands, std::size_t count, Clock::time_point deadline) {
+        send_all(commands, deadline);
+        std::vector<Reply> replies;
+        replies.reserve(count);
+        while (replies.size() < count) {
+            void* r = nullptr;
+            if (redisReaderGetReply(ctx_->reader, &r) != REDIS_OK) {
+                throw ConnectionError(std::string("protocol error: ") + ctx_->reader->errstr);
+            }
+            if (r) {
+                replies.emplace_back(static_cast<redisReply*>(r));
+                continue;
+            }
+            wait(POLLIN, deadline);
+            receive();
+        }
+        return replies;
+    }
+
+    // An idle connection the server closed (restart, timeout) reads as EOF;
+    // one with unexpected bytes is out of step. Either way: not reusable.
+    bool reusable() const {
+        pollfd p{ctx_->fd, POLLIN, 0};
+        int n = ::poll(&p, 1, 0);
+        return n == 0 || (n < 0 && errno == EINTR);
+    }
+
+    std::uint64_t epoch;  // the store's up/down period this connection was opened in
+
+private:
+    void send_all(const std::string& data, Clock::time_point deadline) {
+        std::size_t off = 0;
+        while (off < data.size()) {
+            ssize_t n = ::send(ctx_->fd, data.data() + off, data.size() - off, MSG_NOSIGNAL);
+            if (n > 0) {
+                off += static_cast<std::size_t>(n);
+                continue;
+            }
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) throw ConnectionError(system_error("send", errno));
+            // Read replies while the send buffer is full, so that a long
+            // pipeline never stalls both sides.
+            if (wait(POLLOUT | POLLIN, deadline) & (POLLIN | POLLHUP | POLLERR)) receive();
+        }
+    }
+
+    // Returns the events that are ready; throws when the deadline passes.
+    short wait(short events, Clock::time_point deadline) {
+        for (;;) {
+            pollfd p{ctx_->fd, events, 0};
+            int n = ::poll(&p, 1, remaining_ms(deadline));
+            if (n > 0) return p.revents;
+            if (n == 0) throw ConnectionError("no answer within " + std::to_string(timeout_.count()) + " ms");
+            if (errno != EINTR) throw ConnectionError(system_error("poll", errno));
+        }
+    }
+
+    void receive() {
+        char buf[16384];
+        for (;;) {
+            ssize_t n = ::recv(ctx_->fd, buf, sizeof buf, 0);
+            if (n > 0) {
+                if (redisReaderFeed(ctx_->reader, buf, static_cast<std::size_t>(n)) != REDIS_OK) {
+                    throw ConnectionError(std::string("protocol error: ") + ctx_->reader->errstr);
+                }
+                return;
+            }
+            if (n == 0) throw ConnectionError("connection closed by the server");
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+            throw ConnectionError(system_error("recv", errno));
+        }
+    }
+
+    redisContext* ctx_;
+    milliseconds timeout_;  // for messages: the caller's deadline is what counts
+};
+
+std::chrono::milliseconds since(Clock::time_point t) {
+    return std::chrono::duration_cast<milliseconds>(Clock::now() - t);
+}
+
+class RedisDedupStore final : public DedupStore {
+public:
+    explicit RedisDedupStore(const RedisStoreOptions& options)
+        : url_(parse_redis_url(options.url)),
+          display_(url_.redacted()),
+          options_(options),
+          token_(random::token_hex(16)) {
+        if (options_.pool_size == 0) options_.pool_size = 1;
+        if (options_.timeout.count() <= 0) options_.timeout = milliseconds(1);
+        if (options_.reconnect_max < options_.reconnect_base) options_.reconnect_max = options_.reconnect_base;
+        try {
+            auto conn = connect(Clock::now() + options_.timeout, epoch_);
+            open_ = 1;
+            idle_.push_back(std::move(conn));
+        } catch (const RejectedError& e) {
+            throw Error(ErrorCode::DedupStore, prefix() + e.what());
+        } catch (const ConnectionError& e) {
+            // Never block processors: start down, connect on a later call.
+            std::unique_lock<std::mutex> lock(mutex_);
+            start_outage(e.what(), "open", lock);
+        }
+    }
+
+    bool claim(const std::string& key, std::chrono::seconds claim_ttl) override {
+        return call("claim", [&](Connection& c, Clock::time_point deadline) {
+            std::string cmd;
+            append_claim(cmd, key, claim_ttl, std::to_string(claim_ttl.count()));
+            auto replies = c.exchange(cmd, 1, deadline);
+            return claim_won(*replies[0], claim_ttl);
+        });
+    }
+
+    std::vector<bool> claim_batch(const std::vector<std::string>& keys, std::chrono::seconds claim_ttl) override {
+        if (keys.empty()) return {};
+        return call("claim_batch", [&](Connection& c, Clock::time_point deadline) {
+            std::string cmds;
+            cmds.reserve(keys.size() * (keys.front().size() + token_.size() + 64));
+            const std::string seconds = std::to_string(claim_ttl.count());
+            for (const auto& key : keys) append_claim(cmds, key, claim_ttl, seconds);
+            auto replies = c.exchange(cmds, keys.size(), deadline);
+            std::vector<bool> won;
+            won.reserve(keys.size());
+            for (const auto& r : replies) won.push_back(claim_won(*r, claim_ttl));
+            return won;
+        });
+    }
+
+    void commit(const std::vector<std::string>& keys, std::chrono::seconds ttl) override {
+        if (keys.empty()) return;
+        call("commit", [&](Connection& c, Clock::time_point deadline) {
+            std::string cmds;
+            const std::string seconds = std::to_string(ttl.count());
+            for (const auto& key : keys) {
+                if (ttl.count() > 0) append_command(cmds, {"SET", key, kCommitted, "EX", seconds});
+                else append_command(cmds, {"SET", key, kCommitted});  // no TTL: permanent
+            }
+            for (const auto& r : c.exchange(cmds, keys.size(), deadline)) expect_ok(*r);
+            return true;
+        });
+    }
+
+    void release(const std::string& key) override {
+        call("release", [&](Connection& c, Clock::time_point deadline) {
+            std::string cmd;
+            append_command(cmd, {"EVAL", kReleaseScript, "1", key, token_});
+            auto replies = c.exchange(cmd, 1, deadline);
+            if (replies[0]->type == REDIS_REPLY_ERROR) throw AnswerError(reply_text(*replies[0]));
+            return true;
+        });
+    }
+
+    const char* kind() const noexcept override { return "redis"; }
+
+private:
+    std::string prefix() const { return "redis dedup store " + display_ + ": "; }
+
+    // `seconds`: the TTL in decimal, formatted once per batch.
+    void append_claim(std::string& out, const std::string& key, std::chrono::seconds ttl,
+                      const std::string& seconds) const {
+        // A claim with no time left would expire at once: it only asks whether the key is free.
+        if (ttl.count() <= 0) append_command(out, {"EXISTS", key});
+        else append_command(out, {"SET", key, token_, "NX", "EX", seconds});
+    }
+
+    static bool claim_won(const redisReply& r, std::chrono::seconds ttl) {
+        if (r.type == REDIS_REPLY_ERROR) throw AnswerError(reply_text(r));
+        if (ttl.count() <= 0) {
+            if (r.type != REDIS_REPLY_INTEGER) throw AnswerError("unexpected reply to EXISTS");
+            return r.integer == 0;
+        }
+        if (r.type == REDIS_REPLY_NIL) return false;
+        if (r.type == REDIS_REPLY_STATUS) return true;  // OK
+        throw AnswerError("unexpected reply to SET NX");
+    }
+
+    static void expect_ok(const redisReply& r) {
+        if (r.type == REDIS_REPLY_ERROR) throw AnswerError(reply_text(r));
+        if (r.type != REDIS_REPLY_STATUS) throw AnswerError("unexpected reply to SET");
+    }
+
+    // Runs `fn` on a pooled connection within the timeout; maps failures to
+    // Error(DedupStore) and keeps the pool and the outage state.
+    template <class Fn>
+    auto call(const char* what, Fn&& fn) -> decltype(fn(std::declval<Connection&>(), Clock::time_point())) {
+        const auto deadline = Clock::now() + options_.timeout;
+        std::unique_ptr<Connection> conn = acquire(what, deadline);
+        try {
+            auto result = fn(*conn, deadline);
+            give_back(std::move(conn));
+            return result;
+        } catch (const AnswerError& e) {
+            give_back(std::move(conn));  // every reply was read: still in step
+            throw Error(ErrorCode::DedupStore, prefix() + what + ": " + scrub(e.what()));
+        } catch (const ConnectionError& e) {
+            const std::string why = e.what();
+            drop(std::move(conn), &why, what);
+            throw Error(ErrorCode::DedupStore, prefix() + what + " failed: " + why);
+        } catch (...) {
+            drop(std::move(conn), nullptr, what);  // out of memory: its state is unknown
+            throw;
+        }
+    }
+
+    std::unique_ptr<Connection> acquire(const char* what, Clock::time_point deadline) {
+        std::unique_lock<std::mutex> lock(mutex_);
+        for (;;) {
+            if (down_) return reconnect(what, deadline, lock);
+            while (!idle_.empty()) {
+                auto conn = std::move(idle_.back());
+                idle_.pop_back();
+                if (conn->reusable()) return conn;
+                --open_;  // closed by the server: open another below
+            }
+            if (open_ < options_.pool_size) {
+                ++open_;
+                const std::uint64_t epoch = epoch_;
+                lock.unlock();
+                try {
+                    return connect(deadline, epoch);
+                } catch (const ConnectionError& e) {
+                    lock.lock();
+                    --open_;
+                    available_.notify_one();
+                    if (epoch == epoch_) start_outage(e.what(), what, lock);
+                    throw Error(ErrorCode::DedupStore, prefix() + what + " failed: " + e.what());
+                } catch (...) {
+                    lock.lock();
+                    --open_;
+                    available_.notify_one();
+                    throw;
+                }
+            }
+            if (available_.wait_until(lock, deadline) == std::cv_status::timeout && idle_.empty() && !down_ &&
+                open_ >= options_.pool_size) {
+                throw Error(ErrorCode::DedupStore, prefix() + what + ": no connection free within " +
+                                                       std::to_string(options_.timeout.count()) + " ms (" +
+                                                       std::to_string(options_.pool_size) + " in use)");
+            }
+        }
+    }
+
+    // While down: fail at once, except for one caller per backoff period,
+    // who tries to connect.
+    std::unique_ptr<Connection> reconnect(const char* what, Clock::time_point deadline,
+                                          std::unique_lock<std::mutex>& lock) {
+        const auto now = Clock::now();
+        if (probing_ || now < retry_at_) {
+            ++failed_calls_;
+            auto wait = std::chrono::duration_cast<milliseconds>(retry_at_ - now).count();
+            throw Error(ErrorCode::DedupStore, prefix() + what + ": unavailable for " +
+                                                   std::to_string(since(down_since_).count()) + " ms (" +
+                                                   last_error_ + "); next connection attempt in " +
+                                                   std::to_string(std::max<long long>(wait, 0)) + " ms");
+        }
+        probing_ = true;
+        const std::uint64_t epoch = epoch_;
+        lock.unlock();
+        std::unique_ptr<Connection> conn;
+        std::string why;
+        try {
+            conn = connect(deadline, epoch);
+        } catch (const ConnectionError& e) {
+            why = e.what();
+        } catch (...) {
+            lock.lock();
+            probing_ = false;
+            throw;
+        }
+        lock.lock();
+        probing_ = false;
+        if (!conn) {
+            ++failed_calls_;
+            ++attempts_;
+            last_error_ = why;
+            retry_at_ = Clock::now() + backoff(attempts_);
+            throw Error(ErrorCode::DedupStore, prefix() + what + ": unavailable: " + why);
+        }
+        down_ = false;
+        conn->epoch = ++epoch_;
+        ++open_;
+        const auto down_ms = static_cast<std::int64_t>(since(down_since_).count());
+        const std::uint64_t failed_calls = failed_calls_;
+        lock.unlock();  // the log callback is the host's code
+        if (options_.logger) {
+            options_.logger->log(LogLevel::Warning, "training_output_dedup_store_reconnected",
+                                 {{"store", "redis"}, {"url", display_}, {"down_ms", down_ms}, {"failed_calls", failed_calls}});
+        }
+        return conn;
+    }
+
+    void give_back(std::unique_ptr<Connection> conn) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (conn->epoch == epoch_ && !down_) {
+            idle_.push_back(std::move(conn));
+        } else {
+            --open_;  // from before an outage: not trusted
+        }
+        available_.notify_one();
+    }
+
+    // Closes a connection that failed (`why`: a connection failure, which
+    // may start an outage) or whose state is unknown (`why` null).
+    void drop(std::unique_ptr<Connection> conn, const std::string* why, const char* what) {
+        std::unique_lock<std::mutex> lock(mutex_);
+        --open_;
+        const bool current = conn->epoch == epoch_ && !down_;
+        conn.reset();
+        available_.notify_one();
+        if (why && current) start_outage(*why, what, lock);
+    }
+
+    // The first failure of an up period: drop idle connections (they lead to
+    // the same server), fail fast until the first reconnection attempt, log
+    // once. Unlocks `lock`.
+    void start_outage(const std::string& why, const char* when, std::unique_lock<std::mutex>& lock) {
+        down_ = true;
+        ++epoch_;
+        down_since_ = Clock::now();
+        attempts_ = 0;
+        failed_calls_ = 0;
+        last_error_ = why;
+        open_ -= idle_.size();
+        idle_.clear();
+        retry_at_ = down_since_ + backoff(0);
+        available_.notify_all();  // waiters for a connection: fail fast now
+        lock.unlock();            // the log callback is the host's code
+        if (options_.logger) {
+            options_.logger->log(LogLevel::Warning, "training_output_dedup_store_unavailable",
+                                 {{"store", "redis"},
+                                  {"url", display_},
+                                  {"error", why},
+                                  {"when", when},
+                                  {"detail", "examples are written without dedup until the store is reachable again; "
+                                             "reconnecting with backoff"}});
+        }
+    }
+
+    // Half the doubled delay, plus up to the other half at random.
+    milliseconds backoff(int attempt) const {
+        std::int64_t delay = options_.reconnect_base.count();
+        for (int i = 0; i < attempt && delay < options_.reconnect_max.count(); ++i) delay *= 2;
+        delay = std::min<std::int64_t>(delay, options_.reconnect_max.count());
+        return milliseconds(delay / 2 + static_cast<std::int64_t>(random::uniform(static_cast<std::uint64_t>(delay / 2 + 1))));
+    }
+
+    // A new connection: AUTH, SELECT and PING in one round trip.
+    std::unique_ptr<Connection> connect(Clock::time_point deadline, std::uint64_t epoch) const {
+        int ms = std::max(remaining_ms(deadline), 1);
+        timeval tv{ms / 1000, (ms % 1000) * 1000};
+        redisContext* ctx = url_.unix_socket ? redisConnectUnixWithTimeout(url_.path.c_str(), tv)
+                                             : redisConnectWithTimeout(url_.host.c_str(), url_.port, tv);
+        if (!ctx) throw std::bad_alloc();
+        if (ctx->err) {
+            std::string why = ctx->errstr;
+            redisFree(ctx);
+            throw ConnectionError("cannot connect: " + why);
+        }
+        auto conn = std::make_unique<Connection>(ctx, epoch, options_.timeout);
+        int flags = ::fcntl(ctx->fd, F_GETFL);
+        if (flags < 0 || ::fcntl(ctx->fd, F_SETFL, flags | O_NONBLOCK) < 0) {
+            throw ConnectionError(system_error("fcntl", errno));
+        }
+        if (!url_.unix_socket) redisEnableKeepAlive(ctx);  // notice dead peers of idle connections
+
+        std::string cmds;
+        std::size_t count = 0;
+        if (!url_.password.empty()) {
+            if (url_.user.empty()) append_command(cmds, {"AUTH", url_.password});
+            else append_command(cmds, {"AUTH", url_.user, url_.password});
+            ++count;
+        }
+        if (url_.db != 0) {
+            append_command(cmds, {"SELECT", std::to_string(url_.db)});
+            ++count;
+        }
+        append_command(cmds, {"PING"});
+        ++count;
+        auto replies = conn->exchange(cmds, count, deadline);
+        std::size_t i = 0;
+        if (!url_.password.empty()) {
+            const redisReply& r = *replies[i++];
+            if (r.type == REDIS_REPLY_ERROR) {
+                throw RejectedError("authentication failed" +
+                                    std::string(url_.user.empty() ? "" : " for user " + url_.user) + ": " +
+                                    scrub(reply_text(r)));
+            }
+        }
+        if (url_.db != 0) {
+            const redisReply& r = *replies[i++];
+            if (r.type == REDIS_REPLY_ERROR && reply_text(r).rfind("NOAUTH", 0) != 0) {
+                throw RejectedError("database " + std::to_string(url_.db) + " refused: " + scrub(reply_text(r)));
+            }
+        }
+        const redisReply& ping = *replies[i];
+        if (ping.type == REDIS_REPLY_ERROR) {
+            std::string text = scrub(reply_text(ping));
+            if (text.rfind("NOAUTH", 0) == 0) {
+                throw RejectedError("authentication failed: the server requires a password and redis_url has none (" +
+                                    text + ")");
+            }
+            if (text.rfind("LOADING", 0) == 0) throw ConnectionError(text);  // restarting: try again later
+            throw RejectedError("PING refused: " + text);
+        }
+        return conn;
+    }
+
+    // Server messages do not echo passwords; make sure of it anyway.
+    std::string scrub(std::string text) const {
+        if (url_.password.empty()) return text;
+        for (std::size_t at = text.find(url_.password); at != std::string::npos; at = text.find(url_.password, at)) {
+            text.replace(at, url_.password.size(), "***");
+        }
+        return text;
+    }
+
+    const RedisUrl url_;
+    const std::string display_;
+    RedisStoreOptions options_;
+    const std::string token_;
+
+    std::mutex mutex_;
+    std::condition_variable available_;
+    std::vector<std::unique_ptr<Connection>> idle_;
+    std::size_t open_ = 0;       // idle + in use
+    std::uint64_t epoch_ = 0;    // changes at each outage and each recovery
+    bool down_ = false;
+    bool probing_ = false;       // a caller is trying to reconnect
+    int attempts_ = 0;           // failed reconnections in this outage
+    std::uint64_t failed_calls_ = 0;
+    Clock::time_point down_since_{};
+    Clock::time_point retry_at_{};
+    std::string last_error_;
+};
+
+}  // namespace
+
+std::unique_ptr<DedupStore> make_redis_dedup_store(const RedisStoreOptions& options) {
+    return std::make_unique<RedisDedupStore>(options);
+}
+
+}  // namespace training_output
