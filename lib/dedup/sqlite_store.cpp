@@ -6,6 +6,7 @@
 #include <chrono>
 #include <filesystem>
 #include <mutex>
+#include <thread>
 
 #include "common/json.hpp"
 #include "common/random.hpp"
@@ -49,14 +50,31 @@ public:
         }
         sqlite3_busy_timeout(db_, static_cast<int>(options.busy_timeout.count()));
         try {
-            exec("PRAGMA journal_mode=WAL");
-            exec("PRAGMA synchronous=NORMAL");
-            exec("CREATE TABLE IF NOT EXISTS dedup ("
-                 " key TEXT PRIMARY KEY,"
-                 " state INTEGER NOT NULL,"  // 0 claimed, 1 committed
-                 " owner TEXT,"              // the claimant's token
-                 " expires_at INTEGER"       // unix seconds; NULL = never
-                 ") WITHOUT ROWID");
+            // Processes opening a new database at once race for the switch to
+            // WAL and the schema; SQLite answers some of those races with
+            // SQLITE_BUSY at once instead of through the busy handler.
+            const auto deadline = std::chrono::steady_clock::now() + options.busy_timeout;
+            for (int attempt = 0;; ++attempt) {
+                try {
+                    exec("PRAGMA journal_mode=WAL");
+                    exec("PRAGMA synchronous=NORMAL");
+                    exec("CREATE TABLE IF NOT EXISTS dedup ("
+                         " key TEXT PRIMARY KEY,"
+                         " state INTEGER NOT NULL,"  // 0 claimed, 1 committed
+                         " owner TEXT,"              // the claimant's token
+                         " expires_at INTEGER"       // unix seconds; NULL = never
+                         ") WITHOUT ROWID");
+                    break;
+                } catch (const Error&) {
+                    const int code = sqlite3_extended_errcode(db_) & 0xFF;
+                    if ((code != SQLITE_BUSY && code != SQLITE_LOCKED) ||
+                        std::chrono::steady_clock::now() >= deadline) {
+                        throw;
+                    }
+                    std::this_thread::sleep_for(random::full_jitter(std::min(attempt, 6), std::chrono::milliseconds(5),
+                                                                    std::chrono::milliseconds(200)));
+                }
+            }
             prepare(claim_,
                     "INSERT INTO dedup(key, state, owner, expires_at) VALUES(?1, 0, ?2, ?3) "
                     "ON CONFLICT(key) DO UPDATE SET state = 0, owner = excluded.owner, expires_at = excluded.expires_at "
@@ -72,7 +90,11 @@ public:
             Statement purge;
             prepare(purge, "DELETE FROM dedup WHERE expires_at IS NOT NULL AND expires_at <= ?1");
             sqlite3_bind_int64(purge.get(), 1, unix_now());
-            step(purge, "purge");
+            try {
+                step(purge, "purge");
+            } catch (const Error&) {
+                // Housekeeping only: another process may hold the write lock right now.
+            }
         } catch (...) {
             close();
             throw;

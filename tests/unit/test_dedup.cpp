@@ -282,3 +282,16 @@ TEST_CASE("redis store: a server that cannot be reached at open is not an error"
     }
     CHECK(unavailable == 1);  // once per outage, not per call
 }
+
+TEST_CASE("SQLite store: processes opening a new database at the same moment all get in", "[unit][dedup][concurrency]") {
+    for (int round = 0; round < 10; ++round) {
+        tdo_test::TempDir dir;
+        const std::string config = "{\"output_dir\":\"" + dir.path() + "\",\"log_level\":\"off\"}";
+        std::vector<pid_t> pids;
+        for (int p = 0; p < 8; ++p) {
+            pids.push_back(tdo_test::spawn({TDO_TEST_CRASH_WRITER, config, std::to_string(p), "0", "3", "0"}));
+            REQUIRE(pids.back() > 0);
+        }
+        for (pid_t pid : pids) CHECK(tdo_test::wait_for(pid) == 0);
+    }
+}
