@@ -2,6 +2,9 @@
 // give a writer the sink and still look inside it.
 #pragma once
 
+#include <atomic>
+#include <string>
+
 #include "training_output/memory_sink.hpp"
 
 namespace tdo_test {
@@ -37,5 +40,19 @@ public:
 private:
     MemorySink& s_;
 };
+
+// Every request to `memory` fails with `status` while `down` is true.
+inline void fail_while(MemorySink& memory, const std::atomic<bool>& down, SinkStatus status, const std::string& detail,
+                       int http_status = 0) {
+    memory.set_fault_hook([&down, status, detail, http_status](MemorySink::Op,
+                                                               const std::string&) -> std::optional<MemorySink::Fault> {
+        if (!down) return std::nullopt;
+        SinkResponse r;
+        r.status = status;
+        r.http_status = http_status;
+        r.detail = detail;
+        return MemorySink::Fault{r, false};
+    });
+}
 
 }  // namespace tdo_test

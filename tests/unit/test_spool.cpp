@@ -180,13 +180,7 @@ TEST_CASE("spool: full, reject answers TDO_E_BACKPRESSURE and frees the claim", 
     tdo_test::TempDir dir;
     MemorySink memory;
     std::atomic<bool> down{true};
-    memory.set_fault_hook([&](MemorySink::Op, const std::string&) -> std::optional<MemorySink::Fault> {
-        if (!down) return std::nullopt;
-        SinkResponse r;
-        r.status = SinkStatus::Auth;
-        r.detail = "InvalidAccessKeyId";
-        return MemorySink::Fault{r, false};
-    });
+    tdo_test::fail_while(memory, down, SinkStatus::Auth, "InvalidAccessKeyId");
     WriterComponents parts;
     parts.sink = std::make_unique<tdo_test::SharedSink>(memory);
     Config c = config_in(dir);
@@ -227,13 +221,7 @@ TEST_CASE("spool: full, block waits for room, up to its timeout", "[unit][spool]
     tdo_test::TempDir dir;
     MemorySink memory;
     std::atomic<bool> down{true};
-    memory.set_fault_hook([&](MemorySink::Op, const std::string&) -> std::optional<MemorySink::Fault> {
-        if (!down) return std::nullopt;
-        SinkResponse r;
-        r.status = SinkStatus::Auth;
-        r.detail = "InvalidAccessKeyId";
-        return MemorySink::Fault{r, false};
-    });
+    tdo_test::fail_while(memory, down, SinkStatus::Auth, "InvalidAccessKeyId");
     WriterComponents parts;
     parts.sink = std::make_unique<tdo_test::SharedSink>(memory);
     Config c = config_in(dir);
