@@ -6,7 +6,8 @@
 //   throughput  examples/s from one thread through the C++ API and the C ABI,
 //             memory dedup store, local directory (the flusher appends on the
 //             other core). ctypes: tests/bench/bench_ctypes.py.
-// Arguments: [latency calls] (default 20000) [throughput calls] (200000).
+// Arguments: [latency calls] (default 20000) [throughput calls] (200000)
+// [spool_fsync for the throughput runs] (interval).
 #include <unistd.h>
 
 #include <algorithm>
@@ -45,6 +46,7 @@ std::vector<std::string> narratives(const std::string& who, int n) {
 }
 
 void latency(const char* what, const std::string& config, int calls) {
+    if (calls <= 0) return;
     const auto texts = narratives(what, calls);
     to::TrainingOutput writer(to::Config::from_json(config));
     std::vector<double> us;
@@ -78,6 +80,7 @@ void latency(const char* what, const std::string& config, int calls) {
 int main(int argc, char** argv) {
     const int latency_calls = argc > 1 ? std::atoi(argv[1]) : 20000;
     const int throughput_calls = argc > 2 ? std::atoi(argv[2]) : 200000;
+    const std::string fsync = argc > 3 ? argv[3] : "interval";
     const std::string dir = temp_dir();
     const std::string example = bench::narrative("size", 0);
 
@@ -113,18 +116,20 @@ int main(int argc, char** argv) {
     const auto texts = narratives("throughput", throughput_calls);
     {
         to::TrainingOutput writer(to::Config::from_json("{\"output_dir\":\"" + dir +
-                                                        "/cpp\",\"dedup_store\":\"memory\",\"directory_fsync\":false}"));
+                                                        "/cpp\",\"dedup_store\":\"memory\",\"directory_fsync\":false,"
+                                                        "\"spool_fsync\":\"" + fsync + "\"}"));
         const auto t0 = Clock::now();
         for (const auto& t : texts) writer.generate(t, bench::kMessage, bench::kResult);
         const double s = std::chrono::duration<double>(Clock::now() - t0).count();
-        std::printf("throughput, C++ API: %d calls in %.2f s: %.0f examples/s\n", throughput_calls, s,
-                    throughput_calls / s);
+        std::printf("throughput, C++ API (spool_fsync=%s): %d calls in %.2f s: %.0f examples/s\n", fsync.c_str(),
+                    throughput_calls, s, throughput_calls / s);
         writer.close();
     }
     {
         tdo_writer* w = nullptr;
         const std::string config =
-            "{\"output_dir\":\"" + dir + "/c\",\"dedup_store\":\"memory\",\"directory_fsync\":false}";
+            "{\"output_dir\":\"" + dir + "/c\",\"dedup_store\":\"memory\",\"directory_fsync\":false,"
+            "\"spool_fsync\":\"" + fsync + "\"}";
         if (tdo_writer_open(&w, config.c_str()) != TDO_OK) {
             std::fprintf(stderr, "%s\n", tdo_last_error());
             return 1;
@@ -133,8 +138,8 @@ int main(int argc, char** argv) {
         int bad = 0;
         for (const auto& t : texts) bad += generate_training_output(w, t.c_str(), bench::kMessage, bench::kResult) != TDO_WRITTEN;
         const double s = std::chrono::duration<double>(Clock::now() - t0).count();
-        std::printf("throughput, C ABI:   %d calls in %.2f s: %.0f examples/s (%d not written)\n", throughput_calls, s,
-                    throughput_calls / s, bad);
+        std::printf("throughput, C ABI   (spool_fsync=%s): %d calls in %.2f s: %.0f examples/s (%d not written)\n",
+                    fsync.c_str(), throughput_calls, s, throughput_calls / s, bad);
         tdo_writer_close(w);
     }
     std::printf("line size: %zu bytes\n", [&] {
