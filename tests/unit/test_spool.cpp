@@ -324,3 +324,27 @@ TEST_CASE("spool: processes SIGKILLed at random lose no accepted line and double
                                  result, run);
     CHECK(result.accepted.size() > 0);
 }
+
+TEST_CASE("spool: spool_fsync=always from many threads: every call durable, every line delivered once",
+          "[unit][spool][concurrency]") {
+    tdo_test::TempDir dir;
+    Config c = config_in(dir);
+    c.spool_fsync = "always";
+    TrainingOutput w(c);
+    std::vector<std::thread> threads;
+    std::atomic<int> written{0};
+    for (int t = 0; t < 4; ++t) {
+        threads.emplace_back([&, t] {
+            for (int i = 0; i < 100; ++i) {
+                const std::string n = "Thread " + std::to_string(t) + " narrative " + std::to_string(i) + ".";
+                if (w.generate(n, message_json("BloodGlucoseRecord"), result_json()) == Outcome::Written) ++written;
+            }
+        });
+    }
+    for (auto& t : threads) t.join();
+    CHECK(written == 400);
+    w.flush();
+    auto lines = tdo_test::lines_of(tdo_test::read_file(dir / kKey));
+    CHECK(lines.size() == 400u);
+    CHECK(std::set<std::string>(lines.begin(), lines.end()).size() == 400u);
+}
