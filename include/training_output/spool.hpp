@@ -34,6 +34,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -120,6 +121,10 @@ public:
 
     // Reads logged lines back (checksums verified). Throws Error(Storage).
     std::vector<SpooledLine> read(const std::vector<SpoolLineRef>& refs) const;
+    // The same, appending the lines to `lines` and their non-empty dedup keys
+    // to `dedup_keys` (refs in segment order, as the flusher keeps them).
+    void read_batch(const std::vector<SpoolLineRef>& refs, std::string& lines,
+                    std::vector<std::string>& dedup_keys) const;
 
     // The batch [first, last] of `object_key` is about to be written at `intent`.
     void record_intent(const std::string& object_key, std::uint64_t first, std::uint64_t last,
@@ -144,6 +149,8 @@ private:
     struct Segment;
     Spool(SpoolOptions options, std::string path, const Logger* logger);
     void replay();
+    void for_each_line(const std::vector<SpoolLineRef>& refs,
+                       const std::function<void(std::string_view line, std::string_view dedup_key)>& fn) const;
     void write_record(std::string_view record, std::unique_lock<std::mutex>& lock, SpoolLineRef* ref);
     void open_segment(std::uint64_t capacity);
     static std::shared_ptr<Segment> make_segment_file(const std::string& path, std::uint64_t capacity);

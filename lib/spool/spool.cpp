@@ -540,40 +540,59 @@ SpoolLineRef Spool::append_line(std::string_view object_key, std::string_view de
     return ref;
 }
 
-std::vector<SpooledLine> Spool::read(const std::vector<SpoolLineRef>& refs) const {
+void Spool::for_each_line(const std::vector<SpoolLineRef>& refs,
+                          const std::function<void(std::string_view line, std::string_view dedup_key)>& fn) const {
     std::vector<std::shared_ptr<Segment>> segs;
     segs.reserve(refs.size());
     {
         std::lock_guard<std::mutex> lock(mutex_);
         for (const auto& r : refs) {
-            auto it = segments_.find(r.segment);
-            if (it == segments_.end()) {
-                throw Error(ErrorCode::Internal, "spool segment " + std::to_string(r.segment) + " is gone");
+            if (segs.empty() || segs.back()->number != r.segment) {
+                auto it = segments_.find(r.segment);
+                if (it == segments_.end()) {
+                    throw Error(ErrorCode::Internal, "spool segment " + std::to_string(r.segment) + " is gone");
+                }
+                segs.push_back(it->second);
             }
-            segs.push_back(it->second);
         }
     }
-    std::vector<SpooledLine> out;
-    out.reserve(refs.size());
-    for (std::size_t i = 0; i < refs.size(); ++i) {
-        const auto& r = refs[i];
-        if (r.offset + r.record_bytes > segs[i]->capacity) {
-            throw Error(ErrorCode::Internal, "spool record beyond its segment " + json::quote(segs[i]->path));
+    std::size_t s = 0;
+    for (const auto& r : refs) {
+        while (s < segs.size() && segs[s]->number != r.segment) ++s;
+        if (s == segs.size()) throw Error(ErrorCode::Internal, "spool lines out of segment order");
+        const Segment& seg = *segs[s];
+        if (r.offset + r.record_bytes > seg.capacity) {
+            throw Error(ErrorCode::Internal, "spool record beyond its segment " + json::quote(seg.path));
         }
-        const std::string_view buf(segs[i]->map + r.offset, r.record_bytes);
-        auto payload = record_at(buf, 0);
+        auto payload = record_at(std::string_view(seg.map + r.offset, r.record_bytes), 0);
         Fields f(payload ? *payload : std::string_view());
         const bool is_line = payload && f.type() == kLine && f.u64() == r.seq;
         f.bytes();
         std::string_view dedup_key = f.bytes();
         std::string_view line = f.bytes();
         if (!is_line || !f.ok()) {
-            throw Error(ErrorCode::Storage, "spool segment " + json::quote(segs[i]->path) + " is damaged at offset " +
-                                                std::to_string(r.offset));
+            throw Error(ErrorCode::Storage,
+                        "spool segment " + json::quote(seg.path) + " is damaged at offset " + std::to_string(r.offset));
         }
-        out.push_back(SpooledLine{std::string(line), std::string(dedup_key)});
+        fn(line, dedup_key);
     }
+}
+
+std::vector<SpooledLine> Spool::read(const std::vector<SpoolLineRef>& refs) const {
+    std::vector<SpooledLine> out;
+    out.reserve(refs.size());
+    for_each_line(refs, [&](std::string_view line, std::string_view dedup_key) {
+        out.push_back(SpooledLine{std::string(line), std::string(dedup_key)});
+    });
     return out;
+}
+
+void Spool::read_batch(const std::vector<SpoolLineRef>& refs, std::string& lines,
+                       std::vector<std::string>& dedup_keys) const {
+    for_each_line(refs, [&](std::string_view line, std::string_view dedup_key) {
+        lines.append(line.data(), line.size());
+        if (!dedup_key.empty()) dedup_keys.emplace_back(dedup_key);
+    });
 }
 
 void Spool::record_intent(const std::string& object_key, std::uint64_t first, std::uint64_t last,

@@ -257,14 +257,11 @@ void Flusher::deliver(const Slot& slot, std::unique_lock<std::mutex>& lock) {
     std::optional<AppendIntent> intent;
     bool found_landed = false;
     try {
-        std::vector<SpooledLine> lines = spool.read(refs);
         std::string batch;
         batch.reserve(bytes);
         std::vector<std::string> dedup_keys;
-        for (auto& l : lines) {
-            batch += l.line;
-            if (!l.dedup_key.empty()) dedup_keys.push_back(std::move(l.dedup_key));
-        }
+        dedup_keys.reserve(refs.size());
+        spool.read_batch(refs, batch, dedup_keys);
         Landed landed = Landed::No;
         if (check) {
             landed = appender_.check_landed(check->intent, batch);
