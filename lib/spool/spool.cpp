@@ -172,8 +172,8 @@ struct Spool::Segment {
     ~Segment() {
         if (map) ::munmap(map, capacity);
     }
-    // `populate`: fault the pages in now (a read fault each), so that writing
-    // a record costs a copy, not a page-cache allocation.
+    // `populate`: fault the pages in now, so that writing a record costs a
+    // copy, not a page-cache allocation.
     bool map_file(std::uint64_t bytes, bool populate) {
         if (bytes == 0) return true;
         void* m = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
@@ -246,7 +246,17 @@ std::vector<std::unique_ptr<Spool>> Spool::adopt_orphans(const SpoolOptions& opt
         if (fd < 0) continue;  // a live writer's, or being removed
         std::unique_ptr<Spool> s(new Spool(options, dir, logger));
         s->lock_fd_ = fd;
-        s->replay();
+        try {
+            s->replay();
+        } catch (const Error& e) {
+            // Leave it (unlocked) for a later attempt; the others are still adopted.
+            if (logger) {
+                logger->log(LogLevel::Error, "training_output_spool_error",
+                            {{"spool", dir}, {"error", e.what()}, {"detail", "cannot replay an orphaned spool"}});
+            }
+            s->live_lines_ = 1;  // not empty as far as we know: keep its files
+            continue;
+        }
         if (logger) {
             logger->log(LogLevel::Warning, "training_output_spool_adopted",
                         {{"spool", dir},
