@@ -107,7 +107,11 @@ public:
     static std::unique_ptr<Spool> create(const SpoolOptions& options, const Logger* logger);
     // The subdirectories of options.dir whose owners are gone (their locks are
     // free), locked and replayed. Never returns one that another writer holds.
-    static std::vector<std::unique_ptr<Spool>> adopt_orphans(const SpoolOptions& options, const Logger* logger);
+    // Stops adopting once the adopted spools hold `max_bytes` of lines still
+    // to deliver (at least one is adopted), so that the memory their line
+    // positions take stays bounded; the rest wait for a later call.
+    static std::vector<std::unique_ptr<Spool>> adopt_orphans(const SpoolOptions& options, const Logger* logger,
+                                                             std::uint64_t max_bytes = UINT64_MAX);
 
     ~Spool();  // unlocks; an empty spool's subdirectory is removed
     Spool(const Spool&) = delete;
@@ -142,6 +146,8 @@ public:
     // Fraction of max_bytes in use (the flusher hurries above one half).
     double fill() const;
     std::uint64_t last_seq() const;
+    // Bytes of the lines replay found still to deliver.
+    std::uint64_t recovered_bytes() const { return recovered_bytes_; }
     const std::string& path() const { return path_; }
     SpoolStats stats() const;
 
@@ -186,6 +192,7 @@ private:
     bool stopping_ = false;
     SpoolStats stats_;
     std::vector<SpoolRecovered> recovered_;
+    std::uint64_t recovered_bytes_ = 0;
     std::thread syncer_;
     std::thread preparer_;
 };

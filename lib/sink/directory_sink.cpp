@@ -309,9 +309,19 @@ private:
         auto lock = fs::FileLock::acquire(internal_ + "/locks/" + h + ".lock");
         std::string journal = internal_ + "/journal/" + h, size_text;
         if (read_file(journal, size_text)) {
-            std::uint64_t size = std::strtoull(size_text.c_str(), nullptr, 10);
-            if (::truncate(path_of(key).c_str(), static_cast<off_t>(size)) != 0 && errno != ENOENT) {
-                throw Error(ErrorCode::Storage, fs::errno_message("cannot roll back an interrupted append to", path_of(key)));
+            // "<size>\n", written whole before the append starts. Anything else
+            // is a journal whose writer died while writing it: the append
+            // never started, and there is nothing to roll back.
+            const bool whole = size_text.size() >= 2 && size_text.back() == '\n' &&
+                               size_text.find_first_not_of("0123456789") == size_text.size() - 1;
+            struct stat st;
+            if (whole && ::stat(path_of(key).c_str(), &st) == 0) {
+                const std::uint64_t size = std::strtoull(size_text.c_str(), nullptr, 10);
+                if (static_cast<std::uint64_t>(st.st_size) > size &&
+                    ::truncate(path_of(key).c_str(), static_cast<off_t>(size)) != 0) {
+                    throw Error(ErrorCode::Storage,
+                                fs::errno_message("cannot roll back an interrupted append to", path_of(key)));
+                }
             }
             ::unlink(journal.c_str());
             if (fsync_) fs::fsync_dir(internal_ + "/journal");
@@ -366,7 +376,7 @@ private:
     SinkResponse append_in_place(const std::string& key, const struct stat& before, It first, It last) {
         std::string path = path_of(key);
         std::string journal = internal_ + "/journal/" + key_hash(key);
-        if (!write_file(journal, std::to_string(before.st_size))) return io_failure("cannot write", journal);
+        if (!write_file(journal, std::to_string(before.st_size) + "\n")) return io_failure("cannot write", journal);
         if (fsync_) fs::fsync_dir(internal_ + "/journal");
         fs::Fd fd(::open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC));
         bool good = fd.valid();

@@ -225,9 +225,12 @@ std::unique_ptr<Spool> Spool::create(const SpoolOptions& options, const Logger* 
     throw Error(ErrorCode::Storage, "cannot create a spool directory in " + json::quote(options.dir));
 }
 
-std::vector<std::unique_ptr<Spool>> Spool::adopt_orphans(const SpoolOptions& options, const Logger* logger) {
+std::vector<std::unique_ptr<Spool>> Spool::adopt_orphans(const SpoolOptions& options, const Logger* logger,
+                                                         std::uint64_t max_bytes) {
     std::vector<std::unique_ptr<Spool>> out;
+    std::uint64_t adopted_bytes = 0;
     for (const auto& name : list_dir(options.dir)) {
+        if (!out.empty() && adopted_bytes >= max_bytes) break;
         const std::string dir = options.dir + "/" + name;
         if (name.rfind(".new-", 0) == 0) {
             // A writer died between creating and naming its directory: nothing in it.
@@ -264,6 +267,7 @@ std::vector<std::unique_ptr<Spool>> Spool::adopt_orphans(const SpoolOptions& opt
                          {"torn_records", s->stats_.torn_records},
                          {"detail", "delivering what a writer that stopped left"}});
         }
+        adopted_bytes += s->recovered_bytes_;
         out.push_back(std::move(s));
     }
     return out;
@@ -408,6 +412,7 @@ void Spool::replay() {
         SpoolRecovered r;
         r.object_key = key;
         r.lines.assign(q.begin(), q.end());
+        for (const auto& ref : q) recovered_bytes_ += ref.line_bytes;
         auto in = intents.find(key);
         if (in != intents.end() && in->second.first == q.front().seq) {
             r.pending = SpoolRecovered::Pending{in->second.first, in->second.last, in->second.intent};

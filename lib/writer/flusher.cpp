@@ -27,9 +27,17 @@ Flusher::~Flusher() {
 // Takes over the spools of writers that died and queues what they hold.
 void Flusher::adopt_now() {
     if (!adopt_) return;
+    std::uint64_t held = 0;
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        for (const auto& [slot, p] : pending_) {
+            if (slot.first != &own_) held += p.bytes;
+        }
+    }
+    if (held >= options_.adopt_max_bytes) return;  // deliver these first
     std::vector<std::unique_ptr<Spool>> found;
     try {
-        found = adopt_();
+        found = adopt_(options_.adopt_max_bytes - held);
     } catch (const Error& e) {
         logger_.log(LogLevel::Error, "training_output_spool_error", {{"error", e.what()}, {"detail", "adopting"}});
         return;
@@ -88,18 +96,19 @@ void Flusher::flush() {
     if (flushed(targets)) return;
     for (const auto& [spool, seq] : targets) flush_targets_[spool] = std::max(flush_targets_[spool], seq);
     // Asked for: one attempt now, whatever the backoff of a failing key; a
-    // refusal counts again only when that attempt is refused.
-    for (auto& [slot, p] : pending_) {
-        p.retry_at = Clock::now();
-        if (!p.in_flight) p.permanent = false;
-    }
+    // refusal counts only when an attempt that started after this call is
+    // refused.
+    const std::uint64_t since = attempts_;
+    ++flush_calls_;
+    for (auto& [slot, p] : pending_) p.retry_at = Clock::now();
     wake_.notify_one();
     const auto deadline = Clock::now() + options_.timeout;
     while (!flushed(targets)) {
         // A key the store refuses for good fails the flush now, not at the deadline.
         for (const auto& [slot, p] : pending_) {
             auto t = targets.find(slot.first);
-            if (p.permanent && !p.lines.empty() && t != targets.end() && p.lines.front().ref.seq <= t->second) {
+            if (p.permanent && p.failed_attempt > since && !p.lines.empty() && t != targets.end() &&
+                p.lines.front().ref.seq <= t->second) {
                 throw Error(p.last_code, "flush: appending to " + json::quote(slot.second) + " failed: " +
                                              p.last_error + "; the lines stay in the spool");
             }
@@ -250,6 +259,8 @@ void Flusher::deliver(const Slot& slot, std::unique_lock<std::mutex>& lock) {
     }
     const std::uint64_t first = refs.front().seq, last = refs.back().seq;
     p.in_flight = true;
+    const std::uint64_t attempt = ++attempts_;
+    const std::uint64_t flush_calls = flush_calls_;
     lock.unlock();
 
     std::string error;
@@ -310,7 +321,12 @@ void Flusher::deliver(const Slot& slot, std::unique_lock<std::mutex>& lock) {
     q.last_error = error;
     q.last_code = code;
     q.permanent = code == ErrorCode::Auth;
-    q.retry_at = Clock::now() + random::full_jitter(std::min(q.failures + 1, 10), options_.retry_base, options_.retry_max);
+    q.failed_attempt = attempt;
+    // A flush() that came in during this attempt gets an attempt of its own now.
+    q.retry_at = flush_calls_ != flush_calls
+                     ? Clock::now()
+                     : Clock::now() + random::full_jitter(std::min(q.failures + 1, 10), options_.retry_base,
+                                                          options_.retry_max);
     if (q.failures++ == 0) {
         lock.unlock();
         logger_.log(LogLevel::Error, "training_output_failed",

@@ -44,6 +44,9 @@ struct FlusherOptions {
     std::chrono::milliseconds retry_max{30000};
     std::uint64_t hurry_bytes = UINT64_MAX;  // pending bytes above which every key is due
     std::chrono::milliseconds adopt_interval{10000};
+    // Adopted lines held at once (their positions are in memory); more
+    // orphans are adopted as these are delivered.
+    std::uint64_t adopt_max_bytes = UINT64_MAX;
 };
 
 struct FlusherStats {
@@ -61,7 +64,8 @@ struct FlusherStats {
 
 class Flusher {
 public:
-    using Adopt = std::function<std::vector<std::unique_ptr<Spool>>()>;
+    // Adopts orphaned spools holding up to about `max_bytes` of lines.
+    using Adopt = std::function<std::vector<std::unique_ptr<Spool>>(std::uint64_t max_bytes)>;
 
     // Adopts (through `adopt`) what writers that died left before returning.
     Flusher(ObjectAppender& appender, TrainingDeduplicator& dedup, const Logger& logger, FlusherOptions options,
@@ -99,6 +103,7 @@ private:
         std::string last_error;
         ErrorCode last_code = ErrorCode::Storage;
         bool permanent = false;  // last failure was auth
+        std::uint64_t failed_attempt = 0;  // which attempt failed last
         std::optional<Check> check;
     };
     using Slot = std::pair<Spool*, std::string>;  // spool, object key
@@ -125,6 +130,8 @@ private:
     std::vector<std::unique_ptr<Spool>> adopted_;
     std::map<Spool*, std::uint64_t> flush_targets_;  // flush lines up to these seqs now
     std::chrono::steady_clock::time_point next_adopt_;
+    std::uint64_t attempts_ = 0;     // deliveries started
+    std::uint64_t flush_calls_ = 0;  // flush() calls started
     bool stopping_ = false;
     FlusherStats stats_;
     std::thread thread_;

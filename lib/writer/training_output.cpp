@@ -110,10 +110,13 @@ struct TrainingOutput::Impl {
         f.interval = std::chrono::milliseconds(config.flush_interval_ms);
         f.timeout = std::chrono::milliseconds(config.flush_timeout_ms);
         f.hurry_bytes = static_cast<std::uint64_t>(config.spool_max_bytes) / 2;
+        f.adopt_max_bytes = static_cast<std::uint64_t>(config.spool_max_bytes);
         const SpoolOptions so = spool_options(config);
         spool = Spool::create(so, &logger);
         flusher = std::make_unique<Flusher>(*appender, *dedup, logger, f, *spool,
-                                            [so, this] { return Spool::adopt_orphans(so, &logger); });
+                                            [so, this](std::uint64_t max_bytes) {
+                                                return Spool::adopt_orphans(so, &logger, max_bytes);
+                                            });
         logger.log(LogLevel::Info, "training_output_enabled",
                    {{"sink", sink->describe()},
                     {"dedup_store", store_kind},

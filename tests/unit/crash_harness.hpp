@@ -181,8 +181,12 @@ inline void check_exactly_once(const std::string& object, const CrashResult& r, 
         ++seen[std::to_string(w) + ":" + std::to_string(i)];
     }
     int doubled = 0, missing = 0;
+    std::string examples;  // the first few, for the report
     for (const auto& [tag, n] : seen) doubled += n > 1;
-    for (const auto& tag : r.accepted) missing += seen.count(tag) == 0;
+    for (const auto& tag : r.accepted) {
+        if (seen.count(tag) == 0 && missing++ < 20) examples += tag + " ";
+    }
+    INFO("missing, first ones: " << examples);
     INFO(doc_lines.size() << " lines, " << r.accepted.size() << " accepted, " << r.kills << " kills");
     CHECK(doubled == 0);
     CHECK(missing == 0);

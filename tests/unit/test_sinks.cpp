@@ -60,7 +60,7 @@ TEST_CASE("DirectorySink appends in place and rolls back an interrupted append",
         return std::string();
     }();
     REQUIRE_FALSE(hash_name.empty());
-    tdo_test::write_file(dir / (".sink/journal/" + hash_name), "4");
+    tdo_test::write_file(dir / (".sink/journal/" + hash_name), "4\n");
     { std::ofstream(dir / key, std::ios::app) << "{\"partial"; }
     CHECK(tdo_test::read_file(dir / key) == "a\nb\n{\"partial");
     auto g = sink->get(key);  // the next access rolls it back
@@ -68,6 +68,16 @@ TEST_CASE("DirectorySink appends in place and rolls back an interrupted append",
     CHECK(g.body == "a\nb\n");
     CHECK(tdo_test::read_file(dir / key) == "a\nb\n");
     CHECK_FALSE(std::filesystem::exists(dir / (".sink/journal/" + hash_name)));
+
+    // A crash while the journal itself was being written (before the append
+    // started): the half-written journal is discarded, the object is kept.
+    for (const std::string torn : {"", "1", "12"}) {
+        tdo_test::write_file(dir / (".sink/journal/" + hash_name), torn);
+        auto again = sink->get(key);
+        REQUIRE(again.ok());
+        CHECK(again.body == "a\nb\n");
+        CHECK_FALSE(std::filesystem::exists(dir / (".sink/journal/" + hash_name)));
+    }
 }
 
 TEST_CASE("MemorySink fault hook answers for the server", "[unit][sink]") {

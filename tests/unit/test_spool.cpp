@@ -317,8 +317,13 @@ TEST_CASE("spool: processes SIGKILLed at random lose no accepted line and double
     {
         // What the last killed workers left is delivered by the next writer.
         TrainingOutput last(Config::from_json(config));
+        INFO("last writer adopted " << last.stats().spools_adopted << " spools, " << last.stats().lines_recovered
+                                    << " lines");
         last.flush();
         last.close();
+        // No writer's spool is left behind (a worker killed while creating its
+        // directory may leave an empty ".new-" one, cleaned up a minute later).
+        for (const auto& d : tdo_test::list_dir(dir / ".spool")) CHECK(d.rfind(".new-", 0) == 0);
     }
     tdo_test::check_exactly_once(tdo_test::read_file(dir / "training/physical_activity/2025/11/health_journal_2025_11.jsonl"),
                                  result, run);
@@ -347,4 +352,16 @@ TEST_CASE("spool: spool_fsync=always from many threads: every call durable, ever
     auto lines = tdo_test::lines_of(tdo_test::read_file(dir / kKey));
     CHECK(lines.size() == 400u);
     CHECK(std::set<std::string>(lines.begin(), lines.end()).size() == 400u);
+}
+
+TEST_CASE("spool: adoption stops at a byte budget; the rest is adopted by later calls", "[unit][spool]") {
+    tdo_test::TempDir dir;
+    const auto o = spool_in(dir);
+    for (int i = 1; i <= 3; ++i) orphan_with_lines(o, i * 10, 10);  // 10 lines of 9 bytes each
+    auto first = Spool::adopt_orphans(o, nullptr, 50);
+    REQUIRE(first.size() == 1);  // at least one, then the budget is spent
+    CHECK(first[0]->recovered_bytes() == 90u);
+    auto second = Spool::adopt_orphans(o, nullptr, 200);
+    CHECK(second.size() == 2);  // the others; the first is still held
+    CHECK(Spool::adopt_orphans(o, nullptr).empty());
 }
