@@ -143,8 +143,6 @@ public:
 
     // True when nothing is left to deliver.
     bool empty() const;
-    // Fraction of max_bytes in use (the flusher hurries above one half).
-    double fill() const;
     std::uint64_t last_seq() const;
     // Bytes of the lines replay found still to deliver.
     std::uint64_t recovered_bytes() const { return recovered_bytes_; }

@@ -26,8 +26,13 @@ Table make_table() {
     return t;
 }
 
-std::uint32_t software(const unsigned char* p, std::size_t n, std::uint32_t crc) {
+const Table& table() {
     static const Table t = make_table();
+    return t;
+}
+
+std::uint32_t software(const unsigned char* p, std::size_t n, std::uint32_t crc) {
+    const Table& t = table();
     while (n >= 8) {
         std::uint32_t lo = 0, hi = 0;
         std::memcpy(&lo, p, 4);
@@ -79,7 +84,7 @@ std::uint32_t compute(std::string_view data, std::uint32_t crc) {
     if (has_sse42()) return ~hardware(p, data.size(), crc);
 #endif
     if (!little_endian()) {
-        static const Table t = make_table();
+        const Table& t = table();
         for (std::size_t i = 0; i < data.size(); ++i) crc = (crc >> 8) ^ t[0][(crc ^ p[i]) & 0xFF];
         return ~crc;
     }

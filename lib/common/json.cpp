@@ -5,13 +5,6 @@
 
 namespace training_output::json {
 
-std::string quote(std::string_view text) {
-    rapidjson::StringBuffer buffer;
-    rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
-    writer.String(text.data(), static_cast<rapidjson::SizeType>(text.size()));
-    return std::string(buffer.GetString(), buffer.GetSize());
-}
-
 namespace {
 
 // True when one of the 8 bytes needs escaping: < 0x20, '"' or '\\'.
@@ -63,6 +56,12 @@ void append_quoted(std::string& out, std::string_view text) {
         }
     }
     out.push_back('"');
+}
+
+std::string quote(std::string_view text) {
+    std::string out;
+    append_quoted(out, text);
+    return out;
 }
 
 }  // namespace training_output::json

@@ -419,7 +419,6 @@ void Spool::replay() {
         }
         recovered_.push_back(std::move(r));
     }
-    stats_.segments = segments_.size();
     std::unique_lock<std::mutex> lock(mutex_);
     delete_landed_segments(lock);
 }
@@ -489,7 +488,6 @@ void Spool::open_segment(std::uint64_t capacity) {
     written_ += kMagicBytes;
     segments_[seg->number] = seg;
     current_ = seg;
-    ++stats_.segments;
 }
 
 // Called with the lock held: the current segment is complete; later records
@@ -733,11 +731,6 @@ void Spool::syncer() {
 bool Spool::empty() const {
     std::lock_guard<std::mutex> lock(mutex_);
     return live_lines_ == 0;
-}
-
-double Spool::fill() const {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return options_.max_bytes ? double(bytes_) / double(options_.max_bytes) : 0.0;
 }
 
 std::uint64_t Spool::last_seq() const {

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "../unit/shared_sink.hpp"
 #include "bench_example.hpp"
 #include "training_output/curl_s3_sink.hpp"
 #include "training_output/training_output.hpp"
@@ -31,39 +32,6 @@ std::string env(const char* name, const char* fallback) {
     const char* v = std::getenv(name);
     return v && *v ? v : fallback;
 }
-
-// Counts what the writer sends through a sink it does not own.
-class Forward : public to::S3Sink {
-public:
-    explicit Forward(to::CurlS3Sink& s) : s_(s) {}
-    to::SinkResponse head(const std::string& k) override { return s_.head(k); }
-    to::SinkResponse get(const std::string& k, std::optional<to::ByteRange> r) override { return s_.get(k, r); }
-    to::SinkResponse put(const std::string& k, std::string_view b, const to::ObjectAttributes& a,
-                         const to::WriteConditions& c) override {
-        return s_.put(k, b, a, c);
-    }
-    to::SinkResponse remove(const std::string& k) override { return s_.remove(k); }
-    to::SinkResponse create_multipart(const std::string& k, const to::ObjectAttributes& a) override {
-        return s_.create_multipart(k, a);
-    }
-    to::SinkResponse upload_part(const std::string& k, const std::string& u, int n, std::string_view b) override {
-        return s_.upload_part(k, u, n, b);
-    }
-    to::SinkResponse upload_part_copy(const std::string& k, const std::string& u, int n, const std::string& sk,
-                                      const std::string& m, std::optional<to::ByteRange> r) override {
-        return s_.upload_part_copy(k, u, n, sk, m, r);
-    }
-    to::SinkResponse complete_multipart(const std::string& k, const std::string& u,
-                                        const std::vector<to::CompletedPart>& p, const to::WriteConditions& c) override {
-        return s_.complete_multipart(k, u, p, c);
-    }
-    to::SinkResponse abort_multipart(const std::string& k, const std::string& u) override { return s_.abort_multipart(k, u); }
-    to::SinkCapabilities capabilities() const override { return s_.capabilities(); }
-    std::string describe() const override { return s_.describe(); }
-
-private:
-    to::CurlS3Sink& s_;
-};
 
 const std::string kKey = "training/metabolic_diabetes/2025/11/health_journal_2025_11.jsonl";
 
@@ -114,7 +82,7 @@ int main(int argc, char** argv) {
         if (!sink.put(kKey, big, to::ObjectAttributes{}, to::WriteConditions{}).ok()) return 1;
         const auto caps = sink.capabilities();
         to::WriterComponents parts;
-        parts.sink = std::make_unique<Forward>(sink);
+        parts.sink = std::make_unique<tdo_test::SharedSink>(sink);
         to::TrainingOutput writer(to::Config::from_json(writer_config(bucket, dir + "/a")), std::move(parts));
         std::uint64_t appended = 0, sent = 0, requests = 0;
         for (int r = 0; r < rounds; ++r) {

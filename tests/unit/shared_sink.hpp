@@ -1,5 +1,5 @@
-// A sink that forwards to a MemorySink it does not own, so that a test can
-// give a writer the sink and still look inside it.
+// A sink that forwards to a sink it does not own, so that a test (or a
+// benchmark) can give a writer the sink and still look inside it.
 #pragma once
 
 #include <atomic>
@@ -11,10 +11,10 @@ namespace tdo_test {
 
 using namespace training_output;
 
-// Forwards to a MemorySink it does not own (so the test can look inside).
+// Forwards every call to `s`, which the caller keeps.
 class SharedSink : public S3Sink {
 public:
-    explicit SharedSink(MemorySink& s) : s_(s) {}
+    explicit SharedSink(S3Sink& s) : s_(s) {}
     SinkResponse head(const std::string& k) override { return s_.head(k); }
     SinkResponse get(const std::string& k, std::optional<ByteRange> r) override { return s_.get(k, r); }
     SinkResponse put(const std::string& k, std::string_view b, const ObjectAttributes& a, const WriteConditions& c) override {
@@ -38,7 +38,7 @@ public:
     std::string describe() const override { return s_.describe(); }
 
 private:
-    MemorySink& s_;
+    S3Sink& s_;
 };
 
 // Every request to `memory` fails with `status` while `down` is true.

@@ -39,6 +39,15 @@ Config config_in(const tdo_test::TempDir& dir) {
     return c;
 }
 
+// A 64 KiB spool: a few dozen of the ~1 KB lines the full-spool tests write fill it.
+Config small_spool_config(const tdo_test::TempDir& dir, const std::string& policy) {
+    Config c = config_in(dir);
+    c.spool_max_bytes = 64 << 10;
+    c.max_line_bytes = 16 << 10;
+    c.spool_full_policy = policy;
+    return c;
+}
+
 std::string only_segment(const std::string& spool_dir) {
     std::string found;
     for (const auto& w : tdo_test::list_dir(spool_dir)) {
@@ -183,10 +192,7 @@ TEST_CASE("spool: full, reject answers TDO_E_BACKPRESSURE and frees the claim", 
     tdo_test::fail_while(memory, down, SinkStatus::Auth, "InvalidAccessKeyId");
     WriterComponents parts;
     parts.sink = std::make_unique<tdo_test::SharedSink>(memory);
-    Config c = config_in(dir);
-    c.spool_max_bytes = 64 << 10;
-    c.max_line_bytes = 16 << 10;
-    c.spool_full_policy = "reject";
+    Config c = small_spool_config(dir, "reject");
     TrainingOutput w(c, std::move(parts));
     const std::string pad(1000, 'x');
     int accepted = 0;
@@ -224,10 +230,7 @@ TEST_CASE("spool: full, block waits for room, up to its timeout", "[unit][spool]
     tdo_test::fail_while(memory, down, SinkStatus::Auth, "InvalidAccessKeyId");
     WriterComponents parts;
     parts.sink = std::make_unique<tdo_test::SharedSink>(memory);
-    Config c = config_in(dir);
-    c.spool_max_bytes = 64 << 10;
-    c.max_line_bytes = 16 << 10;
-    c.spool_full_policy = "block";
+    Config c = small_spool_config(dir, "block");
     c.spool_block_timeout_ms = 300;
     TrainingOutput w(c, std::move(parts));
     const std::string pad(1000, 'x');
