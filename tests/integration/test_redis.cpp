@@ -2,10 +2,7 @@
 // fixture starts on loopback (TDO_TEST_REDIS_URL; scripts/services/redis.sh),
 // and, for restarts and outages, servers a test starts itself with the same
 // script. If Redis cannot be reached where it should be, the tests fail.
-#include <arpa/inet.h>
 #include <hiredis/hiredis.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -53,19 +50,6 @@ std::string unique_namespace(const std::string& prefix = "tdo-test") {
            std::to_string(std::random_device{}() % 1000000);
 }
 
-// A loopback port nobody listens on (bound, then closed).
-int free_port() {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    REQUIRE(fd >= 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof addr;
-    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), len) == 0);
-    REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
-    ::close(fd);
-    return ntohs(addr.sin_port);
-}
 
 // Inspects the server with hiredis' blocking API, independently of the store.
 class RawRedis {
@@ -128,7 +112,7 @@ private:
 // A redis-server of the test's own (to stop and restart), on a free port.
 class OwnRedis {
 public:
-    OwnRedis() : port_(free_port()) {
+    OwnRedis() : port_(tdo_test::free_port()) {
         ::setenv("REDIS_PASSWORD", TDO_TEST_REDIS_PASSWORD, 1);
         ::setenv("REDIS_ACL_USER", TDO_TEST_REDIS_ACL_USER, 1);
         ::setenv("REDIS_ACL_PASSWORD", TDO_TEST_REDIS_ACL_PASSWORD, 1);
@@ -538,16 +522,10 @@ TEST_CASE("Redis: a unix socket and a database number", "[integration][redis]") 
 
 TEST_CASE("Redis: a server that never answers: no call waits past the timeout", "[integration][redis]") {
     // A socket that listens but never reads: connections complete, requests go unanswered.
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    REQUIRE(fd >= 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof addr;
-    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), len) == 0);
-    REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+    int port = 0;
+    const int fd = tdo_test::bound_loopback_socket(&port);
     REQUIRE(::listen(fd, 64) == 0);
-    const std::string url = "redis://:hunter2-silent@127.0.0.1:" + std::to_string(ntohs(addr.sin_port)) + "/0";
+    const std::string url = "redis://:hunter2-silent@127.0.0.1:" + std::to_string(port) + "/0";
 
     LogCapture logs;
     tdo_test::TempDir dir;

@@ -1,7 +1,4 @@
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <sqlite3.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -234,16 +231,7 @@ TEST_CASE("redis_url: errors name the key and never show the password", "[unit][
 
 TEST_CASE("redis store: a server that cannot be reached at open is not an error", "[unit][dedup][redis]") {
     // A port nobody listens on: bind one, then close it.
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    REQUIRE(fd >= 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof addr;
-    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), len) == 0);
-    REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
-    ::close(fd);
-    const std::string url = "redis://:hunter2x@127.0.0.1:" + std::to_string(ntohs(addr.sin_port)) + "/0";
+    const std::string url = "redis://:hunter2x@127.0.0.1:" + std::to_string(tdo_test::free_port()) + "/0";
 
     std::vector<std::string> events;
     std::mutex m;

@@ -1,7 +1,10 @@
 // Helpers shared by the unit tests.
 #pragma once
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <rapidjson/document.h>
+#include <sys/socket.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -89,6 +92,27 @@ inline std::vector<std::string> jsonl_files(const std::string& root) {
     }
     std::sort(out.begin(), out.end());
     return out;
+}
+
+// A TCP socket bound to a free loopback port (not listening); its port in *port.
+inline int bound_loopback_socket(int* port) {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), len) == 0);
+    REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+    *port = ntohs(addr.sin_port);
+    return fd;
+}
+
+// A loopback port nobody listens on (bound, then closed).
+inline int free_port() {
+    int port = 0;
+    ::close(bound_loopback_socket(&port));
+    return port;
 }
 
 // Names in a directory (none when it does not exist).
