@@ -9,10 +9,15 @@
 // subdirectory `w-<id>` under an exclusive flock():
 //
 //   <spool_dir>/w-<id>/lock              held while the owner lives
-//   <spool_dir>/w-<id>/seg-<n>.log       segments: an 8-byte magic, then records
+//   <spool_dir>/w-<id>/seg-<n>.log       segments: an 8-byte magic, then LINE records
+//   <spool_dir>/w-<id>/ctl-<n>.log       control files: the magic, then INTENT and DONE records
 //
 // Segments are preallocated and memory-mapped: logging a line is a copy into
-// the page cache, no system call; the unused rest of a segment is zeros.
+// the page cache, no system call; the unused rest of a segment is zeros. A
+// full segment is mapped read-only before it is synced (writing back pages
+// that are mapped writable costs a TLB shootdown per page). Control records
+// are few (two per batch) and written with write(), so that syncing an
+// INTENT does not sync the lines logged since the last batch.
 // A record is  crc32c (4, of what follows) | length (4) | payload, little
 // endian; payloads are a type byte then fields (u64, or u32-length-prefixed
 // bytes):
@@ -20,11 +25,13 @@
 //   INTENT first seq, last seq, object key, ETag, object size
 //   DONE   first seq, last seq, object key
 // A batch is always the lines of one object key with seq in [first, last].
-// A record whose checksum or length does not match ends its segment: the tail
+// A record whose checksum or length does not match ends its file: the tail
 // a crash tore off is dropped (zeroed), the records before it are recovered.
+// Replay reads every segment, then the control files, in number order.
 //
-// Segments are deleted oldest first once every line in them landed, so that
-// the INTENT and DONE records of a line that is still spooled are never lost.
+// Segments are deleted oldest first once every line in them landed; a
+// control file once no segment holds a line its records name, so that the
+// INTENT and DONE records of a line that is still spooled are never lost.
 // A writer that opens adopts the subdirectories whose owner died (their lock
 // is free), delivers what they hold and removes them; flock() makes sure no
 // orphan is adopted by two writers.
@@ -164,6 +171,8 @@ private:
     void sync_through(std::uint64_t position);
     void syncer();
     void wait_for_room(std::uint64_t bytes, std::unique_lock<std::mutex>& lock);
+    void write_control(const std::string& record, std::uint64_t last, bool sync);
+    void open_control_file();
 
     SpoolOptions options_;
     std::string path_;
@@ -179,7 +188,18 @@ private:
     std::map<std::uint64_t, std::shared_ptr<Segment>> segments_;
     std::shared_ptr<Segment> current_;
     std::vector<std::shared_ptr<Segment>> unsynced_;  // sealed, not yet fsynced
+    std::vector<std::shared_ptr<Segment>> sealed_;    // for the preparer to map read-only
     bool dir_dirty_ = false;                           // segments created since the last sync
+    struct ControlFile {
+        std::string path;
+        std::uint64_t max_last = 0;  // the highest line seq its records name
+    };
+    std::map<std::uint64_t, ControlFile> controls_;  // on disk, by number
+    std::uint64_t control_number_ = 0;               // the one being written (0: none)
+    std::mutex control_mutex_;  // serializes control records; taken before mutex_
+    int control_fd_ = -1;       // these three under control_mutex_
+    std::uint64_t control_size_ = 0;
+    std::uint64_t next_control_ = 1;
     std::uint64_t next_segment_ = 1;
     std::uint64_t next_seq_ = 1;
     std::uint64_t bytes_ = 0;

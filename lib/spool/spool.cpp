@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -27,6 +28,7 @@ constexpr char kSpareName[] = "spare.seg";  // the next segment, being prepared
 constexpr std::size_t kMagicBytes = 8;
 constexpr std::size_t kHeaderBytes = 8;                 // crc32c + length
 constexpr std::uint32_t kMaxPayload = (1u << 30);        // larger lengths are torn records
+constexpr std::uint64_t kControlFileBytes = 1u << 20;    // a control file is this large at most (about)
 enum RecordType : unsigned char { kLine = 1, kIntent = 2, kDone = 3 };
 
 // --- encoding ---------------------------------------------------------------
@@ -168,6 +170,8 @@ struct Spool::Segment {
     std::uint64_t capacity = 0;
     std::uint64_t size = 0;  // bytes used
     std::uint64_t live = 0;  // lines in it not yet landed
+    std::uint64_t first_seq = UINT64_MAX;  // of its first line
+    std::atomic<bool> writable{false};     // mapped for writing (until sealed)
 
     ~Segment() {
         if (map) ::munmap(map, capacity);
@@ -180,6 +184,7 @@ struct Spool::Segment {
         if (m == MAP_FAILED) return false;
         map = static_cast<char*>(m);
         capacity = bytes;
+        writable = true;
         if (populate) {
             // Writing (zeros, over zeros) faults each page in writable and
             // dirty: the writes that follow take no fault until a sync.
@@ -187,6 +192,16 @@ struct Spool::Segment {
             for (std::uint64_t i = 0; i < bytes; i += 4096) p[i] = 0;
         }
         return true;
+    }
+    // Once nothing more is written to it: the same pages, mapped read-only.
+    // Writing a page back write-protects every writable mapping of it, one
+    // TLB shootdown (an interrupt to every core) per page; replacing the
+    // mapping in one call drops those entries with a single flush, and
+    // readers of `map` see the same bytes throughout.
+    void make_read_only() {
+        if (!map || !writable.exchange(false)) return;
+        void* m = ::mmap(map, capacity, PROT_READ, MAP_SHARED | MAP_FIXED, fd.get(), 0);
+        if (m == MAP_FAILED) ::mprotect(map, capacity, PROT_READ);  // the same effect, flushed page by page
     }
 };
 
@@ -285,8 +300,14 @@ Spool::~Spool() {
     std::unique_lock<std::mutex> lock(mutex_);
     spare_.reset();
     ::unlink((path_ + "/" + kSpareName).c_str());
+    if (control_fd_ >= 0) {
+        if (live_lines_ > 0 && options_.fsync != SpoolFsync::Never) ::fdatasync(control_fd_);  // the DONE records
+        ::close(control_fd_);
+        control_fd_ = -1;
+    }
     if (live_lines_ == 0) {
         for (auto& [n, seg] : segments_) ::unlink(seg->path.c_str());
+        for (auto& [n, c] : controls_) ::unlink(c.path.c_str());
         segments_.clear();
         current_.reset();
         ::unlink((path_ + "/lock").c_str());
@@ -310,11 +331,15 @@ void Spool::replay() {
     };
     std::map<std::string, std::deque<SpoolLineRef>, std::less<>> lines;
     std::map<std::string, Intent, std::less<>> intents;
-    std::vector<std::string> names;
+    std::vector<std::string> segment_names, control_names;
     for (const auto& name : list_dir(path_)) {
-        if (name.rfind("seg-", 0) == 0) names.push_back(name);
+        if (name.rfind("seg-", 0) == 0) segment_names.push_back(name);
+        if (name.rfind("ctl-", 0) == 0) control_names.push_back(name);
     }
-    for (const auto& name : names) {
+    // Every line first, then the control records: a DONE or INTENT only ever
+    // names lines logged before it. (Spools written before control files
+    // existed have them among the lines, in order; any record is read anywhere.)
+    auto scan = [&](const std::string& name, bool control) {
         const std::string file = path_ + "/" + name;
         auto seg = std::make_shared<Segment>();
         seg->number = std::strtoull(name.c_str() + 4, nullptr, 10);
@@ -325,6 +350,7 @@ void Spool::replay() {
         if (!seg->map_file(static_cast<std::uint64_t>(st.st_size), false)) throw storage_error("cannot map spool segment", file);
         const std::string_view data(seg->map, seg->capacity);
         std::size_t pos = kMagicBytes;
+        std::uint64_t max_last = 0;
         if (data.size() < kMagicBytes || data.compare(0, kMagicBytes, std::string_view(kMagic, kMagicBytes)) != 0) {
             pos = 0;  // not even the magic made it: nothing to recover
             if (data.find_first_not_of('\0') != std::string_view::npos) ++stats_.torn_records;
@@ -346,7 +372,7 @@ void Spool::replay() {
                 const std::uint64_t record_bytes = kHeaderBytes + payload->size();
                 Fields f(*payload);
                 const unsigned char type = f.type();
-                if (type == kLine) {
+                if (type == kLine && !control) {
                     SpoolLineRef ref;
                     ref.seq = f.u64();
                     std::string_view key = f.bytes();
@@ -362,6 +388,7 @@ void Spool::replay() {
                         it->second.push_back(ref);
                         ++seg->live;
                         ++live_lines_;
+                        seg->first_seq = std::min(seg->first_seq, ref.seq);
                         next_seq_ = std::max(next_seq_, ref.seq + 1);
                     }
                 } else if (type == kIntent) {
@@ -371,11 +398,15 @@ void Spool::replay() {
                     in.intent.key = std::string(f.bytes());
                     in.intent.etag = std::string(f.bytes());
                     in.intent.size = f.u64();
-                    if (f.ok()) intents[in.intent.key] = in;
+                    if (f.ok()) {
+                        intents[in.intent.key] = in;
+                        max_last = std::max(max_last, in.last);
+                    }
                 } else if (type == kDone) {
                     const std::uint64_t first = f.u64(), last = f.u64();
                     std::string_view key = f.bytes();
                     if (f.ok()) {
+                        max_last = std::max(max_last, last);
                         auto it = lines.find(key);
                         if (it != lines.end()) {
                             auto& q = it->second;
@@ -383,7 +414,7 @@ void Spool::replay() {
                                 if (r->seq >= first && r->seq <= last) {
                                     auto s = segments_.find(r->segment);
                                     if (s != segments_.end()) --s->second->live;
-                                    if (r->segment == seg->number) --seg->live;
+                                    if (!control && r->segment == seg->number) --seg->live;
                                     --live_lines_;
                                     r = q.erase(r);
                                 } else {
@@ -402,11 +433,19 @@ void Spool::replay() {
             // Zero the torn tail: the next replay ends cleanly where this one did.
             std::memset(seg->map + pos, 0, data.size() - pos);
         }
+        seg->make_read_only();  // nothing more is written to it
+        if (control) {
+            controls_[seg->number] = ControlFile{file, max_last};
+            next_control_ = std::max(next_control_, seg->number + 1);
+            return;
+        }
         seg->size = pos;
         bytes_ += pos;
         next_segment_ = std::max(next_segment_, seg->number + 1);
         segments_[seg->number] = seg;
-    }
+    };
+    for (const auto& name : segment_names) scan(name, false);
+    for (const auto& name : control_names) scan(name, true);
     for (auto& [key, q] : lines) {
         if (q.empty()) continue;
         SpoolRecovered r;
@@ -448,6 +487,14 @@ std::shared_ptr<Spool::Segment> Spool::make_segment_file(const std::string& path
 void Spool::preparer() {
     std::unique_lock<std::mutex> lock(mutex_);
     while (!stopping_) {
+        if (!sealed_.empty()) {
+            std::vector<std::shared_ptr<Segment>> sealed;
+            sealed.swap(sealed_);
+            lock.unlock();
+            for (const auto& seg : sealed) seg->make_read_only();
+            lock.lock();
+            continue;
+        }
         if (spare_) {
             preparer_cv_.wait(lock);
             continue;
@@ -495,6 +542,10 @@ void Spool::open_segment(std::uint64_t capacity) {
 void Spool::seal_current(std::unique_lock<std::mutex>&) {
     if (!current_) return;
     if (options_.fsync != SpoolFsync::Never) unsynced_.push_back(current_);  // synced with the next sync
+    if (preparer_.joinable()) {
+        sealed_.push_back(current_);
+        preparer_cv_.notify_one();
+    }
     current_.reset();
 }
 
@@ -545,6 +596,7 @@ SpoolLineRef Spool::append_line(std::string_view object_key, std::string_view de
         end_record(record);
         write_record(record, lock, &ref);
         ref.line_bytes = static_cast<std::uint32_t>(line.size());
+        if (current_->first_seq == UINT64_MAX) current_->first_seq = ref.seq;
         ++current_->live;
         ++live_lines_;
         position = written_;
@@ -617,14 +669,9 @@ void Spool::record_intent(const std::string& object_key, std::uint64_t first, st
     put_bytes(record, intent.etag);
     put_u64(record, intent.size);
     end_record(record);
-    std::uint64_t position = 0;
-    {
-        std::unique_lock<std::mutex> lock(mutex_);
-        write_record(record, lock, nullptr);
-        position = written_;
-    }
+    std::lock_guard<std::mutex> control(control_mutex_);
     // One per batch: cheap enough to make durable under every policy but never.
-    if (options_.fsync != SpoolFsync::Never) sync_through(position);
+    write_control(record, last, options_.fsync != SpoolFsync::Never);
 }
 
 void Spool::record_done(const std::string& object_key, std::uint64_t first, std::uint64_t last,
@@ -634,8 +681,13 @@ void Spool::record_done(const std::string& object_key, std::uint64_t first, std:
     put_u64(record, last);
     put_bytes(record, object_key);
     end_record(record);
+    {
+        // Durable with the next INTENT; if a crash loses it, that INTENT's
+        // check finds the batch landed.
+        std::lock_guard<std::mutex> control(control_mutex_);
+        write_control(record, last, false);
+    }
     std::unique_lock<std::mutex> lock(mutex_);
-    write_record(record, lock, nullptr);
     for (const auto& r : refs) {
         auto it = segments_.find(r.segment);
         if (it != segments_.end() && it->second->live > 0) --it->second->live;
@@ -644,8 +696,68 @@ void Spool::record_done(const std::string& object_key, std::uint64_t first, std:
     delete_landed_segments(lock);
 }
 
-// Oldest first, so that the INTENT and DONE records of a line still spooled
-// (always in its segment or a later one) are never deleted before it.
+// Called with control_mutex_ held. INTENT and DONE records go to control
+// files of their own, written with write(): making an INTENT durable then
+// syncs a few hundred bytes, not the megabytes of lines logged since the
+// previous batch (the lines follow the fsync policy).
+void Spool::write_control(const std::string& record, std::uint64_t last, bool sync) {
+    if (control_fd_ >= 0 && control_size_ >= kControlFileBytes) {
+        ::close(control_fd_);  // full: the next record starts a new file
+        control_fd_ = -1;
+    }
+    if (control_fd_ < 0) open_control_file();
+    std::string path;
+    {
+        // Before the record is written: the file must not be deleted while
+        // the lines the record names are still spooled.
+        std::lock_guard<std::mutex> lock(mutex_);
+        ControlFile& c = controls_[control_number_];
+        c.max_last = std::max(c.max_last, last);
+        path = c.path;
+    }
+    const bool written = fs::write_all(control_fd_, record);
+    if (!written || (sync && ::fdatasync(control_fd_) != 0)) {
+        // The file may end in a partial record now: replay stops there, so
+        // the next record goes to a new file.
+        const int err = errno;
+        ::close(control_fd_);
+        control_fd_ = -1;
+        errno = err;
+        throw storage_error(written ? "cannot fsync spool control file" : "cannot write spool control file", path);
+    }
+    control_size_ += record.size();
+}
+
+void Spool::open_control_file() {
+    const std::uint64_t number = next_control_++;
+    char name[40];
+    std::snprintf(name, sizeof name, "ctl-%020llu.log", static_cast<unsigned long long>(number));
+    const std::string path = path_ + "/" + name;
+    fs::Fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0600));
+    if (!fd.valid()) throw storage_error("cannot create spool control file", path);
+    if (!fs::write_all(fd.get(), std::string_view(kMagic, kMagicBytes))) {
+        Error e = storage_error("cannot write spool control file", path);
+        ::unlink(path.c_str());
+        throw e;
+    }
+    // Its name must be on disk before an INTENT in it is relied on.
+    if (options_.fsync != SpoolFsync::Never && !fs::fsync_dir(path_)) {
+        Error e = storage_error("cannot fsync spool directory", path_);
+        ::unlink(path.c_str());
+        throw e;
+    }
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        controls_[number] = ControlFile{path, 0};
+        control_number_ = number;
+    }
+    control_size_ = kMagicBytes;
+    control_fd_ = fd.release();
+}
+
+// Segments oldest first once all their lines landed; then the control files
+// that name only lines no longer in any segment (their records can no longer
+// matter to a replay). The control file being written stays.
 void Spool::delete_landed_segments(std::unique_lock<std::mutex>& lock) {
     bool freed = false;
     while (!segments_.empty()) {
@@ -660,6 +772,16 @@ void Spool::delete_landed_segments(std::unique_lock<std::mutex>& lock) {
         bytes_ -= std::min(bytes_, it->second->size);
         segments_.erase(it);
         freed = true;
+    }
+    std::uint64_t oldest = UINT64_MAX;  // the first line still in a segment
+    for (const auto& [n, seg] : segments_) oldest = std::min(oldest, seg->first_seq);
+    for (auto it = controls_.begin(); it != controls_.end();) {
+        if (it->first != control_number_ && it->second.max_last < oldest) {
+            ::unlink(it->second.path.c_str());
+            it = controls_.erase(it);
+        } else {
+            ++it;
+        }
     }
     (void)lock;
     if (freed) room_.notify_all();
@@ -677,7 +799,8 @@ void Spool::sync_through(std::uint64_t position) {
         }
         std::vector<std::shared_ptr<Segment>> segs;
         segs.swap(unsynced_);
-        if (current_) segs.push_back(current_);
+        const bool had_current = current_ != nullptr;
+        if (had_current) segs.push_back(current_);
         const bool dir = dir_dirty_;
         dir_dirty_ = false;
         const std::uint64_t target = written_;
@@ -686,6 +809,7 @@ void Spool::sync_through(std::uint64_t position) {
         std::string failed;
         int err = 0;
         for (const auto& seg : segs) {
+            if (seg != segs.back() || !had_current) seg->make_read_only();  // sealed: unless the preparer did
             if (::fdatasync(seg->fd.get()) != 0 && failed.empty()) {
                 err = errno;
                 failed = seg->path;

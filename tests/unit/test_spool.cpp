@@ -129,6 +129,76 @@ TEST_CASE("spool: a torn last record is detected by its checksum; the records be
     CHECK(after.find_last_not_of('\0') + 1 < used - 5);
 }
 
+std::vector<std::string> files_with_prefix(const std::string& spool_dir, const std::string& prefix) {
+    std::vector<std::string> found;
+    for (const auto& w : tdo_test::list_dir(spool_dir)) {
+        for (const auto& f : tdo_test::list_dir(spool_dir + "/" + w)) {
+            if (f.rfind(prefix, 0) == 0) found.push_back(spool_dir + "/" + w + "/" + f);
+        }
+    }
+    return found;
+}
+
+TEST_CASE("spool: a torn last control record is dropped; the INTENT before it still decides", "[unit][spool]") {
+    tdo_test::TempDir dir;
+    auto o = spool_in(dir, SpoolFsync::Interval);
+    {
+        auto s = Spool::create(o, nullptr);
+        std::vector<SpoolLineRef> refs{s->append_line(kKey, "", line(1)), s->append_line(kKey, "", line(2))};
+        s->append_line(kKey, "", line(3));  // not delivered: the spool stays
+        s->record_intent(kKey, 1, 2, AppendIntent{kKey, "\"etag\"", 13});
+        s->record_done(kKey, 1, 2, refs);
+    }
+    // Control records live in their own file, not among the lines.
+    const auto controls = files_with_prefix(o.dir, "ctl-");
+    REQUIRE(controls.size() == 1);
+    CHECK(tdo_test::read_file(only_segment(o.dir)).find("\"etag\"") == std::string::npos);
+    // The DONE was being written when the process died.
+    std::string data = tdo_test::read_file(controls[0]);
+    tdo_test::write_file(controls[0], data.substr(0, data.size() - 5));
+    auto adopted = Spool::adopt_orphans(o, nullptr);
+    REQUIRE(adopted.size() == 1);
+    CHECK(adopted[0]->stats().torn_records == 1);
+    auto rec = adopted[0]->take_recovered();
+    REQUIRE(rec.size() == 1);
+    CHECK(rec[0].lines.size() == 3);
+    REQUIRE(rec[0].pending.has_value());
+    CHECK(rec[0].pending->first == 1);
+    CHECK(rec[0].pending->last == 2);
+    CHECK(rec[0].pending->intent.etag == "\"etag\"");
+}
+
+TEST_CASE("spool: control files go once no segment holds a line they name; replay stays exact", "[unit][spool]") {
+    tdo_test::TempDir dir;
+    auto o = spool_in(dir);
+    o.segment_bytes = 4096;  // ~30 lines a segment: segments come and go
+    const int n = 12000, left = 5;
+    {
+        auto s = Spool::create(o, nullptr);
+        for (int i = 1; i <= n; ++i) {
+            const SpoolLineRef ref = s->append_line(kKey, "", line(i));
+            REQUIRE(ref.seq == static_cast<std::uint64_t>(i));
+            if (i > n - left) continue;  // these stay spooled
+            s->record_intent(kKey, ref.seq, ref.seq, AppendIntent{kKey, "\"e\"", static_cast<std::uint64_t>(i)});
+            s->record_done(kKey, ref.seq, ref.seq, {ref});
+        }
+        // ~200 bytes of control records per line: several files were written,
+        // the ones naming only deleted lines are gone.
+        CHECK(files_with_prefix(o.dir, "ctl-").size() <= 2);
+        CHECK(files_with_prefix(o.dir, "seg-").size() <= 2);
+    }
+    auto adopted = Spool::adopt_orphans(o, nullptr);
+    REQUIRE(adopted.size() == 1);
+    auto rec = adopted[0]->take_recovered();
+    REQUIRE(rec.size() == 1);
+    // Exactly the lines that never landed: the DONE records of their landed
+    // neighbours in the same segment were kept.
+    auto lines = adopted[0]->read(rec[0].lines);
+    REQUIRE(lines.size() == static_cast<std::size_t>(left));
+    for (int i = 0; i < left; ++i) CHECK(lines[static_cast<std::size_t>(i)].line == line(n - left + 1 + i));
+    CHECK_FALSE(rec[0].pending.has_value());
+}
+
 TEST_CASE("spool: after a crash, a batch that had landed is not appended again; one that had not is",
           "[unit][spool][recovery]") {
     const bool landed = GENERATE(true, false);
