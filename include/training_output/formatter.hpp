@@ -121,6 +121,7 @@ public:
                                 std::string_view result_json) const;
 
     const FormatterOptions& options() const { return options_; }
+    const TemplateTable& templates() const { return templates_; }
 
 private:
     FormatterOptions options_;

@@ -21,13 +21,15 @@ constexpr unsigned kParseFlags = rapidjson::kParseValidateEncodingFlag;
 
 // Parses `text` into `doc`; throws Error(code) "<what>: <reason> at offset N".
 template <class Document>
+[[noreturn]] void throw_parse_error(const Document& doc, const char* what, ErrorCode code = ErrorCode::InvalidJson) {
+    throw Error(code, std::string(what) + " is not valid JSON: " + rapidjson::GetParseError_En(doc.GetParseError()) +
+                          " at offset " + std::to_string(doc.GetErrorOffset()));
+}
+
+template <class Document>
 void parse(Document& doc, std::string_view text, const char* what, ErrorCode code = ErrorCode::InvalidJson) {
     doc.template Parse<kParseFlags>(text.data(), text.size());
-    if (doc.HasParseError()) {
-        throw Error(code, std::string(what) + " is not valid JSON: " +
-                              rapidjson::GetParseError_En(doc.GetParseError()) + " at offset " +
-                              std::to_string(doc.GetErrorOffset()));
-    }
+    if (doc.HasParseError()) throw_parse_error(doc, what, code);
 }
 
 inline const char* type_name(const rapidjson::Value& v) {

@@ -30,6 +30,23 @@ void require_utf8(std::string_view text, const char* field) {
     if (!is_valid_utf8(text)) throw input_error(std::string(field) + " is not valid UTF-8");
 }
 
+// Parses the JSON `text` into `doc`. Text that is valid UTF-8 (checked here,
+// in one pass) and holds no NUL is copied into `scratch` and parsed in place:
+// RapidJSON then neither checks the encoding string by string nor copies each
+// string. Anything else takes json::parse, so that errors read the same.
+// The strings of `doc` point into `scratch`.
+template <class Document>
+void parse_json(Document& doc, std::string_view text, std::string& scratch, const char* what) {
+    if (!is_valid_utf8(text) || std::memchr(text.data(), '\0', text.size()) != nullptr) {
+        json::parse(doc, text, what);
+        return;
+    }
+    scratch.assign(text.data(), text.size());
+    scratch.push_back('\0');
+    doc.template ParseInsitu<rapidjson::kParseInsituFlag>(&scratch[0]);
+    if (doc.HasParseError()) json::throw_parse_error(doc, what);
+}
+
 std::string render(std::string_view tmpl, std::string_view record_type, std::optional<std::int64_t> count) {
     std::string out;
     out.reserve(tmpl.size() + 32);
@@ -53,19 +70,17 @@ std::string render(std::string_view tmpl, std::string_view record_type, std::opt
     return out;
 }
 
-template <class W>
-void write_string(W& w, std::string_view s) {
-    w.String(s.data(), static_cast<rapidjson::SizeType>(s.size()));
+void put_optional(std::string& line, const std::optional<std::string_view>& s) {
+    if (s) json::append_quoted(line, *s); else line += "null";
 }
 
-template <class W>
-void write_optional(W& w, const std::optional<std::string_view>& s) {
-    if (s) write_string(w, *s); else w.Null();
-}
-
-template <class W>
-void write_optional(W& w, const std::optional<double>& d) {
-    if (d) w.Double(*d); else w.Null();
+void put_optional(std::string& line, const std::optional<double>& d) {
+    if (!d) {
+        line += "null";
+        return;
+    }
+    char buf[32];  // finite (checked by finish_view): what Writer::Double writes
+    line.append(buf, static_cast<std::size_t>(rapidjson::internal::dtoa(*d, buf) - buf));
 }
 
 }  // namespace
@@ -98,6 +113,40 @@ std::string TrainingDataFormatter::input_for(std::string_view record_type,
 
 namespace {
 
+// The input of one (record type, record count) and the start of its lines:
+// {"instruction":"...","input":"..."  Processors write runs of one record
+// type, so each thread keeps the last one it rendered, and uses it again only
+// while the templates it came from are the same.
+struct RenderedHead {
+    std::string instruction_template, input_template;
+    std::string record_type;
+    std::optional<std::int64_t> count;
+    std::string input;
+    std::string head;
+};
+
+const RenderedHead& rendered_head(const TrainingDataFormatter& f, std::string_view record_type,
+                                  std::optional<std::int64_t> count) {
+    thread_local RenderedHead h;
+    const Template& t = f.templates().lookup(record_type);
+    if (h.record_type == record_type && h.count == count && h.instruction_template == t.instruction &&
+        h.input_template == t.input && !h.head.empty()) {
+        return h;
+    }
+    h.head.clear();  // not valid until complete
+    h.instruction_template = t.instruction;
+    h.input_template = t.input;
+    h.record_type = std::string(record_type);
+    h.count = count;
+    h.input = render(t.input, record_type, count);
+    std::string head = "{\"instruction\":";
+    json::append_quoted(head, render(t.instruction, record_type, std::nullopt));
+    head += ",\"input\":";
+    json::append_quoted(head, h.input);
+    h.head = std::move(head);
+    return h;
+}
+
 TrainingExample build(const TrainingDataFormatter& f, const ExampleView& v) {
     TrainingExample ex;
     ex.record_type = std::string(v.record_type);
@@ -107,56 +156,58 @@ TrainingExample build(const TrainingDataFormatter& f, const ExampleView& v) {
     }
     ex.health_domain = std::string(health_domain_for(v.record_type));
     ex.object_key = object_key_for(f.options().prefix, ex.health_domain, v.timestamp);
-    const std::string instruction = f.instruction_for(v.record_type);
-    const std::string input = f.input_for(v.record_type, v.record_count);
-    ex.content_hash = content_hash(v.record_type, input, v.narrative);
+    const RenderedHead& head = rendered_head(f, v.record_type, v.record_count);
+    ex.content_hash = content_hash(v.record_type, head.input, v.narrative);
 
     // instruction, input and output by hand (they are most of the line and
     // need only string escaping); the metadata through RapidJSON.
     std::string& line = ex.line;
-    line.reserve(v.narrative.size() + input.size() + instruction.size() + 640);
-    line += "{\"instruction\":";
-    json::append_quoted(line, instruction);
-    line += ",\"input\":";
-    json::append_quoted(line, input);
+    line.reserve(head.head.size() + v.narrative.size() + 704);
+    line += head.head;
     const std::size_t head_end = line.size();
     line += ",\"output\":";
     json::append_quoted(line, v.narrative);  // checked by finish_view()
     const std::size_t output_end = line.size();
     if (f.options().include_metadata) {
-        rapidjson::StringBuffer buffer;
-        rapidjson::Writer<rapidjson::StringBuffer> w(buffer);
-        w.StartObject();
-        w.Key("record_type");
-        write_string(w, v.record_type);
-        w.Key("user_id");
-        write_optional(w, v.user_id);
-        w.Key("correlation_id");
-        write_optional(w, v.correlation_id);
-        w.Key("processing_timestamp");
-        write_string(w, format_iso8601(v.timestamp));
-        w.Key("source_bucket");
-        write_optional(w, v.bucket);
-        w.Key("source_key");
-        write_optional(w, v.key);
-        w.Key("quality_score");
-        write_optional(w, v.quality_score);
-        w.Key("record_count");
-        if (v.record_count) w.Int64(*v.record_count); else w.Null();
-        w.Key("processing_duration_seconds");
-        write_optional(w, v.processing_time_seconds);
-        w.Key("clinical_insights");
-        if (v.clinical_insights) {
-            if (!v.clinical_insights->Accept(w)) throw input_error("result.clinical_insights cannot be written as JSON");
+        // Written as RapidJSON's Writer writes it (the same escaping, dtoa
+        // and itoa), without going through it byte by byte; the clinical
+        // insights, any JSON value, through it.
+        line += ",\"metadata\":{\"record_type\":";
+        json::append_quoted(line, v.record_type);
+        line += ",\"user_id\":";
+        put_optional(line, v.user_id);
+        line += ",\"correlation_id\":";
+        put_optional(line, v.correlation_id);
+        line += ",\"processing_timestamp\":\"";
+        line += format_iso8601(v.timestamp);
+        line += "\",\"source_bucket\":";
+        put_optional(line, v.bucket);
+        line += ",\"source_key\":";
+        put_optional(line, v.key);
+        line += ",\"quality_score\":";
+        put_optional(line, v.quality_score);
+        line += ",\"record_count\":";
+        if (v.record_count) {
+            char buf[24];
+            line.append(buf, static_cast<std::size_t>(rapidjson::internal::i64toa(*v.record_count, buf) - buf));
         } else {
-            w.StartObject();
-            w.EndObject();
+            line += "null";
         }
-        w.Key("health_domain");
-        write_string(w, ex.health_domain);
-        w.EndObject();
-        line += ",\"metadata\":";
-        line.append(buffer.GetString(), buffer.GetSize());
+        line += ",\"processing_duration_seconds\":";
+        put_optional(line, v.processing_time_seconds);
+        line += ",\"clinical_insights\":";
+        if (v.clinical_insights) {
+            thread_local rapidjson::StringBuffer buffer;  // keeps its memory from line to line
+            buffer.Clear();
+            rapidjson::Writer<rapidjson::StringBuffer> w(buffer);
+            if (!v.clinical_insights->Accept(w)) throw input_error("result.clinical_insights cannot be written as JSON");
+            line.append(buffer.GetString(), buffer.GetSize());
+        } else {
+            line += "{}";
+        }
+        line += ",\"health_domain\":";
+        json::append_quoted(line, ex.health_domain);
+        line.push_back('}');
     }
     line += "}\n";
     // RapidJSON 1.1.0 accepts a lone low surrogate escape ("\\udc00") and
@@ -263,11 +314,12 @@ TrainingExample TrainingDataFormatter::format_json(std::string_view narrative, s
     PoolDocument message(&mva, sizeof message_parse_buf, &mpa);
     PoolDocument result(&rva, sizeof result_parse_buf, &rpa);
 
-    json::parse(message, message_data_json, "message_data");
+    thread_local std::string message_text, result_text;
+    parse_json(message, message_data_json, message_text, "message_data");
     if (!message.IsObject()) {
         throw input_error(std::string("message_data must be a JSON object, got ") + json::type_name(message));
     }
-    json::parse(result, result_json, "result");
+    parse_json(result, result_json, result_text, "result");
     if (!result.IsObject()) {
         throw input_error(std::string("result must be a JSON object, got ") + json::type_name(result));
     }

@@ -142,27 +142,51 @@ std::chrono::system_clock::time_point parse_iso8601(std::string_view text) {
                                                                         std::chrono::microseconds(micros)));
 }
 
+namespace {
+
+// `v` in decimal, zero-padded to `width` digits; called for every line, so
+// by hand rather than through snprintf.
+void put_digits(std::string& out, std::int64_t v, int width) {
+    char buf[24];
+    int n = 0;
+    std::uint64_t u = v < 0 ? 0 - static_cast<std::uint64_t>(v) : static_cast<std::uint64_t>(v);
+    do {
+        buf[n++] = static_cast<char>('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    while (n < width) buf[n++] = '0';
+    if (v < 0) out.push_back('-');
+    while (n > 0) out.push_back(buf[--n]);
+}
+
+}  // namespace
+
 std::string format_iso8601(std::chrono::system_clock::time_point when) {
-    UtcParts p = split(when);
-    char buf[40];
-    int n;
+    const UtcParts p = split(when);
+    std::string out;
+    out.reserve(27);
+    put_digits(out, p.year, 4);
+    out.push_back('-');
+    put_digits(out, p.month, 2);
+    out.push_back('-');
+    put_digits(out, p.day, 2);
+    out.push_back('T');
+    put_digits(out, p.hour, 2);
+    out.push_back(':');
+    put_digits(out, p.minute, 2);
+    out.push_back(':');
+    put_digits(out, p.second, 2);
     if (p.micros != 0) {
-        n = std::snprintf(buf, sizeof buf, "%04lld-%02u-%02uT%02d:%02d:%02d.%06ldZ", static_cast<long long>(p.year),
-                          p.month, p.day, p.hour, p.minute, p.second, p.micros);
-    } else {
-        n = std::snprintf(buf, sizeof buf, "%04lld-%02u-%02uT%02d:%02d:%02dZ", static_cast<long long>(p.year),
-                          p.month, p.day, p.hour, p.minute, p.second);
+        out.push_back('.');
+        put_digits(out, p.micros, 6);
     }
-    return std::string(buf, static_cast<std::size_t>(n));
+    out.push_back('Z');
+    return out;
 }
 
 std::string object_key_for(std::string_view prefix, std::string_view domain,
                            std::chrono::system_clock::time_point when) {
-    UtcParts p = split(when);
-    char ym[32];
-    std::snprintf(ym, sizeof ym, "%04lld/%02u", static_cast<long long>(p.year), p.month);
-    char file[48];
-    std::snprintf(file, sizeof file, "health_journal_%04lld_%02u.jsonl", static_cast<long long>(p.year), p.month);
+    const UtcParts p = split(when);
     std::string key;
     key.reserve(prefix.size() + domain.size() + 48);
     if (!prefix.empty()) {
@@ -171,9 +195,14 @@ std::string object_key_for(std::string_view prefix, std::string_view domain,
     }
     key.append(domain);
     key.push_back('/');
-    key.append(ym);
+    put_digits(key, p.year, 4);
     key.push_back('/');
-    key.append(file);
+    put_digits(key, p.month, 2);
+    key.append("/health_journal_");
+    put_digits(key, p.year, 4);
+    key.push_back('_');
+    put_digits(key, p.month, 2);
+    key.append(".jsonl");
     return key;
 }
 

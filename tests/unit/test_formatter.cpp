@@ -328,3 +328,61 @@ TEST_CASE("append_quoted writes what RapidJSON's Writer writes, byte for byte", 
         REQUIRE(mine(s) == rapid(s));
     }
 }
+
+TEST_CASE("metadata is written byte for byte as RapidJSON's Writer writes it", "[unit][format]") {
+    // The metadata the line must end with, written through RapidJSON's Writer
+    // from the parsed arguments.
+    auto expected = [](const std::string& message, const std::string& result) {
+        auto m = tdo_test::parse(message);
+        auto r = tdo_test::parse(result);
+        rapidjson::StringBuffer b;
+        rapidjson::Writer<rapidjson::StringBuffer> w(b);
+        auto field = [&](const rapidjson::Value& obj, const char* from, const char* to) {
+            w.Key(to);
+            if (obj.HasMember(from)) obj[from].Accept(w); else w.Null();
+        };
+        w.StartObject();
+        field(m, "record_type", "record_type");
+        field(m, "user_id", "user_id");
+        field(m, "correlation_id", "correlation_id");
+        w.Key("processing_timestamp");
+        w.String("2025-11-18T10:30:00.250000Z");
+        field(m, "bucket", "source_bucket");
+        field(m, "key", "source_key");
+        w.Key("quality_score");
+        if (r.HasMember("quality_score")) w.Double(r["quality_score"].GetDouble()); else w.Null();
+        field(r, "record_count", "record_count");
+        w.Key("processing_duration_seconds");
+        if (r.HasMember("processing_time_seconds")) w.Double(r["processing_time_seconds"].GetDouble()); else w.Null();
+        w.Key("clinical_insights");
+        if (r.HasMember("clinical_insights")) r["clinical_insights"].Accept(w); else { w.StartObject(); w.EndObject(); }
+        w.Key("health_domain");
+        w.String(health_domain_for(m["record_type"].GetString()).data());
+        w.EndObject();
+        return ",\"metadata\":" + std::string(b.GetString(), b.GetSize()) + "}\n";
+    };
+    TrainingDataFormatter f;
+    const std::string ts = "\"processing_timestamp\":\"2025-11-18T10:30:00.25Z\"";
+    const char* numbers[] = {"0", "1", "-0.0", "0.1", "2.5", "1e21", "1.5e-7", "5e-324", "1.7976931348623157e308",
+                             "123456789.123456789", "-42.125", "3", "0.95"};
+    const char* texts[] = {"plain", "qu\\\"ote", "back\\\\slash", "tab\\tnew\\nline", "\\u0001ctl", "caf\\u00e9 \xe2\x82\xac",
+                           "/slash", ""};
+    int n = 0;
+    for (const char* num : numbers) {
+        for (const char* text : texts) {
+            const std::string message = std::string("{\"record_type\":\"HeartRateRecord\",\"user_id\":\"") + text +
+                                        "\",\"key\":\"k/" + text + "\"}";
+            const std::string result = std::string("{\"quality_score\":") + num + ",\"processing_time_seconds\":" +
+                                       num + ",\"record_count\":" + std::to_string(n * 1000003 + 7) + "," + ts +
+                                       ",\"clinical_insights\":{\"v\":" + num + ",\"s\":\"" + text + "\"}}";
+            auto ex = f.format_json("narrative " + std::to_string(n++), message, result);
+            const std::string want = expected(message, result);
+            REQUIRE(ex.line.size() > want.size());
+            CHECK(ex.line.substr(ex.line.size() - want.size()) == want);
+        }
+    }
+    // Nulls and absent values.
+    auto ex = f.format_json("x", "{\"record_type\":\"StepsRecord\",\"user_id\":null}", "{" + ts + "}");
+    CHECK(ex.line.substr(ex.line.size() - expected("{\"record_type\":\"StepsRecord\"}", "{}").size()) ==
+          expected("{\"record_type\":\"StepsRecord\"}", "{}"));
+}
