@@ -14,7 +14,11 @@ std::string TrainingDeduplicator::key_for(const Sha256& hash) const {
     key.reserve(options_.key_namespace.size() + 65);
     key.append(options_.key_namespace);
     key.push_back(':');
-    key.append(to_hex(hash));
+    static const char digits[] = "0123456789abcdef";
+    for (std::uint8_t b : hash) {
+        key.push_back(digits[b >> 4]);
+        key.push_back(digits[b & 0xF]);
+    }
     return key;
 }
 

@@ -1,9 +1,19 @@
-// In-process dedup store: a sharded hash map.
+// In-process dedup store: sharded open-addressing hash tables.
+//
+// A claim is on every generate() call, so the table is flat: a slot holds the
+// key's 64-bit hash, where its bytes are (in 64 KiB chunks, never moved) and
+// its state.
+// Looking up a new key touches one slot (its hash differs from those probed);
+// only a matching hash reads the key bytes to compare.
+#include <algorithm>
 #include <array>
 #include <chrono>
+#include <cstring>
+#include <memory>
+#include <functional>
 #include <mutex>
-#include <optional>
-#include <unordered_map>
+#include <string_view>
+#include <vector>
 
 #include "training_output/dedup_store.hpp"
 
@@ -12,46 +22,145 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+constexpr std::int64_t kForever = INT64_MAX;
+constexpr std::size_t kChunkBytes = 64 << 10;
+
 class MemoryDedupStore final : public DedupStore {
 public:
     bool claim(const std::string& key, std::chrono::seconds claim_ttl) override {
-        auto& s = shard(key);
-        auto now = Clock::now();
+        const std::uint64_t h = hash(key);
+        Shard& s = shard(h);
+        const std::int64_t now = now_ns();
         std::lock_guard<std::mutex> lock(s.mutex);
-        auto [it, inserted] = s.entries.try_emplace(key);
-        if (!inserted && !(it->second.expires && *it->second.expires <= now)) return false;
-        it->second = Entry{false, now + claim_ttl};
+        Slot& slot = s.find_or_insert(h, key);
+        if (slot.state != State::Empty && !(slot.expires <= now)) return false;
+        slot.state = State::Claimed;
+        slot.expires = now + ttl_ns(claim_ttl);
         return true;
     }
 
     void commit(const std::vector<std::string>& keys, std::chrono::seconds ttl) override {
-        auto now = Clock::now();
+        const std::int64_t now = now_ns();
         for (const auto& key : keys) {
-            auto& s = shard(key);
+            const std::uint64_t h = hash(key);
+            Shard& s = shard(h);
             std::lock_guard<std::mutex> lock(s.mutex);
-            s.entries[key] = Entry{true, ttl.count() > 0 ? std::optional<Clock::time_point>(now + ttl) : std::nullopt};
+            Slot& slot = s.find_or_insert(h, key);
+            slot.state = State::Committed;
+            slot.expires = ttl.count() > 0 ? now + ttl_ns(ttl) : kForever;
         }
     }
 
     void release(const std::string& key) override {
-        auto& s = shard(key);
+        const std::uint64_t h = hash(key);
+        Shard& s = shard(h);
         std::lock_guard<std::mutex> lock(s.mutex);
-        auto it = s.entries.find(key);
-        if (it != s.entries.end() && !it->second.committed) s.entries.erase(it);
+        Slot* slot = s.find(h, key);
+        if (slot && slot->state == State::Claimed) slot->state = State::Empty;  // the key stays, unclaimed
     }
 
     const char* kind() const noexcept override { return "memory"; }
 
 private:
-    struct Entry {
-        bool committed = false;
-        std::optional<Clock::time_point> expires;  // nullopt = forever
+    // Empty: the key is known but neither claimed nor committed (released).
+    enum class State : std::uint8_t { Empty, Claimed, Committed };
+
+    struct Slot {
+        std::uint64_t hash = 0;
+        std::int64_t expires = 0;  // steady clock, ns
+        std::uint32_t chunk = 0;   // where the key's bytes are
+        std::uint32_t offset = 0;
+        std::uint32_t key_size = 0;
+        bool used = false;
+        State state = State::Empty;
     };
+
     struct Shard {
         std::mutex mutex;
-        std::unordered_map<std::string, Entry> entries;
+        std::vector<Slot> slots;  // a power of two, at most half used
+        std::vector<std::unique_ptr<char[]>> chunks;  // the keys' bytes
+        std::size_t chunk_used = kChunkBytes;         // in chunks.back()
+        std::size_t used = 0;
+
+        bool same_key(const Slot& slot, std::uint64_t h, std::string_view key) const {
+            return slot.hash == h && slot.key_size == key.size() &&
+                   std::memcmp(chunks[slot.chunk].get() + slot.offset, key.data(), key.size()) == 0;
+        }
+
+        // Copies the key's bytes where they stay until the store goes.
+        void store_key(Slot& slot, std::string_view key) {
+            if (key.size() > kChunkBytes / 4) {  // a large key: a chunk of its own
+                chunks.push_back(std::make_unique<char[]>(key.size()));
+                chunk_used = kChunkBytes;  // the next small key starts a new chunk
+                slot.offset = 0;
+            } else {
+                if (chunk_used + key.size() > kChunkBytes) {
+                    chunks.push_back(std::make_unique<char[]>(kChunkBytes));
+                    chunk_used = 0;
+                }
+                slot.offset = static_cast<std::uint32_t>(chunk_used);
+                chunk_used += key.size();
+            }
+            slot.chunk = static_cast<std::uint32_t>(chunks.size() - 1);
+            std::memcpy(chunks.back().get() + slot.offset, key.data(), key.size());
+        }
+
+        Slot* find(std::uint64_t h, std::string_view key) {
+            if (slots.empty()) return nullptr;
+            const std::size_t mask = slots.size() - 1;
+            for (std::size_t i = h & mask;; i = (i + 1) & mask) {
+                Slot& slot = slots[i];
+                if (!slot.used) return nullptr;
+                if (same_key(slot, h, key)) return &slot;
+            }
+        }
+
+        // The key's slot; a new one (state Empty) when the key is not known.
+        Slot& find_or_insert(std::uint64_t h, std::string_view key) {
+            if ((used + 1) * 2 > slots.size()) grow();
+            const std::size_t mask = slots.size() - 1;
+            std::size_t i = h & mask;
+            for (;; i = (i + 1) & mask) {
+                Slot& slot = slots[i];
+                if (!slot.used) break;
+                if (same_key(slot, h, key)) return slot;
+            }
+            Slot& slot = slots[i];
+            slot.used = true;
+            slot.hash = h;
+            slot.key_size = static_cast<std::uint32_t>(key.size());
+            slot.state = State::Empty;
+            slot.expires = 0;
+            store_key(slot, key);
+            ++used;
+            return slot;
+        }
+
+        void grow() {
+            std::vector<Slot> old;
+            old.swap(slots);
+            slots.resize(old.empty() ? 1024 : old.size() * 2);
+            const std::size_t mask = slots.size() - 1;
+            for (const Slot& slot : old) {
+                if (!slot.used) continue;
+                std::size_t i = slot.hash & mask;
+                while (slots[i].used) i = (i + 1) & mask;
+                slots[i] = slot;
+            }
+        }
     };
-    Shard& shard(const std::string& key) { return shards_[std::hash<std::string>{}(key) % shards_.size()]; }
+
+    static std::uint64_t hash(const std::string& key) { return std::hash<std::string_view>{}(key); }
+    static std::int64_t now_ns() {
+        return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
+    }
+    static std::int64_t ttl_ns(std::chrono::seconds ttl) {
+        // Saturating: a TTL of many years must not wrap to the past.
+        const std::int64_t max_s = kForever / 1000000000 / 2;
+        return std::min<std::int64_t>(ttl.count(), max_s) * 1000000000;
+    }
+    // The top bits pick the shard; the table index uses the low bits.
+    Shard& shard(std::uint64_t h) { return shards_[h >> 60]; }
 
     std::array<Shard, 16> shards_;
 };

@@ -29,6 +29,7 @@ constexpr std::size_t kMagicBytes = 8;
 constexpr std::size_t kHeaderBytes = 8;                 // crc32c + length
 constexpr std::uint32_t kMaxPayload = (1u << 30);        // larger lengths are torn records
 constexpr std::uint64_t kControlFileBytes = 1u << 20;    // a control file is this large at most (about)
+constexpr std::size_t kKeptRecordBytes = 256u << 10;     // a thread's record buffer larger than this is freed
 enum RecordType : unsigned char { kLine = 1, kIntent = 2, kDone = 3 };
 
 // --- encoding ---------------------------------------------------------------
@@ -49,12 +50,16 @@ std::uint32_t get_u32_at(std::string_view s, std::size_t pos) {
     return v;
 }
 
-// Starts a record: room for the header, then the type byte.
-std::string begin_record(RecordType type, std::size_t payload_hint) {
-    std::string r;
+// Starts a record in `r`: room for the header, then the type byte.
+void start_record(std::string& r, RecordType type, std::size_t payload_hint) {
+    r.clear();
     r.reserve(kHeaderBytes + 1 + payload_hint);
     r.resize(kHeaderBytes);
     r.push_back(static_cast<char>(type));
+}
+std::string begin_record(RecordType type, std::size_t payload_hint) {
+    std::string r;
+    start_record(r, type, payload_hint);
     return r;
 }
 // Fills in the length and the checksum over length + payload.
@@ -579,7 +584,8 @@ void Spool::wait_for_room(std::uint64_t bytes, std::unique_lock<std::mutex>& loc
 }
 
 SpoolLineRef Spool::append_line(std::string_view object_key, std::string_view dedup_key, std::string_view line) {
-    std::string record = begin_record(kLine, 8 + 12 + object_key.size() + dedup_key.size() + line.size());
+    thread_local std::string record;  // keeps its memory from call to call
+    start_record(record, kLine, 8 + 12 + object_key.size() + dedup_key.size() + line.size());
     const std::size_t seq_at = record.size();
     put_u64(record, 0);  // the seq, filled in under the lock
     put_bytes(record, object_key);
@@ -601,6 +607,7 @@ SpoolLineRef Spool::append_line(std::string_view object_key, std::string_view de
         ++live_lines_;
         position = written_;
     }
+    if (record.capacity() > kKeptRecordBytes) std::string().swap(record);  // an unusually large line
     if (options_.fsync == SpoolFsync::Always) sync_through(position);
     return ref;
 }

@@ -68,7 +68,12 @@ void Flusher::add(const std::string& object_key, const SpoolLineRef& ref) {
     bool wake = false;
     {
         std::lock_guard<std::mutex> lock(mutex_);
-        Pending& p = pending_[Slot{&own_, object_key}];
+        // Runs of lines go to one object: keep where the last one went
+        // (entries of the own spool are never erased).
+        if (own_last_ == pending_.end() || own_last_->first.second != object_key) {
+            own_last_ = pending_.try_emplace(Slot{&own_, object_key}).first;
+        }
+        Pending& p = own_last_->second;
         p.bytes += ref.line_bytes;
         stats_.pending_bytes += ref.line_bytes;
         ++stats_.pending_lines;

@@ -127,6 +127,7 @@ private:
     std::condition_variable wake_;      // the thread
     std::condition_variable progress_;  // flush() waiters
     std::map<Slot, Pending> pending_;
+    std::map<Slot, Pending>::iterator own_last_ = pending_.end();  // where add() put the last line
     std::vector<std::unique_ptr<Spool>> adopted_;
     std::map<Spool*, std::uint64_t> flush_targets_;  // flush lines up to these seqs now
     std::chrono::steady_clock::time_point next_adopt_;

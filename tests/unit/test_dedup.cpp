@@ -32,6 +32,28 @@ TEST_CASE("dedup stores: claim, commit, release, expiry, batches", "[unit][dedup
     tdo_test::check_dedup_conformance(*store, "training");
 }
 
+TEST_CASE("memory dedup: many keys, long keys and keys that differ late", "[unit][dedup]") {
+    auto store = make_memory_dedup_store();
+    // Enough keys for the tables to grow several times and the key storage
+    // to take many chunks; some keys far larger than a chunk.
+    const std::string common(60, 'k');
+    auto key = [&](int i) {
+        if (i % 5000 == 7) return std::string(100000 + i, 'x') + std::to_string(i);
+        return common + std::to_string(i);
+    };
+    const int n = 60000;
+    for (int i = 0; i < n; ++i) REQUIRE(store->claim(key(i), 1h));
+    for (int i = 0; i < n; ++i) REQUIRE_FALSE(store->claim(key(i), 1h));
+    store->commit({key(1), key(7)}, 0s);
+    store->release(key(1));  // committed: stays
+    store->release(key(2));  // claimed: free again
+    CHECK_FALSE(store->claim(key(1), 1h));
+    CHECK_FALSE(store->claim(key(7), 1h));
+    CHECK(store->claim(key(2), 1h));
+    CHECK(store->claim(common, 1h));  // a prefix of every key is a key of its own
+    CHECK_FALSE(store->claim(common, 1h));
+}
+
 TEST_CASE("sqlite dedup: two writers on one file, and a reopen", "[unit][dedup]") {
     tdo_test::TempDir dir;
     {
