@@ -87,13 +87,18 @@ void put_optional(std::string& line, const std::optional<double>& d) {
 
 Sha256 content_hash(std::string_view record_type, std::string_view input, std::string_view output) {
     thread_local crypto::Sha256Stream stream;
-    for (std::string_view part : {record_type, input, output}) {
-        std::uint8_t len[8];
-        std::uint64_t n = part.size();
-        for (int i = 0; i < 8; ++i) len[i] = static_cast<std::uint8_t>(n >> (8 * i));
-        stream.update(len, sizeof len);
-        stream.update(part);
-    }
+    thread_local std::string head;  // everything before the output's bytes: one update, not five
+    auto put_size = [](std::string& out, std::uint64_t n) {
+        for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>(n >> (8 * i)));
+    };
+    head.clear();
+    put_size(head, record_type.size());
+    head.append(record_type);
+    put_size(head, input.size());
+    head.append(input);
+    put_size(head, output.size());
+    stream.update(head);
+    stream.update(output);
     return stream.finish();
 }
 

@@ -19,6 +19,7 @@
 #include <dirent.h>
 #include <filesystem>
 
+#include "common/crc32c.hpp"
 #include "common/fs.hpp"
 #include "common/json.hpp"
 #include "common/random.hpp"
@@ -54,6 +55,14 @@ std::string etag_of(const struct stat& st) {
                   static_cast<unsigned long long>(st.st_size),
                   static_cast<unsigned long long>(st.st_mtim.tv_sec) * 1000000000ull +
                       static_cast<unsigned long long>(st.st_mtim.tv_nsec));
+    return buf;
+}
+
+// A part's ETag: its size and CRC-32C (complete checks the part file still
+// holds what was uploaded; parts are megabytes, so not a SHA-256).
+std::string part_etag(std::string_view data) {
+    char buf[48];
+    std::snprintf(buf, sizeof buf, "%08x-%llx", crc32c::compute(data), static_cast<unsigned long long>(data.size()));
     return buf;
 }
 
@@ -167,7 +176,7 @@ public:
         ::unlink((part + ".copy").c_str());
         if (!write_file(part, body)) return io_failure("cannot write", part);
         SinkResponse r = ok();
-        r.etag = crypto::hex(crypto::sha256(body)).substr(0, 32);
+        r.etag = part_etag(body);
         return r;
     }
 
@@ -202,7 +211,7 @@ public:
         }
         ::unlink((part + ".copy").c_str());
         if (!write_file(part, bytes)) return io_failure("cannot write", part);
-        r.etag = crypto::hex(crypto::sha256(bytes)).substr(0, 32);
+        r.etag = part_etag(bytes);
         return r;
     }
 
@@ -233,7 +242,7 @@ public:
             } else {
                 std::string data;
                 if (!read_file(base, data)) return failure(SinkStatus::Fatal, 400, "InvalidPart");
-                if (p.etag != crypto::hex(crypto::sha256(data)).substr(0, 32)) {
+                if (p.etag != part_etag(data)) {
                     return failure(SinkStatus::Fatal, 400, "InvalidPart");
                 }
                 s.file = base;
