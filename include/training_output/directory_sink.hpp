@@ -6,6 +6,7 @@
 // back: a batch is in the file whole or not at all.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -16,6 +17,11 @@ namespace training_output {
 struct DirectorySinkOptions {
     std::string root;
     bool fsync = true;  // fsync files and directories after each change
+    // Uploaded parts are kept in this sink's memory, up to this many bytes at
+    // once, and written once, at Complete, instead of to a part file first;
+    // beyond it they go to files. A multipart upload is then completed by the
+    // sink object that uploaded its parts (the appender always does).
+    std::uint64_t memory_part_bytes = 64u << 20;
 };
 
 // Throws Error(Storage) when the root cannot be created.

@@ -5,7 +5,9 @@
 //   .sink/locks/<h>.lock       one flock per key (h = SHA-256 of the key)
 //   .sink/journal/<h>          "size before an in-place append"; present only
 //                              while one runs, rolled back if found later
-//   .sink/uploads/<id>/        multipart uploads in progress
+//   .sink/uploads/<id>/        multipart uploads in progress; their parts are
+//                              kept in the memory of the sink that uploaded
+//                              them (up to memory_part_bytes), else here
 //   .sink/tmp/                 PUT bodies before their rename
 // An append arrives as a multipart upload whose first part is a copy of the
 // whole object itself; it is done in place (only the new bytes are written)
@@ -16,6 +18,9 @@
 
 #include <chrono>
 #include <ctime>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <dirent.h>
 #include <filesystem>
 
@@ -84,7 +89,8 @@ bool valid_key(const std::string& key) {
 
 class DirectorySink final : public S3Sink {
 public:
-    explicit DirectorySink(const DirectorySinkOptions& options) : root_(options.root), fsync_(options.fsync) {
+    explicit DirectorySink(const DirectorySinkOptions& options)
+        : root_(options.root), fsync_(options.fsync), memory_part_bytes_(options.memory_part_bytes) {
         while (root_.size() > 1 && root_.back() == '/') root_.pop_back();
         internal_ = root_ + "/.sink";
         for (const char* sub : {"/locks", "/journal", "/uploads", "/tmp"}) {
@@ -174,7 +180,11 @@ public:
         if (auto missing = check_upload(key, upload_id)) return *missing;
         std::string part = upload_dir(upload_id) + "/part-" + std::to_string(part_number);
         ::unlink((part + ".copy").c_str());
-        if (!write_file(part, body)) return io_failure("cannot write", part);
+        if (keep_part(upload_id, part_number, body)) {
+            ::unlink(part.c_str());  // an earlier upload of this part number
+        } else if (!write_file(part, body)) {
+            return io_failure("cannot write", part);
+        }
         SinkResponse r = ok();
         r.etag = part_etag(body);
         return r;
@@ -193,6 +203,7 @@ public:
             return failure(SinkStatus::PreconditionFailed, 412, "PreconditionFailed");
         }
         std::string part = upload_dir(upload_id) + "/part-" + std::to_string(part_number);
+        forget_part(upload_id, part_number);
         SinkResponse r = ok();
         if (!range) {
             // A whole-object copy is only remembered (source, ETag); Complete
@@ -226,6 +237,7 @@ public:
 
         struct PartSource {
             std::string file;         // the part's bytes, or
+            std::shared_ptr<const std::string> kept;  // them in memory, or
             std::string copy_key;     // a whole-object copy of this key
             std::string copy_etag;
         };
@@ -239,6 +251,8 @@ public:
                 s.copy_key = desc.substr(0, nl);
                 s.copy_etag = nl == std::string::npos ? "" : desc.substr(nl + 1);
                 if (p.etag != "copy-" + s.copy_etag) return failure(SinkStatus::Fatal, 400, "InvalidPart");
+            } else if ((s.kept = kept_part(upload_id, p.number))) {
+                if (p.etag != part_etag(*s.kept)) return failure(SinkStatus::Fatal, 400, "InvalidPart");
             } else {
                 std::string data;
                 if (!read_file(base, data)) return failure(SinkStatus::Fatal, 400, "InvalidPart");
@@ -271,6 +285,8 @@ public:
                         return failure(SinkStatus::PreconditionFailed, 412, "PreconditionFailed");
                     }
                     if (!read_file(path, data)) return io_failure("cannot read", path);
+                } else if (s.kept) {
+                    data = *s.kept;
                 } else if (!read_file(s.file, data)) {
                     return io_failure("cannot read", s.file);
                 }
@@ -283,13 +299,17 @@ public:
             out.reset();
             r = install(key, tmp);
         }
-        if (r.ok()) fs::remove_tree(dir);
+        if (r.ok()) {
+            fs::remove_tree(dir);
+            forget_upload(upload_id);
+        }
         return r;
     }
 
     SinkResponse abort_multipart(const std::string& key, const std::string& upload_id) override {
         if (auto missing = check_upload(key, upload_id)) return *missing;
         fs::remove_tree(upload_dir(upload_id));
+        forget_upload(upload_id);
         return ok(204);
     }
 
@@ -390,8 +410,14 @@ private:
         fs::Fd fd(::open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC));
         bool good = fd.valid();
         for (It s = first; good && s != last; ++s) {
-            std::string data;
-            good = s->copy_key.empty() && read_file(s->file, data) && fs::write_all(fd.get(), data);
+            if (!s->copy_key.empty()) {
+                good = false;
+            } else if (s->kept) {
+                good = fs::write_all(fd.get(), *s->kept);
+            } else {
+                std::string data;
+                good = read_file(s->file, data) && fs::write_all(fd.get(), data);
+            }
         }
         if (good && fsync_) good = ::fsync(fd.get()) == 0;
         if (!good) {
@@ -430,9 +456,54 @@ private:
         }
     }
 
+    // Keeps a part in memory when there is room (false: it goes to a file).
+    bool keep_part(const std::string& upload_id, int number, std::string_view body) {
+        std::lock_guard<std::mutex> lock(parts_mutex_);
+        auto& parts = parts_[upload_id];
+        auto old = parts.find(number);
+        if (old != parts.end()) {
+            kept_bytes_ -= old->second->size();
+            parts.erase(old);
+        }
+        if (kept_bytes_ + body.size() > memory_part_bytes_) {
+            if (parts.empty()) parts_.erase(upload_id);
+            return false;
+        }
+        parts[number] = std::make_shared<const std::string>(body);
+        kept_bytes_ += body.size();
+        return true;
+    }
+    std::shared_ptr<const std::string> kept_part(const std::string& upload_id, int number) {
+        std::lock_guard<std::mutex> lock(parts_mutex_);
+        auto u = parts_.find(upload_id);
+        if (u == parts_.end()) return nullptr;
+        auto p = u->second.find(number);
+        return p == u->second.end() ? nullptr : p->second;
+    }
+    void forget_part(const std::string& upload_id, int number) {
+        std::lock_guard<std::mutex> lock(parts_mutex_);
+        auto u = parts_.find(upload_id);
+        if (u == parts_.end()) return;
+        auto p = u->second.find(number);
+        if (p == u->second.end()) return;
+        kept_bytes_ -= p->second->size();
+        u->second.erase(p);
+    }
+    void forget_upload(const std::string& upload_id) {
+        std::lock_guard<std::mutex> lock(parts_mutex_);
+        auto u = parts_.find(upload_id);
+        if (u == parts_.end()) return;
+        for (const auto& [n, data] : u->second) kept_bytes_ -= data->size();
+        parts_.erase(u);
+    }
+
     std::string root_;
     std::string internal_;
     bool fsync_;
+    std::uint64_t memory_part_bytes_;
+    std::mutex parts_mutex_;
+    std::map<std::string, std::map<int, std::shared_ptr<const std::string>>> parts_;  // by upload id, part number
+    std::uint64_t kept_bytes_ = 0;
 };
 
 }  // namespace

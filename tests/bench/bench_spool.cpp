@@ -7,7 +7,7 @@
 //             memory dedup store, local directory (the flusher appends on the
 //             other core). ctypes: tests/bench/bench_ctypes.py.
 // Arguments: [latency calls] (default 20000) [throughput calls] (200000)
-// [spool_fsync for the throughput runs] (interval).
+// [spool_fsync for the throughput runs] (interval) [rounds] (5).
 #include <unistd.h>
 
 #include <algorithm>
@@ -81,6 +81,7 @@ int main(int argc, char** argv) {
     const int latency_calls = argc > 1 ? std::atoi(argv[1]) : 20000;
     const int throughput_calls = argc > 2 ? std::atoi(argv[2]) : 200000;
     const std::string fsync = argc > 3 ? argv[3] : "interval";
+    const int rounds = argc > 4 ? std::max(1, std::atoi(argv[4])) : 5;
     const std::string dir = temp_dir();
     const std::string example = bench::narrative("size", 0);
 
@@ -112,36 +113,58 @@ int main(int argc, char** argv) {
                 dir + "/down\",\"dedup_store\":\"memory\",\"flush_interval_ms\":1000,\"flush_timeout_ms\":1000,\"log_level\":\"off\"}",
             latency_calls);
 
-    // Throughput from one thread, local directory, memory dedup store.
+    // Throughput from one thread, local directory, memory dedup store: each
+    // API once a round, in alternating order, each run in a fresh directory
+    // after sync() (so that writing back what an earlier run left does not
+    // fall on it); the median of the rounds.
     const auto texts = narratives("throughput", throughput_calls);
-    {
-        to::TrainingOutput writer(to::Config::from_json("{\"output_dir\":\"" + dir +
-                                                        "/cpp\",\"dedup_store\":\"memory\",\"directory_fsync\":false,"
-                                                        "\"spool_fsync\":\"" + fsync + "\"}"));
+    const std::string common = "\"dedup_store\":\"memory\",\"directory_fsync\":false,\"spool_fsync\":\"" + fsync + "\"}";
+    auto cpp_run = [&](const std::string& out) {
+        to::TrainingOutput writer(to::Config::from_json("{\"output_dir\":\"" + out + "\"," + common));
         const auto t0 = Clock::now();
         for (const auto& t : texts) writer.generate(t, bench::kMessage, bench::kResult);
         const double s = std::chrono::duration<double>(Clock::now() - t0).count();
-        std::printf("throughput, C++ API (spool_fsync=%s): %d calls in %.2f s: %.0f examples/s\n", fsync.c_str(),
-                    throughput_calls, s, throughput_calls / s);
         writer.close();
-    }
-    {
+        return throughput_calls / s;
+    };
+    auto c_run = [&](const std::string& out) {
         tdo_writer* w = nullptr;
-        const std::string config =
-            "{\"output_dir\":\"" + dir + "/c\",\"dedup_store\":\"memory\",\"directory_fsync\":false,"
-            "\"spool_fsync\":\"" + fsync + "\"}";
+        const std::string config = "{\"output_dir\":\"" + out + "\"," + common;
         if (tdo_writer_open(&w, config.c_str()) != TDO_OK) {
             std::fprintf(stderr, "%s\n", tdo_last_error());
-            return 1;
+            std::exit(1);
         }
         const auto t0 = Clock::now();
         int bad = 0;
         for (const auto& t : texts) bad += generate_training_output(w, t.c_str(), bench::kMessage, bench::kResult) != TDO_WRITTEN;
         const double s = std::chrono::duration<double>(Clock::now() - t0).count();
-        std::printf("throughput, C ABI   (spool_fsync=%s): %d calls in %.2f s: %.0f examples/s (%d not written)\n",
-                    fsync.c_str(), throughput_calls, s, throughput_calls / s, bad);
         tdo_writer_close(w);
+        if (bad != 0) {
+            std::fprintf(stderr, "%d calls did not write\n", bad);
+            std::exit(1);
+        }
+        return throughput_calls / s;
+    };
+    std::vector<double> cpp_rates, c_rates;
+    for (int round = 0; round < rounds; ++round) {
+        for (int k = 0; k < 2; ++k) {
+            const bool c_abi = (round + k) % 2 == 1;
+            const std::string out = dir + "/round-" + std::to_string(round) + (c_abi ? "-c" : "-cpp");
+            ::sync();
+            (c_abi ? c_rates : cpp_rates).push_back(c_abi ? c_run(out) : cpp_run(out));
+            std::string cleanup = "rm -rf " + out;
+            if (std::system(cleanup.c_str()) != 0) return 1;
+        }
     }
+    auto report = [&](const char* api, std::vector<double> rates) {
+        std::printf("throughput, %-9s (spool_fsync=%s): %d calls a run, %d runs:", api, fsync.c_str(), throughput_calls,
+                    rounds);
+        for (double r : rates) std::printf(" %.0f", r);
+        std::sort(rates.begin(), rates.end());
+        std::printf(" examples/s; median %.0f\n", rates[rates.size() / 2]);
+    };
+    report("C++ API", cpp_rates);
+    report("C ABI", c_rates);
     std::printf("line size: %zu bytes\n", [&] {
         to::TrainingDataFormatter f;
         return f.format_json(example, bench::kMessage, bench::kResult).line.size();

@@ -15,8 +15,13 @@ TEST_CASE("MemorySink has S3 semantics", "[unit][sink]") {
 }
 
 TEST_CASE("DirectorySink has S3 semantics", "[unit][sink]") {
+    // Parts in memory, parts in files, and the two mixed (room for the first part only).
+    const std::uint64_t memory = GENERATE(std::uint64_t(64) << 20, std::uint64_t(0), std::uint64_t(5));
+    INFO(memory);
     tdo_test::TempDir dir;
-    auto sink = make_directory_sink({dir.path(), false});
+    DirectorySinkOptions o{dir.path(), false};
+    o.memory_part_bytes = memory;
+    auto sink = make_directory_sink(o);
     tdo_test::check_sink_conformance(*sink, {"", true, true, true, 64});
 }
 
