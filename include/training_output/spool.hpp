@@ -167,7 +167,8 @@ private:
     static std::shared_ptr<Segment> make_segment_file(const std::string& path, std::uint64_t capacity);
     void preparer();
     void seal_current(std::unique_lock<std::mutex>& lock);
-    void delete_landed_segments(std::unique_lock<std::mutex>& lock);
+    std::vector<std::string> delete_landed_segments(std::unique_lock<std::mutex>& lock);
+    void remove_control_files(const std::vector<std::string>& paths);
     void sync_through(std::uint64_t position);
     void syncer();
     void wait_for_room(std::uint64_t bytes, std::unique_lock<std::mutex>& lock);

@@ -191,8 +191,12 @@ struct Spool::Segment {
         capacity = bytes;
         writable = true;
         if (populate) {
-            // Writing (zeros, over zeros) faults each page in writable and
-            // dirty: the writes that follow take no fault until a sync.
+            // Each page faulted in writable and dirty: the writes that follow
+            // take no fault until a sync. In one call where the kernel has
+            // MADV_POPULATE_WRITE (5.14), else by writing zeros over zeros.
+#ifdef MADV_POPULATE_WRITE
+            if (::madvise(map, bytes, MADV_POPULATE_WRITE) == 0) return true;
+#endif
             volatile char* p = map;
             for (std::uint64_t i = 0; i < bytes; i += 4096) p[i] = 0;
         }
@@ -312,7 +316,9 @@ Spool::~Spool() {
     }
     if (live_lines_ == 0) {
         for (auto& [n, seg] : segments_) ::unlink(seg->path.c_str());
-        for (auto& [n, c] : controls_) ::unlink(c.path.c_str());
+        std::vector<std::string> controls;
+        for (auto& [n, c] : controls_) controls.push_back(c.path);
+        remove_control_files(controls);  // after the segments
         segments_.clear();
         current_.reset();
         ::unlink((path_ + "/lock").c_str());
@@ -464,7 +470,9 @@ void Spool::replay() {
         recovered_.push_back(std::move(r));
     }
     std::unique_lock<std::mutex> lock(mutex_);
-    delete_landed_segments(lock);
+    const auto obsolete = delete_landed_segments(lock);
+    lock.unlock();
+    remove_control_files(obsolete);
 }
 
 std::vector<SpoolRecovered> Spool::take_recovered() {
@@ -694,13 +702,17 @@ void Spool::record_done(const std::string& object_key, std::uint64_t first, std:
         std::lock_guard<std::mutex> control(control_mutex_);
         write_control(record, last, false);
     }
-    std::unique_lock<std::mutex> lock(mutex_);
-    for (const auto& r : refs) {
-        auto it = segments_.find(r.segment);
-        if (it != segments_.end() && it->second->live > 0) --it->second->live;
-        if (live_lines_ > 0) --live_lines_;
+    std::vector<std::string> obsolete;
+    {
+        std::unique_lock<std::mutex> lock(mutex_);
+        for (const auto& r : refs) {
+            auto it = segments_.find(r.segment);
+            if (it != segments_.end() && it->second->live > 0) --it->second->live;
+            if (live_lines_ > 0) --live_lines_;
+        }
+        obsolete = delete_landed_segments(lock);
     }
-    delete_landed_segments(lock);
+    remove_control_files(obsolete);
 }
 
 // Called with control_mutex_ held. INTENT and DONE records go to control
@@ -762,10 +774,11 @@ void Spool::open_control_file() {
     control_fd_ = fd.release();
 }
 
-// Segments oldest first once all their lines landed; then the control files
-// that name only lines no longer in any segment (their records can no longer
-// matter to a replay). The control file being written stays.
-void Spool::delete_landed_segments(std::unique_lock<std::mutex>& lock) {
+// Segments oldest first once all their lines landed. Returns the control
+// files that name only lines no longer in any segment: their records can no
+// longer matter to a replay, once the segments' removal is on disk (see
+// remove_control_files). The control file being written stays.
+std::vector<std::string> Spool::delete_landed_segments(std::unique_lock<std::mutex>& lock) {
     bool freed = false;
     while (!segments_.empty()) {
         auto it = segments_.begin();
@@ -782,9 +795,10 @@ void Spool::delete_landed_segments(std::unique_lock<std::mutex>& lock) {
     }
     std::uint64_t oldest = UINT64_MAX;  // the first line still in a segment
     for (const auto& [n, seg] : segments_) oldest = std::min(oldest, seg->first_seq);
+    std::vector<std::string> obsolete;
     for (auto it = controls_.begin(); it != controls_.end();) {
         if (it->first != control_number_ && it->second.max_last < oldest) {
-            ::unlink(it->second.path.c_str());
+            obsolete.push_back(it->second.path);
             it = controls_.erase(it);
         } else {
             ++it;
@@ -792,6 +806,16 @@ void Spool::delete_landed_segments(std::unique_lock<std::mutex>& lock) {
     }
     (void)lock;
     if (freed) room_.notify_all();
+    return obsolete;
+}
+
+// Were a control file's removal to reach the disk before its segments' (a
+// power loss in between), a replay would find landed lines without their
+// DONE records and append them again: the directory is synced first.
+void Spool::remove_control_files(const std::vector<std::string>& paths) {
+    if (paths.empty()) return;
+    if (options_.fsync != SpoolFsync::Never) fs::fsync_dir(path_);
+    for (const auto& path : paths) ::unlink(path.c_str());
 }
 
 // Makes everything written up to `position` durable: the sealed segments not
