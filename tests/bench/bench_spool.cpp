@@ -71,7 +71,7 @@ void latency(const char* what, const std::string& config, int calls) {
         writer.close();
     } catch (const to::Error& e) {
         // S3 down: the lines stay spooled; the directory goes with the run.
-        std::printf("  close: %s\n", e.what());
+        std::printf("  %s\n", e.what());
     }
 }
 
