@@ -162,7 +162,7 @@ private:
     void replay();
     void for_each_line(const std::vector<SpoolLineRef>& refs,
                        const std::function<void(std::string_view line, std::string_view dedup_key)>& fn) const;
-    void write_record(std::string_view record, std::unique_lock<std::mutex>& lock, SpoolLineRef* ref);
+    Segment& segment_for(std::uint64_t bytes, std::unique_lock<std::mutex>& lock);
     void open_segment(std::uint64_t capacity);
     static std::shared_ptr<Segment> make_segment_file(const std::string& path, std::uint64_t capacity);
     void preparer();

@@ -29,7 +29,6 @@ constexpr std::size_t kMagicBytes = 8;
 constexpr std::size_t kHeaderBytes = 8;                 // crc32c + length
 constexpr std::uint32_t kMaxPayload = (1u << 30);        // larger lengths are torn records
 constexpr std::uint64_t kControlFileBytes = 1u << 20;    // a control file is this large at most (about)
-constexpr std::size_t kKeptRecordBytes = 256u << 10;     // a thread's record buffer larger than this is freed
 enum RecordType : unsigned char { kLine = 1, kIntent = 2, kDone = 3 };
 
 // --- encoding ---------------------------------------------------------------
@@ -50,17 +49,27 @@ std::uint32_t get_u32_at(std::string_view s, std::size_t pos) {
     return v;
 }
 
-// Starts a record in `r`: room for the header, then the type byte.
-void start_record(std::string& r, RecordType type, std::size_t payload_hint) {
-    r.clear();
+// Starts a record: room for the header, then the type byte.
+std::string begin_record(RecordType type, std::size_t payload_hint) {
+    std::string r;
     r.reserve(kHeaderBytes + 1 + payload_hint);
     r.resize(kHeaderBytes);
     r.push_back(static_cast<char>(type));
-}
-std::string begin_record(RecordType type, std::size_t payload_hint) {
-    std::string r;
-    start_record(r, type, payload_hint);
     return r;
+}
+// The same encodings, into memory with room for them; return the end.
+char* put_u32_at(char* p, std::uint32_t v) {
+    for (int i = 0; i < 4; ++i) *p++ = static_cast<char>((v >> (8 * i)) & 0xFF);
+    return p;
+}
+char* put_u64_at(char* p, std::uint64_t v) {
+    for (int i = 0; i < 8; ++i) *p++ = static_cast<char>((v >> (8 * i)) & 0xFF);
+    return p;
+}
+char* put_bytes_at(char* p, std::string_view s) {
+    p = put_u32_at(p, static_cast<std::uint32_t>(s.size()));
+    if (!s.empty()) std::memcpy(p, s.data(), s.size());
+    return p + s.size();
 }
 // Fills in the length and the checksum over length + payload.
 void end_record(std::string& r) {
@@ -243,6 +252,12 @@ std::unique_ptr<Spool> Spool::create(const SpoolOptions& options, const Logger* 
         fs::fsync_dir(options.dir);
         std::unique_ptr<Spool> s(new Spool(options, final_path, logger));
         s->lock_fd_ = fd.release();
+        try {
+            // The first segment is ready before the first call, not made by it.
+            s->spare_ = make_segment_file(final_path + "/" + kSpareName, s->options_.segment_bytes);
+        } catch (const Error&) {
+            // The disk may be full: the preparer tries again, the first call says so if it must.
+        }
         s->preparer_ = std::thread([p = s.get()] { p->preparer(); });
         return s;
     }
@@ -562,19 +577,11 @@ void Spool::seal_current(std::unique_lock<std::mutex>&) {
     current_.reset();
 }
 
-void Spool::write_record(std::string_view record, std::unique_lock<std::mutex>& lock, SpoolLineRef* ref) {
-    if (current_ && current_->size + record.size() > current_->capacity) seal_current(lock);
-    if (!current_) open_segment(std::max<std::uint64_t>(options_.segment_bytes, kMagicBytes + record.size()));
-    Segment& seg = *current_;
-    std::memcpy(seg.map + seg.size, record.data(), record.size());
-    if (ref) {
-        ref->segment = seg.number;
-        ref->offset = seg.size;
-        ref->record_bytes = static_cast<std::uint32_t>(record.size());
-    }
-    seg.size += record.size();
-    bytes_ += record.size();
-    written_ += record.size();
+// Called with the lock held: the segment the next `bytes` of records go to.
+Spool::Segment& Spool::segment_for(std::uint64_t bytes, std::unique_lock<std::mutex>& lock) {
+    if (current_ && current_->size + bytes > current_->capacity) seal_current(lock);
+    if (!current_) open_segment(std::max<std::uint64_t>(options_.segment_bytes, kMagicBytes + bytes));
+    return *current_;
 }
 
 void Spool::wait_for_room(std::uint64_t bytes, std::unique_lock<std::mutex>& lock) {
@@ -592,30 +599,40 @@ void Spool::wait_for_room(std::uint64_t bytes, std::unique_lock<std::mutex>& loc
 }
 
 SpoolLineRef Spool::append_line(std::string_view object_key, std::string_view dedup_key, std::string_view line) {
-    thread_local std::string record;  // keeps its memory from call to call
-    start_record(record, kLine, 8 + 12 + object_key.size() + dedup_key.size() + line.size());
-    const std::size_t seq_at = record.size();
-    put_u64(record, 0);  // the seq, filled in under the lock
-    put_bytes(record, object_key);
-    put_bytes(record, dedup_key);
-    put_bytes(record, line);
-
+    const std::uint64_t payload = 1 + 8 + 4 + object_key.size() + 4 + dedup_key.size() + 4 + line.size();
+    if (payload > kMaxPayload) {
+        throw Error(ErrorCode::InvalidInput, "a line of " + std::to_string(line.size()) + " bytes is too large to spool");
+    }
+    const std::uint64_t record_bytes = kHeaderBytes + payload;
     SpoolLineRef ref;
     std::uint64_t position = 0;
     {
         std::unique_lock<std::mutex> lock(mutex_);
-        wait_for_room(record.size(), lock);
+        wait_for_room(record_bytes, lock);
+        Segment& seg = segment_for(record_bytes, lock);
         ref.seq = next_seq_++;
-        for (int i = 0; i < 8; ++i) record[seq_at + i] = static_cast<char>((ref.seq >> (8 * i)) & 0xFF);
-        end_record(record);
-        write_record(record, lock, &ref);
+        // Encoded in place in the mapped segment, then checksummed there.
+        char* const r = seg.map + seg.size;
+        char* p = r + kHeaderBytes;
+        *p++ = static_cast<char>(kLine);
+        p = put_u64_at(p, ref.seq);
+        p = put_bytes_at(p, object_key);
+        p = put_bytes_at(p, dedup_key);
+        p = put_bytes_at(p, line);
+        put_u32_at(r + 4, static_cast<std::uint32_t>(payload));
+        put_u32_at(r, crc32c::compute(std::string_view(r + 4, 4 + payload)));
+        ref.segment = seg.number;
+        ref.offset = seg.size;
+        ref.record_bytes = static_cast<std::uint32_t>(record_bytes);
         ref.line_bytes = static_cast<std::uint32_t>(line.size());
-        if (current_->first_seq == UINT64_MAX) current_->first_seq = ref.seq;
-        ++current_->live;
+        seg.size += record_bytes;
+        bytes_ += record_bytes;
+        written_ += record_bytes;
+        if (seg.first_seq == UINT64_MAX) seg.first_seq = ref.seq;
+        ++seg.live;
         ++live_lines_;
         position = written_;
     }
-    if (record.capacity() > kKeptRecordBytes) std::string().swap(record);  // an unusually large line
     if (options_.fsync == SpoolFsync::Always) sync_through(position);
     return ref;
 }
