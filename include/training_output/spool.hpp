@@ -105,6 +105,7 @@ struct SpoolStats {
     std::uint64_t segments = 0;
     std::uint64_t torn_records = 0;  // dropped at replay (bad checksum or length)
     std::uint64_t fsyncs = 0;
+    std::uint64_t segments_reused = 0;  // landed segments prepared again instead of new files
 };
 
 class Spool {
@@ -165,6 +166,10 @@ private:
     Segment& segment_for(std::uint64_t bytes, std::unique_lock<std::mutex>& lock);
     void open_segment(std::uint64_t capacity);
     static std::shared_ptr<Segment> make_segment_file(const std::string& path, std::uint64_t capacity);
+    static std::shared_ptr<Segment> reuse_segment_file(const std::string& path, std::uint64_t capacity,
+                                                       std::uint64_t used);
+    bool recycle(const Segment& seg);
+    std::string spare_path();
     void preparer();
     void seal_current(std::unique_lock<std::mutex>& lock);
     std::vector<std::string> delete_landed_segments(std::unique_lock<std::mutex>& lock);
@@ -172,7 +177,7 @@ private:
     void sync_through(std::uint64_t position);
     void syncer();
     void wait_for_room(std::uint64_t bytes, std::unique_lock<std::mutex>& lock);
-    void write_control(const std::string& record, std::uint64_t last, bool sync);
+    void write_control(std::string& record, std::uint64_t last, bool sync);
     void open_control_file();
 
     SpoolOptions options_;
@@ -185,7 +190,11 @@ private:
     std::condition_variable synced_cv_; // an fsync finished
     std::condition_variable syncer_cv_;
     std::condition_variable preparer_cv_;
-    std::shared_ptr<Segment> spare_;  // the next segment, prepared ahead
+    std::vector<std::shared_ptr<Segment>> spares_;  // the next segments, prepared ahead
+    std::uint64_t next_spare_ = 1;                  // names spare-<n>.seg
+    bool recycle_pending_ = false;    // a landed segment waits for the preparer
+    std::string recycle_path_;        // its name now
+    std::uint64_t recycle_bytes_ = 0; // the bytes it used
     std::map<std::uint64_t, std::shared_ptr<Segment>> segments_;
     std::shared_ptr<Segment> current_;
     std::vector<std::shared_ptr<Segment>> unsynced_;  // sealed, not yet fsynced
@@ -200,6 +209,7 @@ private:
     std::mutex control_mutex_;  // serializes control records; taken before mutex_
     int control_fd_ = -1;       // these three under control_mutex_
     std::uint64_t control_size_ = 0;
+    std::uint32_t control_seed_ = 0;
     std::uint64_t next_control_ = 1;
     std::uint64_t next_segment_ = 1;
     std::uint64_t next_seq_ = 1;

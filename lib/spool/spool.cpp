@@ -23,8 +23,13 @@
 namespace training_output {
 namespace {
 
-constexpr char kMagic[] = "TDOSPL1\n";  // 8 bytes at the start of every segment
-constexpr char kSpareName[] = "spare.seg";  // the next segment, being prepared
+// 8 bytes at the start of every file. Version 2 seeds each record's checksum
+// with the file's number, so that records a reused segment held in an earlier
+// life never pass for its own; version 1 files (unseeded) are still read.
+constexpr char kMagic[] = "TDOSPL2\n";
+constexpr char kMagicV1[] = "TDOSPL1\n";
+constexpr char kSparePrefix[] = "spare-";  // spare-<n>.seg: a segment prepared ahead
+constexpr std::size_t kMaxSpares = 2;       // prepared at once (a new one and a reused one)
 constexpr std::size_t kMagicBytes = 8;
 constexpr std::size_t kHeaderBytes = 8;                 // crc32c + length
 constexpr std::uint32_t kMaxPayload = (1u << 30);        // larger lengths are torn records
@@ -71,11 +76,19 @@ char* put_bytes_at(char* p, std::string_view s) {
     if (!s.empty()) std::memcpy(p, s.data(), s.size());
     return p + s.size();
 }
+// Where the checksums of a file's records start: the CRC of its number
+// (version 2), or 0 (version 1).
+std::uint32_t checksum_seed(std::uint64_t file_number) {
+    char n[8];
+    for (int i = 0; i < 8; ++i) n[i] = static_cast<char>((file_number >> (8 * i)) & 0xFF);
+    return crc32c::compute(std::string_view(n, 8));
+}
+
 // Fills in the length and the checksum over length + payload.
-void end_record(std::string& r) {
+void end_record(std::string& r, std::uint32_t seed) {
     const auto len = static_cast<std::uint32_t>(r.size() - kHeaderBytes);
     for (int i = 0; i < 4; ++i) r[4 + i] = static_cast<char>((len >> (8 * i)) & 0xFF);
-    const std::uint32_t crc = crc32c::compute(std::string_view(r).substr(4));
+    const std::uint32_t crc = crc32c::compute(std::string_view(r).substr(4), seed);
     for (int i = 0; i < 4; ++i) r[i] = static_cast<char>((crc >> (8 * i)) & 0xFF);
 }
 
@@ -110,12 +123,12 @@ private:
 
 // The record starting at `pos` of `data`: its payload, or nullopt when the
 // bytes there are not a whole record with a matching checksum.
-std::optional<std::string_view> record_at(std::string_view data, std::size_t pos) {
+std::optional<std::string_view> record_at(std::string_view data, std::size_t pos, std::uint32_t seed) {
     if (data.size() - pos < kHeaderBytes) return std::nullopt;
     const std::uint32_t crc = get_u32_at(data, pos);
     const std::uint32_t len = get_u32_at(data, pos + 4);
     if (len == 0 || len > kMaxPayload || data.size() - pos - kHeaderBytes < len) return std::nullopt;
-    if (crc32c::compute(data.substr(pos + 4, 4 + std::size_t(len))) != crc) return std::nullopt;
+    if (crc32c::compute(data.substr(pos + 4, 4 + std::size_t(len)), seed) != crc) return std::nullopt;
     return data.substr(pos + kHeaderBytes, len);
 }
 
@@ -185,6 +198,7 @@ struct Spool::Segment {
     std::uint64_t size = 0;  // bytes used
     std::uint64_t live = 0;  // lines in it not yet landed
     std::uint64_t first_seq = UINT64_MAX;  // of its first line
+    std::uint32_t seed = 0;                // of its records' checksums
     std::atomic<bool> writable{false};     // mapped for writing (until sealed)
 
     ~Segment() {
@@ -254,7 +268,7 @@ std::unique_ptr<Spool> Spool::create(const SpoolOptions& options, const Logger* 
         s->lock_fd_ = fd.release();
         try {
             // The first segment is ready before the first call, not made by it.
-            s->spare_ = make_segment_file(final_path + "/" + kSpareName, s->options_.segment_bytes);
+            s->spares_.push_back(make_segment_file(s->spare_path(), s->options_.segment_bytes));
         } catch (const Error&) {
             // The disk may be full: the preparer tries again, the first call says so if it must.
         }
@@ -322,8 +336,11 @@ Spool::~Spool() {
     if (syncer_.joinable()) syncer_.join();
     if (preparer_.joinable()) preparer_.join();
     std::unique_lock<std::mutex> lock(mutex_);
-    spare_.reset();
-    ::unlink((path_ + "/" + kSpareName).c_str());
+    spares_.clear();
+    // Ours, and those of the writer whose spool this was, if it was adopted.
+    for (const auto& name : list_dir(path_)) {
+        if (name.rfind("spare", 0) == 0) ::unlink((path_ + "/" + name).c_str());
+    }
     if (control_fd_ >= 0) {
         if (live_lines_ > 0 && options_.fsync != SpoolFsync::Never) ::fdatasync(control_fd_);  // the DONE records
         ::close(control_fd_);
@@ -377,12 +394,15 @@ void Spool::replay() {
         const std::string_view data(seg->map, seg->capacity);
         std::size_t pos = kMagicBytes;
         std::uint64_t max_last = 0;
-        if (data.size() < kMagicBytes || data.compare(0, kMagicBytes, std::string_view(kMagic, kMagicBytes)) != 0) {
+        const bool v1 = data.size() >= kMagicBytes && data.compare(0, kMagicBytes, std::string_view(kMagicV1, kMagicBytes)) == 0;
+        seg->seed = v1 ? 0 : checksum_seed(seg->number);
+        if (data.size() < kMagicBytes ||
+            (!v1 && data.compare(0, kMagicBytes, std::string_view(kMagic, kMagicBytes)) != 0)) {
             pos = 0;  // not even the magic made it: nothing to recover
             if (data.find_first_not_of('\0') != std::string_view::npos) ++stats_.torn_records;
         } else {
             while (pos < data.size()) {
-                auto payload = record_at(data, pos);
+                auto payload = record_at(data, pos, seg->seed);
                 if (!payload && data.find_first_not_of('\0', pos) == std::string_view::npos) break;  // the unused rest
                 if (!payload) {
                     ++stats_.torn_records;
@@ -510,6 +530,30 @@ std::shared_ptr<Spool::Segment> Spool::make_segment_file(const std::string& path
     return seg;
 }
 
+// A landed segment's file, mapped and faulted in again, its records zeroed:
+// replay ends at the first zeros, as in a new file. (Were the zeros lost to a
+// power loss, the old records still fail their checksums, which are seeded
+// with the number the file had then.)
+// Called with the lock held, or before the preparer starts.
+std::string Spool::spare_path() {
+    return path_ + "/" + kSparePrefix + std::to_string(next_spare_++) + ".seg";
+}
+
+std::shared_ptr<Spool::Segment> Spool::reuse_segment_file(const std::string& path, std::uint64_t capacity,
+                                                          std::uint64_t used) {
+    auto seg = std::make_shared<Segment>();
+    seg->path = path;
+    seg->fd = fs::Fd(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+    struct stat st;
+    if (!seg->fd.valid() || ::fstat(seg->fd.get(), &st) != 0) throw storage_error("cannot open spool segment", path);
+    if (static_cast<std::uint64_t>(st.st_size) < capacity || used > capacity) {
+        throw Error(ErrorCode::Storage, "spool segment " + json::quote(path) + " is not the size it was made");
+    }
+    if (!seg->map_file(capacity, true)) throw storage_error("cannot map spool segment", path);
+    std::memset(seg->map, 0, used);
+    return seg;
+}
+
 // Keeps one segment allocated, mapped and faulted in ahead of need, so that
 // a call that fills a segment does not pay for the next one.
 void Spool::preparer() {
@@ -523,20 +567,44 @@ void Spool::preparer() {
             lock.lock();
             continue;
         }
-        if (spare_) {
+        if (recycle_pending_) {
+            // Its pages are allocated and cached: cheaper to reuse than a new
+            // file's, which the kernel allocates, zeroes and converts.
+            const std::string path = recycle_path_;
+            const std::uint64_t used = recycle_bytes_;
+            lock.unlock();
+            std::shared_ptr<Segment> seg;
+            try {
+                seg = reuse_segment_file(path, options_.segment_bytes, used);
+            } catch (const Error& e) {
+                if (logger_) logger_->log(LogLevel::Warning, "training_output_spool_error", {{"error", e.what()}});
+                ::unlink(path.c_str());
+            }
+            lock.lock();
+            recycle_pending_ = false;
+            if (seg && spares_.size() < kMaxSpares) {
+                spares_.push_back(std::move(seg));
+                ++stats_.segments_reused;
+            } else if (seg) {
+                ::unlink(path.c_str());
+            }
+            continue;
+        }
+        if (!spares_.empty()) {
             preparer_cv_.wait(lock);
             continue;
         }
+        const std::string path = spare_path();
         lock.unlock();
         std::shared_ptr<Segment> seg;
         try {
-            seg = make_segment_file(path_ + "/" + kSpareName, options_.segment_bytes);
+            seg = make_segment_file(path, options_.segment_bytes);
         } catch (const Error& e) {
             if (logger_) logger_->log(LogLevel::Warning, "training_output_spool_error", {{"error", e.what()}});
         }
         lock.lock();
         if (seg) {
-            spare_ = std::move(seg);
+            spares_.push_back(std::move(seg));
         } else {
             preparer_cv_.wait_for(lock, std::chrono::seconds(1));  // the disk may be full: try again later
         }
@@ -547,15 +615,17 @@ void Spool::open_segment(std::uint64_t capacity) {
     const std::uint64_t number = next_segment_++;
     const std::string path = path_ + "/" + segment_name(number);
     std::shared_ptr<Segment> seg;
-    if (spare_ && spare_->capacity >= capacity && ::rename(spare_->path.c_str(), path.c_str()) == 0) {
-        seg = std::move(spare_);
-        spare_.reset();
+    if (!spares_.empty() && spares_.back()->capacity >= capacity &&
+        ::rename(spares_.back()->path.c_str(), path.c_str()) == 0) {
+        seg = std::move(spares_.back());
+        spares_.pop_back();
         seg->path = path;
         preparer_cv_.notify_one();
     } else {
         seg = make_segment_file(path, capacity);
     }
     seg->number = number;
+    seg->seed = checksum_seed(number);
     std::memcpy(seg->map, kMagic, kMagicBytes);
     dir_dirty_ = true;  // the new name reaches the disk with the next sync
     seg->size = kMagicBytes;
@@ -620,7 +690,7 @@ SpoolLineRef Spool::append_line(std::string_view object_key, std::string_view de
         p = put_bytes_at(p, dedup_key);
         p = put_bytes_at(p, line);
         put_u32_at(r + 4, static_cast<std::uint32_t>(payload));
-        put_u32_at(r, crc32c::compute(std::string_view(r + 4, 4 + payload)));
+        put_u32_at(r, crc32c::compute(std::string_view(r + 4, 4 + payload), seg.seed));
         ref.segment = seg.number;
         ref.offset = seg.size;
         ref.record_bytes = static_cast<std::uint32_t>(record_bytes);
@@ -661,7 +731,7 @@ void Spool::for_each_line(const std::vector<SpoolLineRef>& refs,
         if (r.offset + r.record_bytes > seg.capacity) {
             throw Error(ErrorCode::Internal, "spool record beyond its segment " + json::quote(seg.path));
         }
-        auto payload = record_at(std::string_view(seg.map + r.offset, r.record_bytes), 0);
+        auto payload = record_at(std::string_view(seg.map + r.offset, r.record_bytes), 0, seg.seed);
         Fields f(payload ? *payload : std::string_view());
         const bool is_line = payload && f.type() == kLine && f.u64() == r.seq;
         f.bytes();
@@ -700,7 +770,6 @@ void Spool::record_intent(const std::string& object_key, std::uint64_t first, st
     put_bytes(record, object_key);
     put_bytes(record, intent.etag);
     put_u64(record, intent.size);
-    end_record(record);
     std::lock_guard<std::mutex> control(control_mutex_);
     // One per batch: cheap enough to make durable under every policy but never.
     write_control(record, last, options_.fsync != SpoolFsync::Never);
@@ -712,7 +781,6 @@ void Spool::record_done(const std::string& object_key, std::uint64_t first, std:
     put_u64(record, first);
     put_u64(record, last);
     put_bytes(record, object_key);
-    end_record(record);
     {
         // Durable with the next INTENT; if a crash loses it, that INTENT's
         // check finds the batch landed.
@@ -736,7 +804,7 @@ void Spool::record_done(const std::string& object_key, std::uint64_t first, std:
 // files of their own, written with write(): making an INTENT durable then
 // syncs a few hundred bytes, not the megabytes of lines logged since the
 // previous batch (the lines follow the fsync policy).
-void Spool::write_control(const std::string& record, std::uint64_t last, bool sync) {
+void Spool::write_control(std::string& record, std::uint64_t last, bool sync) {
     if (control_fd_ >= 0 && control_size_ >= kControlFileBytes) {
         ::close(control_fd_);  // full: the next record starts a new file
         control_fd_ = -1;
@@ -751,6 +819,7 @@ void Spool::write_control(const std::string& record, std::uint64_t last, bool sy
         c.max_last = std::max(c.max_last, last);
         path = c.path;
     }
+    end_record(record, control_seed_);
     const bool written = fs::write_all(control_fd_, record);
     if (!written || (sync && ::fdatasync(control_fd_) != 0)) {
         // The file may end in a partial record now: replay stops there, so
@@ -787,6 +856,7 @@ void Spool::open_control_file() {
         controls_[number] = ControlFile{path, 0};
         control_number_ = number;
     }
+    control_seed_ = checksum_seed(number);
     control_size_ = kMagicBytes;
     control_fd_ = fd.release();
 }
@@ -805,7 +875,7 @@ std::vector<std::string> Spool::delete_landed_segments(std::unique_lock<std::mut
             if (live_lines_ > 0) break;  // later lines would lose their records
             current_.reset();            // everything landed: start afresh
         }
-        ::unlink(it->second->path.c_str());
+        if (!recycle(*it->second)) ::unlink(it->second->path.c_str());
         bytes_ -= std::min(bytes_, it->second->size);
         segments_.erase(it);
         freed = true;
@@ -824,6 +894,21 @@ std::vector<std::string> Spool::delete_landed_segments(std::unique_lock<std::mut
     (void)lock;
     if (freed) room_.notify_all();
     return obsolete;
+}
+
+// Called with the lock held: hands a landed segment to the preparer to be a
+// spare again, when it is a full-size one of this spool's own and there is
+// room among the spares. False: it is to be deleted.
+bool Spool::recycle(const Segment& seg) {
+    if (!preparer_.joinable() || stopping_ || recycle_pending_ || spares_.size() >= kMaxSpares) return false;
+    if (seg.capacity != options_.segment_bytes || seg.seed == 0) return false;
+    std::string path = spare_path();
+    if (::rename(seg.path.c_str(), path.c_str()) != 0) return false;
+    recycle_path_ = std::move(path);
+    recycle_pending_ = true;
+    recycle_bytes_ = seg.size;
+    preparer_cv_.notify_one();
+    return true;
 }
 
 // Were a control file's removal to reach the disk before its segments' (a
