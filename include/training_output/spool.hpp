@@ -11,6 +11,7 @@
 //   <spool_dir>/w-<id>/lock              held while the owner lives
 //   <spool_dir>/w-<id>/seg-<n>.log       segments: an 8-byte magic, then LINE records
 //   <spool_dir>/w-<id>/ctl-<n>.log       control files: the magic, then INTENT and DONE records
+//   <spool_dir>/w-<id>/spare-<n>.seg     segments prepared ahead (new, or landed ones reused)
 //
 // Segments are preallocated and memory-mapped: logging a line is a copy into
 // the page cache, no system call; the unused rest of a segment is zeros. A
@@ -19,8 +20,10 @@
 // are few (two per batch) and written with write(), so that syncing an
 // INTENT does not sync the lines logged since the last batch.
 // A record is  crc32c (4, of what follows) | length (4) | payload, little
-// endian; payloads are a type byte then fields (u64, or u32-length-prefixed
-// bytes):
+// endian, the checksum seeded with the CRC-32C of the file's number (8 bytes;
+// the magic "TDOSPL2\n" says so, "TDOSPL1\n" files are unseeded), so that a
+// reused segment's records from an earlier life never pass for its own;
+// payloads are a type byte then fields (u64, or u32-length-prefixed bytes):
 //   LINE   seq, object key, dedup key, line
 //   INTENT first seq, last seq, object key, ETag, object size
 //   DONE   first seq, last seq, object key
