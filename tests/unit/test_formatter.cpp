@@ -386,3 +386,38 @@ TEST_CASE("metadata is written byte for byte as RapidJSON's Writer writes it", "
     CHECK(ex.line.substr(ex.line.size() - expected("{\"record_type\":\"StepsRecord\"}", "{}").size()) ==
           expected("{\"record_type\":\"StepsRecord\"}", "{}"));
 }
+
+TEST_CASE("JSON errors name the same problem and offset as RapidJSON's validating parser", "[unit][format]") {
+    const std::string texts[] = {"",
+                                 "{",
+                                 "{\"record_type\":",
+                                 "{\"record_type\":\"x\",}",
+                                 "{\"record_type\":\"x\"} trailing",
+                                 "[1,2",
+                                 "{\"a\":tru}",
+                                 "{\"a\":\"\\q\"}",
+                                 "{\"a\":\"\\ud800\"}",
+                                 "{\"a\":1e999999}",
+                                 "{\"a\":\"unterminated",
+                                 "{\"a\":\"\x01\"}",
+                                 "{\"a\":\"\xff\"}",                      // not UTF-8
+                                 std::string("{\"a\":\"nul\0here\"}", 16),  // a NUL inside
+                                 "  {\"a\" 1}"};
+    TrainingDataFormatter f;
+    for (const auto& text : texts) {
+        INFO(text);
+        rapidjson::Document doc;
+        doc.Parse<rapidjson::kParseValidateEncodingFlag>(text.data(), text.size());
+        REQUIRE(doc.HasParseError());
+        const std::string expected = std::string("message_data is not valid JSON: ") +
+                                     rapidjson::GetParseError_En(doc.GetParseError()) + " at offset " +
+                                     std::to_string(doc.GetErrorOffset());
+        try {
+            f.format_json("x", text, "{}");
+            FAIL("accepted");
+        } catch (const Error& e) {
+            CHECK(e.code() == ErrorCode::InvalidJson);
+            CHECK(std::string(e.what()) == expected);
+        }
+    }
+}
