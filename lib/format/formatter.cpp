@@ -37,7 +37,7 @@ void require_utf8(std::string_view text, const char* field) {
 // The strings of `doc` point into `scratch`.
 template <class Document>
 void parse_json(Document& doc, std::string_view text, std::string& scratch, const char* what) {
-    if (!is_valid_utf8(text) || std::memchr(text.data(), '\0', text.size()) != nullptr) {
+    if (text.empty() || !is_valid_utf8(text) || std::memchr(text.data(), '\0', text.size()) != nullptr) {
         json::parse(doc, text, what);
         return;
     }

@@ -404,6 +404,8 @@ TEST_CASE("JSON errors name the same problem and offset as RapidJSON's validatin
                                  std::string("{\"a\":\"nul\0here\"}", 16),  // a NUL inside
                                  "  {\"a\" 1}"};
     TrainingDataFormatter f;
+    // An empty view without a buffer behind it (found by fuzzing: no memchr on a null pointer).
+    CHECK_THROWS_AS(f.format_json("x", std::string_view(), "{}"), Error);
     for (const auto& text : texts) {
         INFO(text);
         rapidjson::Document doc;
