@@ -67,6 +67,27 @@ std::string only_segment(const std::string& spool_dir) {
 
 std::string line(int i) { return "{\"n\":" + std::to_string(i) + "}\n"; }
 
+// The one orphan under o.dir, adopted, with what replay found for its one
+// object key, the lines read back, and how many torn records it dropped.
+struct Adopted {
+    std::unique_ptr<Spool> spool;
+    SpoolRecovered recovered;
+    std::vector<SpooledLine> lines;
+    std::uint64_t torn = 0;
+};
+Adopted adopt_the_orphan(const SpoolOptions& o) {
+    auto adopted = Spool::adopt_orphans(o, nullptr);
+    REQUIRE(adopted.size() == 1);
+    Adopted a;
+    a.spool = std::move(adopted[0]);
+    a.torn = a.spool->stats().torn_records;
+    auto rec = a.spool->take_recovered();
+    REQUIRE(rec.size() == 1);
+    a.recovered = std::move(rec[0]);
+    a.lines = a.spool->read(a.recovered.lines);
+    return a;
+}
+
 // Left behind as if its writer had been killed: lines logged, nothing delivered.
 void orphan_with_lines(const SpoolOptions& o, int first, int count, const std::string& key = kKey) {
     auto s = Spool::create(o, nullptr);
@@ -138,15 +159,11 @@ TEST_CASE("spool: a torn last record is detected by its checksum; the records be
         data[used - 3] ^= 0x20;  // inside the last line's text
     }
     tdo_test::write_file(seg, data);
-    auto adopted = Spool::adopt_orphans(o, nullptr);
-    REQUIRE(adopted.size() == 1);
-    CHECK(adopted[0]->stats().torn_records == 1);
-    auto rec = adopted[0]->take_recovered();
-    REQUIRE(rec.size() == 1);
-    auto lines = adopted[0]->read(rec[0].lines);
-    REQUIRE(lines.size() == 2);
-    CHECK(lines[0].line == line(1));
-    CHECK(lines[1].line == line(2));
+    auto a = adopt_the_orphan(o);
+    CHECK(a.torn == 1);
+    REQUIRE(a.lines.size() == 2);
+    CHECK(a.lines[0].line == line(1));
+    CHECK(a.lines[1].line == line(2));
     // The torn tail is zeroed, so that the next replay ends where this one did.
     const std::string after = tdo_test::read_file(seg);
     CHECK(after.find_last_not_of('\0') + 1 < used - 5);
@@ -179,16 +196,13 @@ TEST_CASE("spool: a torn last control record is dropped; the INTENT before it st
     // The DONE was being written when the process died.
     std::string data = tdo_test::read_file(controls[0]);
     tdo_test::write_file(controls[0], data.substr(0, data.size() - 5));
-    auto adopted = Spool::adopt_orphans(o, nullptr);
-    REQUIRE(adopted.size() == 1);
-    CHECK(adopted[0]->stats().torn_records == 1);
-    auto rec = adopted[0]->take_recovered();
-    REQUIRE(rec.size() == 1);
-    CHECK(rec[0].lines.size() == 3);
-    REQUIRE(rec[0].pending.has_value());
-    CHECK(rec[0].pending->first == 1);
-    CHECK(rec[0].pending->last == 2);
-    CHECK(rec[0].pending->intent.etag == "\"etag\"");
+    auto a = adopt_the_orphan(o);
+    CHECK(a.torn == 1);
+    CHECK(a.lines.size() == 3);
+    REQUIRE(a.recovered.pending.has_value());
+    CHECK(a.recovered.pending->first == 1);
+    CHECK(a.recovered.pending->last == 2);
+    CHECK(a.recovered.pending->intent.etag == "\"etag\"");
 }
 
 TEST_CASE("spool: control files go once no segment holds a line they name; replay stays exact", "[unit][spool]") {
@@ -210,16 +224,12 @@ TEST_CASE("spool: control files go once no segment holds a line they name; repla
         CHECK(files_with_prefix(o.dir, "ctl-").size() <= 2);
         CHECK(files_with_prefix(o.dir, "seg-").size() <= 2);
     }
-    auto adopted = Spool::adopt_orphans(o, nullptr);
-    REQUIRE(adopted.size() == 1);
-    auto rec = adopted[0]->take_recovered();
-    REQUIRE(rec.size() == 1);
     // Exactly the lines that never landed: the DONE records of their landed
     // neighbours in the same segment were kept.
-    auto lines = adopted[0]->read(rec[0].lines);
-    REQUIRE(lines.size() == static_cast<std::size_t>(left));
-    for (int i = 0; i < left; ++i) CHECK(lines[static_cast<std::size_t>(i)].line == line(n - left + 1 + i));
-    CHECK_FALSE(rec[0].pending.has_value());
+    auto a = adopt_the_orphan(o);
+    REQUIRE(a.lines.size() == static_cast<std::size_t>(left));
+    for (int i = 0; i < left; ++i) CHECK(a.lines[static_cast<std::size_t>(i)].line == line(n - left + 1 + i));
+    CHECK_FALSE(a.recovered.pending.has_value());
 }
 
 TEST_CASE("spool: landed segments are reused, and nothing they held comes back", "[unit][spool]") {
@@ -242,14 +252,10 @@ TEST_CASE("spool: landed segments are reused, and nothing they held comes back",
         CHECK(s->stats().segments_reused > 0);
         for (int i = 0; i < left; ++i) s->append_line(kKey, "", line(100000 + i));
     }
-    auto adopted = Spool::adopt_orphans(o, nullptr);
-    REQUIRE(adopted.size() == 1);
-    CHECK(adopted[0]->stats().torn_records == 0);
-    auto rec = adopted[0]->take_recovered();
-    REQUIRE(rec.size() == 1);
-    auto lines = adopted[0]->read(rec[0].lines);
-    REQUIRE(lines.size() == static_cast<std::size_t>(left));
-    for (int i = 0; i < left; ++i) CHECK(lines[static_cast<std::size_t>(i)].line == line(100000 + i));
+    auto a = adopt_the_orphan(o);
+    CHECK(a.torn == 0);
+    REQUIRE(a.lines.size() == static_cast<std::size_t>(left));
+    for (int i = 0; i < left; ++i) CHECK(a.lines[static_cast<std::size_t>(i)].line == line(100000 + i));
 }
 
 TEST_CASE("spool: a record checksummed for another segment's number is not read", "[unit][spool]") {
@@ -265,14 +271,10 @@ TEST_CASE("spool: a record checksummed for another segment's number is not read"
     std::string copy = seg;
     copy.replace(at, digits.size(), "00000000000000000002");
     tdo_test::write_file(copy, tdo_test::read_file(seg));
-    auto adopted = Spool::adopt_orphans(o, nullptr);
-    REQUIRE(adopted.size() == 1);
-    CHECK(adopted[0]->stats().torn_records == 1);
-    auto rec = adopted[0]->take_recovered();
-    REQUIRE(rec.size() == 1);
-    auto lines = adopted[0]->read(rec[0].lines);
-    REQUIRE(lines.size() == 3);  // once, from the segment they were written to
-    CHECK(lines[2].line == line(3));
+    auto a = adopt_the_orphan(o);
+    CHECK(a.torn == 1);
+    REQUIRE(a.lines.size() == 3);  // once, from the segment they were written to
+    CHECK(a.lines[2].line == line(3));
 }
 
 TEST_CASE("spool: segments of the first format (checksums not seeded) are still read", "[unit][spool]") {
@@ -294,16 +296,12 @@ TEST_CASE("spool: segments of the first format (checksums not seeded) are still 
     std::string file = "TDOSPL1\n" + u32(crc32c::compute(body)) + body;
     file.resize(4096, '\0');
     tdo_test::write_file(w + "/seg-00000000000000000001.log", file);
-    auto adopted = Spool::adopt_orphans(o, nullptr);
-    REQUIRE(adopted.size() == 1);
-    CHECK(adopted[0]->stats().torn_records == 0);
-    auto rec = adopted[0]->take_recovered();
-    REQUIRE(rec.size() == 1);
-    auto lines = adopted[0]->read(rec[0].lines);
-    REQUIRE(lines.size() == 1);
-    CHECK(lines[0].line == line(7));
-    CHECK(lines[0].dedup_key == "training:legacy");
-    CHECK(adopted[0]->last_seq() == 7);
+    auto a = adopt_the_orphan(o);
+    CHECK(a.torn == 0);
+    REQUIRE(a.lines.size() == 1);
+    CHECK(a.lines[0].line == line(7));
+    CHECK(a.lines[0].dedup_key == "training:legacy");
+    CHECK(a.spool->last_seq() == 7);
 }
 
 TEST_CASE("spool: after a crash, a batch that had landed is not appended again; one that had not is",
