@@ -530,15 +530,15 @@ std::shared_ptr<Spool::Segment> Spool::make_segment_file(const std::string& path
     return seg;
 }
 
-// A landed segment's file, mapped and faulted in again, its records zeroed:
-// replay ends at the first zeros, as in a new file. (Were the zeros lost to a
-// power loss, the old records still fail their checksums, which are seeded
-// with the number the file had then.)
 // Called with the lock held, or before the preparer starts.
 std::string Spool::spare_path() {
     return path_ + "/" + kSparePrefix + std::to_string(next_spare_++) + ".seg";
 }
 
+// A landed segment's file, mapped and faulted in again, its records zeroed:
+// replay ends at the first zeros, as in a new file. (Were the zeros lost to a
+// power loss, the old records still fail their checksums, which are seeded
+// with the number the file had then.)
 std::shared_ptr<Spool::Segment> Spool::reuse_segment_file(const std::string& path, std::uint64_t capacity,
                                                           std::uint64_t used) {
     auto seg = std::make_shared<Segment>();
@@ -554,8 +554,9 @@ std::shared_ptr<Spool::Segment> Spool::reuse_segment_file(const std::string& pat
     return seg;
 }
 
-// Keeps one segment allocated, mapped and faulted in ahead of need, so that
-// a call that fills a segment does not pay for the next one.
+// Keeps segments allocated, mapped and faulted in ahead of need (a new one,
+// or landed ones reused), so that a call that fills a segment does not pay
+// for the next one; and maps full segments read-only.
 void Spool::preparer() {
     std::unique_lock<std::mutex> lock(mutex_);
     while (!stopping_) {
