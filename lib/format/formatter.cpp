@@ -41,6 +41,8 @@ void parse_json(Document& doc, std::string_view text, std::string& scratch, cons
         json::parse(doc, text, what);
         return;
     }
+    // A thread keeps its copy's memory, unless an unusually large argument grew it.
+    if (scratch.capacity() > (256u << 10) && text.size() < (256u << 10)) std::string().swap(scratch);
     scratch.assign(text.data(), text.size());
     scratch.push_back('\0');
     doc.template ParseInsitu<rapidjson::kParseInsituFlag>(&scratch[0]);
