@@ -146,16 +146,11 @@ bool little_endian() {
 
 std::uint32_t compute(std::string_view data, std::uint32_t crc) {
     const auto* p = reinterpret_cast<const unsigned char*>(data.data());
-    crc = ~crc;
 #ifdef TDO_CRC32C_X86
-    if (has_sse42()) return ~hardware(p, data.size(), crc);
+    if (has_sse42()) return ~hardware(p, data.size(), ~crc);
 #endif
-    if (!little_endian()) {
-        const Table& t = table();
-        for (std::size_t i = 0; i < data.size(); ++i) crc = (crc >> 8) ^ t[0][(crc ^ p[i]) & 0xFF];
-        return ~crc;
-    }
-    return ~software(p, data.size(), crc);
+    if (!little_endian()) return compute_bytewise(data, crc);
+    return ~software(p, data.size(), ~crc);
 }
 
 std::uint32_t compute_bytewise(std::string_view data, std::uint32_t crc) {

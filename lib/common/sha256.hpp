@@ -28,6 +28,8 @@ private:
 
 Digest sha256(std::string_view data);
 std::string hex(const std::uint8_t* data, std::size_t size);
+// The same, appended to `out` (no string of its own).
+void append_hex(std::string& out, const std::uint8_t* data, std::size_t size);
 inline std::string hex(const Digest& d) { return hex(d.data(), d.size()); }
 
 }  // namespace training_output::crypto

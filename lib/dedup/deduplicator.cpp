@@ -1,6 +1,7 @@
 // TrainingDeduplicator: keys and the fail-open policy.
 #include "training_output/deduplicator.hpp"
 
+#include "common/sha256.hpp"
 #include "training_output/error.hpp"
 
 namespace training_output {
@@ -14,11 +15,7 @@ std::string TrainingDeduplicator::key_for(const Sha256& hash) const {
     key.reserve(options_.key_namespace.size() + 65);
     key.append(options_.key_namespace);
     key.push_back(':');
-    static const char digits[] = "0123456789abcdef";
-    for (std::uint8_t b : hash) {
-        key.push_back(digits[b >> 4]);
-        key.push_back(digits[b & 0xF]);
-    }
+    crypto::append_hex(key, hash.data(), hash.size());
     return key;
 }
 

@@ -159,15 +159,20 @@ void put_digits(std::string& out, std::int64_t v, int width) {
     while (n > 0) out.push_back(buf[--n]);
 }
 
+// "YYYY<sep>MM"
+void put_year_month(std::string& out, const UtcParts& p, char sep) {
+    put_digits(out, p.year, 4);
+    out.push_back(sep);
+    put_digits(out, p.month, 2);
+}
+
 }  // namespace
 
 std::string format_iso8601(std::chrono::system_clock::time_point when) {
     const UtcParts p = split(when);
     std::string out;
     out.reserve(27);
-    put_digits(out, p.year, 4);
-    out.push_back('-');
-    put_digits(out, p.month, 2);
+    put_year_month(out, p, '-');
     out.push_back('-');
     put_digits(out, p.day, 2);
     out.push_back('T');
@@ -195,13 +200,9 @@ std::string object_key_for(std::string_view prefix, std::string_view domain,
     }
     key.append(domain);
     key.push_back('/');
-    put_digits(key, p.year, 4);
-    key.push_back('/');
-    put_digits(key, p.month, 2);
+    put_year_month(key, p, '/');
     key.append("/health_journal_");
-    put_digits(key, p.year, 4);
-    key.push_back('_');
-    put_digits(key, p.month, 2);
+    put_year_month(key, p, '_');
     key.append(".jsonl");
     return key;
 }

@@ -460,11 +460,7 @@ private:
     bool keep_part(const std::string& upload_id, int number, std::string_view body) {
         std::lock_guard<std::mutex> lock(parts_mutex_);
         auto& parts = parts_[upload_id];
-        auto old = parts.find(number);
-        if (old != parts.end()) {
-            kept_bytes_ -= old->second->size();
-            parts.erase(old);
-        }
+        drop_part(parts, number);  // an earlier upload of this part number
         if (kept_bytes_ + body.size() > memory_part_bytes_) {
             if (parts.empty()) parts_.erase(upload_id);
             return false;
@@ -483,11 +479,14 @@ private:
     void forget_part(const std::string& upload_id, int number) {
         std::lock_guard<std::mutex> lock(parts_mutex_);
         auto u = parts_.find(upload_id);
-        if (u == parts_.end()) return;
-        auto p = u->second.find(number);
-        if (p == u->second.end()) return;
+        if (u != parts_.end()) drop_part(u->second, number);
+    }
+    // Called with parts_mutex_ held.
+    void drop_part(std::map<int, std::shared_ptr<const std::string>>& parts, int number) {
+        auto p = parts.find(number);
+        if (p == parts.end()) return;
         kept_bytes_ -= p->second->size();
-        u->second.erase(p);
+        parts.erase(p);
     }
     void forget_upload(const std::string& upload_id) {
         std::lock_guard<std::mutex> lock(parts_mutex_);

@@ -38,14 +38,28 @@ enum RecordType : unsigned char { kLine = 1, kIntent = 2, kDone = 3 };
 
 // --- encoding ---------------------------------------------------------------
 
-void put_u32(std::string& out, std::uint32_t v) {
-    for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
+// Encodings into memory with room for them; they return the end.
+char* put_u32_at(char* p, std::uint32_t v) {
+    for (int i = 0; i < 4; ++i) *p++ = static_cast<char>((v >> (8 * i)) & 0xFF);
+    return p;
 }
+char* put_u64_at(char* p, std::uint64_t v) {
+    for (int i = 0; i < 8; ++i) *p++ = static_cast<char>((v >> (8 * i)) & 0xFF);
+    return p;
+}
+char* put_bytes_at(char* p, std::string_view s) {
+    p = put_u32_at(p, static_cast<std::uint32_t>(s.size()));
+    if (!s.empty()) std::memcpy(p, s.data(), s.size());
+    return p + s.size();
+}
+// The same, appended to a string.
 void put_u64(std::string& out, std::uint64_t v) {
-    for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
+    char b[8];
+    out.append(b, static_cast<std::size_t>(put_u64_at(b, v) - b));
 }
 void put_bytes(std::string& out, std::string_view s) {
-    put_u32(out, static_cast<std::uint32_t>(s.size()));
+    char b[4];
+    out.append(b, static_cast<std::size_t>(put_u32_at(b, static_cast<std::uint32_t>(s.size())) - b));
     out.append(s.data(), s.size());
 }
 std::uint32_t get_u32_at(std::string_view s, std::size_t pos) {
@@ -62,34 +76,18 @@ std::string begin_record(RecordType type, std::size_t payload_hint) {
     r.push_back(static_cast<char>(type));
     return r;
 }
-// The same encodings, into memory with room for them; return the end.
-char* put_u32_at(char* p, std::uint32_t v) {
-    for (int i = 0; i < 4; ++i) *p++ = static_cast<char>((v >> (8 * i)) & 0xFF);
-    return p;
-}
-char* put_u64_at(char* p, std::uint64_t v) {
-    for (int i = 0; i < 8; ++i) *p++ = static_cast<char>((v >> (8 * i)) & 0xFF);
-    return p;
-}
-char* put_bytes_at(char* p, std::string_view s) {
-    p = put_u32_at(p, static_cast<std::uint32_t>(s.size()));
-    if (!s.empty()) std::memcpy(p, s.data(), s.size());
-    return p + s.size();
-}
 // Where the checksums of a file's records start: the CRC of its number
 // (version 2), or 0 (version 1).
 std::uint32_t checksum_seed(std::uint64_t file_number) {
     char n[8];
-    for (int i = 0; i < 8; ++i) n[i] = static_cast<char>((file_number >> (8 * i)) & 0xFF);
+    put_u64_at(n, file_number);
     return crc32c::compute(std::string_view(n, 8));
 }
 
 // Fills in the length and the checksum over length + payload.
 void end_record(std::string& r, std::uint32_t seed) {
-    const auto len = static_cast<std::uint32_t>(r.size() - kHeaderBytes);
-    for (int i = 0; i < 4; ++i) r[4 + i] = static_cast<char>((len >> (8 * i)) & 0xFF);
-    const std::uint32_t crc = crc32c::compute(std::string_view(r).substr(4), seed);
-    for (int i = 0; i < 4; ++i) r[i] = static_cast<char>((crc >> (8 * i)) & 0xFF);
+    put_u32_at(&r[4], static_cast<std::uint32_t>(r.size() - kHeaderBytes));
+    put_u32_at(&r[0], crc32c::compute(std::string_view(r).substr(4), seed));
 }
 
 // Reads the fields of one payload; any overrun makes ok() false.
@@ -132,9 +130,10 @@ std::optional<std::string_view> record_at(std::string_view data, std::size_t pos
     return data.substr(pos + kHeaderBytes, len);
 }
 
-std::string segment_name(std::uint64_t n) {
+// "seg-<n>.log" or "ctl-<n>.log", the number zero-padded so that names sort.
+std::string file_name(const char* prefix, std::uint64_t n) {
     char buf[40];
-    std::snprintf(buf, sizeof buf, "seg-%020llu.log", static_cast<unsigned long long>(n));
+    std::snprintf(buf, sizeof buf, "%s-%020llu.log", prefix, static_cast<unsigned long long>(n));
     return buf;
 }
 
@@ -614,7 +613,7 @@ void Spool::preparer() {
 
 void Spool::open_segment(std::uint64_t capacity) {
     const std::uint64_t number = next_segment_++;
-    const std::string path = path_ + "/" + segment_name(number);
+    const std::string path = path_ + "/" + file_name("seg", number);
     std::shared_ptr<Segment> seg;
     if (!spares_.empty() && spares_.back()->capacity >= capacity &&
         ::rename(spares_.back()->path.c_str(), path.c_str()) == 0) {
@@ -836,9 +835,7 @@ void Spool::write_control(std::string& record, std::uint64_t last, bool sync) {
 
 void Spool::open_control_file() {
     const std::uint64_t number = next_control_++;
-    char name[40];
-    std::snprintf(name, sizeof name, "ctl-%020llu.log", static_cast<unsigned long long>(number));
-    const std::string path = path_ + "/" + name;
+    const std::string path = path_ + "/" + file_name("ctl", number);
     fs::Fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0600));
     if (!fd.valid()) throw storage_error("cannot create spool control file", path);
     if (!fs::write_all(fd.get(), std::string_view(kMagic, kMagicBytes))) {
