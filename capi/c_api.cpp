@@ -159,6 +159,7 @@ const char* tdo_status_name(int status) {
         case TDO_DUPLICATE: return "TDO_DUPLICATE";
         case TDO_SKIPPED: return "TDO_SKIPPED";
         case TDO_DISABLED: return "TDO_DISABLED";
+        case TDO_PENDING: return "TDO_PENDING";
         default:
             if (status < 0) return training_output::error_code_name(static_cast<ErrorCode>(status));
             return "TDO_UNKNOWN";

@@ -23,6 +23,9 @@
  *     tdo_writer_close(), which must not race with other calls on the same
  *     writer.
  *   - tdo_last_error() is per thread.
+ *   - A writer belongs to the process that opened it: after fork(), the child
+ *     gets TDO_E_FORKED from every call on it (tdo_writer_close() only frees
+ *     the handle) and opens writers of its own.
  *   - The log callback may be called from any thread that uses a writer and
  *     from the writer's background threads.
  */
@@ -56,6 +59,8 @@ extern "C" {
 #define TDO_DUPLICATE 1 /* the same content was already written: dropped */
 #define TDO_SKIPPED 2   /* nothing to write (empty or whitespace-only narrative) */
 #define TDO_DISABLED 3  /* enable_training_output is false: nothing done */
+#define TDO_PENDING 4   /* dedup_pending_outcome only: another live writer holds the same content and
+                           has not delivered it yet; do not acknowledge the message yet */
 
 /* ---- errors (< 0) -------------------------------------------------------- */
 #define TDO_E_INVALID_ARGUMENT -1 /* NULL where a value is required, bad handle */
@@ -69,6 +74,7 @@ extern "C" {
 #define TDO_E_AUTH -9             /* the object store rejected the credentials */
 #define TDO_E_CLOSED -10          /* the writer is closing */
 #define TDO_E_NOMEM -11           /* out of memory */
+#define TDO_E_FORKED -12          /* the writer was opened in another process (before a fork()) */
 #define TDO_E_INTERNAL -99        /* a bug: please report it with tdo_last_error() */
 
 /* ---- log levels ---------------------------------------------------------- */
@@ -104,7 +110,8 @@ TDO_API int tdo_writer_open(tdo_writer** out, const char* config_json);
  *                      file). NULL is the same as "{}".
  * A NULL writer uses a process-wide writer opened from the environment on
  * first use (closed by tdo_shutdown() or at exit).
- * Returns TDO_WRITTEN, TDO_DUPLICATE, TDO_SKIPPED, TDO_DISABLED or an error.
+ * Returns TDO_WRITTEN, TDO_DUPLICATE, TDO_SKIPPED, TDO_DISABLED, TDO_PENDING
+ * (only with dedup_pending_outcome) or an error.
  */
 TDO_API int generate_training_output(tdo_writer* writer, const char* narrative,
                                      const char* message_data_json, const char* result_json);

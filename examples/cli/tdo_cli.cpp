@@ -124,7 +124,8 @@ int main(int argc, char** argv) {
             Counts& c = by_domain[domain];
             switch (outcome) {
                 case to::Outcome::Written: ++c.written; break;
-                case to::Outcome::Duplicate: ++c.duplicate; break;
+                case to::Outcome::Duplicate:
+                case to::Outcome::Pending: ++c.duplicate; break;
                 case to::Outcome::Skipped: ++c.skipped; break;
                 case to::Outcome::Disabled: ++c.disabled; break;
             }

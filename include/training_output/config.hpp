@@ -30,6 +30,11 @@ struct Config {
     std::int64_t dedup_claim_ttl_seconds = 86400;  // a claim whose line never lands expires
     std::int64_t dedup_ttl_seconds = 0;            // committed entries: 0 = forever
     std::int64_t dedup_busy_timeout_ms = 5000;     // SQLite: wait for other processes' locks
+    // TDO_PENDING instead of TDO_DUPLICATE when another live writer holds
+    // the content and has not delivered it yet (hosts that acknowledge
+    // their queue only on WRITTEN or DUPLICATE).
+    bool dedup_pending_outcome = false;
+    std::int64_t dedup_owner_ttl_seconds = 120;  // Redis: a spool's liveness key lives this long unrefreshed
     std::string redis_url;                   // redis://[[user]:password@]host[:port][/db], unix:///path[?db=N]
     std::int64_t redis_timeout_ms = 500;     // bounds each dedup call: connect, wait for a connection, command
     std::int64_t redis_pool_size = 8;        // connections per writer
@@ -72,6 +77,11 @@ struct Config {
 
     // Local directory sink: fsync objects after each append.
     bool directory_fsync = true;
+
+    // Where the lines go ("directory <absolute path>" or "s3 <endpoint> bucket
+    // <name>", then " prefix <training_data_prefix>"): a writer's spool is
+    // adopted only by writers with the same destination.
+    std::string destination() const;
 
     // Resolved defaults (dedup_db_path from output_dir, ...). Called by the
     // parsers; call it yourself after filling a Config by hand.

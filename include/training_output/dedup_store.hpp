@@ -1,11 +1,20 @@
 // DedupStore: where content hashes of written examples are remembered.
 //
-// A hash goes through claim -> commit (its line is in its object) or
-// claim -> release (writing failed; a retry may claim it again). Of two
-// writers claiming one key at once, exactly one gets `true`. A claim that is
-// neither committed nor released expires after its TTL, so that content whose
-// line was lost is not blocked forever. Every store is safe to use from many
-// threads at once.
+// A hash is claimed by an owner, a spool (its id), once the spool holds the
+// line, and committed once the line is in its object. The invariant: no
+// claim without a spooled line, and only the claim's owner delivers it.
+//
+// claim(key, owner) answers:
+//   Claimed    the key was free, or was taken over from an owner that is
+//              gone: this owner's now;
+//   Own        this owner holds it already (another of its lines, or the
+//              same line confirmed again);
+//   Committed  the content is written;
+//   Held       another owner that is alive holds it: that owner delivers it.
+// An owner is alive while it is registered and, for stores with an owner
+// TTL (Redis), while its liveness is refreshed; on one machine (SQLite,
+// memory), while its spool directory exists. Every store is safe to use from
+// many threads at once.
 #pragma once
 
 #include <chrono>
@@ -18,32 +27,51 @@ namespace training_output {
 
 class Logger;
 
+enum class ClaimState { Claimed, Own, Committed, Held };
+
+struct OwnerRecord {
+    std::string id;          // the spool's id
+    std::string spool_path;  // where it is (diagnostics; SQLite: its liveness)
+};
+
 class DedupStore {
 public:
     virtual ~DedupStore() = default;
 
-    // True: this writer owns the key now and must commit or release it.
-    // False: the key is committed, or claimed by someone else and not expired.
-    // Throws Error(DedupStore) when the store cannot answer.
-    virtual bool claim(const std::string& key, std::chrono::seconds claim_ttl) = 0;
+    // Throws Error(DedupStore) when the store cannot answer. A claim expires
+    // after `claim_ttl` only where the store must bound what it keeps (the
+    // claim of an owner that vanished with its spool).
+    virtual ClaimState claim(const std::string& key, const std::string& owner, std::chrono::seconds claim_ttl) = 0;
 
     // claim() for several keys at once (one round trip or transaction where
-    // the store allows): result[i] is what claim(keys[i]) would have returned,
-    // in order, so a key given twice is won at most once. When it throws, the
-    // keys it may have claimed expire after `claim_ttl`.
-    virtual std::vector<bool> claim_batch(const std::vector<std::string>& keys, std::chrono::seconds claim_ttl) {
-        std::vector<bool> won;
-        won.reserve(keys.size());
-        for (const auto& key : keys) won.push_back(claim(key, claim_ttl));
-        return won;
+    // the store allows): result[i] is what claim(keys[i]) would have answered,
+    // in order.
+    virtual std::vector<ClaimState> claim_batch(const std::vector<std::string>& keys, const std::string& owner,
+                                                std::chrono::seconds claim_ttl) {
+        std::vector<ClaimState> out;
+        out.reserve(keys.size());
+        for (const auto& key : keys) out.push_back(claim(key, owner, claim_ttl));
+        return out;
     }
 
     // Marks the keys as written: permanent, or for `ttl` when it is positive.
-    // Works whether or not this writer's claim still exists.
+    // Works whether or not a claim exists, and whoever owns it.
     virtual void commit(const std::vector<std::string>& keys, std::chrono::seconds ttl) = 0;
 
-    // Forgets a claim if it is still this writer's and not committed.
-    virtual void release(const std::string& key) = 0;
+    // Owners. register_owner() before the first claim of an owner;
+    // refresh_owners() at least every owner_ttl() / 4 where owner_ttl() is
+    // positive; retire_owner() once its spool is gone (its claims are then
+    // committed, or free to be taken over).
+    virtual void register_owner(const OwnerRecord& owner) = 0;
+    virtual void refresh_owners(const std::vector<OwnerRecord>& owners) { (void)owners; }
+    virtual void retire_owner(const std::string& owner) = 0;
+    // Zero: an owner stays alive while it is registered (and its spool
+    // directory exists, where the store can see it).
+    virtual std::chrono::seconds owner_ttl() const { return std::chrono::seconds(0); }
+
+    // Housekeeping off the callers' threads (SQLite: expired rows, deleted in
+    // small batches). Called every few seconds by the writer's flusher.
+    virtual void maintain() {}
 
     // "memory", "sqlite", "redis".
     virtual const char* kind() const noexcept = 0;
@@ -53,11 +81,13 @@ public:
 std::unique_ptr<DedupStore> make_memory_dedup_store();
 
 struct SqliteStoreOptions {
-    std::string path;                            // created if missing
+    std::string path;                              // created if missing
     std::chrono::milliseconds busy_timeout{5000};  // wait for other processes' write locks
 };
 // SQLite in WAL mode: persistent, shared safely by the processes of one
-// machine. Throws Error(DedupStore) when the database cannot be opened.
+// machine. Claims go through a connection of their own, so that they never
+// wait behind the flusher's commits. Throws Error(DedupStore) when the
+// database cannot be opened.
 std::unique_ptr<DedupStore> make_sqlite_dedup_store(const SqliteStoreOptions& options);
 
 struct RedisStoreOptions {
@@ -71,14 +101,19 @@ struct RedisStoreOptions {
     // `reconnect_max`, with jitter.
     std::chrono::milliseconds reconnect_base{100};
     std::chrono::milliseconds reconnect_max{2000};
+    // Liveness keys are `<owner_key_prefix><owner id>`, with this TTL.
+    std::string owner_key_prefix = "training:owner:";
+    std::chrono::seconds owner_ttl{120};
     const Logger* logger = nullptr;  // outages are logged here, once each (must outlive the store)
 };
-// Redis through hiredis: one store for many processes and machines. Keys are
-// the deduplicator's keys; a claim holds a token unique to this store object,
-// a committed key holds "1". Throws Error(Config) for a malformed URL and
-// Error(DedupStore) when the server rejects the credentials or the database.
-// A server that cannot be reached is not an error at open: the store starts
-// unavailable (logged), its calls throw until a connection succeeds.
+// Redis through hiredis: one store for many processes and machines. A claim
+// holds its owner's id, a committed key holds "1", an owner's liveness key
+// its spool's path. Every command and script touches one key, so keys may
+// live on any node of a Redis Cluster. Throws Error(Config) for a malformed
+// URL and Error(DedupStore) when the server rejects the credentials or the
+// database. A server that cannot be reached is not an error at open: the
+// store starts unavailable (logged), its calls throw until a connection
+// succeeds.
 std::unique_ptr<DedupStore> make_redis_dedup_store(const RedisStoreOptions& options);
 
 }  // namespace training_output

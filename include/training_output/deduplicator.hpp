@@ -1,13 +1,17 @@
 // TrainingDeduplicator: content hash -> "{namespace}:{hex}" -> DedupStore,
-// with the fail-open policy: when the store cannot answer, the example is
-// written anyway and the error is counted and logged (once per outage).
+// with the fail-open policy (when the store cannot answer, the example is
+// written anyway; the error is counted and logged once per outage), and the
+// liveness of the owners (spools) this writer holds.
 #pragma once
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "training_output/dedup_store.hpp"
@@ -17,9 +21,10 @@
 namespace training_output {
 
 enum class ClaimOutcome {
-    Claimed,     // new content: write it, then commit (or release on failure)
-    Duplicate,   // already written (or being written by someone else)
-    FailedOpen,  // the store failed; write it anyway, nothing to commit
+    Claimed,     // new content (or this owner's already): deliver it, then commit
+    Duplicate,   // already written
+    Pending,     // another live writer holds it and has not delivered it yet
+    FailedOpen,  // the store failed: deliver it anyway, confirm the claim before if it can
 };
 
 struct DeduplicatorOptions {
@@ -30,18 +35,49 @@ struct DeduplicatorOptions {
 
 class TrainingDeduplicator {
 public:
-    TrainingDeduplicator(std::unique_ptr<DedupStore> store, DeduplicatorOptions options,
-                         const Logger* logger);
+    TrainingDeduplicator(std::unique_ptr<DedupStore> store, DeduplicatorOptions options, const Logger* logger);
+    ~TrainingDeduplicator();
+    TrainingDeduplicator(const TrainingDeduplicator&) = delete;
+    TrainingDeduplicator& operator=(const TrainingDeduplicator&) = delete;
 
     std::string key_for(const Sha256& hash) const;
 
-    ClaimOutcome claim(const std::string& key);
-    // claim() for many keys in one store call (pipelined on Redis); when the
-    // store fails, every outcome is FailedOpen.
-    std::vector<ClaimOutcome> claim_batch(const std::vector<std::string>& keys);
-    // Store errors are counted and logged, never thrown: the line is written.
-    void commit(const std::vector<std::string>& keys);
-    void release(const std::string& key);
+    // The claim of new content for `owner` (a held spool's id, whose line
+    // is spooled): Claimed, or Duplicate (written), or Pending (held by a
+    // live writer, this one included, and not delivered yet). While the
+    // owners' liveness is not fresh, no claim is taken (FailedOpen): another
+    // writer could take it over unseen.
+    ClaimOutcome claim(const std::string& key, const std::string& owner);
+    // Confirms the claims of spooled lines before they are delivered, in one
+    // store call: Claimed (free, or `owner`'s already: deliver), Duplicate
+    // or Pending (void the line), FailedOpen for all when the store fails.
+    std::vector<ClaimOutcome> confirm_batch(const std::vector<std::string>& keys, const std::string& owner);
+    // False when the store failed (counted and logged): try again later.
+    bool commit(const std::vector<std::string>& keys);
+
+    // Owners this writer holds: registered now (retried if the store fails),
+    // kept alive (stores with an owner TTL) until released.
+    void hold_owner(const std::string& id, const std::string& spool_path);
+    // The spool is gone: its claims are committed or free to take over.
+    void release_owner(const std::string& id);
+    // Every held owner is registered and, where the store has an owner TTL,
+    // was refreshed less than half of it ago: no other writer can have taken
+    // one of their claims over.
+    bool owners_fresh() const;
+    // False only while the owners' liveness, once established, has lapsed
+    // (stores with an owner TTL): a claim made before may have been taken
+    // over by another writer, so no batch may start until the liveness is
+    // refreshed and the claims confirmed again.
+    bool may_deliver() const;
+    // Changes each time the owners became fresh again after they were not:
+    // their claims must be confirmed again before their lines are delivered.
+    std::uint64_t liveness_epoch() const { return epoch_.load(std::memory_order_acquire); }
+    // Owners not fresh: registers and refreshes them now (at most once a
+    // second, whoever asks). True when they are fresh after it.
+    bool try_refresh();
+
+    // Store housekeeping and registrations that failed before; errors logged.
+    void maintain();
 
     std::uint64_t store_errors() const { return store_errors_.load(std::memory_order_relaxed); }
     DedupStore& store() { return *store_; }
@@ -49,12 +85,30 @@ public:
 private:
     void on_store_error(const char* operation, const std::exception& e);
     void on_store_success();
+    bool refresh();  // registers and refreshes every held owner; true when all are
+    void refresher();
+    static ClaimOutcome outcome(ClaimState state, bool confirming);
 
     std::unique_ptr<DedupStore> store_;
     DeduplicatorOptions options_;
     const Logger* logger_;
+    const std::chrono::seconds owner_ttl_;
     std::atomic<std::uint64_t> store_errors_{0};
     std::atomic<bool> in_outage_{false};
+
+    mutable std::mutex owners_mutex_;
+    std::map<std::string, std::string> owners_;  // held: id -> spool path
+    std::map<std::string, std::string> unregistered_;
+    std::atomic<std::size_t> unregistered_count_{0};
+    std::atomic<std::int64_t> fresh_until_ns_{0};  // steady clock; owners_ttl stores only
+    std::atomic<std::uint64_t> epoch_{0};
+    std::atomic<bool> ever_fresh_{false};
+    std::atomic<std::int64_t> last_inline_refresh_ns_{0};
+    std::mutex refresh_mutex_;  // one refresh at a time
+    bool lapsed_ = false;       // under refresh_mutex_: a refresh failed since the last success
+    std::condition_variable stop_cv_;
+    bool stopping_ = false;
+    std::thread refresher_;
 };
 
 }  // namespace training_output

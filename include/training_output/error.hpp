@@ -19,6 +19,7 @@ enum class ErrorCode : int {
     Auth = -9,
     Closed = -10,
     NoMemory = -11,
+    Forked = -12,
     Internal = -99,
 };
 
@@ -28,6 +29,7 @@ enum class Outcome : int {
     Duplicate = 1,
     Skipped = 2,
     Disabled = 3,
+    Pending = 4,  // only with dedup_pending_outcome: another live writer holds the content, undelivered
 };
 
 const char* outcome_name(Outcome outcome) noexcept;

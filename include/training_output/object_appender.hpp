@@ -78,6 +78,9 @@ public:
     // Did `batch`, recorded with `intent`, land? Unknown when the store did
     // not answer.
     Landed check_landed(const AppendIntent& intent, std::string_view batch);
+    // The same for a batch known only by its size and CRC-32C (some of its
+    // lines were lost with a spool's torn tail).
+    Landed check_landed(const AppendIntent& intent, std::uint64_t batch_bytes, std::uint32_t batch_crc);
 
     std::uint64_t conflicts() const { return conflicts_.load(std::memory_order_relaxed); }
 
@@ -106,6 +109,8 @@ private:
                           SinkResponse& failure, Lease* lease,
                           const std::function<void(const AppendIntent&)>& before_write);
     bool lease_still_ours(Lease* lease, SinkResponse& failure);
+    Landed check_landed_by(const AppendIntent& intent, std::uint64_t batch_bytes,
+                           const std::function<bool(std::string_view)>& matches);
     std::uint64_t threshold() const;
     void backoff(int attempt);
 

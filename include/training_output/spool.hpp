@@ -1,49 +1,40 @@
-// Spool: a writer's local write-ahead log. generate() returns once its line is
-// in the log, so a crash of the process (even SIGKILL) after the call returned
-// loses nothing; the flusher appends the logged lines to their objects in the
-// background and records, per batch, where it is about to write (an
-// AppendIntent) and when it landed, so that recovery appends every line
-// exactly once.
+// Spool: a writer's local write-ahead log. generate() logs its line here
+// first; only then is the line's content claimed in the dedup store, owned by
+// this spool (its id), so that no claim exists without a spooled line. A
+// crash of the process (even SIGKILL) after the record is written loses
+// nothing; the flusher appends the logged lines to their objects in the
+// background, naming each batch exactly (INTENT before the write, DONE once
+// it landed and its claims were committed), so that recovery appends every
+// line exactly once.
 //
 // On disk, writers share one spool directory; each live writer owns a
-// subdirectory `w-<id>` under an exclusive flock():
+// subdirectory `w-<id>` (id: 128 random bits in hex) under an exclusive flock():
 //
 //   <spool_dir>/w-<id>/lock              held while the owner lives
+//   <spool_dir>/w-<id>/spool.json        the spool's id and destination (the sink its lines are for)
 //   <spool_dir>/w-<id>/seg-<n>.log       segments: an 8-byte magic, then LINE records
-//   <spool_dir>/w-<id>/ctl-<n>.log       control files: the magic, then INTENT and DONE records
+//   <spool_dir>/w-<id>/ctl-<n>.log       control files: the magic, then INTENT, DONE, VOID, COMMITTED
 //   <spool_dir>/w-<id>/spare-<n>.seg     segments prepared ahead (new, or landed ones reused)
 //
-// Segments are preallocated and memory-mapped: logging a line is a copy into
-// the page cache, no system call; the unused rest of a segment is zeros. A
-// full segment is mapped read-only before it is synced (writing back pages
-// that are mapped writable costs a TLB shootdown per page). Control records
-// are few (two per batch) and written with write(), so that syncing an
-// INTENT does not sync the lines logged since the last batch.
-// A record is  crc32c (4, of what follows) | length (4) | payload, little
-// endian, the checksum seeded with the CRC-32C of the file's number (8 bytes;
-// the magic "TDOSPL2\n" says so, "TDOSPL1\n" files are unseeded), so that a
-// reused segment's records from an earlier life never pass for its own;
-// payloads are a type byte then fields (u64, or u32-length-prefixed bytes):
-//   LINE   seq, object key, dedup key, line
-//   INTENT first seq, last seq, object key, ETag, object size
-//   DONE   first seq, last seq, object key
-// A batch is always the lines of one object key with seq in [first, last].
-// A record whose checksum or length does not match ends its file: the tail
-// a crash tore off is dropped (zeroed), the records before it are recovered.
-// Replay reads every segment, then the control files, in number order.
+// Records and their encoding: lib/spool/record.hpp. Segments are
+// preallocated and memory-mapped: logging a line is a copy into the page
+// cache, no system call. Control records are few and written with write(),
+// so that syncing an INTENT does not sync the lines logged since the last
+// batch.
 //
-// Segments are deleted oldest first once every line in them landed; a
-// control file once no segment holds a line its records name, so that the
-// INTENT and DONE records of a line that is still spooled are never lost.
-// A writer that opens adopts the subdirectories whose owner died (their lock
-// is free), delivers what they hold and removes them; flock() makes sure no
-// orphan is adopted by two writers.
+// A line is live from its LINE record until a DONE (it landed) or a VOID (its
+// content was a duplicate) names it. Segments are deleted oldest first once
+// no line in them is live; a control file once no segment holds a line its
+// records name and every commit it records as pending was made.
+//
+// A writer that opens adopts the subdirectories of the same destination whose
+// owner died (their lock is free), delivers what they hold and removes them;
+// flock() makes sure no orphan is adopted by two writers.
 #pragma once
 
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -59,6 +50,10 @@
 
 namespace training_output {
 
+namespace spool {
+struct Segment;
+}
+
 enum class SpoolFsync { Interval, Always, Never };
 enum class SpoolFullPolicy { Block, Reject };
 
@@ -67,7 +62,11 @@ SpoolFsync parse_spool_fsync(const std::string& text);
 SpoolFullPolicy parse_spool_full_policy(const std::string& text);
 
 struct SpoolOptions {
-    std::string dir;  // shared by the writers of one configuration
+    std::string dir;  // shared by the writers of one machine
+    // Where the lines go (sink, bucket, prefix): a spool is adopted only by a
+    // writer with the same destination. Spools made before spools recorded
+    // theirs are adopted by any writer.
+    std::string destination;
     SpoolFsync fsync = SpoolFsync::Interval;
     std::chrono::milliseconds fsync_interval{1000};
     std::uint64_t max_bytes = std::uint64_t(1) << 30;  // this writer's segments, in bytes
@@ -87,27 +86,46 @@ struct SpoolLineRef {
 
 struct SpooledLine {
     std::string line;
-    std::string dedup_key;  // empty: nothing to commit
+    std::string dedup_key;  // empty: nothing to claim or commit
+};
+
+// A batch, named exactly: its lines in the order they are appended.
+struct SpoolBatch {
+    std::uint64_t id = 0;
+    std::string object_key;
+    std::vector<SpoolLineRef> lines;
 };
 
 // What replaying a spool found for one object key.
 struct SpoolRecovered {
     std::string object_key;
-    std::vector<SpoolLineRef> lines;  // not yet landed, in order
-    // The last batch that was being appended when the owner died: its lines
-    // [first, last] may be in the object already; check before appending.
-    struct Pending {
-        std::uint64_t first = 0, last = 0;
+    // Batches whose INTENT has no DONE: they may be in the object already;
+    // check before appending them (or anything after them) again.
+    struct Undecided {
+        std::uint64_t batch = 0;
+        std::vector<SpoolLineRef> lines;  // those still in the spool, in batch order
+        bool complete = true;             // all of the batch's lines are (else compare by checksum)
         AppendIntent intent;
+        std::uint64_t bytes = 0;  // of the whole batch, as written
+        std::uint32_t crc = 0;    // CRC-32C of the whole batch
     };
-    std::optional<Pending> pending;
+    std::vector<Undecided> undecided;  // in batch order
+    std::vector<SpoolLineRef> lines;   // the other live lines, in order
+};
+
+// Dedup keys of a batch that landed before its commit could be made.
+struct SpoolPendingCommit {
+    std::uint64_t batch = 0;
+    std::vector<std::string> keys;
 };
 
 struct SpoolStats {
-    std::uint64_t bytes = 0;         // segment bytes on disk
+    std::uint64_t bytes = 0;  // segment bytes on disk
     std::uint64_t segments = 0;
-    std::uint64_t torn_records = 0;  // dropped at replay (bad checksum or length)
+    std::uint64_t torn_records = 0;     // dropped at replay (bad checksum or length)
+    std::uint64_t rejected_records = 0; // control records at replay that did not match the lines they name
     std::uint64_t fsyncs = 0;
+    std::uint64_t fsync_errors = 0;     // failed fsyncs (the lines stay in the spool, in the kernel)
     std::uint64_t segments_reused = 0;  // landed segments prepared again instead of new files
 };
 
@@ -116,43 +134,57 @@ public:
     // A new subdirectory of options.dir owned by this writer. Throws
     // Error(Storage) when it cannot be created.
     static std::unique_ptr<Spool> create(const SpoolOptions& options, const Logger* logger);
-    // The subdirectories of options.dir whose owners are gone (their locks are
-    // free), locked and replayed. Never returns one that another writer holds.
-    // Stops adopting once the adopted spools hold `max_bytes` of lines still
-    // to deliver (at least one is adopted), so that the memory their line
-    // positions take stays bounded; the rest wait for a later call.
+    // The subdirectories of options.dir with the same destination whose
+    // owners are gone (their locks are free), locked and replayed. Never
+    // returns one that another writer holds. Stops adopting once the adopted
+    // spools hold `max_bytes` of lines still to deliver (at least one is
+    // adopted), so that the memory their line positions take stays bounded;
+    // the rest wait for a later call.
     static std::vector<std::unique_ptr<Spool>> adopt_orphans(const SpoolOptions& options, const Logger* logger,
                                                              std::uint64_t max_bytes = UINT64_MAX);
 
-    ~Spool();  // unlocks; an empty spool's subdirectory is removed
+    ~Spool();  // unlocks; a settled spool's subdirectory is removed
     Spool(const Spool&) = delete;
     Spool& operator=(const Spool&) = delete;
 
-    // Logs a line: in the kernel when this returns (fsync per policy). When
-    // the spool is full: waits (block) up to the timeout, then throws
-    // Error(Timeout); or throws Error(Backpressure) at once (reject). Throws
-    // Error(Storage) when the disk fails.
-    SpoolLineRef append_line(std::string_view object_key, std::string_view dedup_key, std::string_view line);
+    // The owner of the dedup claims of this spool's lines.
+    const std::string& id() const { return id_; }
+
+    // Logs a line: in the kernel when this returns. `logged` runs under the
+    // spool's lock once the record is in place, so that lines reach it in
+    // sequence order. When the spool is full: waits (block) up to the
+    // timeout, then throws Error(Timeout); or throws Error(Backpressure) at
+    // once (reject). Throws Error(Storage) when no record could be written.
+    // A failed fsync (spool_fsync=always) is logged and counted, not thrown:
+    // the record is written, the line is accepted.
+    SpoolLineRef append_line(std::string_view object_key, std::string_view dedup_key, std::string_view line,
+                             const std::function<void(const SpoolLineRef&)>& logged = {});
 
     // Reads logged lines back (checksums verified). Throws Error(Storage).
     std::vector<SpooledLine> read(const std::vector<SpoolLineRef>& refs) const;
-    // The same, appending the lines to `lines` and their non-empty dedup keys
-    // to `dedup_keys` (refs in segment order, as the flusher keeps them).
+    // The same, appending the lines to `lines` and their dedup keys to
+    // `dedup_keys` (one per ref, empty where a line has none). Refs in
+    // segment order.
     void read_batch(const std::vector<SpoolLineRef>& refs, std::string& lines,
                     std::vector<std::string>& dedup_keys) const;
 
-    // The batch [first, last] of `object_key` is about to be written at `intent`.
-    void record_intent(const std::string& object_key, std::uint64_t first, std::uint64_t last,
-                       const AppendIntent& intent);
-    // The batch landed: its lines are forgotten; segments holding nothing
-    // else still pending are deleted.
-    void record_done(const std::string& object_key, std::uint64_t first, std::uint64_t last,
-                     const std::vector<SpoolLineRef>& refs);
+    std::uint64_t new_batch_id();
+    // The batch is about to be written at `intent` (durable unless
+    // spool_fsync=never). `bytes` and `crc` describe the batch as written.
+    void record_intent(const SpoolBatch& batch, const AppendIntent& intent, std::uint64_t bytes, std::uint32_t crc);
+    // The batch landed: its lines are no longer live. `uncommitted`: dedup
+    // keys whose commit failed, kept until record_committed().
+    void record_done(const SpoolBatch& batch, const std::vector<std::string>& uncommitted = {});
+    // A line whose content turned out to be a duplicate: never delivered.
+    void record_void(const std::string& object_key, const SpoolLineRef& line);
+    // The pending commit of `batch` (record_done with keys) was made.
+    void record_committed(std::uint64_t batch);
 
     // What replay found (adopted spools); empty for a new one. Call once.
     std::vector<SpoolRecovered> take_recovered();
+    std::vector<SpoolPendingCommit> take_pending_commits();
 
-    // True when nothing is left to deliver.
+    // True when nothing is left: no live line, no pending commit.
     bool empty() const;
     std::uint64_t last_seq() const;
     // Bytes of the lines replay found still to deliver.
@@ -161,30 +193,31 @@ public:
     SpoolStats stats() const;
 
 private:
-    struct Segment;
-    Spool(SpoolOptions options, std::string path, const Logger* logger);
+    using Segment = spool::Segment;
+    Spool(SpoolOptions options, std::string path, std::string id, const Logger* logger);
     void replay();
     void for_each_line(const std::vector<SpoolLineRef>& refs,
                        const std::function<void(std::string_view line, std::string_view dedup_key)>& fn) const;
     Segment& segment_for(std::uint64_t bytes, std::unique_lock<std::mutex>& lock);
     void open_segment(std::uint64_t capacity);
-    static std::shared_ptr<Segment> make_segment_file(const std::string& path, std::uint64_t capacity);
-    static std::shared_ptr<Segment> reuse_segment_file(const std::string& path, std::uint64_t capacity,
-                                                       std::uint64_t used);
     bool recycle(const Segment& seg);
     std::string spare_path();
     void preparer();
     void seal_current(std::unique_lock<std::mutex>& lock);
+    void release_lines(const std::vector<SpoolLineRef>& refs);
     std::vector<std::string> delete_landed_segments(std::unique_lock<std::mutex>& lock);
     void remove_control_files(const std::vector<std::string>& paths);
     void sync_through(std::uint64_t position);
     void syncer();
     void wait_for_room(std::uint64_t bytes, std::unique_lock<std::mutex>& lock);
-    void write_control(std::string& record, std::uint64_t last, bool sync);
+    // Returns the number of the control file the record went to.
+    std::uint64_t write_control(const std::function<std::string(std::uint32_t seed)>& encode,
+                                std::uint64_t max_seq, bool sync);
     void open_control_file();
 
     SpoolOptions options_;
     std::string path_;
+    std::string id_;
     const Logger* logger_;
     int lock_fd_ = -1;
 
@@ -205,10 +238,12 @@ private:
     bool dir_dirty_ = false;                           // segments created since the last sync
     struct ControlFile {
         std::string path;
-        std::uint64_t max_last = 0;  // the highest line seq its records name
+        std::uint64_t max_seq = 0;   // the highest line seq its records name
+        std::uint64_t pinned = 0;    // pending commits recorded in it
     };
-    std::map<std::uint64_t, ControlFile> controls_;  // on disk, by number
-    std::uint64_t control_number_ = 0;               // the one being written (0: none)
+    std::map<std::uint64_t, ControlFile> controls_;       // on disk, by number
+    std::map<std::uint64_t, std::uint64_t> commit_file_;  // batch with a pending commit -> its control file
+    std::uint64_t control_number_ = 0;                    // the one being written (0: none)
     std::mutex control_mutex_;  // serializes control records; taken before mutex_
     int control_fd_ = -1;       // these three under control_mutex_
     std::uint64_t control_size_ = 0;
@@ -216,6 +251,7 @@ private:
     std::uint64_t next_control_ = 1;
     std::uint64_t next_segment_ = 1;
     std::uint64_t next_seq_ = 1;
+    std::uint64_t next_batch_ = 1;
     std::uint64_t bytes_ = 0;
     std::uint64_t live_lines_ = 0;
     std::uint64_t written_ = 0;  // bytes written to segments since open
@@ -224,6 +260,7 @@ private:
     bool stopping_ = false;
     SpoolStats stats_;
     std::vector<SpoolRecovered> recovered_;
+    std::vector<SpoolPendingCommit> pending_commits_;
     std::uint64_t recovered_bytes_ = 0;
     std::thread syncer_;
     std::thread preparer_;

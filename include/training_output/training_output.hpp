@@ -1,6 +1,8 @@
 // TrainingOutput: the writer. One call turns a processing result into a
-// training example and accepts it: format -> dedup claim -> logged in the
-// writer's spool (a crash after that loses nothing). A background thread
+// training example and accepts it: format -> logged in the writer's spool (a
+// crash after that loses nothing) -> dedup claim, owned by the spool. A
+// writer belongs to the process that opened it: after fork(), every call in
+// the child throws Error(Forked). A background thread
 // appends the spooled lines to their monthly objects in batches, exactly
 // once, and commits their dedup claims once they landed. Thread-safe: any number of
 // threads may call generate() and flush() at once.
@@ -21,7 +23,8 @@ namespace training_output {
 
 struct WriterStats {
     std::uint64_t written = 0;             // examples accepted
-    std::uint64_t duplicates = 0;          // dropped as duplicates
+    std::uint64_t duplicates = 0;          // dropped as duplicates (TDO_DUPLICATE or TDO_PENDING)
+    std::uint64_t held_elsewhere = 0;      // of those, held by another live writer, not yet delivered
     std::uint64_t skipped = 0;             // empty narratives
     std::uint64_t disabled = 0;            // calls while disabled
     std::uint64_t errors = 0;              // calls that returned an error
@@ -37,7 +40,10 @@ struct WriterStats {
     std::uint64_t spools_adopted = 0;        // spools of writers that died, taken over
     std::uint64_t lines_recovered = 0;       // lines found in them
     std::uint64_t torn_records = 0;          // records dropped from them (bad checksum: a torn write)
+    std::uint64_t lines_voided = 0;          // spooled lines found to be duplicates when their claims were confirmed
+    std::uint64_t pending_commits = 0;       // dedup keys of landed lines not yet recorded as written
     std::uint64_t spool_bytes = 0;           // this writer's spool on disk
+    std::uint64_t spool_fsync_errors = 0;    // failed fsyncs of the spool (its lines stay accepted)
 };
 
 // Parts a caller may supply instead of those the configuration names

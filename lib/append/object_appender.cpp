@@ -3,6 +3,8 @@
 
 #include <mutex>
 
+#include "common/crash_point.hpp"
+#include "common/crc32c.hpp"
 #include "common/json.hpp"
 #include "common/random.hpp"
 #include "training_output/error.hpp"
@@ -133,7 +135,10 @@ ObjectAppender::Step ObjectAppender::attempt(const std::string& key, std::string
 ObjectAppender::Step ObjectAppender::put_whole(const std::string& key, std::string_view body,
                                                const WriteConditions& conditions, SinkResponse& failure) {
     SinkResponse r = sink_.put(key, body, options_.attributes, conditions);
-    if (r.ok()) return Step::Done;
+    if (r.ok()) {
+        crash_point("append.after_write");  // landed; the writer has not seen it yet
+        return Step::Done;
+    }
     Step step = r.status == SinkStatus::Transient ? Step::Ambiguous : Step::Retry;
     failure = std::move(r);
     return step;
@@ -190,7 +195,10 @@ ObjectAppender::Step ObjectAppender::append_multipart(const std::string& key, st
     WriteConditions cond;
     if (conditional) cond.if_match = intent.etag;
     SinkResponse done = sink_.complete_multipart(key, upload_id, parts, cond);
-    if (done.ok()) return Step::Done;
+    if (done.ok()) {
+        crash_point("append.after_write");
+        return Step::Done;
+    }
     Step step = done.status == SinkStatus::Transient ? Step::Ambiguous : Step::Retry;
     return abandon(std::move(done), step);
 }
@@ -289,14 +297,25 @@ void ObjectAppender::release_lease(const Lease& lease) {
 }
 
 Landed ObjectAppender::check_landed(const AppendIntent& intent, std::string_view batch) {
+    return check_landed_by(intent, batch.size(), [&](std::string_view found) { return found == batch; });
+}
+
+Landed ObjectAppender::check_landed(const AppendIntent& intent, std::uint64_t batch_bytes, std::uint32_t batch_crc) {
+    return check_landed_by(intent, batch_bytes,
+                           [&](std::string_view found) { return crc32c::compute(found) == batch_crc; });
+}
+
+Landed ObjectAppender::check_landed_by(const AppendIntent& intent, std::uint64_t batch_bytes,
+                                       const std::function<bool(std::string_view)>& matches) {
+    if (batch_bytes == 0) return Landed::No;
     SinkResponse h = sink_.head(intent.key);
     if (h.status == SinkStatus::NotFound) return Landed::No;
     if (!h.ok()) return Landed::Unknown;
     if (!intent.etag.empty() && h.etag == intent.etag) return Landed::No;  // unchanged since
-    if (h.size < intent.size + batch.size()) return Landed::No;
-    SinkResponse g = sink_.get(intent.key, ByteRange{intent.size, intent.size + batch.size() - 1});
+    if (h.size < intent.size + batch_bytes) return Landed::No;
+    SinkResponse g = sink_.get(intent.key, ByteRange{intent.size, intent.size + batch_bytes - 1});
     if (!g.ok()) return g.status == SinkStatus::NotFound ? Landed::No : Landed::Unknown;
-    return g.body == batch ? Landed::Yes : Landed::No;
+    return g.body.size() == batch_bytes && matches(g.body) ? Landed::Yes : Landed::No;
 }
 
 }  // namespace training_output

@@ -8,6 +8,7 @@ const char* outcome_name(Outcome outcome) noexcept {
         case Outcome::Duplicate: return "duplicate";
         case Outcome::Skipped: return "skipped";
         case Outcome::Disabled: return "disabled";
+        case Outcome::Pending: return "pending";
     }
     return "unknown";
 }
@@ -25,6 +26,7 @@ const char* error_code_name(ErrorCode code) noexcept {
         case ErrorCode::Auth: return "TDO_E_AUTH";
         case ErrorCode::Closed: return "TDO_E_CLOSED";
         case ErrorCode::NoMemory: return "TDO_E_NOMEM";
+        case ErrorCode::Forked: return "TDO_E_FORKED";
         case ErrorCode::Internal: return "TDO_E_INTERNAL";
     }
     return "TDO_E_UNKNOWN";

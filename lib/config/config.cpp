@@ -39,6 +39,8 @@ const Key kKeys[] = {
     {"dedup_claim_ttl_seconds", &Config::dedup_claim_ttl_seconds, 1},
     {"dedup_ttl_seconds", &Config::dedup_ttl_seconds, 0},
     {"dedup_busy_timeout_ms", &Config::dedup_busy_timeout_ms, 0},
+    {"dedup_pending_outcome", &Config::dedup_pending_outcome},
+    {"dedup_owner_ttl_seconds", &Config::dedup_owner_ttl_seconds, 10},
     {"redis_url", &Config::redis_url},
     {"redis_timeout_ms", &Config::redis_timeout_ms, 1},
     {"redis_pool_size", &Config::redis_pool_size, 1},
@@ -208,6 +210,18 @@ void Config::finalize() {
     }
     if (dedup_db_path.empty()) dedup_db_path = output_dir + "/.dedup.sqlite3";
     if (spool_dir.empty()) spool_dir = output_dir + "/.spool";
+}
+
+std::string Config::destination() const {
+    std::string where;
+    if (s3_endpoint_url.empty()) {
+        char* real = ::realpath(output_dir.c_str(), nullptr);
+        where = "directory " + std::string(real ? real : output_dir.c_str());
+        std::free(real);
+    } else {
+        where = "s3 " + s3_endpoint_url + " bucket " + s3_bucket_name;
+    }
+    return where + " prefix " + training_data_prefix;
 }
 
 Config Config::from_json(std::string_view text) {

@@ -1,14 +1,36 @@
-// TrainingDeduplicator: keys and the fail-open policy.
+// TrainingDeduplicator: keys, the fail-open policy, and owner liveness.
 #include "training_output/deduplicator.hpp"
 
 #include "common/sha256.hpp"
 #include "training_output/error.hpp"
 
 namespace training_output {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::int64_t now_ns() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
+}
+
+std::int64_t ns(std::chrono::seconds s) { return std::chrono::duration_cast<std::chrono::nanoseconds>(s).count(); }
+
+}  // namespace
 
 TrainingDeduplicator::TrainingDeduplicator(std::unique_ptr<DedupStore> store, DeduplicatorOptions options,
                                            const Logger* logger)
-    : store_(std::move(store)), options_(std::move(options)), logger_(logger) {}
+    : store_(std::move(store)), options_(std::move(options)), logger_(logger), owner_ttl_(store_->owner_ttl()) {
+    if (owner_ttl_.count() > 0) refresher_ = std::thread([this] { refresher(); });
+}
+
+TrainingDeduplicator::~TrainingDeduplicator() {
+    {
+        std::lock_guard<std::mutex> lock(owners_mutex_);
+        stopping_ = true;
+    }
+    stop_cv_.notify_all();
+    if (refresher_.joinable()) refresher_.join();
+}
 
 std::string TrainingDeduplicator::key_for(const Sha256& hash) const {
     std::string key;
@@ -19,25 +41,45 @@ std::string TrainingDeduplicator::key_for(const Sha256& hash) const {
     return key;
 }
 
-ClaimOutcome TrainingDeduplicator::claim(const std::string& key) {
+ClaimOutcome TrainingDeduplicator::outcome(ClaimState state, bool confirming) {
+    switch (state) {
+        case ClaimState::Claimed: return ClaimOutcome::Claimed;
+        case ClaimState::Own: return confirming ? ClaimOutcome::Claimed : ClaimOutcome::Pending;
+        case ClaimState::Committed: return ClaimOutcome::Duplicate;
+        case ClaimState::Held: return ClaimOutcome::Pending;
+    }
+    return ClaimOutcome::FailedOpen;
+}
+
+bool TrainingDeduplicator::try_refresh() {
+    // At most once a second, so that an outage costs the callers nothing.
+    const std::int64_t now = now_ns();
+    std::int64_t last = last_inline_refresh_ns_.load(std::memory_order_relaxed);
+    if (now - last < 1000000000 || !last_inline_refresh_ns_.compare_exchange_strong(last, now)) return false;
+    return refresh();
+}
+
+ClaimOutcome TrainingDeduplicator::claim(const std::string& key, const std::string& owner) {
+    // After an outage, refresh here rather than wait for the refresher.
+    if (!owners_fresh() && !try_refresh()) return ClaimOutcome::FailedOpen;
     try {
-        bool claimed = store_->claim(key, options_.claim_ttl);
+        ClaimState state = store_->claim(key, owner, options_.claim_ttl);
         on_store_success();
-        return claimed ? ClaimOutcome::Claimed : ClaimOutcome::Duplicate;
+        return outcome(state, false);
     } catch (const std::exception& e) {
         on_store_error("claim", e);
         return ClaimOutcome::FailedOpen;
     }
 }
 
-std::vector<ClaimOutcome> TrainingDeduplicator::claim_batch(const std::vector<std::string>& keys) {
+std::vector<ClaimOutcome> TrainingDeduplicator::confirm_batch(const std::vector<std::string>& keys,
+                                                              const std::string& owner) {
     std::vector<ClaimOutcome> out;
     if (keys.empty()) return out;
+    if (!owners_fresh()) return std::vector<ClaimOutcome>(keys.size(), ClaimOutcome::FailedOpen);
     out.reserve(keys.size());
     try {
-        for (bool won : store_->claim_batch(keys, options_.claim_ttl)) {
-            out.push_back(won ? ClaimOutcome::Claimed : ClaimOutcome::Duplicate);
-        }
+        for (ClaimState s : store_->claim_batch(keys, owner, options_.claim_ttl)) out.push_back(outcome(s, true));
         on_store_success();
     } catch (const std::exception& e) {
         on_store_error("claim", e);
@@ -46,22 +88,114 @@ std::vector<ClaimOutcome> TrainingDeduplicator::claim_batch(const std::vector<st
     return out;
 }
 
-void TrainingDeduplicator::commit(const std::vector<std::string>& keys) {
-    if (keys.empty()) return;
+bool TrainingDeduplicator::commit(const std::vector<std::string>& keys) {
+    if (keys.empty()) return true;
     try {
         store_->commit(keys, options_.committed_ttl);
         on_store_success();
+        return true;
     } catch (const std::exception& e) {
         on_store_error("commit", e);
+        return false;
     }
 }
 
-void TrainingDeduplicator::release(const std::string& key) {
+void TrainingDeduplicator::hold_owner(const std::string& id, const std::string& spool_path) {
+    {
+        std::lock_guard<std::mutex> lock(owners_mutex_);
+        owners_[id] = spool_path;
+        unregistered_[id] = spool_path;
+        unregistered_count_.store(unregistered_.size(), std::memory_order_release);
+    }
+    refresh();
+}
+
+void TrainingDeduplicator::release_owner(const std::string& id) {
+    {
+        std::lock_guard<std::mutex> lock(owners_mutex_);
+        owners_.erase(id);
+        unregistered_.erase(id);
+        unregistered_count_.store(unregistered_.size(), std::memory_order_release);
+    }
     try {
-        store_->release(key);
+        store_->retire_owner(id);
+    } catch (const std::exception& e) {
+        // Its liveness runs out by itself (Redis); SQLite's housekeeping
+        // drops owners whose directory is gone.
+        on_store_error("retire owner", e);
+    }
+}
+
+bool TrainingDeduplicator::owners_fresh() const {
+    if (unregistered_count_.load(std::memory_order_acquire) != 0) return false;
+    return owner_ttl_.count() == 0 || now_ns() < fresh_until_ns_.load(std::memory_order_acquire);
+}
+
+bool TrainingDeduplicator::may_deliver() const {
+    return owner_ttl_.count() == 0 || !ever_fresh_.load(std::memory_order_acquire) ||
+           now_ns() < fresh_until_ns_.load(std::memory_order_acquire);
+}
+
+bool TrainingDeduplicator::refresh() {
+    std::lock_guard<std::mutex> one(refresh_mutex_);
+    std::vector<OwnerRecord> held, to_register;
+    {
+        std::lock_guard<std::mutex> lock(owners_mutex_);
+        for (const auto& [id, path] : owners_) held.push_back({id, path});
+        for (const auto& [id, path] : unregistered_) to_register.push_back({id, path});
+    }
+    const std::int64_t sent = now_ns();
+    // Owners held before whose claims another writer may have taken over
+    // meanwhile (a newly held owner's lines are confirmed anyway).
+    const bool lapsed =
+        lapsed_ || (owner_ttl_.count() > 0 && sent >= fresh_until_ns_.load(std::memory_order_acquire));
+    try {
+        for (const auto& o : to_register) store_->register_owner(o);
+        if (owner_ttl_.count() > 0) store_->refresh_owners(held);
         on_store_success();
     } catch (const std::exception& e) {
-        on_store_error("release", e);
+        lapsed_ = true;
+        on_store_error("register owner", e);
+        return false;
+    }
+    {
+        std::lock_guard<std::mutex> lock(owners_mutex_);
+        for (const auto& o : to_register) unregistered_.erase(o.id);
+        unregistered_count_.store(unregistered_.size(), std::memory_order_release);
+    }
+    // Fresh for half the TTL from when the refresh was sent: the other half
+    // is the margin for a batch that starts just before it runs out.
+    if (owner_ttl_.count() > 0) fresh_until_ns_.store(sent + ns(owner_ttl_) / 2, std::memory_order_release);
+    ever_fresh_.store(true, std::memory_order_release);
+    if (lapsed) epoch_.fetch_add(1, std::memory_order_acq_rel);
+    lapsed_ = false;
+    return true;
+}
+
+void TrainingDeduplicator::refresher() {
+    const auto period = std::max<std::chrono::milliseconds>(std::chrono::milliseconds(500),
+                                                            std::chrono::duration_cast<std::chrono::milliseconds>(owner_ttl_) / 6);
+    std::unique_lock<std::mutex> lock(owners_mutex_);
+    while (!stopping_) {
+        stop_cv_.wait_for(lock, period, [&] { return stopping_; });
+        if (stopping_) break;
+        lock.unlock();
+        refresh();
+        lock.lock();
+    }
+}
+
+void TrainingDeduplicator::maintain() {
+    bool pending = false;
+    {
+        std::lock_guard<std::mutex> lock(owners_mutex_);
+        pending = !unregistered_.empty();
+    }
+    if (pending && owner_ttl_.count() == 0) refresh();
+    try {
+        store_->maintain();
+    } catch (const std::exception& e) {
+        on_store_error("maintain", e);
     }
 }
 

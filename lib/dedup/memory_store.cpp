@@ -7,6 +7,9 @@
 // only a matching hash reads the key bytes to compare.
 #include <algorithm>
 #include <array>
+#include <atomic>
+#include <deque>
+#include <string>
 #include <chrono>
 #include <cstring>
 #include <memory>
@@ -27,16 +30,21 @@ constexpr std::size_t kChunkBytes = 64 << 10;
 
 class MemoryDedupStore final : public DedupStore {
 public:
-    bool claim(const std::string& key, std::chrono::seconds claim_ttl) override {
+    ClaimState claim(const std::string& key, const std::string& owner, std::chrono::seconds) override {
+        const std::uint32_t me = owner_index(owner);
         const std::uint64_t h = hash(key);
         Shard& s = shard(h);
         const std::int64_t now = now_ns();
         std::lock_guard<std::mutex> lock(s.mutex);
         Slot& slot = s.find_or_insert(h, key);
-        if (slot.state != State::Empty && !(slot.expires <= now)) return false;
-        slot.state = State::Claimed;
-        slot.expires = now + ttl_ns(claim_ttl);
-        return true;
+        const bool expired = slot.expires <= now;
+        if (slot.state == State::Committed && !expired) return ClaimState::Committed;
+        if (slot.state == State::Claimed && slot.owner == me) return ClaimState::Own;
+        if (slot.state == State::Claimed && owner_alive(slot.owner)) return ClaimState::Held;
+        slot.state = State::Claimed;  // free, ours already, or its owner is gone
+        slot.owner = me;
+        slot.expires = kForever;
+        return ClaimState::Claimed;
     }
 
     void commit(const std::vector<std::string>& keys, std::chrono::seconds ttl) override {
@@ -51,18 +59,51 @@ public:
         }
     }
 
-    void release(const std::string& key) override {
-        const std::uint64_t h = hash(key);
-        Shard& s = shard(h);
-        std::lock_guard<std::mutex> lock(s.mutex);
-        Slot* slot = s.find(h, key);
-        if (slot && slot->state == State::Claimed) slot->state = State::Empty;  // the key stays, unclaimed
+    void register_owner(const OwnerRecord& owner) override {
+        const std::uint32_t i = owner_index(owner.id);
+        std::lock_guard<std::mutex> lock(owners_mutex_);
+        owners_[i].alive = true;
+    }
+
+    void retire_owner(const std::string& owner) override {
+        const std::uint32_t i = owner_index(owner);
+        std::lock_guard<std::mutex> lock(owners_mutex_);
+        owners_[i].alive = false;
     }
 
     const char* kind() const noexcept override { return "memory"; }
 
 private:
-    // Empty: the key is known but neither claimed nor committed (released).
+    struct Owner {
+        std::string id;
+        bool alive = false;
+    };
+
+    // Owners are few (one per spool): a claim finds its owner's index in a
+    // per-thread cache of the last one it used.
+    std::uint32_t owner_index(const std::string& id) {
+        struct Cache {
+            const MemoryDedupStore* store = nullptr;
+            std::uint64_t generation = 0;
+            std::string id;
+            std::uint32_t index = 0;
+        };
+        thread_local Cache cache;
+        if (cache.store == this && cache.generation == generation_ && cache.id == id) return cache.index;
+        std::lock_guard<std::mutex> lock(owners_mutex_);
+        std::uint32_t i = 0;
+        while (i < owners_.size() && owners_[i].id != id) ++i;
+        if (i == owners_.size()) owners_.push_back(Owner{id, false});
+        cache = Cache{this, generation_, id, i};
+        return i;
+    }
+
+    bool owner_alive(std::uint32_t i) {
+        std::lock_guard<std::mutex> lock(owners_mutex_);
+        return i < owners_.size() && owners_[i].alive;
+    }
+
+    // Empty: the key is known but neither claimed nor committed.
     enum class State : std::uint8_t { Empty, Claimed, Committed };
 
     struct Slot {
@@ -71,6 +112,7 @@ private:
         std::uint32_t chunk = 0;   // where the key's bytes are
         std::uint32_t offset = 0;
         std::uint32_t key_size = 0;
+        std::uint32_t owner = 0;   // the claimant's index in owners_
         bool used = false;
         State state = State::Empty;
     };
@@ -163,6 +205,15 @@ private:
     Shard& shard(std::uint64_t h) { return shards_[h >> 60]; }
 
     std::array<Shard, 16> shards_;
+    std::mutex owners_mutex_;
+    std::deque<Owner> owners_;
+    // Tells the per-thread caches of store objects that were destroyed
+    // from this one, should it be allocated at the same address.
+    const std::uint64_t generation_ = next_generation();
+    static std::uint64_t next_generation() {
+        static std::atomic<std::uint64_t> n{0};
+        return ++n;
+    }
 };
 
 }  // namespace

@@ -1,8 +1,15 @@
 // Redis dedup store over hiredis, for fleets of writers.
 //
-// claim   SET key <token> NX EX <claim_ttl>     (exactly one claimant sees OK)
-// commit  SET key 1 [EX <ttl>]                  (pipelined for a batch)
-// release EVAL: DEL key only if it still holds our token
+// claim    EVAL on the key: free -> SET key <owner> EX <claim_ttl>; answers
+//          claimed (free or ours), committed ("1"), or the other owner's id
+// then, only for keys another owner holds: EXISTS <prefix><that owner>
+//          (its liveness), and for an owner that is gone, EVAL on the key:
+//          take it over if it still holds that owner's id
+// commit   SET key 1 [EX <ttl>]                      (pipelined for a batch)
+// owners   SET <prefix><id> <spool path> EX <owner_ttl>, refreshed while the
+//          spool is held; DEL when it is gone
+// Every command and script touches one key: keys may live on any node of a
+// cluster, and the key names stay those of earlier versions.
 //
 // hiredis connects (TCP or unix socket, with a timeout), formats commands and
 // parses replies; the socket I/O is ours, non-blocking with poll(), so that
@@ -58,8 +65,31 @@ struct ReplyFree {
 };
 using Reply = std::unique_ptr<redisReply, ReplyFree>;
 
-const char kReleaseScript[] =
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+// KEYS[1] the key; ARGV[1] the owner, ARGV[2] the claim TTL in seconds.
+// 1: claimed (it was free); 3: ours already; 0: committed; else the holder's id.
+const char kClaimScript[] =
+    "local v = redis.call('GET', KEYS[1]) "
+    "if not v then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) return 1 end "
+    "if v == ARGV[1] then return 3 end "
+    "if v == '1' then return 0 end "
+    "return v";
+// The same, taking the key over if it still holds ARGV[3] (an owner that is
+// gone). 1: claimed; 3: ours; 0: committed; 2: held by another owner since.
+const char kTakeOverScript[] =
+    "local v = redis.call('GET', KEYS[1]) "
+    "if not v or v == ARGV[3] then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) return 1 end "
+    "if v == ARGV[1] then return 3 end "
+    "if v == '1' then return 0 end "
+    "return 2";
+
+ClaimState claim_state(long long answer) {
+    switch (answer) {
+        case 0: return ClaimState::Committed;
+        case 1: return ClaimState::Claimed;
+        case 3: return ClaimState::Own;
+        default: return ClaimState::Held;
+    }
+}
 const char kCommitted[] = "1";
 
 // Appends one command in the Redis protocol to `out`.
@@ -185,8 +215,7 @@ public:
     explicit RedisDedupStore(const RedisStoreOptions& options)
         : url_(parse_redis_url(options.url)),
           display_(url_.redacted()),
-          options_(options),
-          token_(random::token_hex(16)) {
+          options_(options) {
         if (options_.pool_size == 0) options_.pool_size = 1;
         if (options_.timeout.count() <= 0) options_.timeout = milliseconds(1);
         if (options_.reconnect_max < options_.reconnect_base) options_.reconnect_max = options_.reconnect_base;
@@ -203,77 +232,110 @@ public:
         }
     }
 
-    bool claim(const std::string& key, std::chrono::seconds claim_ttl) override {
-        return call("claim", [&](Connection& c, Clock::time_point deadline) {
-            std::string cmd;
-            append_claim(cmd, key, claim_ttl, std::to_string(claim_ttl.count()));
-            auto replies = c.exchange(cmd, 1, deadline);
-            return claim_won(*replies[0], claim_ttl);
-        });
+    ClaimState claim(const std::string& key, const std::string& owner, std::chrono::seconds claim_ttl) override {
+        return claim_batch({key}, owner, claim_ttl)[0];
     }
 
-    std::vector<bool> claim_batch(const std::vector<std::string>& keys, std::chrono::seconds claim_ttl) override {
+    // One pipelined round trip; two more only for keys another owner holds.
+    std::vector<ClaimState> claim_batch(const std::vector<std::string>& keys, const std::string& owner,
+                                        std::chrono::seconds claim_ttl) override {
         if (keys.empty()) return {};
-        return call("claim_batch", [&](Connection& c, Clock::time_point deadline) {
+        return call("claim", [&](Connection& c, Clock::time_point deadline) {
+            const std::string seconds = std::to_string(std::max<std::int64_t>(claim_ttl.count(), 1));
             std::string cmds;
-            cmds.reserve(keys.size() * (keys.front().size() + token_.size() + 64));
-            const std::string seconds = std::to_string(claim_ttl.count());
-            for (const auto& key : keys) append_claim(cmds, key, claim_ttl, seconds);
+            cmds.reserve(keys.size() * (keys.front().size() + owner.size() + sizeof kClaimScript + 32));
+            for (const auto& key : keys) append_command(cmds, {"EVAL", kClaimScript, "1", key, owner, seconds});
             auto replies = c.exchange(cmds, keys.size(), deadline);
-            std::vector<bool> won;
-            won.reserve(keys.size());
-            for (const auto& r : replies) won.push_back(claim_won(*r, claim_ttl));
-            return won;
+            std::vector<ClaimState> out(keys.size(), ClaimState::Claimed);
+            std::vector<std::size_t> held;  // by another owner: is it alive?
+            for (std::size_t i = 0; i < keys.size(); ++i) {
+                const redisReply& r = *replies[i];
+                if (r.type == REDIS_REPLY_ERROR) throw AnswerError(reply_text(r));
+                if (r.type == REDIS_REPLY_INTEGER) {
+                    out[i] = claim_state(r.integer);
+                } else if (r.type == REDIS_REPLY_STRING) {
+                    out[i] = ClaimState::Held;
+                    held.push_back(i);
+                } else {
+                    throw AnswerError("unexpected reply to the claim script");
+                }
+            }
+            if (held.empty()) return out;
+            cmds.clear();
+            for (std::size_t i : held) append_command(cmds, {"EXISTS", options_.owner_key_prefix + reply_text(*replies[i])});
+            auto alive = c.exchange(cmds, held.size(), deadline);
+            std::vector<std::size_t> gone;
+            std::string takeovers;
+            for (std::size_t j = 0; j < held.size(); ++j) {
+                const redisReply& r = *alive[j];
+                if (r.type == REDIS_REPLY_ERROR) throw AnswerError(reply_text(r));
+                if (r.type != REDIS_REPLY_INTEGER) throw AnswerError("unexpected reply to EXISTS");
+                if (r.integer != 0) continue;
+                const std::size_t i = held[j];
+                gone.push_back(i);
+                append_command(takeovers, {"EVAL", kTakeOverScript, "1", keys[i], owner, seconds, reply_text(*replies[i])});
+            }
+            if (gone.empty()) return out;
+            auto taken = c.exchange(takeovers, gone.size(), deadline);
+            for (std::size_t j = 0; j < gone.size(); ++j) {
+                const redisReply& r = *taken[j];
+                if (r.type == REDIS_REPLY_ERROR) throw AnswerError(reply_text(r));
+                if (r.type != REDIS_REPLY_INTEGER) throw AnswerError("unexpected reply to the take-over script");
+                out[gone[j]] = claim_state(r.integer);
+            }
+            return out;
         });
     }
 
     void commit(const std::vector<std::string>& keys, std::chrono::seconds ttl) override {
-        if (keys.empty()) return;
+        std::vector<const std::string*> present;
+        for (const auto& key : keys) {
+            if (!key.empty()) present.push_back(&key);
+        }
+        if (present.empty()) return;
         call("commit", [&](Connection& c, Clock::time_point deadline) {
             std::string cmds;
             const std::string seconds = std::to_string(ttl.count());
-            for (const auto& key : keys) {
-                if (ttl.count() > 0) append_command(cmds, {"SET", key, kCommitted, "EX", seconds});
-                else append_command(cmds, {"SET", key, kCommitted});  // no TTL: permanent
+            for (const std::string* key : present) {
+                if (ttl.count() > 0) append_command(cmds, {"SET", *key, kCommitted, "EX", seconds});
+                else append_command(cmds, {"SET", *key, kCommitted});  // no TTL: permanent
             }
-            for (const auto& r : c.exchange(cmds, keys.size(), deadline)) expect_ok(*r);
+            for (const auto& r : c.exchange(cmds, present.size(), deadline)) expect_ok(*r);
             return true;
         });
     }
 
-    void release(const std::string& key) override {
-        call("release", [&](Connection& c, Clock::time_point deadline) {
+    void register_owner(const OwnerRecord& owner) override { refresh_owners({owner}); }
+
+    void refresh_owners(const std::vector<OwnerRecord>& owners) override {
+        if (owners.empty()) return;
+        call("refresh owners", [&](Connection& c, Clock::time_point deadline) {
+            std::string cmds;
+            const std::string seconds = std::to_string(options_.owner_ttl.count());
+            for (const auto& o : owners) {
+                append_command(cmds, {"SET", options_.owner_key_prefix + o.id, o.spool_path, "EX", seconds});
+            }
+            for (const auto& r : c.exchange(cmds, owners.size(), deadline)) expect_ok(*r);
+            return true;
+        });
+    }
+
+    void retire_owner(const std::string& owner) override {
+        call("retire owner", [&](Connection& c, Clock::time_point deadline) {
             std::string cmd;
-            append_command(cmd, {"EVAL", kReleaseScript, "1", key, token_});
+            append_command(cmd, {"DEL", options_.owner_key_prefix + owner});
             auto replies = c.exchange(cmd, 1, deadline);
             if (replies[0]->type == REDIS_REPLY_ERROR) throw AnswerError(reply_text(*replies[0]));
             return true;
         });
     }
 
+    std::chrono::seconds owner_ttl() const override { return options_.owner_ttl; }
+
     const char* kind() const noexcept override { return "redis"; }
 
 private:
     std::string prefix() const { return "redis dedup store " + display_ + ": "; }
-
-    // `seconds`: the TTL in decimal, formatted once per batch.
-    void append_claim(std::string& out, const std::string& key, std::chrono::seconds ttl,
-                      const std::string& seconds) const {
-        // A claim with no time left would expire at once: it only asks whether the key is free.
-        if (ttl.count() <= 0) append_command(out, {"EXISTS", key});
-        else append_command(out, {"SET", key, token_, "NX", "EX", seconds});
-    }
-
-    static bool claim_won(const redisReply& r, std::chrono::seconds ttl) {
-        if (r.type == REDIS_REPLY_ERROR) throw AnswerError(reply_text(r));
-        if (ttl.count() <= 0) {
-            if (r.type != REDIS_REPLY_INTEGER) throw AnswerError("unexpected reply to EXISTS");
-            return r.integer == 0;
-        }
-        if (r.type == REDIS_REPLY_NIL) return false;
-        if (r.type == REDIS_REPLY_STATUS) return true;  // OK
-        throw AnswerError("unexpected reply to SET NX");
-    }
 
     static void expect_ok(const redisReply& r) {
         if (r.type == REDIS_REPLY_ERROR) throw AnswerError(reply_text(r));
@@ -518,7 +580,6 @@ private:
     const RedisUrl url_;
     const std::string display_;
     RedisStoreOptions options_;
-    const std::string token_;
 
     std::mutex mutex_;
     std::condition_variable available_;

@@ -1,5 +1,7 @@
 #include "s3/http_client.hpp"
 
+#include "common/crash_point.hpp"
+
 #include <curl/curl.h>
 
 #include <algorithm>
@@ -20,6 +22,7 @@ void global_init() {
 struct Upload {
     std::string_view data;
     std::size_t offset = 0;
+    bool sent = false;  // the whole body was handed to the connection
 };
 
 std::size_t read_body(char* buffer, std::size_t size, std::size_t count, void* user) {
@@ -28,6 +31,16 @@ std::size_t read_body(char* buffer, std::size_t size, std::size_t count, void* u
     std::memcpy(buffer, u->data.data() + u->offset, n);
     u->offset += n;
     return n;
+}
+
+// Called by libcurl while a transfer runs.
+int on_progress(void* user, curl_off_t, curl_off_t, curl_off_t ultotal, curl_off_t ulnow) {
+    auto* u = static_cast<Upload*>(user);
+    if (!u->sent && ultotal > 0 && ulnow >= ultotal) {
+        u->sent = true;
+        crash_point("s3.request_sent");  // the whole body is on its way, no answer yet
+    }
+    return 0;
 }
 
 std::size_t write_body(char* data, std::size_t size, std::size_t count, void* user) {
@@ -113,6 +126,9 @@ Response Client::perform(const Request& request) {
         curl_easy_setopt(curl, CURLOPT_WRITEDATA, &response.body);
         curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, write_header);
         curl_easy_setopt(curl, CURLOPT_HEADERDATA, &response);
+        curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
+        curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, on_progress);
+        curl_easy_setopt(curl, CURLOPT_XFERINFODATA, &upload);
 
         if (request.method == "HEAD") {
             curl_easy_setopt(curl, CURLOPT_NOBODY, 1L);

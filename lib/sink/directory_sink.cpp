@@ -25,6 +25,7 @@
 #include <filesystem>
 
 #include "common/crc32c.hpp"
+#include "common/crash_point.hpp"
 #include "common/fs.hpp"
 #include "common/json.hpp"
 #include "common/random.hpp"
@@ -419,6 +420,7 @@ private:
                 good = read_file(s->file, data) && fs::write_all(fd.get(), data);
             }
         }
+        crash_point("directory.mid_append");  // written, the journal still says where it began
         if (good && fsync_) good = ::fsync(fd.get()) == 0;
         if (!good) {
             auto r = io_failure("cannot append to", path);

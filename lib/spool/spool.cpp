@@ -1,170 +1,55 @@
-// Spool: the writer's write-ahead log (format and rules in spool.hpp).
+// Spool: the writer's write-ahead log (rules in spool.hpp; records in
+// record.hpp; files in segment.hpp; replay in replay.hpp).
 #include "training_output/spool.hpp"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cerrno>
-#include <cstdio>
 #include <cstring>
+#include <ctime>
 
-#include "common/crc32c.hpp"
+#include "common/crash_point.hpp"
 #include "common/fs.hpp"
 #include "common/json.hpp"
 #include "common/random.hpp"
+#include "spool/record.hpp"
+#include "spool/replay.hpp"
+#include "spool/segment.hpp"
 #include "training_output/error.hpp"
 
 namespace training_output {
+
+using namespace spool;
+
 namespace {
 
-// 8 bytes at the start of every file. Version 2 seeds each record's checksum
-// with the file's number, so that records a reused segment held in an earlier
-// life never pass for its own; version 1 files (unseeded) are still read.
-constexpr char kMagic[] = "TDOSPL2\n";
-constexpr char kMagicV1[] = "TDOSPL1\n";
-constexpr char kSparePrefix[] = "spare-";  // spare-<n>.seg: a segment prepared ahead
-constexpr std::size_t kMaxSpares = 2;       // prepared at once (a new one and a reused one)
-constexpr std::size_t kMagicBytes = 8;
-constexpr std::size_t kHeaderBytes = 8;                 // crc32c + length
-constexpr std::uint32_t kMaxPayload = (1u << 30);        // larger lengths are torn records
-constexpr std::uint64_t kControlFileBytes = 1u << 20;    // a control file is this large at most (about)
-enum RecordType : unsigned char { kLine = 1, kIntent = 2, kDone = 3 };
+constexpr char kSparePrefix[] = "spare-";       // spare-<n>.seg: a segment prepared ahead
+constexpr char kInfoFile[] = "spool.json";      // the spool's id and destination
+constexpr std::size_t kMaxSpares = 2;           // prepared at once (a new one and a reused one)
+constexpr std::uint64_t kControlFileBytes = 1u << 20;  // a control file is this large at most (about)
+constexpr std::size_t kIdBytes = 16;            // a spool's id: 128 random bits
 
-// --- encoding ---------------------------------------------------------------
-
-// Encodings into memory with room for them; they return the end.
-char* put_u32_at(char* p, std::uint32_t v) {
-    for (int i = 0; i < 4; ++i) *p++ = static_cast<char>((v >> (8 * i)) & 0xFF);
-    return p;
-}
-char* put_u64_at(char* p, std::uint64_t v) {
-    for (int i = 0; i < 8; ++i) *p++ = static_cast<char>((v >> (8 * i)) & 0xFF);
-    return p;
-}
-char* put_bytes_at(char* p, std::string_view s) {
-    p = put_u32_at(p, static_cast<std::uint32_t>(s.size()));
-    if (!s.empty()) std::memcpy(p, s.data(), s.size());
-    return p + s.size();
-}
-// The same, appended to a string.
-void put_u64(std::string& out, std::uint64_t v) {
-    char b[8];
-    out.append(b, static_cast<std::size_t>(put_u64_at(b, v) - b));
-}
-void put_bytes(std::string& out, std::string_view s) {
-    char b[4];
-    out.append(b, static_cast<std::size_t>(put_u32_at(b, static_cast<std::uint32_t>(s.size())) - b));
-    out.append(s.data(), s.size());
-}
-std::uint32_t get_u32_at(std::string_view s, std::size_t pos) {
-    std::uint32_t v = 0;
-    for (int i = 0; i < 4; ++i) v |= std::uint32_t(static_cast<unsigned char>(s[pos + i])) << (8 * i);
-    return v;
+std::string info_json(const std::string& id, const std::string& destination) {
+    return "{\"format\":3,\"id\":" + json::quote(id) + ",\"destination\":" + json::quote(destination) + "}\n";
 }
 
-// Starts a record: room for the header, then the type byte.
-std::string begin_record(RecordType type, std::size_t payload_hint) {
-    std::string r;
-    r.reserve(kHeaderBytes + 1 + payload_hint);
-    r.resize(kHeaderBytes);
-    r.push_back(static_cast<char>(type));
-    return r;
-}
-// Where the checksums of a file's records start: the CRC of its number
-// (version 2), or 0 (version 1).
-std::uint32_t checksum_seed(std::uint64_t file_number) {
-    char n[8];
-    put_u64_at(n, file_number);
-    return crc32c::compute(std::string_view(n, 8));
-}
-
-// Fills in the length and the checksum over length + payload.
-void end_record(std::string& r, std::uint32_t seed) {
-    put_u32_at(&r[4], static_cast<std::uint32_t>(r.size() - kHeaderBytes));
-    put_u32_at(&r[0], crc32c::compute(std::string_view(r).substr(4), seed));
-}
-
-// Reads the fields of one payload; any overrun makes ok() false.
-class Fields {
-public:
-    explicit Fields(std::string_view payload) : s_(payload) {}
-    unsigned char type() { return ok_ && pos_ < s_.size() ? static_cast<unsigned char>(s_[pos_++]) : (ok_ = false, 0); }
-    std::uint64_t u64() {
-        if (!ok_ || s_.size() - pos_ < 8) return ok_ = false, 0;
-        std::uint64_t v = 0;
-        for (int i = 0; i < 8; ++i) v |= std::uint64_t(static_cast<unsigned char>(s_[pos_ + i])) << (8 * i);
-        pos_ += 8;
-        return v;
+// The destination a spool directory records; nullopt when it records none
+// (made by an earlier version) or the file cannot be read as one.
+std::optional<std::string> read_destination(const std::string& dir) {
+    fs::Fd fd(::open((dir + "/" + kInfoFile).c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd.valid()) return std::nullopt;
+    std::string text;
+    if (!fs::read_at(fd.get(), 0, 1 << 16, text)) return std::nullopt;
+    rapidjson::Document doc;
+    doc.Parse(text.data(), text.size());
+    if (doc.HasParseError() || !doc.IsObject() || !doc.HasMember("destination") || !doc["destination"].IsString()) {
+        return std::string("(unreadable ") + kInfoFile + ")";  // adopted by nobody until mended
     }
-    std::string_view bytes() {
-        if (!ok_ || s_.size() - pos_ < 4) return ok_ = false, std::string_view();
-        const std::uint32_t n = get_u32_at(s_, pos_);
-        pos_ += 4;
-        if (s_.size() - pos_ < n) return ok_ = false, std::string_view();
-        auto v = s_.substr(pos_, n);
-        pos_ += n;
-        return v;
-    }
-    bool ok() const { return ok_ && pos_ == s_.size(); }
-
-private:
-    std::string_view s_;
-    std::size_t pos_ = 0;
-    bool ok_ = true;
-};
-
-// The record starting at `pos` of `data`: its payload, or nullopt when the
-// bytes there are not a whole record with a matching checksum.
-std::optional<std::string_view> record_at(std::string_view data, std::size_t pos, std::uint32_t seed) {
-    if (data.size() - pos < kHeaderBytes) return std::nullopt;
-    const std::uint32_t crc = get_u32_at(data, pos);
-    const std::uint32_t len = get_u32_at(data, pos + 4);
-    if (len == 0 || len > kMaxPayload || data.size() - pos - kHeaderBytes < len) return std::nullopt;
-    if (crc32c::compute(data.substr(pos + 4, 4 + std::size_t(len)), seed) != crc) return std::nullopt;
-    return data.substr(pos + kHeaderBytes, len);
-}
-
-// "seg-<n>.log" or "ctl-<n>.log", the number zero-padded so that names sort.
-std::string file_name(const char* prefix, std::uint64_t n) {
-    char buf[40];
-    std::snprintf(buf, sizeof buf, "%s-%020llu.log", prefix, static_cast<unsigned long long>(n));
-    return buf;
-}
-
-std::vector<std::string> list_dir(const std::string& dir) {
-    std::vector<std::string> names;
-    DIR* d = ::opendir(dir.c_str());
-    if (!d) return names;
-    while (dirent* e = ::readdir(d)) {
-        std::string name = e->d_name;
-        if (name != "." && name != "..") names.push_back(std::move(name));
-    }
-    ::closedir(d);
-    std::sort(names.begin(), names.end());
-    return names;
-}
-
-Error storage_error(const std::string& what, const std::string& path) {
-    return Error(ErrorCode::Storage, fs::errno_message(what, path));
-}
-
-// The lock of an existing subdirectory, when it is free and still in place;
-// -1 otherwise.
-int lock_existing(const std::string& lock_path) {
-    fs::Fd fd(::open(lock_path.c_str(), O_RDWR | O_CLOEXEC));
-    if (!fd.valid()) return -1;
-    if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) return -1;
-    // The previous holder may have removed the directory after we opened it.
-    struct stat held, now;
-    if (::fstat(fd.get(), &held) != 0 || ::stat(lock_path.c_str(), &now) != 0) return -1;
-    if (held.st_ino != now.st_ino || held.st_dev != now.st_dev) return -1;
-    return fd.release();
+    return std::string(json::view(doc["destination"]));
 }
 
 }  // namespace
@@ -184,60 +69,8 @@ SpoolFullPolicy parse_spool_full_policy(const std::string& text) {
                 "configuration key \"spool_full_policy\": expected one of block, reject, got " + json::quote(text));
 }
 
-// A segment file, preallocated and mapped: logging a record is a memcpy into
-// the page cache, which survives the process (not the machine: that is what
-// fsync is for). Preallocation (posix_fallocate) makes a full disk an error at
-// creation instead of a SIGBUS at a write.
-struct Spool::Segment {
-    std::uint64_t number = 0;
-    std::string path;
-    fs::Fd fd;
-    char* map = nullptr;
-    std::uint64_t capacity = 0;
-    std::uint64_t size = 0;  // bytes used
-    std::uint64_t live = 0;  // lines in it not yet landed
-    std::uint64_t first_seq = UINT64_MAX;  // of its first line
-    std::uint32_t seed = 0;                // of its records' checksums
-    std::atomic<bool> writable{false};     // mapped for writing (until sealed)
-
-    ~Segment() {
-        if (map) ::munmap(map, capacity);
-    }
-    // `populate`: fault the pages in now, so that writing a record costs a
-    // copy, not a page-cache allocation.
-    bool map_file(std::uint64_t bytes, bool populate) {
-        if (bytes == 0) return true;
-        void* m = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
-        if (m == MAP_FAILED) return false;
-        map = static_cast<char*>(m);
-        capacity = bytes;
-        writable = true;
-        if (populate) {
-            // Each page faulted in writable and dirty: the writes that follow
-            // take no fault until a sync. In one call where the kernel has
-            // MADV_POPULATE_WRITE (5.14), else by writing zeros over zeros.
-#ifdef MADV_POPULATE_WRITE
-            if (::madvise(map, bytes, MADV_POPULATE_WRITE) == 0) return true;
-#endif
-            volatile char* p = map;
-            for (std::uint64_t i = 0; i < bytes; i += 4096) p[i] = 0;
-        }
-        return true;
-    }
-    // Once nothing more is written to it: the same pages, mapped read-only.
-    // Writing a page back write-protects every writable mapping of it, one
-    // TLB shootdown (an interrupt to every core) per page; replacing the
-    // mapping in one call drops those entries with a single flush, and
-    // readers of `map` see the same bytes throughout.
-    void make_read_only() {
-        if (!map || !writable.exchange(false)) return;
-        void* m = ::mmap(map, capacity, PROT_READ, MAP_SHARED | MAP_FIXED, fd.get(), 0);
-        if (m == MAP_FAILED) ::mprotect(map, capacity, PROT_READ);  // the same effect, flushed page by page
-    }
-};
-
-Spool::Spool(SpoolOptions options, std::string path, const Logger* logger)
-    : options_(std::move(options)), path_(std::move(path)), logger_(logger) {
+Spool::Spool(SpoolOptions options, std::string path, std::string id, const Logger* logger)
+    : options_(std::move(options)), path_(std::move(path)), id_(std::move(id)), logger_(logger) {
     if (options_.segment_bytes == 0) {
         options_.segment_bytes = std::clamp<std::uint64_t>(options_.max_bytes / 16, 64u << 10, 16u << 20);
     }
@@ -247,7 +80,8 @@ Spool::Spool(SpoolOptions options, std::string path, const Logger* logger)
 std::unique_ptr<Spool> Spool::create(const SpoolOptions& options, const Logger* logger) {
     if (!fs::make_dirs(options.dir, 0700)) throw storage_error("cannot create spool directory", options.dir);
     for (int tries = 0; tries < 16; ++tries) {
-        const std::string name = "w-" + random::token_hex(8);
+        const std::string id = random::token_hex(kIdBytes);
+        const std::string name = "w-" + id;
         const std::string staging = options.dir + "/.new-" + name;
         const std::string final_path = options.dir + "/" + name;
         if (::mkdir(staging.c_str(), 0700) != 0) {
@@ -258,12 +92,22 @@ std::unique_ptr<Spool> Spool::create(const SpoolOptions& options, const Logger* 
         if (!fd.valid()) throw storage_error("cannot create lock file in", staging);
         // Only a cleaner of stale staging directories can race us here; let it win.
         if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) continue;
+        {
+            // What the spool is for, before anyone can see it.
+            fs::Fd info(::open((staging + "/" + kInfoFile).c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+            if (!info.valid() || !fs::write_all(info.get(), info_json(id, options.destination)) ||
+                (options.fsync != SpoolFsync::Never && ::fdatasync(info.get()) != 0)) {
+                Error e = storage_error("cannot write", staging + "/" + kInfoFile);
+                fs::remove_tree(staging);
+                throw e;
+            }
+        }
         if (::rename(staging.c_str(), final_path.c_str()) != 0) {
             if (errno == ENOENT) continue;
             throw storage_error("cannot rename spool directory", staging);
         }
         fs::fsync_dir(options.dir);
-        std::unique_ptr<Spool> s(new Spool(options, final_path, logger));
+        std::unique_ptr<Spool> s(new Spool(options, final_path, id, logger));
         s->lock_fd_ = fd.release();
         try {
             // The first segment is ready before the first call, not made by it.
@@ -297,9 +141,18 @@ std::vector<std::unique_ptr<Spool>> Spool::adopt_orphans(const SpoolOptions& opt
             continue;
         }
         if (name.rfind("w-", 0) != 0) continue;
+        // Only what is meant for the same destination (a spool of an earlier
+        // version records none and is anyone's).
+        auto destination = read_destination(dir);
+        if (destination && *destination != options.destination) continue;
         int fd = lock_existing(dir + "/lock");
         if (fd < 0) continue;  // a live writer's, or being removed
-        std::unique_ptr<Spool> s(new Spool(options, dir, logger));
+        destination = read_destination(dir);  // as it is now that it is ours
+        if (destination && *destination != options.destination) {
+            ::close(fd);
+            continue;
+        }
+        std::unique_ptr<Spool> s(new Spool(options, dir, name.substr(2), logger));
         s->lock_fd_ = fd;
         try {
             s->replay();
@@ -316,7 +169,9 @@ std::vector<std::unique_ptr<Spool>> Spool::adopt_orphans(const SpoolOptions& opt
             logger->log(LogLevel::Warning, "training_output_spool_adopted",
                         {{"spool", dir},
                          {"lines", s->live_lines_},
+                         {"pending_commits", static_cast<std::uint64_t>(s->pending_commits_.size())},
                          {"torn_records", s->stats_.torn_records},
+                         {"rejected_records", s->stats_.rejected_records},
                          {"detail", "delivering what a writer that stopped left"}});
         }
         adopted_bytes += s->recovered_bytes_;
@@ -340,18 +195,20 @@ Spool::~Spool() {
     for (const auto& name : list_dir(path_)) {
         if (name.rfind("spare", 0) == 0) ::unlink((path_ + "/" + name).c_str());
     }
+    const bool settled = live_lines_ == 0 && commit_file_.empty();
     if (control_fd_ >= 0) {
-        if (live_lines_ > 0 && options_.fsync != SpoolFsync::Never) ::fdatasync(control_fd_);  // the DONE records
+        if (!settled && options_.fsync != SpoolFsync::Never) ::fdatasync(control_fd_);  // the DONE records
         ::close(control_fd_);
         control_fd_ = -1;
     }
-    if (live_lines_ == 0) {
+    if (settled) {
         for (auto& [n, seg] : segments_) ::unlink(seg->path.c_str());
         std::vector<std::string> controls;
         for (auto& [n, c] : controls_) controls.push_back(c.path);
         remove_control_files(controls);  // after the segments
         segments_.clear();
         current_.reset();
+        ::unlink((path_ + "/" + kInfoFile).c_str());
         ::unlink((path_ + "/lock").c_str());
         ::rmdir(path_.c_str());
         fs::fsync_dir(options_.dir);
@@ -367,142 +224,59 @@ Spool::~Spool() {
 }
 
 void Spool::replay() {
-    struct Intent {
-        std::uint64_t first = 0, last = 0;
-        AppendIntent intent;
-    };
-    std::map<std::string, std::deque<SpoolLineRef>, std::less<>> lines;
-    std::map<std::string, Intent, std::less<>> intents;
-    std::vector<std::string> segment_names, control_names;
+    std::vector<std::shared_ptr<Segment>> segs, ctls;
+    std::vector<ReplayFile> seg_files, ctl_files;
     for (const auto& name : list_dir(path_)) {
-        if (name.rfind("seg-", 0) == 0) segment_names.push_back(name);
-        if (name.rfind("ctl-", 0) == 0) control_names.push_back(name);
+        if (auto n = file_number(name, "seg")) {
+            segs.push_back(open_segment_file(path_ + "/" + name, *n));
+            seg_files.push_back(ReplayFile{*n, std::string_view(segs.back()->map, segs.back()->capacity)});
+        } else if (auto c = file_number(name, "ctl")) {
+            ctls.push_back(open_segment_file(path_ + "/" + name, *c));
+            ctl_files.push_back(ReplayFile{*c, std::string_view(ctls.back()->map, ctls.back()->capacity)});
+        }
     }
-    // Every line first, then the control records: a DONE or INTENT only ever
-    // names lines logged before it. (Spools written before control files
-    // existed have them among the lines, in order; any record is read anywhere.)
-    auto scan = [&](const std::string& name, bool control) {
-        const std::string file = path_ + "/" + name;
-        auto seg = std::make_shared<Segment>();
-        seg->number = std::strtoull(name.c_str() + 4, nullptr, 10);
-        seg->path = file;
-        seg->fd = fs::Fd(::open(file.c_str(), O_RDWR | O_CLOEXEC));
-        struct stat st;
-        if (!seg->fd.valid() || ::fstat(seg->fd.get(), &st) != 0) throw storage_error("cannot open spool segment", file);
-        if (!seg->map_file(static_cast<std::uint64_t>(st.st_size), false)) throw storage_error("cannot map spool segment", file);
-        const std::string_view data(seg->map, seg->capacity);
-        std::size_t pos = kMagicBytes;
-        std::uint64_t max_last = 0;
-        const bool v1 = data.size() >= kMagicBytes && data.compare(0, kMagicBytes, std::string_view(kMagicV1, kMagicBytes)) == 0;
-        seg->seed = v1 ? 0 : checksum_seed(seg->number);
-        if (data.size() < kMagicBytes ||
-            (!v1 && data.compare(0, kMagicBytes, std::string_view(kMagic, kMagicBytes)) != 0)) {
-            pos = 0;  // not even the magic made it: nothing to recover
-            if (data.find_first_not_of('\0') != std::string_view::npos) ++stats_.torn_records;
-        } else {
-            while (pos < data.size()) {
-                auto payload = record_at(data, pos, seg->seed);
-                if (!payload && data.find_first_not_of('\0', pos) == std::string_view::npos) break;  // the unused rest
-                if (!payload) {
-                    ++stats_.torn_records;
-                    if (logger_) {
-                        logger_->log(LogLevel::Warning, "training_output_spool_torn_record",
-                                     {{"segment", file},
-                                      {"offset", static_cast<std::uint64_t>(pos)},
-                                      {"dropped_bytes", static_cast<std::uint64_t>(data.size() - pos)},
-                                      {"detail", "checksum or length mismatch; the records before it are recovered"}});
-                    }
-                    break;
-                }
-                const std::uint64_t record_bytes = kHeaderBytes + payload->size();
-                Fields f(*payload);
-                const unsigned char type = f.type();
-                if (type == kLine && !control) {
-                    SpoolLineRef ref;
-                    ref.seq = f.u64();
-                    std::string_view key = f.bytes();
-                    f.bytes();  // dedup key
-                    std::string_view line = f.bytes();
-                    if (f.ok()) {
-                        ref.segment = seg->number;
-                        ref.offset = pos;
-                        ref.record_bytes = static_cast<std::uint32_t>(record_bytes);
-                        ref.line_bytes = static_cast<std::uint32_t>(line.size());
-                        auto it = lines.find(key);
-                        if (it == lines.end()) it = lines.emplace(std::string(key), std::deque<SpoolLineRef>{}).first;
-                        it->second.push_back(ref);
-                        ++seg->live;
-                        ++live_lines_;
-                        seg->first_seq = std::min(seg->first_seq, ref.seq);
-                        next_seq_ = std::max(next_seq_, ref.seq + 1);
-                    }
-                } else if (type == kIntent) {
-                    Intent in;
-                    in.first = f.u64();
-                    in.last = f.u64();
-                    in.intent.key = std::string(f.bytes());
-                    in.intent.etag = std::string(f.bytes());
-                    in.intent.size = f.u64();
-                    if (f.ok()) {
-                        intents[in.intent.key] = in;
-                        max_last = std::max(max_last, in.last);
-                    }
-                } else if (type == kDone) {
-                    const std::uint64_t first = f.u64(), last = f.u64();
-                    std::string_view key = f.bytes();
-                    if (f.ok()) {
-                        max_last = std::max(max_last, last);
-                        auto it = lines.find(key);
-                        if (it != lines.end()) {
-                            auto& q = it->second;
-                            for (auto r = q.begin(); r != q.end();) {
-                                if (r->seq >= first && r->seq <= last) {
-                                    auto s = segments_.find(r->segment);
-                                    if (s != segments_.end()) --s->second->live;
-                                    if (!control && r->segment == seg->number) --seg->live;
-                                    --live_lines_;
-                                    r = q.erase(r);
-                                } else {
-                                    ++r;
-                                }
-                            }
-                        }
-                        auto in = intents.find(key);
-                        if (in != intents.end() && in->second.last <= last) intents.erase(in);
-                    }
-                }
-                pos += record_bytes;
-            }
+    ReplayResult r = replay_files(seg_files, ctl_files);
+    if (logger_) {
+        for (const auto& note : r.notes) {
+            logger_->log(LogLevel::Warning, "training_output_spool_torn_record", {{"spool", path_}, {"detail", note}});
         }
-        if (pos < data.size() && data.find_first_not_of('\0', pos) != std::string_view::npos) {
-            // Zero the torn tail: the next replay ends cleanly where this one did.
-            std::memset(seg->map + pos, 0, data.size() - pos);
-        }
-        seg->make_read_only();  // nothing more is written to it
-        if (control) {
-            controls_[seg->number] = ControlFile{file, max_last};
-            next_control_ = std::max(next_control_, seg->number + 1);
-            return;
-        }
-        seg->size = pos;
-        bytes_ += pos;
-        next_segment_ = std::max(next_segment_, seg->number + 1);
-        segments_[seg->number] = seg;
+    }
+    // Zero what a crash tore off: the next replay ends cleanly where this one did.
+    auto settle_file = [](Segment& f, const ReplayedFile& rf) {
+        if (rf.torn && rf.end < f.capacity) std::memset(f.map + rf.end, 0, f.capacity - rf.end);
+        f.make_read_only();  // nothing more is written to it
     };
-    for (const auto& name : segment_names) scan(name, false);
-    for (const auto& name : control_names) scan(name, true);
-    for (auto& [key, q] : lines) {
-        if (q.empty()) continue;
-        SpoolRecovered r;
-        r.object_key = key;
-        r.lines.assign(q.begin(), q.end());
-        for (const auto& ref : q) recovered_bytes_ += ref.line_bytes;
-        auto in = intents.find(key);
-        if (in != intents.end() && in->second.first == q.front().seq) {
-            r.pending = SpoolRecovered::Pending{in->second.first, in->second.last, in->second.intent};
-        }
-        recovered_.push_back(std::move(r));
+    for (std::size_t i = 0; i < segs.size(); ++i) {
+        Segment& seg = *segs[i];
+        const ReplayedFile& rf = r.segments[i];
+        settle_file(seg, rf);
+        seg.size = rf.end;
+        seg.live = rf.live;
+        seg.first_seq = rf.first_seq;
+        const bool v1 = seg.capacity >= kMagicBytes && std::memcmp(seg.map, kMagicV1, kMagicBytes) == 0;
+        seg.seed = v1 ? 0 : checksum_seed(seg.number);
+        bytes_ += seg.size;
+        next_segment_ = std::max(next_segment_, seg.number + 1);
+        segments_[seg.number] = segs[i];
     }
+    for (std::size_t i = 0; i < ctls.size(); ++i) {
+        settle_file(*ctls[i], r.controls[i]);
+        controls_[ctls[i]->number] = ControlFile{ctls[i]->path, r.controls[i].max_seq, 0};
+        next_control_ = std::max(next_control_, ctls[i]->number + 1);
+    }
+    ctls.clear();  // control files are appended to by write(), never through a map
+    for (auto& c : r.commits) {
+        ++controls_[c.control].pinned;
+        commit_file_[c.commit.batch] = c.control;
+        pending_commits_.push_back(std::move(c.commit));
+    }
+    next_seq_ = r.next_seq;
+    next_batch_ = r.next_batch;
+    live_lines_ = r.live_lines;
+    recovered_bytes_ = r.recovered_bytes;
+    recovered_ = std::move(r.recovered);
+    stats_.torn_records = r.torn_records;
+    stats_.rejected_records = r.rejected_records;
     std::unique_lock<std::mutex> lock(mutex_);
     const auto obsolete = delete_landed_segments(lock);
     lock.unlock();
@@ -514,43 +288,14 @@ std::vector<SpoolRecovered> Spool::take_recovered() {
     return std::move(recovered_);
 }
 
-std::shared_ptr<Spool::Segment> Spool::make_segment_file(const std::string& path, std::uint64_t capacity) {
-    auto seg = std::make_shared<Segment>();
-    seg->path = path;
-    seg->fd = fs::Fd(::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-    if (!seg->fd.valid()) throw storage_error("cannot create spool segment", path);
-    const int rc = ::posix_fallocate(seg->fd.get(), 0, static_cast<off_t>(capacity));
-    if (rc != 0 || !seg->map_file(capacity, true)) {
-        errno = rc ? rc : errno;
-        Error e = storage_error("cannot allocate spool segment", path);
-        ::unlink(path.c_str());
-        throw e;
-    }
-    return seg;
+std::vector<SpoolPendingCommit> Spool::take_pending_commits() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return std::move(pending_commits_);
 }
 
 // Called with the lock held, or before the preparer starts.
 std::string Spool::spare_path() {
     return path_ + "/" + kSparePrefix + std::to_string(next_spare_++) + ".seg";
-}
-
-// A landed segment's file, mapped and faulted in again, its records zeroed:
-// replay ends at the first zeros, as in a new file. (Were the zeros lost to a
-// power loss, the old records still fail their checksums, which are seeded
-// with the number the file had then.)
-std::shared_ptr<Spool::Segment> Spool::reuse_segment_file(const std::string& path, std::uint64_t capacity,
-                                                          std::uint64_t used) {
-    auto seg = std::make_shared<Segment>();
-    seg->path = path;
-    seg->fd = fs::Fd(::open(path.c_str(), O_RDWR | O_CLOEXEC));
-    struct stat st;
-    if (!seg->fd.valid() || ::fstat(seg->fd.get(), &st) != 0) throw storage_error("cannot open spool segment", path);
-    if (static_cast<std::uint64_t>(st.st_size) < capacity || used > capacity) {
-        throw Error(ErrorCode::Storage, "spool segment " + json::quote(path) + " is not the size it was made");
-    }
-    if (!seg->map_file(capacity, true)) throw storage_error("cannot map spool segment", path);
-    std::memset(seg->map, 0, used);
-    return seg;
 }
 
 // Keeps segments allocated, mapped and faulted in ahead of need (a new one,
@@ -648,7 +393,7 @@ void Spool::seal_current(std::unique_lock<std::mutex>&) {
 }
 
 // Called with the lock held: the segment the next `bytes` of records go to.
-Spool::Segment& Spool::segment_for(std::uint64_t bytes, std::unique_lock<std::mutex>& lock) {
+Segment& Spool::segment_for(std::uint64_t bytes, std::unique_lock<std::mutex>& lock) {
     if (current_ && current_->size + bytes > current_->capacity) seal_current(lock);
     if (!current_) open_segment(std::max<std::uint64_t>(options_.segment_bytes, kMagicBytes + bytes));
     return *current_;
@@ -668,8 +413,9 @@ void Spool::wait_for_room(std::uint64_t bytes, std::unique_lock<std::mutex>& loc
     }
 }
 
-SpoolLineRef Spool::append_line(std::string_view object_key, std::string_view dedup_key, std::string_view line) {
-    const std::uint64_t payload = 1 + 8 + 4 + object_key.size() + 4 + dedup_key.size() + 4 + line.size();
+SpoolLineRef Spool::append_line(std::string_view object_key, std::string_view dedup_key, std::string_view line,
+                                const std::function<void(const SpoolLineRef&)>& logged) {
+    const std::uint64_t payload = line_payload_bytes(object_key, dedup_key, line);
     if (payload > kMaxPayload) {
         throw Error(ErrorCode::InvalidInput, "a line of " + std::to_string(line.size()) + " bytes is too large to spool");
     }
@@ -682,15 +428,7 @@ SpoolLineRef Spool::append_line(std::string_view object_key, std::string_view de
         Segment& seg = segment_for(record_bytes, lock);
         ref.seq = next_seq_++;
         // Encoded in place in the mapped segment, then checksummed there.
-        char* const r = seg.map + seg.size;
-        char* p = r + kHeaderBytes;
-        *p++ = static_cast<char>(kLine);
-        p = put_u64_at(p, ref.seq);
-        p = put_bytes_at(p, object_key);
-        p = put_bytes_at(p, dedup_key);
-        p = put_bytes_at(p, line);
-        put_u32_at(r + 4, static_cast<std::uint32_t>(payload));
-        put_u32_at(r, crc32c::compute(std::string_view(r + 4, 4 + payload), seg.seed));
+        encode_line_at(seg.map + seg.size, payload, seg.seed, ref.seq, object_key, dedup_key, line);
         ref.segment = seg.number;
         ref.offset = seg.size;
         ref.record_bytes = static_cast<std::uint32_t>(record_bytes);
@@ -702,8 +440,22 @@ SpoolLineRef Spool::append_line(std::string_view object_key, std::string_view de
         ++seg.live;
         ++live_lines_;
         position = written_;
+        if (logged) logged(ref);
     }
-    if (options_.fsync == SpoolFsync::Always) sync_through(position);
+    crash_point("spool.after_line");
+    if (options_.fsync == SpoolFsync::Always) {
+        try {
+            sync_through(position);
+        } catch (const Error& e) {
+            // The record is in the page cache: the line is accepted (a crash
+            // of the process loses nothing); only a power loss could.
+            if (logger_) {
+                logger_->log(LogLevel::Error, "training_output_spool_error",
+                             {{"error", e.what()},
+                              {"detail", "the line is accepted and in the spool, but not yet known to be on disk"}});
+            }
+        }
+    }
     return ref;
 }
 
@@ -732,16 +484,12 @@ void Spool::for_each_line(const std::vector<SpoolLineRef>& refs,
             throw Error(ErrorCode::Internal, "spool record beyond its segment " + json::quote(seg.path));
         }
         auto payload = record_at(std::string_view(seg.map + r.offset, r.record_bytes), 0, seg.seed);
-        Fields f(payload ? *payload : std::string_view());
-        const bool is_line = payload && f.type() == kLine && f.u64() == r.seq;
-        f.bytes();
-        std::string_view dedup_key = f.bytes();
-        std::string_view line = f.bytes();
-        if (!is_line || !f.ok()) {
+        auto rec = payload ? decode_line(*payload) : std::nullopt;
+        if (!rec || rec->seq != r.seq) {
             throw Error(ErrorCode::Storage,
                         "spool segment " + json::quote(seg.path) + " is damaged at offset " + std::to_string(r.offset));
         }
-        fn(line, dedup_key);
+        fn(rec->line, rec->dedup_key);
     }
 }
 
@@ -758,35 +506,85 @@ void Spool::read_batch(const std::vector<SpoolLineRef>& refs, std::string& lines
                        std::vector<std::string>& dedup_keys) const {
     for_each_line(refs, [&](std::string_view line, std::string_view dedup_key) {
         lines.append(line.data(), line.size());
-        if (!dedup_key.empty()) dedup_keys.emplace_back(dedup_key);
+        dedup_keys.emplace_back(dedup_key);
     });
 }
 
-void Spool::record_intent(const std::string& object_key, std::uint64_t first, std::uint64_t last,
-                          const AppendIntent& intent) {
-    std::string record = begin_record(kIntent, 40 + object_key.size() + intent.etag.size());
-    put_u64(record, first);
-    put_u64(record, last);
-    put_bytes(record, object_key);
-    put_bytes(record, intent.etag);
-    put_u64(record, intent.size);
-    std::lock_guard<std::mutex> control(control_mutex_);
-    // One per batch: cheap enough to make durable under every policy but never.
-    write_control(record, last, options_.fsync != SpoolFsync::Never);
+std::uint64_t Spool::new_batch_id() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return next_batch_++;
 }
 
-void Spool::record_done(const std::string& object_key, std::uint64_t first, std::uint64_t last,
-                        const std::vector<SpoolLineRef>& refs) {
-    std::string record = begin_record(kDone, 20 + object_key.size());
-    put_u64(record, first);
-    put_u64(record, last);
-    put_bytes(record, object_key);
-    {
-        // Durable with the next INTENT; if a crash loses it, that INTENT's
-        // check finds the batch landed.
-        std::lock_guard<std::mutex> control(control_mutex_);
-        write_control(record, last, false);
+namespace {
+std::vector<std::uint64_t> seqs_of(const SpoolBatch& batch, std::uint64_t& max_seq) {
+    std::vector<std::uint64_t> seqs;
+    seqs.reserve(batch.lines.size());
+    for (const auto& l : batch.lines) {
+        seqs.push_back(l.seq);
+        max_seq = std::max(max_seq, l.seq);
     }
+    return seqs;
+}
+}  // namespace
+
+void Spool::record_intent(const SpoolBatch& batch, const AppendIntent& intent, std::uint64_t bytes,
+                          std::uint32_t crc) {
+    IntentRecord r;
+    r.batch = batch.id;
+    r.object_key = batch.object_key;
+    r.etag = intent.etag;
+    r.object_size = intent.size;
+    r.batch_bytes = bytes;
+    r.batch_crc = crc;
+    std::uint64_t max_seq = 0;
+    r.seqs = seqs_of(batch, max_seq);
+    // One per batch: cheap enough to make durable under every policy but never.
+    write_control([&](std::uint32_t seed) { return encode_intent(r, seed); }, max_seq,
+                  options_.fsync != SpoolFsync::Never);
+}
+
+void Spool::record_done(const SpoolBatch& batch, const std::vector<std::string>& uncommitted) {
+    DoneRecord r;
+    r.batch = batch.id;
+    r.object_key = batch.object_key;
+    std::uint64_t max_seq = 0;
+    r.seqs = seqs_of(batch, max_seq);
+    r.uncommitted = uncommitted;
+    // Durable with the next INTENT; if a crash loses it, that batch's INTENT
+    // is checked again and found landed.
+    const std::uint64_t file = write_control([&](std::uint32_t seed) { return encode_done(r, seed); }, max_seq, false);
+    if (!uncommitted.empty()) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        ++controls_[file].pinned;
+        commit_file_[batch.id] = file;
+    }
+    release_lines(batch.lines);
+}
+
+void Spool::record_void(const std::string& object_key, const SpoolLineRef& line) {
+    VoidRecord r{line.seq, object_key};
+    write_control([&](std::uint32_t seed) { return encode_void(r, seed); }, line.seq, false);
+    release_lines({line});
+}
+
+void Spool::record_committed(std::uint64_t batch) {
+    write_control([&](std::uint32_t seed) { return encode_committed(batch, seed); }, 0, false);
+    std::vector<std::string> obsolete;
+    {
+        std::unique_lock<std::mutex> lock(mutex_);
+        auto it = commit_file_.find(batch);
+        if (it == commit_file_.end()) return;
+        auto c = controls_.find(it->second);
+        if (c != controls_.end() && c->second.pinned > 0) --c->second.pinned;
+        commit_file_.erase(it);
+        obsolete = delete_landed_segments(lock);
+    }
+    remove_control_files(obsolete);
+}
+
+// The lines are no longer live (landed or voided); segments that hold
+// nothing live any more go.
+void Spool::release_lines(const std::vector<SpoolLineRef>& refs) {
     std::vector<std::string> obsolete;
     {
         std::unique_lock<std::mutex> lock(mutex_);
@@ -800,26 +598,38 @@ void Spool::record_done(const std::string& object_key, std::uint64_t first, std:
     remove_control_files(obsolete);
 }
 
-// Called with control_mutex_ held. INTENT and DONE records go to control
-// files of their own, written with write(): making an INTENT durable then
-// syncs a few hundred bytes, not the megabytes of lines logged since the
-// previous batch (the lines follow the fsync policy).
-void Spool::write_control(std::string& record, std::uint64_t last, bool sync) {
+// Serializes control records. INTENT, DONE, VOID and COMMITTED records go to
+// control files of their own, written with write(): making an INTENT durable
+// then syncs a few hundred bytes, not the megabytes of lines logged since
+// the previous batch (the lines follow the fsync policy).
+std::uint64_t Spool::write_control(const std::function<std::string(std::uint32_t seed)>& encode,
+                                   std::uint64_t max_seq, bool sync) {
+    std::lock_guard<std::mutex> control(control_mutex_);
     if (control_fd_ >= 0 && control_size_ >= kControlFileBytes) {
-        ::close(control_fd_);  // full: the next record starts a new file
+        // Full: the next record starts a new file, once this one's records
+        // are on disk (a power loss must not keep a later file without it).
+        if (options_.fsync != SpoolFsync::Never && ::fdatasync(control_fd_) != 0) {
+            const int err = errno;
+            ::close(control_fd_);
+            control_fd_ = -1;
+            errno = err;
+            throw storage_error("cannot fsync spool control file", path_);
+        }
+        ::close(control_fd_);
         control_fd_ = -1;
     }
     if (control_fd_ < 0) open_control_file();
     std::string path;
+    const std::uint64_t number = control_number_;
     {
         // Before the record is written: the file must not be deleted while
         // the lines the record names are still spooled.
         std::lock_guard<std::mutex> lock(mutex_);
-        ControlFile& c = controls_[control_number_];
-        c.max_last = std::max(c.max_last, last);
+        ControlFile& c = controls_[number];
+        c.max_seq = std::max(c.max_seq, max_seq);
         path = c.path;
     }
-    end_record(record, control_seed_);
+    const std::string record = encode(control_seed_);
     const bool written = fs::write_all(control_fd_, record);
     if (!written || (sync && ::fdatasync(control_fd_) != 0)) {
         // The file may end in a partial record now: replay stops there, so
@@ -831,6 +641,7 @@ void Spool::write_control(std::string& record, std::uint64_t last, bool sync) {
         throw storage_error(written ? "cannot fsync spool control file" : "cannot write spool control file", path);
     }
     control_size_ += record.size();
+    return number;
 }
 
 void Spool::open_control_file() {
@@ -851,7 +662,7 @@ void Spool::open_control_file() {
     }
     {
         std::lock_guard<std::mutex> lock(mutex_);
-        controls_[number] = ControlFile{path, 0};
+        controls_[number] = ControlFile{path, 0, 0};
         control_number_ = number;
     }
     control_seed_ = checksum_seed(number);
@@ -859,10 +670,11 @@ void Spool::open_control_file() {
     control_fd_ = fd.release();
 }
 
-// Segments oldest first once all their lines landed. Returns the control
-// files that name only lines no longer in any segment: their records can no
-// longer matter to a replay, once the segments' removal is on disk (see
-// remove_control_files). The control file being written stays.
+// Segments oldest first once no line in them is live. Returns the control
+// files that name only lines no longer in any segment and record no pending
+// commit: their records can no longer matter to a replay, once the segments'
+// removal is on disk (see remove_control_files). The control file being
+// written stays.
 std::vector<std::string> Spool::delete_landed_segments(std::unique_lock<std::mutex>& lock) {
     bool freed = false;
     while (!segments_.empty()) {
@@ -882,7 +694,7 @@ std::vector<std::string> Spool::delete_landed_segments(std::unique_lock<std::mut
     for (const auto& [n, seg] : segments_) oldest = std::min(oldest, seg->first_seq);
     std::vector<std::string> obsolete;
     for (auto it = controls_.begin(); it != controls_.end();) {
-        if (it->first != control_number_ && it->second.max_last < oldest) {
+        if (it->first != control_number_ && it->second.max_seq < oldest && it->second.pinned == 0) {
             obsolete.push_back(it->second.path);
             it = controls_.erase(it);
         } else {
@@ -959,6 +771,7 @@ void Spool::sync_through(std::uint64_t position) {
                 if (seg != current_) unsynced_.push_back(seg);
             }
             dir_dirty_ = dir_dirty_ || dir;
+            ++stats_.fsync_errors;
             errno = err;
             throw storage_error("cannot fsync spool", failed);
         }
@@ -985,7 +798,7 @@ void Spool::syncer() {
 
 bool Spool::empty() const {
     std::lock_guard<std::mutex> lock(mutex_);
-    return live_lines_ == 0;
+    return live_lines_ == 0 && commit_file_.empty();
 }
 
 std::uint64_t Spool::last_seq() const {

@@ -1,17 +1,55 @@
 #include "writer/flusher.hpp"
 
+#include "common/crash_point.hpp"
+#include "common/crc32c.hpp"
 #include "common/json.hpp"
 #include "common/random.hpp"
 
 namespace training_output {
 
 using Clock = std::chrono::steady_clock;
+using LineState = Flusher::LineState;
+
+namespace {
+
+// The first line of a queue that is not void; nullptr when there is none.
+const Flusher::Line* first_live(const std::deque<Flusher::Line>& lines) {
+    for (const auto& l : lines) {
+        if (l.state != LineState::Void) return &l;
+    }
+    return nullptr;
+}
+
+// The lowest seq a key still has to deliver (UINT64_MAX: none).
+std::uint64_t front_seq(const Flusher::Pending& p) {
+    std::uint64_t seq = UINT64_MAX;
+    for (const auto& b : p.batches) {
+        for (const auto& l : b.spool.lines) seq = std::min(seq, l.seq);
+    }
+    if (const auto* l = first_live(p.lines)) seq = std::min(seq, l->ref.seq);
+    return seq;
+}
+
+std::uint64_t back_seq(const Flusher::Pending& p) {
+    std::uint64_t seq = 0;
+    for (const auto& b : p.batches) {
+        for (const auto& l : b.spool.lines) seq = std::max(seq, l.seq);
+    }
+    for (auto it = p.lines.rbegin(); it != p.lines.rend(); ++it) {
+        if (it->state != LineState::Void) return std::max(seq, it->ref.seq);
+    }
+    return seq;
+}
+
+}  // namespace
 
 Flusher::Flusher(ObjectAppender& appender, TrainingDeduplicator& dedup, const Logger& logger, FlusherOptions options,
                  Spool& own, Adopt adopt)
     : appender_(appender), dedup_(dedup), logger_(logger), options_(options), own_(own), adopt_(std::move(adopt)) {
+    epoch_ = dedup_.liveness_epoch();
     adopt_now();
     next_adopt_ = Clock::now() + options_.adopt_interval;
+    next_maintain_ = Clock::now() + options_.maintain_interval;
     thread_ = std::thread([this] { run(); });
 }
 
@@ -31,7 +69,9 @@ void Flusher::adopt_now() {
     {
         std::lock_guard<std::mutex> lock(mutex_);
         for (const auto& [slot, p] : pending_) {
-            if (slot.first != &own_) held += p.bytes;
+            if (slot.first == &own_) continue;
+            held += p.bytes;
+            for (const auto& b : p.batches) held += b.bytes;
         }
     }
     if (held >= options_.adopt_max_bytes) return;  // deliver these first
@@ -43,6 +83,8 @@ void Flusher::adopt_now() {
         return;
     }
     if (found.empty()) return;
+    // Their claims are owned by their ids: alive again, before any is confirmed.
+    for (auto& spool : found) dedup_.hold_owner(spool->id(), spool->path());
     std::lock_guard<std::mutex> lock(mutex_);
     const auto due_now = Clock::now() - options_.interval;
     for (auto& spool : found) {
@@ -50,44 +92,79 @@ void Flusher::adopt_now() {
         stats_.torn_records += spool->stats().torn_records;
         for (auto& r : spool->take_recovered()) {
             Pending& p = pending_[Slot{spool.get(), r.object_key}];
+            for (auto& u : r.undecided) {
+                Batch b;
+                b.spool = SpoolBatch{u.batch, r.object_key, std::move(u.lines)};
+                b.states.assign(b.spool.lines.size(), LineState::Unconfirmed);
+                for (const auto& ref : b.spool.lines) b.bytes += ref.line_bytes;
+                b.accepted = due_now;
+                b.intent = u.intent;
+                b.complete = u.complete;
+                b.written_bytes = u.bytes;
+                b.written_crc = u.crc;
+                stats_.pending_lines += b.spool.lines.size();
+                stats_.pending_bytes += b.bytes;
+                stats_.lines_recovered += b.spool.lines.size();
+                p.batches.push_back(std::move(b));
+            }
             for (const auto& ref : r.lines) {
-                p.lines.push_back(Line{ref, due_now});
+                p.lines.push_back(Line{ref, due_now, LineState::Unconfirmed});
                 p.bytes += ref.line_bytes;
                 stats_.pending_bytes += ref.line_bytes;
                 ++stats_.pending_lines;
                 ++stats_.lines_recovered;
             }
-            if (r.pending) p.check = Check{r.pending->first, r.pending->last, r.pending->intent};
+        }
+        for (auto& c : spool->take_pending_commits()) {
+            stats_.pending_commits += c.keys.size();
+            commits_.push_back(PendingCommit{spool.get(), c.batch, std::move(c.keys)});
         }
         adopted_.push_back(std::move(spool));
     }
     wake_.notify_one();
 }
 
-void Flusher::add(const std::string& object_key, const SpoolLineRef& ref) {
+Flusher::Handle Flusher::add(const std::string& object_key, const SpoolLineRef& ref) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    // Runs of lines go to one object: keep where the last one went
+    // (entries of the own spool are never erased).
+    if (own_last_ == pending_.end() || own_last_->first.second != object_key) {
+        own_last_ = pending_.try_emplace(Slot{&own_, object_key}).first;
+    }
+    Pending& p = own_last_->second;
+    p.bytes += ref.line_bytes;
+    stats_.pending_bytes += ref.line_bytes;
+    ++stats_.pending_lines;
+    p.lines.push_back(Line{ref, Clock::now(), LineState::Claiming});
+    // A deque keeps its elements in place as it grows at either end, and the
+    // flusher never takes a line that is still claiming.
+    return Handle{&p.lines.back(), &p};
+}
+
+void Flusher::settle(Handle h, LineState state, std::uint64_t claim_epoch) {
     bool wake = false;
     {
         std::lock_guard<std::mutex> lock(mutex_);
-        // Runs of lines go to one object: keep where the last one went
-        // (entries of the own spool are never erased).
-        if (own_last_ == pending_.end() || own_last_->first.second != object_key) {
-            own_last_ = pending_.try_emplace(Slot{&own_, object_key}).first;
+        Pending& p = *h.slot;
+        if (state == LineState::Ready && claim_epoch != epoch_) state = LineState::Unconfirmed;
+        h.line->state = state;
+        if (state == LineState::Void) {
+            p.bytes -= h.line->ref.line_bytes;
+            stats_.pending_bytes -= h.line->ref.line_bytes;
+            --stats_.pending_lines;
+            progress_.notify_all();
+            return;
         }
-        Pending& p = own_last_->second;
-        p.bytes += ref.line_bytes;
-        stats_.pending_bytes += ref.line_bytes;
-        ++stats_.pending_lines;
-        wake = p.lines.empty() || p.bytes >= options_.max_bytes || stats_.pending_bytes >= options_.hurry_bytes;
-        p.lines.push_back(Line{ref, Clock::now()});
+        wake = first_live(p.lines) == h.line || p.bytes >= options_.max_bytes ||
+               stats_.pending_bytes >= options_.hurry_bytes;
     }
     if (wake) wake_.notify_one();
 }
 
 bool Flusher::flushed(const std::map<Spool*, std::uint64_t>& targets) const {
     for (const auto& [slot, p] : pending_) {
-        if (p.lines.empty()) continue;
         auto t = targets.find(slot.first);
-        if (t != targets.end() && p.lines.front().ref.seq <= t->second) return false;
+        if (t != targets.end() && front_seq(p) <= t->second) return false;
     }
     return true;
 }
@@ -96,7 +173,8 @@ void Flusher::flush() {
     std::unique_lock<std::mutex> lock(mutex_);
     std::map<Spool*, std::uint64_t> targets;
     for (const auto& [slot, p] : pending_) {
-        if (!p.lines.empty()) targets[slot.first] = std::max(targets[slot.first], p.lines.back().ref.seq);
+        const std::uint64_t last = back_seq(p);
+        if (last > 0) targets[slot.first] = std::max(targets[slot.first], last);
     }
     if (flushed(targets)) return;
     for (const auto& [spool, seq] : targets) flush_targets_[spool] = std::max(flush_targets_[spool], seq);
@@ -112,8 +190,7 @@ void Flusher::flush() {
         // A key the store refuses for good fails the flush now, not at the deadline.
         for (const auto& [slot, p] : pending_) {
             auto t = targets.find(slot.first);
-            if (p.permanent && p.failed_attempt > since && !p.lines.empty() && t != targets.end() &&
-                p.lines.front().ref.seq <= t->second) {
+            if (p.permanent && p.failed_attempt > since && t != targets.end() && front_seq(p) <= t->second) {
                 throw Error(p.last_code, "flush: appending to " + json::quote(slot.second) + " failed: " +
                                              p.last_error + "; the lines stay in the spool");
             }
@@ -122,6 +199,9 @@ void Flusher::flush() {
             std::string why;
             for (const auto& [slot, p] : pending_) {
                 if (!p.last_error.empty()) why = p.last_error;
+            }
+            if (why.empty() && !dedup_.may_deliver()) {
+                why = "the dedup store has not confirmed this writer's liveness: deliveries wait for it";
             }
             throw Error(ErrorCode::Timeout, "flush timed out after " + std::to_string(options_.timeout.count()) +
                                                 " ms with " + std::to_string(stats_.pending_lines) +
@@ -146,10 +226,18 @@ void Flusher::close() {
     // Out of time: an append still retrying stops at its next backoff.
     if (failure) appender_.cancel();
     if (thread_.joinable()) thread_.join();
-    std::uint64_t left = 0;
+    std::uint64_t left = 0, commits = 0;
     {
         std::lock_guard<std::mutex> lock(mutex_);
         left = stats_.pending_lines;
+        commits = stats_.pending_commits;
+    }
+    if (commits > 0) {
+        logger_.log(LogLevel::Warning, "training_output_dedup_commit_pending",
+                    {{"keys", commits},
+                     {"spool", own_.path()},
+                     {"detail", "lines are in their objects, but the dedup store has not recorded them yet; "
+                                "the next writer on the spool records them"}});
     }
     if (!failure && left == 0) return;
     logger_.log(LogLevel::Warning, "training_output_failed",
@@ -169,25 +257,55 @@ FlusherStats Flusher::stats() const {
 }
 
 bool Flusher::due(const Pending& p, Spool* spool, Clock::time_point now) const {
-    if (p.lines.empty() || p.in_flight) return false;
+    if (p.in_flight) return false;
+    const Line* front = nullptr;
+    Clock::time_point oldest;
+    if (!p.batches.empty()) {
+        oldest = p.batches.front().accepted;
+    } else {
+        front = first_live(p.lines);
+        if (!front || front->state == LineState::Claiming) return false;
+        oldest = front->accepted;
+    }
     if (p.failures > 0 && now < p.retry_at) return false;
-    if (stopping_ || p.bytes >= options_.max_bytes || now - p.lines.front().accepted >= options_.interval ||
+    if (stopping_ || p.bytes >= options_.max_bytes || now - oldest >= options_.interval ||
         stats_.pending_bytes >= options_.hurry_bytes) {
         return true;
     }
     auto t = flush_targets_.find(spool);
-    return t != flush_targets_.end() && p.lines.front().ref.seq <= t->second;
+    return t != flush_targets_.end() && front_seq(p) <= t->second;
 }
 
 Clock::time_point Flusher::next_wake(Clock::time_point now) const {
-    auto wake = std::min(now + std::chrono::hours(1), next_adopt_);
+    auto wake = std::min({now + std::chrono::hours(1), next_adopt_, next_maintain_});
+    if (!commits_.empty()) wake = std::min(wake, commits_retry_at_);
+    if (!dedup_.owners_fresh()) wake = std::min(wake, now + std::chrono::milliseconds(500));
     for (const auto& [slot, p] : pending_) {
-        if (p.lines.empty()) continue;
-        auto t = p.lines.front().accepted + options_.interval;
+        Clock::time_point t;
+        if (!p.batches.empty()) {
+            t = p.batches.front().accepted + options_.interval;
+        } else if (const Line* l = first_live(p.lines)) {
+            t = l->accepted + options_.interval;
+        } else {
+            continue;
+        }
         if (p.failures > 0) t = std::max(t, p.retry_at);
         wake = std::min(wake, t);
     }
     return wake;
+}
+
+// The owners' liveness lapsed and came back: another writer may have taken
+// claims over meanwhile. Every line claimed before is confirmed again.
+void Flusher::reconfirm_all() {
+    for (auto& [slot, p] : pending_) {
+        for (auto& l : p.lines) {
+            if (l.state == LineState::Ready) l.state = LineState::Unconfirmed;
+        }
+        for (auto& b : p.batches) {
+            for (auto& s : b.states) s = LineState::Unconfirmed;
+        }
+    }
 }
 
 void Flusher::run() {
@@ -201,9 +319,31 @@ void Flusher::run() {
             next_adopt_ = Clock::now() + options_.adopt_interval;
             continue;
         }
+        if (!stopping_ && now >= next_maintain_) {
+            lock.unlock();
+            dedup_.maintain();
+            lock.lock();
+            next_maintain_ = Clock::now() + options_.maintain_interval;
+            continue;
+        }
+        if (!commits_.empty() && now >= commits_retry_at_) retry_commits(lock);
+        if (!dedup_.owners_fresh() && stats_.pending_lines > 0) {
+            lock.unlock();
+            dedup_.try_refresh();
+            lock.lock();
+        }
+        const std::uint64_t epoch = dedup_.liveness_epoch();
+        if (epoch != epoch_) {
+            reconfirm_all();
+            epoch_ = epoch;
+        }
+        // No batch starts while another writer could be taking this
+        // writer's claims over unseen.
         std::vector<Slot> slots;
-        for (const auto& [slot, p] : pending_) {
-            if (due(p, slot.first, now)) slots.push_back(slot);
+        if (dedup_.may_deliver()) {
+            for (const auto& [slot, p] : pending_) {
+                if (due(p, slot.first, now)) slots.push_back(slot);
+            }
         }
         if (slots.empty()) {
             if (stopping_) return;
@@ -215,19 +355,25 @@ void Flusher::run() {
         if (stopping_) {
             // Closing: one more round only for keys that just succeeded.
             bool more = false;
-            for (const auto& [slot, p] : pending_) more = more || (!p.lines.empty() && p.failures == 0);
+            for (const auto& [slot, p] : pending_) {
+                more = more || ((first_live(p.lines) || !p.batches.empty()) && p.failures == 0);
+            }
             if (!more) return;
         }
     }
 }
 
-// Adopted spools whose lines all landed are removed (their directory goes with them).
+// Adopted spools whose lines all landed and whose commits were made are
+// removed (their directory goes with them); their owners are retired.
 void Flusher::drop_finished_spools(std::unique_lock<std::mutex>& lock) {
     std::vector<std::unique_ptr<Spool>> done;
     for (auto it = adopted_.begin(); it != adopted_.end();) {
         Spool* s = it->get();
         bool busy = false;
-        for (const auto& [slot, p] : pending_) busy = busy || (slot.first == s && (!p.lines.empty() || p.in_flight));
+        for (const auto& [slot, p] : pending_) {
+            busy = busy || (slot.first == s && (first_live(p.lines) || !p.batches.empty() || p.in_flight));
+        }
+        for (const auto& c : commits_) busy = busy || c.spool == s;
         if (busy) {
             ++it;
             continue;
@@ -239,30 +385,181 @@ void Flusher::drop_finished_spools(std::unique_lock<std::mutex>& lock) {
     }
     if (done.empty()) return;
     lock.unlock();
-    done.clear();
+    for (auto& spool : done) {
+        const bool settled = spool->empty();
+        const std::string id = spool->id();
+        spool.reset();
+        if (settled) dedup_.release_owner(id);
+    }
     lock.lock();
 }
 
-// Appends the front of one slot's queue (called and returning with the lock held).
+// Claims that need confirming (adopted lines, lines claimed while the store
+// failed or the owners' liveness lapsed), in one store call: a line whose
+// content another owner delivers, or that is written already, is voided.
+void Flusher::confirm(Spool& spool, Batch& b, std::string& bytes, std::vector<std::string>& keys) {
+    std::vector<std::string> asked;
+    std::vector<std::size_t> index;
+    for (std::size_t i = 0; i < b.spool.lines.size(); ++i) {
+        if (b.states[i] == LineState::Unconfirmed && !keys[i].empty()) {
+            asked.push_back(keys[i]);
+            index.push_back(i);
+        }
+    }
+    if (asked.empty()) return;
+    const auto outcomes = dedup_.confirm_batch(asked, spool.id());
+    std::vector<bool> voided(b.spool.lines.size(), false);
+    std::size_t count = 0;
+    for (std::size_t j = 0; j < outcomes.size(); ++j) {
+        const std::size_t i = index[j];
+        if (outcomes[j] == ClaimOutcome::Duplicate || outcomes[j] == ClaimOutcome::Pending) {
+            spool.record_void(b.spool.object_key, b.spool.lines[i]);
+            voided[i] = true;
+            ++count;
+        } else if (outcomes[j] == ClaimOutcome::Claimed) {
+            b.states[i] = LineState::Ready;
+        }
+    }
+    if (count == 0) return;
+    Batch kept;
+    kept.spool.id = b.spool.id;
+    kept.spool.object_key = b.spool.object_key;
+    kept.accepted = b.accepted;
+    std::string kept_bytes;
+    std::vector<std::string> kept_keys;
+    std::size_t at = 0;
+    for (std::size_t i = 0; i < b.spool.lines.size(); ++i) {
+        const auto& ref = b.spool.lines[i];
+        if (!voided[i]) {
+            kept.spool.lines.push_back(ref);
+            kept.states.push_back(b.states[i]);
+            kept.bytes += ref.line_bytes;
+            kept_bytes.append(bytes, at, ref.line_bytes);
+            kept_keys.push_back(std::move(keys[i]));
+        }
+        at += ref.line_bytes;
+    }
+    b = std::move(kept);
+    bytes = std::move(kept_bytes);
+    keys = std::move(kept_keys);
+    logger_.log(LogLevel::Info, "training_output_lines_voided",
+                {{"object_key", b.spool.object_key},
+                 {"lines", static_cast<std::uint64_t>(count)},
+                 {"detail", "their content is written already or being delivered by another writer"}});
+}
+
+bool Flusher::append_batch(Spool& spool, Batch& b, bool& found_landed) {
+    if (b.spool.id == 0) b.spool.id = spool.new_batch_id();
+    std::string bytes;
+    bytes.reserve(b.bytes);
+    std::vector<std::string> keys;
+    keys.reserve(b.spool.lines.size());
+    spool.read_batch(b.spool.lines, bytes, keys);
+    bool landed = false;
+    if (b.intent) {
+        const Landed l = b.complete ? appender_.check_landed(*b.intent, bytes)
+                                    : appender_.check_landed(*b.intent, b.written_bytes, b.written_crc);
+        if (l == Landed::Unknown) throw Error(ErrorCode::Storage, "cannot tell whether a batch landed");
+        landed = l == Landed::Yes;
+        found_landed = landed;
+        if (landed) crash_point("flusher.after_check");
+    }
+    if (!landed) {
+        b.intent.reset();
+        b.complete = true;
+        confirm(spool, b, bytes, keys);
+        if (b.spool.lines.empty()) return false;
+        crash_point("flusher.after_confirm");
+        const std::uint32_t crc = crc32c::compute(bytes);
+        AppendResult r = appender_.append(b.spool.object_key, bytes, [&](const AppendIntent& in) {
+            spool.record_intent(b.spool, in, bytes.size(), crc);
+            b.intent = in;
+            b.written_bytes = bytes.size();
+            b.written_crc = crc;
+            crash_point("flusher.after_intent");
+        });
+        found_landed = r.found_landed;
+        crash_point("flusher.after_land");
+    }
+    // The commit before DONE: a crash in between finds the batch landed
+    // again and commits then. A failed commit is recorded in the DONE and
+    // retried until it is made.
+    std::vector<std::string> commit_keys;
+    for (auto& k : keys) {
+        if (!k.empty()) commit_keys.push_back(std::move(k));
+    }
+    const bool committed = dedup_.commit(commit_keys);
+    crash_point("flusher.after_commit");
+    spool.record_done(b.spool, committed ? std::vector<std::string>() : commit_keys);
+    crash_point("flusher.after_done");
+    if (!committed) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        stats_.pending_commits += commit_keys.size();
+        commits_.push_back(PendingCommit{&spool, b.spool.id, std::move(commit_keys)});
+        if (commits_.size() == 1) commits_retry_at_ = Clock::now() + options_.retry_base;
+    }
+    return true;
+}
+
+void Flusher::retry_commits(std::unique_lock<std::mutex>& lock) {
+    std::vector<PendingCommit> work;
+    work.swap(commits_);
+    lock.unlock();
+    std::vector<PendingCommit> failed;
+    for (auto& c : work) {
+        if (!failed.empty() || !dedup_.commit(c.keys)) {
+            failed.push_back(std::move(c));
+            continue;
+        }
+        try {
+            c.spool->record_committed(c.batch);
+        } catch (const Error& e) {
+            // The commit is made; its record is not: a replay commits again (harmless).
+            logger_.log(LogLevel::Error, "training_output_spool_error", {{"error", e.what()}});
+        }
+        std::lock_guard<std::mutex> relock(mutex_);
+        stats_.pending_commits -= c.keys.size();
+    }
+    lock.lock();
+    for (auto& c : failed) commits_.push_back(std::move(c));
+    if (commits_.empty()) {
+        commit_failures_ = 0;
+        progress_.notify_all();
+    } else {
+        commits_retry_at_ = Clock::now() + random::full_jitter(std::min(++commit_failures_, 10), options_.retry_base,
+                                                               options_.retry_max);
+    }
+}
+
+// Appends the front batch of one slot (called and returning with the lock held).
 void Flusher::deliver(const Slot& slot, std::unique_lock<std::mutex>& lock) {
     Spool& spool = *slot.first;
     const std::string& key = slot.second;
     Pending& p = pending_[slot];
-    std::vector<SpoolLineRef> refs;
-    std::uint64_t bytes = 0;
-    if (p.check && p.check->first != p.lines.front().ref.seq) p.check.reset();  // not this queue's front
-    const std::optional<Check> check = p.check;
-    for (const Line& line : p.lines) {
-        if (check) {
-            // Exactly the batch that may have landed: the check compares bytes.
-            if (line.ref.seq > check->last) break;
-        } else if (!refs.empty() && bytes + line.ref.line_bytes > options_.max_bytes) {
-            break;
+    if (p.batches.empty()) {
+        Batch b;
+        b.spool.object_key = key;
+        while (!p.lines.empty()) {
+            const Line& l = p.lines.front();
+            if (l.state == LineState::Void) {
+                p.lines.pop_front();
+                continue;
+            }
+            if (l.state == LineState::Claiming) break;
+            if (!b.spool.lines.empty() && b.bytes + l.ref.line_bytes > options_.max_bytes) break;
+            if (b.spool.lines.empty()) b.accepted = l.accepted;
+            b.spool.lines.push_back(l.ref);
+            b.states.push_back(l.state);
+            b.bytes += l.ref.line_bytes;
+            p.bytes -= l.ref.line_bytes;
+            p.lines.pop_front();
         }
-        refs.push_back(line.ref);
-        bytes += line.ref.line_bytes;
+        if (b.spool.lines.empty()) return;
+        p.batches.push_back(std::move(b));
     }
-    const std::uint64_t first = refs.front().seq, last = refs.back().seq;
+    Batch work = p.batches.front();
+    const std::size_t lines_before = work.spool.lines.size();
+    const std::uint64_t bytes_before = work.bytes;
     p.in_flight = true;
     const std::uint64_t attempt = ++attempts_;
     const std::uint64_t flush_calls = flush_calls_;
@@ -270,30 +567,9 @@ void Flusher::deliver(const Slot& slot, std::unique_lock<std::mutex>& lock) {
 
     std::string error;
     ErrorCode code = ErrorCode::Storage;
-    std::optional<AppendIntent> intent;
-    bool found_landed = false;
+    bool found_landed = false, appended = false;
     try {
-        std::string batch;
-        batch.reserve(bytes);
-        std::vector<std::string> dedup_keys;
-        dedup_keys.reserve(refs.size());
-        spool.read_batch(refs, batch, dedup_keys);
-        Landed landed = Landed::No;
-        if (check) {
-            landed = appender_.check_landed(check->intent, batch);
-            if (landed == Landed::Unknown) throw Error(ErrorCode::Storage, "cannot tell whether a batch landed");
-        }
-        if (landed == Landed::Yes) {
-            found_landed = true;
-        } else {
-            AppendResult r = appender_.append(key, batch, [&](const AppendIntent& in) {
-                spool.record_intent(key, first, last, in);
-                intent = in;
-            });
-            found_landed = r.found_landed;
-        }
-        spool.record_done(key, first, last, refs);
-        dedup_.commit(dedup_keys);
+        appended = append_batch(spool, work, found_landed);
     } catch (const Error& e) {
         error = e.what();
         code = e.code();
@@ -304,24 +580,30 @@ void Flusher::deliver(const Slot& slot, std::unique_lock<std::mutex>& lock) {
     lock.lock();
     Pending& q = pending_[slot];
     q.in_flight = false;
+    // Lines voided while confirming are gone either way.
+    const std::size_t voided = lines_before - work.spool.lines.size();
+    stats_.lines_voided += voided;
+    stats_.pending_lines -= voided;
+    stats_.pending_bytes -= bytes_before - work.bytes;
     if (error.empty()) {
-        for (std::size_t i = 0; i < refs.size(); ++i) q.lines.pop_front();
-        q.bytes -= bytes;
+        q.batches.pop_front();
         q.failures = 0;
         q.permanent = false;
         q.last_error.clear();
-        q.check.reset();
-        stats_.lines_appended += refs.size();
-        stats_.bytes_appended += bytes;
-        stats_.pending_lines -= refs.size();
-        stats_.pending_bytes -= bytes;
-        ++stats_.batches_appended;
-        if (found_landed) ++stats_.batches_found_landed;
+        if (appended) {
+            stats_.lines_appended += work.spool.lines.size();
+            stats_.bytes_appended += work.bytes;
+            stats_.pending_lines -= work.spool.lines.size();
+            stats_.pending_bytes -= work.bytes;
+            ++stats_.batches_appended;
+            if (found_landed) ++stats_.batches_found_landed;
+        }
         progress_.notify_all();
         return;
     }
-    // The next attempt must first find out whether this one wrote.
-    if (intent) q.check = Check{first, last, *intent};
+    // What this attempt learned (its id, its INTENT, lines voided) stays with
+    // the batch: the next attempt first finds out whether this one wrote.
+    q.batches.front() = std::move(work);
     ++stats_.append_failures;
     q.last_error = error;
     q.last_code = code;
@@ -336,7 +618,7 @@ void Flusher::deliver(const Slot& slot, std::unique_lock<std::mutex>& lock) {
         lock.unlock();
         logger_.log(LogLevel::Error, "training_output_failed",
                     {{"object_key", key},
-                     {"lines", static_cast<std::uint64_t>(refs.size())},
+                     {"lines", static_cast<std::uint64_t>(lines_before)},
                      {"error", error},
                      {"detail", "the lines stay in the spool; retrying with backoff"}});
         lock.lock();

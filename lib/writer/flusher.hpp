@@ -4,12 +4,19 @@
 // when a key's pending bytes reach flush_max_bytes, when its oldest line is
 // flush_interval old, when the spool is half full, on flush() and on close().
 //
-// Per batch: the spool records where it is about to be written (INTENT), the
-// appender writes it, the spool records that it landed (DONE) and the dedup
-// claims are committed. A batch whose outcome is unknown (a failed attempt
-// that may have written, or an INTENT without DONE found in an adopted spool)
-// is checked with ObjectAppender::check_landed() before anything else of that
-// key is appended, so no line is appended twice.
+// A line is queued when its record is written (under the spool's lock, so
+// queues are in sequence order), and becomes deliverable once generate()
+// settled its claim: Ready (claimed by this spool), Unconfirmed (the store
+// failed, or the line comes from an adopted spool: its claim is confirmed in
+// one store call per batch before delivery; a duplicate is voided), or Void.
+//
+// Per batch: confirm the claims that need it, INTENT (the batch's lines
+// exactly, where it is about to be written), the append, the dedup commit,
+// DONE. A batch that may have landed (a failed attempt after its INTENT, or
+// an INTENT without DONE in an adopted spool) is checked with
+// ObjectAppender::check_landed() before anything else of that key is
+// appended, so no line is appended twice. A commit that fails is recorded
+// in the DONE and retried until it is made (from replay too).
 //
 // The flusher also delivers the spools of writers that died: adopted at start
 // and every adopt_interval after.
@@ -44,6 +51,7 @@ struct FlusherOptions {
     std::chrono::milliseconds retry_max{30000};
     std::uint64_t hurry_bytes = UINT64_MAX;  // pending bytes above which every key is due
     std::chrono::milliseconds adopt_interval{10000};
+    std::chrono::milliseconds maintain_interval{5000};  // dedup store housekeeping
     // Adopted lines held at once (their positions are in memory); more
     // orphans are adopted as these are delivered.
     std::uint64_t adopt_max_bytes = UINT64_MAX;
@@ -60,10 +68,47 @@ struct FlusherStats {
     std::uint64_t spools_adopted = 0;
     std::uint64_t lines_recovered = 0;       // from adopted spools
     std::uint64_t torn_records = 0;          // dropped from adopted spools (bad checksum)
+    std::uint64_t lines_voided = 0;          // found to be duplicates when their claims were confirmed
+    std::uint64_t pending_commits = 0;       // keys of landed lines whose commit is still to be made
 };
 
 class Flusher {
 public:
+    enum class LineState : std::uint8_t { Claiming, Ready, Unconfirmed, Void };
+    struct Line {
+        SpoolLineRef ref;
+        std::chrono::steady_clock::time_point accepted;
+        LineState state = LineState::Claiming;
+    };
+    // A batch, once built from the front of a key's queue (or adopted): it
+    // is delivered whole before the queue's later lines.
+    struct Batch {
+        SpoolBatch spool;                // id (0 until the spool gives one), key, lines
+        std::vector<LineState> states;   // Ready or Unconfirmed, per line
+        std::uint64_t bytes = 0;         // of its lines
+        std::chrono::steady_clock::time_point accepted;  // its oldest line's
+        std::optional<AppendIntent> intent;  // an attempt was recorded: it may have landed
+        bool complete = true;            // every line its INTENT names is here (adopted ones may not be)
+        std::uint64_t written_bytes = 0; // the batch as its INTENT records it
+        std::uint32_t written_crc = 0;
+    };
+    struct Pending {
+        std::deque<Line> lines;      // in sequence order
+        std::uint64_t bytes = 0;     // of the queued lines that are not void
+        std::deque<Batch> batches;   // delivered before the queue
+        bool in_flight = false;
+        int failures = 0;  // in a row
+        std::chrono::steady_clock::time_point retry_at{};
+        std::string last_error;
+        ErrorCode last_code = ErrorCode::Storage;
+        bool permanent = false;            // last failure was auth
+        std::uint64_t failed_attempt = 0;  // which attempt failed last
+    };
+    struct Handle {
+        Line* line = nullptr;
+        Pending* slot = nullptr;
+    };
+
     // Adopts orphaned spools holding up to about `max_bytes` of lines.
     using Adopt = std::function<std::vector<std::unique_ptr<Spool>>(std::uint64_t max_bytes)>;
 
@@ -74,8 +119,14 @@ public:
     Flusher(const Flusher&) = delete;
     Flusher& operator=(const Flusher&) = delete;
 
-    // A line that generate() logged in the own spool.
-    void add(const std::string& object_key, const SpoolLineRef& ref);
+    // A line just logged in the own spool (called under the spool's lock,
+    // from Spool::append_line's callback). Not delivered until settled.
+    Handle add(const std::string& object_key, const SpoolLineRef& ref);
+    // The line's claim was decided: Ready, Unconfirmed or Void (already
+    // recorded as void in the spool). `claim_epoch`: the deduplicator's
+    // liveness epoch when the claim was made; a claim made before the
+    // owners' liveness lapsed is confirmed again.
+    void settle(Handle handle, LineState state, std::uint64_t claim_epoch);
     // Every line added (or adopted) before the call is in its object, or
     // throws Error(Timeout) after the timeout, Error(Auth | Storage) at once
     // when the store refuses for good. Lines not delivered stay spooled.
@@ -86,25 +137,10 @@ public:
     FlusherStats stats() const;
 
 private:
-    struct Line {
-        SpoolLineRef ref;
-        std::chrono::steady_clock::time_point accepted;
-    };
-    struct Check {  // a batch that may have landed already
-        std::uint64_t first = 0, last = 0;
-        AppendIntent intent;
-    };
-    struct Pending {
-        std::deque<Line> lines;
-        std::uint64_t bytes = 0;
-        bool in_flight = false;
-        int failures = 0;  // in a row
-        std::chrono::steady_clock::time_point retry_at{};
-        std::string last_error;
-        ErrorCode last_code = ErrorCode::Storage;
-        bool permanent = false;  // last failure was auth
-        std::uint64_t failed_attempt = 0;  // which attempt failed last
-        std::optional<Check> check;
+    struct PendingCommit {
+        Spool* spool = nullptr;
+        std::uint64_t batch = 0;
+        std::vector<std::string> keys;
     };
     using Slot = std::pair<Spool*, std::string>;  // spool, object key
 
@@ -113,6 +149,12 @@ private:
     bool due(const Pending& p, Spool* spool, std::chrono::steady_clock::time_point now) const;
     std::chrono::steady_clock::time_point next_wake(std::chrono::steady_clock::time_point now) const;
     void deliver(const Slot& slot, std::unique_lock<std::mutex>& lock);
+    // The work of one delivery, without the lock. Returns false when the
+    // batch's lines were all voided before anything was written.
+    bool append_batch(Spool& spool, Batch& batch, bool& found_landed);
+    void confirm(Spool& spool, Batch& batch, std::string& bytes, std::vector<std::string>& keys);
+    void retry_commits(std::unique_lock<std::mutex>& lock);
+    void reconfirm_all();
     bool flushed(const std::map<Spool*, std::uint64_t>& targets) const;
     void drop_finished_spools(std::unique_lock<std::mutex>& lock);
 
@@ -129,8 +171,13 @@ private:
     std::map<Slot, Pending> pending_;
     std::map<Slot, Pending>::iterator own_last_ = pending_.end();  // where add() put the last line
     std::vector<std::unique_ptr<Spool>> adopted_;
+    std::vector<PendingCommit> commits_;  // landed, commit still to be made
+    std::chrono::steady_clock::time_point commits_retry_at_{};
+    int commit_failures_ = 0;
     std::map<Spool*, std::uint64_t> flush_targets_;  // flush lines up to these seqs now
     std::chrono::steady_clock::time_point next_adopt_;
+    std::chrono::steady_clock::time_point next_maintain_;
+    std::uint64_t epoch_ = 0;        // the deduplicator's liveness epoch the queues were confirmed in
     std::uint64_t attempts_ = 0;     // deliveries started
     std::uint64_t flush_calls_ = 0;  // flush() calls started
     bool stopping_ = false;

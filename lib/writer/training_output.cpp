@@ -1,9 +1,13 @@
 // TrainingOutput: the writer. format -> claim -> append -> commit.
 #include "training_output/training_output.hpp"
 
+#include <pthread.h>
+
 #include <atomic>
 #include <mutex>
+#include <thread>
 
+#include "common/crash_point.hpp"
 #include "common/json.hpp"
 #include "training_output.h"
 #include "training_output/curl_s3_sink.hpp"
@@ -23,6 +27,8 @@ std::unique_ptr<DedupStore> open_store(const Config& c, const Logger& logger) {
         o.url = c.redis_url;
         o.timeout = std::chrono::milliseconds(c.redis_timeout_ms);
         o.pool_size = static_cast<std::size_t>(c.redis_pool_size);
+        o.owner_key_prefix = c.dedup_namespace + ":owner:";
+        o.owner_ttl = std::chrono::seconds(c.dedup_owner_ttl_seconds);
         o.logger = &logger;
         return make_redis_dedup_store(o);
     }
@@ -63,11 +69,25 @@ AppendOptions append_options(const Config& c) {
 SpoolOptions spool_options(const Config& c) {
     SpoolOptions o;
     o.dir = c.spool_dir;
+    o.destination = c.destination();
     o.fsync = parse_spool_fsync(c.spool_fsync);
     o.max_bytes = static_cast<std::uint64_t>(c.spool_max_bytes);
     o.full_policy = parse_spool_full_policy(c.spool_full_policy);
     o.block_timeout = std::chrono::milliseconds(c.spool_block_timeout_ms);
     return o;
+}
+
+// Counts the fork()s of this process, as seen by each child: a writer opened
+// before the count changed belongs to another process.
+std::atomic<std::uint64_t> g_forks{0};
+
+std::uint64_t fork_generation() {
+    static const bool registered = [] {
+        ::pthread_atfork(nullptr, nullptr, [] { g_forks.fetch_add(1, std::memory_order_relaxed); });
+        return true;
+    }();
+    (void)registered;
+    return g_forks.load(std::memory_order_relaxed);
 }
 
 }  // namespace
@@ -82,9 +102,37 @@ struct TrainingOutput::Impl {
     std::unique_ptr<Spool> spool;
     std::unique_ptr<Flusher> flusher;
     FlusherStats final_flusher_stats;  // kept after close()
+    SpoolStats final_spool_stats;
     std::atomic<bool> closed{false};
+    std::atomic<int> active{0};  // generate() calls in progress
+    const std::uint64_t fork_generation_at_open = fork_generation();
 
-    std::atomic<std::uint64_t> written{0}, duplicates{0}, skipped{0}, disabled{0}, errors{0};
+    std::atomic<std::uint64_t> written{0}, duplicates{0}, held_elsewhere{0}, skipped{0}, disabled{0}, errors{0};
+
+    // A writer is its opening process's: a child after fork() would write
+    // into the parent's spool through the mappings it inherited.
+    bool forked() const { return g_forks.load(std::memory_order_relaxed) != fork_generation_at_open; }
+    void check_process() const {
+        if (forked()) {
+            throw Error(ErrorCode::Forked,
+                        "this writer was opened in another process (before a fork()): open a writer in this process");
+        }
+    }
+
+    // Holds close() back until the calls in progress are done.
+    struct Call {
+        Impl& impl;
+        explicit Call(Impl& i) : impl(i) {
+            impl.active.fetch_add(1);
+            if (impl.closed.load()) {
+                impl.active.fetch_sub(1);
+                throw Error(ErrorCode::Closed, "the writer is closed");
+            }
+        }
+        ~Call() { impl.active.fetch_sub(1); }
+        Call(const Call&) = delete;
+        Call& operator=(const Call&) = delete;
+    };
 
     Impl(Config c, WriterComponents components)
         : config((c.finalize(), std::move(c))),
@@ -113,6 +161,8 @@ struct TrainingOutput::Impl {
         f.adopt_max_bytes = static_cast<std::uint64_t>(config.spool_max_bytes);
         const SpoolOptions so = spool_options(config);
         spool = Spool::create(so, &logger);
+        // Registered before its first claim: its claims are held while it lives.
+        dedup->hold_owner(spool->id(), spool->path());
         flusher = std::make_unique<Flusher>(*appender, *dedup, logger, f, *spool,
                                             [so, this](std::uint64_t max_bytes) {
                                                 return Spool::adopt_orphans(so, &logger, max_bytes);
@@ -127,7 +177,8 @@ struct TrainingOutput::Impl {
 
     template <class FormatFn>
     Outcome generate(FormatFn&& format) {
-        if (closed.load(std::memory_order_acquire)) throw Error(ErrorCode::Closed, "the writer is closed");
+        check_process();
+        Call call(*this);
         if (!config.enable_training_output) {
             disabled.fetch_add(1, std::memory_order_relaxed);
             return Outcome::Disabled;
@@ -152,26 +203,49 @@ struct TrainingOutput::Impl {
             return Outcome::Skipped;
         }
 
+        // The line is spooled first, then its content claimed for this
+        // spool: no claim ever exists without its line (a crash in between
+        // leaves a line whose claim the adopter settles).
         const std::string key = dedup->key_for(ex.content_hash);
-        ClaimOutcome claim = dedup->claim(key);
-        if (claim == ClaimOutcome::Duplicate) {
-            duplicates.fetch_add(1, std::memory_order_relaxed);
-            logger.log(LogLevel::Info, "skipping_duplicate_training_example",
-                       {{"record_type", ex.record_type}, {"content_hash", key}, {"health_domain", ex.health_domain}});
-            return Outcome::Duplicate;
-        }
+        Flusher::Handle handle;
         SpoolLineRef ref;
         try {
-            ref = spool->append_line(ex.object_key, claim == ClaimOutcome::Claimed ? key : std::string(), ex.line);
+            ref = spool->append_line(ex.object_key, key, ex.line,
+                                     [&](const SpoolLineRef& r) { handle = flusher->add(ex.object_key, r); });
         } catch (const Error& e) {
-            // Not accepted: the same content may come again.
-            if (claim == ClaimOutcome::Claimed) dedup->release(key);
+            // Not accepted, nothing claimed: the same content may come again.
             errors.fetch_add(1, std::memory_order_relaxed);
             logger.log(LogLevel::Warning, "training_output_failed",
                        {{"record_type", ex.record_type}, {"error", e.what()}, {"code", error_code_name(e.code())}});
             throw;
         }
-        flusher->add(ex.object_key, ref);
+        const std::uint64_t epoch = dedup->liveness_epoch();
+        const ClaimOutcome claim = dedup->claim(key, spool->id());
+        crash_point("generate.after_claim");
+        if (claim == ClaimOutcome::Duplicate || claim == ClaimOutcome::Pending) {
+            Flusher::LineState state = Flusher::LineState::Void;
+            try {
+                spool->record_void(ex.object_key, ref);
+            } catch (const Error& e) {
+                // Still live in the spool: confirming its claim before delivery voids it.
+                state = Flusher::LineState::Unconfirmed;
+                logger.log(LogLevel::Error, "training_output_spool_error", {{"error", e.what()}});
+            }
+            flusher->settle(handle, state, epoch);
+            crash_point("generate.after_void");
+            duplicates.fetch_add(1, std::memory_order_relaxed);
+            if (claim == ClaimOutcome::Pending) held_elsewhere.fetch_add(1, std::memory_order_relaxed);
+            logger.log(LogLevel::Info, "skipping_duplicate_training_example",
+                       {{"record_type", ex.record_type},
+                        {"content_hash", key},
+                        {"health_domain", ex.health_domain},
+                        {"delivered", claim == ClaimOutcome::Duplicate}});
+            return claim == ClaimOutcome::Pending && config.dedup_pending_outcome ? Outcome::Pending
+                                                                                  : Outcome::Duplicate;
+        }
+        flusher->settle(handle, claim == ClaimOutcome::Claimed ? Flusher::LineState::Ready
+                                                               : Flusher::LineState::Unconfirmed,
+                        epoch);
         written.fetch_add(1, std::memory_order_relaxed);
         logger.log(LogLevel::Info, "training_output_generated",
                    {{"record_type", ex.record_type},
@@ -192,28 +266,53 @@ TrainingOutput::~TrainingOutput() {
     }
 }
 
+namespace {
+// After fork(), in the child: the parent's threads, locks and spool are not
+// this process's. The writer's memory is left as it is (freeing it would
+// join threads that do not exist here and remove the parent's files).
+template <class Impl>
+bool abandon_if_forked(std::unique_ptr<Impl>& impl) {
+    if (!impl || !impl->forked()) return false;
+    (void)impl.release();
+    return true;
+}
+}  // namespace
+
 Outcome TrainingOutput::generate(std::string_view narrative, std::string_view message_data_json,
                                  std::string_view result_json) {
+    if (!impl_) throw Error(ErrorCode::Forked, "this writer was opened in another process (before a fork())");
     return impl_->generate([&] { return impl_->formatter.format_json(narrative, message_data_json, result_json); });
 }
 
 Outcome TrainingOutput::generate(std::string_view narrative, const MessageData& message,
                                  const ProcessingResult& result) {
+    if (!impl_) throw Error(ErrorCode::Forked, "this writer was opened in another process (before a fork())");
     return impl_->generate([&] { return impl_->formatter.format(narrative, message, result); });
 }
 
 void TrainingOutput::flush() {
-    if (impl_->closed.load(std::memory_order_acquire)) throw Error(ErrorCode::Closed, "the writer is closed");
+    if (!impl_) throw Error(ErrorCode::Forked, "this writer was opened in another process (before a fork())");
+    impl_->check_process();
+    Impl::Call call(*impl_);
     if (impl_->flusher) impl_->flusher->flush();
 }
 
 void TrainingOutput::close() {
+    if (!impl_ || abandon_if_forked(impl_)) return;
     if (impl_->closed.exchange(true)) return;
+    // Calls in progress finish first (a line between its spool record and
+    // its claim is settled before the flusher goes).
+    while (impl_->active.load() != 0) std::this_thread::yield();
     if (!impl_->flusher) return;
     auto stop = [this] {
         impl_->final_flusher_stats = impl_->flusher->stats();
+        impl_->final_spool_stats = impl_->spool->stats();
         impl_->flusher.reset();
+        const bool settled = impl_->spool->empty();
+        const std::string id = impl_->spool->id();
         impl_->spool.reset();  // unlocked: the next writer on the spool delivers what is left
+        // Its claims are all committed: nothing of it is left to hold them.
+        if (settled) impl_->dedup->release_owner(id);
     };
     try {
         impl_->flusher->close();
@@ -225,9 +324,12 @@ void TrainingOutput::close() {
 }
 
 WriterStats TrainingOutput::stats() const {
+    if (!impl_) throw Error(ErrorCode::Forked, "this writer was opened in another process (before a fork())");
+    impl_->check_process();
     WriterStats s;
     s.written = impl_->written.load();
     s.duplicates = impl_->duplicates.load();
+    s.held_elsewhere = impl_->held_elsewhere.load();
     s.skipped = impl_->skipped.load();
     s.disabled = impl_->disabled.load();
     s.errors = impl_->errors.load();
@@ -244,8 +346,12 @@ WriterStats TrainingOutput::stats() const {
         s.spools_adopted = f.spools_adopted;
         s.lines_recovered = f.lines_recovered;
         s.torn_records = f.torn_records;
+        s.lines_voided = f.lines_voided;
+        s.pending_commits = f.pending_commits;
     }
-    if (impl_->spool) s.spool_bytes = impl_->spool->stats().bytes;
+    const SpoolStats spool = impl_->spool ? impl_->spool->stats() : impl_->final_spool_stats;
+    s.spool_bytes = impl_->spool ? spool.bytes : 0;
+    s.spool_fsync_errors = spool.fsync_errors;
     s.append_conflicts = impl_->appender ? impl_->appender->conflicts() : 0;
     return s;
 }
@@ -258,6 +364,7 @@ std::string TrainingOutput::stats_json() const {
     const std::pair<const char*, std::uint64_t> fields[] = {
         {"written", s.written},
         {"duplicates", s.duplicates},
+        {"held_elsewhere", s.held_elsewhere},
         {"skipped", s.skipped},
         {"disabled", s.disabled},
         {"errors", s.errors},
@@ -273,6 +380,9 @@ std::string TrainingOutput::stats_json() const {
         {"spools_adopted", s.spools_adopted},
         {"lines_recovered", s.lines_recovered},
         {"torn_records", s.torn_records},
+        {"lines_voided", s.lines_voided},
+        {"pending_commits", s.pending_commits},
+        {"spool_fsync_errors", s.spool_fsync_errors},
         {"spool_bytes", s.spool_bytes},
     };
     for (const auto& [name, value] : fields) {

@@ -182,11 +182,12 @@ std::string writer_json(const std::string& dir, const std::string& url, const st
 }
 
 std::unique_ptr<DedupStore> open_store(const std::string& url, std::chrono::milliseconds timeout = 2000ms,
-                                       std::size_t pool = 8) {
+                                       std::size_t pool = 8, const std::string& ns = "tdo-test") {
     RedisStoreOptions o;
     o.url = url;
     o.timeout = timeout;
     o.pool_size = pool;
+    o.owner_key_prefix = ns + ":owner:";
     return make_redis_dedup_store(o);
 }
 
@@ -230,28 +231,73 @@ std::uint64_t stat_of(const std::string& stats_json, const char* name) {
 
 }  // namespace
 
-TEST_CASE("Redis: claim, commit, release, expiry and batches like every store", "[integration][redis]") {
-    auto store = open_store(redis_url());
-    CHECK(std::string(store->kind()) == "redis");
-    tdo_test::check_dedup_conformance(*store, unique_namespace());
-}
-
-TEST_CASE("Redis: two writers see each other's claims; release drops only one's own", "[integration][redis]") {
-    auto a = open_store(redis_url());
-    auto b = open_store(redis_url());
-    tdo_test::check_dedup_two_writers(*a, *b, unique_namespace());
-}
-
-TEST_CASE("Redis: what the store keeps: tokens, committed keys, TTLs", "[integration][redis]") {
-    auto store = open_store(redis_url());
-    RawRedis raw(redis_url());
+TEST_CASE("Redis: claims owned by spools, commits, expiry and batches like every store", "[integration][redis]") {
+    tdo_test::TempDir dir;
     const std::string ns = unique_namespace();
+    auto store = open_store(redis_url(), 2000ms, 8, ns);
+    CHECK(std::string(store->kind()) == "redis");
+    tdo_test::check_dedup_conformance(*store, ns, dir.path());
+}
 
-    CHECK(store->claim(ns + ":a", 60s));
-    const std::string token = raw.cmd({"GET", ns + ":a"});
-    CHECK(token.size() == 32);
-    CHECK(token.find_first_not_of("0123456789abcdef") == std::string::npos);
-    int ttl = std::stoi(raw.cmd({"TTL", ns + ":a"}));
+TEST_CASE("Redis: two writers see each other's owners and claims", "[integration][redis]") {
+    tdo_test::TempDir dir;
+    const std::string ns = unique_namespace();
+    auto a = open_store(redis_url(), 2000ms, 8, ns);
+    auto b = open_store(redis_url(), 2000ms, 8, ns);
+    tdo_test::check_dedup_two_writers(*a, *b, ns, dir.path());
+}
+
+TEST_CASE("Redis: an owner whose liveness key expired loses its claims to a live one, atomically",
+          "[integration][redis]") {
+    tdo_test::TempDir dir;
+    const std::string ns = unique_namespace();
+    RedisStoreOptions o;
+    o.url = redis_url();
+    o.owner_key_prefix = ns + ":owner:";
+    o.owner_ttl = 1s;  // the writer's minimum is 10 s; the store takes what it is given
+    auto store = make_redis_dedup_store(o);
+    CHECK(store->owner_ttl() == 1s);
+    const auto a = tdo_test::make_owner(dir.path(), "a"), b = tdo_test::make_owner(dir.path(), "b");
+    store->register_owner(a);
+    store->register_owner(b);
+    CHECK(store->claim(ns + ":x", a.id, 60s) == ClaimState::Claimed);
+    CHECK(store->claim(ns + ":y", a.id, 60s) == ClaimState::Claimed);
+    CHECK(store->claim(ns + ":x", b.id, 60s) == ClaimState::Held);
+    // a's liveness runs out unrefreshed; b's is refreshed.
+    RawRedis raw(redis_url());
+    CHECK(raw.cmd({"GET", ns + ":owner:a"}) == a.spool_path);
+    const auto deadline = Clock::now() + 5s;
+    while (raw.cmd({"EXISTS", ns + ":owner:a"}) == "1" && Clock::now() < deadline) {
+        store->refresh_owners({b});
+        std::this_thread::sleep_for(100ms);
+    }
+    REQUIRE(raw.cmd({"EXISTS", ns + ":owner:a"}) == "0");
+    store->refresh_owners({b});
+    CHECK(store->claim_batch({ns + ":x", ns + ":y", ns + ":z"}, b.id, 60s) ==
+          std::vector<ClaimState>{ClaimState::Claimed, ClaimState::Claimed, ClaimState::Claimed});
+    CHECK(raw.cmd({"GET", ns + ":x"}) == b.id);
+    // a comes back (it was only stalled): the claims are b's now.
+    store->refresh_owners({a});
+    CHECK(store->claim_batch({ns + ":x", ns + ":y"}, a.id, 60s) ==
+          std::vector<ClaimState>{ClaimState::Held, ClaimState::Held});
+    store->retire_owner(b.id);
+    CHECK(raw.cmd({"EXISTS", ns + ":owner:b"}) == "0");
+}
+
+TEST_CASE("Redis: what the store keeps: owners, committed keys, TTLs", "[integration][redis]") {
+    const std::string ns = unique_namespace();
+    auto store = open_store(redis_url(), 2000ms, 8, ns);
+    RawRedis raw(redis_url());
+    tdo_test::TempDir dir;
+    const auto me = tdo_test::make_owner(dir.path(), "me");
+    store->register_owner(me);
+    int ttl = std::stoi(raw.cmd({"TTL", ns + ":owner:me"}));
+    CHECK(ttl > 100);
+    CHECK(ttl <= 120);
+
+    CHECK(store->claim(ns + ":a", me.id, 60s) == ClaimState::Claimed);
+    CHECK(raw.cmd({"GET", ns + ":a"}) == me.id);
+    ttl = std::stoi(raw.cmd({"TTL", ns + ":a"}));
     CHECK(ttl > 50);
     CHECK(ttl <= 60);
 
@@ -263,28 +309,19 @@ TEST_CASE("Redis: what the store keeps: tokens, committed keys, TTLs", "[integra
     CHECK(ttl > 0);
     CHECK(ttl <= 30);
 
-    // Release compares the token atomically: a claim that expired and was
-    // taken by another writer is not deleted.
-    CHECK(store->claim(ns + ":c", 60s));
-    CHECK(raw.cmd({"SET", ns + ":c", "another-writers-token"}) == "OK");
-    store->release(ns + ":c");
-    CHECK(raw.cmd({"GET", ns + ":c"}) == "another-writers-token");
-    CHECK(store->claim(ns + ":d", 60s));
-    store->release(ns + ":d");
-    CHECK(raw.cmd({"EXISTS", ns + ":d"}) == "0");
-
-    // The writer's keys are {dedup_namespace}:{sha256 hex}, committed with dedup_ttl_seconds.
-    tdo_test::TempDir dir;
+    // The writer's keys are {dedup_namespace}:{sha256 hex}, committed with
+    // dedup_ttl_seconds; its spool's liveness key goes once the spool is.
+    tdo_test::TempDir out;
     const std::string wns = unique_namespace();
     {
-        TrainingOutput w(Config::from_json(writer_json(dir.path(), redis_url(), wns, ",\"dedup_ttl_seconds\":3600")));
+        TrainingOutput w(Config::from_json(writer_json(out.path(), redis_url(), wns, ",\"dedup_ttl_seconds\":3600")));
         CHECK(generate(w, "Steps were steady all week.") == Outcome::Written);
         CHECK(generate(w, "Steps were steady all week.") == Outcome::Duplicate);
         w.flush();
         CHECK(w.stats().dedup_store_errors == 0);
     }
     auto keys = raw.keys(wns + ":*");
-    REQUIRE(keys.size() == 1);
+    REQUIRE(keys.size() == 1);  // no owner key left
     CHECK(keys[0].size() == wns.size() + 1 + 64);
     CHECK(raw.cmd({"GET", keys[0]}) == "1");
     ttl = std::stoi(raw.cmd({"TTL", keys[0]}));
@@ -293,11 +330,13 @@ TEST_CASE("Redis: what the store keeps: tokens, committed keys, TTLs", "[integra
 }
 
 TEST_CASE("Redis: threads claiming the same keys: exactly one wins each", "[integration][redis][concurrency]") {
-    auto store = open_store(redis_url());
-    tdo_test::check_dedup_threads(*store, unique_namespace(), 8, 300);
+    tdo_test::TempDir dir;
+    const std::string ns = unique_namespace(), ns2 = unique_namespace();
+    auto store = open_store(redis_url(), 2000ms, 8, ns);
+    tdo_test::check_dedup_threads(*store, ns, dir.path(), 8, 300);
     // More threads than connections: they wait their turn, within the timeout.
-    auto small = open_store(redis_url(), 2000ms, 2);
-    tdo_test::check_dedup_threads(*small, unique_namespace(), 16, 200);
+    auto small = open_store(redis_url(), 2000ms, 2, ns2);
+    tdo_test::check_dedup_threads(*small, ns2, dir.path(), 16, 200);
 }
 
 TEST_CASE("Redis: duplicates across two processes with their own output directories", "[integration][redis][concurrency]") {
@@ -486,18 +525,20 @@ TEST_CASE("Redis: a wrong password is an error at open that never shows the pass
 
 TEST_CASE("Redis: an ACL user allowed only what the store needs", "[integration][redis]") {
     // The fixture's user: -@all +ping +select +set +get +del +exists +eval on keys tdo-acl*.
-    auto store = open_store(acl_url());
-    tdo_test::check_dedup_conformance(*store, unique_namespace("tdo-acl"));
+    tdo_test::TempDir owners;
+    const std::string ns = unique_namespace("tdo-acl");
+    auto store = open_store(acl_url(), 2000ms, 8, ns);
+    tdo_test::check_dedup_conformance(*store, ns, owners.path());
     // A key outside its patterns: the server's answer is an error for that
     // call, not an outage.
     try {
-        store->claim("elsewhere:abc", 60s);
+        store->claim("elsewhere:abc", ns + "-a", 60s);
         FAIL("expected an error");
     } catch (const Error& e) {
         CHECK(e.code() == ErrorCode::DedupStore);
         CHECK_THAT(e.what(), Catch::Contains("NOPERM"));
     }
-    CHECK(store->claim(unique_namespace("tdo-acl") + ":after", 60s));
+    CHECK(store->claim(ns + ":after", ns + "-a", 60s) == ClaimState::Claimed);
 
     tdo_test::TempDir dir;
     TrainingOutput w(Config::from_json(writer_json(dir.path(), acl_url(), unique_namespace("tdo-acl"))));
@@ -509,15 +550,16 @@ TEST_CASE("Redis: an ACL user allowed only what the store needs", "[integration]
 }
 
 TEST_CASE("Redis: a unix socket and a database number", "[integration][redis]") {
-    auto store = open_store(unix_url(3));
+    tdo_test::TempDir owners;
     const std::string ns = unique_namespace();
-    tdo_test::check_dedup_conformance(*store, ns);
-    CHECK(store->claim(ns + ":db3", 60s));
+    auto store = open_store(unix_url(3), 2000ms, 8, ns);
+    tdo_test::check_dedup_conformance(*store, ns, owners.path());
+    CHECK(store->claim(ns + ":db3", ns + "-a", 60s) == ClaimState::Claimed);
     RawRedis db3(unix_url(3)), db0(redis_url());
     CHECK(db3.cmd({"EXISTS", ns + ":db3"}) == "1");
     CHECK(db0.cmd({"EXISTS", ns + ":db3"}) == "0");
-    auto tcp_db3 = open_store(redis_url().substr(0, redis_url().rfind('/')) + "/3");
-    CHECK_FALSE(tcp_db3->claim(ns + ":db3", 60s));  // the same database over TCP
+    auto tcp_db3 = open_store(redis_url().substr(0, redis_url().rfind('/')) + "/3", 2000ms, 8, ns);
+    CHECK(tcp_db3->claim(ns + ":db3", ns + "-b", 60s) == ClaimState::Held);  // the same database over TCP
 }
 
 TEST_CASE("Redis: a server that never answers: no call waits past the timeout", "[integration][redis]") {

@@ -130,6 +130,59 @@ class WrapperTest(unittest.TestCase):
         self.assertEqual(len(outputs), len(set(outputs)))
         self.assertEqual(len(outputs), 50)
 
+    def test_fork_child_is_refused_and_the_parent_loses_nothing(self):
+        # A writer opened before a fork (multiprocessing with the fork start
+        # method, pre-fork servers): the child must not touch the parent's
+        # spool; it opens a writer of its own.
+        import multiprocessing
+        ctx = multiprocessing.get_context("fork")
+        result_queue = ctx.Queue()
+
+        def child(writer, q):
+            refused = 0
+            status_names = set()
+            for i in range(100):
+                try:
+                    writer.generate(f"Child example {i}.", MESSAGE, RESULT)
+                except tdo.TrainingOutputError as e:
+                    refused += 1
+                    status_names.add(e.status_name)
+            try:
+                writer.flush()
+            except tdo.TrainingOutputError:
+                refused += 1
+            writer.close()  # must not touch the parent's spool either
+            own_written = 0
+            with tdo.TrainingOutput(self.config) as own:
+                for i in range(20):
+                    if own.generate(f"Child's own writer example {i}.", MESSAGE, RESULT) == tdo.Outcome.WRITTEN:
+                        own_written += 1
+            q.put((refused, sorted(status_names), own_written))
+
+        w = tdo.TrainingOutput(self.config)
+        parent_written = 0
+        for i in range(50):
+            if w.generate(f"Parent example {i}.", MESSAGE, RESULT) == tdo.Outcome.WRITTEN:
+                parent_written += 1
+        p = ctx.Process(target=child, args=(w, result_queue))
+        p.start()
+        refused, status_names, own_written = result_queue.get(timeout=60)
+        p.join(60)
+        for i in range(50, 100):
+            if w.generate(f"Parent example {i}.", MESSAGE, RESULT) == tdo.Outcome.WRITTEN:
+                parent_written += 1
+        w.close()
+        self.assertEqual(p.exitcode, 0)
+        self.assertEqual(refused, 101)
+        self.assertEqual(status_names, ["TDO_E_FORKED"])
+        self.assertEqual(own_written, 20)
+        self.assertEqual(parent_written, 100)
+        outputs = [line["output"] for line in self.lines()]
+        parent = [o for o in outputs if o.startswith("Parent example")]
+        self.assertEqual(sorted(parent), sorted(f"Parent example {i}." for i in range(100)))
+        self.assertEqual(len([o for o in outputs if o.startswith("Child's own writer")]), 20)
+        self.assertEqual([o for o in outputs if o.startswith("Child example")], [])
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)

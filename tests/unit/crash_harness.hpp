@@ -32,6 +32,13 @@ struct CrashRun {
     int min_kills = 20;
     int delay_us = 1000;  // between examples: keeps the workers alive long enough to be killed
     std::chrono::milliseconds kill_every_min{40}, kill_every_max{160};
+    int threads = 1;  // threads per worker process, sharing its writer
+    // A restarted worker is handed every example again, as an at-least-once
+    // queue redelivers what its consumer never acknowledged; otherwise it
+    // goes on after the last example it reported.
+    bool redeliver_all = false;
+    bool restart = true;  // false: a killed worker stays dead (its spool waits for adoption)
+    int min_reports = 0;  // a worker is killed only once it reported this many outcomes since it started
     // Between a kill and the restart, optionally (the outage test pauses the server).
     std::function<void(int elapsed_ms)> tick;
 };
@@ -52,6 +59,7 @@ struct Worker {
     int fd = -1;
     std::string buf;
     bool done = false;
+    int reports = 0;  // outcomes reported since it started
 };
 
 inline void start(Worker& w, const std::string& helper, const std::string& config, const CrashRun& run) {
@@ -64,15 +72,17 @@ inline void start(Worker& w, const std::string& helper, const std::string& confi
         ::close(p[0]);
         ::close(p[1]);
         const std::string id = std::to_string(w.id), first = std::to_string(w.next),
-                          count = std::to_string(run.per_worker - w.next), delay = std::to_string(run.delay_us);
+                          count = std::to_string(run.per_worker - w.next), delay = std::to_string(run.delay_us),
+                          threads = std::to_string(run.threads);
         ::execl(helper.c_str(), helper.c_str(), config.c_str(), id.c_str(), first.c_str(), count.c_str(),
-                delay.c_str(), static_cast<char*>(nullptr));
+                delay.c_str(), threads.c_str(), static_cast<char*>(nullptr));
         std::_Exit(127);
     }
     ::close(p[1]);
     w.pid = pid;
     w.fd = p[0];
     w.buf.clear();
+    w.reports = 0;
 }
 
 // Consumes whole lines from a worker's pipe; false at end of file.
@@ -97,6 +107,7 @@ inline bool drain(Worker& w, CrashResult& r, bool block) {
             }
             const char kind = line[0];
             const int i = std::atoi(line.c_str() + 2);
+            ++w.reports;
             const std::string tag = std::to_string(w.id) + ":" + std::to_string(i);
             if (kind == 'W') r.accepted.insert(tag);
             if (kind == 'W' || kind == 'D') r.reported.insert(tag);
@@ -149,7 +160,7 @@ inline CrashResult run_crash_harness(const std::string& helper, const std::strin
         if (r.kills < run.min_kills && Clock::now() >= next_kill) {
             std::vector<detail::Worker*> live;
             for (auto& w : ws) {
-                if (w.fd >= 0 && !w.done) live.push_back(&w);
+                if (w.fd >= 0 && !w.done && w.reports >= run.min_reports) live.push_back(&w);
             }
             if (!live.empty()) {
                 detail::Worker& w = *live[std::uniform_int_distribution<std::size_t>(0, live.size() - 1)(gen)];
@@ -159,7 +170,9 @@ inline CrashResult run_crash_harness(const std::string& helper, const std::strin
                 ::close(w.fd);
                 w.fd = -1;
                 ++r.kills;
-                if (!w.done && w.next < run.per_worker) detail::start(w, helper, config, run);
+                // Threads report out of order: where to resume is unknown, so everything again.
+                if (run.redeliver_all || run.threads > 1) w.next = 0;
+                if (run.restart && !w.done && w.next < run.per_worker) detail::start(w, helper, config, run);
             }
             next_kill = Clock::now() + pause();
         }
@@ -186,10 +199,21 @@ inline void check_exactly_once(const std::string& object, const CrashResult& r, 
     for (const auto& tag : r.accepted) {
         if (seen.count(tag) == 0 && missing++ < 20) examples += tag + " ";
     }
+    // An example answered DUPLICATE was written before (all examples differ):
+    // a host acknowledges it, so it must be in the object too.
+    int duplicate_missing = 0;
+    std::string duplicate_examples;
+    for (const auto& tag : r.reported) {
+        if (seen.count(tag) == 0 && r.accepted.count(tag) == 0 && duplicate_missing++ < 20) {
+            duplicate_examples += tag + " ";
+        }
+    }
     INFO("missing, first ones: " << examples);
+    INFO("answered DUPLICATE but missing, first ones: " << duplicate_examples);
     INFO(doc_lines.size() << " lines, " << r.accepted.size() << " accepted, " << r.kills << " kills");
     CHECK(doubled == 0);
     CHECK(missing == 0);
+    CHECK(duplicate_missing == 0);
 }
 
 }  // namespace tdo_test

@@ -1,11 +1,13 @@
 // What every DedupStore must do; run against the memory and SQLite stores
-// (unit tests) and Redis (integration tests). Keys are made under a
-// namespace, so that a shared server needs no cleaning between tests.
+// (unit tests) and Redis (integration tests). Keys and owners are made under
+// a namespace, so that a shared server needs no cleaning between tests.
 #pragma once
 
 #include <algorithm>
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <chrono>
+#include <filesystem>
 #include <string>
 #include <thread>
 #include <vector>
@@ -14,91 +16,131 @@
 
 namespace tdo_test {
 
-// Claim, commit, release, expiry, batches: one store.
-inline void check_dedup_conformance(training_output::DedupStore& store, const std::string& ns) {
+using training_output::ClaimState;
+
+// An owner whose spool directory exists under `dir` (SQLite's liveness).
+inline training_output::OwnerRecord make_owner(const std::string& dir, const std::string& name) {
+    training_output::OwnerRecord o{name, dir + "/w-" + name};
+    std::filesystem::create_directories(o.spool_path);
+    return o;
+}
+
+// Polls until `claim` answers `want` or 5 s passed (a TTL running out).
+template <class Claim>
+bool eventually(Claim&& claim, ClaimState want) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (std::chrono::steady_clock::now() < deadline) {
+        if (claim() == want) return true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return false;
+}
+
+// Claims, owners, commits, expiry, batches: one store.
+inline void check_dedup_conformance(training_output::DedupStore& store, const std::string& ns,
+                                    const std::string& dir) {
     using namespace std::chrono_literals;
     const auto k = [&](const char* name) { return ns + ":" + name; };
+    const auto a = make_owner(dir, ns + "-a"), b = make_owner(dir, ns + "-b"), c = make_owner(dir, ns + "-c");
+    store.register_owner(a);
+    store.register_owner(b);
+    store.register_owner(c);
 
-    CHECK(store.claim(k("a"), 60s));
-    CHECK_FALSE(store.claim(k("a"), 60s));  // claimed by someone (us): duplicate
+    CHECK(store.claim(k("a"), a.id, 60s) == ClaimState::Claimed);
+    CHECK(store.claim(k("a"), a.id, 60s) == ClaimState::Own);      // its own already (an adopter confirming)
+    CHECK(store.claim(k("a"), b.id, 60s) == ClaimState::Held);     // another live owner's
     store.commit({k("a")}, 0s);
-    CHECK_FALSE(store.claim(k("a"), 60s));  // committed
-    store.release(k("a"));                  // a committed key is never released
-    CHECK_FALSE(store.claim(k("a"), 60s));
+    CHECK(store.claim(k("a"), a.id, 60s) == ClaimState::Committed);
+    CHECK(store.claim(k("a"), b.id, 60s) == ClaimState::Committed);
 
-    CHECK(store.claim(k("b"), 60s));
-    store.release(k("b"));
-    CHECK(store.claim(k("b"), 60s));  // released: claimable again
-    store.release(k("never-claimed"));  // nothing to do, no error
-
-    // A claim with no time left has expired: the content is not blocked forever.
-    CHECK(store.claim(k("c"), 0s));
-    CHECK(store.claim(k("c"), 60s));
-    CHECK_FALSE(store.claim(k("c"), 60s));
-    CHECK_FALSE(store.claim(k("c"), 0s));  // ... but a live claim still counts
-
-    // Committed without a claim, and with a TTL.
+    // Committed without a claim; and with a TTL, free again once it runs out.
     store.commit({k("d")}, 0s);
-    CHECK_FALSE(store.claim(k("d"), 60s));
-    CHECK(store.claim(k("e"), 60s));
-    store.commit({k("e"), k("f")}, 1s);
-    CHECK_FALSE(store.claim(k("f"), 60s));
-    CHECK_FALSE(store.claim(k("e"), 60s));
+    CHECK(store.claim(k("d"), a.id, 60s) == ClaimState::Committed);
+    store.commit({k("e")}, 1s);
+    CHECK(store.claim(k("e"), a.id, 60s) == ClaimState::Committed);
+    CHECK(eventually([&] { return store.claim(k("e"), a.id, 60s); }, ClaimState::Claimed));
     store.commit({}, 0s);
 
-    // Batches: in order, a key given twice is won once, what is taken is not.
-    std::vector<bool> won = store.claim_batch({k("g1"), k("a"), k("g2"), k("g1"), k("b"), k("g3")}, 60s);
-    CHECK(won == std::vector<bool>{true, false, true, false, false, true});
-    CHECK_FALSE(store.claim(k("g2"), 60s));
-    CHECK(store.claim_batch({}, 60s).empty());
+    // An owner that is gone: its claims may be taken over, once.
+    CHECK(store.claim(k("h"), c.id, 60s) == ClaimState::Claimed);
+    CHECK(store.claim(k("h"), a.id, 60s) == ClaimState::Held);
+    store.retire_owner(c.id);
+    CHECK(store.claim(k("h"), a.id, 60s) == ClaimState::Claimed);
+    CHECK(store.claim(k("h"), b.id, 60s) == ClaimState::Held);  // a's now
+    // A claim by an owner that never registered (a token of an earlier
+    // version) is an orphan too.
+    CHECK(store.claim(k("i"), ns + "-unregistered", 60s) == ClaimState::Claimed);
+    CHECK(store.claim(k("i"), b.id, 60s) == ClaimState::Claimed);
+
+    // Batches: answers in order, as single claims would give them.
+    auto got = store.claim_batch({k("g1"), k("a"), k("g2"), k("g1"), k("h"), k("g3")}, b.id, 60s);
+    CHECK(got == std::vector<ClaimState>{ClaimState::Claimed, ClaimState::Committed, ClaimState::Claimed,
+                                         ClaimState::Own, ClaimState::Held, ClaimState::Claimed});
+    CHECK(store.claim(k("g2"), a.id, 60s) == ClaimState::Held);
+    CHECK(store.claim_batch({}, a.id, 60s).empty());
     store.commit({k("g1"), k("g2"), k("g3")}, 0s);
-    CHECK(store.claim_batch({k("g1"), k("g4")}, 60s) == std::vector<bool>{false, true});
+    CHECK(store.claim_batch({k("g1"), k("g4")}, a.id, 60s) ==
+          std::vector<ClaimState>{ClaimState::Committed, ClaimState::Claimed});
     std::vector<std::string> many;
     for (int i = 0; i < 1000; ++i) many.push_back(k("many") + std::to_string(i));
-    std::vector<bool> all = store.claim_batch(many, 60s);
-    CHECK(std::count(all.begin(), all.end(), true) == 1000);
-    all = store.claim_batch(many, 60s);
-    CHECK(std::count(all.begin(), all.end(), true) == 0);
+    auto all = store.claim_batch(many, a.id, 60s);
+    CHECK(std::count(all.begin(), all.end(), ClaimState::Claimed) == 1000);
+    all = store.claim_batch(many, b.id, 60s);
+    CHECK(std::count(all.begin(), all.end(), ClaimState::Held) == 1000);
+    all = store.claim_batch(many, a.id, 60s);
+    CHECK(std::count(all.begin(), all.end(), ClaimState::Own) == 1000);
 }
 
 // Two store objects on the same data are two writers: each sees the other's
-// claims, and a release drops only the releasing writer's own claim.
+// owners and claims.
 inline void check_dedup_two_writers(training_output::DedupStore& a, training_output::DedupStore& b,
-                                    const std::string& ns) {
+                                    const std::string& ns, const std::string& dir) {
     using namespace std::chrono_literals;
     const std::string x = ns + ":x", pending = ns + ":pending";
-    CHECK(a.claim(x, 60s));
+    const auto oa = make_owner(dir, ns + "-wa"), ob = make_owner(dir, ns + "-wb");
+    a.register_owner(oa);
+    b.register_owner(ob);
+    CHECK(a.claim(x, oa.id, 60s) == ClaimState::Claimed);
     a.commit({x}, 0s);
-    CHECK_FALSE(b.claim(x, 60s));
-    CHECK(a.claim(pending, 3600s));
-    CHECK_FALSE(b.claim(pending, 60s));  // a live claim of another writer
-    b.release(pending);                  // not b's: stays
-    CHECK_FALSE(b.claim(pending, 60s));
-    CHECK(b.claim_batch({pending, ns + ":y"}, 60s) == std::vector<bool>{false, true});
-    a.release(pending);  // a's own: gone
-    CHECK(b.claim(pending, 60s));
-    CHECK_FALSE(a.claim(pending, 60s));
+    CHECK(b.claim(x, ob.id, 60s) == ClaimState::Committed);
+    CHECK(a.claim(pending, oa.id, 3600s) == ClaimState::Claimed);
+    CHECK(b.claim(pending, ob.id, 60s) == ClaimState::Held);  // a live claim of another writer
+    CHECK(b.claim_batch({pending, ns + ":y"}, ob.id, 60s) ==
+          std::vector<ClaimState>{ClaimState::Held, ClaimState::Claimed});
+    a.retire_owner(oa.id);  // a's spool is gone: its claim is b's to take
+    CHECK(b.claim(pending, ob.id, 60s) == ClaimState::Claimed);
+    CHECK(b.claim(pending, ob.id, 60s) == ClaimState::Own);
+    CHECK(a.claim(pending, oa.id, 60s) == ClaimState::Held);
 }
 
-// `threads` threads claim the same keys (singly and in batches): exactly one wins each.
-inline void check_dedup_threads(training_output::DedupStore& store, const std::string& ns, int threads = 8,
-                                int keys = 200) {
+// `threads` threads, each its own owner, claim the same keys (singly and in
+// batches): exactly one wins each.
+inline void check_dedup_threads(training_output::DedupStore& store, const std::string& ns, const std::string& dir,
+                                int threads = 8, int keys = 200) {
     using namespace std::chrono_literals;
+    std::vector<training_output::OwnerRecord> owners;
+    for (int t = 0; t < threads; ++t) {
+        owners.push_back(make_owner(dir, ns + "-t" + std::to_string(t)));
+        store.register_owner(owners.back());
+    }
     std::vector<std::atomic<int>> wins(static_cast<std::size_t>(keys));
     std::vector<std::thread> pool;
     for (int t = 0; t < threads; ++t) {
         pool.emplace_back([&, t] {
+            const std::string& me = owners[static_cast<std::size_t>(t)].id;
             if (t % 2) {
                 for (int k = 0; k < keys; ++k) {
-                    if (store.claim(ns + ":k" + std::to_string(k), 60s)) wins[static_cast<std::size_t>(k)]++;
+                    if (store.claim(ns + ":k" + std::to_string(k), me, 60s) == ClaimState::Claimed) {
+                        wins[static_cast<std::size_t>(k)]++;
+                    }
                 }
             } else {
                 for (int k = 0; k < keys; k += 10) {
                     std::vector<std::string> batch;
                     for (int j = k; j < std::min(k + 10, keys); ++j) batch.push_back(ns + ":k" + std::to_string(j));
-                    std::vector<bool> won = store.claim_batch(batch, 60s);
+                    auto won = store.claim_batch(batch, me, 60s);
                     for (std::size_t j = 0; j < won.size(); ++j) {
-                        if (won[j]) wins[static_cast<std::size_t>(k) + j]++;
+                        if (won[j] == ClaimState::Claimed) wins[static_cast<std::size_t>(k) + j]++;
                     }
                 }
             }

@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <filesystem>
 #include <thread>
 
 #include "dedup/redis_url.hpp"
@@ -23,17 +24,52 @@ std::unique_ptr<DedupStore> make_store(const std::string& kind, const tdo_test::
 
 }  // namespace
 
-TEST_CASE("dedup stores: claim, commit, release, expiry, batches", "[unit][dedup]") {
+TEST_CASE("dedup stores: claims owned by spools, commits, expiry, batches", "[unit][dedup]") {
     auto kind = GENERATE(std::string("memory"), std::string("sqlite"));
     tdo_test::TempDir dir;
     auto store = make_store(kind, dir);
     INFO(kind);
     CHECK(store->kind() == kind);
-    tdo_test::check_dedup_conformance(*store, "training");
+    tdo_test::check_dedup_conformance(*store, "training", dir.path());
+}
+
+TEST_CASE("sqlite dedup: an owner is alive while its spool directory exists", "[unit][dedup]") {
+    tdo_test::TempDir dir;
+    auto store = make_store("sqlite", dir);
+    const auto a = tdo_test::make_owner(dir.path(), "a"), b = tdo_test::make_owner(dir.path(), "b");
+    store->register_owner(a);
+    store->register_owner(b);
+    CHECK(store->claim("training:x", a.id, 1s) == ClaimState::Claimed);
+    CHECK(store->claim("training:y", a.id, 1s) == ClaimState::Claimed);
+    // Its claim TTL ran out, but its spool is still there (an orphan on this
+    // machine is always delivered): held.
+    std::this_thread::sleep_for(2100ms);
+    CHECK(store->claim("training:x", b.id, 60s) == ClaimState::Held);
+    // Its spool is gone: taken over.
+    std::filesystem::remove_all(a.spool_path);
+    CHECK(store->claim("training:x", b.id, 60s) == ClaimState::Claimed);
+    // Housekeeping drops owners whose spool is gone, and their expired claims.
+    store->maintain();
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open((dir / "dedup.sqlite3").c_str(), &db) == SQLITE_OK);
+    auto count = [&](const char* sql) {
+        sqlite3_stmt* s = nullptr;
+        REQUIRE(sqlite3_prepare_v2(db, sql, -1, &s, nullptr) == SQLITE_OK);
+        REQUIRE(sqlite3_step(s) == SQLITE_ROW);
+        const int n = sqlite3_column_int(s, 0);
+        sqlite3_finalize(s);
+        return n;
+    };
+    CHECK(count("SELECT count(*) FROM owners") == 1);
+    CHECK(count("SELECT count(*) FROM dedup WHERE key = 'training:y'") == 0);
+    CHECK(count("SELECT count(*) FROM dedup WHERE key = 'training:x'") == 1);
+    sqlite3_close(db);
 }
 
 TEST_CASE("memory dedup: many keys, long keys and keys that differ late", "[unit][dedup]") {
     auto store = make_memory_dedup_store();
+    store->register_owner(OwnerRecord{"a", "/nonexistent/a"});
+    store->register_owner(OwnerRecord{"b", "/nonexistent/b"});
     // Enough keys for the tables to grow several times and the key storage
     // to take many chunks; some keys far larger than a chunk.
     const std::string common(60, 'k');
@@ -42,16 +78,16 @@ TEST_CASE("memory dedup: many keys, long keys and keys that differ late", "[unit
         return common + std::to_string(i);
     };
     const int n = 60000;
-    for (int i = 0; i < n; ++i) REQUIRE(store->claim(key(i), 1h));
-    for (int i = 0; i < n; ++i) REQUIRE_FALSE(store->claim(key(i), 1h));
+    for (int i = 0; i < n; ++i) REQUIRE(store->claim(key(i), "a", 1h) == ClaimState::Claimed);
+    for (int i = 0; i < n; ++i) REQUIRE(store->claim(key(i), "b", 1h) == ClaimState::Held);
+    for (int i = 0; i < n; i += 97) REQUIRE(store->claim(key(i), "a", 1h) == ClaimState::Own);
     store->commit({key(1), key(7)}, 0s);
-    store->release(key(1));  // committed: stays
-    store->release(key(2));  // claimed: free again
-    CHECK_FALSE(store->claim(key(1), 1h));
-    CHECK_FALSE(store->claim(key(7), 1h));
-    CHECK(store->claim(key(2), 1h));
-    CHECK(store->claim(common, 1h));  // a prefix of every key is a key of its own
-    CHECK_FALSE(store->claim(common, 1h));
+    CHECK(store->claim(key(1), "b", 1h) == ClaimState::Committed);
+    CHECK(store->claim(key(7), "a", 1h) == ClaimState::Committed);
+    store->retire_owner("a");
+    CHECK(store->claim(key(2), "b", 1h) == ClaimState::Claimed);
+    CHECK(store->claim(common, "b", 1h) == ClaimState::Claimed);  // a prefix of every key is a key of its own
+    CHECK(store->claim(common, "a", 1h) == ClaimState::Held);  // b's now
 }
 
 TEST_CASE("sqlite dedup: two writers on one file, and a reopen", "[unit][dedup]") {
@@ -59,12 +95,14 @@ TEST_CASE("sqlite dedup: two writers on one file, and a reopen", "[unit][dedup]"
     {
         auto a = make_store("sqlite", dir);
         auto b = make_store("sqlite", dir);
-        tdo_test::check_dedup_two_writers(*a, *b, "training");
+        tdo_test::check_dedup_two_writers(*a, *b, "training", dir.path());
     }
     auto store = make_store("sqlite", dir);
-    CHECK_FALSE(store->claim("training:x", 60s));        // committed before the reopen
-    CHECK_FALSE(store->claim("training:pending", 60s));  // a live claim of an earlier writer
-    CHECK(store->claim("training:z", 60s));
+    const auto c = tdo_test::make_owner(dir.path(), "c");
+    store->register_owner(c);
+    CHECK(store->claim("training:x", c.id, 60s) == ClaimState::Committed);  // committed before the reopen
+    CHECK(store->claim("training:pending", c.id, 60s) == ClaimState::Held);  // a live owner's, from before
+    CHECK(store->claim("training:z", c.id, 60s) == ClaimState::Claimed);
 }
 
 TEST_CASE("sqlite dedup store reports what it cannot open", "[unit][dedup]") {
@@ -86,7 +124,7 @@ TEST_CASE("8 threads claiming the same keys: exactly one wins each", "[unit][ded
     tdo_test::TempDir dir;
     auto store = make_store(kind, dir);
     INFO(kind);
-    tdo_test::check_dedup_threads(*store, "training");
+    tdo_test::check_dedup_threads(*store, "training", dir.path());
 }
 
 TEST_CASE("several processes claiming through one sqlite file: exactly one wins each", "[unit][dedup][concurrency]") {
@@ -102,8 +140,10 @@ TEST_CASE("several processes claiming through one sqlite file: exactly one wins 
             int code = 0;
             try {
                 auto store = make_sqlite_dedup_store(SqliteStoreOptions{path, 10000ms});
+                const auto me = tdo_test::make_owner(dir.path(), "p" + std::to_string(getpid()));
+                store->register_owner(me);
                 for (int k = 0; k < kKeys; ++k) {
-                    if (store->claim("training:k" + std::to_string(k), 600s)) {
+                    if (store->claim("training:k" + std::to_string(k), me.id, 600s) == ClaimState::Claimed) {
                         store->commit({"training:k" + std::to_string(k)}, 0s);
                         // Record the win in a file per process.
                         std::ofstream(dir / ("wins-" + std::to_string(getpid())), std::ios::app) << k << "\n";
@@ -135,10 +175,13 @@ TEST_CASE("the deduplicator fails open when its store breaks", "[unit][dedup]") 
     const std::string path = dir / "dedup.sqlite3";
     Logger logger(LogLevel::Off);
     TrainingDeduplicator dedup(make_sqlite_dedup_store(SqliteStoreOptions{path, 100ms}), DeduplicatorOptions{}, &logger);
+    const auto me = tdo_test::make_owner(dir.path(), "me");
+    dedup.hold_owner(me.id, me.spool_path);
+    CHECK(dedup.owners_fresh());
     Sha256 h{};
     h[0] = 0xAB;
     CHECK(dedup.key_for(h) == "training:ab" + std::string(62, '0'));
-    CHECK(dedup.claim(dedup.key_for(h)) == ClaimOutcome::Claimed);
+    CHECK(dedup.claim(dedup.key_for(h), me.id) == ClaimOutcome::Claimed);
 
     // Another connection drops the table: every later statement fails.
     sqlite3* db = nullptr;
@@ -147,9 +190,9 @@ TEST_CASE("the deduplicator fails open when its store breaks", "[unit][dedup]") 
     sqlite3_close(db);
 
     h[0] = 0xCD;
-    CHECK(dedup.claim(dedup.key_for(h)) == ClaimOutcome::FailedOpen);
-    CHECK(dedup.claim(dedup.key_for(h)) == ClaimOutcome::FailedOpen);
-    dedup.commit({dedup.key_for(h)});  // counted, not thrown
+    CHECK(dedup.claim(dedup.key_for(h), me.id) == ClaimOutcome::FailedOpen);
+    CHECK(dedup.claim(dedup.key_for(h), me.id) == ClaimOutcome::FailedOpen);
+    CHECK_FALSE(dedup.commit({dedup.key_for(h)}));  // counted, not thrown: the caller retries
     CHECK(dedup.store_errors() == 3);
 }
 
@@ -158,15 +201,22 @@ TEST_CASE("the deduplicator claims batches and fails open for all of a batch", "
     const std::string path = dir / "dedup.sqlite3";
     Logger logger(LogLevel::Off);
     TrainingDeduplicator dedup(make_sqlite_dedup_store(SqliteStoreOptions{path, 100ms}), DeduplicatorOptions{}, &logger);
-    CHECK(dedup.claim_batch({}).empty());
-    CHECK(dedup.claim("training:a") == ClaimOutcome::Claimed);
-    CHECK(dedup.claim_batch({"training:a", "training:b", "training:b"}) ==
-          std::vector<ClaimOutcome>{ClaimOutcome::Duplicate, ClaimOutcome::Claimed, ClaimOutcome::Duplicate});
+    const auto me = tdo_test::make_owner(dir.path(), "me"), other = tdo_test::make_owner(dir.path(), "other");
+    dedup.hold_owner(me.id, me.spool_path);
+    dedup.hold_owner(other.id, other.spool_path);
+    CHECK(dedup.confirm_batch({}, me.id).empty());
+    CHECK(dedup.claim("training:a", other.id) == ClaimOutcome::Claimed);
+    CHECK(dedup.claim("training:a", other.id) == ClaimOutcome::Pending);  // its own line holds it
+    CHECK(dedup.commit({"training:c"}));
+    // Confirming: another live writer's (void), free (deliver), its own (deliver), written (void).
+    CHECK(dedup.confirm_batch({"training:a", "training:b", "training:b", "training:c"}, me.id) ==
+          std::vector<ClaimOutcome>{ClaimOutcome::Pending, ClaimOutcome::Claimed, ClaimOutcome::Claimed,
+                                    ClaimOutcome::Duplicate});
     sqlite3* db = nullptr;
     REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
     REQUIRE(sqlite3_exec(db, "DROP TABLE dedup", nullptr, nullptr, nullptr) == SQLITE_OK);
     sqlite3_close(db);
-    CHECK(dedup.claim_batch({"training:c", "training:d"}) ==
+    CHECK(dedup.confirm_batch({"training:c", "training:d"}, me.id) ==
           std::vector<ClaimOutcome>{ClaimOutcome::FailedOpen, ClaimOutcome::FailedOpen});
     CHECK(dedup.store_errors() == 1);
 }
@@ -274,7 +324,7 @@ TEST_CASE("redis store: a server that cannot be reached at open is not an error"
     auto start = std::chrono::steady_clock::now();
     for (int i = 0; i < 50; ++i) {
         try {
-            store->claim("training:x", 60s);
+            store->claim("training:x", "owner", 60s);
             FAIL("expected an error");
         } catch (const Error& e) {
             CHECK(e.code() == ErrorCode::DedupStore);

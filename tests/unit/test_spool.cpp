@@ -25,8 +25,13 @@ namespace {
 
 const std::string kKey = "training/metabolic_diabetes/2025/11/health_journal_2025_11.jsonl";
 
+// The spool options of a writer whose output_dir is `dir`.
 SpoolOptions spool_in(const tdo_test::TempDir& dir, SpoolFsync fsync = SpoolFsync::Never) {
+    Config c;
+    c.output_dir = dir.path();
+    c.finalize();
     SpoolOptions o;
+    o.destination = c.destination();
     o.dir = dir / ".spool";
     o.fsync = fsync;
     return o;
@@ -66,6 +71,16 @@ std::string only_segment(const std::string& spool_dir) {
 }
 
 std::string line(int i) { return "{\"n\":" + std::to_string(i) + "}\n"; }
+
+SpoolBatch batch_of(Spool& s, std::vector<SpoolLineRef> refs, const std::string& key = kKey) {
+    return SpoolBatch{s.new_batch_id(), key, std::move(refs)};
+}
+
+// Records a batch as written at `size` and landed.
+void land(Spool& s, const SpoolBatch& b, std::uint64_t size, const std::string& etag = "\"e\"") {
+    s.record_intent(b, AppendIntent{b.object_key, etag, size}, 0, 0);
+    s.record_done(b);
+}
 
 // The one orphan under o.dir, adopted, with what replay found for its one
 // object key, the lines read back, and how many torn records it dropped.
@@ -139,7 +154,7 @@ TEST_CASE("spool: lines come back from an orphan, in order, with their dedup key
     CHECK(lines[0].line == line(1));
     CHECK(lines[0].dedup_key == "training:aa");
     CHECK(lines[1].line == line(3));
-    CHECK_FALSE(mine.pending.has_value());
+    CHECK(mine.undecided.empty());
     CHECK(adopted[0]->last_seq() == 3);
 }
 
@@ -184,10 +199,10 @@ TEST_CASE("spool: a torn last control record is dropped; the INTENT before it st
     auto o = spool_in(dir, SpoolFsync::Interval);
     {
         auto s = Spool::create(o, nullptr);
-        std::vector<SpoolLineRef> refs{s->append_line(kKey, "", line(1)), s->append_line(kKey, "", line(2))};
+        auto b = batch_of(*s, {s->append_line(kKey, "", line(1)), s->append_line(kKey, "", line(2))});
         s->append_line(kKey, "", line(3));  // not delivered: the spool stays
-        s->record_intent(kKey, 1, 2, AppendIntent{kKey, "\"etag\"", 13});
-        s->record_done(kKey, 1, 2, refs);
+        s->record_intent(b, AppendIntent{kKey, "\"etag\"", 13}, 18, 0x1234);
+        s->record_done(b);
     }
     // Control records live in their own file, not among the lines.
     const auto controls = files_with_prefix(o.dir, "ctl-");
@@ -198,11 +213,17 @@ TEST_CASE("spool: a torn last control record is dropped; the INTENT before it st
     tdo_test::write_file(controls[0], data.substr(0, data.size() - 5));
     auto a = adopt_the_orphan(o);
     CHECK(a.torn == 1);
-    CHECK(a.lines.size() == 3);
-    REQUIRE(a.recovered.pending.has_value());
-    CHECK(a.recovered.pending->first == 1);
-    CHECK(a.recovered.pending->last == 2);
-    CHECK(a.recovered.pending->intent.etag == "\"etag\"");
+    CHECK(a.lines.size() == 1);  // line 3; lines 1 and 2 are the undecided batch
+    REQUIRE(a.recovered.undecided.size() == 1);
+    const auto& u = a.recovered.undecided[0];
+    REQUIRE(u.lines.size() == 2);
+    CHECK(u.lines[0].seq == 1);
+    CHECK(u.lines[1].seq == 2);
+    CHECK(u.complete);
+    CHECK(u.intent.etag == "\"etag\"");
+    CHECK(u.intent.size == 13);
+    CHECK(u.bytes == 18);
+    CHECK(u.crc == 0x1234u);
 }
 
 TEST_CASE("spool: control files go once no segment holds a line they name; replay stays exact", "[unit][spool]") {
@@ -216,8 +237,7 @@ TEST_CASE("spool: control files go once no segment holds a line they name; repla
             const SpoolLineRef ref = s->append_line(kKey, "", line(i));
             REQUIRE(ref.seq == static_cast<std::uint64_t>(i));
             if (i > n - left) continue;  // these stay spooled
-            s->record_intent(kKey, ref.seq, ref.seq, AppendIntent{kKey, "\"e\"", static_cast<std::uint64_t>(i)});
-            s->record_done(kKey, ref.seq, ref.seq, {ref});
+            land(*s, batch_of(*s, {ref}), static_cast<std::uint64_t>(i));
         }
         // ~200 bytes of control records per line: several files were written,
         // the ones naming only deleted lines are gone.
@@ -229,7 +249,7 @@ TEST_CASE("spool: control files go once no segment holds a line they name; repla
     auto a = adopt_the_orphan(o);
     REQUIRE(a.lines.size() == static_cast<std::size_t>(left));
     for (int i = 0; i < left; ++i) CHECK(a.lines[static_cast<std::size_t>(i)].line == line(n - left + 1 + i));
-    CHECK_FALSE(a.recovered.pending.has_value());
+    CHECK(a.recovered.undecided.empty());
 }
 
 TEST_CASE("spool: landed segments are reused, and nothing they held comes back", "[unit][spool]") {
@@ -243,10 +263,7 @@ TEST_CASE("spool: landed segments are reused, and nothing they held comes back",
         for (int round = 0; round < rounds; ++round) {
             std::vector<SpoolLineRef> refs;
             for (int i = 0; i < per_round; ++i) refs.push_back(s->append_line(kKey, "", line(++n)));
-            for (const auto& r : refs) {
-                s->record_intent(kKey, r.seq, r.seq, AppendIntent{kKey, "\"e\"", r.seq});
-                s->record_done(kKey, r.seq, r.seq, {r});
-            }
+            for (const auto& r : refs) land(*s, batch_of(*s, {r}), r.seq);
             std::this_thread::sleep_for(std::chrono::milliseconds(2));  // the preparer takes what landed
         }
         CHECK(s->stats().segments_reused > 0);
@@ -314,9 +331,8 @@ TEST_CASE("spool: after a crash, a batch that had landed is not appended again; 
     {
         // The writer recorded its intent, maybe wrote, and died before DONE.
         auto s = Spool::create(spool_in(dir), nullptr);
-        s->append_line(kKey, "training:a", line(1));
-        s->append_line(kKey, "training:b", line(2));
-        s->record_intent(kKey, 1, 2, AppendIntent{kKey, etag, 13});
+        auto b = batch_of(*s, {s->append_line(kKey, "training:a", line(1)), s->append_line(kKey, "training:b", line(2))});
+        s->record_intent(b, AppendIntent{kKey, etag, 13}, 18, crc32c::compute(line(1) + line(2)));
         if (landed) {
             REQUIRE(memory.put(kKey, "{\"before\":1}\n" + line(1) + line(2), ObjectAttributes{}, WriteConditions{}).ok());
         }

@@ -41,6 +41,7 @@ class Outcome(enum.IntEnum):
     DUPLICATE = 1
     SKIPPED = 2
     DISABLED = 3
+    PENDING = 4
 
 
 class LogLevel(enum.IntEnum):

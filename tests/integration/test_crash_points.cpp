@@ -1,0 +1,80 @@
+// Crash points against real servers: a writer killed at each step of the
+// write and delivery path, restarted and handed every example again, with
+// the Redis dedup store (local directory), and against RGW with the SQLite
+// and the Redis store. The local directory with SQLite is in the unit tests.
+#include <catch2/catch.hpp>
+#include <cstdlib>
+#include <random>
+
+#include "../unit/crash_points.hpp"
+#include "../unit/test_util.hpp"
+#include "s3_test_servers.hpp"
+
+using namespace training_output;
+
+namespace {
+
+const std::string kStepsKey = "training/physical_activity/2025/11/health_journal_2025_11.jsonl";
+const std::string kFastFlush = ",\"flush_interval_ms\":5,\"flush_max_bytes\":2048";
+
+std::string redis_url() {
+    const char* v = std::getenv("TDO_TEST_REDIS_URL");
+    if (!v || !*v) FAIL("TDO_TEST_REDIS_URL is not set: the test fixture starts redis-server");
+    return v;
+}
+
+// The Redis store, under a namespace of the scenario's own (the server is shared).
+std::string redis_settings() {
+    static int n = 0;
+    return ",\"dedup_store\":\"redis\",\"redis_url\":\"" + redis_url() + "\",\"dedup_namespace\":\"tdo-crash-" +
+           std::to_string(::getpid()) + "-" + std::to_string(n++) + "-" + std::to_string(std::random_device{}() % 100000) +
+           "\"";
+}
+
+void run_rgw_scenarios(bool redis) {
+    for (const auto& scenario : tdo_test::crash_point_scenarios()) {
+        if (!tdo_test::scenario_applies(scenario, true)) continue;
+        INFO("scenario starting with " << scenario.front());
+        std::string bucket;
+        auto sink = tdo_test::fresh_bucket(tdo_test::rgw(), bucket);
+        tdo_test::TempDir dir;
+        // A lease left by a killed writer is taken over after 5 s.
+        std::string extra = kFastFlush + ",\"s3_lease_seconds\":5,\"s3_request_timeout_ms\":10000";
+        if (redis) extra += redis_settings();
+        const std::string config = tdo_test::writer_config(tdo_test::rgw(), bucket, dir.path(), extra);
+        tdo_test::check_crash_scenario(config, scenario, [&] {
+            SinkResponse g = sink->get(kStepsKey);
+            INFO(g.describe());
+            REQUIRE(g.ok());
+            return g.body;
+        });
+        CHECK(tdo_test::list_dir(dir / ".spool").empty());
+    }
+}
+
+}  // namespace
+
+TEST_CASE("crash points: a writer killed at each step, restarted and handed every example again (local directory, "
+          "Redis)",
+          "[integration][redis][crash-points]") {
+    for (const auto& scenario : tdo_test::crash_point_scenarios()) {
+        if (!tdo_test::scenario_applies(scenario, false)) continue;
+        INFO("scenario starting with " << scenario.front());
+        tdo_test::TempDir dir;
+        const std::string config = "{\"output_dir\":\"" + dir.path() +
+                                   "\",\"log_level\":\"off\",\"directory_fsync\":false" + kFastFlush +
+                                   redis_settings() + "}";
+        tdo_test::check_crash_scenario(config, scenario, [&] { return tdo_test::read_file(dir / kStepsKey); });
+        CHECK(tdo_test::list_dir(dir / ".spool").empty());
+    }
+}
+
+TEST_CASE("crash points: a writer killed at each step, restarted and handed every example again (RGW, SQLite)",
+          "[integration][rgw][crash-points]") {
+    run_rgw_scenarios(false);
+}
+
+TEST_CASE("crash points: a writer killed at each step, restarted and handed every example again (RGW, Redis)",
+          "[integration][rgw-redis][crash-points]") {
+    run_rgw_scenarios(true);
+}

@@ -1,0 +1,148 @@
+// Exactly once on the writer's side, with real processes: threads sharing a
+// writer that is SIGKILLed, and a host that redelivers everything it never
+// saw acknowledged. Every example answered WRITTEN or DUPLICATE must be in
+// its object exactly once.
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <filesystem>
+#include <string>
+#include <thread>
+
+#include "crash_harness.hpp"
+#include "crash_points.hpp"
+#include "test_util.hpp"
+#include "training_output/training_output.hpp"
+
+using namespace training_output;
+
+namespace {
+
+const std::string kStepsKey = "training/physical_activity/2025/11/health_journal_2025_11.jsonl";
+
+std::string local_config(const tdo_test::TempDir& dir, const std::string& extra) {
+    return "{\"output_dir\":\"" + dir.path() + "\",\"log_level\":\"off\",\"directory_fsync\":false" + extra + "}";
+}
+
+// A fresh writer on the same configuration adopts what the killed ones left.
+void adopt_and_close(const std::string& config) {
+    TrainingOutput last(Config::from_json(config));
+    last.flush();
+    last.close();
+}
+
+}  // namespace
+
+TEST_CASE("crash points: a writer killed at each step, restarted and handed every example again (local directory, "
+          "SQLite)",
+          "[unit][crash][crash-points]") {
+    for (const auto& scenario : tdo_test::crash_point_scenarios()) {
+        if (!tdo_test::scenario_applies(scenario, false)) continue;
+        tdo_test::TempDir dir;
+        const std::string config = local_config(dir, ",\"flush_interval_ms\":5,\"flush_max_bytes\":2048");
+        INFO("scenario starting with " << scenario.front());
+        tdo_test::check_crash_scenario(config, scenario, [&] { return tdo_test::read_file(dir / kStepsKey); });
+        // Nothing is left behind: every spool was delivered and removed.
+        CHECK(tdo_test::list_dir(dir / ".spool").empty());
+    }
+}
+
+TEST_CASE("exactly once: 8 threads on one writer, SIGKILLed at random, then adopted", "[unit][crash][threads]") {
+    // Slow flushing (lines wait in the spool) and fast flushing (batches in
+    // flight when the kill comes).
+    const std::string flushing = GENERATE(std::string(), std::string(",\"flush_interval_ms\":2,\"flush_max_bytes\":4096"));
+    for (int round = 0; round < 6; ++round) {
+        tdo_test::TempDir dir;
+        const std::string config = local_config(dir, flushing);
+        tdo_test::CrashRun run;
+        run.workers = 1;
+        run.threads = 8;
+        run.per_worker = 200000;  // more than it can write before the kill
+        run.min_kills = 1;
+        run.delay_us = 0;
+        run.restart = false;
+        run.min_reports = 200;  // killed while its threads write, not while it opens
+        run.kill_every_min = std::chrono::milliseconds(150);
+        run.kill_every_max = std::chrono::milliseconds(400);
+        auto result = tdo_test::run_crash_harness(TDO_TEST_CRASH_WRITER, config, run);
+        REQUIRE(result.kills == 1);
+        INFO(result.first_error);
+        CHECK(result.errors == 0);
+        adopt_and_close(config);
+        INFO("round " << round << (flushing.empty() ? ", default flushing" : ", fast flushing"));
+        tdo_test::check_exactly_once(tdo_test::read_file(dir / kStepsKey), result, run);
+        REQUIRE(result.accepted.size() > 0);
+    }
+}
+
+TEST_CASE("exactly once: a processor killed while it waits for room in a full spool, then handed every example "
+          "again, loses none",
+          "[unit][crash][redelivery]") {
+    // The monthly file cannot be created (a file stands where its directory
+    // goes), so the spool fills and the next call waits for room; the
+    // processor is killed there. The redelivered examples must all land once
+    // the way is clear.
+    tdo_test::TempDir dir;
+    const std::string config = local_config(
+        dir, ",\"flush_interval_ms\":10,\"spool_max_bytes\":65536,\"max_line_bytes\":16384,"
+             "\"spool_block_timeout_ms\":60000");
+    tdo_test::write_file(dir / "training/physical_activity", "in the way\n");
+    tdo_test::CrashRun run;
+    run.workers = 1;
+    run.per_worker = 400;
+    run.delay_us = 0;
+    tdo_test::CrashResult result;
+    tdo_test::detail::Worker w;
+    tdo_test::detail::start(w, TDO_TEST_CRASH_WRITER, config, run);
+    // Reports stop coming once a call waits for room.
+    std::size_t seen = 0;
+    for (int quiet_ms = 0; quiet_ms < 500; quiet_ms += 50) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        REQUIRE(tdo_test::detail::drain(w, result, false));
+        if (result.reported.size() != seen) quiet_ms = 0;
+        seen = result.reported.size();
+    }
+    REQUIRE(seen > 10);
+    REQUIRE(seen < 400);
+    ::kill(w.pid, SIGKILL);
+    ::waitpid(w.pid, nullptr, 0);
+    tdo_test::detail::drain(w, result, true);
+    ::close(w.fd);
+
+    std::filesystem::remove(dir / "training/physical_activity");
+    w = tdo_test::detail::Worker{};
+    tdo_test::detail::start(w, TDO_TEST_CRASH_WRITER, config, run);
+    while (tdo_test::detail::drain(w, result, true)) {
+    }
+    ::close(w.fd);
+    int status = 0;
+    ::waitpid(w.pid, &status, 0);
+    REQUIRE(w.done);
+    REQUIRE(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+    CHECK(result.errors == 0);
+    CHECK(result.reported.size() == 400u);
+    tdo_test::check_exactly_once(tdo_test::read_file(dir / kStepsKey), result, run);
+    CHECK(tdo_test::lines_of(tdo_test::read_file(dir / kStepsKey)).size() == 400u);
+}
+
+TEST_CASE("exactly once: a killed processor handed every example again loses none and doubles none",
+          "[unit][crash][redelivery]") {
+    tdo_test::TempDir dir;
+    const std::string config = local_config(dir, ",\"flush_interval_ms\":20");
+    tdo_test::CrashRun run;
+    run.workers = 3;
+    run.per_worker = 400;
+    run.min_kills = 40;
+    run.delay_us = 200;
+    run.redeliver_all = true;
+    run.kill_every_min = std::chrono::milliseconds(10);
+    run.kill_every_max = std::chrono::milliseconds(60);
+    auto result = tdo_test::run_crash_harness(TDO_TEST_CRASH_WRITER, config, run);
+    CHECK(result.kills >= run.min_kills);
+    INFO(result.first_error);
+    CHECK(result.errors == 0);
+    adopt_and_close(config);
+    tdo_test::check_exactly_once(tdo_test::read_file(dir / kStepsKey), result, run);
+    // Each worker's last run went through all its examples.
+    CHECK(result.reported.size() == static_cast<std::size_t>(run.workers * run.per_worker));
+}
