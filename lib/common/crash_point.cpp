@@ -9,6 +9,8 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <string>
 
 namespace training_output {
@@ -36,7 +38,40 @@ Target& target() {
     return t;
 }
 
+struct Faults {
+    std::mutex mutex;
+    std::map<std::string, int> armed;
+    std::atomic<bool> any{false};
+};
+
+Faults& faults() {
+    static Faults f;
+    return f;
+}
+
 }  // namespace
+
+void arm_fault(const std::string& name, int count) {
+    Faults& f = faults();
+    std::lock_guard<std::mutex> lock(f.mutex);
+    if (count > 0) {
+        f.armed[name] = count;
+    } else {
+        f.armed.erase(name);
+    }
+    f.any = !f.armed.empty();
+}
+
+bool fault_point(const char* name) noexcept {
+    Faults& f = faults();
+    if (!f.any.load(std::memory_order_relaxed)) return false;
+    std::lock_guard<std::mutex> lock(f.mutex);
+    auto it = f.armed.find(name);
+    if (it == f.armed.end()) return false;
+    if (--it->second == 0) f.armed.erase(it);
+    f.any = !f.armed.empty();
+    return true;
+}
 
 void crash_point(const char* name) noexcept {
     Target& t = target();

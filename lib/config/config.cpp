@@ -185,6 +185,14 @@ void Config::finalize() {
         if (redis_url.empty()) throw config_error("redis_url", "required when dedup_store is \"redis\"");
         parse_redis_url(redis_url);  // throws naming the key, never quoting the URL
     }
+    if (dedup_store == "redis" && !s3_endpoint_url.empty() &&
+        dedup_owner_ttl_seconds < (2 * s3_request_timeout_ms + 999) / 1000) {
+        // A request that starts while the liveness is fresh (half its TTL
+        // left) must end before another writer can take its claims over.
+        throw config_error("dedup_owner_ttl_seconds",
+                           "must be at least twice s3_request_timeout_ms (" + std::to_string(s3_request_timeout_ms) +
+                               " ms), got " + std::to_string(dedup_owner_ttl_seconds));
+    }
     if (dedup_namespace.empty()) throw config_error("dedup_namespace", "must not be empty");
     for (unsigned char ch : dedup_namespace) {
         if (ch <= 0x20 || ch == 0x7F) throw config_error("dedup_namespace", "must not contain spaces or control characters");

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <filesystem>
@@ -204,6 +205,7 @@ public:
     }
 
     ClaimState claim(const std::string& key, const std::string& owner, std::chrono::seconds claim_ttl) override {
+        Waiting waiting(claims_waiting_);
         std::lock_guard<std::mutex> lock(claims_mutex_);
         Connection& c = *claims_;
         // New content, the common case: one statement.
@@ -216,6 +218,7 @@ public:
                                         std::chrono::seconds claim_ttl) override {
         std::vector<ClaimState> out;
         if (keys.empty()) return out;
+        Waiting waiting(claims_waiting_);
         std::lock_guard<std::mutex> lock(claims_mutex_);
         return claims_->transaction("claim", [&] {
             out.reserve(keys.size());
@@ -229,6 +232,11 @@ public:
     void commit(const std::vector<std::string>& keys, std::chrono::seconds ttl) override {
         std::lock_guard<std::mutex> lock(work_mutex_);
         for (std::size_t at = 0; at < keys.size(); at += kCommitChunk) {
+            // SQLite's write lock is not fair: between chunks, the callers'
+            // claims of this process go first.
+            for (int i = 0; i < 20 && at > 0 && claims_waiting_.load() > 0; ++i) {
+                std::this_thread::sleep_for(std::chrono::microseconds(50));
+            }
             work_->transaction("commit", [&] {
                 for (std::size_t i = at; i < std::min(keys.size(), at + kCommitChunk); ++i) {
                     if (keys[i].empty()) continue;
@@ -367,7 +375,16 @@ private:
         return alive;
     }
 
+    struct Waiting {
+        explicit Waiting(std::atomic<int>& n) : n_(n) { ++n_; }
+        ~Waiting() { --n_; }
+        Waiting(const Waiting&) = delete;
+        Waiting& operator=(const Waiting&) = delete;
+        std::atomic<int>& n_;
+    };
+
     std::string path_;
+    std::atomic<int> claims_waiting_{0};  // callers in claim(): commits let them in between chunks
     std::mutex work_mutex_;    // work_: commits, owners, purges (the flusher)
     std::unique_ptr<Connection> work_;
     std::mutex claims_mutex_;  // claims_: the callers' claims

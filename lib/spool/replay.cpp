@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <map>
 #include <optional>
+#include <set>
 
 #include "common/json.hpp"
 #include "spool/record.hpp"
@@ -188,9 +189,17 @@ private:
                 if (!rec) return reject("a DONE whose fields do not parse");
                 for (auto s : rec->seqs) named(c, s);
                 r_.next_batch = std::max(r_.next_batch, rec->batch + 1);
+                // A DONE names its INTENT's lines, or those of them that were
+                // still in the spool (an adopter's, after a torn tail).
                 auto in = intents_.find(rec->batch);
-                if (in != intents_.end() && (in->second.seqs != rec->seqs || in->second.object_key != rec->object_key)) {
-                    return reject("a DONE of batch " + std::to_string(rec->batch) + " names other lines than its INTENT");
+                if (in != intents_.end()) {
+                    std::set<std::uint64_t> intended(in->second.seqs.begin(), in->second.seqs.end());
+                    bool within = in->second.object_key == rec->object_key;
+                    for (auto s : rec->seqs) within = within && intended.count(s) > 0;
+                    if (!within) {
+                        return reject("a DONE of batch " + std::to_string(rec->batch) +
+                                      " names lines its INTENT does not");
+                    }
                 }
                 auto lines = present(rec->seqs, rec->object_key, "a DONE");
                 if (!lines) return;

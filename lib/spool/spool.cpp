@@ -753,7 +753,9 @@ void Spool::sync_through(std::uint64_t position) {
         int err = 0;
         for (const auto& seg : segs) {
             if (seg != segs.back() || !had_current) seg->make_read_only();  // sealed: unless the preparer did
-            if (::fdatasync(seg->fd.get()) != 0 && failed.empty()) {
+            const bool faulted = fault_point("spool.fsync");  // tests: a disk that fails
+            if (faulted) errno = EIO;
+            if ((faulted || ::fdatasync(seg->fd.get()) != 0) && failed.empty()) {
                 err = errno;
                 failed = seg->path;
             }

@@ -200,8 +200,10 @@ void Flusher::flush() {
             for (const auto& [slot, p] : pending_) {
                 if (!p.last_error.empty()) why = p.last_error;
             }
-            if (why.empty() && !dedup_.may_deliver()) {
-                why = "the dedup store has not confirmed this writer's liveness: deliveries wait for it";
+            if (!dedup_.may_deliver()) {
+                // What holds everything back now, whatever failed before.
+                why = "the dedup store cannot confirm this writer's liveness, so no batch starts (another writer "
+                      "may be taking its claims over)" + (why.empty() ? std::string() : "; before: " + why);
             }
             throw Error(ErrorCode::Timeout, "flush timed out after " + std::to_string(options_.timeout.count()) +
                                                 " ms with " + std::to_string(stats_.pending_lines) +
@@ -472,6 +474,12 @@ bool Flusher::append_batch(Spool& spool, Batch& b, bool& found_landed) {
         crash_point("flusher.after_confirm");
         const std::uint32_t crc = crc32c::compute(bytes);
         AppendResult r = appender_.append(b.spool.object_key, bytes, [&](const AppendIntent& in) {
+            // Before every write, retries included: a claim of this batch may
+            // have been taken over since it started if the liveness lapsed.
+            if (!dedup_.may_deliver()) {
+                throw Error(ErrorCode::Storage,
+                            "the dedup store cannot confirm this writer's liveness: the batch waits for it");
+            }
             spool.record_intent(b.spool, in, bytes.size(), crc);
             b.intent = in;
             b.written_bytes = bytes.size();

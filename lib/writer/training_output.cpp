@@ -226,7 +226,7 @@ struct TrainingOutput::Impl {
             Flusher::LineState state = Flusher::LineState::Void;
             try {
                 spool->record_void(ex.object_key, ref);
-            } catch (const Error& e) {
+            } catch (const std::exception& e) {
                 // Still live in the spool: confirming its claim before delivery voids it.
                 state = Flusher::LineState::Unconfirmed;
                 logger.log(LogLevel::Error, "training_output_spool_error", {{"error", e.what()}});

@@ -8,6 +8,7 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <mutex>
 #include <random>
 #include <set>
@@ -16,6 +17,7 @@
 #include "../unit/dedup_conformance.hpp"
 #include "../unit/test_util.hpp"
 #include "dedup/redis_url.hpp"
+#include "tcp_proxy.hpp"
 #include "training_output.h"
 #include "training_output/error.hpp"
 #include "training_output/training_output.hpp"
@@ -591,4 +593,55 @@ TEST_CASE("Redis: a server that never answers: no call waits past the timeout", 
     CHECK_THAT(logs.all(), !Catch::Contains("hunter2"));
     w.close();
     ::close(fd);
+}
+
+TEST_CASE("Redis: a writer whose liveness lapsed delivers nothing another writer took over", "[integration][redis]") {
+    // Writer A reaches Redis through a proxy the test cuts (a partition: A
+    // alone loses Redis); its line waits, undeliverable, in its spool.
+    // Once A's liveness key expired, writer B takes the content over and
+    // delivers it. A must not deliver it too: not while it cannot reach
+    // Redis, and not after, once it confirms its claims.
+    tdo_test::TcpProxy proxy(redis_port());
+    const std::string ns = unique_namespace();
+    tdo_test::TempDir x, y;
+    const std::string through_proxy =
+        std::string("redis://:") + TDO_TEST_REDIS_PASSWORD + "@127.0.0.1:" + std::to_string(proxy.port()) + "/0";
+    const std::string blocker = x / "training/physical_activity";
+    tdo_test::write_file(blocker, "in the way\n");  // A's monthly file cannot be created yet
+    TrainingOutput a(Config::from_json(writer_json(
+        x.path(), through_proxy, ns, ",\"dedup_owner_ttl_seconds\":10,\"flush_timeout_ms\":6000,\"redis_timeout_ms\":300")));
+    CHECK(generate(a, "Claimed by A, delivered once.") == Outcome::Written);
+    RawRedis raw(redis_url());
+    const auto owners = raw.keys(ns + ":owner:*");
+    REQUIRE(owners.size() == 1);
+
+    proxy.cut();
+    const auto deadline = Clock::now() + 15s;
+    while (raw.cmd({"EXISTS", owners[0]}) == "1" && Clock::now() < deadline) std::this_thread::sleep_for(100ms);
+    REQUIRE(raw.cmd({"EXISTS", owners[0]}) == "0");
+
+    TrainingOutput b(Config::from_json(writer_json(y.path(), redis_url(), ns)));
+    CHECK(generate(b, "Claimed by A, delivered once.") == Outcome::Written);  // taken over
+    b.flush();
+    CHECK(outputs_in({y.path()}).count("Claimed by A, delivered once.") == 1);
+
+    // A's way to its file is clear, but its liveness lapsed: it waits.
+    std::filesystem::remove(blocker);
+    try {
+        a.flush();
+        FAIL("expected the flush to wait for Redis");
+    } catch (const Error& e) {
+        CHECK(e.code() == ErrorCode::Timeout);
+        CHECK_THAT(e.what(), Catch::Contains("liveness"));
+    }
+    CHECK(outputs_in({x.path()}).count("Claimed by A, delivered once.") == 0);
+
+    // Redis is back for A: it refreshes, confirms, and voids its line.
+    proxy.restore();
+    a.flush();
+    CHECK(a.stats().lines_voided == 1);
+    a.close();
+    b.close();
+    auto outputs = outputs_in({x.path(), y.path()});
+    CHECK(outputs.count("Claimed by A, delivered once.") == 1);
 }

@@ -105,6 +105,31 @@ TEST_CASE("sqlite dedup: two writers on one file, and a reopen", "[unit][dedup]"
     CHECK(store->claim("training:z", c.id, 60s) == ClaimState::Claimed);
 }
 
+TEST_CASE("sqlite dedup: claims go on while a large commit is written", "[unit][dedup][concurrency]") {
+    tdo_test::TempDir dir;
+    auto store = make_store("sqlite", dir);
+    const auto me = tdo_test::make_owner(dir.path(), "me");
+    store->register_owner(me);
+    std::vector<std::string> keys;
+    for (int i = 0; i < 30000; ++i) keys.push_back("training:committed-" + std::to_string(i));
+    std::atomic<bool> committing{false}, committed{false};
+    std::atomic<int> claims_during{0};
+    std::thread claimer([&] {
+        while (!committing) std::this_thread::yield();
+        for (int i = 0; !committed; ++i) {
+            REQUIRE(store->claim("training:new-" + std::to_string(i), me.id, 60s) == ClaimState::Claimed);
+            if (!committed) ++claims_during;
+        }
+    });
+    committing = true;
+    store->commit(keys, 0s);
+    committed = true;
+    claimer.join();
+    // Claims were answered between the commit's transactions, not after all of them.
+    CHECK(claims_during > 10);
+    CHECK(store->claim(keys.back(), me.id, 60s) == ClaimState::Committed);
+}
+
 TEST_CASE("sqlite dedup store reports what it cannot open", "[unit][dedup]") {
     tdo_test::TempDir dir;
     tdo_test::write_file(dir / "file", "x");

@@ -3,14 +3,20 @@
 // saw acknowledged. Every example answered WRITTEN or DUPLICATE must be in
 // its object exactly once.
 #include <catch2/catch.hpp>
+#include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <set>
 #include <string>
 #include <thread>
 
+#include "common/crash_point.hpp"
 #include "crash_harness.hpp"
 #include "crash_points.hpp"
+#include "shared_sink.hpp"
 #include "test_util.hpp"
+#include "training_output/error.hpp"
+#include "training_output/memory_sink.hpp"
 #include "training_output/training_output.hpp"
 
 using namespace training_output;
@@ -145,4 +151,125 @@ TEST_CASE("exactly once: a killed processor handed every example again loses non
     tdo_test::check_exactly_once(tdo_test::read_file(dir / kStepsKey), result, run);
     // Each worker's last run went through all its examples.
     CHECK(result.reported.size() == static_cast<std::size_t>(run.workers * run.per_worker));
+}
+
+namespace {
+
+Config writer_config(const tdo_test::TempDir& dir) {
+    Config c;
+    c.output_dir = dir.path();
+    c.directory_fsync = false;
+    c.log_level = LogLevel::Off;
+    c.finalize();
+    return c;
+}
+
+const std::string kGlucoseKey = "training/metabolic_diabetes/2025/11/health_journal_2025_11.jsonl";
+
+Outcome glucose(TrainingOutput& w, const std::string& narrative) {
+    return w.generate(narrative, tdo_test::message_json("BloodGlucoseRecord"), tdo_test::result_json());
+}
+
+// A sink whose every request fails (the object store is down) until `up`.
+std::unique_ptr<S3Sink> sink_down_until(MemorySink& memory, std::atomic<bool>& up) {
+    memory.set_fault_hook([&up](MemorySink::Op, const std::string&) -> std::optional<MemorySink::Fault> {
+        if (up) return std::nullopt;
+        SinkResponse r;
+        r.status = SinkStatus::Transient;
+        r.detail = "connection refused";
+        return MemorySink::Fault{r, false};
+    });
+    return std::make_unique<tdo_test::SharedSink>(memory);
+}
+
+}  // namespace
+
+TEST_CASE("exactly once: a line whose record is written is accepted even if the spool's fsync fails",
+          "[unit][spool][fsync]") {
+    tdo_test::TempDir dir;
+    Config c = writer_config(dir);
+    c.spool_fsync = "always";
+    TrainingOutput w(c);
+    arm_fault("spool.fsync", 3);
+    for (int i = 0; i < 5; ++i) CHECK(glucose(w, "Durable or not " + std::to_string(i) + ".") == Outcome::Written);
+    arm_fault("spool.fsync", 0);
+    CHECK(w.stats().spool_fsync_errors >= 1);
+    CHECK(w.stats().errors == 0);
+    w.flush();
+    // Each line once: none released and written again, none lost.
+    auto lines = tdo_test::lines_of(tdo_test::read_file(dir / kGlucoseKey));
+    CHECK(lines.size() == 5u);
+    CHECK(std::set<std::string>(lines.begin(), lines.end()).size() == 5u);
+    // A retry of the same call is a duplicate of the accepted line, not a second copy.
+    CHECK(glucose(w, "Durable or not 0.") == Outcome::Duplicate);
+    w.close();
+    CHECK(tdo_test::list_dir(dir / ".spool").empty());  // nothing pinned forever
+}
+
+TEST_CASE("exactly once: content held by a live writer that has not delivered it is PENDING when asked for",
+          "[unit][dedup][pending]") {
+    tdo_test::TempDir dir;
+    MemorySink memory;
+    std::atomic<bool> up{false};
+    WriterComponents parts;
+    parts.sink = sink_down_until(memory, up);
+    Config held_config = writer_config(dir);
+    held_config.flush_timeout_ms = 100;
+    TrainingOutput holder(held_config, std::move(parts));
+    CHECK(glucose(holder, "Held, not delivered.") == Outcome::Written);
+    CHECK(glucose(holder, "Held, not delivered.") == Outcome::Duplicate);  // its own line holds it
+
+    // A second writer on the same machine (same SQLite file, its own spool).
+    Config c = writer_config(dir);
+    c.dedup_pending_outcome = true;
+    {
+        TrainingOutput other(c);
+        CHECK(glucose(other, "Held, not delivered.") == Outcome::Pending);
+        CHECK(other.stats().held_elsewhere == 1);
+        CHECK(other.stats().duplicates == 1);
+    }
+    c.dedup_pending_outcome = false;
+    {
+        TrainingOutput other(c);
+        CHECK(glucose(other, "Held, not delivered.") == Outcome::Duplicate);
+    }
+    up = true;
+    holder.flush();
+    CHECK(tdo_test::lines_of(memory.object(kGlucoseKey).value()).size() == 1u);
+    c.dedup_pending_outcome = true;
+    TrainingOutput after(c);
+    CHECK(glucose(after, "Held, not delivered.") == Outcome::Duplicate);  // delivered now
+}
+
+TEST_CASE("exactly once: a spool is adopted only by writers with its destination", "[unit][spool][destination]") {
+    tdo_test::TempDir a_dir, b_dir, spools;
+    auto config = [&](const tdo_test::TempDir& out) {
+        Config c = writer_config(out);
+        c.spool_dir = spools.path();
+        c.dedup_db_path = spools / "dedup.sqlite3";  // one machine, one store
+        c.flush_timeout_ms = 100;
+        c.finalize();
+        return c;
+    };
+    {
+        // Writer A cannot deliver: its line stays in its spool.
+        MemorySink memory;
+        std::atomic<bool> up{false};
+        WriterComponents parts;
+        parts.sink = sink_down_until(memory, up);
+        TrainingOutput a(config(a_dir), std::move(parts));
+        CHECK(glucose(a, "For A's directory only.") == Outcome::Written);
+        CHECK_THROWS_AS(a.close(), Error);
+    }
+    {
+        // A writer for another directory leaves it alone.
+        TrainingOutput b(config(b_dir));
+        CHECK(b.stats().spools_adopted == 0);
+        b.close();
+        CHECK_FALSE(std::filesystem::exists(b_dir / kGlucoseKey));
+    }
+    TrainingOutput a2(config(a_dir));
+    CHECK(a2.stats().spools_adopted == 1);
+    a2.flush();
+    CHECK(tdo_test::lines_of(tdo_test::read_file(a_dir / kGlucoseKey)).size() == 1u);
 }

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "common/crc32c.hpp"
+#include "spool/record.hpp"
 #include "crash_harness.hpp"
 #include "shared_sink.hpp"
 #include "test_util.hpp"
@@ -158,7 +159,7 @@ TEST_CASE("spool: lines come back from an orphan, in order, with their dedup key
     CHECK(adopted[0]->last_seq() == 3);
 }
 
-TEST_CASE("spool: a torn last record is detected by its checksum; the records before it are recovered",
+TEST_CASE("spool: a torn last record is detected by its checksum, and the records before it are recovered",
           "[unit][spool]") {
     auto damage = GENERATE(std::string("truncated"), std::string("flipped byte"));
     tdo_test::TempDir dir;
@@ -194,7 +195,7 @@ std::vector<std::string> files_with_prefix(const std::string& spool_dir, const s
     return found;
 }
 
-TEST_CASE("spool: a torn last control record is dropped; the INTENT before it still decides", "[unit][spool]") {
+TEST_CASE("spool: a torn last control record is dropped, and the INTENT before it still decides", "[unit][spool]") {
     tdo_test::TempDir dir;
     auto o = spool_in(dir, SpoolFsync::Interval);
     {
@@ -226,7 +227,7 @@ TEST_CASE("spool: a torn last control record is dropped; the INTENT before it st
     CHECK(u.crc == 0x1234u);
 }
 
-TEST_CASE("spool: control files go once no segment holds a line they name; replay stays exact", "[unit][spool]") {
+TEST_CASE("spool: control files go once no segment holds a line they name, and replay stays exact", "[unit][spool]") {
     tdo_test::TempDir dir;
     auto o = spool_in(dir);
     o.segment_bytes = 4096;  // ~30 lines a segment: segments come and go
@@ -321,7 +322,7 @@ TEST_CASE("spool: segments of the first format (checksums not seeded) are still 
     CHECK(a.spool->last_seq() == 7);
 }
 
-TEST_CASE("spool: after a crash, a batch that had landed is not appended again; one that had not is",
+TEST_CASE("spool: after a crash, a batch that had landed is not appended again, and one that had not is",
           "[unit][spool][recovery]") {
     const bool landed = GENERATE(true, false);
     tdo_test::TempDir dir;
@@ -376,7 +377,7 @@ TEST_CASE("spool: a failed attempt that may have written is checked before the k
     CHECK(w.stats().batches_found_landed == 1);
 }
 
-TEST_CASE("spool: full, reject answers TDO_E_BACKPRESSURE and frees the claim", "[unit][spool][backpressure]") {
+TEST_CASE("spool: full, reject answers TDO_E_BACKPRESSURE and claims nothing", "[unit][spool][backpressure]") {
     tdo_test::TempDir dir;
     MemorySink memory;
     std::atomic<bool> down{true};
@@ -548,7 +549,7 @@ TEST_CASE("spool: spool_fsync=always from many threads: every call durable, ever
     CHECK(std::set<std::string>(lines.begin(), lines.end()).size() == 400u);
 }
 
-TEST_CASE("spool: adoption stops at a byte budget; the rest is adopted by later calls", "[unit][spool]") {
+TEST_CASE("spool: adoption stops at a byte budget, and the rest is adopted by later calls", "[unit][spool]") {
     tdo_test::TempDir dir;
     const auto o = spool_in(dir);
     for (int i = 1; i <= 3; ++i) orphan_with_lines(o, i * 10, 10);  // 10 lines of 9 bytes each
@@ -558,4 +559,66 @@ TEST_CASE("spool: adoption stops at a byte budget; the rest is adopted by later 
     auto second = Spool::adopt_orphans(o, nullptr, 200);
     CHECK(second.size() == 2);  // the others; the first is still held
     CHECK(Spool::adopt_orphans(o, nullptr).empty());
+}
+
+TEST_CASE("spool: replay rejects control records that do not match their lines, and keeps every undecided batch",
+          "[unit][spool][replay]") {
+    tdo_test::TempDir dir;
+    auto o = spool_in(dir);
+    const std::string other = "training/other/2025/11/health_journal_2025_11.jsonl";
+    {
+        auto s = Spool::create(o, nullptr);
+        std::vector<SpoolLineRef> k, l;
+        for (int i = 1; i <= 4; ++i) k.push_back(s->append_line(kKey, "", line(i)));
+        for (int i = 5; i <= 6; ++i) l.push_back(s->append_line(other, "", line(i)));
+        // Two undecided batches of one key: both stay undecided.
+        const SpoolBatch a = batch_of(*s, {k[0], k[1]}), b = batch_of(*s, {k[2]});
+        s->record_intent(a, AppendIntent{kKey, "\"e1\"", 10}, 14, 1);
+        s->record_intent(b, AppendIntent{kKey, "\"e2\"", 24}, 7, 2);
+        // Damage that a checksum cannot see: an INTENT naming a line of
+        // another key, a DONE naming a line its batch's INTENT does not.
+        s->record_intent(SpoolBatch{99, kKey, {l[0]}}, AppendIntent{kKey, "\"e3\"", 0}, 7, 3);
+        s->record_done(SpoolBatch{a.id, kKey, {k[3]}});
+    }
+    auto adopted = Spool::adopt_orphans(o, nullptr);
+    REQUIRE(adopted.size() == 1);
+    CHECK(adopted[0]->stats().rejected_records == 2);
+    auto rec = adopted[0]->take_recovered();
+    REQUIRE(rec.size() == 2);
+    const auto& mine = rec[0].object_key == kKey ? rec[0] : rec[1];
+    const auto& theirs = rec[0].object_key == kKey ? rec[1] : rec[0];
+    REQUIRE(mine.undecided.size() == 2);
+    CHECK(mine.undecided[0].lines.size() == 2);
+    CHECK(mine.undecided[0].intent.etag == "\"e1\"");
+    CHECK(mine.undecided[1].lines.size() == 1);
+    CHECK(mine.undecided[1].lines[0].seq == 3);
+    CHECK(mine.undecided[1].intent.etag == "\"e2\"");
+    REQUIRE(mine.lines.size() == 1);  // line 4: the bad DONE did not land it
+    CHECK(mine.lines[0].seq == 4);
+    CHECK(theirs.undecided.empty());
+    CHECK(theirs.lines.size() == 2);
+}
+
+TEST_CASE("spool: INTENT and DONE records of the range format are still read", "[unit][spool][replay]") {
+    tdo_test::TempDir dir;
+    auto o = spool_in(dir);
+    orphan_with_lines(o, 1, 3);
+    const std::string seg = only_segment(o.dir);
+    const std::string w = seg.substr(0, seg.rfind('/'));
+    std::string ctl(spool::kMagic, spool::kMagicBytes);
+    const std::uint32_t seed = spool::checksum_seed(1);
+    // Lines 1..3 have seqs 1..3: the first landed, the second was being written.
+    ctl += spool::encode_range_intent({1, 1, kKey, "\"e\"", 0}, seed);
+    ctl += spool::encode_range_done({1, 1, kKey, "", 0}, seed);
+    ctl += spool::encode_range_intent({2, 2, kKey, "\"f\"", 9}, seed);
+    tdo_test::write_file(w + "/" + spool::file_name("ctl", 1), ctl);
+    auto a = adopt_the_orphan(o);
+    CHECK(a.torn == 0);
+    REQUIRE(a.recovered.undecided.size() == 1);
+    REQUIRE(a.recovered.undecided[0].lines.size() == 1);
+    CHECK(a.recovered.undecided[0].lines[0].seq == 2);
+    CHECK(a.recovered.undecided[0].intent.etag == "\"f\"");
+    CHECK(a.recovered.undecided[0].complete);
+    REQUIRE(a.lines.size() == 1);
+    CHECK(a.lines[0].line == line(3));
 }

@@ -178,7 +178,7 @@ TEST_CASE("writer retries a failing batch until it lands, then commits it", "[un
     CHECK(w.generate("Retry me.", message_json("BloodGlucoseRecord"), result_json()) == Outcome::Duplicate);
 }
 
-TEST_CASE("lines a writer could not deliver stay spooled; the next writer delivers them once", "[unit][writer][spool]") {
+TEST_CASE("lines a writer could not deliver stay spooled, and the next writer delivers them once", "[unit][writer][spool]") {
     tdo_test::TempDir dir;
     {
         MemorySink memory;
