@@ -76,6 +76,7 @@ public:
     SinkResponse abort_multipart(const std::string& key, const std::string& upload_id) override;
     SinkCapabilities capabilities() const override;
     std::string describe() const override;
+    void cancel() override;
 
     // Creates the bucket (tests, first-time setup); an existing bucket of
     // ours is fine.

@@ -6,6 +6,7 @@
 // back: a batch is in the file whole or not at all.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -22,6 +23,9 @@ struct DirectorySinkOptions {
     // beyond it they go to files. A multipart upload is then completed by the
     // sink object that uploaded its parts (the appender always does).
     std::uint64_t memory_part_bytes = 64u << 20;
+    // The longest an operation waits for a key's lock (another process may
+    // hold it: appending, or hung); then it fails as Transient.
+    std::chrono::milliseconds lock_timeout{10000};
 };
 
 // Throws Error(Storage) when the root cannot be created.

@@ -7,15 +7,23 @@
 //      E) + the batch as the last part + Complete with If-Match: E, so only the
 //      batch crosses the network.
 //   4. 412 / 409: another writer won; back off with jitter and start again.
-// When an attempt's outcome is unknown (a timeout after the request was
-// sent), the next attempt first checks with a ranged GET whether the batch is
-// already at the offset where it was written.
+// Every path adds a "\n" first when the object lacks its last one.
+//
+// A batch whose write may have been sent (its INTENT was recorded) stays
+// undecided until the object's ETag moved away from the one it was written
+// against: until then, every write of it is conditional on that ETag (or on
+// the object's absence), so that the earlier request and the new one cannot
+// both land; once it moved, the bytes at the recorded offset tell whether it
+// landed (check_landed).
 //
 // On a server that enforces conditional PUT but ignores If-Match on
 // CompleteMultipartUpload (Ceph RGW 16), step 3 could overwrite another
 // writer's batch; there every append first takes a lease: a small object
-// under lease_prefix created with If-None-Match: *, taken over with If-Match
-// once its age by the server's clock passes lease_ttl, deleted when done.
+// under lease_prefix, created with If-None-Match: *, renewed and released
+// with If-Match on its own ETag, taken over once its ETag stayed unchanged for
+// lease_ttl by the taker's own clock. A Complete under a lease gets one
+// attempt, bounded by half the lease; retries are the appender's, each after
+// renewing and checking the lease.
 #pragma once
 
 #include <atomic>
@@ -23,6 +31,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -42,7 +51,20 @@ struct AppendIntent {
     std::uint64_t size = 0;
 };
 
-enum class Landed { Yes, No, Unknown };
+// An earlier write of a batch that may still land: where (its INTENT) and
+// what (its size and CRC-32C, as written).
+struct UndecidedWrite {
+    AppendIntent intent;
+    std::uint64_t bytes = 0;
+    std::uint32_t crc = 0;
+};
+
+enum class Landed {
+    Yes,      // the batch is in the object at its recorded offset
+    No,       // it is not, and its earlier request can no longer land
+    NotYet,   // the object still has the ETag (or the absence) it was written against: it may still land
+    Unknown,  // the store did not answer
+};
 
 struct AppendOptions {
     // Objects at least this large are appended with UploadPartCopy; 0 = the
@@ -68,15 +90,18 @@ public:
     ObjectAppender(S3Sink& sink, AppendOptions options, const Logger* logger = nullptr);
 
     // `before_write` is called with the intent of every attempt, before the
-    // request that could change the object. Throws Error(Storage | Auth |
-    // Timeout) when the batch could not be appended; the object is then
-    // unchanged by this batch, or the batch is recorded by an intent whose
-    // outcome check_landed() decides.
+    // request that could change the object. `undecided`: an earlier write
+    // of this same batch that may still land (check_landed() said NotYet);
+    // the append stays conditional on it until the object moved on. Throws
+    // Error(Storage | Auth | Timeout | Closed) when the batch could not be
+    // appended; then `left_undecided` (when given) receives the write of it
+    // that may still land, if any (none: the object is unchanged by it).
     AppendResult append(const std::string& key, std::string_view batch,
-                         const std::function<void(const AppendIntent&)>& before_write = {});
+                        const std::function<void(const AppendIntent&)>& before_write = {},
+                        const std::optional<UndecidedWrite>& undecided = std::nullopt,
+                        std::optional<UndecidedWrite>* left_undecided = nullptr);
 
-    // Did `batch`, recorded with `intent`, land? Unknown when the store did
-    // not answer.
+    // Did `batch`, recorded with `intent`, land?
     Landed check_landed(const AppendIntent& intent, std::string_view batch);
     // The same for a batch known only by its size and CRC-32C (some of its
     // lines were lost with a spool's torn tail).
@@ -84,9 +109,10 @@ public:
 
     std::uint64_t conflicts() const { return conflicts_.load(std::memory_order_relaxed); }
 
-    // Makes appends in progress stop at their next backoff, and later ones at
-    // their first, with Error(Closed); for a writer that is closing. What an
-    // interrupted append may have written is covered by its intent.
+    // Makes appends in progress stop (their requests are cancelled, their
+    // backoffs end) and later ones fail at once, with Error(Closed); for a
+    // writer that is closing. What an interrupted append may have written is
+    // covered by its intent.
     void cancel();
 
 private:
@@ -94,25 +120,30 @@ private:
         std::string key;    // the lease object
         std::string etag;   // ours
         std::string owner;  // token in its body
+        std::uint64_t renewals = 0;
         std::chrono::steady_clock::time_point taken;
     };
-    Lease acquire_lease(const std::string& key);
+    Lease acquire_lease(const std::string& key, const std::string& owner);
     bool renew_lease(Lease& lease);
     void release_lease(const Lease& lease);
-    enum class Step { Done, Retry, Ambiguous };
+    std::string lease_body(const Lease& lease) const;
+    enum class Step { Done, Retry, Ambiguous, FoundLanded };
     Step attempt(const std::string& key, std::string_view batch,
                  const std::function<void(const AppendIntent&)>& before_write, AppendIntent& intent,
-                 SinkResponse& failure, Lease* lease);
+                 std::optional<UndecidedWrite>& undecided, SinkResponse& failure, Lease* lease, bool& keep_lease);
     Step put_whole(const std::string& key, std::string_view body, const WriteConditions& conditions,
                    SinkResponse& failure);
-    Step append_multipart(const std::string& key, std::string_view batch, const AppendIntent& intent,
+    Step append_multipart(const std::string& key, std::string_view batch, AppendIntent& intent,
                           SinkResponse& failure, Lease* lease,
-                          const std::function<void(const AppendIntent&)>& before_write);
+                          const std::function<void(const AppendIntent&)>& before_write, bool& keep_lease);
+    Landed check_undecided(const UndecidedWrite& u, std::string_view batch);
     bool lease_still_ours(Lease* lease, SinkResponse& failure);
+    WriteConditions under_lease(const Lease* lease) const;
     Landed check_landed_by(const AppendIntent& intent, std::uint64_t batch_bytes,
                            const std::function<bool(std::string_view)>& matches);
     std::uint64_t threshold() const;
     void backoff(int attempt);
+    void check_cancelled();
 
     S3Sink& sink_;
     AppendOptions options_;
@@ -122,6 +153,12 @@ private:
     std::mutex cancel_mutex_;
     std::condition_variable cancel_cv_;
     bool cancelled_ = false;
+    // Leases held by others, as this appender first saw them: its ETag, and
+    // when by its own clock. An ETag unchanged for lease_ttl is a dead holder's.
+    // Under seen_mutex_, with released_.
+    std::mutex seen_mutex_;
+    std::map<std::string, std::pair<std::string, std::chrono::steady_clock::time_point>> seen_leases_;
+    std::map<std::string, std::chrono::steady_clock::time_point> released_;  // when this appender last released each
 };
 
 }  // namespace training_output

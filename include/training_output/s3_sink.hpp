@@ -9,6 +9,7 @@
 // thread-safe.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -49,6 +50,11 @@ struct SinkResponse {
     std::int64_t server_time = 0;    // when the server answered (its Date), unix seconds
     S3ErrorInfo error;
     std::string detail;       // transport or local error text (never a secret)
+    // A write that failed as Transient may have been applied anyway (its
+    // request was sent, or an earlier attempt's was): its outcome is unknown.
+    // False when nothing of it can have happened (never connected; a local
+    // sink's failure, rolled back).
+    bool may_have_applied = false;
 
     bool ok() const { return status == SinkStatus::Ok; }
     // One line for logs and error messages: status, HTTP code, S3 code, message, request id.
@@ -68,6 +74,11 @@ struct ObjectAttributes {
 struct WriteConditions {
     std::string if_match;            // unquoted ETag the object must still have
     bool if_none_match_any = false;  // the object must not exist
+    // One attempt, no retry inside the sink, and at most this long (0: the
+    // sink's timeouts): for a write that must not land late (a Complete
+    // under a lease whose half-life bounds it).
+    bool single_attempt = false;
+    std::chrono::milliseconds timeout{0};
 };
 
 struct CompletedPart {
@@ -107,6 +118,11 @@ public:
     virtual SinkResponse abort_multipart(const std::string& key, const std::string& upload_id) = 0;
 
     virtual SinkCapabilities capabilities() const = 0;
+
+    // Requests in progress stop (an aborted transfer, a lock no longer
+    // waited for) and later ones fail at once, as Transient: for a writer
+    // that is closing and must not wait on the store past its timeout.
+    virtual void cancel() {}
     // Where the objects go, for logs ("directory ./training-data", "s3 http://host/bucket").
     virtual std::string describe() const = 0;
 };

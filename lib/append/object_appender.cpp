@@ -1,6 +1,7 @@
 // ObjectAppender: the append algorithm, written once against S3Sink.
 #include "training_output/object_appender.hpp"
 
+#include <cstdlib>
 #include <mutex>
 
 #include "common/crash_point.hpp"
@@ -13,10 +14,24 @@ namespace training_output {
 namespace {
 
 constexpr std::uint64_t kMaxCopyPart = 5ull << 30;  // UploadPartCopy copies at most 5 GiB
+constexpr char kReleasedPrefix[] = "{\"released\":true";  // then the releaser's token: never the same ETag twice
 
 [[noreturn]] void give_up(const std::string& key, const SinkResponse& r) {
     ErrorCode code = r.status == SinkStatus::Auth ? ErrorCode::Auth : ErrorCode::Storage;
     throw Error(code, "appending to " + json::quote(key) + " failed: " + r.describe());
+}
+
+SinkResponse transient(std::string detail) {
+    SinkResponse r;
+    r.status = SinkStatus::Transient;
+    r.detail = std::move(detail);
+    return r;
+}
+
+ObjectAttributes lease_attributes() {
+    ObjectAttributes attrs;
+    attrs.content_type = "application/json";
+    return attrs;
 }
 
 }  // namespace
@@ -38,47 +53,82 @@ void ObjectAppender::backoff(int attempt) {
     }
 }
 
-void ObjectAppender::cancel() {
+void ObjectAppender::check_cancelled() {
     std::lock_guard<std::mutex> lock(cancel_mutex_);
-    cancelled_ = true;
-    cancel_cv_.notify_all();
+    if (cancelled_) throw Error(ErrorCode::Closed, "the append was stopped: the writer is closing");
+}
+
+void ObjectAppender::cancel() {
+    {
+        std::lock_guard<std::mutex> lock(cancel_mutex_);
+        cancelled_ = true;
+        cancel_cv_.notify_all();
+    }
+    sink_.cancel();  // requests in progress end now
 }
 
 AppendResult ObjectAppender::append(const std::string& key, std::string_view batch,
-                                    const std::function<void(const AppendIntent&)>& before_write) {
+                                    const std::function<void(const AppendIntent&)>& before_write,
+                                    const std::optional<UndecidedWrite>& undecided_write,
+                                    std::optional<UndecidedWrite>* left_undecided) {
+    std::optional<UndecidedWrite> undecided = undecided_write;
+    // On every way out: what of this batch may still land (nothing once it is written).
+    struct Report {
+        std::optional<UndecidedWrite>* out;
+        std::optional<UndecidedWrite>* undecided;
+        ~Report() {
+            if (out) *out = *undecided;
+        }
+    } report{left_undecided, &undecided};
     if (batch.empty()) return {};
+    check_cancelled();
     const SinkCapabilities caps = sink_.capabilities();
     std::optional<Lease> lease;
-    if (caps.conditional_writes && !caps.conditional_complete) lease = acquire_lease(key);
+    // One owner token for the whole append: a lease object that names it is
+    // ours, whatever answers were lost on the way.
+    const std::string owner = random::token_hex(16);
+    if (caps.conditional_writes && !caps.conditional_complete) {
+        const auto asked = std::chrono::steady_clock::now();
+        lease = acquire_lease(key, owner);
+        if (logger_) {
+            logger_->log(LogLevel::Debug, "training_output_lease_taken",
+                         {{"key", key},
+                          {"waited_ms", static_cast<std::int64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                                      std::chrono::steady_clock::now() - asked)
+                                                                      .count())}});
+        }
+    }
+    bool keep_lease = false;  // a Complete that could still land: the lease runs out instead
     struct Release {
         ObjectAppender* self;
         std::optional<Lease>* lease;
+        bool* keep;
         ~Release() {
-            if (*lease) self->release_lease(**lease);
+            if (*lease && !*keep) self->release_lease(**lease);
         }
-    } release{this, &lease};
+    } release{this, &lease, &keep_lease};
     Lease* held = lease ? &*lease : nullptr;
 
-    std::vector<AppendIntent> unknown;  // attempts whose outcome we could not see
     SinkResponse last_failure;
     for (int attempt = 0; attempt < options_.max_attempts; ++attempt) {
         if (attempt > 0) backoff(attempt);
-        // An earlier attempt may have landed although its answer was lost.
-        bool undecided = false;
-        for (const auto& intent : unknown) {
-            Landed l = check_landed(intent, batch);
-            if (l == Landed::Yes) return AppendResult{intent.size, attempt + 1, true};
-            if (l == Landed::Unknown) undecided = true;
-        }
-        if (undecided) continue;  // writing again now could write it twice
-        unknown.clear();
-
         AppendIntent intent;
         SinkResponse failure;
-        Step step = this->attempt(key, batch, before_write, intent, failure, held);
+        Step step = this->attempt(key, batch, before_write, intent, undecided, failure, held, keep_lease);
+        if (step == Step::Done || step == Step::FoundLanded) undecided.reset();
+        if (keep_lease) {
+            throw Error(ErrorCode::Storage, "appending to " + json::quote(key) +
+                                                ": a CompleteMultipartUpload may still land; the lease is left to run "
+                                                "out before anyone appends again: " + failure.describe());
+        }
         if (step == Step::Done) return AppendResult{intent.size, attempt + 1, false};
+        if (step == Step::FoundLanded) return AppendResult{intent.size, attempt + 1, true};
+        if (step == Step::Ambiguous) {
+            // This attempt may land later: the next ones stay conditional on
+            // the object as it wrote against, until it moves on.
+            undecided = UndecidedWrite{intent, batch.size(), crc32c::compute(batch)};
+        }
         if (failure.status == SinkStatus::Auth || failure.status == SinkStatus::Fatal) give_up(key, failure);
-        if (step == Step::Ambiguous) unknown.push_back(intent);
         if (failure.status == SinkStatus::PreconditionFailed || failure.status == SinkStatus::Conflict ||
             failure.status == SinkStatus::NotFound) {
             conflicts_.fetch_add(1, std::memory_order_relaxed);
@@ -94,38 +144,70 @@ AppendResult ObjectAppender::append(const std::string& key, std::string_view bat
                                         " attempts; last answer: " + last_failure.describe());
 }
 
+// Did an earlier write of this batch land? By its bytes when the batch is
+// the one written (its size and checksum say so), else by size and checksum.
+Landed ObjectAppender::check_undecided(const UndecidedWrite& u, std::string_view batch) {
+    if (u.bytes == batch.size() && u.crc == crc32c::compute(batch)) return check_landed(u.intent, batch);
+    return check_landed(u.intent, u.bytes, u.crc);
+}
+
 ObjectAppender::Step ObjectAppender::attempt(const std::string& key, std::string_view batch,
                                              const std::function<void(const AppendIntent&)>& before_write,
-                                             AppendIntent& intent, SinkResponse& failure, Lease* lease) {
+                                             AppendIntent& intent, std::optional<UndecidedWrite>& undecided,
+                                             SinkResponse& failure, Lease* lease, bool& keep_lease) {
+    check_cancelled();
     const bool conditional = sink_.capabilities().conditional_writes;
     intent = AppendIntent{key, "", 0};
     SinkResponse h = sink_.head(key);
+    if (!h.ok() && h.status != SinkStatus::NotFound) {
+        failure = std::move(h);
+        return Step::Retry;  // nothing was written
+    }
+    if (undecided) {
+        // Until the object moves on from what the earlier write was sent
+        // against, this write is conditional on the same: one of the two lands.
+        const bool same = undecided->intent.etag.empty() ? h.status == SinkStatus::NotFound
+                                                         : h.ok() && h.etag == undecided->intent.etag;
+        if (!same) {
+            const Landed l = check_undecided(*undecided, batch);
+            if (l == Landed::Yes) {
+                intent = undecided->intent;
+                return Step::FoundLanded;
+            }
+            if (l != Landed::No) {
+                failure = transient("cannot tell yet whether an earlier write of the batch landed");
+                return Step::Retry;
+            }
+            undecided.reset();  // it can no longer land
+        }
+    }
     if (h.status == SinkStatus::NotFound) {
-        if (before_write) before_write(intent);
+        if (before_write) before_write(intent);  // durable before the lease is checked
+        if (!lease_still_ours(lease, failure)) return Step::Retry;
         WriteConditions c;
         c.if_none_match_any = conditional;
         return put_whole(key, batch, c, failure);
     }
-    if (!h.ok()) {
-        failure = std::move(h);
-        return Step::Retry;  // nothing was written
-    }
     if (h.size > 0 && h.size >= threshold() && multipart_copy_works_.load(std::memory_order_relaxed)) {
         intent.etag = h.etag;
         intent.size = h.size;
-        return append_multipart(key, batch, intent, failure, lease, before_write);
+        return append_multipart(key, batch, intent, failure, lease, before_write, keep_lease);
     }
     SinkResponse g = sink_.get(key);
     if (!g.ok()) {
         failure = std::move(g);
         return Step::Retry;
     }
+    if (undecided && g.etag != undecided->intent.etag) {
+        failure = transient("the object changed while it was read");
+        return Step::Retry;  // the next attempt checks the earlier write
+    }
     std::string body = std::move(g.body);
     if (!body.empty() && body.back() != '\n') body.push_back('\n');  // never glue two lines together
     intent.etag = g.etag;
     intent.size = body.size();
-    if (!lease_still_ours(lease, failure)) return Step::Retry;
     if (before_write) before_write(intent);
+    if (!lease_still_ours(lease, failure)) return Step::Retry;
     body.append(batch.data(), batch.size());
     WriteConditions c;
     if (conditional) c.if_match = g.etag;
@@ -139,15 +221,40 @@ ObjectAppender::Step ObjectAppender::put_whole(const std::string& key, std::stri
         crash_point("append.after_write");  // landed; the writer has not seen it yet
         return Step::Done;
     }
-    Step step = r.status == SinkStatus::Transient ? Step::Ambiguous : Step::Retry;
+    Step step = r.may_have_applied ? Step::Ambiguous : Step::Retry;
     failure = std::move(r);
     return step;
 }
 
+// Called with intent = the object's ETag and size; on return its size is
+// where the batch goes (after a "\n" the object lacked).
 ObjectAppender::Step ObjectAppender::append_multipart(const std::string& key, std::string_view batch,
-                                                      const AppendIntent& intent, SinkResponse& failure, Lease* lease,
-                                                      const std::function<void(const AppendIntent&)>& before_write) {
+                                                      AppendIntent& intent, SinkResponse& failure, Lease* lease,
+                                                      const std::function<void(const AppendIntent&)>& before_write,
+                                                      bool& keep_lease) {
     const bool conditional = sink_.capabilities().conditional_writes;
+    const std::uint64_t size = intent.size;
+    // Never glue two lines together: the object's last byte.
+    SinkResponse tail = sink_.get(key, ByteRange{size - 1, size - 1});
+    if (!tail.ok()) {
+        failure = std::move(tail);
+        if (failure.status == SinkStatus::NotFound) failure.status = SinkStatus::Conflict;
+        return Step::Retry;
+    }
+    if (tail.etag != intent.etag) {
+        failure = SinkResponse{};
+        failure.status = SinkStatus::Conflict;
+        failure.detail = "the object changed while it was read";
+        return Step::Retry;
+    }
+    std::string with_newline;
+    std::string_view part = batch;
+    if (tail.body != "\n") {
+        with_newline = "\n" + std::string(batch);
+        part = with_newline;
+        intent.size = size + 1;
+    }
+
     SinkResponse c = sink_.create_multipart(key, options_.attributes);
     if (!c.ok()) {
         if (c.status == SinkStatus::NotImplemented) multipart_copy_works_ = false;
@@ -164,7 +271,6 @@ ObjectAppender::Step ObjectAppender::append_multipart(const std::string& key, st
 
     std::vector<CompletedPart> parts;
     // The existing object, copied server-side (several parts above 5 GiB).
-    std::uint64_t size = intent.size;
     std::uint64_t pieces = (size + kMaxCopyPart - 1) / kMaxCopyPart;
     std::uint64_t piece = (size + pieces - 1) / pieces;
     for (std::uint64_t first = 0; first < size; first += piece) {
@@ -186,21 +292,61 @@ ObjectAppender::Step ObjectAppender::append_multipart(const std::string& key, st
         parts.push_back({number, r.etag});
     }
     int number = static_cast<int>(parts.size()) + 1;
-    SinkResponse u = sink_.upload_part(key, upload_id, number, batch);
+    SinkResponse u = sink_.upload_part(key, upload_id, number, part);
     if (!u.ok()) return abandon(std::move(u), Step::Retry);
     parts.push_back({number, u.etag});
 
+    if (before_write) before_write(intent);  // durable before the lease is checked
     if (!lease_still_ours(lease, failure)) return abandon(std::move(failure), Step::Retry);
-    if (before_write) before_write(intent);
-    WriteConditions cond;
+    if (lease) {
+        // The server ignores If-Match on Complete: just before it, the object
+        // must still be the one copied (a write of a writer that died, sent
+        // before it did, may have landed since).
+        SinkResponse now = sink_.head(key);
+        if (!now.ok() || now.etag != intent.etag) {
+            SinkResponse r = now.ok() ? SinkResponse{} : std::move(now);
+            if (r.ok()) {
+                r.status = SinkStatus::Conflict;
+                r.detail = "the object changed under the lease";
+            }
+            return abandon(std::move(r), Step::Retry);
+        }
+    }
+    WriteConditions cond = under_lease(lease);
     if (conditional) cond.if_match = intent.etag;
     SinkResponse done = sink_.complete_multipart(key, upload_id, parts, cond);
     if (done.ok()) {
         crash_point("append.after_write");
         return Step::Done;
     }
-    Step step = done.status == SinkStatus::Transient ? Step::Ambiguous : Step::Retry;
-    return abandon(std::move(done), step);
+    if (!done.may_have_applied) return abandon(std::move(done), Step::Retry);
+    // Its outcome is unknown, and the request may still be on its way. An
+    // aborted upload can never be completed: once the abort is answered, the
+    // Complete either landed already (the upload is gone: NoSuchUpload) or
+    // never will.
+    SinkResponse a = sink_.abort_multipart(key, upload_id);
+    failure = std::move(done);
+    if (a.ok()) return Step::Retry;           // decided: it did not land
+    if (a.status == SinkStatus::NotFound) return Step::Ambiguous;  // it did, or it expired: look
+    if (lease) {
+        // Neither: a late Complete could still land, and the server would
+        // not check its If-Match. The lease is kept (it runs out instead of
+        // being released), so that no other writer appends before it could.
+        keep_lease = true;
+        failure.detail += "; its upload could not be aborted (" + a.describe() + ")";
+    }
+    return Step::Ambiguous;
+}
+
+// A Complete under a lease: one attempt, over before half the lease is
+// gone, so that it cannot land after the lease could pass to another writer.
+WriteConditions ObjectAppender::under_lease(const Lease* lease) const {
+    WriteConditions c;
+    if (lease) {
+        c.single_attempt = true;
+        c.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(options_.lease_ttl) * 2 / 5;
+    }
+    return c;
 }
 
 // The lease must have time left for the write about to be sent: renewed
@@ -212,34 +358,51 @@ bool ObjectAppender::lease_still_ours(Lease* lease, SinkResponse& failure) {
     failure = SinkResponse{};
     failure.status = SinkStatus::Conflict;
     failure.detail = "the append lease on " + json::quote(lease->key) + " was lost";
-    *lease = acquire_lease(lease->key.substr(options_.lease_prefix.size()));
+    *lease = acquire_lease(lease->key.substr(options_.lease_prefix.size()), lease->owner);
     return false;
 }
 
-ObjectAppender::Lease ObjectAppender::acquire_lease(const std::string& key) {
+std::string ObjectAppender::lease_body(const Lease& lease) const {
+    // The renewal count changes the ETag: others see a live holder by it.
+    return "{\"owner\":\"" + lease.owner + "\",\"ttl_seconds\":" + std::to_string(options_.lease_ttl.count()) +
+           ",\"renewal\":" + std::to_string(lease.renewals) + "}\n";
+}
+
+ObjectAppender::Lease ObjectAppender::acquire_lease(const std::string& key, const std::string& owner) {
     Lease lease;
     lease.key = options_.lease_prefix + key;
-    lease.owner = random::token_hex(16);
-    const std::string body = "{\"owner\":\"" + lease.owner + "\",\"ttl_seconds\":" +
-                             std::to_string(options_.lease_ttl.count()) + "}\n";
-    ObjectAttributes attrs;
-    attrs.content_type = "application/json";
+    lease.owner = owner;
+    const std::string ours = "{\"owner\":\"" + owner + "\"";
+    const ObjectAttributes attrs = lease_attributes();
     const auto deadline = std::chrono::steady_clock::now() + options_.lease_wait;
+    {
+        // Writers waiting for this lease go first: one that just released it
+        // would otherwise take it again before they wake.
+        std::unique_lock<std::mutex> lock(seen_mutex_);
+        auto it = released_.find(lease.key);
+        const auto until = it == released_.end() ? std::chrono::steady_clock::time_point{}
+                                                  : it->second + options_.backoff_max;
+        lock.unlock();
+        std::unique_lock<std::mutex> wait(cancel_mutex_);
+        if (cancel_cv_.wait_until(wait, until, [&] { return cancelled_; })) {
+            throw Error(ErrorCode::Closed, "the append was stopped: the writer is closing");
+        }
+    }
     SinkResponse last;
     int unanswered = 0;  // the store failing, as opposed to the lease being busy
     for (int attempt = 0; std::chrono::steady_clock::now() < deadline && unanswered < options_.max_attempts; ++attempt) {
-        if (attempt > 0) backoff(std::min(attempt, 6));
+        if (attempt > 0) backoff(std::min(attempt, 4));  // a waiter polls often: the lease changes hands fast
+        check_cancelled();
         WriteConditions create;
         create.if_none_match_any = true;
-        SinkResponse r = sink_.put(lease.key, body, attrs, create);
+        SinkResponse r = sink_.put(lease.key, lease_body(lease), attrs, create);
         if (r.ok()) {
             lease.etag = r.etag;
             lease.taken = std::chrono::steady_clock::now();
             return lease;
         }
         if (r.status == SinkStatus::Auth || r.status == SinkStatus::Fatal) give_up(lease.key, r);
-        if (r.status == SinkStatus::Transient) ++unanswered;
-        // Held by someone: ours after a lost answer, expired, or alive.
+        // Held by someone: released, ours after a lost answer, dead, or alive.
         SinkResponse held = sink_.get(lease.key);
         if (held.status == SinkStatus::NotFound) continue;
         if (!held.ok()) {
@@ -247,20 +410,37 @@ ObjectAppender::Lease ObjectAppender::acquire_lease(const std::string& key) {
             last = std::move(held);
             continue;
         }
-        if (held.body == body) {  // our create landed, its answer did not
+        if (held.body.rfind(ours, 0) == 0) {  // ours: a write of ours landed, its answer did not
             lease.etag = held.etag;
-            lease.taken = std::chrono::steady_clock::now();
+            // Its renewal count, so that our next renewal's body (and ETag) is a new one.
+            const auto at = held.body.find("\"renewal\":");
+            lease.renewals = at == std::string::npos ? 0 : std::strtoull(held.body.c_str() + at + 10, nullptr, 10);
+            lease.taken = std::chrono::steady_clock::now() - options_.lease_ttl;  // age unknown: renew before use
             return lease;
         }
-        if (held.server_time > 0 && held.last_modified > 0 &&
-            held.server_time - held.last_modified > options_.lease_ttl.count()) {
-            WriteConditions takeover;
-            takeover.if_match = held.etag;
-            SinkResponse t = sink_.put(lease.key, body, attrs, takeover);
+        const bool released = held.body.rfind(kReleasedPrefix, 0) == 0;
+        bool expired = false;
+        std::chrono::steady_clock::duration age{};
+        if (!released) {
+            // Its age by our own clock: how long we have seen this very ETag.
+            std::lock_guard<std::mutex> lock(seen_mutex_);
+            auto& seen = seen_leases_[lease.key];
+            const auto now = std::chrono::steady_clock::now();
+            if (seen.first != held.etag) seen = {held.etag, now};
+            age = now - seen.second;
+            expired = age >= options_.lease_ttl;
+        }
+        if (released || expired) {
+            WriteConditions take;
+            take.if_match = held.etag;
+            SinkResponse t = sink_.put(lease.key, lease_body(lease), attrs, take);
             if (t.ok()) {
-                if (logger_) {
+                if (expired && logger_) {
                     logger_->log(LogLevel::Warning, "training_output_lease_taken_over",
-                                 {{"key", key}, {"age_seconds", held.server_time - held.last_modified}});
+                                 {{"key", key},
+                                  {"unchanged_for_ms", static_cast<std::int64_t>(
+                                                           std::chrono::duration_cast<std::chrono::milliseconds>(age)
+                                                               .count())}});
                 }
                 lease.etag = t.etag;
                 lease.taken = std::chrono::steady_clock::now();
@@ -277,23 +457,34 @@ ObjectAppender::Lease ObjectAppender::acquire_lease(const std::string& key) {
 }
 
 bool ObjectAppender::renew_lease(Lease& lease) {
-    const std::string body = "{\"owner\":\"" + lease.owner + "\",\"ttl_seconds\":" +
-                             std::to_string(options_.lease_ttl.count()) + "}\n";
-    ObjectAttributes attrs;
-    attrs.content_type = "application/json";
+    Lease next = lease;
+    ++next.renewals;
     WriteConditions mine;
     mine.if_match = lease.etag;
-    SinkResponse r = sink_.put(lease.key, body, attrs, mine);
-    if (!r.ok()) return false;
-    lease.etag = r.etag;
-    lease.taken = std::chrono::steady_clock::now();
+    const auto sent = std::chrono::steady_clock::now();
+    SinkResponse r = sink_.put(lease.key, lease_body(next), lease_attributes(), mine);
+    if (!r.ok() && r.may_have_applied) {
+        // The renewal may have landed with its answer lost: the lease says.
+        SinkResponse now = sink_.get(lease.key);
+        if (now.ok() && now.body == lease_body(next)) r = now;
+    }
+    if (!r.ok() || r.etag.empty()) return false;
+    next.etag = r.etag;
+    next.taken = sent;
+    lease = next;
     return true;
 }
 
+// A conditional overwrite: only our own lease is released (one taken over
+// after we stalled belongs to someone else, and keeps its holder). The body
+// names us, so that its ETag is new: a request conditional on an earlier
+// release's ETag (sent, then delayed) cannot land on this one.
 void ObjectAppender::release_lease(const Lease& lease) {
-    // Only our own: a lease taken over after we stalled belongs to someone else.
-    SinkResponse h = sink_.head(lease.key);
-    if (h.ok() && h.etag == lease.etag) sink_.remove(lease.key);
+    WriteConditions mine;
+    mine.if_match = lease.etag;
+    sink_.put(lease.key, std::string(kReleasedPrefix) + ",\"by\":\"" + lease.owner + "\"}\n", lease_attributes(), mine);
+    std::lock_guard<std::mutex> lock(seen_mutex_);
+    released_[lease.key] = std::chrono::steady_clock::now();
 }
 
 Landed ObjectAppender::check_landed(const AppendIntent& intent, std::string_view batch) {
@@ -309,12 +500,14 @@ Landed ObjectAppender::check_landed_by(const AppendIntent& intent, std::uint64_t
                                        const std::function<bool(std::string_view)>& matches) {
     if (batch_bytes == 0) return Landed::No;
     SinkResponse h = sink_.head(intent.key);
-    if (h.status == SinkStatus::NotFound) return Landed::No;
+    if (h.status == SinkStatus::NotFound) return intent.etag.empty() ? Landed::NotYet : Landed::No;
     if (!h.ok()) return Landed::Unknown;
-    if (!intent.etag.empty() && h.etag == intent.etag) return Landed::No;  // unchanged since
+    // Still what the write was sent against: it has not landed, and may yet.
+    if (!intent.etag.empty() && h.etag == intent.etag) return Landed::NotYet;
     if (h.size < intent.size + batch_bytes) return Landed::No;
     SinkResponse g = sink_.get(intent.key, ByteRange{intent.size, intent.size + batch_bytes - 1});
-    if (!g.ok()) return g.status == SinkStatus::NotFound ? Landed::No : Landed::Unknown;
+    if (g.status == SinkStatus::NotFound) return Landed::No;
+    if (!g.ok()) return Landed::Unknown;
     return g.body.size() == batch_bytes && matches(g.body) ? Landed::Yes : Landed::No;
 }
 

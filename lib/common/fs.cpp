@@ -6,9 +6,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <thread>
 
 #include "common/json.hpp"
 #include "training_output/error.hpp"
@@ -106,6 +108,23 @@ FileLock FileLock::acquire(const std::string& path) {
         if (errno != EINTR) throw Error(ErrorCode::Storage, errno_message("cannot lock", path));
     }
     return lock;
+}
+
+FileLock FileLock::acquire_until(const std::string& path, std::chrono::steady_clock::time_point deadline,
+                                 const std::atomic<bool>* stop) {
+    FileLock lock;
+    lock.fd_ = Fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+    if (!lock.fd_.valid()) throw Error(ErrorCode::Storage, errno_message("cannot open lock file", path));
+    for (int attempt = 0;; ++attempt) {
+        if (::flock(lock.fd_.get(), LOCK_EX | LOCK_NB) == 0) return lock;
+        if (errno != EWOULDBLOCK && errno != EINTR) throw Error(ErrorCode::Storage, errno_message("cannot lock", path));
+        if ((stop && stop->load()) || std::chrono::steady_clock::now() >= deadline) {
+            throw Error(ErrorCode::Timeout, "the lock " + json::quote(path) +
+                                                " is held by another process (appending, or hung); gave up waiting");
+        }
+        // Short waits first: a lock is mostly held for one append.
+        std::this_thread::sleep_for(std::chrono::microseconds(std::min(100 << std::min(attempt, 7), 10000)));
+    }
 }
 
 FileLock FileLock::try_acquire(const std::string& path) {

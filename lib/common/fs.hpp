@@ -1,6 +1,8 @@
 // POSIX file helpers shared by the directory sink and the spool.
 #pragma once
 
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -53,6 +55,10 @@ public:
     // Blocks until the lock is held; throws Error(Storage) if the lock file
     // cannot be opened.
     static FileLock acquire(const std::string& path);
+    // Waits for the lock until `deadline`, or until `stop` (when given)
+    // becomes true; then throws Error(Timeout).
+    static FileLock acquire_until(const std::string& path, std::chrono::steady_clock::time_point deadline,
+                                  const std::atomic<bool>* stop);
     // Returns an unlocked FileLock (valid() == false) when someone else holds it.
     static FileLock try_acquire(const std::string& path);
     bool valid() const { return fd_.valid(); }

@@ -227,7 +227,10 @@ std::string Config::destination() const {
         where = "directory " + std::string(real ? real : output_dir.c_str());
         std::free(real);
     } else {
-        where = "s3 " + s3_endpoint_url + " bucket " + s3_bucket_name;
+        std::string endpoint = s3_endpoint_url;
+        while (!endpoint.empty() && endpoint.back() == '/') endpoint.pop_back();
+        for (char& ch : endpoint) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+        where = "s3 " + endpoint + " bucket " + s3_bucket_name;
     }
     return where + " prefix " + training_data_prefix;
 }

@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <cctype>
+#include <condition_variable>
 #include <ctime>
 #include <mutex>
 #include <thread>
@@ -10,6 +11,7 @@
 #include "common/json.hpp"
 #include "common/random.hpp"
 #include "s3/http_client.hpp"
+#include "s3/s3_response.hpp"
 #include "s3/s3_xml.hpp"
 #include "training_output.h"
 #include "training_output/error.hpp"
@@ -22,29 +24,6 @@ using Clock = std::chrono::system_clock;
 std::string lower(std::string s) {
     for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     return s;
-}
-
-std::string unquote(std::string etag) {
-    if (etag.size() >= 2 && etag.front() == '"' && etag.back() == '"') return etag.substr(1, etag.size() - 2);
-    if (etag.rfind("W/\"", 0) == 0 && etag.back() == '"') return etag.substr(3, etag.size() - 4);
-    return etag;
-}
-
-// "Wed, 25 Nov 2026 12:11:58 GMT" -> unix seconds; 0 when it does not parse.
-std::int64_t parse_http_date(const std::string& text) {
-    if (text.empty()) return 0;
-    struct tm tm {};
-    const char* end = strptime(text.c_str(), "%a, %d %b %Y %H:%M:%S GMT", &tm);
-    if (!end) return 0;
-    return static_cast<std::int64_t>(timegm(&tm));
-}
-
-// "2013-05-24T00:00:00.000Z" (S3's ServerTime) -> unix seconds; 0 when it does not parse.
-std::int64_t parse_iso_time(const std::string& text) {
-    struct tm tm {};
-    const char* end = strptime(text.c_str(), "%Y-%m-%dT%H:%M:%S", &tm);
-    if (!end) return 0;
-    return static_cast<std::int64_t>(timegm(&tm));
 }
 
 struct Endpoint {
@@ -113,6 +92,13 @@ const char* op_name(Op op) {
     return "?";
 }
 
+// What some calls add to a request.
+struct Extra {
+    std::optional<ByteRange> range;  // a ranged GET: the answer must be exactly these bytes
+    bool single_attempt = false;     // no retry here (the caller retries, if it must)
+    std::chrono::milliseconds timeout{0};
+};
+
 // Writes whose repetition after an unseen success would answer 412 / 404.
 bool conditional_write(Op op) { return op == Op::Put || op == Op::Complete; }
 
@@ -153,6 +139,16 @@ struct CurlS3Sink::Impl {
 
     std::atomic<std::uint64_t> requests{0}, retries{0}, bytes_sent{0}, body_bytes_sent{0}, bytes_received{0};
 
+    // cancel(): transfers abort, retry waits end, new requests fail at once.
+    std::atomic<bool> cancelled{false};
+    std::mutex cancel_mutex;
+    std::condition_variable cancel_cv;
+
+    // A probe that could not finish (the server did not answer, or answered
+    // with an error) leaves the safe capabilities and runs again at this time.
+    std::chrono::steady_clock::time_point next_probe{};
+    int probe_failures = 0;
+
     // Checked before anything is built from them, so that errors name the keys.
     static S3SinkOptions validated(S3SinkOptions o) {
         if (o.bucket.empty()) throw Error(ErrorCode::Config, "configuration key \"s3_bucket_name\": is required with s3_endpoint_url");
@@ -174,7 +170,7 @@ struct CurlS3Sink::Impl {
           endpoint(parse_endpoint(options.endpoint_url)),
           signer(options.credentials, sigv4::Options{options.region, "s3", true}),
           client(http::ClientOptions{options.connect_timeout, options.request_timeout, 1024, options.low_speed_time,
-                                     options.verify_tls, options.ca_file, 16}) {
+                                     options.verify_tls, options.ca_file, 16, &cancelled}) {
         switch (options.addressing) {
             case AddressingStyle::Path: virtual_host = false; break;
             case AddressingStyle::Virtual:
@@ -214,12 +210,13 @@ struct CurlS3Sink::Impl {
         bool expect_xml_body = false;  // 200 answers may carry an <Error>
     };
 
+
     std::string quoted(const std::string& etag) const {
         return quote_etags.load(std::memory_order_relaxed) ? "\"" + etag + "\"" : etag;
     }
 
     // One HTTP exchange, signed now.
-    http::Response send(const Call& c) {
+    http::Response send(const Call& c, const Extra& x) {
         sigv4::Request r;
         r.method = c.method;
         r.host = virtual_host ? options.bucket + "." + endpoint.host : endpoint.host;
@@ -235,6 +232,7 @@ struct CurlS3Sink::Impl {
         h.headers = c.headers;
         h.headers.insert(h.headers.end(), s.headers.begin(), s.headers.end());
         h.body = c.body;
+        h.timeout = x.timeout;
         requests.fetch_add(1, std::memory_order_relaxed);
         std::uint64_t header_bytes = h.method.size() + h.url.size() + 12;
         for (const auto& [n, v] : h.headers) header_bytes += n.size() + v.size() + 4;
@@ -246,16 +244,21 @@ struct CurlS3Sink::Impl {
     }
 
     // The answer as a SinkResponse, before any op-specific reading.
-    SinkResponse classify(const Call& c, const http::Response& resp) {
+    SinkResponse classify(const Call& c, const http::Response& resp, const Extra& x) {
         SinkResponse r;
         r.http_status = resp.status;
         r.error.request_id = resp.header("x-amz-request-id");
-        r.server_time = parse_http_date(resp.header("date"));
+        r.server_time = s3resp::parse_http_date(resp.header("date"));
         if (resp.status == 0) {
             r.status = resp.curl_code == 60 /* CURLE_PEER_FAILED_VERIFICATION */ ? SinkStatus::Fatal : SinkStatus::Transient;
             r.detail = std::string(op_name(c.op)) + ": " + resp.curl_error;
             return r;
         }
+        auto malformed = [&](const std::string& why) {
+            r.status = SinkStatus::Transient;  // as if no answer had come: it says nothing
+            r.detail = std::string(op_name(c.op)) + ": " + why;
+            return r;
+        };
         bool has_error_doc = !resp.body.empty() && s3xml::is_error(resp.body);
         if (has_error_doc) {
             S3ErrorInfo e = s3xml::parse_error(resp.body);
@@ -265,8 +268,25 @@ struct CurlS3Sink::Impl {
         }
         const std::string& code = r.error.code;
         int s = resp.status;
+        if (s >= 200 && s < 300 && !has_error_doc) {
+            // What the appender decides on must be there: the ETag of an
+            // object, and exactly the bytes asked for.
+            if ((c.op == Op::Head || c.op == Op::Get) && resp.header("etag").empty()) {
+                return malformed("a " + std::to_string(s) + " answer without an ETag");
+            }
+            if (c.op == Op::Get && x.range) {
+                const std::uint64_t want = x.range->last - x.range->first + 1;
+                const std::string expect = "bytes " + std::to_string(x.range->first) + "-" +
+                                           std::to_string(x.range->last) + "/";
+                if (s != 206 || resp.header("content-range").rfind(expect, 0) != 0 || resp.body.size() != want) {
+                    return malformed("a ranged read answered with other bytes than those asked for (" +
+                                     std::to_string(s) + ", " + json::quote(resp.header("content-range")) + ", " +
+                                     std::to_string(resp.body.size()) + " bytes)");
+                }
+            }
+            return r;  // Ok
+        }
         if (s >= 200 && s < 300) {
-            if (!has_error_doc) return r;  // Ok
             // An error inside a 200 (CompleteMultipartUpload, UploadPartCopy).
             r.status = (code == "InternalError" || code == "SlowDown" || code == "ServiceUnavailable" || code.empty())
                            ? SinkStatus::Transient
@@ -307,20 +327,33 @@ struct CurlS3Sink::Impl {
 
     // Sends with retries. For conditional writes, a 412/409/404 after an
     // attempt whose outcome we could not see means "unknown", not "lost".
-    SinkResponse call(const Call& c, http::Response* raw = nullptr) {
+    SinkResponse call(const Call& c, http::Response* raw = nullptr, const Extra& x = {}) {
         bool earlier_unknown = false;
         SinkResponse last;
-        const int attempts = t_single_attempt ? 1 : options.max_attempts;
+        const int attempts = t_single_attempt || x.single_attempt ? 1 : options.max_attempts;
         for (int attempt = 0; attempt < attempts; ++attempt) {
             if (attempt > 0) {
                 retries.fetch_add(1, std::memory_order_relaxed);
-                std::this_thread::sleep_for(random::full_jitter(attempt, options.retry_base, options.retry_max));
+                std::unique_lock<std::mutex> lock(cancel_mutex);
+                cancel_cv.wait_for(lock, random::full_jitter(attempt, options.retry_base, options.retry_max),
+                                   [&] { return cancelled.load(); });
             }
-            http::Response resp = send(c);
-            SinkResponse r = classify(c, resp);
+            if (cancelled.load()) {
+                if (last.ok() || last.status != SinkStatus::Transient) {
+                    last = SinkResponse{};
+                    last.status = SinkStatus::Transient;
+                }
+                last.detail = std::string(op_name(c.op)) + ": cancelled: the writer is closing" +
+                              (earlier_unknown ? " (an earlier attempt's outcome is unknown)" : "");
+                last.may_have_applied = earlier_unknown;
+                return last;
+            }
+            http::Response resp = send(c, x);
+            SinkResponse r = classify(c, resp, x);
             if (r.error.code == "RequestTimeTooSkewed") correct_clock(resp, r);
             if (r.status == SinkStatus::Transient) {
                 if (resp.sent || resp.status != 0) earlier_unknown = true;
+                r.may_have_applied = earlier_unknown;
                 last = std::move(r);
                 continue;
             }
@@ -329,6 +362,7 @@ struct CurlS3Sink::Impl {
                  r.status == SinkStatus::NotFound)) {
                 r.status = SinkStatus::Transient;
                 r.detail = "an earlier attempt's outcome is unknown; then " + r.describe();
+                r.may_have_applied = true;
             }
             if (raw) *raw = std::move(resp);
             return r;
@@ -337,7 +371,7 @@ struct CurlS3Sink::Impl {
     }
 
     void correct_clock(const http::Response& resp, const SinkResponse& r) {
-        std::int64_t server = s3xml::element(resp.body, "ServerTime") ? parse_iso_time(*s3xml::element(resp.body, "ServerTime")) : 0;
+        std::int64_t server = s3xml::element(resp.body, "ServerTime") ? s3resp::parse_iso_time(*s3xml::element(resp.body, "ServerTime")) : 0;
         if (server == 0) server = r.server_time;
         if (server == 0) return;
         auto local = std::chrono::duration_cast<std::chrono::seconds>(Clock::now().time_since_epoch()).count();
@@ -349,18 +383,7 @@ struct CurlS3Sink::Impl {
     }
 
     static void read_object_headers(const http::Response& resp, SinkResponse& r) {
-        r.etag = unquote(resp.header("etag"));
-        r.last_modified = parse_http_date(resp.header("last-modified"));
-        const std::string& range = resp.header("content-range");  // "bytes 0-9/1234"
-        auto slash = range.rfind('/');
-        if (slash != std::string::npos && range.substr(slash + 1) != "*") {
-            r.size = std::strtoull(range.c_str() + slash + 1, nullptr, 10);
-        } else if (!resp.header("content-length").empty()) {
-            r.size = std::strtoull(resp.header("content-length").c_str(), nullptr, 10);
-        }
-        for (const auto& [name, value] : resp.headers) {
-            if (name.rfind("x-amz-meta-", 0) == 0) r.metadata.emplace_back(name.substr(11), value);
-        }
+        s3resp::read_object_headers(resp.headers, r);
     }
 
     static void add_attributes(Call& c, const ObjectAttributes& a) {
@@ -380,7 +403,7 @@ struct CurlS3Sink::Impl {
         Call h{Op::Head, "HEAD", key, {}, {}, {}, false};
         http::Response resp;
         SinkResponse r = call(h, &resp);
-        if (!r.ok() || unquote(resp.header("etag")) != etag) return false;
+        if (!r.ok() || s3resp::unquote_etag(resp.header("etag")) != etag) return false;
         quote_etags = !quote_etags.load();
         etag_style_confirmed = true;
         if (logger) {
@@ -396,12 +419,17 @@ struct CurlS3Sink::Impl {
         for (int round = 0;; ++round) {
             Call c = build();
             add_conditions(c, w);
-            SinkResponse r = call(c, raw);
+            Extra x;
+            x.single_attempt = w.single_attempt;
+            x.timeout = w.timeout;
+            SinkResponse r = call(c, raw, x);
             if (round == 0 && r.status == SinkStatus::PreconditionFailed && !w.if_match.empty() &&
                 try_other_etag_form(key, w.if_match)) {
                 continue;
             }
-            if (r.ok() && !w.if_match.empty()) etag_style_confirmed = true;
+            // Only a PUT confirms the form: servers that ignore If-Match on
+            // Complete (RGW) accept any form there.
+            if (r.ok() && !w.if_match.empty() && c.op == Op::Put) etag_style_confirmed = true;
             return r;
         }
     }
@@ -428,7 +456,9 @@ SinkResponse CurlS3Sink::get(const std::string& key, std::optional<ByteRange> ra
     Impl::Call c{Op::Get, "GET", key, {}, {}, {}, false};
     if (range) c.headers.emplace_back("range", "bytes=" + std::to_string(range->first) + "-" + std::to_string(range->last));
     http::Response resp;
-    SinkResponse r = impl_->call(c, &resp);
+    Extra x;
+    x.range = range;
+    SinkResponse r = impl_->call(c, &resp, x);
     if (r.ok()) {
         Impl::read_object_headers(resp, r);
         r.body = std::move(resp.body);
@@ -448,7 +478,7 @@ SinkResponse CurlS3Sink::put(const std::string& key, std::string_view body, cons
             return c;
         },
         &resp);
-    if (r.ok()) r.etag = unquote(resp.header("etag"));
+    if (r.ok()) r.etag = s3resp::unquote_etag(resp.header("etag"));
     return r;
 }
 
@@ -477,7 +507,7 @@ SinkResponse CurlS3Sink::upload_part(const std::string& key, const std::string& 
     Impl::Call c{Op::UploadPart, "PUT", key, {{"partNumber", std::to_string(part_number)}, {"uploadId", upload_id}}, {}, body, false};
     http::Response resp;
     SinkResponse r = impl_->call(c, &resp);
-    if (r.ok()) r.etag = unquote(resp.header("etag"));
+    if (r.ok()) r.etag = s3resp::unquote_etag(resp.header("etag"));
     return r;
 }
 
@@ -502,7 +532,7 @@ SinkResponse CurlS3Sink::upload_part_copy(const std::string& key, const std::str
             r.detail = "UploadPartCopy answered without a CopyPartResult";
             return r;
         }
-        r.etag = unquote(*etag);
+        r.etag = s3resp::unquote_etag(*etag);
     }
     return r;
 }
@@ -524,7 +554,7 @@ SinkResponse CurlS3Sink::complete_multipart(const std::string& key, const std::s
                               true};
         },
         &resp);
-    if (r.ok()) r.etag = unquote(s3xml::element(resp.body, "ETag").value_or(""));  // may be empty (RGW)
+    if (r.ok()) r.etag = s3resp::unquote_etag(s3xml::element(resp.body, "ETag").value_or(""));  // may be empty (RGW)
     return r;
 }
 
@@ -546,14 +576,23 @@ SinkResponse CurlS3Sink::create_bucket() {
 }
 
 SinkCapabilities CurlS3Sink::capabilities() const {
-    // Not probed yet (the server was unreachable at open): try now; until it
-    // answers, assume the least (conditional PUT, no conditional Complete).
+    // Not probed yet (the server did not answer every step): try again when
+    // it is time; until then, the safe answer (conditional PUT, no
+    // conditional Complete: appends take a lease).
     if (!impl_->probed.load()) impl_->probe(const_cast<CurlS3Sink&>(*this));
     std::lock_guard<std::mutex> lock(impl_->probe_mutex);
     return impl_->caps;
 }
 
 std::string CurlS3Sink::describe() const { return impl_->describe(); }
+
+void CurlS3Sink::cancel() {
+    {
+        std::lock_guard<std::mutex> lock(impl_->cancel_mutex);
+        impl_->cancelled = true;
+    }
+    impl_->cancel_cv.notify_all();
+}
 
 S3SinkStats CurlS3Sink::stats() const {
     S3SinkStats s;
@@ -569,13 +608,18 @@ S3SinkStats CurlS3Sink::stats() const {
 //   PUT it; PUT If-None-Match:* must be refused; PUT If-Match (quoted, else
 //   bare) must pass; a one-part multipart upload completed with a wrong
 //   If-Match must be refused. Then it is removed.
+// Only a definite answer lowers what the appender relies on: a 200 to
+// If-None-Match:* on an existing object, seen twice, is a server without
+// conditional writes; an error, a timeout or a reset says nothing. Until every
+// step has its answer, the capabilities stay the safe ones (conditional
+// writes, appends under a lease) and the probe runs again later.
 void CurlS3Sink::probe() { impl_->probe(*this); }
 
 void CurlS3Sink::Impl::probe(CurlS3Sink& sink) {
     Impl& m = *this;
     if (m.probed.load()) return;
     std::lock_guard<std::mutex> lock(m.probe_mutex);
-    if (m.probed.load()) return;
+    if (m.probed.load() || std::chrono::steady_clock::now() < m.next_probe) return;
     // One attempt per request: opening a writer must not wait out retries.
     t_single_attempt = true;
     struct Reset {
@@ -584,7 +628,8 @@ void CurlS3Sink::Impl::probe(CurlS3Sink& sink) {
     const std::string key = m.options.probe_prefix + random::token_hex(8);
     ObjectAttributes attrs;
     attrs.content_type = "text/plain";
-    auto unreachable = [&](const SinkResponse& r) {
+    // An answer that decides nothing: keep the safe capabilities, try again later.
+    auto undecided = [&](const SinkResponse& r) {
         if (r.status == SinkStatus::Auth) {
             throw Error(ErrorCode::Auth, "S3 rejected the credentials of access key " +
                                              json::quote(m.options.credentials.access_key_id) + " at " + m.describe() +
@@ -594,35 +639,53 @@ void CurlS3Sink::Impl::probe(CurlS3Sink& sink) {
             throw Error(ErrorCode::Storage, "S3 bucket " + json::quote(m.options.bucket) + " does not exist at " +
                                                 m.describe() + ": " + r.describe());
         }
+        sink.remove(key);  // best effort
+        const int failures = std::min(++m.probe_failures, 6);
+        m.next_probe = std::chrono::steady_clock::now() + std::chrono::seconds(1 << failures);
         if (m.logger) {
             m.logger->log(LogLevel::Warning, "training_output_s3_probe_deferred",
-                          {{"endpoint", m.describe()}, {"answer", r.describe()}});
+                          {{"endpoint", m.describe()},
+                           {"answer", r.describe()},
+                           {"retry_in_seconds", static_cast<std::int64_t>(1) << failures},
+                           {"detail", "until the probe is answered, appends use conditions and a lease"}});
         }
     };
     SinkResponse first = sink.put(key, "probe\n", attrs, WriteConditions{});
-    if (!first.ok()) return unreachable(first);
+    if (!first.ok()) return undecided(first);
     SinkCapabilities found;
     WriteConditions none_match;
     none_match.if_none_match_any = true;
     SinkResponse nm = sink.put(key, "probe\n", attrs, none_match);
+    if (nm.ok()) {
+        // It took an If-None-Match:* write to an existing object. Once could
+        // be a fluke of a proxy; twice is the server.
+        nm = sink.put(key, "probe again\n", attrs, none_match);
+        if (!nm.ok() && nm.status != SinkStatus::PreconditionFailed) return undecided(nm);
+    } else if (nm.status != SinkStatus::PreconditionFailed) {
+        return undecided(nm);
+    }
     found.conditional_writes = nm.status == SinkStatus::PreconditionFailed;
     found.conditional_complete = false;
     if (found.conditional_writes) {
         WriteConditions match;
-        match.if_match = sink.head(key).etag;
+        SinkResponse h = sink.head(key);
+        if (!h.ok()) return undecided(h);
+        match.if_match = h.etag;
         SinkResponse im = sink.put(key, "probe 2\n", attrs, match);  // flips to the bare form if needed
-        found.conditional_writes = im.ok();
-    }
-    if (found.conditional_writes) {
+        if (!im.ok()) return undecided(im);
         SinkResponse up = sink.create_multipart(key, attrs);
-        if (up.ok()) {
-            SinkResponse part = sink.upload_part(key, up.upload_id, 1, "probe 3\n");
-            WriteConditions stale;
-            stale.if_match = "0123456789abcdef0123456789abcdef";
-            SinkResponse done = part.ok() ? sink.complete_multipart(key, up.upload_id, {{1, part.etag}}, stale) : part;
-            found.conditional_complete = done.status == SinkStatus::PreconditionFailed;
-            if (!done.ok()) sink.abort_multipart(key, up.upload_id);
+        if (!up.ok()) return undecided(up);
+        SinkResponse part = sink.upload_part(key, up.upload_id, 1, "probe 3\n");
+        if (!part.ok()) {
+            sink.abort_multipart(key, up.upload_id);
+            return undecided(part);
         }
+        WriteConditions stale;
+        stale.if_match = "0123456789abcdef0123456789abcdef";
+        SinkResponse done = sink.complete_multipart(key, up.upload_id, {{1, part.etag}}, stale);
+        if (!done.ok()) sink.abort_multipart(key, up.upload_id);
+        if (!done.ok() && done.status != SinkStatus::PreconditionFailed) return undecided(done);
+        found.conditional_complete = done.status == SinkStatus::PreconditionFailed;
     }
     sink.remove(key);
     found.multipart_copy = true;  // found out on first use: NotImplemented is remembered by the appender

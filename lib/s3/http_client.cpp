@@ -23,6 +23,7 @@ struct Upload {
     std::string_view data;
     std::size_t offset = 0;
     bool sent = false;  // the whole body was handed to the connection
+    const std::atomic<bool>* cancelled = nullptr;
 };
 
 std::size_t read_body(char* buffer, std::size_t size, std::size_t count, void* user) {
@@ -36,6 +37,7 @@ std::size_t read_body(char* buffer, std::size_t size, std::size_t count, void* u
 // Called by libcurl while a transfer runs.
 int on_progress(void* user, curl_off_t, curl_off_t, curl_off_t ultotal, curl_off_t ulnow) {
     auto* u = static_cast<Upload*>(user);
+    if (u->cancelled && u->cancelled->load(std::memory_order_relaxed)) return 1;  // aborts the transfer
     if (!u->sent && ultotal > 0 && ulnow >= ultotal) {
         u->sent = true;
         crash_point("s3.request_sent");  // the whole body is on its way, no answer yet
@@ -105,15 +107,22 @@ void Client::release(void* handle) {
 
 Response Client::perform(const Request& request) {
     Response response;
+    if (options_.cancelled && options_.cancelled->load()) {
+        response.cancelled = true;
+        response.curl_code = CURLE_ABORTED_BY_CALLBACK;
+        response.curl_error = "cancelled: the writer is closing";
+        return response;
+    }
     auto* curl = static_cast<CURL*>(acquire());
     curl_easy_reset(curl);  // keeps the connection cache
     curl_slist* headers = nullptr;
-    Upload upload{request.body, 0};
+    Upload upload{request.body, 0, false, options_.cancelled};
     try {
         curl_easy_setopt(curl, CURLOPT_URL, request.url.c_str());
         curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
         curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(options_.connect_timeout.count()));
-        curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, static_cast<long>(options_.request_timeout.count()));
+        const auto timeout = request.timeout.count() > 0 ? request.timeout : options_.request_timeout;
+        curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout.count()));
         curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, options_.low_speed_limit);
         curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, static_cast<long>(options_.low_speed_time.count()));
         curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, options_.verify_tls ? 1L : 0L);
@@ -166,6 +175,8 @@ Response Client::perform(const Request& request) {
         if (rc != CURLE_OK) {
             response.curl_error = curl_easy_strerror(rc);
             response.timed_out = rc == CURLE_OPERATION_TIMEDOUT;
+            response.cancelled = rc == CURLE_ABORTED_BY_CALLBACK;
+            if (response.cancelled) response.curl_error = "cancelled: the writer is closing";
             // Before a connection exists, nothing can have reached the server.
             bool never_connected = rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST ||
                                    rc == CURLE_COULDNT_RESOLVE_PROXY || rc == CURLE_SSL_CONNECT_ERROR ||

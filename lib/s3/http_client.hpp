@@ -3,6 +3,7 @@
 // threads.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -20,6 +21,7 @@ struct Request {
     std::string url;
     std::vector<std::pair<std::string, std::string>> headers;
     std::string_view body;  // borrowed for the call
+    std::chrono::milliseconds timeout{0};  // 0: ClientOptions::request_timeout
 };
 
 struct Response {
@@ -30,6 +32,7 @@ struct Response {
     std::string curl_error;  // text for curl_code
     bool sent = false;       // the request may have reached the server
     bool timed_out = false;
+    bool cancelled = false;  // stopped by ClientOptions::cancelled
 
     const std::string& header(const std::string& lower_name) const;
 };
@@ -42,6 +45,9 @@ struct ClientOptions {
     bool verify_tls = true;
     std::string ca_file;
     std::size_t max_idle_handles = 16;
+    // When set and true, transfers in progress are aborted (their progress
+    // callback says so) and new ones are not started.
+    const std::atomic<bool>* cancelled = nullptr;
 };
 
 class Client {

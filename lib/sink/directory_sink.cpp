@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <ctime>
 #include <map>
@@ -91,7 +92,10 @@ bool valid_key(const std::string& key) {
 class DirectorySink final : public S3Sink {
 public:
     explicit DirectorySink(const DirectorySinkOptions& options)
-        : root_(options.root), fsync_(options.fsync), memory_part_bytes_(options.memory_part_bytes) {
+        : root_(options.root),
+          fsync_(options.fsync),
+          memory_part_bytes_(options.memory_part_bytes),
+          lock_timeout_(options.lock_timeout) {
         while (root_.size() > 1 && root_.back() == '/') root_.pop_back();
         internal_ = root_ + "/.sink";
         for (const char* sub : {"/locks", "/journal", "/uploads", "/tmp"}) {
@@ -101,6 +105,8 @@ public:
         }
         remove_stale_uploads();
     }
+
+    void cancel() override { cancelled_ = true; }
 
     SinkResponse head(const std::string& key) override {
         if (!valid_key(key)) return bad_key(key);
@@ -336,7 +342,8 @@ private:
     // Holds the key's lock; first rolls back an append that a crash interrupted.
     fs::FileLock lock_key(const std::string& key) {
         std::string h = key_hash(key);
-        auto lock = fs::FileLock::acquire(internal_ + "/locks/" + h + ".lock");
+        auto lock = fs::FileLock::acquire_until(internal_ + "/locks/" + h + ".lock",
+                                                std::chrono::steady_clock::now() + lock_timeout_, &cancelled_);
         std::string journal = internal_ + "/journal/" + h, size_text;
         if (read_file(journal, size_text)) {
             // "<size>\n", written whole before the append starts. Anything else
@@ -502,6 +509,8 @@ private:
     std::string internal_;
     bool fsync_;
     std::uint64_t memory_part_bytes_;
+    std::chrono::milliseconds lock_timeout_;
+    std::atomic<bool> cancelled_{false};  // cancel(): stop waiting for locks
     std::mutex parts_mutex_;
     std::map<std::string, std::map<int, std::shared_ptr<const std::string>>> parts_;  // by upload id, part number
     std::uint64_t kept_bytes_ = 0;

@@ -51,7 +51,10 @@ SinkResponse MemorySink::run(Op op, const std::string& key, F&& body) {
     if (f && !f->applied) return f->response;
     SinkResponse real = body();
     if (real.server_time == 0) real.server_time = unix_now();
-    return f ? f->response : real;
+    if (!f) return real;
+    SinkResponse answer = f->response;
+    answer.may_have_applied = true;  // it did: the fault only took its answer away
+    return answer;
 }
 
 SinkResponse MemorySink::head(const std::string& key) {

@@ -458,6 +458,7 @@ bool Flusher::append_batch(Spool& spool, Batch& b, bool& found_landed) {
     keys.reserve(b.spool.lines.size());
     spool.read_batch(b.spool.lines, bytes, keys);
     bool landed = false;
+    std::optional<UndecidedWrite> undecided;  // an earlier write of it that may still land
     if (b.intent) {
         const Landed l = b.complete ? appender_.check_landed(*b.intent, bytes)
                                     : appender_.check_landed(*b.intent, b.written_bytes, b.written_crc);
@@ -465,14 +466,41 @@ bool Flusher::append_batch(Spool& spool, Batch& b, bool& found_landed) {
         landed = l == Landed::Yes;
         found_landed = landed;
         if (landed) crash_point("flusher.after_check");
+        if (l == Landed::NotYet) undecided = UndecidedWrite{*b.intent, b.written_bytes, b.written_crc};
     }
     if (!landed) {
-        b.intent.reset();
-        b.complete = true;
-        confirm(spool, b, bytes, keys);
-        if (b.spool.lines.empty()) return false;
+        if (!undecided) {
+            // Nothing of it can land any more: it may change. Its claims
+            // are confirmed (a batch that may still land is written as it
+            // was, whatever its claims say: it may be in the object already).
+            b.intent.reset();
+            b.complete = true;
+            confirm(spool, b, bytes, keys);
+            if (b.spool.lines.empty()) return false;
+        }
         crash_point("flusher.after_confirm");
         const std::uint32_t crc = crc32c::compute(bytes);
+        // What of it may still land if this fails (none: the failures were
+        // decided; the INTENT in the spool stays, to be checked after a crash).
+        std::optional<UndecidedWrite> left;
+        struct Keep {
+            Batch& b;
+            std::optional<UndecidedWrite>& left;
+            std::uint64_t bytes;
+            std::uint32_t crc;
+            ~Keep() {
+                if (left) {
+                    b.intent = left->intent;
+                    b.written_bytes = left->bytes;
+                    b.written_crc = left->crc;
+                    // Checked by its bytes when the write that may land is this one.
+                    b.complete = left->bytes == bytes && left->crc == crc;
+                } else {
+                    b.intent.reset();
+                    b.complete = true;
+                }
+            }
+        } keep{b, left, bytes.size(), crc};
         AppendResult r = appender_.append(b.spool.object_key, bytes, [&](const AppendIntent& in) {
             // Before every write, retries included: a claim of this batch may
             // have been taken over since it started if the liveness lapsed.
@@ -481,11 +509,8 @@ bool Flusher::append_batch(Spool& spool, Batch& b, bool& found_landed) {
                             "the dedup store cannot confirm this writer's liveness: the batch waits for it");
             }
             spool.record_intent(b.spool, in, bytes.size(), crc);
-            b.intent = in;
-            b.written_bytes = bytes.size();
-            b.written_crc = crc;
             crash_point("flusher.after_intent");
-        });
+        }, undecided, &left);
         found_landed = r.found_landed;
         crash_point("flusher.after_land");
     }

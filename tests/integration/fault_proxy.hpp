@@ -12,7 +12,9 @@
 //   ErrorIn200       answered 200 with an S3 <Error> body and no ETag, not forwarded
 //   Late             the client's connection is closed at once; the request is
 //                    forwarded `delay` later (it lands after its sender gave up or died)
-//   Hold             like Late, but forwarded only on release_held()
+//   Hold             nothing is answered until release_held() (or `delay`, when
+//                    set): then the request is forwarded, and its answer relayed
+//                    if its client is still there (the test may kill it meanwhile)
 // or random faults on a share of all requests (random_faults()).
 #pragma once
 
@@ -60,6 +62,7 @@ inline const char* fault_name(Fault f) {
 struct FaultRule {
     std::string method;          // empty: any
     std::string path_contains;   // empty: any
+    std::string path_excludes;   // empty: none
     std::string query_contains;  // empty: any
     std::string header_contains; // empty: any (e.g. "if-none-match")
     int skip = 0;                // matching requests let through first
@@ -258,6 +261,7 @@ private:
             const FaultRule& r = rule.r;
             if (!r.method.empty() && r.method != req.method) continue;
             if (!r.path_contains.empty() && req.path.find(r.path_contains) == std::string::npos) continue;
+            if (!r.path_excludes.empty() && req.path.find(r.path_excludes) != std::string::npos) continue;
             if (!r.query_contains.empty() && req.query.find(r.query_contains) == std::string::npos) continue;
             if (!r.header_contains.empty() && req.head_lower.find(r.header_contains) == std::string::npos) continue;
             const int n = rule.seen++;
@@ -277,7 +281,9 @@ private:
             log_.push_back(std::string(fault_name(r.fault)) + " " + req.method + " " + req.path + "?" + req.query);
             return r;
         }
-        return FaultRule{{}, {}, {}, {}, 0, 0, Fault::None, 0, {}};
+        FaultRule none;
+        none.fault = Fault::None;
+        return none;
     }
 
     void serve(int client) {
@@ -329,13 +335,19 @@ private:
                 forward(req);
                 return;
             case Fault::Hold: {
-                reset(client);
-                std::unique_lock<std::mutex> lock(mutex_);
-                ++held_;
-                held_cv_.wait(lock, [&] { return release_ || stop_; });
-                lock.unlock();
-                forward(req);
-                return;
+                {
+                    std::unique_lock<std::mutex> lock(mutex_);
+                    ++held_;
+                    auto released = [&] { return release_ || stop_; };
+                    if (r.delay.count() > 0) {
+                        held_cv_.wait_for(lock, r.delay, released);
+                    } else {
+                        held_cv_.wait(lock, released);
+                    }
+                }
+                std::string answer = forward(req);
+                send_all(client, answer);
+                return (void)::close(client);
             }
         }
     }

@@ -128,9 +128,10 @@ TEST_CASE("RGW: 4 processes x 500 examples into one key end with 2,000 distinct 
     std::string bucket;
     auto sink = fresh_bucket(rgw(), bucket);
     check_distinct_lines(race_four_writers(*sink, bucket, ""), 2000);
-    // Leases are gone.
-    CHECK(sink->head(".training_output/leases/training/physical_activity/2025/11/health_journal_2025_11.jsonl").status ==
-          SinkStatus::NotFound);
+    // The lease is released (a conditional overwrite, never a delete).
+    SinkResponse lease = sink->get(".training_output/leases/training/physical_activity/2025/11/health_journal_2025_11.jsonl");
+    REQUIRE(lease.ok());
+    CHECK(lease.body.rfind("{\"released\":true", 0) == 0);
 }
 
 TEST_CASE("RGW: 4 processes x 500 examples appended server-side to a 6 MiB key, none lost", "[integration][rgw]") {

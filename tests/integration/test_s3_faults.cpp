@@ -221,6 +221,30 @@ TEST_CASE("S3 client: a server that only matches bare ETags gets them", "[unit][
     CHECK(header(reqs[3], "if-match") == "next");  // remembered
 }
 
+TEST_CASE("S3 client: a Complete that takes any If-Match does not decide the ETag form", "[unit][s3]") {
+    // As Ceph RGW: CompleteMultipartUpload ignores If-Match (200 to the
+    // quoted form), PUT matches only the bare one. A Complete that passed
+    // once used to pin the quoted form, and every later conditional PUT
+    // (leases) failed with 412.
+    FakeS3 fake(R"([{"status":200,"body":"<CompleteMultipartUploadResult><ETag>&quot;done&quot;</ETag></CompleteMultipartUploadResult>"},
+                   {"status":412,"body":"<Error><Code>PreconditionFailed</Code></Error>"},
+                   {"status":200,"headers":{"ETag":"\"cur\""}},
+                   {"status":200,"headers":{"ETag":"\"next\""}}])");
+    CurlS3Sink sink(options(fake.endpoint()));
+    WriteConditions c;
+    c.if_match = "old";
+    REQUIRE(sink.complete_multipart("k", "u1", {{1, "p1"}}, c).ok());
+    c.if_match = "cur";
+    SinkResponse r = sink.put("k", "x\n", ObjectAttributes{}, c);
+    REQUIRE(r.ok());
+    auto reqs = fake.requests();
+    REQUIRE(reqs.size() == 4);
+    CHECK(header(reqs[0], "if-match") == "\"old\"");
+    CHECK(header(reqs[1], "if-match") == "\"cur\"");
+    CHECK(std::string(reqs[2]["method"].GetString()) == "HEAD");
+    CHECK(header(reqs[3], "if-match") == "cur");
+}
+
 TEST_CASE("S3 client: configuration errors", "[unit][s3]") {
     S3SinkOptions o = options("ftp://x");
     CHECK_THROWS_WITH(CurlS3Sink(o), Catch::Contains("s3_endpoint_url"));

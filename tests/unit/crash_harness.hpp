@@ -52,6 +52,26 @@ struct CrashResult {
 };
 
 namespace detail {
+
+// Forks a child whose stdout is a pipe the parent reads (`*read_fd`); the
+// child runs `exec` (which execs, or exits).
+inline pid_t fork_with_stdout(int* read_fd, const std::function<void()>& exec) {
+    int p[2];
+    REQUIRE(::pipe(p) == 0);
+    pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        ::dup2(p[1], 1);
+        ::close(p[0]);
+        ::close(p[1]);
+        exec();
+        std::_Exit(127);
+    }
+    ::close(p[1]);
+    *read_fd = p[0];
+    return pid;
+}
+
 struct Worker {
     int id = 0;
     int next = 0;
@@ -63,24 +83,13 @@ struct Worker {
 };
 
 inline void start(Worker& w, const std::string& helper, const std::string& config, const CrashRun& run) {
-    int p[2];
-    REQUIRE(::pipe(p) == 0);
-    pid_t pid = ::fork();
-    REQUIRE(pid >= 0);
-    if (pid == 0) {
-        ::dup2(p[1], 1);
-        ::close(p[0]);
-        ::close(p[1]);
+    w.pid = fork_with_stdout(&w.fd, [&] {
         const std::string id = std::to_string(w.id), first = std::to_string(w.next),
                           count = std::to_string(run.per_worker - w.next), delay = std::to_string(run.delay_us),
                           threads = std::to_string(run.threads);
         ::execl(helper.c_str(), helper.c_str(), config.c_str(), id.c_str(), first.c_str(), count.c_str(),
                 delay.c_str(), threads.c_str(), static_cast<char*>(nullptr));
-        std::_Exit(127);
-    }
-    ::close(p[1]);
-    w.pid = pid;
-    w.fd = p[0];
+    });
     w.buf.clear();
     w.reports = 0;
 }

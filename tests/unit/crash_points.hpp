@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "crash_harness.hpp"
 #include "test_util.hpp"
 
 namespace tdo_test {
@@ -54,14 +55,8 @@ struct WriterRun {
 // TDO_CRASH_AT set to `crash_at` (none when empty), to its end or its death.
 inline WriterRun run_crash_writer(const std::string& config, int first, int count, const std::string& crash_at,
                                   int delay_us = 3000) {
-    int p[2];
-    REQUIRE(::pipe(p) == 0);
-    pid_t pid = ::fork();
-    REQUIRE(pid >= 0);
-    if (pid == 0) {
-        ::dup2(p[1], 1);
-        ::close(p[0]);
-        ::close(p[1]);
+    int fd = -1;
+    const pid_t pid = detail::fork_with_stdout(&fd, [&] {
         if (crash_at.empty()) {
             ::unsetenv("TDO_CRASH_AT");
         } else {
@@ -70,18 +65,16 @@ inline WriterRun run_crash_writer(const std::string& config, int first, int coun
         const std::string f = std::to_string(first), n = std::to_string(count), d = std::to_string(delay_us);
         ::execl(TDO_TEST_CRASH_WRITER, TDO_TEST_CRASH_WRITER, config.c_str(), "0", f.c_str(), n.c_str(), d.c_str(),
                 static_cast<char*>(nullptr));
-        std::_Exit(127);
-    }
-    ::close(p[1]);
+    });
     std::string out;
     char buf[4096];
     for (;;) {
-        ssize_t n = ::read(p[0], buf, sizeof buf);
+        ssize_t n = ::read(fd, buf, sizeof buf);
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) break;
         out.append(buf, static_cast<std::size_t>(n));
     }
-    ::close(p[0]);
+    ::close(fd);
     int status = 0;
     ::waitpid(pid, &status, 0);
     WriterRun r;

@@ -1,7 +1,9 @@
 #include <catch2/catch.hpp>
+#include <atomic>
 #include <set>
 #include <thread>
 
+#include "common/crc32c.hpp"
 #include "test_util.hpp"
 #include "training_output/error.hpp"
 #include "training_output/memory_sink.hpp"
@@ -94,6 +96,16 @@ public:
         r.http_status = 200;
         r.etag = "huge";
         r.size = 11ull << 30;
+        return r;
+    }
+    SinkResponse get(const std::string&, std::optional<ByteRange> range) override {
+        REQUIRE(range);  // only the last byte: is there a final newline?
+        CHECK(range->first == (11ull << 30) - 1);
+        SinkResponse r;
+        r.http_status = 206;
+        r.etag = "huge";
+        r.size = 11ull << 30;
+        r.body = "\n";
         return r;
     }
     SinkResponse upload_part_copy(const std::string&, const std::string&, int part_number, const std::string&,
@@ -313,4 +325,111 @@ TEST_CASE("appender without conditional writes sends no conditions", "[unit][app
     appender.append("k", "a\n");
     appender.append("k", "b\n");
     CHECK(sink.object("k") == std::optional<std::string>("a\nb\n"));
+}
+
+TEST_CASE("appender: an earlier write that may still land keeps the batch conditional on its ETag",
+          "[unit][append][undecided]") {
+    // The earlier write (If-Match on the ETag it read) is on its way; it
+    // lands before or after the new attempt. Exactly one of them may land.
+    const bool late_first = GENERATE(true, false);
+    auto threshold = GENERATE(std::uint64_t(1), std::uint64_t(1u << 20));  // multipart path and GET+PUT path
+    MemorySink sink(SinkCapabilities{true, true, true, 1});
+    REQUIRE(sink.put("k", "old\n", ObjectAttributes{}, WriteConditions{}).ok());
+    const std::string etag = sink.head("k").etag;
+    const AppendIntent earlier{"k", etag, 4};
+    auto late_write = [&] {
+        WriteConditions c;
+        c.if_match = etag;
+        return sink.put("k", "old\nbatch\n", ObjectAttributes{}, c);
+    };
+    AppendOptions o = fast();
+    o.multipart_threshold = threshold;
+    ObjectAppender appender(sink, o);
+    CHECK(appender.check_landed(earlier, "batch\n") == Landed::NotYet);
+    if (late_first) REQUIRE(late_write().ok());
+    auto r = appender.append("k", "batch\n", {}, UndecidedWrite{earlier, 6, crc32c::compute("batch\n")});
+    CHECK(r.found_landed == late_first);
+    if (!late_first) CHECK(late_write().status == SinkStatus::PreconditionFailed);  // too late: refused
+    CHECK(sink.object("k") == std::optional<std::string>("old\nbatch\n"));
+    CHECK(appender.check_landed(earlier, "batch\n") == Landed::Yes);
+}
+
+TEST_CASE("appender: an earlier write that can no longer land is decided by the bytes at its offset",
+          "[unit][append][undecided]") {
+    MemorySink sink(SinkCapabilities{true, true, true, 1});
+    REQUIRE(sink.put("k", "old\n", ObjectAttributes{}, WriteConditions{}).ok());
+    const AppendIntent earlier{"k", sink.head("k").etag, 4};
+    REQUIRE(sink.put("k", "old\nsomeone else\n", ObjectAttributes{}, WriteConditions{}).ok());  // moved on
+    ObjectAppender appender(sink, fast());
+    CHECK(appender.check_landed(earlier, "batch\n") == Landed::No);
+    auto r = appender.append("k", "batch\n", {}, UndecidedWrite{earlier, 6, crc32c::compute("batch\n")});
+    CHECK_FALSE(r.found_landed);
+    CHECK(sink.object("k") == std::optional<std::string>("old\nsomeone else\nbatch\n"));
+    // A creation (no ETag) that may still land is decided once the object exists.
+    const AppendIntent create{"new", "", 0};
+    CHECK(appender.check_landed(create, "x\n") == Landed::NotYet);
+    REQUIRE(sink.put("new", "x\n", ObjectAttributes{}, WriteConditions{}).ok());
+    CHECK(appender.check_landed(create, "x\n") == Landed::Yes);
+    CHECK(appender.check_landed(create, 2, crc32c::compute("x\n")) == Landed::Yes);
+    CHECK(appender.check_landed(create, 2, crc32c::compute("y\n")) == Landed::No);
+}
+
+TEST_CASE("appender: the multipart path adds the newline an object lacks", "[unit][append]") {
+    MemorySink sink(SinkCapabilities{true, true, true, 1});
+    REQUIRE(sink.put("k", "no newline at the end", ObjectAttributes{}, WriteConditions{}).ok());
+    ObjectAppender appender(sink, fast());
+    std::optional<AppendIntent> recorded;
+    auto r = appender.append("k", "next\n", [&](const AppendIntent& in) { recorded = in; });
+    CHECK(sink.object("k") == std::optional<std::string>("no newline at the end\nnext\n"));
+    REQUIRE(recorded);
+    CHECK(recorded->size == 22);  // where the batch itself starts
+    CHECK(r.offset == 22);
+    CHECK(sink.request_count(Op::Complete) == 1);
+    CHECK(appender.check_landed(*recorded, "next\n") == Landed::Yes);
+}
+
+TEST_CASE("appender: leases are released by a conditional overwrite and taken over by the taker's clock",
+          "[unit][append][lease]") {
+    // A server like RGW 16: conditional PUT, but If-Match on Complete ignored.
+    MemorySink sink(SinkCapabilities{true, false, true, 1});
+    AppendOptions o = fast();
+    o.lease_ttl = std::chrono::seconds(1);
+    ObjectAppender appender(sink, o);
+    appender.append("k", "a\n");
+    const std::string lease = o.lease_prefix + "k";
+    REQUIRE(sink.object(lease).has_value());  // released, never deleted
+    CHECK(sink.object(lease)->rfind("{\"released\":true,\"by\":\"", 0) == 0);
+    CHECK(sink.request_count(Op::Remove) == 0);
+
+    // A holder that died: its lease object stays; another appender takes it
+    // only once it saw the same ETag for lease_ttl by its own clock.
+    REQUIRE(sink.put(lease, "{\"owner\":\"dead\"}\n", ObjectAttributes{}, WriteConditions{}).ok());
+    const auto t0 = std::chrono::steady_clock::now();
+    appender.append("k", "b\n");
+    CHECK(std::chrono::steady_clock::now() - t0 >= std::chrono::seconds(1));
+    CHECK(sink.object("k") == std::optional<std::string>("a\nb\n"));
+
+    // A live holder that renews (its ETag changes) keeps it.
+    REQUIRE(sink.put(lease, "{\"owner\":\"alive\",\"renewal\":0}\n", ObjectAttributes{}, WriteConditions{}).ok());
+    std::atomic<bool> stop{false};
+    std::thread holder([&] {
+        for (int n = 1; !stop; ++n) {
+            sink.put(lease, "{\"owner\":\"alive\",\"renewal\":" + std::to_string(n) + "}\n", ObjectAttributes{},
+                     WriteConditions{});
+            std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        }
+    });
+    AppendOptions impatient = o;
+    impatient.lease_wait = std::chrono::milliseconds(2500);
+    ObjectAppender other(sink, impatient);
+    CHECK_THROWS_AS(other.append("k", "c\n"), Error);
+    stop = true;
+    holder.join();
+    CHECK(sink.object("k") == std::optional<std::string>("a\nb\n"));
+
+    // A release of a lease someone else holds now does nothing.
+    WriteConditions stale;
+    stale.if_match = "not-the-current-etag";
+    CHECK(sink.put(lease, "{\"released\":true,\"by\":\"x\"}\n", ObjectAttributes{}, stale).status ==
+          SinkStatus::PreconditionFailed);
 }

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <functional>
 #include <map>
@@ -144,6 +145,20 @@ inline int wait_for(pid_t pid) {
     if (WIFEXITED(status)) return WEXITSTATUS(status);
     if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
     return -1;
+}
+
+// Closes a writer that must report `lines` lines it could not deliver; how
+// long closing took.
+template <class Writer>
+std::chrono::milliseconds close_reporting_undelivered(Writer& w, int lines) {
+    const auto t0 = std::chrono::steady_clock::now();
+    try {
+        w.close();
+        FAIL("expected close to report the lines it could not deliver");
+    } catch (const std::exception& e) {
+        CHECK_THAT(e.what(), Catch::Contains(std::to_string(lines) + " lines are not in their objects yet"));
+    }
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
 }
 
 // JSON for message_data / result built from pieces.

@@ -1,0 +1,280 @@
+// Flaky, slow and late object stores: the library against Ceph RGW through a
+// fault-injecting proxy (fault_proxy.hpp). Whatever the store does, no
+// accepted line is lost or doubled, and no call waits past its bound.
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <map>
+#include <set>
+#include <thread>
+
+#include "../unit/crash_harness.hpp"
+#include "../unit/test_util.hpp"
+#include "fault_proxy.hpp"
+#include "s3_test_servers.hpp"
+#include "training_output/error.hpp"
+#include "training_output/training_output.hpp"
+
+using namespace training_output;
+using namespace tdo_test;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+const std::string kStepsKey = "training/physical_activity/2025/11/health_journal_2025_11.jsonl";
+
+int rgw_port() {
+    const std::string e = rgw().endpoint;
+    return std::stoi(e.substr(e.rfind(':') + 1));
+}
+
+Server through(const FaultProxy& proxy) { return {proxy.endpoint(), rgw().access_key, rgw().secret_key}; }
+
+// The object's lines: how many times each distinct line is there.
+std::map<std::string, int> line_counts(S3Sink& sink, const std::string& key) {
+    SinkResponse g = sink.get(key);
+    INFO(g.describe());
+    REQUIRE(g.ok());
+    std::map<std::string, int> counts;
+    for (const auto& l : lines_of(g.body)) ++counts[l];
+    return counts;
+}
+
+// Outputs of the object's lines ("output" of each JSON line), counted.
+std::map<std::string, int> output_counts(S3Sink& sink, const std::string& key) {
+    std::map<std::string, int> out;
+    for (const auto& [line, n] : line_counts(sink, key)) {
+        auto d = parse(line);
+        if (d.IsObject() && d.HasMember("output")) out[d["output"].GetString()] += n;
+    }
+    return out;
+}
+
+Outcome steps(TrainingOutput& w, const std::string& narrative) {
+    return w.generate(narrative, message_json("StepsRecord"), result_json());
+}
+
+// A 6 MiB object of padding lines: appends to it take the multipart path.
+void prefill(S3Sink& sink, const std::string& key) {
+    REQUIRE(sink.put(key, big_jsonl(6u << 20), ObjectAttributes{}, WriteConditions{}).ok());
+}
+
+}  // namespace
+
+TEST_CASE("RGW through a proxy: a 503 to one probe request never lowers what the writer relies on",
+          "[integration][rgw][proxy]") {
+    FaultProxy proxy(rgw_port());
+    std::string bucket;
+    auto sink = fresh_bucket(rgw(), bucket);
+    // The probe's If-None-Match:* request gets a 503 (on main: read as "no
+    // conditional writes", and that writer appended without conditions).
+    proxy.add({"PUT", ".training_output/probe/", "", "", "if-none-match", 0, -1, Fault::Status, 503, {}});
+    {
+        S3SinkOptions o = options_for(through(proxy), bucket);
+        CurlS3Sink probed(o);
+        const SinkCapabilities caps = probed.capabilities();
+        CHECK(caps.conditional_writes);
+        CHECK_FALSE(caps.conditional_complete);  // the safe mode: appends take a lease
+        CHECK(proxy.faults() >= 1);
+    }
+    // Two writer processes into one key, one of them probed through the
+    // faulty proxy: every line of both, once.
+    TempDir a_dir, b_dir;
+    const std::string extra = ",\"flush_interval_ms\":50,\"flush_max_bytes\":8192,\"s3_lease_seconds\":5";
+    const std::string a_config = writer_config(through(proxy), bucket, a_dir.path(), extra);
+    const std::string b_config = writer_config(rgw(), bucket, b_dir.path(), extra);
+    const int count = 300;
+    pid_t a = spawn({TDO_TEST_WRITER, a_config, "a", std::to_string(count), "0", "StepsRecord"});
+    pid_t b = spawn({TDO_TEST_WRITER, b_config, "b", std::to_string(count), "0", "StepsRecord"});
+    REQUIRE(a > 0);
+    REQUIRE(b > 0);
+    CHECK(wait_for(a) == 0);
+    CHECK(wait_for(b) == 0);
+    auto counts = line_counts(*sink, kStepsKey);
+    CHECK(counts.size() == static_cast<std::size_t>(2 * count));
+    int doubled = 0;
+    for (const auto& [line, n] : counts) doubled += n != 1;
+    CHECK(doubled == 0);
+}
+
+TEST_CASE("RGW through a proxy: a write of a killed writer that lands seconds later is not written twice",
+          "[integration][rgw][proxy]") {
+    const bool multipart = GENERATE(false, true);
+    INFO((multipart ? "a 6 MiB object (multipart path)" : "a small object (GET+PUT path)"));
+    FaultProxy proxy(rgw_port());
+    std::string bucket;
+    auto sink = fresh_bucket(rgw(), bucket);
+    if (multipart) prefill(*sink, kStepsKey);
+    TempDir dir;
+    const std::string config = writer_config(
+        through(proxy), bucket, dir.path(), ",\"flush_interval_ms\":20,\"s3_lease_seconds\":5");
+    // The writer's first write to the object is held by the network...
+    proxy.add({multipart ? "POST" : "PUT", "health_journal", ".training_output", multipart ? "uploadId" : "", "", 0, 1,
+               Fault::Hold, 0, {}});
+    CrashRun run;
+    run.workers = 1;
+    run.per_worker = 20;
+    run.delay_us = 0;
+    CrashResult result;
+    detail::Worker w;
+    detail::start(w, TDO_TEST_CRASH_WRITER, config, run);
+    const auto deadline = Clock::now() + std::chrono::seconds(30);
+    while (proxy.held() == 0 && Clock::now() < deadline) {
+        detail::drain(w, result, false);
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    REQUIRE(proxy.held() == 1);
+    // ... while the writer is killed.
+    ::kill(w.pid, SIGKILL);
+    ::waitpid(w.pid, nullptr, 0);
+    detail::drain(w, result, true);
+    ::close(w.fd);
+    REQUIRE(result.accepted.size() == 20u);
+    // A writer adopts its spool at once; the held request reaches the store
+    // 2 s later, while the adopter waits out the dead writer's lease.
+    std::thread late([&] {
+        std::this_thread::sleep_for(std::chrono::seconds(2));
+        proxy.release_held();
+    });
+    {
+        TrainingOutput adopter(Config::from_json(config));
+        CHECK(adopter.stats().lines_recovered == 20);
+        adopter.flush();
+        adopter.close();
+    }
+    late.join();
+    proxy.drain();
+    auto outputs = output_counts(*sink, kStepsKey);
+    int wrong = 0;
+    for (const auto& tag : result.accepted) {
+        const int i = std::stoi(tag.substr(tag.find(':') + 1));
+        wrong += outputs["Worker 0 example " + std::to_string(i) + "."] != 1;
+    }
+    CHECK(wrong == 0);
+    if (multipart) CHECK(line_counts(*sink, kStepsKey).size() > 20u);  // the prefix is intact
+}
+
+TEST_CASE("RGW through a proxy: a Complete that stalls past the lease never lands over another writer's append",
+          "[integration][rgw][proxy]") {
+    FaultProxy proxy(rgw_port());
+    std::string bucket;
+    auto sink = fresh_bucket(rgw(), bucket);
+    prefill(*sink, kStepsKey);
+    TempDir a_dir, b_dir;
+    const std::string extra = ",\"flush_interval_ms\":20,\"s3_lease_seconds\":5";
+    // A's first Complete: held 7 s, then 503 (on main the S3 client retried
+    // it after the lease had passed to B, and it overwrote B's append).
+    proxy.add({"POST", "health_journal", "", "uploadId", "", 0, 1, Fault::StallThenStatus, 503,
+               std::chrono::milliseconds(7000)});
+    TrainingOutput a(Config::from_json(writer_config(through(proxy), bucket, a_dir.path(), extra)));
+    TrainingOutput b(Config::from_json(writer_config(rgw(), bucket, b_dir.path(), extra)));
+    CHECK(steps(a, "Written by A.") == Outcome::Written);
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));  // A's Complete is on its way
+    CHECK(steps(b, "Written by B.") == Outcome::Written);
+    b.flush();
+    a.flush();
+    a.close();
+    b.close();
+    auto outputs = output_counts(*sink, kStepsKey);
+    CHECK(outputs["Written by A."] == 1);
+    CHECK(outputs["Written by B."] == 1);
+    CHECK(proxy.faults() == 1);
+}
+
+TEST_CASE("RGW through a proxy: writes that stall and fail do not hold flush() or close() past their bound",
+          "[integration][rgw][proxy][bounded]") {
+    FaultProxy proxy(rgw_port());
+    std::string bucket;
+    auto sink = fresh_bucket(rgw(), bucket);
+    // Every write to the object or its lease: held 3 s, then 503.
+    proxy.add({"PUT", "health_journal", "", "", "", 0, -1, Fault::StallThenStatus, 503, std::chrono::milliseconds(3000)});
+    TempDir dir;
+    const int timeout_ms = 4000;
+    TrainingOutput w(Config::from_json(
+        writer_config(through(proxy), bucket, dir.path(), ",\"flush_timeout_ms\":" + std::to_string(timeout_ms))));
+    CHECK(steps(w, "Never lands.") == Outcome::Written);
+    auto t0 = Clock::now();
+    CHECK_THROWS_AS(w.flush(), Error);
+    CHECK(Clock::now() - t0 < std::chrono::milliseconds(timeout_ms + 1000));
+    const auto took = close_reporting_undelivered(w, 1);
+    INFO(took.count() << " ms");
+    CHECK(took < std::chrono::milliseconds(timeout_ms + 1000));
+    // Nothing landed; the next writer (the same destination) delivers the line once.
+    proxy.clear();
+    TrainingOutput next(Config::from_json(writer_config(through(proxy), bucket, dir.path())));
+    next.close();
+    CHECK(output_counts(*sink, kStepsKey)["Never lands."] == 1);
+}
+
+TEST_CASE("RGW through a proxy: an answer lost after the write, then a HEAD answered 200 with an error and no "
+          "ETag: nothing doubled",
+          "[integration][rgw][proxy]") {
+    FaultProxy proxy(rgw_port());
+    std::string bucket;
+    auto sink = fresh_bucket(rgw(), bucket);
+    REQUIRE(sink->put(kStepsKey, "{\"before\":1}\n", ObjectAttributes{}, WriteConditions{}).ok());
+    proxy.add({"PUT", "health_journal", ".training_output", "", "", 0, 1, Fault::ResetAfter, 0, {}});
+    proxy.add({"HEAD", "health_journal", ".training_output", "", "", 0, 1, Fault::ErrorIn200, 0, {}});
+    TempDir dir;
+    TrainingOutput w(Config::from_json(writer_config(through(proxy), bucket, dir.path())));
+    for (int i = 0; i < 20; ++i) CHECK(steps(w, "Line " + std::to_string(i) + ".") == Outcome::Written);
+    w.flush();
+    w.close();
+    CHECK(proxy.faults() == 2);
+    auto outputs = output_counts(*sink, kStepsKey);
+    CHECK(outputs.size() == 20u);
+    int wrong = 0;
+    for (const auto& [out, n] : outputs) wrong += n != 1;
+    CHECK(wrong == 0);
+}
+
+TEST_CASE("RGW through a proxy: 20% of all requests fail, stall, land late or lie, and 4 writers x 2,500 examples "
+          "land exactly once",
+          "[integration][rgw][proxy][mixed]") {
+    // The append modes RGW can run: under a lease (a new object: PUT, then
+    // GET+PUT; a 6 MiB one: multipart), and conditional PUTs without a
+    // lease (s3_conditional_writes=true, every append GET+PUT: RGW enforces
+    // If-Match on PUT, not on Complete).
+    const std::string mode = GENERATE(as<std::string>{}, "lease, new object", "lease, 6 MiB object", "conditional PUT");
+    INFO(mode);
+    const bool multipart = mode == "lease, 6 MiB object";
+    FaultProxy proxy(rgw_port());
+    std::string bucket;
+    auto sink = fresh_bucket(rgw(), bucket);
+    if (multipart) prefill(*sink, kStepsKey);
+    proxy.random_faults(0.2, static_cast<unsigned>(mode.size()), std::chrono::milliseconds(1500));
+    TempDir dir;
+    const int workers = 4, count = 2500, flush_timeout_ms = 180000;
+    std::string extra =
+        ",\"flush_interval_ms\":200,\"flush_max_bytes\":262144,\"s3_lease_seconds\":5,\"s3_request_timeout_ms\":2000,"
+        "\"s3_connect_timeout_ms\":1000,\"flush_timeout_ms\":" + std::to_string(flush_timeout_ms);
+    if (mode == "conditional PUT") extra += ",\"s3_conditional_writes\":\"true\",\"s3_multipart_threshold\":1073741824";
+    const std::string config = writer_config(through(proxy), bucket, dir.path(), extra);
+    const auto t0 = Clock::now();
+    std::vector<pid_t> pids;
+    for (int p = 0; p < workers; ++p) {
+        pids.push_back(spawn({TDO_TEST_WRITER, config, "w" + std::to_string(p), std::to_string(count), "0", "StepsRecord"}));
+        REQUIRE(pids.back() > 0);
+    }
+    // Each process flushes (within flush_timeout_ms, or it exits non-zero) and closes.
+    for (pid_t pid : pids) CHECK(wait_for(pid) == 0);
+    INFO("took " << std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - t0).count() << " s, "
+                 << proxy.faults() << " faults in " << proxy.requests() << " requests");
+    proxy.clear();
+    proxy.drain();  // late requests have landed (or were refused) by now
+    CHECK(proxy.faults() > 50);
+    auto outputs = output_counts(*sink, kStepsKey);
+    int lost = 0, doubled = 0;
+    for (int p = 0; p < workers; ++p) {
+        for (int i = 0; i < count; ++i) {
+            const int n = outputs["Worker w" + std::to_string(p) + " narrative number " + std::to_string(i) + "."];
+            lost += n == 0;
+            doubled += n > 1;
+        }
+    }
+    CHECK(lost == 0);
+    CHECK(doubled == 0);
+    CHECK(tdo_test::list_dir(dir / ".spool").empty());
+}
