@@ -216,7 +216,8 @@ TEST_CASE("RGW through a proxy: an answer lost after the write, then a HEAD answ
     auto sink = fresh_bucket(rgw(), bucket);
     REQUIRE(sink->put(kStepsKey, "{\"before\":1}\n", ObjectAttributes{}, WriteConditions{}).ok());
     proxy.add({"PUT", "health_journal", ".training_output", "", "", 0, 1, Fault::ResetAfter, 0, {}});
-    proxy.add({"HEAD", "health_journal", ".training_output", "", "", 0, 1, Fault::ErrorIn200, 0, {}});
+    // The object's first HEAD is the write's own; the second, the check of whether it landed.
+    proxy.add({"HEAD", "health_journal", ".training_output", "", "", 1, 1, Fault::ErrorIn200, 0, {}});
     TempDir dir;
     TrainingOutput w(Config::from_json(writer_config(through(proxy), bucket, dir.path())));
     for (int i = 0; i < 20; ++i) CHECK(steps(w, "Line " + std::to_string(i) + ".") == Outcome::Written);
