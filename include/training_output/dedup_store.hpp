@@ -83,6 +83,15 @@ std::unique_ptr<DedupStore> make_memory_dedup_store();
 struct SqliteStoreOptions {
     std::string path;                              // created if missing
     std::chrono::milliseconds busy_timeout{5000};  // wait for other processes' write locks
+    // When set, the file remembers the destination (Config::destination())
+    // of the first writer that used it. A file that remembers another one
+    // is not used: with `own_file_for_others`, the store opens
+    // "<path without .sqlite3>-<hash of the destination>.sqlite3" beside it
+    // instead (what the default path does); without, it throws
+    // Error(Config). So that the writers of two buckets started in one
+    // directory do not take each other's content for duplicates.
+    std::string destination;
+    bool own_file_for_others = false;
 };
 // SQLite in WAL mode: persistent, shared safely by the processes of one
 // machine. Claims go through a connection of their own, so that they never

@@ -21,6 +21,7 @@
 #include <thread>
 
 #include "common/json.hpp"
+#include "common/sha256.hpp"
 #include "common/random.hpp"
 #include "training_output/dedup_store.hpp"
 #include "training_output/error.hpp"
@@ -181,6 +182,7 @@ public:
         const std::int64_t busy = options.busy_timeout.count();
         work_ = std::make_unique<Connection>(path_, busy);
         create_schema(options.busy_timeout);
+        if (!options.destination.empty()) remembered_destination_ = remember(options.destination);
         claims_ = std::make_unique<Connection>(path_, busy);
 
         Connection& c = *claims_;
@@ -292,7 +294,28 @@ public:
 
     const char* kind() const noexcept override { return "sqlite"; }
 
+    // The destination this file remembers (the first writer's).
+    const std::string& remembered_destination() const { return remembered_destination_; }
+
 private:
+    // Records `destination` unless the file remembers one; returns the one it remembers.
+    std::string remember(const std::string& destination) {
+        return work_->transaction("open", [&] {
+            sqlite3_stmt* put = work_->prepare("INSERT INTO meta(name, value) VALUES('destination', ?1) "
+                                               "ON CONFLICT(name) DO NOTHING");
+            Connection::bind_text(put, 1, destination);
+            work_->run(put, "open");
+            sqlite3_stmt* get = work_->prepare("SELECT value FROM meta WHERE name = 'destination'");
+            std::string value;
+            if (work_->row(get, "open")) {
+                const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(get, 0));
+                value = text ? text : "";
+                work_->finish(get, SQLITE_DONE, "open");
+            }
+            return value;
+        });
+    }
+
     void create_schema(std::chrono::milliseconds busy_timeout) {
         // Processes opening a new database at once race for the switch to
         // WAL and the schema; SQLite answers some of those races with
@@ -313,7 +336,8 @@ private:
                     "CREATE TABLE IF NOT EXISTS owners ("
                     " id TEXT PRIMARY KEY,"
                     " path TEXT NOT NULL"       // the spool's directory: alive while it exists
-                    ") WITHOUT ROWID");
+                    ") WITHOUT ROWID;"
+                    "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID");
                 return;
             } catch (const Error&) {
                 const int code = sqlite3_extended_errcode(work_->db()) & 0xFF;
@@ -384,6 +408,7 @@ private:
     };
 
     std::string path_;
+    std::string remembered_destination_;
     std::atomic<int> claims_waiting_{0};  // callers in claim(): commits let them in between chunks
     std::mutex work_mutex_;    // work_: commits, owners, purges (the flusher)
     std::unique_ptr<Connection> work_;
@@ -404,7 +429,26 @@ private:
 }  // namespace
 
 std::unique_ptr<DedupStore> make_sqlite_dedup_store(const SqliteStoreOptions& options) {
-    return std::make_unique<SqliteDedupStore>(options);
+    auto store = std::make_unique<SqliteDedupStore>(options);
+    if (options.destination.empty() || store->remembered_destination() == options.destination) return store;
+    const std::string other = store->remembered_destination();
+    if (!options.own_file_for_others) {
+        throw Error(ErrorCode::Config, "configuration key \"dedup_db_path\": " + json::quote(options.path) +
+                                           " remembers the content written to " + json::quote(other) +
+                                           ", not to " + json::quote(options.destination) +
+                                           ": give this writer a file of its own");
+    }
+    // A file of its own beside it, named after the destination.
+    SqliteStoreOptions own = options;
+    std::string base = options.path;
+    const std::string suffix = ".sqlite3";
+    if (base.size() > suffix.size() && base.compare(base.size() - suffix.size(), suffix.size(), suffix) == 0) {
+        base.resize(base.size() - suffix.size());
+    }
+    const crypto::Digest d = crypto::sha256(options.destination);
+    own.path = base + "-" + crypto::hex(d.data(), d.size()).substr(0, 12) + suffix;
+    own.own_file_for_others = false;
+    return make_sqlite_dedup_store(own);
 }
 
 }  // namespace training_output

@@ -35,6 +35,12 @@ std::unique_ptr<DedupStore> open_store(const Config& c, const Logger& logger) {
     SqliteStoreOptions o;
     o.path = c.dedup_db_path;
     o.busy_timeout = std::chrono::milliseconds(c.dedup_busy_timeout_ms);
+    // The default file is one destination's; a writer for another gets its
+    // own beside it. A path given explicitly is shared as given.
+    if (c.dedup_db_path == c.output_dir + "/.dedup.sqlite3") {
+        o.destination = c.destination();
+        o.own_file_for_others = true;
+    }
     return make_sqlite_dedup_store(o);
 }
 

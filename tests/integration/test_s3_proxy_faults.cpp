@@ -265,7 +265,7 @@ TEST_CASE("RGW through a proxy: 20% of all requests fail, stall, land late or li
                  << proxy.faults() << " faults in " << proxy.requests() << " requests");
     proxy.clear();
     proxy.drain();  // late requests have landed (or were refused) by now
-    CHECK(proxy.faults() > 50);
+    CHECK(proxy.faults() * 10 > proxy.requests());  // about a fifth of them were faulted
     auto outputs = output_counts(*sink, kStepsKey);
     int lost = 0, doubled = 0;
     for (int p = 0; p < workers; ++p) {

@@ -19,7 +19,7 @@ namespace {
 
 std::unique_ptr<DedupStore> make_store(const std::string& kind, const tdo_test::TempDir& dir) {
     if (kind == "memory") return make_memory_dedup_store();
-    return make_sqlite_dedup_store(SqliteStoreOptions{dir / "dedup.sqlite3", 5000ms});
+    return make_sqlite_dedup_store(SqliteStoreOptions{dir / "dedup.sqlite3", 5000ms, {}, false});
 }
 
 }  // namespace
@@ -134,14 +134,14 @@ TEST_CASE("sqlite dedup store reports what it cannot open", "[unit][dedup]") {
     tdo_test::TempDir dir;
     tdo_test::write_file(dir / "file", "x");
     try {
-        make_sqlite_dedup_store(SqliteStoreOptions{dir / "file/sub/dedup.sqlite3", 100ms});
+        make_sqlite_dedup_store(SqliteStoreOptions{dir / "file/sub/dedup.sqlite3", 100ms, {}, false});
         FAIL("expected an error");
     } catch (const Error& e) {
         CHECK(e.code() == ErrorCode::DedupStore);
         CHECK_THAT(e.what(), Catch::Contains("cannot be opened"));
     }
     tdo_test::write_file(dir / "garbage.sqlite3", std::string(4096, 'g'));
-    CHECK_THROWS_AS(make_sqlite_dedup_store(SqliteStoreOptions{dir / "garbage.sqlite3", 100ms}), Error);
+    CHECK_THROWS_AS(make_sqlite_dedup_store(SqliteStoreOptions{dir / "garbage.sqlite3", 100ms, {}, false}), Error);
 }
 
 TEST_CASE("8 threads claiming the same keys: exactly one wins each", "[unit][dedup][concurrency]") {
@@ -155,7 +155,7 @@ TEST_CASE("8 threads claiming the same keys: exactly one wins each", "[unit][ded
 TEST_CASE("several processes claiming through one sqlite file: exactly one wins each", "[unit][dedup][concurrency]") {
     tdo_test::TempDir dir;
     const std::string path = dir / "dedup.sqlite3";
-    { make_sqlite_dedup_store(SqliteStoreOptions{path, 5000ms}); }  // create the schema once
+    { make_sqlite_dedup_store(SqliteStoreOptions{path, 5000ms, {}, false}); }  // create the schema once
     constexpr int kProcs = 4, kKeys = 300;
     std::vector<pid_t> pids;
     for (int p = 0; p < kProcs; ++p) {
@@ -164,7 +164,7 @@ TEST_CASE("several processes claiming through one sqlite file: exactly one wins 
         if (pid == 0) {
             int code = 0;
             try {
-                auto store = make_sqlite_dedup_store(SqliteStoreOptions{path, 10000ms});
+                auto store = make_sqlite_dedup_store(SqliteStoreOptions{path, 10000ms, {}, false});
                 const auto me = tdo_test::make_owner(dir.path(), "p" + std::to_string(getpid()));
                 store->register_owner(me);
                 for (int k = 0; k < kKeys; ++k) {
@@ -199,7 +199,7 @@ TEST_CASE("the deduplicator fails open when its store breaks", "[unit][dedup]") 
     tdo_test::TempDir dir;
     const std::string path = dir / "dedup.sqlite3";
     Logger logger(LogLevel::Off);
-    TrainingDeduplicator dedup(make_sqlite_dedup_store(SqliteStoreOptions{path, 100ms}), DeduplicatorOptions{}, &logger);
+    TrainingDeduplicator dedup(make_sqlite_dedup_store(SqliteStoreOptions{path, 100ms, {}, false}), DeduplicatorOptions{}, &logger);
     const auto me = tdo_test::make_owner(dir.path(), "me");
     dedup.hold_owner(me.id, me.spool_path);
     CHECK(dedup.owners_fresh());
@@ -225,7 +225,7 @@ TEST_CASE("the deduplicator claims batches and fails open for all of a batch", "
     tdo_test::TempDir dir;
     const std::string path = dir / "dedup.sqlite3";
     Logger logger(LogLevel::Off);
-    TrainingDeduplicator dedup(make_sqlite_dedup_store(SqliteStoreOptions{path, 100ms}), DeduplicatorOptions{}, &logger);
+    TrainingDeduplicator dedup(make_sqlite_dedup_store(SqliteStoreOptions{path, 100ms, {}, false}), DeduplicatorOptions{}, &logger);
     const auto me = tdo_test::make_owner(dir.path(), "me"), other = tdo_test::make_owner(dir.path(), "other");
     dedup.hold_owner(me.id, me.spool_path);
     dedup.hold_owner(other.id, other.spool_path);

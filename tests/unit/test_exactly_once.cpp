@@ -273,3 +273,35 @@ TEST_CASE("exactly once: a spool is adopted only by writers with its destination
     a2.flush();
     CHECK(tdo_test::lines_of(tdo_test::read_file(a_dir / kGlucoseKey)).size() == 1u);
 }
+
+TEST_CASE("exactly once: writers of two destinations started in one directory keep their own dedup memory",
+          "[unit][dedup][destination]") {
+    // Two prefixes (as two buckets would) in one output directory, on the
+    // default dedup file: content written for one is not a duplicate for the other.
+    tdo_test::TempDir dir;
+    auto config = [&](const char* prefix) {
+        Config c = writer_config(dir);
+        c.training_data_prefix = prefix;
+        c.finalize();
+        return c;
+    };
+    TrainingOutput a(config("first"));
+    TrainingOutput b(config("second"));
+    CHECK(glucose(a, "The same narrative.") == Outcome::Written);
+    CHECK(glucose(b, "The same narrative.") == Outcome::Written);
+    CHECK(glucose(a, "The same narrative.") == Outcome::Duplicate);
+    CHECK(glucose(b, "The same narrative.") == Outcome::Duplicate);
+    a.close();
+    b.close();
+    CHECK(tdo_test::lines_of(tdo_test::read_file(dir / "first/metabolic_diabetes/2025/11/health_journal_2025_11.jsonl")).size() == 1u);
+    CHECK(tdo_test::lines_of(tdo_test::read_file(dir / "second/metabolic_diabetes/2025/11/health_journal_2025_11.jsonl")).size() == 1u);
+    int files = 0;
+    for (const auto& f : tdo_test::list_dir(dir.path())) files += f.rfind(".dedup", 0) == 0 && f.size() > 8 && f.substr(f.size() - 8) == ".sqlite3";
+    CHECK(files == 2);  // the default one, and one beside it named after the second destination
+    // An explicitly shared file is shared as given.
+    Config explicit_a = config("first"), explicit_b = config("second");
+    explicit_a.dedup_db_path = explicit_b.dedup_db_path = dir / "shared.sqlite3";
+    TrainingOutput sa(explicit_a), sb(explicit_b);
+    CHECK(glucose(sa, "Shared on purpose.") == Outcome::Written);
+    CHECK(glucose(sb, "Shared on purpose.") != Outcome::Written);
+}
