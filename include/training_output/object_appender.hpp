@@ -159,6 +159,7 @@ private:
     std::mutex seen_mutex_;
     std::map<std::string, std::pair<std::string, std::chrono::steady_clock::time_point>> seen_leases_;
     std::map<std::string, std::chrono::steady_clock::time_point> released_;  // when this appender last released each
+    std::map<std::string, std::string> released_etags_;  // and the ETag of that release
 };
 
 }  // namespace training_output

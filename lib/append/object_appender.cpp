@@ -14,6 +14,7 @@ namespace training_output {
 namespace {
 
 constexpr std::uint64_t kMaxCopyPart = 5ull << 30;  // UploadPartCopy copies at most 5 GiB
+constexpr int kLeasePollSteps = 4;  // a lease waiter's backoff grows no further than 2^4 steps
 constexpr char kReleasedPrefix[] = "{\"released\":true";  // then the releaser's token: never the same ETag twice
 
 [[noreturn]] void give_up(const std::string& key, const SinkResponse& r) {
@@ -377,11 +378,12 @@ ObjectAppender::Lease ObjectAppender::acquire_lease(const std::string& key, cons
     const auto deadline = std::chrono::steady_clock::now() + options_.lease_wait;
     {
         // Writers waiting for this lease go first: one that just released it
-        // would otherwise take it again before they wake.
+        // would otherwise take it again before they wake (they poll at least
+        // every kLeasePollSteps-th backoff step).
         std::unique_lock<std::mutex> lock(seen_mutex_);
         auto it = released_.find(lease.key);
         const auto until = it == released_.end() ? std::chrono::steady_clock::time_point{}
-                                                  : it->second + options_.backoff_max;
+                                                  : it->second + options_.backoff_base * ((1 << kLeasePollSteps) + 4);
         lock.unlock();
         std::unique_lock<std::mutex> wait(cancel_mutex_);
         if (cancel_cv_.wait_until(wait, until, [&] { return cancelled_; })) {
@@ -390,8 +392,26 @@ ObjectAppender::Lease ObjectAppender::acquire_lease(const std::string& key, cons
     }
     SinkResponse last;
     int unanswered = 0;  // the store failing, as opposed to the lease being busy
+    std::string released_etag;  // our own last release of it, if nobody has taken it since
+    {
+        std::lock_guard<std::mutex> lock(seen_mutex_);
+        auto it = released_etags_.find(lease.key);
+        if (it != released_etags_.end()) released_etag = it->second;
+    }
+    if (!released_etag.empty()) {
+        // Most often nobody took it since we released it: one request.
+        WriteConditions take;
+        take.if_match = released_etag;
+        SinkResponse t = sink_.put(lease.key, lease_body(lease), attrs, take);
+        if (t.ok()) {
+            lease.etag = t.etag;
+            lease.taken = std::chrono::steady_clock::now();
+            return lease;
+        }
+        if (t.status == SinkStatus::Auth || t.status == SinkStatus::Fatal) give_up(lease.key, t);
+    }
     for (int attempt = 0; std::chrono::steady_clock::now() < deadline && unanswered < options_.max_attempts; ++attempt) {
-        if (attempt > 0) backoff(std::min(attempt, 4));  // a waiter polls often: the lease changes hands fast
+        if (attempt > 0) backoff(std::min(attempt, kLeasePollSteps));  // the lease changes hands fast: poll often
         check_cancelled();
         WriteConditions create;
         create.if_none_match_any = true;
@@ -482,9 +502,15 @@ bool ObjectAppender::renew_lease(Lease& lease) {
 void ObjectAppender::release_lease(const Lease& lease) {
     WriteConditions mine;
     mine.if_match = lease.etag;
-    sink_.put(lease.key, std::string(kReleasedPrefix) + ",\"by\":\"" + lease.owner + "\"}\n", lease_attributes(), mine);
+    SinkResponse r =
+        sink_.put(lease.key, std::string(kReleasedPrefix) + ",\"by\":\"" + lease.owner + "\"}\n", lease_attributes(), mine);
     std::lock_guard<std::mutex> lock(seen_mutex_);
     released_[lease.key] = std::chrono::steady_clock::now();
+    if (r.ok() && !r.etag.empty()) {
+        released_etags_[lease.key] = r.etag;
+    } else {
+        released_etags_.erase(lease.key);
+    }
 }
 
 Landed ObjectAppender::check_landed(const AppendIntent& intent, std::string_view batch) {
