@@ -82,6 +82,8 @@ struct Config {
     // <name>", then " prefix <training_data_prefix>"): a writer's spool is
     // adopted only by writers with the same destination.
     std::string destination() const;
+    // "<output_dir>/.dedup.sqlite3": dedup_db_path when none is given.
+    std::string default_dedup_db_path() const;
 
     // Resolved defaults (dedup_db_path from output_dir, ...). Called by the
     // parsers; call it yourself after filling a Config by hand.

@@ -216,9 +216,11 @@ void Config::finalize() {
                                                   std::to_string(max_line_bytes) + "), got " +
                                                   std::to_string(spool_max_bytes));
     }
-    if (dedup_db_path.empty()) dedup_db_path = output_dir + "/.dedup.sqlite3";
+    if (dedup_db_path.empty()) dedup_db_path = default_dedup_db_path();
     if (spool_dir.empty()) spool_dir = output_dir + "/.spool";
 }
+
+std::string Config::default_dedup_db_path() const { return output_dir + "/.dedup.sqlite3"; }
 
 std::string Config::destination() const {
     std::string where;

@@ -1,4 +1,5 @@
-// TrainingOutput: the writer. format -> claim -> append -> commit.
+// TrainingOutput: the writer. format -> spool -> claim; in the background,
+// the flusher: confirm -> INTENT -> append -> commit -> DONE.
 #include "training_output/training_output.hpp"
 
 #include <pthread.h>
@@ -37,7 +38,7 @@ std::unique_ptr<DedupStore> open_store(const Config& c, const Logger& logger) {
     o.busy_timeout = std::chrono::milliseconds(c.dedup_busy_timeout_ms);
     // The default file is one destination's; a writer for another gets its
     // own beside it. A path given explicitly is shared as given.
-    if (c.dedup_db_path == c.output_dir + "/.dedup.sqlite3") {
+    if (c.dedup_db_path == c.default_dedup_db_path()) {
         o.destination = c.destination();
         o.own_file_for_others = true;
     }
