@@ -22,6 +22,12 @@ case "$what" in
     SKIP_APT=1 scripts/services/rgw-start.sh "$dir" >/dev/null
     trap 'scripts/services/rgw-stop.sh "$dir" --wipe >/dev/null' EXIT
     TDO_BENCH_ENDPOINT=http://127.0.0.1:${RGW_PORT:-7480} build/bench/tests/bench/tdo_bench_s3 "$@" ;;
+  append)
+    dir="$PWD/build/bench/rgw"
+    # Room for a 1 GiB object, its copy, and the copies RGW has not collected yet.
+    MEMSTORE_BYTES=$((6 << 30)) SKIP_APT=1 scripts/services/rgw-start.sh "$dir" >/dev/null
+    trap 'scripts/services/rgw-stop.sh "$dir" --wipe >/dev/null' EXIT
+    TDO_BENCH_ENDPOINT=http://127.0.0.1:${RGW_PORT:-7480} build/bench/tests/bench/tdo_bench_append "$@" ;;
   spool)
     dir="$PWD/build/bench/rgw"
     SKIP_APT=1 scripts/services/rgw-start.sh "$dir" >/dev/null

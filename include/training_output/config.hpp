@@ -57,6 +57,10 @@ struct Config {
     std::int64_t s3_retry_base_ms = 100;
     std::int64_t s3_retry_max_ms = 5000;
     std::string s3_conditional_writes = "auto";  // auto | true | false
+    // auto (native where the store has it, else copy) | native (RGW's append
+    // with position) | copy (read or copy + conditional write; a lease where
+    // Complete ignores If-Match) | lease (copy, always under a lease)
+    std::string s3_append_mode = "auto";
     std::int64_t s3_multipart_threshold = 5 << 20;
     std::int64_t s3_lease_seconds = 30;
 

@@ -21,6 +21,7 @@ namespace training_output {
 
 enum class AddressingStyle { Auto, Path, Virtual };
 enum class ConditionalWrites { Auto, On, Off };
+enum class NativeAppend { Auto, On, Off };
 
 struct S3SinkOptions {
     std::string endpoint_url;  // "http://127.0.0.1:9000", "https://s3.eu-west-1.amazonaws.com"
@@ -40,6 +41,9 @@ struct S3SinkOptions {
     // enforces conditional PUT and CompleteMultipartUpload; Off: no conditions
     // (one writer per key only).
     ConditionalWrites conditional_writes = ConditionalWrites::Auto;
+    // Auto: probe whether the server appends natively (Ceph RGW's
+    // ?append&position=N); On: trust that it does; Off: never use it.
+    NativeAppend native_append = NativeAppend::Auto;
     std::string probe_prefix = ".training_output/probe/";
 };
 
@@ -74,6 +78,8 @@ public:
                                     const std::vector<CompletedPart>& parts,
                                     const WriteConditions& conditions) override;
     SinkResponse abort_multipart(const std::string& key, const std::string& upload_id) override;
+    SinkResponse append_at(const std::string& key, std::string_view body, std::uint64_t position,
+                           const ObjectAttributes& attributes, const WriteConditions& conditions = {}) override;
     SinkCapabilities capabilities() const override;
     std::string describe() const override;
     void cancel() override;
@@ -92,5 +98,6 @@ private:
 
 AddressingStyle parse_addressing_style(const std::string& text);      // throws Error(Config)
 ConditionalWrites parse_conditional_writes(const std::string& text);  // throws Error(Config)
+NativeAppend parse_native_append(const std::string& s3_append_mode);  // throws Error(Config)
 
 }  // namespace training_output

@@ -2,7 +2,9 @@
 // tests of everything that sits on an S3Sink. Its capabilities are also its
 // behaviour: without conditional_complete it ignores If-Match on
 // CompleteMultipartUpload and x-amz-copy-source-if-match (as Ceph RGW 16
-// does); without conditional_writes it ignores every condition (as s3rver).
+// does); without conditional_writes it ignores every condition (as s3rver);
+// with native_append it takes RGW's appends (append_at), and a PUT or a
+// Complete makes an object plain again, as there.
 #pragma once
 
 #include <cstdint>
@@ -18,7 +20,7 @@ namespace training_output {
 
 class MemorySink : public S3Sink {
 public:
-    enum class Op { Head, Get, Put, Remove, CreateMultipart, UploadPart, UploadPartCopy, Complete, Abort };
+    enum class Op { Head, Get, Put, Remove, CreateMultipart, UploadPart, UploadPartCopy, Complete, Abort, Append };
 
     // A fault hook sees each request before it runs and may answer instead.
     // `applied` = true makes the operation happen first and then replaces its
@@ -46,6 +48,8 @@ public:
                                     const std::vector<CompletedPart>& parts,
                                     const WriteConditions& conditions) override;
     SinkResponse abort_multipart(const std::string& key, const std::string& upload_id) override;
+    SinkResponse append_at(const std::string& key, std::string_view body, std::uint64_t position,
+                           const ObjectAttributes& attributes, const WriteConditions& conditions = {}) override;
     SinkCapabilities capabilities() const override { return capabilities_; }
     std::string describe() const override { return "memory"; }
 
@@ -65,6 +69,7 @@ private:
         std::string etag;
         ObjectAttributes attributes;
         std::int64_t last_modified = 0;
+        bool appendable = false;
     };
     struct Upload {
         std::string key;

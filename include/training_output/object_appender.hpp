@@ -16,6 +16,18 @@
 // both land; once it moved, the bytes at the recorded offset tell whether it
 // landed (check_landed).
 //
+// Where the store appends natively (Ceph RGW's PUT ?append&position=N, a
+// compare-and-append on the object's length), a batch is one such append at
+// the object's end: no read, no copy, no lease; its cost does not grow with
+// the object. The appender remembers where each key ended after its own last
+// append, so that a sole writer sends one request per batch; after a 409
+// (another append won) it asks again with a HEAD, and reads the last byte for
+// the newline guard (a "\n" is appended on its own where it lacks). The
+// intent of a native append is its offset, without an ETag: it may land
+// while the object is appendable and exactly that long, and no longer. A
+// plain object (written by PUT or a multipart upload) takes no native
+// appends: it is appended to as below.
+//
 // On a server that enforces conditional PUT but ignores If-Match on
 // CompleteMultipartUpload (Ceph RGW 16), step 3 could overwrite another
 // writer's batch; there every append first takes a lease: a small object
@@ -34,6 +46,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 
@@ -47,7 +60,7 @@ namespace training_output {
 // whether the batch landed (the bytes [size, size+|batch|) are the batch).
 struct AppendIntent {
     std::string key;
-    std::string etag;      // empty when the object did not exist
+    std::string etag;      // empty when the object did not exist, and for a native append
     std::uint64_t size = 0;
 };
 
@@ -77,6 +90,11 @@ struct AppendOptions {
     std::string lease_prefix = ".training_output/leases/";
     std::chrono::seconds lease_ttl{30};                  // a holder that died frees the key after this
     std::chrono::milliseconds lease_wait{60000};         // how long to wait for a lease before failing
+    bool always_lease = false;                           // copy appends take a lease even where Complete is conditional
+    // An object seen appendable (a HEAD says so) is appended to natively even
+    // when the capabilities do not say the store can (its probe has not been
+    // answered yet): false for s3_append_mode copy and lease.
+    bool native_when_appendable = true;
 };
 
 struct AppendResult {
@@ -127,7 +145,7 @@ private:
     bool renew_lease(Lease& lease);
     void release_lease(const Lease& lease);
     std::string lease_body(const Lease& lease) const;
-    enum class Step { Done, Retry, Ambiguous, FoundLanded };
+    enum class Step { Done, Retry, Ambiguous, FoundLanded, Native };
     Step attempt(const std::string& key, std::string_view batch,
                  const std::function<void(const AppendIntent&)>& before_write, AppendIntent& intent,
                  std::optional<UndecidedWrite>& undecided, SinkResponse& failure, Lease* lease, bool& keep_lease);
@@ -137,6 +155,15 @@ private:
                           SinkResponse& failure, Lease* lease,
                           const std::function<void(const AppendIntent&)>& before_write, bool& keep_lease);
     Landed check_undecided(const UndecidedWrite& u, std::string_view batch);
+    std::optional<Step> settle_undecided(const SinkResponse& head, std::string_view batch,
+                                         std::optional<UndecidedWrite>& undecided, AppendIntent& intent,
+                                         SinkResponse& failure);
+    std::optional<AppendResult> append_native(const std::string& key, std::string_view batch,
+                                              const std::function<void(const AppendIntent&)>& before_write,
+                                              std::optional<UndecidedWrite>& undecided, SinkResponse& last_failure,
+                                              Lease* lease, bool& keep_lease);
+    void remember_end(const std::string& key, std::optional<std::uint64_t> size);
+    std::optional<std::uint64_t> known_end(const std::string& key);
     bool lease_still_ours(Lease* lease, SinkResponse& failure);
     WriteConditions under_lease(const Lease* lease) const;
     Landed check_landed_by(const AppendIntent& intent, std::uint64_t batch_bytes,
@@ -160,6 +187,11 @@ private:
     std::map<std::string, std::pair<std::string, std::chrono::steady_clock::time_point>> seen_leases_;
     std::map<std::string, std::chrono::steady_clock::time_point> released_;  // when this appender last released each
     std::map<std::string, std::string> released_etags_;  // and the ETag of that release
+    // Native appends: where each key ended after this appender's last append
+    // there (its size); keys found to be plain objects. Under ends_mutex_.
+    std::mutex ends_mutex_;
+    std::map<std::string, std::uint64_t> ends_;
+    std::set<std::string> plain_;
 };
 
 }  // namespace training_output

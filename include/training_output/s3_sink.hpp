@@ -47,6 +47,9 @@ struct SinkResponse {
     std::string upload_id;    // CreateMultipartUpload
     std::vector<std::pair<std::string, std::string>> metadata;  // HEAD: x-amz-meta-* (lower-case names)
     std::int64_t last_modified = 0;  // HEAD / GET: unix seconds, by the server's clock
+    // HEAD / GET: the object takes native appends (RGW: x-rgw-object-type:
+    // Appendable). After append_at: size is the next append position.
+    bool appendable = false;
     std::int64_t server_time = 0;    // when the server answered (its Date), unix seconds
     S3ErrorInfo error;
     std::string detail;       // transport or local error text (never a secret)
@@ -91,6 +94,10 @@ struct SinkCapabilities {
     bool conditional_complete = true;  // If-Match on CompleteMultipartUpload is enforced
     bool multipart_copy = true;        // UploadPartCopy works
     std::uint64_t min_part_size = 5ull << 20;  // smallest non-last part
+    bool native_append = false;        // append_at works (Ceph RGW's PUT ?append&position=N)
+    // Two appends at one position never both succeed. Not so on RGW 16 (its
+    // check races with a concurrent append): there, native appends take a lease.
+    bool native_append_atomic = false;
 };
 
 class S3Sink {
@@ -116,6 +123,16 @@ public:
                                             const std::vector<CompletedPart>& parts,
                                             const WriteConditions& conditions) = 0;
     virtual SinkResponse abort_multipart(const std::string& key, const std::string& upload_id) = 0;
+
+    // A native append: `body` lands at `position` only while the object is
+    // exactly that long (or absent, for 0, which creates an appendable
+    // object): a compare-and-append, one request, no copy. Ok: etag, and size
+    // = the next position. Conflict: error.code "PositionNotEqualToLength"
+    // (another append won) or "ObjectNotAppendable" (a plain object: written
+    // by PUT or a multipart upload). NotImplemented where the store has none.
+    // `conditions`: only single_attempt and timeout apply.
+    virtual SinkResponse append_at(const std::string& key, std::string_view body, std::uint64_t position,
+                                   const ObjectAttributes& attributes, const WriteConditions& conditions = {});
 
     virtual SinkCapabilities capabilities() const = 0;
 

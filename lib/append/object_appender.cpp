@@ -2,6 +2,7 @@
 #include "training_output/object_appender.hpp"
 
 #include <cstdlib>
+#include <exception>
 #include <mutex>
 
 #include "common/crash_point.hpp"
@@ -16,10 +17,16 @@ namespace {
 constexpr std::uint64_t kMaxCopyPart = 5ull << 30;  // UploadPartCopy copies at most 5 GiB
 constexpr int kLeasePollSteps = 4;  // a lease waiter's backoff grows no further than 2^4 steps
 constexpr char kReleasedPrefix[] = "{\"released\":true";  // then the releaser's token: never the same ETag twice
+constexpr std::size_t kMaxRememberedKeys = 4096;  // ends_ and plain_ start over past this
 
 [[noreturn]] void give_up(const std::string& key, const SinkResponse& r) {
     ErrorCode code = r.status == SinkStatus::Auth ? ErrorCode::Auth : ErrorCode::Storage;
     throw Error(code, "appending to " + json::quote(key) + " failed: " + r.describe());
+}
+
+[[noreturn]] void give_up_after(const std::string& key, int attempts, const SinkResponse& last) {
+    throw Error(ErrorCode::Storage, "appending to " + json::quote(key) + " gave up after " + std::to_string(attempts) +
+                                        " attempts; last answer: " + last.describe());
 }
 
 SinkResponse transient(std::string detail) {
@@ -84,11 +91,17 @@ AppendResult ObjectAppender::append(const std::string& key, std::string_view bat
     if (batch.empty()) return {};
     check_cancelled();
     const SinkCapabilities caps = sink_.capabilities();
+    bool native = false;
+    if (caps.native_append) {
+        std::lock_guard<std::mutex> lock(ends_mutex_);
+        native = plain_.count(key) == 0;
+    }
     std::optional<Lease> lease;
     // One owner token for the whole append: a lease object that names it is
     // ours, whatever answers were lost on the way.
     const std::string owner = random::token_hex(16);
-    if (caps.conditional_writes && !caps.conditional_complete) {
+    auto take_lease = [&] {
+        if (lease) return;
         const auto asked = std::chrono::steady_clock::now();
         lease = acquire_lease(key, owner);
         if (logger_) {
@@ -98,8 +111,8 @@ AppendResult ObjectAppender::append(const std::string& key, std::string_view bat
                                                                       std::chrono::steady_clock::now() - asked)
                                                                       .count())}});
         }
-    }
-    bool keep_lease = false;  // a Complete that could still land: the lease runs out instead
+    };
+    bool keep_lease = false;  // a write that could still land: the lease runs out instead
     struct Release {
         ObjectAppender* self;
         std::optional<Lease>* lease;
@@ -108,14 +121,34 @@ AppendResult ObjectAppender::append(const std::string& key, std::string_view bat
             if (*lease && !*keep) self->release_lease(**lease);
         }
     } release{this, &lease, &keep_lease};
-    Lease* held = lease ? &*lease : nullptr;
 
+    // A lease where the store's own guard does not keep writers apart: native
+    // appends whose position check is not atomic (RGW: two appends at one
+    // position that it processes at once can both succeed, the second
+    // overwriting the first), or a Complete that ignores If-Match.
     SinkResponse last_failure;
+    // Nothing when the object is plain: it is appended to as one.
+    auto append_natively = [&]() -> std::optional<AppendResult> {
+        if (caps.conditional_writes && (options_.always_lease || !caps.native_append_atomic)) take_lease();
+        return append_native(key, batch, before_write, undecided, last_failure, lease ? &*lease : nullptr, keep_lease);
+    };
+    if (native) {
+        if (auto done = append_natively()) return *done;
+    }
+    if (caps.conditional_writes && (options_.always_lease || !caps.conditional_complete)) take_lease();
+    Lease* held = lease ? &*lease : nullptr;
     for (int attempt = 0; attempt < options_.max_attempts; ++attempt) {
         if (attempt > 0) backoff(attempt);
         AppendIntent intent;
         SinkResponse failure;
         Step step = this->attempt(key, batch, before_write, intent, undecided, failure, held, keep_lease);
+        if (step == Step::Native) {
+            // An appendable object, seen before the probe said the store has
+            // native appends: appended to as such (copying would make it plain).
+            if (auto done = append_natively()) return *done;
+            held = lease ? &*lease : nullptr;
+            continue;
+        }
         if (step == Step::Done || step == Step::FoundLanded) undecided.reset();
         if (keep_lease) {
             throw Error(ErrorCode::Storage, "appending to " + json::quote(key) +
@@ -140,9 +173,7 @@ AppendResult ObjectAppender::append(const std::string& key, std::string_view bat
         }
         last_failure = std::move(failure);
     }
-    throw Error(ErrorCode::Storage, "appending to " + json::quote(key) + " gave up after " +
-                                        std::to_string(options_.max_attempts) +
-                                        " attempts; last answer: " + last_failure.describe());
+    give_up_after(key, options_.max_attempts, last_failure);
 }
 
 // Did an earlier write of this batch land? By its bytes when the batch is
@@ -150,6 +181,168 @@ AppendResult ObjectAppender::append(const std::string& key, std::string_view bat
 Landed ObjectAppender::check_undecided(const UndecidedWrite& u, std::string_view batch) {
     if (u.bytes == batch.size() && u.crc == crc32c::compute(batch)) return check_landed(u.intent, batch);
     return check_landed(u.intent, u.bytes, u.crc);
+}
+
+// Could a write sent with `intent` still land on the object as `head` shows
+// it? A conditional PUT or Complete: while the object has the ETag it was
+// sent against (or is absent). A native append (no ETag, an offset): while
+// the object is appendable and exactly that long (or absent, at 0).
+namespace {
+bool still_as_sent(const AppendIntent& intent, const SinkResponse& head) {
+    if (!intent.etag.empty()) return head.ok() && head.etag == intent.etag;
+    if (intent.size == 0) return head.status == SinkStatus::NotFound;
+    return head.ok() && head.appendable && head.size == intent.size;
+}
+}  // namespace
+
+// With `head` the object now: while an undecided write could still land, the
+// next write is conditional on the same (one of the two lands: nothing to
+// settle). Once it cannot, the bytes at the recorded offset tell:
+// FoundLanded, Retry (no answer yet), or nothing more to wait for.
+std::optional<ObjectAppender::Step> ObjectAppender::settle_undecided(const SinkResponse& head, std::string_view batch,
+                                                                     std::optional<UndecidedWrite>& undecided,
+                                                                     AppendIntent& intent, SinkResponse& failure) {
+    if (!undecided || still_as_sent(undecided->intent, head)) return std::nullopt;
+    const Landed l = check_undecided(*undecided, batch);
+    if (l == Landed::Yes) {
+        intent = undecided->intent;
+        return Step::FoundLanded;
+    }
+    if (l != Landed::No) {
+        failure = transient("cannot tell yet whether an earlier write of the batch landed");
+        return Step::Retry;
+    }
+    undecided.reset();  // it can no longer land
+    return std::nullopt;
+}
+
+void ObjectAppender::remember_end(const std::string& key, std::optional<std::uint64_t> size) {
+    std::lock_guard<std::mutex> lock(ends_mutex_);
+    if (!size) {
+        ends_.erase(key);
+        return;
+    }
+    if (ends_.size() >= kMaxRememberedKeys && !ends_.count(key)) ends_.clear();
+    ends_[key] = *size;
+}
+
+std::optional<std::uint64_t> ObjectAppender::known_end(const std::string& key) {
+    std::lock_guard<std::mutex> lock(ends_mutex_);
+    auto it = ends_.find(key);
+    if (it == ends_.end()) return std::nullopt;
+    return it->second;
+}
+
+// Native appends. The intent of one is the offset it is sent to, with no
+// ETag (RGW's append answers carry the part's ETag, not the object's).
+// Returns nothing when the object is a plain one (the copy path takes the
+// batch, with `undecided` as this left it).
+std::optional<AppendResult> ObjectAppender::append_native(const std::string& key, std::string_view batch,
+                                                          const std::function<void(const AppendIntent&)>& before_write,
+                                                          std::optional<UndecidedWrite>& undecided,
+                                                          SinkResponse& last_failure, Lease* lease, bool& keep_lease) {
+    // An append that may still land when this gives up: under a lease, the
+    // lease is left to run out rather than handed to a writer whose append
+    // at the same offset could race with it.
+    struct KeepIfUndecided {
+        const std::optional<UndecidedWrite>& undecided;
+        bool leased;
+        bool& keep;
+        int exceptions = std::uncaught_exceptions();
+        ~KeepIfUndecided() {
+            if (leased && undecided && std::uncaught_exceptions() > exceptions) keep = true;
+        }
+    } keep_if_undecided{undecided, lease != nullptr, keep_lease};
+    auto found_plain = [&] {
+        std::lock_guard<std::mutex> lock(ends_mutex_);
+        ends_.erase(key);
+        if (plain_.size() >= kMaxRememberedKeys) plain_.clear();
+        plain_.insert(key);
+        if (logger_) {
+            logger_->log(LogLevel::Info, "training_output_append_plain_object",
+                         {{"key", key}, {"detail", "written by PUT or a multipart upload: appended by copy, not natively"}});
+        }
+    };
+    for (int attempt = 0; attempt < options_.max_attempts; ++attempt) {
+        if (attempt > 0) backoff(attempt);
+        check_cancelled();
+        AppendIntent intent{key, "", 0};
+        // Where the object ends: known from this appender's own last append
+        // there (its last byte is a newline), else asked.
+        auto known = undecided ? std::nullopt : known_end(key);
+        if (known) {
+            intent.size = *known;
+        } else {
+            SinkResponse h = sink_.head(key);
+            if (!h.ok() && h.status != SinkStatus::NotFound) {
+                last_failure = std::move(h);
+                continue;
+            }
+            SinkResponse failure;
+            if (auto settled = settle_undecided(h, batch, undecided, intent, failure)) {
+                if (*settled == Step::FoundLanded) return AppendResult{intent.size, attempt + 1, true};
+                last_failure = std::move(failure);
+                continue;
+            }
+            if (h.ok() && !h.appendable) {
+                found_plain();
+                return std::nullopt;
+            }
+            intent.size = h.ok() ? h.size : 0;
+            if (intent.size > 0) {
+                // The newline guard: a "\n" of its own first where the
+                // object lacks one (at worst, should its answer be lost and it
+                // land later, an empty line; never two lines glued together).
+                SinkResponse t = sink_.get(key, ByteRange{intent.size - 1, intent.size - 1});
+                if (!t.ok()) {
+                    last_failure = std::move(t);
+                    continue;
+                }
+                if (t.body != "\n") {
+                    SinkResponse nl = sink_.append_at(key, "\n", intent.size, options_.attributes);
+                    if (!nl.ok()) {
+                        last_failure = std::move(nl);
+                        continue;
+                    }
+                    intent.size += 1;
+                }
+            }
+        }
+        if (before_write) before_write(intent);  // durable before the lease is checked
+        SinkResponse lost_lease;
+        if (!lease_still_ours(lease, lost_lease)) {
+            last_failure = std::move(lost_lease);
+            continue;
+        }
+        SinkResponse r = sink_.append_at(key, batch, intent.size, options_.attributes, under_lease(lease));
+        if (r.ok()) {
+            crash_point("append.after_write");  // landed; the writer has not seen it yet
+            undecided.reset();
+            const bool end_known = r.appendable && r.size == intent.size + batch.size();
+            remember_end(key, end_known ? std::optional<std::uint64_t>(r.size) : std::nullopt);
+            return AppendResult{intent.size, attempt + 1, false};
+        }
+        remember_end(key, std::nullopt);
+        if (r.status == SinkStatus::Conflict && r.error.code == "ObjectNotAppendable") {
+            found_plain();
+            return std::nullopt;
+        }
+        // This append may land later: the next ones go to the same offset
+        // until the object is longer.
+        if (r.may_have_applied) undecided = UndecidedWrite{intent, batch.size(), crc32c::compute(batch)};
+        if (r.status == SinkStatus::Auth || r.status == SinkStatus::Fatal || r.status == SinkStatus::NotImplemented) {
+            give_up(key, r);
+        }
+        if (r.status == SinkStatus::Conflict) {
+            conflicts_.fetch_add(1, std::memory_order_relaxed);
+            if (logger_) {
+                logger_->log(LogLevel::Debug, "training_output_append_conflict",
+                             {{"key", key}, {"attempt", attempt + 1}, {"answer", r.describe()}});
+            }
+        }
+        last_failure = std::move(r);
+    }
+    give_up_after(key, options_.max_attempts, last_failure);
 }
 
 ObjectAppender::Step ObjectAppender::attempt(const std::string& key, std::string_view batch,
@@ -164,24 +357,8 @@ ObjectAppender::Step ObjectAppender::attempt(const std::string& key, std::string
         failure = std::move(h);
         return Step::Retry;  // nothing was written
     }
-    if (undecided) {
-        // Until the object moves on from what the earlier write was sent
-        // against, this write is conditional on the same: one of the two lands.
-        const bool same = undecided->intent.etag.empty() ? h.status == SinkStatus::NotFound
-                                                         : h.ok() && h.etag == undecided->intent.etag;
-        if (!same) {
-            const Landed l = check_undecided(*undecided, batch);
-            if (l == Landed::Yes) {
-                intent = undecided->intent;
-                return Step::FoundLanded;
-            }
-            if (l != Landed::No) {
-                failure = transient("cannot tell yet whether an earlier write of the batch landed");
-                return Step::Retry;
-            }
-            undecided.reset();  // it can no longer land
-        }
-    }
+    if (auto settled = settle_undecided(h, batch, undecided, intent, failure)) return *settled;
+    if (h.ok() && h.appendable && options_.native_when_appendable) return Step::Native;
     if (h.status == SinkStatus::NotFound) {
         if (before_write) before_write(intent);  // durable before the lease is checked
         if (!lease_still_ours(lease, failure)) return Step::Retry;
@@ -526,10 +703,10 @@ Landed ObjectAppender::check_landed_by(const AppendIntent& intent, std::uint64_t
                                        const std::function<bool(std::string_view)>& matches) {
     if (batch_bytes == 0) return Landed::No;
     SinkResponse h = sink_.head(intent.key);
-    if (h.status == SinkStatus::NotFound) return intent.etag.empty() ? Landed::NotYet : Landed::No;
-    if (!h.ok()) return Landed::Unknown;
+    if (!h.ok() && h.status != SinkStatus::NotFound) return Landed::Unknown;
     // Still what the write was sent against: it has not landed, and may yet.
-    if (!intent.etag.empty() && h.etag == intent.etag) return Landed::NotYet;
+    if (still_as_sent(intent, h)) return Landed::NotYet;
+    if (h.status == SinkStatus::NotFound) return Landed::No;
     if (h.size < intent.size + batch_bytes) return Landed::No;
     SinkResponse g = sink_.get(intent.key, ByteRange{intent.size, intent.size + batch_bytes - 1});
     if (g.status == SinkStatus::NotFound) return Landed::No;

@@ -73,7 +73,7 @@ bool dns_compatible(const std::string& bucket) {
 
 thread_local bool t_single_attempt = false;  // set while probing
 
-enum class Op { Head, Get, Put, Remove, CreateMultipart, UploadPart, UploadPartCopy, Complete, Abort, CreateBucket, Probe };
+enum class Op { Head, Get, Put, Remove, CreateMultipart, UploadPart, UploadPartCopy, Complete, Abort, Append, CreateBucket, Probe };
 
 const char* op_name(Op op) {
     switch (op) {
@@ -86,6 +86,7 @@ const char* op_name(Op op) {
         case Op::UploadPartCopy: return "UploadPartCopy";
         case Op::Complete: return "CompleteMultipartUpload";
         case Op::Abort: return "AbortMultipartUpload";
+        case Op::Append: return "AppendObject";
         case Op::CreateBucket: return "CreateBucket";
         case Op::Probe: return "Probe";
     }
@@ -100,7 +101,7 @@ struct Extra {
 };
 
 // Writes whose repetition after an unseen success would answer 412 / 404.
-bool conditional_write(Op op) { return op == Op::Put || op == Op::Complete; }
+bool conditional_write(Op op) { return op == Op::Put || op == Op::Complete || op == Op::Append; }
 
 }  // namespace
 
@@ -109,6 +110,14 @@ AddressingStyle parse_addressing_style(const std::string& text) {
     if (text == "path") return AddressingStyle::Path;
     if (text == "virtual") return AddressingStyle::Virtual;
     throw Error(ErrorCode::Config, "configuration key \"s3_addressing_style\": expected auto, path or virtual, got " +
+                                       json::quote(text));
+}
+
+NativeAppend parse_native_append(const std::string& text) {
+    if (text == "auto") return NativeAppend::Auto;
+    if (text == "native") return NativeAppend::On;
+    if (text == "copy" || text == "lease") return NativeAppend::Off;
+    throw Error(ErrorCode::Config, "configuration key \"s3_append_mode\": expected auto, native, copy or lease, got " +
                                        json::quote(text));
 }
 
@@ -193,7 +202,10 @@ struct CurlS3Sink::Impl {
         caps.conditional_complete = options.conditional_writes == ConditionalWrites::On;
         caps.multipart_copy = true;
         caps.min_part_size = 5ull << 20;
-        if (options.conditional_writes != ConditionalWrites::Auto) probed = true;
+        caps.native_append = options.native_append == NativeAppend::On;
+        if (options.conditional_writes != ConditionalWrites::Auto && options.native_append != NativeAppend::Auto) {
+            probed = true;
+        }
     }
 
     std::string describe() const {
@@ -563,6 +575,26 @@ SinkResponse CurlS3Sink::abort_multipart(const std::string& key, const std::stri
     return impl_->call(c);
 }
 
+SinkResponse CurlS3Sink::append_at(const std::string& key, std::string_view body, std::uint64_t position,
+                                   const ObjectAttributes& attributes, const WriteConditions& conditions) {
+    Impl::Call c{Op::Append, "PUT", key, {{"append", ""}, {"position", std::to_string(position)}}, {}, body, false};
+    Impl::add_attributes(c, attributes);
+    http::Response resp;
+    Extra x;
+    x.single_attempt = conditions.single_attempt;
+    x.timeout = conditions.timeout;
+    SinkResponse r = impl_->call(c, &resp, x);
+    if (r.ok()) {
+        r.etag = s3resp::unquote_etag(resp.header("etag"));
+        // Without the next position, the server did not append: it ignored
+        // ?append and wrote a plain object (the probe's test).
+        auto next = s3resp::next_append_position(resp.headers);
+        r.appendable = next.has_value();
+        r.size = next.value_or(0);
+    }
+    return r;
+}
+
 SinkResponse CurlS3Sink::create_bucket() {
     std::string body;
     if (impl_->options.region != "us-east-1") {
@@ -607,7 +639,9 @@ S3SinkStats CurlS3Sink::stats() const {
 // What does this server enforce? A probe object under probe_prefix:
 //   PUT it; PUT If-None-Match:* must be refused; PUT If-Match (quoted, else
 //   bare) must pass; a one-part multipart upload completed with a wrong
-//   If-Match must be refused. Then it is removed.
+//   If-Match must be refused. Then it is removed. Native appends: an append
+//   at position 0 to a second probe object must answer its next position,
+//   and a second one at 0 (stale) must be refused with 409.
 // Only a definite answer lowers what the appender relies on: a 200 to
 // If-None-Match:* on an existing object, seen twice, is a server without
 // conditional writes; an error, a timeout or a reset says nothing. Until every
@@ -640,6 +674,7 @@ void CurlS3Sink::Impl::probe(CurlS3Sink& sink) {
                                                 m.describe() + ": " + r.describe());
         }
         sink.remove(key);  // best effort
+        sink.remove(key + "-append");
         const int failures = std::min(++m.probe_failures, 6);
         m.next_probe = std::chrono::steady_clock::now() + std::chrono::seconds(1 << failures);
         if (m.logger) {
@@ -650,56 +685,80 @@ void CurlS3Sink::Impl::probe(CurlS3Sink& sink) {
                            {"detail", "until the probe is answered, appends use conditions and a lease"}});
         }
     };
-    SinkResponse first = sink.put(key, "probe\n", attrs, WriteConditions{});
-    if (!first.ok()) return undecided(first);
-    SinkCapabilities found;
-    WriteConditions none_match;
-    none_match.if_none_match_any = true;
-    SinkResponse nm = sink.put(key, "probe\n", attrs, none_match);
-    if (nm.ok()) {
-        // It took an If-None-Match:* write to an existing object. Once could
-        // be a fluke of a proxy; twice is the server.
-        nm = sink.put(key, "probe again\n", attrs, none_match);
-        if (!nm.ok() && nm.status != SinkStatus::PreconditionFailed) return undecided(nm);
-    } else if (nm.status != SinkStatus::PreconditionFailed) {
-        return undecided(nm);
-    }
-    found.conditional_writes = nm.status == SinkStatus::PreconditionFailed;
-    found.conditional_complete = false;
-    if (found.conditional_writes) {
-        WriteConditions match;
-        SinkResponse h = sink.head(key);
-        if (!h.ok()) return undecided(h);
-        match.if_match = h.etag;
-        SinkResponse im = sink.put(key, "probe 2\n", attrs, match);  // flips to the bare form if needed
-        if (!im.ok()) return undecided(im);
-        SinkResponse up = sink.create_multipart(key, attrs);
-        if (!up.ok()) return undecided(up);
-        SinkResponse part = sink.upload_part(key, up.upload_id, 1, "probe 3\n");
-        if (!part.ok()) {
-            sink.abort_multipart(key, up.upload_id);
-            return undecided(part);
+    SinkCapabilities found = m.caps;  // what the options fixed
+    // Each step returns false when an answer decided nothing (undecided() ran).
+    auto probe_native = [&]() -> bool {
+        const std::string akey = key + "-append";
+        SinkResponse a = sink.append_at(akey, "probe\n", 0, attrs);
+        if (a.ok() && a.appendable && a.size == 6) {
+            SinkResponse stale = sink.append_at(akey, "stale\n", 0, attrs);
+            if (!stale.ok() && stale.status != SinkStatus::Conflict) return undecided(stale), false;
+            found.native_append = stale.status == SinkStatus::Conflict;  // else the position is not enforced
+        } else if (a.ok() || a.status == SinkStatus::NotImplemented ||
+                   (a.status == SinkStatus::Fatal && a.error.code != "NoSuchBucket")) {
+            found.native_append = false;  // ignored (a plain object was written) or refused
+        } else {
+            return undecided(a), false;
         }
-        WriteConditions stale;
-        stale.if_match = "0123456789abcdef0123456789abcdef";
-        SinkResponse done = sink.complete_multipart(key, up.upload_id, {{1, part.etag}}, stale);
-        if (!done.ok()) sink.abort_multipart(key, up.upload_id);
-        if (!done.ok() && done.status != SinkStatus::PreconditionFailed) return undecided(done);
-        found.conditional_complete = done.status == SinkStatus::PreconditionFailed;
-    }
-    sink.remove(key);
+        sink.remove(akey);
+        return true;
+    };
+    auto probe_conditions = [&]() -> bool {
+        SinkResponse first = sink.put(key, "probe\n", attrs, WriteConditions{});
+        if (!first.ok()) return undecided(first), false;
+        WriteConditions none_match;
+        none_match.if_none_match_any = true;
+        SinkResponse nm = sink.put(key, "probe\n", attrs, none_match);
+        if (nm.ok()) {
+            // It took an If-None-Match:* write to an existing object. Once could
+            // be a fluke of a proxy; twice is the server.
+            nm = sink.put(key, "probe again\n", attrs, none_match);
+            if (!nm.ok() && nm.status != SinkStatus::PreconditionFailed) return undecided(nm), false;
+        } else if (nm.status != SinkStatus::PreconditionFailed) {
+            return undecided(nm), false;
+        }
+        found.conditional_writes = nm.status == SinkStatus::PreconditionFailed;
+        found.conditional_complete = false;
+        if (found.conditional_writes) {
+            WriteConditions match;
+            SinkResponse h = sink.head(key);
+            if (!h.ok()) return undecided(h), false;
+            match.if_match = h.etag;
+            SinkResponse im = sink.put(key, "probe 2\n", attrs, match);  // flips to the bare form if needed
+            if (!im.ok()) return undecided(im), false;
+            SinkResponse up = sink.create_multipart(key, attrs);
+            if (!up.ok()) return undecided(up), false;
+            SinkResponse part = sink.upload_part(key, up.upload_id, 1, "probe 3\n");
+            if (!part.ok()) {
+                sink.abort_multipart(key, up.upload_id);
+                return undecided(part), false;
+            }
+            WriteConditions stale;
+            stale.if_match = "0123456789abcdef0123456789abcdef";
+            SinkResponse done = sink.complete_multipart(key, up.upload_id, {{1, part.etag}}, stale);
+            if (!done.ok()) sink.abort_multipart(key, up.upload_id);
+            if (!done.ok() && done.status != SinkStatus::PreconditionFailed) return undecided(done), false;
+            found.conditional_complete = done.status == SinkStatus::PreconditionFailed;
+        }
+        sink.remove(key);
+        return true;
+    };
+    if (m.options.native_append == NativeAppend::Auto && !probe_native()) return;
+    if (m.options.conditional_writes == ConditionalWrites::Auto && !probe_conditions()) return;
     found.multipart_copy = true;  // found out on first use: NotImplemented is remembered by the appender
     found.min_part_size = 5ull << 20;
     m.caps = found;
     m.probed = true;
     if (m.logger) {
-        LogLevel level = found.conditional_writes ? LogLevel::Info : LogLevel::Warning;
+        LogLevel level = found.conditional_writes || found.native_append ? LogLevel::Info : LogLevel::Warning;
         m.logger->log(level, "training_output_s3_capabilities",
                       {{"endpoint", m.describe()},
                        {"conditional_writes", found.conditional_writes},
                        {"conditional_complete", found.conditional_complete},
+                       {"native_append", found.native_append},
                        {"etag_quoted", m.quote_etags.load()},
-                       {"note", !found.conditional_writes ? "no conditional writes: safe with a single writer per key only"
+                       {"note", found.native_append ? "native appends (append at a position): no lease, no copy"
+                                : !found.conditional_writes ? "no conditional writes: safe with a single writer per key only"
                                 : !found.conditional_complete ? "CompleteMultipartUpload ignores If-Match: appends take a lease"
                                                              : "conditional appends"}});
     }

@@ -55,9 +55,16 @@ void read_object_headers(const std::map<std::string, std::string>& headers, Sink
     } else if (!header(headers, "content-length").empty()) {
         r.size = parse_size(header(headers, "content-length"));
     }
+    r.appendable = header(headers, "x-rgw-object-type") == "Appendable";
     for (const auto& [name, value] : headers) {
         if (name.rfind("x-amz-meta-", 0) == 0) r.metadata.emplace_back(name.substr(11), value);
     }
+}
+
+std::optional<std::uint64_t> next_append_position(const std::map<std::string, std::string>& headers) {
+    const std::string& text = header(headers, "x-rgw-next-append-position");
+    if (text.empty() || (text != "0" && parse_size(text) == 0)) return std::nullopt;
+    return parse_size(text);
 }
 
 }  // namespace training_output::s3resp

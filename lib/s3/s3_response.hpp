@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 
 #include "training_output/s3_sink.hpp"
@@ -22,6 +23,10 @@ std::int64_t parse_iso_time(const std::string& text);
 // ETag, Last-Modified, the object's size (from Content-Range "bytes a-b/size",
 // else Content-Length) and x-amz-meta-* of a HEAD or GET answer; `headers`
 // names lower-cased. A size that does not parse is 0.
+// Also appendable (x-rgw-object-type: Appendable).
 void read_object_headers(const std::map<std::string, std::string>& headers, SinkResponse& r);
+
+// x-rgw-next-append-position of an append's answer; none when absent or not a number.
+std::optional<std::uint64_t> next_append_position(const std::map<std::string, std::string>& headers);
 
 }  // namespace training_output::s3resp

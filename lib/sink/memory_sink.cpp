@@ -68,6 +68,7 @@ SinkResponse MemorySink::head(const std::string& key) {
         r.size = it->second.data.size();
         r.metadata = it->second.attributes.metadata;
         r.last_modified = it->second.last_modified;
+        r.appendable = it->second.appendable;
         return r;
     });
 }
@@ -119,6 +120,7 @@ SinkResponse MemorySink::put(const std::string& key, std::string_view body, cons
         o.etag = next_etag();
         o.attributes = attributes;
         o.last_modified = unix_now();
+        o.appendable = false;
         SinkResponse r;
         r.http_status = 200;
         r.etag = o.etag;
@@ -225,6 +227,7 @@ SinkResponse MemorySink::complete_multipart(const std::string& key, const std::s
         o.etag = next_etag();
         o.attributes = up->second.attributes;
         o.last_modified = unix_now();
+        o.appendable = false;
         uploads_.erase(up);
         SinkResponse r;
         r.http_status = 200;
@@ -239,6 +242,35 @@ SinkResponse MemorySink::abort_multipart(const std::string& key, const std::stri
         if (uploads_.erase(upload_id) == 0) return answer(SinkStatus::NotFound, 404, "NoSuchUpload");
         SinkResponse r;
         r.http_status = 204;
+        return r;
+    });
+}
+
+SinkResponse MemorySink::append_at(const std::string& key, std::string_view body, std::uint64_t position,
+                                   const ObjectAttributes& attributes, const WriteConditions&) {
+    return run(Op::Append, key, [&]() -> SinkResponse {
+        if (!capabilities_.native_append) return answer(SinkStatus::NotImplemented, 501, "NotImplemented");
+        std::lock_guard<std::mutex> lock(mutex_);
+        bytes_received_ += body.size();
+        auto it = objects_.find(key);
+        if (it != objects_.end() && !it->second.appendable) {
+            return answer(SinkStatus::Conflict, 409, "ObjectNotAppendable");
+        }
+        const std::uint64_t length = it == objects_.end() ? 0 : it->second.data.size();
+        if (position != length) return answer(SinkStatus::Conflict, 409, "PositionNotEqualToLength");
+        Object& o = objects_[key];
+        if (it == objects_.end()) {
+            o.attributes = attributes;
+            o.appendable = true;
+        }
+        o.data.append(body.data(), body.size());
+        o.etag = next_etag();
+        o.last_modified = unix_now();
+        SinkResponse r;
+        r.http_status = 200;
+        r.etag = o.etag;
+        r.size = o.data.size();
+        r.appendable = true;
         return r;
     });
 }

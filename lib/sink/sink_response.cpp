@@ -26,4 +26,12 @@ std::string SinkResponse::describe() const {
     return out;
 }
 
+SinkResponse S3Sink::append_at(const std::string&, std::string_view, std::uint64_t, const ObjectAttributes&,
+                               const WriteConditions&) {
+    SinkResponse r;
+    r.status = SinkStatus::NotImplemented;
+    r.detail = "this store has no native append";
+    return r;
+}
+
 }  // namespace training_output

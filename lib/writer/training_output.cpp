@@ -61,6 +61,7 @@ std::unique_ptr<S3Sink> open_sink(const Config& c, const Logger& logger) {
     o.retry_base = std::chrono::milliseconds(c.s3_retry_base_ms);
     o.retry_max = std::chrono::milliseconds(c.s3_retry_max_ms);
     o.conditional_writes = parse_conditional_writes(c.s3_conditional_writes);
+    o.native_append = parse_native_append(c.s3_append_mode);
     return std::make_unique<CurlS3Sink>(o, &logger);
 }
 
@@ -68,6 +69,8 @@ AppendOptions append_options(const Config& c) {
     AppendOptions o;
     if (!c.s3_endpoint_url.empty()) o.multipart_threshold = static_cast<std::uint64_t>(c.s3_multipart_threshold);
     o.lease_ttl = std::chrono::seconds(c.s3_lease_seconds);
+    o.always_lease = c.s3_append_mode == "lease";
+    o.native_when_appendable = c.s3_append_mode == "auto" || c.s3_append_mode == "native";
     o.attributes.content_type = "application/jsonl";
     o.attributes.metadata = {{"generator", std::string("training_output/") + tdo_version_string()}};
     return o;

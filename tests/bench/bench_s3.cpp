@@ -54,7 +54,8 @@ std::string writer_config(const std::string& bucket, const std::string& dir) {
 std::string make_bucket(const char* what) {
     std::string bucket = std::string("tdo-bench-") + what + "-" + std::to_string(::getpid());
     auto o = sink_options(bucket);
-    o.conditional_writes = to::ConditionalWrites::Off;
+    o.conditional_writes = to::ConditionalWrites::Off;  // no probe before the bucket exists
+    o.native_append = to::NativeAppend::Off;
     to::CurlS3Sink admin(o);
     auto r = admin.create_bucket();
     if (!r.ok()) {

@@ -94,7 +94,8 @@ int main(int argc, char** argv) {
         o.bucket = bucket;
         o.credentials = to::sigv4::Credentials{env("TDO_BENCH_ACCESS_KEY", "testkey"),
                                                env("TDO_BENCH_SECRET_KEY", "testsecret"), ""};
-        o.conditional_writes = to::ConditionalWrites::Off;
+        o.conditional_writes = to::ConditionalWrites::Off;  // no probe before the bucket exists
+        o.native_append = to::NativeAppend::Off;
         const auto created = to::CurlS3Sink(o).create_bucket();
         if (!created.ok()) {
             std::fprintf(stderr, "cannot create bucket %s: %s\n", bucket.c_str(), created.describe().c_str());

@@ -54,6 +54,7 @@ inline std::unique_ptr<CurlS3Sink> fresh_bucket(const Server& s, std::string& bu
              std::to_string(std::random_device{}() % 100000);
     S3SinkOptions o = options_for(s, bucket);
     o.conditional_writes = ConditionalWrites::Off;  // no probe before the bucket exists
+    o.native_append = NativeAppend::Off;
     CurlS3Sink admin(o);
     SinkResponse r = admin.create_bucket();
     INFO(r.describe());

@@ -31,7 +31,7 @@ std::string redis_settings() {
            "\"";
 }
 
-void run_rgw_scenarios(bool redis) {
+void run_rgw_scenarios(bool redis, const std::string& append_mode) {
     for (const auto& scenario : tdo_test::crash_point_scenarios()) {
         if (!tdo_test::scenario_applies(scenario, true)) continue;
         INFO("scenario starting with " << scenario.front());
@@ -41,6 +41,7 @@ void run_rgw_scenarios(bool redis) {
         // A lease left by a killed writer is taken over after 5 s.
         std::string extra = kFastFlush + ",\"s3_lease_seconds\":5,\"s3_request_timeout_ms\":10000";
         if (redis) extra += redis_settings();
+        extra += ",\"s3_append_mode\":\"" + append_mode + "\"";
         const std::string config = tdo_test::writer_config(tdo_test::rgw(), bucket, dir.path(), extra);
         tdo_test::check_crash_scenario(config, scenario, [&] {
             SinkResponse g = sink->get(kStepsKey);
@@ -71,10 +72,13 @@ TEST_CASE("crash points: a writer killed at each step, restarted and handed ever
 
 TEST_CASE("crash points: a writer killed at each step, restarted and handed every example again (RGW, SQLite)",
           "[integration][rgw][crash-points]") {
-    run_rgw_scenarios(false);
+    // Native appends (RGW's, under a lease) and copies under a lease.
+    const std::string mode = GENERATE(as<std::string>{}, "native", "copy");
+    INFO("s3_append_mode " << mode);
+    run_rgw_scenarios(false, mode);
 }
 
 TEST_CASE("crash points: a writer killed at each step, restarted and handed every example again (RGW, Redis)",
           "[integration][rgw-redis][crash-points]") {
-    run_rgw_scenarios(true);
+    run_rgw_scenarios(true, "native");
 }

@@ -24,14 +24,54 @@ TEST_CASE("RGW: S3 semantics over SigV4", "[integration][rgw]") {
     tdo_test::check_sink_conformance(*sink, {"", true, false, true, 5u << 20});
 }
 
-TEST_CASE("RGW: the probe finds conditional PUT but not conditional Complete", "[integration][rgw]") {
+TEST_CASE("RGW: the probe finds conditional PUT, native appends, but not conditional Complete", "[integration][rgw]") {
     std::string bucket;
     auto sink = fresh_bucket(rgw(), bucket);
     SinkCapabilities caps = sink->capabilities();
     CHECK(caps.conditional_writes);
     CHECK_FALSE(caps.conditional_complete);
+    CHECK(caps.native_append);
     // The probe cleaned up after itself.
     CHECK(sink->head(".training_output/probe/x").status == SinkStatus::NotFound);
+    // s3_append_mode=copy: no native appends, and no probe for them.
+    S3SinkOptions o = options_for(rgw(), bucket);
+    o.native_append = NativeAppend::Off;
+    CHECK_FALSE(CurlS3Sink(o).capabilities().native_append);
+}
+
+TEST_CASE("RGW: native appends are a compare-and-append on the object's length", "[integration][rgw]") {
+    std::string bucket;
+    auto sink = fresh_bucket(rgw(), bucket);
+    const ObjectAttributes attrs;
+    SinkResponse a = sink->append_at("a", "one\n", 0, attrs);
+    REQUIRE(a.ok());
+    CHECK(a.appendable);
+    CHECK(a.size == 4);
+    CHECK_FALSE(a.etag.empty());
+    const std::string etag_after_one = sink->head("a").etag;
+    SinkResponse b = sink->append_at("a", "two\n", 4, attrs);
+    REQUIRE(b.ok());
+    CHECK(b.size == 8);
+    SinkResponse stale = sink->append_at("a", "late\n", 4, attrs);
+    CHECK(stale.status == SinkStatus::Conflict);
+    CHECK(stale.error.code == "PositionNotEqualToLength");
+    SinkResponse h = sink->head("a");
+    REQUIRE(h.ok());
+    CHECK(h.appendable);
+    CHECK(h.size == 8);
+    // Every append changes the object's ETag; the one an append answers is
+    // its part's, not the object's (so a native intent is an offset).
+    CHECK(h.etag != etag_after_one);
+    CHECK(h.etag != b.etag);
+    CHECK(sink->get("a").body == "one\ntwo\n");
+    // A plain object takes none, and a PUT makes an appendable one plain.
+    REQUIRE(sink->put("p", "plain\n", attrs, WriteConditions{}).ok());
+    SinkResponse plain = sink->append_at("p", "x\n", 6, attrs);
+    CHECK(plain.status == SinkStatus::Conflict);
+    CHECK(plain.error.code == "ObjectNotAppendable");
+    CHECK_FALSE(sink->head("p").appendable);
+    REQUIRE(sink->put("a", "over\n", attrs, WriteConditions{}).ok());
+    CHECK_FALSE(sink->head("a").appendable);
 }
 
 TEST_CASE("RGW: a wrong secret is rejected with S3's code, never showing the secret", "[integration][rgw]") {
@@ -125,13 +165,31 @@ void check_distinct_lines(const std::string& body, std::size_t expected) {
 }  // namespace
 
 TEST_CASE("RGW: 4 processes x 500 examples into one key end with 2,000 distinct lines", "[integration][rgw]") {
+    const std::string mode = GENERATE(as<std::string>{}, "auto", "lease", "copy");
     std::string bucket;
     auto sink = fresh_bucket(rgw(), bucket);
-    check_distinct_lines(race_four_writers(*sink, bucket, ""), 2000);
-    // The lease is released (a conditional overwrite, never a delete).
-    SinkResponse lease = sink->get(".training_output/leases/training/physical_activity/2025/11/health_journal_2025_11.jsonl");
+    check_distinct_lines(race_four_writers(*sink, bucket, ",\"s3_append_mode\":\"" + mode + "\""), 2000);
+    const std::string key = "training/physical_activity/2025/11/health_journal_2025_11.jsonl";
+    SinkResponse lease = sink->get(".training_output/leases/" + key);
+    // Native appends (auto) leave an appendable object; copy appends a plain one.
+    CHECK(sink->head(key).appendable == (mode == "auto"));
+    // On RGW every mode takes the lease; it is released by a conditional
+    // overwrite, never a delete.
     REQUIRE(lease.ok());
     CHECK(lease.body.rfind("{\"released\":true", 0) == 0);
+}
+
+TEST_CASE("RGW: 4 processes x 500 examples natively appended to a 6 MiB appendable key", "[integration][rgw]") {
+    std::string bucket;
+    auto sink = fresh_bucket(rgw(), bucket);
+    const std::string key = "training/physical_activity/2025/11/health_journal_2025_11.jsonl";
+    const std::string big = big_jsonl(6u << 20);
+    REQUIRE(sink->append_at(key, big, 0, ObjectAttributes{}).ok());
+    std::string body = race_four_writers(*sink, bucket, "");
+    REQUIRE(body.size() > big.size());
+    CHECK(body.compare(0, big.size(), big) == 0);
+    check_distinct_lines(body.substr(big.size()), 2000);
+    CHECK(sink->head(key).appendable);
 }
 
 TEST_CASE("RGW: 4 processes x 500 examples appended server-side to a 6 MiB key, none lost", "[integration][rgw]") {
@@ -154,6 +212,7 @@ TEST_CASE("s3rver: object semantics without conditional writes or UploadPartCopy
     SinkCapabilities caps = sink->capabilities();
     CHECK_FALSE(caps.conditional_writes);
     CHECK_FALSE(caps.conditional_complete);
+    CHECK_FALSE(caps.native_append);  // it ignores ?append: the probe saw no next position
     tdo_test::check_sink_conformance(*sink, {"", false, false, false, 5u << 20});
     CHECK(sink->upload_part_copy(kKey, "no-such-upload", 1, kKey, "", std::nullopt).status ==
           SinkStatus::NotImplemented);

@@ -51,6 +51,7 @@ S3SinkOptions options(const std::string& endpoint) {
     o.bucket = "bucket";
     o.credentials = sigv4::Credentials{"AKIDFAKE", "fake-secret-value-42", ""};
     o.conditional_writes = ConditionalWrites::On;  // no probe: every request is the test's
+    o.native_append = NativeAppend::Off;
     o.retry_base = std::chrono::milliseconds(1);
     o.retry_max = std::chrono::milliseconds(5);
     o.request_timeout = std::chrono::milliseconds(2000);

@@ -56,9 +56,13 @@ Outcome steps(TrainingOutput& w, const std::string& narrative) {
     return w.generate(narrative, message_json("StepsRecord"), result_json());
 }
 
-// A 6 MiB object of padding lines: appends to it take the multipart path.
-void prefill(S3Sink& sink, const std::string& key) {
-    REQUIRE(sink.put(key, big_jsonl(6u << 20), ObjectAttributes{}, WriteConditions{}).ok());
+// A 6 MiB object of padding lines: appends to it take the multipart path
+// (a plain object), or native appends (an appendable one).
+void prefill(S3Sink& sink, const std::string& key, bool appendable = false) {
+    const std::string big = big_jsonl(6u << 20);
+    REQUIRE((appendable ? sink.append_at(key, big, 0, ObjectAttributes{})
+                        : sink.put(key, big, ObjectAttributes{}, WriteConditions{}))
+                .ok());
 }
 
 }  // namespace
@@ -101,18 +105,21 @@ TEST_CASE("RGW through a proxy: a 503 to one probe request never lowers what the
 
 TEST_CASE("RGW through a proxy: a write of a killed writer that lands seconds later is not written twice",
           "[integration][rgw][proxy]") {
-    const bool multipart = GENERATE(false, true);
-    INFO((multipart ? "a 6 MiB object (multipart path)" : "a small object (GET+PUT path)"));
+    const std::string path = GENERATE(as<std::string>{}, "native append", "GET+PUT", "multipart");
+    INFO(path);
+    const bool multipart = path == "multipart";
     FaultProxy proxy(rgw_port());
     std::string bucket;
     auto sink = fresh_bucket(rgw(), bucket);
     if (multipart) prefill(*sink, kStepsKey);
     TempDir dir;
-    const std::string config = writer_config(
-        through(proxy), bucket, dir.path(), ",\"flush_interval_ms\":20,\"s3_lease_seconds\":5");
+    const std::string config =
+        writer_config(through(proxy), bucket, dir.path(),
+                      ",\"flush_interval_ms\":20,\"s3_lease_seconds\":5,\"s3_append_mode\":\"" +
+                          std::string(path == "native append" ? "auto" : "copy") + "\"");
     // The writer's first write to the object is held by the network...
-    proxy.add({multipart ? "POST" : "PUT", "health_journal", ".training_output", multipart ? "uploadId" : "", "", 0, 1,
-               Fault::Hold, 0, {}});
+    proxy.add({multipart ? "POST" : "PUT", "health_journal", ".training_output",
+               multipart ? "uploadId" : path == "native append" ? "append" : "", "", 0, 1, Fault::Hold, 0, {}});
     CrashRun run;
     run.workers = 1;
     run.per_worker = 20;
@@ -158,16 +165,24 @@ TEST_CASE("RGW through a proxy: a write of a killed writer that lands seconds la
 
 TEST_CASE("RGW through a proxy: a Complete that stalls past the lease never lands over another writer's append",
           "[integration][rgw][proxy]") {
+    // Multipart: A's first Complete is held 7 s, then answered 503 (the S3
+    // client used to retry it after the lease had passed to B, and it
+    // overwrote B's append). Native: A's first append is answered by a reset
+    // at once and reaches RGW 7 s later, after the lease.
+    const bool native = GENERATE(false, true);
+    INFO((native ? "native append" : "multipart Complete"));
     FaultProxy proxy(rgw_port());
     std::string bucket;
     auto sink = fresh_bucket(rgw(), bucket);
-    prefill(*sink, kStepsKey);
+    prefill(*sink, kStepsKey, native);
     TempDir a_dir, b_dir;
     const std::string extra = ",\"flush_interval_ms\":20,\"s3_lease_seconds\":5";
-    // A's first Complete: held 7 s, then 503 (on main the S3 client retried
-    // it after the lease had passed to B, and it overwrote B's append).
-    proxy.add({"POST", "health_journal", "", "uploadId", "", 0, 1, Fault::StallThenStatus, 503,
-               std::chrono::milliseconds(7000)});
+    if (native) {
+        proxy.add({"PUT", "health_journal", "", "append", "", 0, 1, Fault::Late, 0, std::chrono::milliseconds(7000)});
+    } else {
+        proxy.add({"POST", "health_journal", "", "uploadId", "", 0, 1, Fault::StallThenStatus, 503,
+                   std::chrono::milliseconds(7000)});
+    }
     TrainingOutput a(Config::from_json(writer_config(through(proxy), bucket, a_dir.path(), extra)));
     TrainingOutput b(Config::from_json(writer_config(rgw(), bucket, b_dir.path(), extra)));
     CHECK(steps(a, "Written by A.") == Outcome::Written);
@@ -177,10 +192,12 @@ TEST_CASE("RGW through a proxy: a Complete that stalls past the lease never land
     a.flush();
     a.close();
     b.close();
+    proxy.drain();  // the late request has reached RGW (and was refused)
     auto outputs = output_counts(*sink, kStepsKey);
     CHECK(outputs["Written by A."] == 1);
     CHECK(outputs["Written by B."] == 1);
     CHECK(proxy.faults() == 1);
+    CHECK(sink->head(kStepsKey).appendable == native);
 }
 
 TEST_CASE("RGW through a proxy: writes that stall and fail do not hold flush() or close() past their bound",
@@ -211,10 +228,14 @@ TEST_CASE("RGW through a proxy: writes that stall and fail do not hold flush() o
 TEST_CASE("RGW through a proxy: an answer lost after the write, then a HEAD answered 200 with an error and no "
           "ETag: nothing doubled",
           "[integration][rgw][proxy]") {
+    const bool native = GENERATE(false, true);  // an appendable object, or a plain one (GET+PUT)
+    INFO((native ? "native append" : "GET+PUT"));
     FaultProxy proxy(rgw_port());
     std::string bucket;
     auto sink = fresh_bucket(rgw(), bucket);
-    REQUIRE(sink->put(kStepsKey, "{\"before\":1}\n", ObjectAttributes{}, WriteConditions{}).ok());
+    REQUIRE((native ? sink->append_at(kStepsKey, "{\"before\":1}\n", 0, ObjectAttributes{})
+                    : sink->put(kStepsKey, "{\"before\":1}\n", ObjectAttributes{}, WriteConditions{}))
+                .ok());
     proxy.add({"PUT", "health_journal", ".training_output", "", "", 0, 1, Fault::ResetAfter, 0, {}});
     // The object's first HEAD is the write's own; the second, the check of whether it landed.
     proxy.add({"HEAD", "health_journal", ".training_output", "", "", 1, 1, Fault::ErrorIn200, 0, {}});
@@ -234,24 +255,31 @@ TEST_CASE("RGW through a proxy: an answer lost after the write, then a HEAD answ
 TEST_CASE("RGW through a proxy: 20% of all requests fail, stall, land late or lie, and 4 writers x 2,500 examples "
           "land exactly once",
           "[integration][rgw][proxy][mixed]") {
-    // The append modes RGW can run: under a lease (a new object: PUT, then
-    // GET+PUT; a 6 MiB one: multipart), and conditional PUTs without a
+    // The append modes RGW can run: native appends (a new object; a 6 MiB
+    // appendable one), copies under a lease (a new object: PUT, then
+    // GET+PUT; a 6 MiB plain one: multipart), and conditional PUTs without a
     // lease (s3_conditional_writes=true, every append GET+PUT: RGW enforces
     // If-Match on PUT, not on Complete).
-    const std::string mode = GENERATE(as<std::string>{}, "lease, new object", "lease, 6 MiB object", "conditional PUT");
+    const std::string mode = GENERATE(as<std::string>{}, "native, new object", "native, 6 MiB object",
+                                      "lease, new object", "lease, 6 MiB object", "conditional PUT");
     INFO(mode);
-    const bool multipart = mode == "lease, 6 MiB object";
+    const bool big = mode.find("6 MiB") != std::string::npos;
+    const bool native = mode.rfind("native", 0) == 0;
     FaultProxy proxy(rgw_port());
     std::string bucket;
     auto sink = fresh_bucket(rgw(), bucket);
-    if (multipart) prefill(*sink, kStepsKey);
+    if (big) prefill(*sink, kStepsKey, native);
     proxy.random_faults(0.2, static_cast<unsigned>(mode.size()), std::chrono::milliseconds(1500));
     TempDir dir;
     const int workers = 4, count = 2500, flush_timeout_ms = 180000;
     std::string extra =
         ",\"flush_interval_ms\":200,\"flush_max_bytes\":262144,\"s3_lease_seconds\":5,\"s3_request_timeout_ms\":2000,"
         "\"s3_connect_timeout_ms\":1000,\"flush_timeout_ms\":" + std::to_string(flush_timeout_ms);
-    if (mode == "conditional PUT") extra += ",\"s3_conditional_writes\":\"true\",\"s3_multipart_threshold\":1073741824";
+    if (mode == "conditional PUT") {
+        extra += ",\"s3_append_mode\":\"copy\",\"s3_conditional_writes\":\"true\",\"s3_multipart_threshold\":1073741824";
+    } else if (!native) {
+        extra += ",\"s3_append_mode\":\"lease\"";
+    }
     const std::string config = writer_config(through(proxy), bucket, dir.path(), extra);
     const auto t0 = Clock::now();
     std::vector<pid_t> pids;
@@ -278,4 +306,7 @@ TEST_CASE("RGW through a proxy: 20% of all requests fail, stall, land late or li
     CHECK(lost == 0);
     CHECK(doubled == 0);
     CHECK(tdo_test::list_dir(dir / ".spool").empty());
+    // An appendable object stays so (a writer whose probe was not answered
+    // still appends natively to it); a copy makes a plain one.
+    if (big || !native) CHECK(sink->head(kStepsKey).appendable == native);
 }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <atomic>
+#include <optional>
 #include <string>
 
 #include "training_output/memory_sink.hpp"
@@ -11,10 +12,12 @@ namespace tdo_test {
 
 using namespace training_output;
 
-// Forwards every call to `s`, which the caller keeps.
+// Forwards every call to `s`, which the caller keeps; reports `reported`
+// as its capabilities when given (a probe that has not been answered).
 class SharedSink : public S3Sink {
 public:
-    explicit SharedSink(S3Sink& s) : s_(s) {}
+    explicit SharedSink(S3Sink& s, std::optional<SinkCapabilities> reported = std::nullopt)
+        : s_(s), reported_(reported) {}
     SinkResponse head(const std::string& k) override { return s_.head(k); }
     SinkResponse get(const std::string& k, std::optional<ByteRange> r) override { return s_.get(k, r); }
     SinkResponse put(const std::string& k, std::string_view b, const ObjectAttributes& a, const WriteConditions& c) override {
@@ -34,11 +37,16 @@ public:
         return s_.complete_multipart(k, u, p, c);
     }
     SinkResponse abort_multipart(const std::string& k, const std::string& u) override { return s_.abort_multipart(k, u); }
-    SinkCapabilities capabilities() const override { return s_.capabilities(); }
+    SinkResponse append_at(const std::string& k, std::string_view b, std::uint64_t p, const ObjectAttributes& a,
+                           const WriteConditions& c) override {
+        return s_.append_at(k, b, p, a, c);
+    }
+    SinkCapabilities capabilities() const override { return reported_ ? *reported_ : s_.capabilities(); }
     std::string describe() const override { return s_.describe(); }
 
 private:
     S3Sink& s_;
+    std::optional<SinkCapabilities> reported_;
 };
 
 // Every request to `memory` fails with `status` while `down` is true.

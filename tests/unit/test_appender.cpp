@@ -4,6 +4,7 @@
 #include <thread>
 
 #include "common/crc32c.hpp"
+#include "shared_sink.hpp"
 #include "test_util.hpp"
 #include "training_output/error.hpp"
 #include "training_output/memory_sink.hpp"
@@ -432,4 +433,192 @@ TEST_CASE("appender: leases are released by a conditional overwrite and taken ov
     stale.if_match = "not-the-current-etag";
     CHECK(sink.put(lease, "{\"released\":true,\"by\":\"x\"}\n", ObjectAttributes{}, stale).status ==
           SinkStatus::PreconditionFailed);
+}
+
+namespace {
+
+// A store whose appends are an atomic compare-and-append (no lease needed).
+SinkCapabilities native_caps() {
+    SinkCapabilities c{true, false, true, 1};
+    c.native_append = true;
+    c.native_append_atomic = true;
+    return c;
+}
+
+}  // namespace
+
+TEST_CASE("native appends: one request per batch for a sole writer, no read, no copy, no lease",
+          "[unit][append][native]") {
+    MemorySink sink(native_caps());
+    ObjectAppender appender(sink, fast());
+    std::vector<AppendIntent> intents;
+    auto record = [&](const AppendIntent& i) { intents.push_back(i); };
+    CHECK(appender.append("k", "a\n", record).offset == 0);
+    CHECK(appender.append("k", "b\nc\n", record).offset == 2);
+    CHECK(appender.append("k", "d\n", record).offset == 6);
+    CHECK(sink.object("k") == std::optional<std::string>("a\nb\nc\nd\n"));
+    CHECK(sink.head("k").appendable);
+    CHECK(sink.request_count(Op::Append) == 3);
+    CHECK(sink.request_count(Op::Head) == 2);  // the first append's and the check above
+    CHECK(sink.request_count(Op::Get) == 0);
+    CHECK(sink.request_count(Op::Put) == 0);   // no lease, no rewrite
+    CHECK(sink.request_count(Op::UploadPartCopy) == 0);
+    REQUIRE(intents.size() == 3);
+    CHECK(intents[0].size == 0);
+    CHECK(intents[2].size == 6);
+    CHECK(intents[2].etag.empty());  // a native append's intent is its offset
+}
+
+TEST_CASE("native appends: another writer's append moves the end; the newline guard holds",
+          "[unit][append][native]") {
+    MemorySink sink(native_caps());
+    ObjectAppender appender(sink, fast());
+    appender.append("k", "a\n");
+    REQUIRE(sink.append_at("k", "other without newline", 2, ObjectAttributes{}).ok());
+    auto r = appender.append("k", "b\n");
+    CHECK(r.offset == 2 + 21 + 1);
+    CHECK(appender.conflicts() == 1);  // the remembered end was stale: 409, then HEAD
+    CHECK(sink.object("k") == std::optional<std::string>("a\nother without newline\nb\n"));
+    CHECK(sink.request_count(Op::Append) == 5);  // a, other, b (409), the newline, b
+    CHECK(sink.request_count(Op::Get) == 1);     // the last byte
+}
+
+TEST_CASE("native appends: a plain object is appended to by copy, and the key is remembered as plain",
+          "[unit][append][native]") {
+    MemorySink sink(native_caps());
+    REQUIRE(sink.put("k", "old\n", ObjectAttributes{}, WriteConditions{}).ok());
+    ObjectAppender appender(sink, fast());
+    appender.append("k", "a\n");
+    appender.append("k", "b\n");
+    CHECK(sink.object("k") == std::optional<std::string>("old\na\nb\n"));
+    CHECK(sink.request_count(Op::Append) == 0);  // the HEAD said plain: never tried
+    CHECK_FALSE(sink.head("k").appendable);
+}
+
+TEST_CASE("native appends: a lost answer is settled by the position, never written twice",
+          "[unit][append][native][undecided]") {
+    // The first append's answer is lost (it landed, or not); a second writer
+    // may append in between. Every line is in the object once.
+    const bool landed = GENERATE(true, false);
+    const bool other_between = GENERATE(true, false);
+    MemorySink sink(native_caps());
+    ObjectAppender appender(sink, fast());
+    appender.append("k", "old\n");
+    AppendOptions one = fast();
+    one.max_attempts = 1;
+    ObjectAppender first_try(sink, one);
+    first_try.append("k", "old2\n");  // learns the end
+    bool lost = false;
+    sink.set_fault_hook([&](Op op, const std::string&) -> std::optional<MemorySink::Fault> {
+        if (op == Op::Append && !lost) {
+            lost = true;
+            auto r = transient("the connection dropped after sending");
+            r.may_have_applied = true;
+            return MemorySink::Fault{r, landed};
+        }
+        return std::nullopt;
+    });
+    std::vector<AppendIntent> intents;
+    std::optional<UndecidedWrite> left;
+    CHECK_THROWS_AS(first_try.append("k", "batch\n", [&](const AppendIntent& i) { intents.push_back(i); },
+                                     std::nullopt, &left),
+                    Error);
+    REQUIRE(left.has_value());
+    sink.set_fault_hook({});
+    if (other_between) REQUIRE(sink.append_at("k", "other\n", sink.head("k").size, ObjectAttributes{}).ok());
+    auto r = appender.append("k", "batch\n", {}, left);
+    CHECK(r.found_landed == landed);
+    const std::string body = sink.object("k").value();
+    std::multiset<std::string> expected{"old", "old2", "batch"};
+    if (other_between) expected.insert("other");
+    CHECK(line_set(body) == expected);
+    // At its recorded offset unless another append took that place first.
+    CHECK(appender.check_landed(left->intent, "batch\n") == (landed || !other_between ? Landed::Yes : Landed::No));
+}
+
+TEST_CASE("native appends: an undecided append keeps its position until the object moves on",
+          "[unit][append][native][undecided]") {
+    // The earlier append (at position 4) is on its way and lands before or
+    // after the new attempt: only one of them can.
+    const bool late_first = GENERATE(true, false);
+    MemorySink sink(native_caps());
+    REQUIRE(sink.append_at("k", "old\n", 0, ObjectAttributes{}).ok());
+    const AppendIntent earlier{"k", "", 4};
+    auto late_write = [&] { return sink.append_at("k", "batch\n", 4, ObjectAttributes{}); };
+    ObjectAppender appender(sink, fast());
+    CHECK(appender.check_landed(earlier, "batch\n") == Landed::NotYet);
+    if (late_first) REQUIRE(late_write().ok());
+    auto r = appender.append("k", "batch\n", {}, UndecidedWrite{earlier, 6, crc32c::compute("batch\n")});
+    CHECK(r.found_landed == late_first);
+    if (!late_first) CHECK(late_write().status == SinkStatus::Conflict);  // too late: refused
+    CHECK(sink.object("k") == std::optional<std::string>("old\nbatch\n"));
+}
+
+TEST_CASE("native appends where the position check is not atomic (RGW) are made under a lease",
+          "[unit][append][native][lease]") {
+    SinkCapabilities caps = native_caps();
+    caps.native_append_atomic = false;
+    MemorySink sink(caps);
+    ObjectAppender appender(sink, fast());
+    appender.append("k", "a\n");
+    appender.append("k", "b\n");
+    CHECK(sink.object("k") == std::optional<std::string>("a\nb\n"));
+    CHECK(sink.request_count(Op::Append) == 2);
+    CHECK(sink.request_count(Op::Put) == 4);  // per batch: the lease taken and released
+    CHECK(sink.request_count(Op::Get) == 0);  // no read of the object
+    CHECK(sink.object(".training_output/leases/k")->rfind("{\"released\":true", 0) == 0);
+}
+
+TEST_CASE("native appends: 8 threads with their own appenders on one key, every line once",
+          "[unit][append][native][concurrency]") {
+    SinkCapabilities caps = native_caps();
+    caps.native_append_atomic = GENERATE(true, false);
+    MemorySink sink(caps);
+    AppendOptions o = fast();
+    o.max_attempts = 1000;
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 8; ++t) {
+        threads.emplace_back([&, t] {
+            ObjectAppender appender(sink, o);
+            for (int i = 0; i < 50; ++i) appender.append("k", "t" + std::to_string(t) + "-" + std::to_string(i) + "\n");
+        });
+    }
+    for (auto& t : threads) t.join();
+    auto lines = line_set(sink.object("k").value());
+    CHECK(lines.size() == 400);
+    CHECK(std::set<std::string>(lines.begin(), lines.end()).size() == 400);
+    if (caps.native_append_atomic) CHECK(sink.request_count(Op::Put) == 0);
+}
+
+TEST_CASE("appender: always_lease takes a lease even where Complete is conditional", "[unit][append][lease]") {
+    MemorySink sink(SinkCapabilities{true, true, true, 1024});
+    AppendOptions o = fast();
+    o.always_lease = true;
+    ObjectAppender appender(sink, o);
+    appender.append("k", "a\n");
+    appender.append("k", "b\n");
+    CHECK(sink.object("k") == std::optional<std::string>("a\nb\n"));
+    // Each append: the lease taken (PUT), the write, the release (PUT).
+    CHECK(sink.request_count(Op::Put) == 6);
+}
+
+TEST_CASE("native appends: an object seen appendable is appended to natively before the probe is answered",
+          "[unit][append][native]") {
+    // The safe capabilities of an unanswered probe (conditional PUT, no
+    // native appends known): a copy would make the appendable object plain.
+    MemorySink memory(native_caps());
+    REQUIRE(memory.append_at("k", "old\n", 0, ObjectAttributes{}).ok());
+    tdo_test::SharedSink unprobed(memory, SinkCapabilities{true, false, true, 1});
+    ObjectAppender appender(unprobed, fast());
+    appender.append("k", "a\n");
+    CHECK(memory.object("k") == std::optional<std::string>("old\na\n"));
+    CHECK(memory.head("k").appendable);
+    CHECK(memory.request_count(Op::Append) == 2);
+    // s3_append_mode copy or lease: never.
+    AppendOptions copy = fast();
+    copy.native_when_appendable = false;
+    ObjectAppender copier(unprobed, copy);
+    copier.append("k", "b\n");
+    CHECK(memory.object("k") == std::optional<std::string>("old\na\nb\n"));
+    CHECK_FALSE(memory.head("k").appendable);
 }

@@ -1,0 +1,151 @@
+// What one small append costs as the object grows, per append mode, against
+// a running Ceph RGW (scripts/bench.sh append starts one with room for it):
+// objects of 8 MiB, 128 MiB and 1 GiB; a batch of 20 example-sized lines
+// appended `appends` times to each; seconds per append and bytes sent per
+// appended byte.
+//   native: an appendable object, RGW's append with position (under a lease);
+//   copy:   a plain object, UploadPartCopy + the new part + Complete (under a
+//           lease, since RGW ignores If-Match on Complete).
+// A copy that does not finish within the request timeout (120 s, one
+// attempt) is reported as such: its abandoned copy stays in the store until
+// RGW's garbage collection.
+//
+// Environment: TDO_BENCH_ENDPOINT (http://127.0.0.1:7480), TDO_BENCH_ACCESS_KEY
+// (testkey), TDO_BENCH_SECRET_KEY (testsecret). Arguments: [appends per
+// object] (default 5) [largest object in MiB] (default 1024).
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "training_output/curl_s3_sink.hpp"
+#include "training_output/error.hpp"
+#include "training_output/object_appender.hpp"
+
+namespace to = training_output;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+std::string env(const char* name, const char* fallback) {
+    const char* v = std::getenv(name);
+    return v && *v ? v : fallback;
+}
+
+to::S3SinkOptions sink_options(const std::string& bucket, to::NativeAppend native) {
+    to::S3SinkOptions o;
+    o.endpoint_url = env("TDO_BENCH_ENDPOINT", "http://127.0.0.1:7480");
+    o.bucket = bucket;
+    o.credentials = to::sigv4::Credentials{env("TDO_BENCH_ACCESS_KEY", "testkey"), env("TDO_BENCH_SECRET_KEY", "testsecret"), ""};
+    o.native_append = native;
+    o.request_timeout = std::chrono::milliseconds(120000);
+    o.max_attempts = 1;
+    return o;
+}
+
+// Lines of about an example's size (~250 bytes).
+std::string lines(std::uint64_t bytes, std::mt19937& gen) {
+    std::string out;
+    while (out.size() < bytes) out += "{\"seed\":" + std::to_string(gen()) + ",\"pad\":\"" + std::string(220, 'x') + "\"}\n";
+    return out;
+}
+
+// Builds a `mib` MiB object in pieces of 32 MiB: appendable (native appends)
+// or plain (a multipart upload).
+bool build(to::CurlS3Sink& sink, const std::string& key, std::uint64_t mib, bool appendable) {
+    std::mt19937 gen(7);
+    const std::uint64_t piece = 32ull << 20, total = mib << 20;
+    if (appendable) {
+        for (std::uint64_t at = 0; at < total;) {
+            const std::string body = lines(std::min(piece, total - at), gen);
+            auto r = sink.append_at(key, body, at, to::ObjectAttributes{});
+            if (!r.ok()) return std::fprintf(stderr, "append: %s\n", r.describe().c_str()), false;
+            at += body.size();
+        }
+        return true;
+    }
+    auto up = sink.create_multipart(key, to::ObjectAttributes{});
+    if (!up.ok()) return false;
+    std::vector<to::CompletedPart> parts;
+    for (std::uint64_t at = 0; at < total;) {
+        const std::string body = lines(std::min(piece, total - at), gen);
+        auto p = sink.upload_part(key, up.upload_id, static_cast<int>(parts.size() + 1), body);
+        if (!p.ok()) return std::fprintf(stderr, "part: %s\n", p.describe().c_str()), false;
+        parts.push_back({static_cast<int>(parts.size() + 1), p.etag});
+        at += body.size();
+    }
+    return sink.complete_multipart(key, up.upload_id, parts, to::WriteConditions{}).ok();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    const int appends = argc > 1 ? std::max(1, std::atoi(argv[1])) : 5;
+    const std::uint64_t largest = argc > 2 ? std::strtoull(argv[2], nullptr, 10) : 1024;
+    std::printf("one append of 20 lines (~5 KB), %d times per object, against %s\n", appends,
+                env("TDO_BENCH_ENDPOINT", "http://127.0.0.1:7480").c_str());
+    std::printf("%-7s %10s %14s %14s %20s %10s\n", "mode", "object", "s per append", "max s", "bytes sent/appended",
+                "requests");
+    const std::string bucket = "tdo-bench-append-" + std::to_string(::getpid());
+    {
+        auto o = sink_options(bucket, to::NativeAppend::Off);
+        o.conditional_writes = to::ConditionalWrites::Off;  // no probe before the bucket exists
+        if (!to::CurlS3Sink(o).create_bucket().ok()) return std::fprintf(stderr, "cannot create %s\n", bucket.c_str()), 1;
+    }
+    bool failed = false;
+    for (const bool native : {true, false}) {
+        to::CurlS3Sink sink(sink_options(bucket, native ? to::NativeAppend::Auto : to::NativeAppend::Off));
+        if (native && !sink.capabilities().native_append) {
+            std::printf("native  (the server has no native appends)\n");
+            continue;
+        }
+        for (std::uint64_t mib : {8ull, 128ull, 1024ull}) {
+            if (mib > largest) continue;
+            const std::string key = std::string(native ? "native-" : "copy-") + std::to_string(mib);
+            if (!build(sink, key, mib, native)) return std::fprintf(stderr, "cannot build %s\n", key.c_str()), 1;
+            to::AppendOptions ao;
+            ao.lease_ttl = std::chrono::seconds(300);  // a Complete under a lease gets 2/5 of it
+            ao.max_attempts = 1;
+            ao.native_when_appendable = native;
+            to::ObjectAppender appender(sink, ao);
+            std::mt19937 gen(11);
+            std::vector<double> seconds;
+            std::uint64_t appended = 0;
+            const auto before = sink.stats();
+            std::string failure;
+            for (int i = 0; i < appends && failure.empty(); ++i) {
+                std::string batch;
+                for (int l = 0; l < 20; ++l) batch += lines(1, gen);
+                const auto t0 = Clock::now();
+                try {
+                    appender.append(key, batch);
+                    seconds.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+                    appended += batch.size();
+                } catch (const to::Error& e) {
+                    failure = std::to_string(std::chrono::duration<double>(Clock::now() - t0).count()) +
+                              " s, then: " + e.what();
+                }
+            }
+            const auto after = sink.stats();
+            char size[32];
+            std::snprintf(size, sizeof size, mib >= 1024 ? "%.0f GiB" : "%.0f MiB", mib >= 1024 ? mib / 1024.0 : double(mib));
+            if (seconds.empty()) {
+                std::printf("%-7s %10s   did not complete: %s\n", native ? "native" : "copy", size, failure.c_str());
+                if (native) failed = true;
+            } else {
+                double sum = 0, max = 0;
+                for (double s : seconds) sum += s, max = std::max(max, s);
+                std::printf("%-7s %10s %14.4f %14.4f %20.3f %10.1f%s\n", native ? "native" : "copy", size,
+                            sum / seconds.size(), max, double(after.bytes_sent - before.bytes_sent) / double(appended),
+                            double(after.requests - before.requests) / seconds.size(),
+                            failure.empty() ? "" : "  (then failed)");
+            }
+            std::fflush(stdout);
+            sink.remove(key);
+        }
+    }
+    return failed ? 1 : 0;
+}
