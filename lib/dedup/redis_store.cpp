@@ -470,7 +470,7 @@ private:
         }
 #endif
         const long verify = SSL_get_verify_result(ssl_.get());
-        if (handshake && verify != X509_V_OK) {
+        if (handshake && (SSL_get_verify_mode(ssl_.get()) & SSL_VERIFY_PEER) && verify != X509_V_OK) {
             ERR_clear_error();
             std::string why = X509_verify_cert_error_string(verify);
             if (verify == X509_V_ERR_HOSTNAME_MISMATCH || verify == X509_V_ERR_IP_ADDRESS_MISMATCH) {
@@ -483,12 +483,13 @@ private:
             throw RejectedError("TLS: the server's certificate was not accepted: " + why);
         }
         std::string why = openssl_errors();
-        if (why.find("alert") != std::string::npos && why.find("certificate") != std::string::npos) {
+        auto has = [&why](const char* text) { return why.find(text) != std::string::npos; };
+        if (has("alert") &&
+            (has("certificate") || has("unknown ca") || has("access denied") || has("handshake failure"))) {
             why += " (the server did not accept our client certificate, or wants one: redis_tls_cert_file and "
                    "redis_tls_key_file)";
         }
-        if (why.find("wrong version number") != std::string::npos ||
-            why.find("packet length too long") != std::string::npos) {
+        if (has("wrong version number") || has("packet length too long")) {
             why += " (is it a TLS port?)";
         }
         throw RejectedError(std::string("TLS ") + during + " failed: " + why);

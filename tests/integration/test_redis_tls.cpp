@@ -282,6 +282,7 @@ TEST_CASE("Redis over TLS: a writer configured with the redis_tls_* keys, and a 
                                               json_key("redis_tls_cert_file", p.other_ca) + "," +
                                               json_key("redis_tls_key_file", other_key))
                                   .c_str()) == TDO_E_DEDUP_STORE);
+    CHECK_THAT(tdo_last_error(), Catch::Contains("client certificate"));
     check_no_secrets(tdo_last_error());
 }
 
