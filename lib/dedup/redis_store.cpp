@@ -143,9 +143,6 @@ struct SslFree {
 struct SslCtxFree {
     void operator()(SSL_CTX* c) const { SSL_CTX_free(c); }
 };
-struct BioMethodFree {
-    void operator()(BIO_METHOD* m) const { BIO_meth_free(m); }
-};
 
 // OpenSSL's reasons for its queued errors (never their data, which may hold
 // file names), and clears the queue.
@@ -204,17 +201,23 @@ int tls_bio_create(BIO* bio) {
 
 int tls_bio_destroy(BIO*) { return 1; }  // the socket is hiredis's to close
 
-// The BIO method for TLS over a socket without SIGPIPE.
-std::unique_ptr<BIO_METHOD, BioMethodFree> make_tls_bio_method() {
-    std::unique_ptr<BIO_METHOD, BioMethodFree> m(
-        BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "training_output redis socket"));
-    if (!m || BIO_meth_set_write(m.get(), tls_bio_write) != 1 || BIO_meth_set_read(m.get(), tls_bio_read) != 1 ||
-        BIO_meth_set_puts(m.get(), tls_bio_puts) != 1 || BIO_meth_set_ctrl(m.get(), tls_bio_ctrl) != 1 ||
-        BIO_meth_set_create(m.get(), tls_bio_create) != 1 || BIO_meth_set_destroy(m.get(), tls_bio_destroy) != 1) {
+BIO_METHOD* make_tls_bio_method() {
+    BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "training_output redis socket");
+    if (!m || BIO_meth_set_write(m, tls_bio_write) != 1 || BIO_meth_set_read(m, tls_bio_read) != 1 ||
+        BIO_meth_set_puts(m, tls_bio_puts) != 1 || BIO_meth_set_ctrl(m, tls_bio_ctrl) != 1 ||
+        BIO_meth_set_create(m, tls_bio_create) != 1 || BIO_meth_set_destroy(m, tls_bio_destroy) != 1) {
+        BIO_meth_free(m);
         ERR_clear_error();
         throw std::bad_alloc();
     }
     return m;
+}
+
+// The BIO method for TLS over a socket without SIGPIPE: one for the
+// process (BIO type indices are few), kept for its life.
+const BIO_METHOD* tls_bio_method() {
+    static const BIO_METHOD* const method = make_tls_bio_method();
+    return method;
 }
 
 // What a new TLS connection needs: the store's context and BIO method, the
@@ -659,7 +662,7 @@ private:
         }
         tls_name_ = tls.server_name.empty() ? url_.host : tls.server_name;
         tls_name_is_ip_ = is_ip_address(tls_name_);
-        tls_bio_method_ = make_tls_bio_method();
+        tls_bio_method();  // made now rather than in a call
 
         ERR_clear_error();
         tls_ctx_.reset(SSL_CTX_new(TLS_client_method()));
@@ -896,7 +899,7 @@ private:
         }
         if (!url_.unix_socket) redisEnableKeepAlive(ctx);  // notice dead peers of idle connections
         if (url_.tls) {
-            conn->start_tls({tls_ctx_.get(), tls_bio_method_.get(), tls_name_, tls_name_is_ip_, options_.tls.verify},
+            conn->start_tls({tls_ctx_.get(), tls_bio_method(), tls_name_, tls_name_is_ip_, options_.tls.verify},
                             deadline);
         }
 
@@ -954,8 +957,7 @@ private:
     const RedisUrl url_;
     const std::string display_;
     RedisStoreOptions options_;
-    // TLS (rediss://), set up once; connections outlive neither.
-    std::unique_ptr<BIO_METHOD, BioMethodFree> tls_bio_method_;
+    // TLS (rediss://), set up once; connections hold references to it.
     std::unique_ptr<SSL_CTX, SslCtxFree> tls_ctx_;
     std::string tls_name_;  // checked in the server's certificate
     bool tls_name_is_ip_ = false;

@@ -243,6 +243,14 @@ TEST_CASE("Redis over TLS: claims, commits, owners and batches like every store"
     tdo_test::check_dedup_threads(*small, ns3, dir.path(), 8, 200);
 }
 
+TEST_CASE("Redis over TLS: a process opens and closes many stores", "[integration][redis-tls]") {
+    TlsRedis redis;
+    for (int i = 0; i < 300; ++i) {
+        auto store = open_store(redis.url(), tls_options());
+        REQUIRE(store->claim("tdo-tls:many:" + unique_namespace(), "o", 60s) == ClaimState::Claimed);
+    }
+}
+
 TEST_CASE("Redis over TLS: a writer configured with the redis_tls_* keys, and a client certificate",
           "[integration][redis-tls]") {
     TlsRedis redis("yes");  // client certificates required
