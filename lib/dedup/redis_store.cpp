@@ -17,42 +17,31 @@
 // SIGPIPE in the host (send with MSG_NOSIGNAL).
 //
 // rediss:// (TLS): after hiredis's TCP connect, OpenSSL runs over the same
-// socket, through a BIO of ours that sends with MSG_NOSIGNAL (OpenSSL's
-// socket BIO writes with write(), which raises SIGPIPE). The handshake and
-// every read and write are non-blocking under the call's deadline. One
-// SSL_CTX per store: TLS 1.2 or later, the server's certificate checked
-// against the CA file (or the system's CAs) and the host name (or IP
-// address) of the URL or redis_tls_server_name, sent as SNI; an optional
-// client certificate. The key file's path never appears in a message.
+// socket (redis_tls.hpp); the handshake and every read and write are
+// non-blocking under the call's deadline, polled here like plain I/O.
 //
 // Connections live in a small pool. When one fails, the store is marked down:
 // calls throw at once (the deduplicator fails open) until the next connection
 // attempt, made by one caller after a jittered, doubling backoff. The outage
 // and the recovery are logged once each.
-#include <arpa/inet.h>
 #include <fcntl.h>
 #include <hiredis/hiredis.h>
-#include <openssl/err.h>
-#include <openssl/ssl.h>
-#include <openssl/x509v3.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
-#include <climits>
 #include <condition_variable>
 #include <cstdint>
-#include <cstdio>
 #include <cstring>
 #include <mutex>
 #include <stdexcept>
 #include <utility>
 #include <vector>
 
-#include "common/json.hpp"
 #include "common/random.hpp"
+#include "dedup/redis_tls.hpp"
 #include "dedup/redis_url.hpp"
 #include "training_output/dedup_store.hpp"
 #include "training_output/error.hpp"
@@ -65,13 +54,10 @@ using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
 // The connection is unusable: drop it; the server may be down.
-class ConnectionError : public std::runtime_error {
-    using std::runtime_error::runtime_error;
-};
-// The server refused the credentials or the database: a setup problem.
-class RejectedError : public ConnectionError {
-    using ConnectionError::ConnectionError;
-};
+using ConnectionError = RedisConnectionError;
+// The server refused the credentials, the database or a TLS certificate: a
+// setup problem.
+using RejectedError = RedisRejectedError;
 // The server answered with an error; the connection is still in step.
 class AnswerError : public std::runtime_error {
     using std::runtime_error::runtime_error;
@@ -135,114 +121,12 @@ int remaining_ms(Clock::time_point deadline) {
 
 std::string system_error(const char* what, int err) { return std::string(what) + ": " + std::strerror(err); }
 
-// TLS -----------------------------------------------------------------------
-
-struct SslFree {
-    void operator()(SSL* s) const { SSL_free(s); }
-};
-struct SslCtxFree {
-    void operator()(SSL_CTX* c) const { SSL_CTX_free(c); }
-};
-
-// OpenSSL's reasons for its queued errors (never their data, which may hold
-// file names), and clears the queue.
-std::string openssl_errors() {
-    std::string out;
-    for (unsigned long e = ERR_get_error(); e != 0; e = ERR_get_error()) {
-        const char* reason = ERR_reason_error_string(e);
-        std::string text = reason ? reason : "error " + std::to_string(ERR_GET_REASON(e));
-        if (out.find(text) != std::string::npos) continue;
-        out += (out.empty() ? "" : "; ") + text;
-    }
-    return out.empty() ? "unknown TLS error" : out;
-}
-
-// The socket under an SSL: the BIO's data.
-struct TlsSocket {
-    int fd = -1;
-    int err = 0;  // errno of the last failed send/recv other than EAGAIN
-};
-
-int tls_bio_write(BIO* bio, const char* data, int len) {
-    auto* sock = static_cast<TlsSocket*>(BIO_get_data(bio));
-    BIO_clear_retry_flags(bio);
-    for (;;) {
-        ssize_t n = ::send(sock->fd, data, static_cast<std::size_t>(len), MSG_NOSIGNAL);
-        if (n >= 0) return static_cast<int>(n);
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) BIO_set_retry_write(bio);
-        else sock->err = errno;
-        return -1;
-    }
-}
-
-int tls_bio_read(BIO* bio, char* data, int len) {
-    auto* sock = static_cast<TlsSocket*>(BIO_get_data(bio));
-    BIO_clear_retry_flags(bio);
-    if (len <= 0) return 0;
-    for (;;) {
-        ssize_t n = ::recv(sock->fd, data, static_cast<std::size_t>(len), 0);
-        if (n >= 0) return static_cast<int>(n);
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) BIO_set_retry_read(bio);
-        else sock->err = errno;
-        return -1;
-    }
-}
-
-int tls_bio_puts(BIO* bio, const char* text) { return tls_bio_write(bio, text, static_cast<int>(std::strlen(text))); }
-
-long tls_bio_ctrl(BIO*, int cmd, long, void*) { return cmd == BIO_CTRL_FLUSH ? 1 : 0; }
-
-int tls_bio_create(BIO* bio) {
-    BIO_set_init(bio, 1);
-    return 1;
-}
-
-int tls_bio_destroy(BIO*) { return 1; }  // the socket is hiredis's to close
-
-BIO_METHOD* make_tls_bio_method() {
-    BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "training_output redis socket");
-    if (!m || BIO_meth_set_write(m, tls_bio_write) != 1 || BIO_meth_set_read(m, tls_bio_read) != 1 ||
-        BIO_meth_set_puts(m, tls_bio_puts) != 1 || BIO_meth_set_ctrl(m, tls_bio_ctrl) != 1 ||
-        BIO_meth_set_create(m, tls_bio_create) != 1 || BIO_meth_set_destroy(m, tls_bio_destroy) != 1) {
-        BIO_meth_free(m);
-        ERR_clear_error();
-        throw std::bad_alloc();
-    }
-    return m;
-}
-
-// The BIO method for TLS over a socket without SIGPIPE: one for the
-// process (BIO type indices are few), kept for its life.
-const BIO_METHOD* tls_bio_method() {
-    static const BIO_METHOD* const method = make_tls_bio_method();
-    return method;
-}
-
-// What a new TLS connection needs: the store's context and BIO method, the
-// name to check in the server's certificate.
-struct TlsSetup {
-    SSL_CTX* ctx;
-    const BIO_METHOD* bio_method;
-    const std::string& name;
-    bool name_is_ip;
-    bool verify;
-};
-
-bool is_ip_address(const std::string& host) {
-    unsigned char buf[sizeof(in6_addr)];
-    return ::inet_pton(AF_INET, host.c_str(), buf) == 1 || ::inet_pton(AF_INET6, host.c_str(), buf) == 1;
-}
-
 class Connection {
 public:
     Connection(redisContext* ctx, std::uint64_t opened_in, milliseconds timeout)
-        : epoch(opened_in), ctx_(ctx), timeout_(timeout) {
-        sock_.fd = ctx->fd;
-    }
+        : epoch(opened_in), ctx_(ctx), timeout_(timeout) {}
     ~Connection() {
-        ssl_.reset();  // before its socket closes
+        tls_.reset();  // before its socket closes
         redisFree(ctx_);
     }
     Connection(const Connection&) = delete;
@@ -251,52 +135,9 @@ public:
     // Wraps the connected socket in TLS: the handshake, before `deadline`.
     // Throws RejectedError when the server's certificate is not accepted or
     // the server refuses ours, ConnectionError when it goes away or is silent.
-    void start_tls(const TlsSetup& tls, Clock::time_point deadline) {
-        ERR_clear_error();
-        ssl_.reset(SSL_new(tls.ctx));
-        if (!ssl_) {
-            ERR_clear_error();
-            throw std::bad_alloc();
-        }
-        BIO* bio = BIO_new(tls.bio_method);
-        if (!bio) {
-            ERR_clear_error();
-            throw std::bad_alloc();
-        }
-        BIO_set_data(bio, &sock_);
-        SSL_set_bio(ssl_.get(), bio, bio);  // the SSL owns it now
-        SSL* ssl = ssl_.get();
-        // SNI is for names only (RFC 6066); an address is checked as an address.
-        // SSL_set_tlsext_host_name, without the macro's C cast.
-        if (!tls.name_is_ip && SSL_ctrl(ssl, SSL_CTRL_SET_TLSEXT_HOSTNAME, TLSEXT_NAMETYPE_host_name,
-                                        const_cast<char*>(tls.name.c_str())) != 1) {
-            throw RejectedError("TLS: cannot use the server name: " + openssl_errors());
-        }
-        if (tls.verify) {
-            X509_VERIFY_PARAM* param = SSL_get0_param(ssl);
-            int ok = 0;
-            if (tls.name_is_ip) {
-                ok = X509_VERIFY_PARAM_set1_ip_asc(param, tls.name.c_str());
-            } else {
-                X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-                ok = X509_VERIFY_PARAM_set1_host(param, tls.name.c_str(), tls.name.size());
-            }
-            if (ok != 1) throw RejectedError("TLS: cannot check the server name: " + openssl_errors());
-        }
-        for (;;) {
-            sock_.err = 0;
-            ERR_clear_error();
-            const int r = SSL_connect(ssl);
-            if (r == 1) return;
-            const int e = SSL_get_error(ssl, r);
-            if (e == SSL_ERROR_WANT_READ) {
-                wait(POLLIN, deadline, "to the TLS handshake ");
-            } else if (e == SSL_ERROR_WANT_WRITE) {
-                wait(POLLOUT, deadline, "to the TLS handshake ");
-            } else {
-                tls_failure("handshake", e);
-            }
-        }
+    void start_tls(const RedisTls& tls, Clock::time_point deadline) {
+        tls_ = tls.connect(ctx_->fd);
+        while (const short want = tls_->handshake()) wait(want, deadline, "to the TLS handshake ");
     }
 
     // Sends `commands` and reads `count` replies, all before `deadline`.
@@ -323,7 +164,7 @@ public:
     // An idle connection the server closed (restart, timeout) reads as EOF;
     // one with unexpected bytes is out of step. Either way: not reusable.
     bool reusable() const {
-        if (ssl_ && SSL_has_pending(ssl_.get())) return false;
+        if (tls_ && tls_->has_pending()) return false;
         pollfd p{ctx_->fd, POLLIN, 0};
         int n = ::poll(&p, 1, 0);
         return n == 0 || (n < 0 && errno == EINTR);
@@ -333,7 +174,7 @@ public:
 
 private:
     void send_all(const std::string& data, Clock::time_point deadline) {
-        if (ssl_) return send_all_tls(data, deadline);
+        if (tls_) return send_all_tls(data, deadline);
         std::size_t off = 0;
         while (off < data.size()) {
             ssize_t n = ::send(ctx_->fd, data.data() + off, data.size() - off, MSG_NOSIGNAL);
@@ -349,48 +190,20 @@ private:
         }
     }
 
-    // A retried SSL_write gets the same arguments (OpenSSL requires it);
-    // partial writes are on, so each returns once a record is out.
+    // A retried send gets the same arguments (OpenSSL requires it).
     void send_all_tls(const std::string& data, Clock::time_point deadline) {
-        SSL* ssl = ssl_.get();
         std::size_t off = 0;
         while (off < data.size()) {
-            const int len = static_cast<int>(std::min<std::size_t>(data.size() - off, INT_MAX));
-            sock_.err = 0;
-            ERR_clear_error();
-            const int n = SSL_write(ssl, data.data() + off, len);
-            if (n > 0) {
-                off += static_cast<std::size_t>(n);
-                continue;
-            }
-            const int e = SSL_get_error(ssl, n);
-            if (e == SSL_ERROR_WANT_WRITE) {
+            const RedisTlsIo io = tls_->send(data.data() + off, data.size() - off);
+            if (io.bytes > 0) {
+                off += io.bytes;
+            } else if (io.want == POLLOUT) {
                 // As above: read replies while the send buffer is full.
                 if (wait(POLLOUT | POLLIN, deadline) & (POLLIN | POLLHUP | POLLERR)) receive(deadline);
-            } else if (e == SSL_ERROR_WANT_READ) {
-                wait(POLLIN, deadline);
             } else {
-                if (e == SSL_ERROR_SYSCALL) {
-                    // A server that refuses our certificate (TLS 1.3: after
-                    // the handshake) says why and hangs up; the reset may
-                    // reach our send first. Its alert is still to be read.
-                    const int err = sock_.err;
-                    throw_received_alert();
-                    sock_.err = err;
-                }
-                tls_failure("send", e);
+                wait(POLLIN, deadline);
             }
         }
-    }
-
-    // Throws what a fatal alert the server sent says, if there is one.
-    void throw_received_alert() {
-        char buf[1024];
-        sock_.err = 0;
-        ERR_clear_error();
-        const int n = SSL_read(ssl_.get(), buf, sizeof buf);
-        if (n <= 0 && SSL_get_error(ssl_.get(), n) == SSL_ERROR_SSL) tls_failure("receive", SSL_ERROR_SSL);
-        ERR_clear_error();
     }
 
     // Returns the events that are ready; throws when the deadline passes.
@@ -408,7 +221,7 @@ private:
     }
 
     void receive(Clock::time_point deadline) {
-        if (ssl_) return receive_tls(deadline);
+        if (tls_) return receive_tls(deadline);
         char buf[16384];
         for (;;) {
             ssize_t n = ::recv(ctx_->fd, buf, sizeof buf, 0);
@@ -428,80 +241,23 @@ private:
     // Reads until OpenSSL would need more from the socket, so that nothing
     // waits inside the SSL while we poll the socket.
     void receive_tls(Clock::time_point deadline) {
-        SSL* ssl = ssl_.get();
         char buf[16384];
         for (;;) {
-            sock_.err = 0;
-            ERR_clear_error();
-            const int n = SSL_read(ssl, buf, sizeof buf);
-            if (n > 0) {
-                if (redisReaderFeed(ctx_->reader, buf, static_cast<std::size_t>(n)) != REDIS_OK) {
+            const RedisTlsIo io = tls_->recv(buf, sizeof buf);
+            if (io.bytes > 0) {
+                if (redisReaderFeed(ctx_->reader, buf, io.bytes) != REDIS_OK) {
                     throw ConnectionError(std::string("protocol error: ") + ctx_->reader->errstr);
                 }
                 continue;
             }
-            const int e = SSL_get_error(ssl, n);
-            if (e == SSL_ERROR_WANT_READ) return;
-            if (e == SSL_ERROR_WANT_WRITE) {
-                wait(POLLOUT, deadline);
-                continue;
-            }
-            tls_failure("receive", e);
+            if (io.want == POLLIN) return;
+            wait(POLLOUT, deadline);
         }
-    }
-
-    // After an SSL call failed with `code`: what went wrong, as an exception.
-    [[noreturn]] void tls_failure(const char* during, int code) {
-        const bool handshake = std::strcmp(during, "handshake") == 0;
-        const std::string closed = handshake ? "connection closed by the server during the TLS handshake (is it "
-                                               "a TLS port? does it require a client certificate?)"
-                                             : "connection closed by the server";
-        if (code == SSL_ERROR_ZERO_RETURN) {
-            ERR_clear_error();
-            throw ConnectionError(closed);
-        }
-        if (code == SSL_ERROR_SYSCALL) {
-            ERR_clear_error();
-            if (sock_.err == 0) throw ConnectionError(closed);
-            throw ConnectionError(system_error(handshake ? "TLS handshake" : during, sock_.err));
-        }
-        const unsigned long last = ERR_peek_last_error();
-#ifdef SSL_R_UNEXPECTED_EOF_WHILE_READING
-        if (ERR_GET_LIB(last) == ERR_LIB_SSL && ERR_GET_REASON(last) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
-            ERR_clear_error();
-            throw ConnectionError(closed);
-        }
-#endif
-        const long verify = SSL_get_verify_result(ssl_.get());
-        if (handshake && (SSL_get_verify_mode(ssl_.get()) & SSL_VERIFY_PEER) && verify != X509_V_OK) {
-            ERR_clear_error();
-            std::string why = X509_verify_cert_error_string(verify);
-            if (verify == X509_V_ERR_HOSTNAME_MISMATCH || verify == X509_V_ERR_IP_ADDRESS_MISMATCH) {
-                why += " (the certificate is for another name; redis_tls_server_name sets the one to expect)";
-            } else if (verify == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY ||
-                       verify == X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN ||
-                       verify == X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT) {
-                why += " (redis_tls_ca_file names the CA that signs the server's certificate)";
-            }
-            throw RejectedError("TLS: the server's certificate was not accepted: " + why);
-        }
-        std::string why = openssl_errors();
-        auto has = [&why](const char* text) { return why.find(text) != std::string::npos; };
-        if (has("alert") &&
-            (has("certificate") || has("unknown ca") || has("access denied") || has("handshake failure"))) {
-            why += " (the server did not accept our client certificate, or wants one: redis_tls_cert_file and "
-                   "redis_tls_key_file)";
-        }
-        if (has("wrong version number") || has("packet length too long")) {
-            why += " (is it a TLS port?)";
-        }
-        throw RejectedError(std::string("TLS ") + during + " failed: " + why);
     }
 
     redisContext* ctx_;
     milliseconds timeout_;  // for messages: the caller's deadline is what counts
-    TlsSocket sock_;
-    std::unique_ptr<SSL, SslFree> ssl_;  // rediss:// only
+    std::unique_ptr<RedisTlsConnection> tls_;  // rediss:// only
 };
 
 std::chrono::milliseconds since(Clock::time_point t) {
@@ -636,74 +392,11 @@ public:
 private:
     std::string prefix() const { return "redis dedup store " + display_ + ": "; }
 
-    // The SSL_CTX every connection of the store shares. Throws Error(Config)
-    // naming the configuration key of a file that cannot be used.
+    // The TLS context every connection of the store shares. Throws
+    // Error(Config) naming the configuration key of a file that cannot be used.
     void setup_tls() {
-        const RedisTlsOptions& tls = options_.tls;
-        auto config_error = [](const char* key, const std::string& why) {
-            ERR_clear_error();
-            return Error(ErrorCode::Config, std::string("configuration key \"") + key + "\": " + why);
-        };
-        // Readable at all? (Before OpenSSL, whose errors say less.)
-        auto readable = [&](const char* key, const std::string& path, bool show_path) {
-            std::FILE* f = std::fopen(path.c_str(), "rb");
-            if (!f) {
-                const int err = errno;
-                throw config_error(key, (show_path ? "cannot read " + json::quote(path) : std::string("cannot be read")) +
-                                            ": " + std::strerror(err));
-            }
-            std::fclose(f);
-        };
-        if (tls.key_file.empty() && !tls.cert_file.empty()) {
-            throw config_error("redis_tls_key_file", "required with redis_tls_cert_file (the client certificate's key)");
-        }
-        if (tls.cert_file.empty() && !tls.key_file.empty()) {
-            throw config_error("redis_tls_cert_file", "required with redis_tls_key_file (the certificate of that key)");
-        }
-        tls_name_ = tls.server_name.empty() ? url_.host : tls.server_name;
-        tls_name_is_ip_ = is_ip_address(tls_name_);
-        tls_bio_method();  // made now rather than in a call
-
-        ERR_clear_error();
-        tls_ctx_.reset(SSL_CTX_new(TLS_client_method()));
-        if (!tls_ctx_) throw Error(ErrorCode::DedupStore, prefix() + "TLS: " + openssl_errors());
-        SSL_CTX* ctx = tls_ctx_.get();
-        if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1) {
-            throw Error(ErrorCode::DedupStore, prefix() + "TLS: " + openssl_errors());
-        }
-        SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE);
-        // An encrypted key fails to load instead of asking for a passphrase on the terminal.
-        SSL_CTX_set_default_passwd_cb(ctx, [](char*, int, int, void*) { return 0; });
-        SSL_CTX_set_verify(ctx, tls.verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, nullptr);
-        if (!tls.ca_file.empty()) {
-            readable("redis_tls_ca_file", tls.ca_file, true);
-            if (SSL_CTX_load_verify_locations(ctx, tls.ca_file.c_str(), nullptr) != 1) {
-                throw config_error("redis_tls_ca_file", "no PEM certificates in " + json::quote(tls.ca_file) + " (" +
-                                                            openssl_errors() + ")");
-            }
-        } else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
-            throw Error(ErrorCode::DedupStore, prefix() + "TLS: the system's CA certificates: " + openssl_errors());
-        }
-        if (!tls.cert_file.empty()) {
-            readable("redis_tls_cert_file", tls.cert_file, true);
-            readable("redis_tls_key_file", tls.key_file, false);  // its path is not shown
-            if (SSL_CTX_use_certificate_chain_file(ctx, tls.cert_file.c_str()) != 1) {
-                throw config_error("redis_tls_cert_file", "no PEM certificate in " + json::quote(tls.cert_file) +
-                                                              " (" + openssl_errors() + ")");
-            }
-            if (SSL_CTX_use_PrivateKey_file(ctx, tls.key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
-                const unsigned long last = ERR_peek_last_error();
-                if (ERR_GET_LIB(last) == ERR_LIB_X509 && ERR_GET_REASON(last) == X509_R_KEY_VALUES_MISMATCH) {
-                    throw config_error("redis_tls_key_file", "is not the key of the certificate in redis_tls_cert_file");
-                }
-                throw config_error("redis_tls_key_file",
-                                   "not a PEM private key, or an encrypted one (" + openssl_errors() + ")");
-            }
-            if (SSL_CTX_check_private_key(ctx) != 1) {
-                throw config_error("redis_tls_key_file", "is not the key of the certificate in redis_tls_cert_file");
-            }
-        }
-        if (!tls.verify && options_.logger) {
+        tls_ = std::make_unique<RedisTls>(options_.tls, url_.host, prefix());
+        if (!options_.tls.verify && options_.logger) {
             options_.logger->log(LogLevel::Warning, "training_output_redis_tls_unverified",
                                  {{"url", display_},
                                   {"detail", "redis_tls_verify is false: any server certificate is accepted"}});
@@ -898,10 +591,7 @@ private:
             throw ConnectionError(system_error("fcntl", errno));
         }
         if (!url_.unix_socket) redisEnableKeepAlive(ctx);  // notice dead peers of idle connections
-        if (url_.tls) {
-            conn->start_tls({tls_ctx_.get(), tls_bio_method(), tls_name_, tls_name_is_ip_, options_.tls.verify},
-                            deadline);
-        }
+        if (tls_) conn->start_tls(*tls_, deadline);
 
         std::string cmds;
         std::size_t count = 0;
@@ -957,10 +647,7 @@ private:
     const RedisUrl url_;
     const std::string display_;
     RedisStoreOptions options_;
-    // TLS (rediss://), set up once; connections hold references to it.
-    std::unique_ptr<SSL_CTX, SslCtxFree> tls_ctx_;
-    std::string tls_name_;  // checked in the server's certificate
-    bool tls_name_is_ip_ = false;
+    std::unique_ptr<RedisTls> tls_;  // rediss:// only, set up once
 
     std::mutex mutex_;
     std::condition_variable available_;
