@@ -38,6 +38,12 @@ struct Config {
     std::string redis_url;                   // redis://[[user]:password@]host[:port][/db], unix:///path[?db=N]
     std::int64_t redis_timeout_ms = 500;     // bounds each dedup call: connect, wait for a connection, command
     std::int64_t redis_pool_size = 8;        // connections per writer
+    // Redis over TLS (a rediss:// redis_url). The key file's path and contents are never logged.
+    std::string redis_tls_ca_file;      // PEM CAs that sign the server's certificate; empty: the system's
+    std::string redis_tls_cert_file;    // client certificate (PEM), together with redis_tls_key_file
+    std::string redis_tls_key_file;     // its private key (PEM, not encrypted)
+    std::string redis_tls_server_name;  // name checked in the server's certificate and sent as SNI; empty: the URL's host
+    bool redis_tls_verify = true;       // false: any certificate is accepted (tests only)
 
     // Object store (S3 / MinIO): used when s3_endpoint_url is set. Credentials
     // and region fall back to AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,

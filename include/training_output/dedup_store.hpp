@@ -99,8 +99,20 @@ struct SqliteStoreOptions {
 // database cannot be opened.
 std::unique_ptr<DedupStore> make_sqlite_dedup_store(const SqliteStoreOptions& options);
 
+// TLS for a rediss:// URL. Files are PEM; a client certificate needs its
+// key. Errors about them name the configuration keys (redis_tls_*); the key
+// file's path is never in a message.
+struct RedisTlsOptions {
+    std::string ca_file;      // CAs that sign the server's certificate; empty: the system's default
+    std::string cert_file;    // empty: no client certificate
+    std::string key_file;     // the client certificate's private key
+    std::string server_name;  // checked in the certificate and sent as SNI; empty: the URL's host
+    bool verify = true;       // false: any certificate is accepted
+};
+
 struct RedisStoreOptions {
-    // redis://[[user]:password@]host[:port][/db] or unix://[[user]:password@]/path[?db=N]
+    // redis://[[user]:password@]host[:port][/db], rediss://... (TLS, see `tls`)
+    // or unix://[[user]:password@]/path[?db=N]
     std::string url;
     // Bounds each call: waiting for a connection, connecting, the command.
     std::chrono::milliseconds timeout{500};
@@ -114,15 +126,17 @@ struct RedisStoreOptions {
     std::string owner_key_prefix = "training:owner:";
     std::chrono::seconds owner_ttl{120};
     const Logger* logger = nullptr;  // outages are logged here, once each (must outlive the store)
+    RedisTlsOptions tls;  // for a rediss:// URL; ignored otherwise
 };
 // Redis through hiredis: one store for many processes and machines. A claim
 // holds its owner's id, a committed key holds "1", an owner's liveness key
 // its spool's path. Every command and script touches one key, so keys may
 // live on any node of a Redis Cluster. Throws Error(Config) for a malformed
-// URL and Error(DedupStore) when the server rejects the credentials or the
-// database. A server that cannot be reached is not an error at open: the
-// store starts unavailable (logged), its calls throw until a connection
-// succeeds.
+// URL or TLS files that cannot be read (naming the configuration key) and
+// Error(DedupStore) when the server rejects the credentials, the database or
+// (TLS) the certificates. A server that cannot be reached is not an error at
+// open: the store starts unavailable (logged), its calls throw until a
+// connection succeeds.
 std::unique_ptr<DedupStore> make_redis_dedup_store(const RedisStoreOptions& options);
 
 }  // namespace training_output

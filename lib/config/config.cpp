@@ -44,6 +44,11 @@ const Key kKeys[] = {
     {"redis_url", &Config::redis_url},
     {"redis_timeout_ms", &Config::redis_timeout_ms, 1},
     {"redis_pool_size", &Config::redis_pool_size, 1},
+    {"redis_tls_ca_file", &Config::redis_tls_ca_file},
+    {"redis_tls_cert_file", &Config::redis_tls_cert_file},
+    {"redis_tls_key_file", &Config::redis_tls_key_file},
+    {"redis_tls_server_name", &Config::redis_tls_server_name},
+    {"redis_tls_verify", &Config::redis_tls_verify},
     {"s3_endpoint_url", &Config::s3_endpoint_url},
     {"s3_access_key", &Config::s3_access_key},
     {"s3_secret_key", &Config::s3_secret_key},
@@ -171,6 +176,32 @@ void apply_aws_fallbacks(Config& c, bool region_given) {
     if (!region_given && !env("AWS_REGION").empty()) c.s3_region = env("AWS_REGION");
 }
 
+// The redis_tls_* keys: only with a rediss:// URL, a client certificate with
+// its key. Paths are checked when the store opens (never quoting the key's).
+void check_redis_tls(const Config& c, bool tls) {
+    const std::pair<const char*, const std::string*> keys[] = {
+        {"redis_tls_ca_file", &c.redis_tls_ca_file},
+        {"redis_tls_cert_file", &c.redis_tls_cert_file},
+        {"redis_tls_key_file", &c.redis_tls_key_file},
+        {"redis_tls_server_name", &c.redis_tls_server_name},
+    };
+    for (const auto& [key, value] : keys) {
+        if (!tls && !value->empty()) throw config_error(key, "needs a rediss:// (TLS) redis_url");
+    }
+    if (!tls && !c.redis_tls_verify) throw config_error("redis_tls_verify", "needs a rediss:// (TLS) redis_url");
+    if (c.redis_tls_key_file.empty() && !c.redis_tls_cert_file.empty()) {
+        throw config_error("redis_tls_key_file", "required with redis_tls_cert_file (the client certificate's key)");
+    }
+    if (c.redis_tls_cert_file.empty() && !c.redis_tls_key_file.empty()) {
+        throw config_error("redis_tls_cert_file", "required with redis_tls_key_file (the certificate of that key)");
+    }
+    for (unsigned char ch : c.redis_tls_server_name) {
+        if (ch <= 0x20 || ch == 0x7F || ch == '/' || ch == '@') {
+            throw config_error("redis_tls_server_name", "must be a host name or an IP address");
+        }
+    }
+}
+
 }  // namespace
 
 void Config::finalize() {
@@ -184,7 +215,8 @@ void Config::finalize() {
     }
     if (dedup_store == "redis") {
         if (redis_url.empty()) throw config_error("redis_url", "required when dedup_store is \"redis\"");
-        parse_redis_url(redis_url);  // throws naming the key, never quoting the URL
+        const bool tls = parse_redis_url(redis_url).tls;  // throws naming the key, never quoting the URL
+        check_redis_tls(*this, tls);
     }
     if (dedup_store == "redis" && !s3_endpoint_url.empty() &&
         dedup_owner_ttl_seconds < (2 * s3_request_timeout_ms + 999) / 1000) {

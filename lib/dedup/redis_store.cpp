@@ -16,6 +16,10 @@
 // each call keeps to its deadline and a closed connection never raises
 // SIGPIPE in the host (send with MSG_NOSIGNAL).
 //
+// rediss:// (TLS): after hiredis's TCP connect, OpenSSL runs over the same
+// socket (redis_tls.hpp); the handshake and every read and write are
+// non-blocking under the call's deadline, polled here like plain I/O.
+//
 // Connections live in a small pool. When one fails, the store is marked down:
 // calls throw at once (the deduplicator fails open) until the next connection
 // attempt, made by one caller after a jittered, doubling backoff. The outage
@@ -29,6 +33,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <condition_variable>
+#include <cstdint>
 #include <cstring>
 #include <mutex>
 #include <stdexcept>
@@ -36,6 +41,7 @@
 #include <vector>
 
 #include "common/random.hpp"
+#include "dedup/redis_tls.hpp"
 #include "dedup/redis_url.hpp"
 #include "training_output/dedup_store.hpp"
 #include "training_output/error.hpp"
@@ -48,13 +54,10 @@ using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
 // The connection is unusable: drop it; the server may be down.
-class ConnectionError : public std::runtime_error {
-    using std::runtime_error::runtime_error;
-};
-// The server refused the credentials or the database: a setup problem.
-class RejectedError : public ConnectionError {
-    using ConnectionError::ConnectionError;
-};
+using ConnectionError = RedisConnectionError;
+// The server refused the credentials, the database or a TLS certificate: a
+// setup problem.
+using RejectedError = RedisRejectedError;
 // The server answered with an error; the connection is still in step.
 class AnswerError : public std::runtime_error {
     using std::runtime_error::runtime_error;
@@ -122,9 +125,20 @@ class Connection {
 public:
     Connection(redisContext* ctx, std::uint64_t opened_in, milliseconds timeout)
         : epoch(opened_in), ctx_(ctx), timeout_(timeout) {}
-    ~Connection() { redisFree(ctx_); }
+    ~Connection() {
+        tls_.reset();  // before its socket closes
+        redisFree(ctx_);
+    }
     Connection(const Connection&) = delete;
     Connection& operator=(const Connection&) = delete;
+
+    // Wraps the connected socket in TLS: the handshake, before `deadline`.
+    // Throws RejectedError when the server's certificate is not accepted or
+    // the server refuses ours, ConnectionError when it goes away or is silent.
+    void start_tls(const RedisTls& tls, Clock::time_point deadline) {
+        tls_ = tls.connect(ctx_->fd);
+        while (const short want = tls_->handshake()) wait(want, deadline, "to the TLS handshake ");
+    }
 
     // Sends `commands` and reads `count` replies, all before `deadline`.
     // Throws ConnectionError; error replies are returned like any other.
@@ -142,7 +156,7 @@ public:
                 continue;
             }
             wait(POLLIN, deadline);
-            receive();
+            receive(deadline);
         }
         return replies;
     }
@@ -150,6 +164,7 @@ public:
     // An idle connection the server closed (restart, timeout) reads as EOF;
     // one with unexpected bytes is out of step. Either way: not reusable.
     bool reusable() const {
+        if (tls_ && tls_->has_pending()) return false;
         pollfd p{ctx_->fd, POLLIN, 0};
         int n = ::poll(&p, 1, 0);
         return n == 0 || (n < 0 && errno == EINTR);
@@ -159,6 +174,7 @@ public:
 
 private:
     void send_all(const std::string& data, Clock::time_point deadline) {
+        if (tls_) return send_all_tls(data, deadline);
         std::size_t off = 0;
         while (off < data.size()) {
             ssize_t n = ::send(ctx_->fd, data.data() + off, data.size() - off, MSG_NOSIGNAL);
@@ -170,22 +186,42 @@ private:
             if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) throw ConnectionError(system_error("send", errno));
             // Read replies while the send buffer is full, so that a long
             // pipeline never stalls both sides.
-            if (wait(POLLOUT | POLLIN, deadline) & (POLLIN | POLLHUP | POLLERR)) receive();
+            if (wait(POLLOUT | POLLIN, deadline) & (POLLIN | POLLHUP | POLLERR)) receive(deadline);
+        }
+    }
+
+    // A retried send gets the same arguments (OpenSSL requires it).
+    void send_all_tls(const std::string& data, Clock::time_point deadline) {
+        std::size_t off = 0;
+        while (off < data.size()) {
+            const RedisTlsIo io = tls_->send(data.data() + off, data.size() - off);
+            if (io.bytes > 0) {
+                off += io.bytes;
+            } else if (io.want == POLLOUT) {
+                // As above: read replies while the send buffer is full.
+                if (wait(POLLOUT | POLLIN, deadline) & (POLLIN | POLLHUP | POLLERR)) receive(deadline);
+            } else {
+                wait(POLLIN, deadline);
+            }
         }
     }
 
     // Returns the events that are ready; throws when the deadline passes.
-    short wait(short events, Clock::time_point deadline) {
+    short wait(short events, Clock::time_point deadline, const char* to = "") {
         for (;;) {
             pollfd p{ctx_->fd, events, 0};
             int n = ::poll(&p, 1, remaining_ms(deadline));
             if (n > 0) return p.revents;
-            if (n == 0) throw ConnectionError("no answer within " + std::to_string(timeout_.count()) + " ms");
+            if (n == 0) {
+                throw ConnectionError(std::string("no answer ") + to + "within " + std::to_string(timeout_.count()) +
+                                      " ms");
+            }
             if (errno != EINTR) throw ConnectionError(system_error("poll", errno));
         }
     }
 
-    void receive() {
+    void receive(Clock::time_point deadline) {
+        if (tls_) return receive_tls(deadline);
         char buf[16384];
         for (;;) {
             ssize_t n = ::recv(ctx_->fd, buf, sizeof buf, 0);
@@ -202,8 +238,26 @@ private:
         }
     }
 
+    // Reads until OpenSSL would need more from the socket, so that nothing
+    // waits inside the SSL while we poll the socket.
+    void receive_tls(Clock::time_point deadline) {
+        char buf[16384];
+        for (;;) {
+            const RedisTlsIo io = tls_->recv(buf, sizeof buf);
+            if (io.bytes > 0) {
+                if (redisReaderFeed(ctx_->reader, buf, io.bytes) != REDIS_OK) {
+                    throw ConnectionError(std::string("protocol error: ") + ctx_->reader->errstr);
+                }
+                continue;
+            }
+            if (io.want == POLLIN) return;
+            wait(POLLOUT, deadline);
+        }
+    }
+
     redisContext* ctx_;
     milliseconds timeout_;  // for messages: the caller's deadline is what counts
+    std::unique_ptr<RedisTlsConnection> tls_;  // rediss:// only
 };
 
 std::chrono::milliseconds since(Clock::time_point t) {
@@ -219,6 +273,7 @@ public:
         if (options_.pool_size == 0) options_.pool_size = 1;
         if (options_.timeout.count() <= 0) options_.timeout = milliseconds(1);
         if (options_.reconnect_max < options_.reconnect_base) options_.reconnect_max = options_.reconnect_base;
+        if (url_.tls) setup_tls();
         try {
             auto conn = connect(Clock::now() + options_.timeout, epoch_);
             open_ = 1;
@@ -336,6 +391,17 @@ public:
 
 private:
     std::string prefix() const { return "redis dedup store " + display_ + ": "; }
+
+    // The TLS context every connection of the store shares. Throws
+    // Error(Config) naming the configuration key of a file that cannot be used.
+    void setup_tls() {
+        tls_ = std::make_unique<RedisTls>(options_.tls, url_.host, prefix());
+        if (!options_.tls.verify && options_.logger) {
+            options_.logger->log(LogLevel::Warning, "training_output_redis_tls_unverified",
+                                 {{"url", display_},
+                                  {"detail", "redis_tls_verify is false: any server certificate is accepted"}});
+        }
+    }
 
     static void expect_ok(const redisReply& r) {
         if (r.type == REDIS_REPLY_ERROR) throw AnswerError(reply_text(r));
@@ -525,6 +591,7 @@ private:
             throw ConnectionError(system_error("fcntl", errno));
         }
         if (!url_.unix_socket) redisEnableKeepAlive(ctx);  // notice dead peers of idle connections
+        if (tls_) conn->start_tls(*tls_, deadline);
 
         std::string cmds;
         std::size_t count = 0;
@@ -580,6 +647,7 @@ private:
     const RedisUrl url_;
     const std::string display_;
     RedisStoreOptions options_;
+    std::unique_ptr<RedisTls> tls_;  // rediss:// only, set up once
 
     std::mutex mutex_;
     std::condition_variable available_;

@@ -87,19 +87,21 @@ std::string RedisUrl::redacted() const {
     std::string db_text = std::to_string(db);
     if (unix_socket) return "unix://" + auth + path + "?db=" + db_text;
     std::string h = host.find(':') != std::string::npos ? "[" + host + "]" : host;
-    return "redis://" + auth + h + ":" + std::to_string(port) + "/" + db_text;
+    return (tls ? "rediss://" : "redis://") + auth + h + ":" + std::to_string(port) + "/" + db_text;
 }
 
 RedisUrl parse_redis_url(std::string_view url) {
     RedisUrl u;
     std::size_t colon = url.find("://");
-    if (colon == std::string_view::npos) bad("expected redis://[[user]:password@]host[:port][/db] or unix:///path[?db=N]");
+    if (colon == std::string_view::npos) {
+        bad("expected redis[s]://[[user]:password@]host[:port][/db] or unix:///path[?db=N]");
+    }
     std::string scheme = lower(url.substr(0, colon));
-    if (scheme == "rediss") bad("TLS (rediss://) is not supported by this build; reach Redis over a private network or a TLS tunnel");
-    if (scheme != "redis" && scheme != "unix") {
-        bad("unknown scheme " + json::quote(scheme) + ", expected redis:// or unix://");
+    if (scheme != "redis" && scheme != "rediss" && scheme != "unix") {
+        bad("unknown scheme " + json::quote(scheme) + ", expected redis://, rediss:// (TLS) or unix://");
     }
     u.unix_socket = scheme == "unix";
+    u.tls = scheme == "rediss";
     std::string_view rest = url.substr(colon + 3);
     for (unsigned char ch : rest) {
         if (ch < 0x20 || ch == 0x7F || ch == ' ') bad("must not contain spaces or control characters");

@@ -1,5 +1,6 @@
 // The `redis_url` setting:
 //   redis://[[user]:password@]host[:port][/db]        TCP (port 6379, db 0 by default)
+//   rediss://[[user]:password@]host[:port][/db]       the same over TLS
 //   unix://[[user]:password@]/path/to/redis.sock[?db=N]
 // `?db=N` is accepted on both. User and password are percent-decoded; the
 // password may contain any character ('@' and '/' included): the userinfo ends
@@ -14,6 +15,7 @@ namespace training_output {
 
 struct RedisUrl {
     bool unix_socket = false;
+    bool tls = false;  // rediss://
     std::string host;  // TCP; an IPv6 address without its brackets
     int port = 6379;
     std::string path;  // unix socket

@@ -31,6 +31,11 @@ std::unique_ptr<DedupStore> open_store(const Config& c, const Logger& logger) {
         o.owner_key_prefix = c.dedup_namespace + ":owner:";
         o.owner_ttl = std::chrono::seconds(c.dedup_owner_ttl_seconds);
         o.logger = &logger;
+        o.tls.ca_file = c.redis_tls_ca_file;
+        o.tls.cert_file = c.redis_tls_cert_file;
+        o.tls.key_file = c.redis_tls_key_file;
+        o.tls.server_name = c.redis_tls_server_name;
+        o.tls.verify = c.redis_tls_verify;
         return make_redis_dedup_store(o);
     }
     SqliteStoreOptions o;

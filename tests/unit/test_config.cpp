@@ -128,7 +128,7 @@ TEST_CASE("configuration of the Redis dedup store", "[unit][config][redis]") {
 
     CHECK_THAT(error_of([] { Config::from_json(R"({"dedup_store": "redis"})"); }),
                Catch::Contains("\"redis_url\"") && Catch::Contains("required"));
-    std::string e = error_of([] { Config::from_json(R"({"dedup_store": "redis", "redis_url": "rediss://:hunter2x@h"})"); });
+    std::string e = error_of([] { Config::from_json(R"({"dedup_store": "redis", "redis_url": "rediss://:hunter2x@"})"); });
     CHECK_THAT(e, Catch::Contains("\"redis_url\"") && !Catch::Contains("hunter2x"));
     CHECK_THAT(error_of([] { Config::from_json(R"({"redis_timeout_ms": 0})"); }), Catch::Contains("redis_timeout_ms"));
     CHECK_THAT(error_of([] { Config::from_json(R"({"redis_pool_size": 0})"); }), Catch::Contains("redis_pool_size"));
@@ -144,6 +144,45 @@ TEST_CASE("configuration of the Redis dedup store", "[unit][config][redis]") {
     env.set("ETL_REDIS_URL", "redis://writer@redis.internal");
     e = error_of([] { Config::from_environment(); });
     CHECK_THAT(e, Catch::Contains("redis_url") && !Catch::Contains("writer@"));
+}
+
+TEST_CASE("configuration of Redis over TLS", "[unit][config][redis]") {
+    Config c = Config::from_json(R"({"redis_url": "rediss://:pw@redis.internal:6380/1"})");
+    CHECK(c.dedup_store == "redis");
+    CHECK(c.redis_tls_ca_file.empty());
+    CHECK(c.redis_tls_verify);
+    c = Config::from_json(R"({"redis_url": "rediss://:pw@10.0.0.5", "redis_tls_ca_file": "/etc/ca.pem",
+        "redis_tls_cert_file": "/etc/client.pem", "redis_tls_key_file": "/etc/client.key",
+        "redis_tls_server_name": "redis.internal", "redis_tls_verify": false})");
+    CHECK(c.redis_tls_ca_file == "/etc/ca.pem");
+    CHECK(c.redis_tls_cert_file == "/etc/client.pem");
+    CHECK(c.redis_tls_key_file == "/etc/client.key");
+    CHECK(c.redis_tls_server_name == "redis.internal");
+    CHECK_FALSE(c.redis_tls_verify);
+
+    // A certificate needs its key and the other way round; the key's path is never shown.
+    std::string e = error_of([] {
+        Config::from_json(R"({"redis_url": "rediss://h", "redis_tls_cert_file": "/etc/client.pem"})");
+    });
+    CHECK_THAT(e, Catch::Contains("\"redis_tls_key_file\": required with redis_tls_cert_file"));
+    e = error_of([] { Config::from_json(R"({"redis_url": "rediss://h", "redis_tls_key_file": "/etc/hunter2.key"})"); });
+    CHECK_THAT(e, Catch::Contains("\"redis_tls_cert_file\": required with redis_tls_key_file") &&
+                      !Catch::Contains("hunter2"));
+    // TLS keys without a rediss:// URL would be silently unused: an error.
+    e = error_of([] { Config::from_json(R"({"redis_url": "redis://h", "redis_tls_ca_file": "/etc/ca.pem"})"); });
+    CHECK_THAT(e, Catch::Contains("\"redis_tls_ca_file\"") && Catch::Contains("rediss://"));
+    e = error_of([] { Config::from_json(R"({"redis_url": "redis://h", "redis_tls_verify": false})"); });
+    CHECK_THAT(e, Catch::Contains("\"redis_tls_verify\""));
+    e = error_of([] { Config::from_json(R"({"redis_url": "rediss://h", "redis_tls_server_name": "a b"})"); });
+    CHECK_THAT(e, Catch::Contains("\"redis_tls_server_name\""));
+
+    EnvGuard env;
+    env.set("ETL_REDIS_URL", "rediss://redis.internal");
+    env.set("ETL_REDIS_TLS_CA_FILE", "/etc/ca.pem");
+    env.set("ETL_REDIS_TLS_VERIFY", "true");
+    c = Config::from_environment();
+    CHECK(c.redis_tls_ca_file == "/etc/ca.pem");
+    CHECK(c.redis_tls_verify);
 }
 
 TEST_CASE("every key is documented in the README", "[unit][config]") {

@@ -281,6 +281,16 @@ TEST_CASE("redis_url: the forms it accepts", "[unit][dedup][redis]") {
     CHECK(u.db == 4);
     CHECK(u.redacted() == "redis://[::1]:6390/4");
 
+    // TLS: the same forms, the same default port.
+    u = parse_redis_url("rediss://writer:s3cret@redis.internal/1");
+    CHECK(u.tls);
+    CHECK(u.host == "redis.internal");
+    CHECK(u.port == 6379);
+    CHECK(u.db == 1);
+    CHECK(u.redacted() == "rediss://writer:***@redis.internal:6379/1");
+    CHECK(parse_redis_url("REDISS://[::1]:6390").tls);
+    CHECK_FALSE(parse_redis_url("redis://localhost").tls);
+
     u = parse_redis_url("unix:///run/redis/redis.sock?db=3");
     CHECK(u.unix_socket);
     CHECK(u.path == "/run/redis/redis.sock");
@@ -297,7 +307,7 @@ TEST_CASE("redis_url: errors name the key and never show the password", "[unit][
     const char* bad[] = {
         "localhost:6379",                   // no scheme
         "http://hunter2x@localhost",        // wrong scheme
-        "rediss://:hunter2x@localhost",     // TLS
+        "rediss://:hunter2x@",              // TLS, no host
         "redis://hunter2x@localhost",       // userinfo without ':'
         "redis://user:@localhost",          // empty password
         "redis://:hunter2x@",               // no host
