@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Builds the benchmarks (Release) and runs them; numbers go to docs/benchmarks.md.
 #   scripts/bench.sh s3 [EXAMPLES_PER_WRITER] [ROUNDS]   end to end against Ceph RGW it starts on loopback
+#   scripts/bench.sh fleet [WRITERS] [SECONDS] [RATE] [MODE]
+#                                                        WRITERS writers in one process, each RATE examples/s
+#                                                        into one key for SECONDS, against Ceph RGW
 #   scripts/bench.sh spool [LATENCY_CALLS] [THROUGHPUT_CALLS]
 #       generate() latency with RGW healthy and with S3 down; single-thread
 #       throughput through the C++ API, the C ABI and ctypes
@@ -22,12 +25,12 @@ case "$what" in
     SKIP_APT=1 scripts/services/rgw-start.sh "$dir" >/dev/null
     trap 'scripts/services/rgw-stop.sh "$dir" --wipe >/dev/null' EXIT
     TDO_BENCH_ENDPOINT=http://127.0.0.1:${RGW_PORT:-7480} build/bench/tests/bench/tdo_bench_s3 "$@" ;;
-  append)
+  append|fleet)
     dir="$PWD/build/bench/rgw"
     # Room for a 1 GiB object, its copy, and the copies RGW has not collected yet.
     MEMSTORE_BYTES=$((6 << 30)) SKIP_APT=1 scripts/services/rgw-start.sh "$dir" >/dev/null
     trap 'scripts/services/rgw-stop.sh "$dir" --wipe >/dev/null' EXIT
-    TDO_BENCH_ENDPOINT=http://127.0.0.1:${RGW_PORT:-7480} build/bench/tests/bench/tdo_bench_append "$@" ;;
+    TDO_BENCH_ENDPOINT=http://127.0.0.1:${RGW_PORT:-7480} "build/bench/tests/bench/tdo_bench_$what" "$@" ;;
   spool)
     dir="$PWD/build/bench/rgw"
     SKIP_APT=1 scripts/services/rgw-start.sh "$dir" >/dev/null

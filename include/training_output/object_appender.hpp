@@ -101,6 +101,11 @@ struct AppendResult {
     std::uint64_t offset = 0;   // where the batch starts in the object
     int attempts = 0;
     bool found_landed = false;  // an earlier attempt had already written it
+    std::chrono::milliseconds lease_wait{0};  // spent waiting for the key's lease
+    // Other writers were in the way: a lease that was not free at once, or an
+    // attempt lost to another writer's append (the writer's flusher then
+    // batches more per append: congestion control).
+    bool contended = false;
 };
 
 class ObjectAppender {
@@ -140,6 +145,8 @@ private:
         std::string owner;  // token in its body
         std::uint64_t renewals = 0;
         std::chrono::steady_clock::time_point taken;
+        bool contended = false;  // it was not free at the first try
+        bool after_ours = false;  // taken back from our own release: nobody held it in between
     };
     Lease acquire_lease(const std::string& key, const std::string& owner);
     bool renew_lease(Lease& lease);

@@ -100,17 +100,21 @@ AppendResult ObjectAppender::append(const std::string& key, std::string_view bat
     // One owner token for the whole append: a lease object that names it is
     // ours, whatever answers were lost on the way.
     const std::string owner = random::token_hex(16);
+    std::chrono::milliseconds lease_wait{0};
     auto take_lease = [&] {
         if (lease) return;
         const auto asked = std::chrono::steady_clock::now();
         lease = acquire_lease(key, owner);
+        lease_wait = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - asked);
         if (logger_) {
             logger_->log(LogLevel::Debug, "training_output_lease_taken",
-                         {{"key", key},
-                          {"waited_ms", static_cast<std::int64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                                                      std::chrono::steady_clock::now() - asked)
-                                                                      .count())}});
+                         {{"key", key}, {"waited_ms", static_cast<std::int64_t>(lease_wait.count())}});
         }
+    };
+    auto finish = [&](AppendResult r) {
+        r.lease_wait = lease_wait;
+        r.contended = (lease && lease->contended) || r.attempts > 1;
+        return r;
     };
     bool keep_lease = false;  // a write that could still land: the lease runs out instead
     struct Release {
@@ -133,7 +137,7 @@ AppendResult ObjectAppender::append(const std::string& key, std::string_view bat
         return append_native(key, batch, before_write, undecided, last_failure, lease ? &*lease : nullptr, keep_lease);
     };
     if (native) {
-        if (auto done = append_natively()) return *done;
+        if (auto done = append_natively()) return finish(*done);
     }
     if (caps.conditional_writes && (options_.always_lease || !caps.conditional_complete)) take_lease();
     Lease* held = lease ? &*lease : nullptr;
@@ -145,7 +149,7 @@ AppendResult ObjectAppender::append(const std::string& key, std::string_view bat
         if (step == Step::Native) {
             // An appendable object, seen before the probe said the store has
             // native appends: appended to as such (copying would make it plain).
-            if (auto done = append_natively()) return *done;
+            if (auto done = append_natively()) return finish(*done);
             held = lease ? &*lease : nullptr;
             continue;
         }
@@ -155,8 +159,8 @@ AppendResult ObjectAppender::append(const std::string& key, std::string_view bat
                                                 ": a CompleteMultipartUpload may still land; the lease is left to run "
                                                 "out before anyone appends again: " + failure.describe());
         }
-        if (step == Step::Done) return AppendResult{intent.size, attempt + 1, false};
-        if (step == Step::FoundLanded) return AppendResult{intent.size, attempt + 1, true};
+        if (step == Step::Done) return finish(AppendResult{intent.size, attempt + 1, false});
+        if (step == Step::FoundLanded) return finish(AppendResult{intent.size, attempt + 1, true});
         if (step == Step::Ambiguous) {
             // This attempt may land later: the next ones stay conditional on
             // the object as it wrote against, until it moves on.
@@ -253,6 +257,10 @@ std::optional<AppendResult> ObjectAppender::append_native(const std::string& key
             if (leased && undecided && std::uncaught_exceptions() > exceptions) keep = true;
         }
     } keep_if_undecided{undecided, lease != nullptr, keep_lease};
+    // A lease that another writer held since our last append here: the end
+    // we remember is most likely stale (asking costs less than a 409 after
+    // sending the whole batch).
+    if (lease && !lease->after_ours) remember_end(key, std::nullopt);
     auto found_plain = [&] {
         std::lock_guard<std::mutex> lock(ends_mutex_);
         ends_.erase(key);
@@ -583,6 +591,7 @@ ObjectAppender::Lease ObjectAppender::acquire_lease(const std::string& key, cons
         if (t.ok()) {
             lease.etag = t.etag;
             lease.taken = std::chrono::steady_clock::now();
+            lease.after_ours = true;
             return lease;
         }
         if (t.status == SinkStatus::Auth || t.status == SinkStatus::Fatal) give_up(lease.key, t);
@@ -599,6 +608,7 @@ ObjectAppender::Lease ObjectAppender::acquire_lease(const std::string& key, cons
             return lease;
         }
         if (r.status == SinkStatus::Auth || r.status == SinkStatus::Fatal) give_up(lease.key, r);
+        lease.contended = true;  // not free at the first try
         // Held by someone: released, ours after a lost answer, dead, or alive.
         SinkResponse held = sink_.get(lease.key);
         if (held.status == SinkStatus::NotFound) continue;

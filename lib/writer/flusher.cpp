@@ -258,6 +258,10 @@ FlusherStats Flusher::stats() const {
     return stats_;
 }
 
+std::chrono::milliseconds Flusher::interval_of(const Pending& p) const {
+    return p.interval.count() > 0 ? p.interval : options_.interval;
+}
+
 bool Flusher::due(const Pending& p, Spool* spool, Clock::time_point now) const {
     if (p.in_flight) return false;
     const Line* front = nullptr;
@@ -270,7 +274,7 @@ bool Flusher::due(const Pending& p, Spool* spool, Clock::time_point now) const {
         oldest = front->accepted;
     }
     if (p.failures > 0 && now < p.retry_at) return false;
-    if (stopping_ || p.bytes >= options_.max_bytes || now - oldest >= options_.interval ||
+    if (stopping_ || p.bytes >= options_.max_bytes || now - oldest >= interval_of(p) ||
         stats_.pending_bytes >= options_.hurry_bytes) {
         return true;
     }
@@ -285,9 +289,9 @@ Clock::time_point Flusher::next_wake(Clock::time_point now) const {
     for (const auto& [slot, p] : pending_) {
         Clock::time_point t;
         if (!p.batches.empty()) {
-            t = p.batches.front().accepted + options_.interval;
+            t = p.batches.front().accepted + interval_of(p);
         } else if (const Line* l = first_live(p.lines)) {
-            t = l->accepted + options_.interval;
+            t = l->accepted + interval_of(p);
         } else {
             continue;
         }
@@ -450,7 +454,7 @@ void Flusher::confirm(Spool& spool, Batch& b, std::string& bytes, std::vector<st
                  {"detail", "their content is written already or being delivered by another writer"}});
 }
 
-bool Flusher::append_batch(Spool& spool, Batch& b, bool& found_landed) {
+bool Flusher::append_batch(Spool& spool, Batch& b, bool& found_landed, bool& contended) {
     if (b.spool.id == 0) b.spool.id = spool.new_batch_id();
     std::string bytes;
     bytes.reserve(b.bytes);
@@ -512,6 +516,7 @@ bool Flusher::append_batch(Spool& spool, Batch& b, bool& found_landed) {
             crash_point("flusher.after_intent");
         }, undecided, &left);
         found_landed = r.found_landed;
+        contended = r.contended;
         crash_point("flusher.after_land");
     }
     // The commit before DONE: a crash in between finds the batch landed
@@ -600,9 +605,9 @@ void Flusher::deliver(const Slot& slot, std::unique_lock<std::mutex>& lock) {
 
     std::string error;
     ErrorCode code = ErrorCode::Storage;
-    bool found_landed = false, appended = false;
+    bool found_landed = false, appended = false, contended = false;
     try {
-        appended = append_batch(spool, work, found_landed);
+        appended = append_batch(spool, work, found_landed, contended);
     } catch (const Error& e) {
         error = e.what();
         code = e.code();
@@ -623,6 +628,11 @@ void Flusher::deliver(const Slot& slot, std::unique_lock<std::mutex>& lock) {
         q.failures = 0;
         q.permanent = false;
         q.last_error.clear();
+        if (contended) {
+            q.interval = std::min(interval_of(q) * 2, options_.interval * 8);
+        } else if (q.interval > options_.interval) {
+            q.interval = std::max<std::chrono::milliseconds>(options_.interval, q.interval - options_.interval / 2);
+        }
         if (appended) {
             stats_.lines_appended += work.spool.lines.size();
             stats_.bytes_appended += work.bytes;

@@ -103,6 +103,13 @@ public:
         ErrorCode last_code = ErrorCode::Storage;
         bool permanent = false;            // last failure was auth
         std::uint64_t failed_attempt = 0;  // which attempt failed last
+        // Congestion control: this key's flush interval (0: the configured
+        // one). It doubles, up to 8 times the configured one, after an append
+        // that other writers were in the way of (a lease not free, a write
+        // lost to another's), and comes back by half the configured one after
+        // each append that met nobody: a fleet sharing a key appends larger
+        // batches, less often, instead of queueing for it.
+        std::chrono::milliseconds interval{0};
     };
     struct Handle {
         Line* line = nullptr;
@@ -147,11 +154,13 @@ private:
     void run();
     void adopt_now();
     bool due(const Pending& p, Spool* spool, std::chrono::steady_clock::time_point now) const;
+    std::chrono::milliseconds interval_of(const Pending& p) const;
     std::chrono::steady_clock::time_point next_wake(std::chrono::steady_clock::time_point now) const;
     void deliver(const Slot& slot, std::unique_lock<std::mutex>& lock);
     // The work of one delivery, without the lock. Returns false when the
     // batch's lines were all voided before anything was written.
-    bool append_batch(Spool& spool, Batch& batch, bool& found_landed);
+    // `contended`: other writers were in the way of the append (congestion).
+    bool append_batch(Spool& spool, Batch& batch, bool& found_landed, bool& contended);
     void confirm(Spool& spool, Batch& batch, std::string& bytes, std::vector<std::string>& keys);
     void retry_commits(std::unique_lock<std::mutex>& lock);
     void reconfirm_all();

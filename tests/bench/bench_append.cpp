@@ -1,8 +1,8 @@
 // What one small append costs as the object grows, per append mode, against
 // a running Ceph RGW (scripts/bench.sh append starts one with room for it):
 // objects of 8 MiB, 128 MiB and 1 GiB; a batch of 20 example-sized lines
-// appended `appends` times to each; seconds per append and bytes sent per
-// appended byte.
+// appended `appends` times to each, 0.3 s apart; seconds per append (the
+// lease included) and bytes sent per appended byte.
 //   native: an appendable object, RGW's append with position (under a lease);
 //   copy:   a plain object, UploadPartCopy + the new part + Complete (under a
 //           lease, since RGW ignores If-Match on Complete).
@@ -13,12 +13,15 @@
 // Environment: TDO_BENCH_ENDPOINT (http://127.0.0.1:7480), TDO_BENCH_ACCESS_KEY
 // (testkey), TDO_BENCH_SECRET_KEY (testsecret). Arguments: [appends per
 // object] (default 5) [largest object in MiB] (default 1024).
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "training_output/curl_s3_sink.hpp"
@@ -117,6 +120,10 @@ int main(int argc, char** argv) {
             const auto before = sink.stats();
             std::string failure;
             for (int i = 0; i < appends && failure.empty(); ++i) {
+                // Apart by more than the pause a releasing writer leaves to
+                // others waiting for the lease (a writer appends to a key once
+                // per flush interval, not back to back).
+                std::this_thread::sleep_for(std::chrono::milliseconds(300));
                 std::string batch;
                 for (int l = 0; l < 20; ++l) batch += lines(1, gen);
                 const auto t0 = Clock::now();
@@ -142,6 +149,7 @@ int main(int argc, char** argv) {
                             sum / seconds.size(), max, double(after.bytes_sent - before.bytes_sent) / double(appended),
                             double(after.requests - before.requests) / seconds.size(),
                             failure.empty() ? "" : "  (then failed)");
+                if (!failure.empty()) std::printf("          then: %s\n", failure.c_str());
             }
             std::fflush(stdout);
             sink.remove(key);

@@ -300,3 +300,46 @@ TEST_CASE("writer after close refuses work", "[unit][writer]") {
     CHECK_THROWS_AS(w.generate("x", message_json("StepsRecord"), result_json()), Error);
     CHECK_THROWS_AS(w.flush(), Error);
 }
+
+TEST_CASE("writer: appends that meet other writers make the key's batches larger, and smaller again when they do not",
+          "[unit][writer][congestion]") {
+    // Every other append loses to "another writer" (409 at a stale
+    // position): each batch takes two attempts, and the key's flush interval
+    // doubles, up to 8 times the configured 100 ms.
+    const bool contended = GENERATE(false, true);
+    tdo_test::TempDir dir;
+    SinkCapabilities caps{true, true, true, 1};
+    caps.native_append = true;
+    caps.native_append_atomic = true;
+    MemorySink memory(caps);
+    std::atomic<int> appends{0};
+    memory.set_fault_hook([&](MemorySink::Op op, const std::string&) -> std::optional<MemorySink::Fault> {
+        if (!contended || op != MemorySink::Op::Append || appends++ % 2 == 1) return std::nullopt;
+        SinkResponse r;
+        r.status = SinkStatus::Conflict;
+        r.http_status = 409;
+        r.error.code = "PositionNotEqualToLength";
+        return MemorySink::Fault{r, false};
+    });
+    WriterComponents parts;
+    parts.sink = std::make_unique<tdo_test::SharedSink>(memory);
+    Config c = config_in(dir, "memory");
+    c.flush_interval_ms = 100;
+    TrainingOutput w(c, std::move(parts));
+    // 2 s of a steady stream: about 20 batches at 100 ms, 5 or so when the
+    // interval grows to 800 ms.
+    for (int i = 0; i < 200; ++i) {
+        REQUIRE(w.generate("Steady narrative " + std::to_string(i) + ".", tdo_test::message_json("BloodGlucoseRecord"),
+                           tdo_test::result_json()) == Outcome::Written);
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    w.flush();
+    const auto batches = w.stats().batches_appended;
+    INFO(batches << " batches");
+    if (contended) {
+        CHECK(batches <= 9);
+    } else {
+        CHECK(batches >= 12);
+    }
+    CHECK(tdo_test::lines_of(memory.object(kKey).value()).size() == 200u);
+}

@@ -1,0 +1,175 @@
+// A fleet sharing one key, against a running Ceph RGW (scripts/bench.sh fleet
+// starts one): W writers in one process, each with its own spool, sink and
+// thread, each a steady stream of R examples/s into the same monthly key for
+// S seconds (flush_interval_ms=1000), then flush() and close(). Reported:
+// offered and delivered rates (delivered = lines in the object by the end of
+// the stream), the slowest final flush, lines lost or doubled, requests per
+// 1,000 examples and bytes sent per appended byte.
+//
+// Environment: TDO_BENCH_ENDPOINT (http://127.0.0.1:7480), TDO_BENCH_ACCESS_KEY
+// (testkey), TDO_BENCH_SECRET_KEY (testsecret). Arguments: [writers] (32)
+// [seconds] (60) [examples/s per writer] (20) [s3_append_mode] (auto).
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "../unit/shared_sink.hpp"
+#include "bench_example.hpp"
+#include "training_output/curl_s3_sink.hpp"
+#include "training_output/training_output.hpp"
+
+namespace to = training_output;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+std::string env(const char* name, const char* fallback) {
+    const char* v = std::getenv(name);
+    return v && *v ? v : fallback;
+}
+
+const std::string kKey = "training/metabolic_diabetes/2025/11/health_journal_2025_11.jsonl";
+
+to::S3SinkOptions sink_options(const std::string& bucket) {
+    to::S3SinkOptions o;
+    o.endpoint_url = env("TDO_BENCH_ENDPOINT", "http://127.0.0.1:7480");
+    o.bucket = bucket;
+    o.credentials = to::sigv4::Credentials{env("TDO_BENCH_ACCESS_KEY", "testkey"), env("TDO_BENCH_SECRET_KEY", "testsecret"), ""};
+    return o;
+}
+
+std::size_t count_lines(const std::string& body, std::map<std::string, int>* seen) {
+    std::size_t n = 0;
+    for (std::size_t at = 0; at < body.size();) {
+        std::size_t end = body.find('\n', at);
+        if (end == std::string::npos) end = body.size();
+        if (seen) {
+            // The narrative names the writer and the example: "... for wN example I shows ...".
+            const std::size_t f = body.find(" for w", at);
+            if (f != std::string::npos && f < end) {
+                ++(*seen)[body.substr(f, body.find(" shows", f) - f)];
+            }
+        }
+        ++n;
+        at = end + 1;
+    }
+    return n;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    const int writers = argc > 1 ? std::atoi(argv[1]) : 32;
+    const int seconds = argc > 2 ? std::atoi(argv[2]) : 60;
+    const int rate = argc > 3 ? std::atoi(argv[3]) : 20;
+    const std::string mode = argc > 4 ? argv[4] : "auto";
+    char tmpl[] = "/tmp/tdo-bench-fleet-XXXXXX";
+    const std::string dir = ::mkdtemp(tmpl);
+    const std::string bucket = "tdo-bench-fleet-" + std::to_string(::getpid());
+    {
+        auto o = sink_options(bucket);
+        o.conditional_writes = to::ConditionalWrites::Off;  // no probe before the bucket exists
+        o.native_append = to::NativeAppend::Off;
+        if (!to::CurlS3Sink(o).create_bucket().ok()) return std::fprintf(stderr, "cannot create %s\n", bucket.c_str()), 1;
+    }
+    struct Writer {
+        std::unique_ptr<to::CurlS3Sink> sink;
+        std::unique_ptr<to::TrainingOutput> out;
+        double final_flush = 0;
+        std::uint64_t appended = 0;
+        std::string error;
+    };
+    std::vector<Writer> fleet(writers);
+    for (int w = 0; w < writers; ++w) {
+        fleet[w].sink = std::make_unique<to::CurlS3Sink>(sink_options(bucket));
+        to::WriterComponents parts;
+        parts.sink = std::make_unique<tdo_test::SharedSink>(*fleet[w].sink);
+        const auto s = sink_options(bucket);
+        const std::string config =
+            "{\"s3_endpoint_url\":\"" + s.endpoint_url + "\",\"s3_bucket_name\":\"" + bucket + "\",\"s3_access_key\":\"" +
+            s.credentials.access_key_id + "\",\"s3_secret_key\":\"" + s.credentials.secret_access_key +
+            "\",\"output_dir\":\"" + dir + "/w" + std::to_string(w) +
+            "\",\"dedup_store\":\"memory\",\"log_level\":\"warning\",\"flush_interval_ms\":1000,"
+            "\"flush_timeout_ms\":120000,\"s3_append_mode\":\"" + mode + "\"}";
+        fleet[w].out = std::make_unique<to::TrainingOutput>(to::Config::from_json(config), std::move(parts));
+    }
+    std::printf("%d writers x %d examples/s x %d s into one key (s3_append_mode %s), flush_interval_ms 1000\n", writers,
+                rate, seconds, mode.c_str());
+    std::fflush(stdout);
+    const auto start = Clock::now();
+    std::vector<std::thread> threads;
+    for (int w = 0; w < writers; ++w) {
+        threads.emplace_back([&, w] {
+            Writer& me = fleet[w];
+            try {
+                const auto period = std::chrono::microseconds(1000000 / rate);
+                // Spread over the first second, so that writers do not start in step.
+                const auto t0 = start + std::chrono::microseconds(1000000LL * w / writers);
+                for (int i = 0; i < rate * seconds; ++i) {
+                    std::this_thread::sleep_until(t0 + period * i);
+                    me.out->generate(bench::narrative("w" + std::to_string(w), i), bench::kMessage, bench::kResult);
+                }
+                std::this_thread::sleep_until(start + std::chrono::seconds(seconds) + std::chrono::seconds(1));
+                const auto f0 = Clock::now();
+                me.out->flush();
+                me.final_flush = std::chrono::duration<double>(Clock::now() - f0).count();
+                me.appended = me.out->stats().bytes_appended;
+                me.out->close();
+            } catch (const std::exception& e) {
+                me.error = e.what();
+            }
+        });
+    }
+    // The object 10 s in and by the end of the stream: the rate delivered
+    // in the steady state (offered = delivered when the key keeps up).
+    to::CurlS3Sink reader(sink_options(bucket));
+    const int warmup = std::min(10, seconds / 2);
+    std::this_thread::sleep_until(start + std::chrono::seconds(warmup));
+    const auto early = reader.get(kKey);
+    const std::size_t delivered_early = early.ok() ? count_lines(early.body, nullptr) : 0;
+    std::this_thread::sleep_until(start + std::chrono::seconds(seconds) + std::chrono::seconds(1));
+    const auto during = reader.get(kKey);
+    const std::size_t delivered_during = during.ok() ? count_lines(during.body, nullptr) : 0;
+    for (auto& t : threads) t.join();
+    std::map<std::string, int> seen;
+    const auto after = reader.get(kKey);
+    const std::size_t total = after.ok() ? count_lines(after.body, &seen) : 0;
+    std::size_t doubled = 0;
+    for (const auto& [example, n] : seen) doubled += n > 1;
+    const std::size_t offered = static_cast<std::size_t>(writers) * rate * seconds;
+    double slowest = 0;
+    std::uint64_t requests = 0, sent = 0, appended = 0;
+    int errors = 0;
+    for (auto& w : fleet) {
+        slowest = std::max(slowest, w.final_flush);
+        requests += w.sink->stats().requests;
+        sent += w.sink->stats().bytes_sent;
+        appended += w.appended;
+        if (!w.error.empty()) {
+            ++errors;
+            std::fprintf(stderr, "writer: %s\n", w.error.c_str());
+        }
+    }
+    std::printf("  offered %.0f examples/s; delivered from %d s to the end %.0f examples/s (%zu of %zu by the end)\n",
+                double(offered) / seconds, warmup,
+                double(delivered_during - std::min(delivered_during, delivered_early)) / (seconds + 1 - warmup),
+                delivered_during, offered);
+    std::printf("  slowest final flush %.2f s; lines in the object %zu: lost %zu, doubled %zu; writer errors %d\n",
+                slowest, total, offered - std::min(offered, seen.size()), doubled, errors);
+    std::printf("  requests per 1,000 examples %.1f; bytes sent per appended byte %.3f\n",
+                1000.0 * double(requests) / double(offered), double(sent) / double(std::max<std::uint64_t>(appended, 1)));
+    fleet.clear();
+    std::string cleanup = "rm -rf " + dir;
+    const bool ok = errors == 0 && seen.size() == offered && doubled == 0 && total == offered;
+    return std::system(cleanup.c_str()) == 0 && ok ? 0 : 1;
+}
