@@ -24,6 +24,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench_server.hpp"
 #include "training_output/curl_s3_sink.hpp"
 #include "training_output/error.hpp"
 #include "training_output/object_appender.hpp"
@@ -33,16 +34,8 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-std::string env(const char* name, const char* fallback) {
-    const char* v = std::getenv(name);
-    return v && *v ? v : fallback;
-}
-
 to::S3SinkOptions sink_options(const std::string& bucket, to::NativeAppend native) {
-    to::S3SinkOptions o;
-    o.endpoint_url = env("TDO_BENCH_ENDPOINT", "http://127.0.0.1:7480");
-    o.bucket = bucket;
-    o.credentials = to::sigv4::Credentials{env("TDO_BENCH_ACCESS_KEY", "testkey"), env("TDO_BENCH_SECRET_KEY", "testsecret"), ""};
+    auto o = bench::sink_options(bucket);
     o.native_append = native;
     o.request_timeout = std::chrono::milliseconds(120000);
     o.max_attempts = 1;
@@ -89,15 +82,10 @@ int main(int argc, char** argv) {
     const int appends = argc > 1 ? std::max(1, std::atoi(argv[1])) : 5;
     const std::uint64_t largest = argc > 2 ? std::strtoull(argv[2], nullptr, 10) : 1024;
     std::printf("one append of 20 lines (~5 KB), %d times per object, against %s\n", appends,
-                env("TDO_BENCH_ENDPOINT", "http://127.0.0.1:7480").c_str());
+                bench::env("TDO_BENCH_ENDPOINT", "http://127.0.0.1:7480").c_str());
     std::printf("%-7s %10s %14s %14s %20s %10s\n", "mode", "object", "s per append", "max s", "bytes sent/appended",
                 "requests");
-    const std::string bucket = "tdo-bench-append-" + std::to_string(::getpid());
-    {
-        auto o = sink_options(bucket, to::NativeAppend::Off);
-        o.conditional_writes = to::ConditionalWrites::Off;  // no probe before the bucket exists
-        if (!to::CurlS3Sink(o).create_bucket().ok()) return std::fprintf(stderr, "cannot create %s\n", bucket.c_str()), 1;
-    }
+    const std::string bucket = bench::make_bucket("append");
     bool failed = false;
     for (const bool native : {true, false}) {
         to::CurlS3Sink sink(sink_options(bucket, native ? to::NativeAppend::Auto : to::NativeAppend::Off));

@@ -25,6 +25,7 @@
 
 #include "../unit/shared_sink.hpp"
 #include "bench_example.hpp"
+#include "bench_server.hpp"
 #include "training_output/curl_s3_sink.hpp"
 #include "training_output/training_output.hpp"
 
@@ -33,20 +34,7 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-std::string env(const char* name, const char* fallback) {
-    const char* v = std::getenv(name);
-    return v && *v ? v : fallback;
-}
-
 const std::string kKey = "training/metabolic_diabetes/2025/11/health_journal_2025_11.jsonl";
-
-to::S3SinkOptions sink_options(const std::string& bucket) {
-    to::S3SinkOptions o;
-    o.endpoint_url = env("TDO_BENCH_ENDPOINT", "http://127.0.0.1:7480");
-    o.bucket = bucket;
-    o.credentials = to::sigv4::Credentials{env("TDO_BENCH_ACCESS_KEY", "testkey"), env("TDO_BENCH_SECRET_KEY", "testsecret"), ""};
-    return o;
-}
 
 std::size_t count_lines(const std::string& body, std::map<std::string, int>* seen) {
     std::size_t n = 0;
@@ -75,13 +63,7 @@ int main(int argc, char** argv) {
     const std::string mode = argc > 4 ? argv[4] : "auto";
     char tmpl[] = "/tmp/tdo-bench-fleet-XXXXXX";
     const std::string dir = ::mkdtemp(tmpl);
-    const std::string bucket = "tdo-bench-fleet-" + std::to_string(::getpid());
-    {
-        auto o = sink_options(bucket);
-        o.conditional_writes = to::ConditionalWrites::Off;  // no probe before the bucket exists
-        o.native_append = to::NativeAppend::Off;
-        if (!to::CurlS3Sink(o).create_bucket().ok()) return std::fprintf(stderr, "cannot create %s\n", bucket.c_str()), 1;
-    }
+    const std::string bucket = bench::make_bucket("fleet");
     struct Writer {
         std::unique_ptr<to::CurlS3Sink> sink;
         std::unique_ptr<to::TrainingOutput> out;
@@ -91,16 +73,13 @@ int main(int argc, char** argv) {
     };
     std::vector<Writer> fleet(writers);
     for (int w = 0; w < writers; ++w) {
-        fleet[w].sink = std::make_unique<to::CurlS3Sink>(sink_options(bucket));
+        fleet[w].sink = std::make_unique<to::CurlS3Sink>(bench::sink_options(bucket));
         to::WriterComponents parts;
         parts.sink = std::make_unique<tdo_test::SharedSink>(*fleet[w].sink);
-        const auto s = sink_options(bucket);
-        const std::string config =
-            "{\"s3_endpoint_url\":\"" + s.endpoint_url + "\",\"s3_bucket_name\":\"" + bucket + "\",\"s3_access_key\":\"" +
-            s.credentials.access_key_id + "\",\"s3_secret_key\":\"" + s.credentials.secret_access_key +
-            "\",\"output_dir\":\"" + dir + "/w" + std::to_string(w) +
-            "\",\"dedup_store\":\"memory\",\"log_level\":\"warning\",\"flush_interval_ms\":1000,"
-            "\"flush_timeout_ms\":120000,\"s3_append_mode\":\"" + mode + "\"}";
+        const std::string config = bench::writer_config(
+            bucket, dir + "/w" + std::to_string(w),
+            ",\"dedup_store\":\"memory\",\"log_level\":\"warning\",\"flush_interval_ms\":1000,"
+            "\"flush_timeout_ms\":120000,\"s3_append_mode\":\"" + mode + "\"");
         fleet[w].out = std::make_unique<to::TrainingOutput>(to::Config::from_json(config), std::move(parts));
     }
     std::printf("%d writers x %d examples/s x %d s into one key (s3_append_mode %s), flush_interval_ms 1000\n", writers,
@@ -132,7 +111,7 @@ int main(int argc, char** argv) {
     }
     // The object 10 s in and by the end of the stream: the rate delivered
     // in the steady state (offered = delivered when the key keeps up).
-    to::CurlS3Sink reader(sink_options(bucket));
+    to::CurlS3Sink reader(bench::sink_options(bucket));
     const int warmup = std::min(10, seconds / 2);
     std::this_thread::sleep_until(start + std::chrono::seconds(warmup));
     const auto early = reader.get(kKey);

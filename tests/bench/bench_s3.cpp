@@ -20,6 +20,7 @@
 
 #include "../unit/shared_sink.hpp"
 #include "bench_example.hpp"
+#include "bench_server.hpp"
 #include "training_output/curl_s3_sink.hpp"
 #include "training_output/training_output.hpp"
 
@@ -28,41 +29,12 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-std::string env(const char* name, const char* fallback) {
-    const char* v = std::getenv(name);
-    return v && *v ? v : fallback;
-}
-
 const std::string kKey = "training/metabolic_diabetes/2025/11/health_journal_2025_11.jsonl";
 
-to::S3SinkOptions sink_options(const std::string& bucket) {
-    to::S3SinkOptions o;
-    o.endpoint_url = env("TDO_BENCH_ENDPOINT", "http://127.0.0.1:7480");
-    o.bucket = bucket;
-    o.credentials = to::sigv4::Credentials{env("TDO_BENCH_ACCESS_KEY", "testkey"), env("TDO_BENCH_SECRET_KEY", "testsecret"), ""};
-    return o;
-}
-
 std::string writer_config(const std::string& bucket, const std::string& dir) {
-    auto o = sink_options(bucket);
-    return "{\"s3_endpoint_url\":\"" + o.endpoint_url + "\",\"s3_bucket_name\":\"" + bucket + "\",\"s3_access_key\":\"" +
-           o.credentials.access_key_id + "\",\"s3_secret_key\":\"" + o.credentials.secret_access_key +
-           "\",\"output_dir\":\"" + dir + "\",\"dedup_store\":\"memory\",\"log_level\":\"warning\"," +
-           "\"flush_interval_ms\":60000,\"flush_max_bytes\":67108864}";
-}
-
-std::string make_bucket(const char* what) {
-    std::string bucket = std::string("tdo-bench-") + what + "-" + std::to_string(::getpid());
-    auto o = sink_options(bucket);
-    o.conditional_writes = to::ConditionalWrites::Off;  // no probe before the bucket exists
-    o.native_append = to::NativeAppend::Off;
-    to::CurlS3Sink admin(o);
-    auto r = admin.create_bucket();
-    if (!r.ok()) {
-        std::fprintf(stderr, "cannot create bucket %s: %s\n", bucket.c_str(), r.describe().c_str());
-        std::exit(1);
-    }
-    return bucket;
+    return bench::writer_config(bucket, dir,
+                                ",\"dedup_store\":\"memory\",\"log_level\":\"warning\",\"flush_interval_ms\":60000,"
+                                "\"flush_max_bytes\":67108864");
 }
 
 }  // namespace
@@ -75,8 +47,8 @@ int main(int argc, char** argv) {
 
     // 1. Appending to an object above 5 MiB.
     {
-        const std::string bucket = make_bucket("append");
-        to::CurlS3Sink sink(sink_options(bucket));
+        const std::string bucket = bench::make_bucket("append");
+        to::CurlS3Sink sink(bench::sink_options(bucket));
         std::string big;
         std::mt19937 gen(1);
         while (big.size() < (6u << 20)) big += "{\"seed\":" + std::to_string(gen()) + ",\"pad\":\"" + std::string(200, 'x') + "\"}\n";
@@ -107,7 +79,7 @@ int main(int argc, char** argv) {
 
     // 2. Four writer processes, one key.
     {
-        const std::string bucket = make_bucket("writers");
+        const std::string bucket = bench::make_bucket("writers");
         const auto start = Clock::now();
         std::vector<pid_t> pids;
         for (int w = 0; w < 4; ++w) {
@@ -137,7 +109,7 @@ int main(int argc, char** argv) {
             ok = ok && WIFEXITED(status) && WEXITSTATUS(status) == 0;
         }
         const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
-        to::CurlS3Sink sink(sink_options(bucket));
+        to::CurlS3Sink sink(bench::sink_options(bucket));
         auto g = sink.get(kKey);
         std::size_t lines = 0;
         for (char c : g.body) lines += c == '\n';

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "bench_example.hpp"
+#include "bench_server.hpp"
 #include "training_output.h"
 #include "training_output/curl_s3_sink.hpp"
 #include "training_output/training_output.hpp"
@@ -26,11 +27,6 @@ namespace to = training_output;
 using Clock = std::chrono::steady_clock;
 
 namespace {
-
-std::string env(const char* name, const char* fallback) {
-    const char* v = std::getenv(name);
-    return v && *v ? v : fallback;
-}
 
 std::string temp_dir() {
     char tmpl[] = "/tmp/tdo-bench-spool-XXXXXX";
@@ -86,26 +82,12 @@ int main(int argc, char** argv) {
     const std::string example = bench::narrative("size", 0);
 
     // Latency with S3 healthy and down.
-    const std::string endpoint = env("TDO_BENCH_ENDPOINT", "");
+    const std::string endpoint = bench::env("TDO_BENCH_ENDPOINT", "");
     if (!endpoint.empty()) {
-        const std::string bucket = "tdo-bench-spool-" + std::to_string(::getpid());
-        to::S3SinkOptions o;
-        o.endpoint_url = endpoint;
-        o.bucket = bucket;
-        o.credentials = to::sigv4::Credentials{env("TDO_BENCH_ACCESS_KEY", "testkey"),
-                                               env("TDO_BENCH_SECRET_KEY", "testsecret"), ""};
-        o.conditional_writes = to::ConditionalWrites::Off;  // no probe before the bucket exists
-        o.native_append = to::NativeAppend::Off;
-        const auto created = to::CurlS3Sink(o).create_bucket();
-        if (!created.ok()) {
-            std::fprintf(stderr, "cannot create bucket %s: %s\n", bucket.c_str(), created.describe().c_str());
-            return 1;
-        }
+        const std::string bucket = bench::make_bucket("spool");
         latency("healthy",
-                "{\"s3_endpoint_url\":\"" + endpoint + "\",\"s3_bucket_name\":\"" + bucket +
-                    "\",\"s3_access_key\":\"" + o.credentials.access_key_id + "\",\"s3_secret_key\":\"" +
-                    o.credentials.secret_access_key + "\",\"output_dir\":\"" + dir +
-                    "/healthy\",\"dedup_store\":\"memory\",\"flush_interval_ms\":1000,\"flush_timeout_ms\":120000}",
+                bench::writer_config(bucket, dir + "/healthy",
+                                     ",\"dedup_store\":\"memory\",\"flush_interval_ms\":1000,\"flush_timeout_ms\":120000"),
                 latency_calls);
     }
     latency("down",
