@@ -9,6 +9,8 @@ if [ "$what" = test ]; then
   pkgs+=(catch2 python3 python3-pandas python3-botocore)
   # A real Redis for the Redis dedup store's tests (redis-cli comes with redis-tools).
   pkgs+=(redis-server redis-tools)
+  # The openssl command: the Redis-over-TLS tests make their CA and certificates with it.
+  pkgs+=(openssl)
   # Ceph RGW, the S3 server that checks signatures and conditional writes.
   pkgs+=(ceph-mon ceph-osd radosgw ceph-common ceph-base uuid-runtime curl)
   # node and npm (DuckDB for the interop tests): any installed ones will do.

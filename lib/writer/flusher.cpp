@@ -629,7 +629,9 @@ void Flusher::deliver(const Slot& slot, std::unique_lock<std::mutex>& lock) {
         q.permanent = false;
         q.last_error.clear();
         if (contended) {
-            q.interval = std::min(interval_of(q) * 2, options_.interval * 8);
+            // Without overflow for any configured interval: at most 8 times it.
+            const auto most = options_.interval.count() <= INT64_MAX / 8 ? options_.interval * 8 : options_.interval;
+            q.interval = std::min(interval_of(q) <= most / 2 ? interval_of(q) * 2 : most, most);
         } else if (q.interval > options_.interval) {
             q.interval = std::max<std::chrono::milliseconds>(options_.interval, q.interval - options_.interval / 2);
         }
