@@ -687,25 +687,29 @@ void CurlS3Sink::Impl::probe(CurlS3Sink& sink) {
     };
     SinkCapabilities found = m.caps;  // what the options fixed
     // Each step returns false when an answer decided nothing (undecided() ran).
+    auto defer_probe = [&](const SinkResponse& r) {
+        undecided(r);
+        return false;
+    };
     auto probe_native = [&]() -> bool {
         const std::string akey = key + "-append";
         SinkResponse a = sink.append_at(akey, "probe\n", 0, attrs);
         if (a.ok() && a.appendable && a.size == 6) {
             SinkResponse stale = sink.append_at(akey, "stale\n", 0, attrs);
-            if (!stale.ok() && stale.status != SinkStatus::Conflict) return undecided(stale), false;
+            if (!stale.ok() && stale.status != SinkStatus::Conflict) return defer_probe(stale);
             found.native_append = stale.status == SinkStatus::Conflict;  // else the position is not enforced
         } else if (a.ok() || a.status == SinkStatus::NotImplemented ||
                    (a.status == SinkStatus::Fatal && a.error.code != "NoSuchBucket")) {
             found.native_append = false;  // ignored (a plain object was written) or refused
         } else {
-            return undecided(a), false;
+            return defer_probe(a);
         }
         sink.remove(akey);
         return true;
     };
     auto probe_conditions = [&]() -> bool {
         SinkResponse first = sink.put(key, "probe\n", attrs, WriteConditions{});
-        if (!first.ok()) return undecided(first), false;
+        if (!first.ok()) return defer_probe(first);
         WriteConditions none_match;
         none_match.if_none_match_any = true;
         SinkResponse nm = sink.put(key, "probe\n", attrs, none_match);
@@ -713,31 +717,31 @@ void CurlS3Sink::Impl::probe(CurlS3Sink& sink) {
             // It took an If-None-Match:* write to an existing object. Once could
             // be a fluke of a proxy; twice is the server.
             nm = sink.put(key, "probe again\n", attrs, none_match);
-            if (!nm.ok() && nm.status != SinkStatus::PreconditionFailed) return undecided(nm), false;
+            if (!nm.ok() && nm.status != SinkStatus::PreconditionFailed) return defer_probe(nm);
         } else if (nm.status != SinkStatus::PreconditionFailed) {
-            return undecided(nm), false;
+            return defer_probe(nm);
         }
         found.conditional_writes = nm.status == SinkStatus::PreconditionFailed;
         found.conditional_complete = false;
         if (found.conditional_writes) {
             WriteConditions match;
             SinkResponse h = sink.head(key);
-            if (!h.ok()) return undecided(h), false;
+            if (!h.ok()) return defer_probe(h);
             match.if_match = h.etag;
             SinkResponse im = sink.put(key, "probe 2\n", attrs, match);  // flips to the bare form if needed
-            if (!im.ok()) return undecided(im), false;
+            if (!im.ok()) return defer_probe(im);
             SinkResponse up = sink.create_multipart(key, attrs);
-            if (!up.ok()) return undecided(up), false;
+            if (!up.ok()) return defer_probe(up);
             SinkResponse part = sink.upload_part(key, up.upload_id, 1, "probe 3\n");
             if (!part.ok()) {
                 sink.abort_multipart(key, up.upload_id);
-                return undecided(part), false;
+                return defer_probe(part);
             }
             WriteConditions stale;
             stale.if_match = "0123456789abcdef0123456789abcdef";
             SinkResponse done = sink.complete_multipart(key, up.upload_id, {{1, part.etag}}, stale);
             if (!done.ok()) sink.abort_multipart(key, up.upload_id);
-            if (!done.ok() && done.status != SinkStatus::PreconditionFailed) return undecided(done), false;
+            if (!done.ok() && done.status != SinkStatus::PreconditionFailed) return defer_probe(done);
             found.conditional_complete = done.status == SinkStatus::PreconditionFailed;
         }
         sink.remove(key);
