@@ -98,6 +98,9 @@ struct Extra {
     std::optional<ByteRange> range;  // a ranged GET: the answer must be exactly these bytes
     bool single_attempt = false;     // no retry here (the caller retries, if it must)
     std::chrono::milliseconds timeout{0};
+    // UploadPartCopy, Complete: the server copies or assembles before it
+    // answers, sending nothing meanwhile; only the timeout bounds them.
+    bool server_works = false;
 };
 
 // Writes whose repetition after an unseen success would answer 412 / 404.
@@ -245,6 +248,7 @@ struct CurlS3Sink::Impl {
         h.headers.insert(h.headers.end(), s.headers.begin(), s.headers.end());
         h.body = c.body;
         h.timeout = x.timeout;
+        h.server_works = x.server_works;
         requests.fetch_add(1, std::memory_order_relaxed);
         std::uint64_t header_bytes = h.method.size() + h.url.size() + 12;
         for (const auto& [n, v] : h.headers) header_bytes += n.size() + v.size() + 4;
@@ -434,6 +438,7 @@ struct CurlS3Sink::Impl {
             Extra x;
             x.single_attempt = w.single_attempt;
             x.timeout = w.timeout;
+            x.server_works = c.op == Op::Complete;
             SinkResponse r = call(c, raw, x);
             if (round == 0 && r.status == SinkStatus::PreconditionFailed && !w.if_match.empty() &&
                 try_other_etag_form(key, w.if_match)) {
@@ -534,7 +539,9 @@ SinkResponse CurlS3Sink::upload_part_copy(const std::string& key, const std::str
     }
     if (!source_if_match.empty()) c.headers.emplace_back("x-amz-copy-source-if-match", impl_->quoted(source_if_match));
     http::Response resp;
-    SinkResponse r = impl_->call(c, &resp);
+    Extra x;
+    x.server_works = true;
+    SinkResponse r = impl_->call(c, &resp, x);
     if (r.ok()) {
         // Only a CopyPartResult proves a server-side copy; a server that
         // ignored the copy source would have stored an empty part.

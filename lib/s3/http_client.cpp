@@ -123,8 +123,9 @@ Response Client::perform(const Request& request) {
         curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(options_.connect_timeout.count()));
         const auto timeout = request.timeout.count() > 0 ? request.timeout : options_.request_timeout;
         curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout.count()));
-        curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, options_.low_speed_limit);
-        curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, static_cast<long>(options_.low_speed_time.count()));
+        curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, request.server_works ? 0L : options_.low_speed_limit);
+        curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME,
+                         request.server_works ? 0L : static_cast<long>(options_.low_speed_time.count()));
         curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, options_.verify_tls ? 1L : 0L);
         curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, options_.verify_tls ? 2L : 0L);
         if (!options_.ca_file.empty()) curl_easy_setopt(curl, CURLOPT_CAINFO, options_.ca_file.c_str());

@@ -22,6 +22,9 @@ struct Request {
     std::vector<std::pair<std::string, std::string>> headers;
     std::string_view body;  // borrowed for the call
     std::chrono::milliseconds timeout{0};  // 0: ClientOptions::request_timeout
+    // The server works before it answers (a server-side copy sends nothing
+    // for as long as it copies): no stall limit, the timeout alone bounds it.
+    bool server_works = false;
 };
 
 struct Response {

@@ -262,3 +262,22 @@ TEST_CASE("S3 client: configuration errors", "[unit][s3]") {
     o.addressing = AddressingStyle::Virtual;
     CHECK_THROWS_WITH(CurlS3Sink(o), Catch::Contains("s3_addressing_style"));
 }
+
+TEST_CASE("S3 client: a server-side copy may send nothing for longer than the stall limit; a PUT may not",
+          "[unit][s3]") {
+    // The server answers after 2.5 s of silence; the stall limit is 1 s.
+    FakeS3 fake(R"([{"status":200,"delay_ms":2500,"body":"<CopyPartResult><ETag>\"e1\"</ETag></CopyPartResult>"},
+                    {"status":200,"delay_ms":2500,"headers":{"ETag":"\"e2\""}}])");
+    S3SinkOptions o = options(fake.endpoint());
+    o.low_speed_time = std::chrono::seconds(1);
+    o.request_timeout = std::chrono::milliseconds(5000);
+    o.max_attempts = 1;
+    CurlS3Sink sink(o);
+    SinkResponse copy = sink.upload_part_copy("k", "u1", 1, "k", "", std::nullopt);
+    INFO(copy.describe());
+    CHECK(copy.ok());
+    CHECK(copy.etag == "e1");
+    SinkResponse put = sink.put("k", "x\n", ObjectAttributes{}, WriteConditions{});
+    INFO(put.describe());
+    CHECK(put.status == SinkStatus::Transient);  // a stalled transfer
+}
