@@ -42,7 +42,8 @@ struct S3SinkOptions {
     // (one writer per key only).
     ConditionalWrites conditional_writes = ConditionalWrites::Auto;
     // Auto: probe whether the server appends natively (Ceph RGW's
-    // ?append&position=N); On: trust that it does; Off: never use it.
+    // ?append&position=N); On: the same, and a probe that finds none is an
+    // error at open (Error(Config)); Off: never use it, no probe for it.
     NativeAppend native_append = NativeAppend::Auto;
     std::string probe_prefix = ".training_output/probe/";
 };

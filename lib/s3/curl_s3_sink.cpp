@@ -205,8 +205,9 @@ struct CurlS3Sink::Impl {
         caps.conditional_complete = options.conditional_writes == ConditionalWrites::On;
         caps.multipart_copy = true;
         caps.min_part_size = 5ull << 20;
-        caps.native_append = options.native_append == NativeAppend::On;
-        if (options.conditional_writes != ConditionalWrites::Auto && options.native_append != NativeAppend::Auto) {
+        caps.native_append = false;  // until the probe has seen it (also with On: a server that
+                                     // ignored ?append would overwrite the object with the batch)
+        if (options.conditional_writes != ConditionalWrites::Auto && options.native_append == NativeAppend::Off) {
             probed = true;
         }
     }
@@ -457,6 +458,10 @@ struct CurlS3Sink::Impl {
 CurlS3Sink::CurlS3Sink(S3SinkOptions options, const Logger* logger)
     : impl_(std::make_unique<Impl>(std::move(options), logger)) {
     probe();
+    if (impl_->options.native_append == NativeAppend::On && impl_->probed.load() && !impl_->caps.native_append) {
+        throw Error(ErrorCode::Config, "configuration key \"s3_append_mode\": native, but " + impl_->describe() +
+                                           " has no native appends (its probe found none); use auto or copy");
+    }
 }
 
 CurlS3Sink::~CurlS3Sink() = default;
@@ -754,12 +759,17 @@ void CurlS3Sink::Impl::probe(CurlS3Sink& sink) {
         sink.remove(key);
         return true;
     };
-    if (m.options.native_append == NativeAppend::Auto && !probe_native()) return;
+    if (m.options.native_append != NativeAppend::Off && !probe_native()) return;
     if (m.options.conditional_writes == ConditionalWrites::Auto && !probe_conditions()) return;
     found.multipart_copy = true;  // found out on first use: NotImplemented is remembered by the appender
     found.min_part_size = 5ull << 20;
     m.caps = found;
     m.probed = true;
+    if (m.logger && m.options.native_append == NativeAppend::On && !found.native_append) {
+        m.logger->log(LogLevel::Error, "training_output_s3_no_native_append",
+                      {{"endpoint", m.describe()},
+                       {"detail", "s3_append_mode is native, but the store has no native appends: appending by copy"}});
+    }
     if (m.logger) {
         LogLevel level = found.conditional_writes || found.native_append ? LogLevel::Info : LogLevel::Warning;
         m.logger->log(level, "training_output_s3_capabilities",

@@ -33,10 +33,13 @@ TEST_CASE("RGW: the probe finds conditional PUT, native appends, but not conditi
     CHECK(caps.native_append);
     // The probe cleaned up after itself.
     CHECK(sink->head(".training_output/probe/x").status == SinkStatus::NotFound);
-    // s3_append_mode=copy: no native appends, and no probe for them.
+    // s3_append_mode=copy: no native appends, and no probe for them; native:
+    // the probe confirms them.
     S3SinkOptions o = options_for(rgw(), bucket);
     o.native_append = NativeAppend::Off;
     CHECK_FALSE(CurlS3Sink(o).capabilities().native_append);
+    o.native_append = NativeAppend::On;
+    CHECK(CurlS3Sink(o).capabilities().native_append);
 }
 
 TEST_CASE("RGW: native appends are a compare-and-append on the object's length", "[integration][rgw]") {
@@ -213,6 +216,18 @@ TEST_CASE("s3rver: object semantics without conditional writes or UploadPartCopy
     CHECK_FALSE(caps.conditional_writes);
     CHECK_FALSE(caps.conditional_complete);
     CHECK_FALSE(caps.native_append);  // it ignores ?append: the probe saw no next position
+    // s3_append_mode=native on it: an error at open, never an append that
+    // would be a plain PUT over the object.
+    {
+        tdo_test::TempDir dir;
+        try {
+            TrainingOutput w(Config::from_json(writer_config(s3rver(), bucket, dir.path(), ",\"s3_append_mode\":\"native\"")));
+            FAIL("expected an error");
+        } catch (const Error& e) {
+            CHECK(e.code() == ErrorCode::Config);
+            CHECK_THAT(e.what(), Catch::Contains("s3_append_mode") && Catch::Contains("no native appends"));
+        }
+    }
     tdo_test::check_sink_conformance(*sink, {"", false, false, false, 5u << 20});
     CHECK(sink->upload_part_copy(kKey, "no-such-upload", 1, kKey, "", std::nullopt).status ==
           SinkStatus::NotImplemented);
