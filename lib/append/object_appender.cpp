@@ -307,7 +307,12 @@ std::optional<AppendResult> ObjectAppender::append_native(const std::string& key
                     continue;
                 }
                 if (t.body != "\n") {
-                    SinkResponse nl = sink_.append_at(key, "\n", intent.size, options_.attributes);
+                    // Under the lease's rules like any append (on RGW an
+                    // append at a taken offset may overwrite what is there).
+                    SinkResponse nl;
+                    if (lease_still_ours(lease, nl)) {
+                        nl = sink_.append_at(key, "\n", intent.size, options_.attributes, under_lease(lease));
+                    }
                     if (!nl.ok()) {
                         last_failure = std::move(nl);
                         continue;
