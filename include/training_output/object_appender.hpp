@@ -101,7 +101,6 @@ struct AppendResult {
     std::uint64_t offset = 0;   // where the batch starts in the object
     int attempts = 0;
     bool found_landed = false;  // an earlier attempt had already written it
-    std::chrono::milliseconds lease_wait{0};  // spent waiting for the key's lease
     // Other writers were in the way: a lease that was not free at once, or an
     // attempt lost to another writer's append (the writer's flusher then
     // batches more per append: congestion control).
@@ -162,6 +161,8 @@ private:
                           SinkResponse& failure, Lease* lease,
                           const std::function<void(const AppendIntent&)>& before_write, bool& keep_lease);
     Landed check_undecided(const UndecidedWrite& u, std::string_view batch);
+    // Another writer won the attempt: counted, and logged at debug.
+    void count_conflict(const std::string& key, int attempt, const SinkResponse& answer);
     std::optional<Step> settle_undecided(const SinkResponse& head, std::string_view batch,
                                          std::optional<UndecidedWrite>& undecided, AppendIntent& intent,
                                          SinkResponse& failure);

@@ -100,19 +100,19 @@ AppendResult ObjectAppender::append(const std::string& key, std::string_view bat
     // One owner token for the whole append: a lease object that names it is
     // ours, whatever answers were lost on the way.
     const std::string owner = random::token_hex(16);
-    std::chrono::milliseconds lease_wait{0};
     auto take_lease = [&] {
         if (lease) return;
         const auto asked = std::chrono::steady_clock::now();
         lease = acquire_lease(key, owner);
-        lease_wait = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - asked);
         if (logger_) {
             logger_->log(LogLevel::Debug, "training_output_lease_taken",
-                         {{"key", key}, {"waited_ms", static_cast<std::int64_t>(lease_wait.count())}});
+                         {{"key", key},
+                          {"waited_ms", static_cast<std::int64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                                      std::chrono::steady_clock::now() - asked)
+                                                                      .count())}});
         }
     };
     auto finish = [&](AppendResult r) {
-        r.lease_wait = lease_wait;
         r.contended = (lease && lease->contended) || r.attempts > 1;
         return r;
     };
@@ -169,15 +169,19 @@ AppendResult ObjectAppender::append(const std::string& key, std::string_view bat
         if (failure.status == SinkStatus::Auth || failure.status == SinkStatus::Fatal) give_up(key, failure);
         if (failure.status == SinkStatus::PreconditionFailed || failure.status == SinkStatus::Conflict ||
             failure.status == SinkStatus::NotFound) {
-            conflicts_.fetch_add(1, std::memory_order_relaxed);
-            if (logger_) {
-                logger_->log(LogLevel::Debug, "training_output_append_conflict",
-                             {{"key", key}, {"attempt", attempt + 1}, {"answer", failure.describe()}});
-            }
+            count_conflict(key, attempt, failure);
         }
         last_failure = std::move(failure);
     }
     give_up_after(key, options_.max_attempts, last_failure);
+}
+
+void ObjectAppender::count_conflict(const std::string& key, int attempt, const SinkResponse& answer) {
+    conflicts_.fetch_add(1, std::memory_order_relaxed);
+    if (logger_) {
+        logger_->log(LogLevel::Debug, "training_output_append_conflict",
+                     {{"key", key}, {"attempt", attempt + 1}, {"answer", answer.describe()}});
+    }
 }
 
 // Did an earlier write of this batch land? By its bytes when the batch is
@@ -346,13 +350,7 @@ std::optional<AppendResult> ObjectAppender::append_native(const std::string& key
         if (r.status == SinkStatus::Auth || r.status == SinkStatus::Fatal || r.status == SinkStatus::NotImplemented) {
             give_up(key, r);
         }
-        if (r.status == SinkStatus::Conflict) {
-            conflicts_.fetch_add(1, std::memory_order_relaxed);
-            if (logger_) {
-                logger_->log(LogLevel::Debug, "training_output_append_conflict",
-                             {{"key", key}, {"attempt", attempt + 1}, {"answer", r.describe()}});
-            }
-        }
+        if (r.status == SinkStatus::Conflict) count_conflict(key, attempt, r);
         last_failure = std::move(r);
     }
     give_up_after(key, options_.max_attempts, last_failure);
