@@ -90,6 +90,10 @@ int main(int argc, char** argv) {
     const std::string url = env("TDO_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0");
     const std::string run = "bench-" + std::to_string(std::random_device{}() % 1000000);
     auto store = open(url);
+    // Claims are owned by a spool's id, as a writer's are.
+    const std::string owner = run + "-owner";
+    store->register_owner(to::OwnerRecord{owner, "/tmp/" + run});
+    auto claimed = [](to::ClaimState s) { return s == to::ClaimState::Claimed ? 1u : 0u; };
     int failures = 0;
 
     std::printf("Redis dedup store at %s, %zu claims per measurement, keys of %zu bytes\n",
@@ -104,7 +108,7 @@ int main(int argc, char** argv) {
         std::size_t won = 0;
         for (const auto& k : keys) {
             const auto t = Clock::now();
-            won += store->claim(k, 86400s);
+            won += claimed(store->claim(k, owner, 86400s));
             latencies.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t).count());
         }
         const double s = seconds_since(start);
@@ -123,7 +127,7 @@ int main(int argc, char** argv) {
         for (std::size_t i = 0; i < n; i += batch) {
             std::vector<std::string> part(keys.begin() + static_cast<std::ptrdiff_t>(i),
                                           keys.begin() + static_cast<std::ptrdiff_t>(std::min(n, i + batch)));
-            for (bool w : store->claim_batch(part, 86400s)) won += w;
+            for (auto s : store->claim_batch(part, owner, 86400s)) won += claimed(s);
         }
         const double s = seconds_since(start);
         std::printf("  claim_batch() of %4zu, pipelined:  %9.0f claims/s\n", batch, double(n) / s);
@@ -140,7 +144,7 @@ int main(int argc, char** argv) {
         for (int t = 0; t < threads; ++t) {
             pool.emplace_back([&, t] {
                 for (std::size_t i = static_cast<std::size_t>(t); i < n; i += static_cast<std::size_t>(threads)) {
-                    won[static_cast<std::size_t>(t)] += shared->claim(keys[i], 86400s);
+                    won[static_cast<std::size_t>(t)] += claimed(shared->claim(keys[i], owner, 86400s));
                 }
             });
         }
