@@ -686,7 +686,7 @@ void CurlS3Sink::Impl::probe(CurlS3Sink& sink) {
                                                 m.describe() + ": " + r.describe());
         }
         sink.remove(key);  // best effort
-        sink.remove(key + "-append");
+        if (m.options.native_append != NativeAppend::Off) sink.remove(key + "-append");
         const int failures = std::min(++m.probe_failures, 6);
         m.next_probe = std::chrono::steady_clock::now() + std::chrono::seconds(1 << failures);
         if (m.logger) {
