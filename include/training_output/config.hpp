@@ -65,8 +65,12 @@ struct Config {
     std::string s3_conditional_writes = "auto";  // auto | true | false
     // auto (native where the store has it, else copy) | native (RGW's append
     // with position) | copy (read or copy + conditional write; a lease where
-    // Complete ignores If-Match) | lease (copy, always under a lease)
+    // Complete ignores If-Match) | lease (copy, always under a lease) |
+    // batches (one object per batch, folded into the monthly file by
+    // compactions)
     std::string s3_append_mode = "auto";
+    std::int64_t s3_compaction_interval_seconds = 300;  // batches: how often a writer compacts its keys (0: never)
+    std::int64_t s3_compaction_max_bytes = 64 << 20;     // batches: read and appended per fold
     std::int64_t s3_multipart_threshold = 5 << 20;
     std::int64_t s3_lease_seconds = 30;
 

@@ -79,6 +79,7 @@ public:
                                     const std::vector<CompletedPart>& parts,
                                     const WriteConditions& conditions) override;
     SinkResponse abort_multipart(const std::string& key, const std::string& upload_id) override;
+    SinkResponse list(const std::string& prefix, const std::string& continuation, ListPage& page) override;
     SinkResponse append_at(const std::string& key, std::string_view body, std::uint64_t position,
                            const ObjectAttributes& attributes, const WriteConditions& conditions = {}) override;
     SinkCapabilities capabilities() const override;

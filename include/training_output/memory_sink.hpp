@@ -20,7 +20,7 @@ namespace training_output {
 
 class MemorySink : public S3Sink {
 public:
-    enum class Op { Head, Get, Put, Remove, CreateMultipart, UploadPart, UploadPartCopy, Complete, Abort, Append };
+    enum class Op { Head, Get, Put, Remove, CreateMultipart, UploadPart, UploadPartCopy, Complete, Abort, Append, List };
 
     // A fault hook sees each request before it runs and may answer instead.
     // `applied` = true makes the operation happen first and then replaces its
@@ -50,6 +50,9 @@ public:
     SinkResponse abort_multipart(const std::string& key, const std::string& upload_id) override;
     SinkResponse append_at(const std::string& key, std::string_view body, std::uint64_t position,
                            const ObjectAttributes& attributes, const WriteConditions& conditions = {}) override;
+    // Pages of list_page_size keys (continuation: the last key of the page).
+    SinkResponse list(const std::string& prefix, const std::string& continuation, ListPage& page) override;
+    std::size_t list_page_size = 1000;
     SinkCapabilities capabilities() const override { return capabilities_; }
     std::string describe() const override { return "memory"; }
 

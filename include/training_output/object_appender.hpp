@@ -131,6 +131,15 @@ public:
 
     std::uint64_t conflicts() const { return conflicts_.load(std::memory_order_relaxed); }
 
+    // For work on `key` that must not run twice at once (a compaction): runs
+    // `work` while holding the lease on `key`, taken as appends take theirs
+    // but waited for at most `wait` (0: one try). `still_ours()`, called
+    // before each step that must not run without it, renews the lease when
+    // half its life is gone and says whether it is still held. Returns false
+    // without running `work` when another holder kept the lease.
+    bool run_under_lease(const std::string& key, std::chrono::milliseconds wait,
+                         const std::function<void(const std::function<bool()>& still_ours)>& work);
+
     // Makes appends in progress stop (their requests are cancelled, their
     // backoffs end) and later ones fail at once, with Error(Closed); for a
     // writer that is closing. What an interrupted append may have written is
@@ -147,7 +156,7 @@ private:
         bool contended = false;  // it was not free at the first try
         bool after_ours = false;  // taken back from our own release: nobody held it in between
     };
-    Lease acquire_lease(const std::string& key, const std::string& owner);
+    Lease acquire_lease(const std::string& key, const std::string& owner, std::chrono::milliseconds wait);
     bool renew_lease(Lease& lease);
     void release_lease(const Lease& lease);
     std::string lease_body(const Lease& lease) const;

@@ -84,6 +84,17 @@ struct WriteConditions {
     std::chrono::milliseconds timeout{0};
 };
 
+// One page of a listing (ListObjectsV2), in key order.
+struct ListedObject {
+    std::string key;
+    std::uint64_t size = 0;
+    std::string etag;  // unquoted
+};
+struct ListPage {
+    std::vector<ListedObject> objects;
+    std::string next;  // continuation token for the next page; empty after the last
+};
+
 struct CompletedPart {
     int number = 0;
     std::string etag;
@@ -133,6 +144,11 @@ public:
     // `conditions`: only single_attempt and timeout apply.
     virtual SinkResponse append_at(const std::string& key, std::string_view body, std::uint64_t position,
                                    const ObjectAttributes& attributes, const WriteConditions& conditions = {});
+
+    // The keys that start with `prefix`, a page at a time: `continuation`
+    // is empty for the first page and then the last page's `next`. Fills
+    // `page` when Ok. NotImplemented where the sink cannot list.
+    virtual SinkResponse list(const std::string& prefix, const std::string& continuation, ListPage& page);
 
     virtual SinkCapabilities capabilities() const = 0;
 

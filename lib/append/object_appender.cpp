@@ -103,7 +103,7 @@ AppendResult ObjectAppender::append(const std::string& key, std::string_view bat
     auto take_lease = [&] {
         if (lease) return;
         const auto asked = std::chrono::steady_clock::now();
-        lease = acquire_lease(key, owner);
+        lease = acquire_lease(key, owner, options_.lease_wait);
         if (logger_) {
             logger_->log(LogLevel::Debug, "training_output_lease_taken",
                          {{"key", key},
@@ -547,7 +547,7 @@ bool ObjectAppender::lease_still_ours(Lease* lease, SinkResponse& failure) {
     failure = SinkResponse{};
     failure.status = SinkStatus::Conflict;
     failure.detail = "the append lease on " + json::quote(lease->key) + " was lost";
-    *lease = acquire_lease(lease->key.substr(options_.lease_prefix.size()), lease->owner);
+    *lease = acquire_lease(lease->key.substr(options_.lease_prefix.size()), lease->owner, options_.lease_wait);
     return false;
 }
 
@@ -557,13 +557,43 @@ std::string ObjectAppender::lease_body(const Lease& lease) const {
            ",\"renewal\":" + std::to_string(lease.renewals) + "}\n";
 }
 
-ObjectAppender::Lease ObjectAppender::acquire_lease(const std::string& key, const std::string& owner) {
+bool ObjectAppender::run_under_lease(const std::string& key, std::chrono::milliseconds wait,
+                                     const std::function<void(const std::function<bool()>&)>& work) {
+    check_cancelled();
+    std::optional<Lease> lease;
+    try {
+        lease = acquire_lease(key, random::token_hex(16), wait);
+    } catch (const Error& e) {
+        if (e.code() != ErrorCode::Storage) throw;
+        return false;  // held by another (or the store did not answer): the work waits for another time
+    }
+    bool lost = false;
+    struct Release {
+        ObjectAppender* self;
+        std::optional<Lease>& lease;
+        bool& lost;
+        ~Release() {
+            if (!lost) self->release_lease(*lease);
+        }
+    } release{this, lease, lost};
+    work([&] {
+        if (lost) return false;
+        check_cancelled();
+        if (std::chrono::steady_clock::now() - lease->taken < options_.lease_ttl / 2) return true;
+        lost = !renew_lease(*lease);
+        return !lost;
+    });
+    return true;
+}
+
+ObjectAppender::Lease ObjectAppender::acquire_lease(const std::string& key, const std::string& owner,
+                                                    std::chrono::milliseconds patience) {
     Lease lease;
     lease.key = options_.lease_prefix + key;
     lease.owner = owner;
     const std::string ours = "{\"owner\":\"" + owner + "\"";
     const ObjectAttributes attrs = lease_attributes();
-    const auto deadline = std::chrono::steady_clock::now() + options_.lease_wait;
+    const auto deadline = std::chrono::steady_clock::now() + patience;
     {
         // Writers waiting for this lease go first: one that just released it
         // would otherwise take it again before they wake (they poll at least
@@ -599,7 +629,8 @@ ObjectAppender::Lease ObjectAppender::acquire_lease(const std::string& key, cons
         }
         if (t.status == SinkStatus::Auth || t.status == SinkStatus::Fatal) give_up(lease.key, t);
     }
-    for (int attempt = 0; std::chrono::steady_clock::now() < deadline && unanswered < options_.max_attempts; ++attempt) {
+    for (int attempt = 0; (attempt == 0 || std::chrono::steady_clock::now() < deadline) && unanswered < options_.max_attempts;
+         ++attempt) {
         if (attempt > 0) backoff(std::min(attempt, kLeasePollSteps));  // the lease changes hands fast: poll often
         check_cancelled();
         WriteConditions create;
@@ -662,7 +693,7 @@ ObjectAppender::Lease ObjectAppender::acquire_lease(const std::string& key, cons
     throw Error(ErrorCode::Storage, "could not take the append lease " + json::quote(lease.key) +
                                         (unanswered >= options_.max_attempts
                                              ? std::string(": the store does not answer")
-                                             : " within " + std::to_string(options_.lease_wait.count()) + " ms") +
+                                             : " within " + std::to_string(patience.count()) + " ms") +
                                         "; last answer: " + last.describe());
 }
 

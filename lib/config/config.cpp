@@ -65,6 +65,8 @@ const Key kKeys[] = {
     {"s3_retry_max_ms", &Config::s3_retry_max_ms, 1},
     {"s3_conditional_writes", &Config::s3_conditional_writes},
     {"s3_append_mode", &Config::s3_append_mode},
+    {"s3_compaction_interval_seconds", &Config::s3_compaction_interval_seconds, 0},
+    {"s3_compaction_max_bytes", &Config::s3_compaction_max_bytes, 1 << 20},
     {"s3_multipart_threshold", &Config::s3_multipart_threshold, 5 << 20},
     {"s3_lease_seconds", &Config::s3_lease_seconds, 5},
     {"flush_max_bytes", &Config::flush_max_bytes, 1},
@@ -241,7 +243,8 @@ void Config::finalize() {
     };
     one_of("s3_addressing_style", s3_addressing_style, {"auto", "path", "virtual"});
     one_of("s3_conditional_writes", s3_conditional_writes, {"auto", "true", "false"});
-    one_of("s3_append_mode", s3_append_mode, {"auto", "native", "copy", "lease"});
+    one_of("s3_append_mode", s3_append_mode, {"auto", "native", "copy", "lease", "batches"});
+
     if (s3_retry_max_ms < s3_retry_base_ms) throw config_error("s3_retry_max_ms", "must be at least s3_retry_base_ms");
     one_of("spool_fsync", spool_fsync, {"interval", "always", "never"});
     one_of("spool_full_policy", spool_full_policy, {"block", "reject"});

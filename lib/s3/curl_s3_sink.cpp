@@ -73,7 +73,7 @@ bool dns_compatible(const std::string& bucket) {
 
 thread_local bool t_single_attempt = false;  // set while probing
 
-enum class Op { Head, Get, Put, Remove, CreateMultipart, UploadPart, UploadPartCopy, Complete, Abort, Append, CreateBucket, Probe };
+enum class Op { Head, Get, Put, Remove, CreateMultipart, UploadPart, UploadPartCopy, Complete, Abort, Append, CreateBucket, Probe, List };
 
 const char* op_name(Op op) {
     switch (op) {
@@ -89,6 +89,7 @@ const char* op_name(Op op) {
         case Op::Append: return "AppendObject";
         case Op::CreateBucket: return "CreateBucket";
         case Op::Probe: return "Probe";
+        case Op::List: return "ListObjectsV2";
     }
     return "?";
 }
@@ -117,10 +118,11 @@ AddressingStyle parse_addressing_style(const std::string& text) {
 }
 
 NativeAppend parse_native_append(const std::string& text) {
-    if (text == "auto") return NativeAppend::Auto;
     if (text == "native") return NativeAppend::On;
+    // batches: a compaction appends to the monthly file as auto would.
+    if (text == "auto" || text == "batches") return NativeAppend::Auto;
     if (text == "copy" || text == "lease") return NativeAppend::Off;
-    throw Error(ErrorCode::Config, "configuration key \"s3_append_mode\": expected auto, native, copy or lease, got " +
+    throw Error(ErrorCode::Config, "configuration key \"s3_append_mode\": expected auto, native, copy, lease or batches, got " +
                                        json::quote(text));
 }
 
@@ -603,6 +605,18 @@ SinkResponse CurlS3Sink::append_at(const std::string& key, std::string_view body
         auto next = s3resp::next_append_position(resp.headers);
         r.appendable = next.has_value();
         r.size = next.value_or(0);
+    }
+    return r;
+}
+
+SinkResponse CurlS3Sink::list(const std::string& prefix, const std::string& continuation, ListPage& page) {
+    Impl::Call c{Op::List, "GET", "", {{"list-type", "2"}, {"prefix", prefix}}, {}, {}, true};
+    if (!continuation.empty()) c.query.emplace_back("continuation-token", continuation);
+    http::Response resp;
+    SinkResponse r = impl_->call(c, &resp);
+    if (r.ok() && !s3xml::parse_list(resp.body, page)) {
+        r.status = SinkStatus::Transient;  // as if no answer had come
+        r.detail = "ListObjectsV2: the answer is not a listing";
     }
     return r;
 }

@@ -115,6 +115,37 @@ S3ErrorInfo parse_error(std::string_view xml) {
     return e;
 }
 
+bool parse_list(std::string_view xml, ListPage& page) {
+    page = ListPage{};
+    if (xml.find("<ListBucketResult") == std::string_view::npos) return false;
+    const auto truncated = element(xml, "IsTruncated");
+    if (!truncated) return false;
+    std::size_t at = 0;
+    for (;;) {
+        const auto open = xml.find("<Contents>", at);
+        if (open == std::string_view::npos) break;
+        const auto close = xml.find("</Contents>", open);
+        if (close == std::string_view::npos) return false;
+        const std::string_view entry = xml.substr(open, close - open);
+        ListedObject o;
+        auto key = element(entry, "Key");
+        auto size = element(entry, "Size");
+        if (!key || !size || size->empty() || size->find_first_not_of("0123456789") != std::string::npos) return false;
+        o.key = std::move(*key);
+        o.size = std::strtoull(size->c_str(), nullptr, 10);
+        std::string etag = element(entry, "ETag").value_or("");
+        if (etag.size() >= 2 && etag.front() == '"' && etag.back() == '"') etag = etag.substr(1, etag.size() - 2);
+        o.etag = std::move(etag);
+        page.objects.push_back(std::move(o));
+        at = close;
+    }
+    if (*truncated == "true") {
+        page.next = element(xml, "NextContinuationToken").value_or("");
+        if (page.next.empty()) return false;  // more pages, but no way to ask for them
+    }
+    return true;
+}
+
 std::string escape(std::string_view text) {
     std::string out;
     out.reserve(text.size());

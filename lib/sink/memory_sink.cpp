@@ -138,6 +138,24 @@ SinkResponse MemorySink::remove(const std::string& key) {
     });
 }
 
+SinkResponse MemorySink::list(const std::string& prefix, const std::string& continuation, ListPage& page) {
+    return run(Op::List, prefix, [&]() -> SinkResponse {
+        std::lock_guard<std::mutex> lock(mutex_);
+        page = ListPage{};
+        auto it = continuation.empty() ? objects_.lower_bound(prefix) : objects_.upper_bound(continuation);
+        for (; it != objects_.end() && it->first.compare(0, prefix.size(), prefix) == 0; ++it) {
+            if (page.objects.size() == list_page_size) {
+                page.next = page.objects.back().key;
+                break;
+            }
+            page.objects.push_back(ListedObject{it->first, it->second.data.size(), it->second.etag});
+        }
+        SinkResponse r;
+        r.http_status = 200;
+        return r;
+    });
+}
+
 SinkResponse MemorySink::create_multipart(const std::string& key, const ObjectAttributes& attributes) {
     return run(Op::CreateMultipart, key, [&]() -> SinkResponse {
         std::lock_guard<std::mutex> lock(mutex_);

@@ -34,4 +34,11 @@ SinkResponse S3Sink::append_at(const std::string&, std::string_view, std::uint64
     return r;
 }
 
+SinkResponse S3Sink::list(const std::string&, const std::string&, ListPage&) {
+    SinkResponse r;
+    r.status = SinkStatus::NotImplemented;
+    r.detail = "this store cannot list its objects";
+    return r;
+}
+
 }  // namespace training_output

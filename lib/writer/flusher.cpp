@@ -43,9 +43,15 @@ std::uint64_t back_seq(const Flusher::Pending& p) {
 
 }  // namespace
 
-Flusher::Flusher(ObjectAppender& appender, TrainingDeduplicator& dedup, const Logger& logger, FlusherOptions options,
-                 Spool& own, Adopt adopt)
-    : appender_(appender), dedup_(dedup), logger_(logger), options_(options), own_(own), adopt_(std::move(adopt)) {
+Flusher::Flusher(ObjectAppender& appender, BatchObjects& batches, TrainingDeduplicator& dedup, const Logger& logger,
+                 FlusherOptions options, Spool& own, Adopt adopt)
+    : appender_(appender),
+      batches_(batches),
+      dedup_(dedup),
+      logger_(logger),
+      options_(options),
+      own_(own),
+      adopt_(std::move(adopt)) {
     epoch_ = dedup_.liveness_epoch();
     adopt_now();
     next_adopt_ = Clock::now() + options_.adopt_interval;
@@ -464,8 +470,9 @@ bool Flusher::append_batch(Spool& spool, Batch& b, bool& found_landed, bool& con
     bool landed = false;
     std::optional<UndecidedWrite> undecided;  // an earlier write of it that may still land
     if (b.intent) {
-        const Landed l = b.complete ? appender_.check_landed(*b.intent, bytes)
-                                    : appender_.check_landed(*b.intent, b.written_bytes, b.written_crc);
+        const Landed l = batch_objects::is_intent(*b.intent) ? batches_.check_landed(*b.intent)
+                         : b.complete ? appender_.check_landed(*b.intent, bytes)
+                                      : appender_.check_landed(*b.intent, b.written_bytes, b.written_crc);
         if (l == Landed::Unknown) throw Error(ErrorCode::Storage, "cannot tell whether a batch landed");
         landed = l == Landed::Yes;
         found_landed = landed;
@@ -505,7 +512,7 @@ bool Flusher::append_batch(Spool& spool, Batch& b, bool& found_landed, bool& con
                 }
             }
         } keep{b, left, bytes.size(), crc};
-        AppendResult r = appender_.append(b.spool.object_key, bytes, [&](const AppendIntent& in) {
+        auto before_write = [&](const AppendIntent& in) {
             // Before every write, retries included: a claim of this batch may
             // have been taken over since it started if the liveness lapsed.
             if (!dedup_.may_deliver()) {
@@ -514,7 +521,16 @@ bool Flusher::append_batch(Spool& spool, Batch& b, bool& found_landed, bool& con
             }
             spool.record_intent(b.spool, in, bytes.size(), crc);
             crash_point("flusher.after_intent");
-        }, undecided, &left);
+        };
+        // A batch object keeps its name (its INTENT's) until it landed.
+        const bool as_object = undecided ? batch_objects::is_intent(undecided->intent) : options_.batch_objects;
+        AppendResult r =
+            as_object ? batches_.land(b.spool.object_key,
+                                      undecided ? undecided->intent.etag
+                                                : batch_objects::key(b.spool.object_key, spool.id(),
+                                                                     b.spool.lines.front().seq),
+                                      bytes, before_write, &left)
+                      : appender_.append(b.spool.object_key, bytes, before_write, undecided, &left);
         found_landed = r.found_landed;
         contended = r.contended;
         crash_point("flusher.after_land");

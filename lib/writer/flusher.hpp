@@ -35,6 +35,7 @@
 #include <thread>
 #include <vector>
 
+#include "append/batch_objects.hpp"
 #include "training_output/deduplicator.hpp"
 #include "training_output/error.hpp"
 #include "training_output/log.hpp"
@@ -55,6 +56,9 @@ struct FlusherOptions {
     // Adopted lines held at once (their positions are in memory); more
     // orphans are adopted as these are delivered.
     std::uint64_t adopt_max_bytes = UINT64_MAX;
+    // s3_append_mode=batches: each batch is written as its own object
+    // (BatchObjects), folded into the key's object by compactions.
+    bool batch_objects = false;
 };
 
 struct FlusherStats {
@@ -120,8 +124,10 @@ public:
     using Adopt = std::function<std::vector<std::unique_ptr<Spool>>(std::uint64_t max_bytes)>;
 
     // Adopts (through `adopt`) what writers that died left before returning.
-    Flusher(ObjectAppender& appender, TrainingDeduplicator& dedup, const Logger& logger, FlusherOptions options,
-            Spool& own, Adopt adopt);
+    // `batches` writes (and checks) batches as objects of their own: in the
+    // batches mode, and for a batch an earlier writer left undecided in it.
+    Flusher(ObjectAppender& appender, BatchObjects& batches, TrainingDeduplicator& dedup, const Logger& logger,
+            FlusherOptions options, Spool& own, Adopt adopt);
     ~Flusher();  // stops without flushing; call close() first to deliver
     Flusher(const Flusher&) = delete;
     Flusher& operator=(const Flusher&) = delete;
@@ -168,6 +174,7 @@ private:
     void drop_finished_spools(std::unique_lock<std::mutex>& lock);
 
     ObjectAppender& appender_;
+    BatchObjects& batches_;
     TrainingDeduplicator& dedup_;
     const Logger& logger_;
     FlusherOptions options_;

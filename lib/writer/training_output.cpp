@@ -16,6 +16,7 @@
 #include "training_output/directory_sink.hpp"
 #include "training_output/object_appender.hpp"
 #include "training_output/spool.hpp"
+#include "writer/compactor.hpp"
 #include "writer/flusher.hpp"
 
 namespace training_output {
@@ -114,8 +115,10 @@ struct TrainingOutput::Impl {
     std::unique_ptr<S3Sink> sink;
     std::unique_ptr<TrainingDeduplicator> dedup;
     std::unique_ptr<ObjectAppender> appender;
+    std::unique_ptr<BatchObjects> batches;
     std::unique_ptr<Spool> spool;
     std::unique_ptr<Flusher> flusher;
+    std::unique_ptr<Compactor> compactor;  // batches mode
     FlusherStats final_flusher_stats;  // kept after close()
     SpoolStats final_spool_stats;
     std::atomic<bool> closed{false};
@@ -159,6 +162,10 @@ struct TrainingOutput::Impl {
             logger.log(LogLevel::Info, "training_output_disabled", {});
             return;  // no I/O at all
         }
+        if (config.s3_append_mode == "batches" && !components.sink && config.s3_endpoint_url.empty()) {
+            throw Error(ErrorCode::Config, "configuration key \"s3_append_mode\": batches needs an S3 store "
+                                           "(s3_endpoint_url); a local directory is appended to in place");
+        }
         sink = components.sink ? std::move(components.sink) : open_sink(config, logger);
         auto store = components.dedup_store ? std::move(components.dedup_store) : open_store(config, logger);
         DeduplicatorOptions d;
@@ -168,7 +175,13 @@ struct TrainingOutput::Impl {
         const char* store_kind = store->kind();
         dedup = std::make_unique<TrainingDeduplicator>(std::move(store), d, &logger);
         appender = std::make_unique<ObjectAppender>(*sink, append_options(config), &logger);
+        BatchObjectsOptions bo;
+        bo.attributes = append_options(config).attributes;
+        bo.compaction_max_bytes = static_cast<std::uint64_t>(config.s3_compaction_max_bytes);
+        batches = std::make_unique<BatchObjects>(*sink, *appender, bo, &logger);
+        const bool batch_mode = config.s3_append_mode == "batches";
         FlusherOptions f;
+        f.batch_objects = batch_mode;
         f.max_bytes = static_cast<std::uint64_t>(config.flush_max_bytes);
         f.interval = std::chrono::milliseconds(config.flush_interval_ms);
         f.timeout = std::chrono::milliseconds(config.flush_timeout_ms);
@@ -178,10 +191,15 @@ struct TrainingOutput::Impl {
         spool = Spool::create(so, &logger);
         // Registered before its first claim: its claims are held while it lives.
         dedup->hold_owner(spool->id(), spool->path());
-        flusher = std::make_unique<Flusher>(*appender, *dedup, logger, f, *spool,
+        flusher = std::make_unique<Flusher>(*appender, *batches, *dedup, logger, f, *spool,
                                             [so, this](std::uint64_t max_bytes) {
                                                 return Spool::adopt_orphans(so, &logger, max_bytes);
                                             });
+        if (batch_mode && config.s3_compaction_interval_seconds > 0) {
+            compactor = std::make_unique<Compactor>(*batches, logger,
+                                                    std::chrono::seconds(config.s3_compaction_interval_seconds),
+                                                    [this] { appender->cancel(); });
+        }
         logger.log(LogLevel::Info, "training_output_enabled",
                    {{"sink", sink->describe()},
                     {"dedup_store", store_kind},
@@ -320,6 +338,7 @@ void TrainingOutput::close() {
     while (impl_->active.load() != 0) std::this_thread::yield();
     if (!impl_->flusher) return;
     auto stop = [this] {
+        if (impl_->compactor) impl_->compactor->stop();
         impl_->final_flusher_stats = impl_->flusher->stats();
         impl_->final_spool_stats = impl_->spool->stats();
         impl_->flusher.reset();

@@ -41,6 +41,7 @@ public:
                            const WriteConditions& c) override {
         return s_.append_at(k, b, p, a, c);
     }
+    SinkResponse list(const std::string& p, const std::string& c, ListPage& page) override { return s_.list(p, c, page); }
     SinkCapabilities capabilities() const override { return reported_ ? *reported_ : s_.capabilities(); }
     std::string describe() const override { return s_.describe(); }
 

@@ -1,0 +1,492 @@
+#include "append/batch_objects.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <mutex>
+#include <thread>
+#include <utility>
+
+#include "common/crc32c.hpp"
+#include "common/json.hpp"
+#include "training_output/error.hpp"
+
+namespace training_output {
+namespace {
+
+constexpr const char* kFormat = "training_output.batches/1";
+constexpr int kReadAttempts = 20;  // a reader starts over when a compaction moved things under it
+
+std::string stem(const std::string& month_key) {
+    const std::string ext = ".jsonl";
+    if (month_key.size() > ext.size() && month_key.compare(month_key.size() - ext.size(), ext.size(), ext) == 0) {
+        return month_key.substr(0, month_key.size() - ext.size());
+    }
+    return month_key;
+}
+
+std::string hex16(std::uint64_t v) {
+    static const char* digits = "0123456789abcdef";
+    std::string s(16, '0');
+    for (int i = 15; i >= 0; --i, v >>= 4) s[static_cast<std::size_t>(i)] = digits[v & 0xF];
+    return s;
+}
+
+bool all_hex(std::string_view s) {
+    return !s.empty() && s.find_first_not_of("0123456789abcdef") == std::string_view::npos;
+}
+
+[[noreturn]] void fail(const std::string& what, const SinkResponse& r) {
+    throw Error(r.status == SinkStatus::Auth ? ErrorCode::Auth : ErrorCode::Storage, what + ": " + r.describe());
+}
+
+std::uint64_t uint_member(const rapidjson::Value& o, const char* name) {
+    auto it = o.FindMember(name);
+    if (it == o.MemberEnd() || !it->value.IsUint64()) {
+        throw Error(ErrorCode::Storage, std::string("batches manifest: \"") + name + "\" is missing or not a count");
+    }
+    return it->value.GetUint64();
+}
+
+std::map<std::string, std::uint64_t> seq_map(const rapidjson::Value& o, const char* name) {
+    std::map<std::string, std::uint64_t> out;
+    auto it = o.FindMember(name);
+    if (it == o.MemberEnd() || !it->value.IsObject()) {
+        throw Error(ErrorCode::Storage, std::string("batches manifest: \"") + name + "\" is missing or not an object");
+    }
+    for (auto& m : it->value.GetObject()) {
+        if (!m.value.IsUint64()) throw Error(ErrorCode::Storage, "batches manifest: a sequence number is not one");
+        out[std::string(json::view(m.name))] = m.value.GetUint64();
+    }
+    return out;
+}
+
+void put_seq_map(std::string& out, const std::map<std::string, std::uint64_t>& m) {
+    out += '{';
+    bool first = true;
+    for (const auto& [spool, seq] : m) {
+        if (!first) out += ',';
+        first = false;
+        json::append_quoted(out, spool);
+        out += ':' + std::to_string(seq);
+    }
+    out += '}';
+}
+
+// Runs f(i) for i in [0, n) on up to `threads` threads; the first exception
+// is rethrown once all are done.
+template <class F>
+void parallel_for(std::size_t n, unsigned threads, F f) {
+    std::atomic<std::size_t> next{0};
+    std::exception_ptr error;
+    std::mutex error_mutex;
+    auto run = [&] {
+        for (std::size_t i; (i = next.fetch_add(1)) < n;) {
+            try {
+                f(i);
+            } catch (...) {
+                std::lock_guard<std::mutex> lock(error_mutex);
+                if (!error) error = std::current_exception();
+                next = n;
+            }
+        }
+    };
+    std::vector<std::thread> pool;
+    const std::size_t count = std::min<std::size_t>(std::max(1u, threads), n);
+    for (std::size_t t = 1; t < count; ++t) pool.emplace_back(run);
+    run();
+    for (auto& t : pool) t.join();
+    if (error) std::rethrow_exception(error);
+}
+
+}  // namespace
+
+namespace batch_objects {
+
+std::string prefix(const std::string& month_key) { return stem(month_key) + ".batches/"; }
+
+std::string manifest_key(const std::string& month_key) { return stem(month_key) + ".batches.json"; }
+
+std::string key(const std::string& month_key, const std::string& spool, std::uint64_t first_seq) {
+    return prefix(month_key) + spool + "-" + hex16(first_seq) + ".jsonl";
+}
+
+std::optional<BatchName> parse(const std::string& month_key, const std::string& key) {
+    const std::string p = prefix(month_key);
+    const std::string ext = ".jsonl";
+    if (key.size() < p.size() + 18 + ext.size() || key.compare(0, p.size(), p) != 0 ||
+        key.compare(key.size() - ext.size(), ext.size(), ext) != 0) {
+        return std::nullopt;
+    }
+    const std::string_view name(key.data() + p.size(), key.size() - p.size() - ext.size());
+    const auto dash = name.rfind('-');
+    if (dash == std::string_view::npos || name.size() - dash - 1 != 16) return std::nullopt;
+    const std::string_view spool = name.substr(0, dash), seq = name.substr(dash + 1);
+    if (!all_hex(spool) || !all_hex(seq)) return std::nullopt;
+    return BatchName{std::string(spool), std::strtoull(std::string(seq).c_str(), nullptr, 16)};
+}
+
+AppendIntent intent(const std::string& month_key, const std::string& batch_key) {
+    return AppendIntent{month_key, batch_key, 0};
+}
+
+bool is_intent(const AppendIntent& intent) {
+    return intent.etag.find('/') != std::string::npos && parse(intent.key, intent.etag).has_value();
+}
+
+}  // namespace batch_objects
+
+bool BatchManifest::folded_in(const BatchName& name) const {
+    auto it = folded.find(name.spool);
+    return it != folded.end() && name.seq <= it->second;
+}
+
+std::string BatchManifest::encode() const {
+    std::string out = "{\"format\":\"";
+    out += kFormat;
+    out += "\",\"file_bytes\":" + std::to_string(file_bytes) + ",\"folded\":";
+    put_seq_map(out, folded);
+    out += ",\"folding\":";
+    if (!folding) {
+        out += "null";
+    } else {
+        out += "{\"etag\":";
+        json::append_quoted(out, folding->intent.etag);
+        out += ",\"offset\":" + std::to_string(folding->intent.size) + ",\"bytes\":" + std::to_string(folding->bytes) +
+               ",\"crc32c\":" + std::to_string(folding->crc) + ",\"upto\":";
+        put_seq_map(out, folding->upto);
+        out += '}';
+    }
+    out += "}\n";
+    return out;
+}
+
+BatchManifest BatchManifest::decode(std::string_view text) {
+    rapidjson::Document doc;
+    json::parse(doc, text, "batches manifest", ErrorCode::Storage);
+    if (!doc.IsObject()) throw Error(ErrorCode::Storage, "batches manifest: not a JSON object");
+    auto format = doc.FindMember("format");
+    if (format == doc.MemberEnd() || !format->value.IsString() || json::view(format->value) != kFormat) {
+        throw Error(ErrorCode::Storage, std::string("batches manifest: not of format ") + kFormat +
+                                            " (written by a newer library?)");
+    }
+    BatchManifest m;
+    m.file_bytes = uint_member(doc, "file_bytes");
+    m.folded = seq_map(doc, "folded");
+    auto f = doc.FindMember("folding");
+    if (f != doc.MemberEnd() && f->value.IsObject()) {
+        Fold fold;
+        auto etag = f->value.FindMember("etag");
+        if (etag == f->value.MemberEnd() || !etag->value.IsString()) {
+            throw Error(ErrorCode::Storage, "batches manifest: the fold's \"etag\" is missing");
+        }
+        fold.intent.etag = std::string(json::view(etag->value));
+        fold.intent.size = uint_member(f->value, "offset");
+        fold.bytes = uint_member(f->value, "bytes");
+        const std::uint64_t crc = uint_member(f->value, "crc32c");
+        if (crc > 0xFFFFFFFFu) throw Error(ErrorCode::Storage, "batches manifest: the fold's CRC is out of range");
+        fold.crc = static_cast<std::uint32_t>(crc);
+        fold.upto = seq_map(f->value, "upto");
+        m.folding = std::move(fold);
+    } else if (f != doc.MemberEnd() && !f->value.IsNull()) {
+        throw Error(ErrorCode::Storage, "batches manifest: \"folding\" is neither an object nor null");
+    }
+    return m;
+}
+
+BatchObjects::BatchObjects(S3Sink& sink, ObjectAppender& appender, BatchObjectsOptions options, const Logger* logger)
+    : sink_(sink), appender_(appender), options_(std::move(options)), logger_(logger) {}
+
+AppendResult BatchObjects::land(const std::string& month_key, const std::string& batch_key, std::string_view batch,
+                                const std::function<void(const AppendIntent&)>& before_write,
+                                std::optional<UndecidedWrite>* left_undecided) {
+    AppendResult result;
+    result.attempts = 1;
+    if (batch.empty()) return result;
+    const AppendIntent in = batch_objects::intent(month_key, batch_key);
+    if (before_write) before_write(in);
+    // From here the batch may land: if this fails, it stays undecided (a
+    // write of it may still land, and it is always these bytes).
+    if (left_undecided) {
+        *left_undecided = UndecidedWrite{in, batch.size(), crc32c::compute(batch)};
+    }
+    WriteConditions create;
+    create.if_none_match_any = true;
+    if (!sink_.capabilities().conditional_writes) {
+        // Conditions are ignored here: look first (a rewrite would be the same bytes anyway).
+        SinkResponse h = sink_.head(batch_key);
+        if (h.ok()) {
+            result.found_landed = true;
+            if (left_undecided) left_undecided->reset();
+            return result;
+        }
+    }
+    SinkResponse r = sink_.put(batch_key, batch, options_.attributes, create);
+    if (r.ok() || r.status == SinkStatus::PreconditionFailed) {
+        {
+            std::lock_guard<std::mutex> lock(written_mutex_);
+            written_.insert(month_key);
+        }
+        result.found_landed = !r.ok();  // 412: an earlier write of it is there
+        if (left_undecided) left_undecided->reset();
+        return result;
+    }
+    // It stays undecided even when refused outright: its INTENT names the
+    // object, and the same name (and bytes) is written next.
+    fail("could not write the batch object " + json::quote(batch_key), r);
+}
+
+Landed BatchObjects::check_landed(const AppendIntent& intent) {
+    SinkResponse h = sink_.head(intent.etag);
+    if (h.ok()) return Landed::Yes;
+    if (h.status != SinkStatus::NotFound) return Landed::Unknown;
+    const auto name = batch_objects::parse(intent.key, intent.etag);
+    if (!name) return Landed::Unknown;
+    try {
+        // Written before its object is deleted: a batch object that is gone
+        // was folded, or never written (and may still be: not yet).
+        const BatchManifest m = read_manifest(intent.key);
+        return m.folded_in(*name) ? Landed::Yes : Landed::NotYet;
+    } catch (const Error&) {
+        return Landed::Unknown;
+    }
+}
+
+std::set<std::string> BatchObjects::take_months_written() {
+    std::lock_guard<std::mutex> lock(written_mutex_);
+    return std::exchange(written_, {});
+}
+
+BatchManifest BatchObjects::read_manifest(const std::string& month_key) {
+    const std::string key = batch_objects::manifest_key(month_key);
+    SinkResponse g = sink_.get(key);
+    if (g.status == SinkStatus::NotFound) return BatchManifest{};
+    if (!g.ok()) fail("could not read the batches manifest " + json::quote(key), g);
+    BatchManifest m = BatchManifest::decode(g.body);
+    m.etag = g.etag;
+    if (m.folding) m.folding->intent.key = month_key;
+    return m;
+}
+
+void BatchObjects::write_manifest(const std::string& month_key, BatchManifest& m) {
+    const std::string key = batch_objects::manifest_key(month_key);
+    const std::string body = m.encode();
+    WriteConditions c;
+    if (m.etag.empty()) {
+        c.if_none_match_any = true;
+    } else {
+        c.if_match = m.etag;
+    }
+    ObjectAttributes attrs;
+    attrs.content_type = "application/json";
+    SinkResponse r = sink_.put(key, body, attrs, c);
+    if (!r.ok() && r.may_have_applied) {
+        // Its answer was lost: the manifest says whether it landed.
+        SinkResponse g = sink_.get(key);
+        if (g.ok() && g.body == body) r = std::move(g);
+    }
+    if (!r.ok() || r.etag.empty()) {
+        fail("could not write the batches manifest " + json::quote(key) +
+                 (r.status == SinkStatus::PreconditionFailed ? " (another compactor changed it)" : ""),
+             r);
+    }
+    m.etag = r.etag;
+}
+
+std::vector<BatchObjects::Listed> BatchObjects::list_batches(const std::string& month_key) {
+    std::vector<Listed> out;
+    const std::string p = batch_objects::prefix(month_key);
+    std::string token;
+    do {
+        ListPage page;
+        SinkResponse r = sink_.list(p, token, page);
+        if (!r.ok()) fail("could not list the batch objects under " + json::quote(p), r);
+        for (auto& o : page.objects) {
+            auto name = batch_objects::parse(month_key, o.key);
+            if (!name) continue;  // not one of ours: left alone
+            out.push_back(Listed{std::move(*name), std::move(o.key), o.size});
+        }
+        token = std::move(page.next);
+    } while (!token.empty());
+    std::sort(out.begin(), out.end(), [](const Listed& a, const Listed& b) {
+        return a.name.spool != b.name.spool ? a.name.spool < b.name.spool : a.name.seq < b.name.seq;
+    });
+    return out;
+}
+
+std::string BatchObjects::read_batches(const std::vector<const Listed*>& batches, bool& missing) {
+    std::vector<std::string> bodies(batches.size());
+    std::atomic<bool> gone{false};
+    parallel_for(batches.size(), options_.parallel_requests, [&](std::size_t i) {
+        if (gone.load()) return;
+        SinkResponse g = sink_.get(batches[i]->key);
+        if (g.status == SinkStatus::NotFound) {
+            gone = true;
+            return;
+        }
+        if (!g.ok()) fail("could not read the batch object " + json::quote(batches[i]->key), g);
+        bodies[i] = std::move(g.body);
+    });
+    missing = gone.load();
+    std::string out;
+    std::size_t total = 0;
+    for (const auto& b : bodies) total += b.size() + 1;
+    out.reserve(total);
+    for (auto& b : bodies) {
+        out += b;
+        if (!b.empty() && b.back() != '\n') out += '\n';
+    }
+    return out;
+}
+
+std::uint64_t BatchObjects::remove_all(const std::vector<std::string>& keys) {
+    std::atomic<std::uint64_t> removed{0};
+    parallel_for(keys.size(), options_.parallel_requests, [&](std::size_t i) {
+        SinkResponse r = sink_.remove(keys[i]);
+        if (r.ok() || r.status == SinkStatus::NotFound) {
+            removed.fetch_add(1);
+        } else if (logger_) {
+            // Folded already: the next compaction removes it.
+            logger_->log(LogLevel::Warning, "training_output_batch_object_not_removed",
+                         {{"key", keys[i]}, {"error", r.describe()}});
+        }
+    });
+    return removed.load();
+}
+
+void BatchObjects::commit_fold(const std::string& month_key, BatchManifest& m, std::uint64_t end,
+                               const std::function<bool()>& still_ours) {
+    if (!still_ours()) throw Error(ErrorCode::Storage, "the compaction lease was lost before its fold was recorded");
+    for (const auto& [spool, seq] : m.folding->upto) {
+        auto& mark = m.folded[spool];
+        mark = std::max(mark, seq);
+    }
+    m.file_bytes = end;
+    m.folding.reset();
+    write_manifest(month_key, m);
+}
+
+bool BatchObjects::fold_round(const std::string& month_key, BatchManifest& m, const std::vector<Listed>& listing,
+                              const std::function<bool()>& still_ours, CompactionResult& result) {
+    std::optional<UndecidedWrite> undecided;
+    std::vector<const Listed*> take;
+    if (m.folding) {
+        // A fold an earlier compactor left: finished as it was planned.
+        const Landed l = appender_.check_landed(m.folding->intent, m.folding->bytes, m.folding->crc);
+        if (l == Landed::Unknown) throw Error(ErrorCode::Storage, "cannot tell whether an earlier fold landed");
+        for (const auto& b : listing) {
+            auto up = m.folding->upto.find(b.name.spool);
+            if (!m.folded_in(b.name) && up != m.folding->upto.end() && b.name.seq <= up->second) take.push_back(&b);
+        }
+        if (l == Landed::Yes) {
+            commit_fold(month_key, m, m.folding->intent.size + m.folding->bytes, still_ours);
+            result.finished_earlier = true;
+            result.folds += 1;
+            std::vector<std::string> keys;
+            for (const auto* b : take) keys.push_back(b->key);
+            result.deleted += remove_all(keys);
+            return true;  // the rest is planned next
+        }
+        if (l == Landed::NotYet) undecided = UndecidedWrite{m.folding->intent, m.folding->bytes, m.folding->crc};
+        if (l == Landed::No) m.folding.reset();  // nothing of it can land: planned again below
+    }
+    std::vector<std::string> copies;  // batch objects folded already (late copies of requests)
+    bool more = false;                // batch objects left for the next fold
+    if (!m.folding) {
+        // In (spool, seq) order, up to the budget and then none: what a
+        // spool's mark covers is every one of its batches up to it.
+        std::uint64_t bytes = 0;
+        BatchManifest::Fold plan;
+        for (const auto& b : listing) {
+            if (m.folded_in(b.name)) {
+                copies.push_back(b.key);
+            } else if (more || (!take.empty() && bytes + b.size > options_.compaction_max_bytes)) {
+                more = true;
+            } else {
+                take.push_back(&b);
+                bytes += b.size;
+                plan.upto[b.name.spool] = b.name.seq;
+            }
+        }
+        m.folding = std::move(plan);
+    }
+    if (take.empty()) {
+        m.folding.reset();
+        result.deleted += remove_all(copies);
+        return false;
+    }
+    bool missing = false;
+    const std::string body = read_batches(take, missing);
+    if (missing) throw Error(ErrorCode::Storage, "a batch object vanished while it was being folded");
+    const std::uint32_t crc = crc32c::compute(body);
+    if (undecided && (body.size() != undecided->bytes || crc != undecided->crc)) {
+        throw Error(ErrorCode::Storage, "an earlier fold may still land, and its batch objects no longer make it up");
+    }
+    m.folding->bytes = body.size();
+    m.folding->crc = crc;
+    const bool first = m.etag.empty();
+    AppendResult r = appender_.append(
+        month_key, body,
+        [&](const AppendIntent& in) {
+            if (!still_ours()) throw Error(ErrorCode::Storage, "the compaction lease was lost");
+            m.folding->intent = in;
+            if (first) m.file_bytes = in.size;  // what M held before: the month's, from an earlier mode
+            write_manifest(month_key, m);
+        },
+        undecided);
+    commit_fold(month_key, m, r.offset + body.size(), still_ours);
+    result.folds += 1;
+    result.batches += take.size();
+    result.bytes += body.size();
+    for (const auto* b : take) copies.push_back(b->key);
+    result.deleted += remove_all(copies);
+    return more || undecided.has_value();
+}
+
+CompactionResult BatchObjects::compact(const std::string& month_key) {
+    CompactionResult result;
+    result.ran = appender_.run_under_lease(
+        batch_objects::manifest_key(month_key), options_.compaction_lease_wait,
+        [&](const std::function<bool()>& still_ours) {
+            // Rounds while the budget left batch objects over (those
+            // written meanwhile wait for the next compaction).
+            bool more = true;
+            while (more && still_ours()) {
+                BatchManifest m = read_manifest(month_key);
+                more = fold_round(month_key, m, list_batches(month_key), still_ours, result);
+            }
+        });
+    return result;
+}
+
+std::string BatchObjects::read_month(const std::string& month_key) {
+    const std::string mkey = batch_objects::manifest_key(month_key);
+    for (int attempt = 0; attempt < kReadAttempts; ++attempt) {
+        const BatchManifest m = read_manifest(month_key);
+        const std::vector<Listed> listing = list_batches(month_key);
+        std::string out;
+        if (m.etag.empty() || m.file_bytes > 0) {
+            SinkResponse g = m.etag.empty() ? sink_.get(month_key)
+                                            : sink_.get(month_key, ByteRange{0, m.file_bytes - 1});
+            if (!g.ok() && g.status != SinkStatus::NotFound) fail("could not read " + json::quote(month_key), g);
+            if (g.status == SinkStatus::NotFound && !m.etag.empty()) continue;
+            out = std::move(g.body);
+            if (!out.empty() && out.back() != '\n') out += '\n';
+        }
+        std::vector<const Listed*> unfolded;
+        for (const auto& b : listing) {
+            if (!m.folded_in(b.name)) unfolded.push_back(&b);
+        }
+        bool missing = false;
+        out += read_batches(unfolded, missing);
+        if (missing) continue;  // folded and removed meanwhile
+        // Nothing moved under the reader: the manifest is the one it started from.
+        SinkResponse again = sink_.head(mkey);
+        if (!again.ok() && again.status != SinkStatus::NotFound) fail("could not read " + json::quote(mkey), again);
+        if ((again.ok() ? again.etag : std::string()) != m.etag) continue;
+        return out;
+    }
+    throw Error(ErrorCode::Storage, "the month " + json::quote(month_key) + " kept changing while it was read");
+}
+
+}  // namespace training_output

@@ -1,0 +1,162 @@
+// BatchObjects: the "batches" append mode (s3_append_mode=batches), where
+// appending costs the same whatever the size of the monthly file and however
+// many writers share it, on any S3 store (no append, no conditional Complete
+// needed). For the monthly file M = <stem>.jsonl:
+//
+//   <stem>.batches/<spool id>-<first seq>.jsonl   one immutable object per batch
+//   <stem>.batches.json                            the manifest
+//   <stem>.jsonl                                   the compacted file
+//
+// A batch is one PUT of its own object, named by its spool and the sequence
+// number of its first line: the name is in the batch's INTENT (in place of
+// an ETag), so that a retry, a replay after a crash and a late copy of the
+// request all write the same bytes under the same name (If-None-Match: *
+// where the store enforces it: the second one is a 412). No lease, no read,
+// no copy, no contention: O(batch).
+//
+// A compaction folds batch objects into the monthly file: under a lease on
+// the manifest (one compactor at a time), it lists the batch objects, reads
+// those not yet folded, appends them to M as one batch with ObjectAppender
+// (native, copy or whole PUT: O(file) once per compaction, not per batch),
+// and only then deletes them. Exactly once across it, by the manifest:
+//   - file_bytes: the bytes of M that are the month's (a fold in progress,
+//     beyond them, is not yet);
+//   - folded: per spool, the highest first seq folded. A spool appends a
+//     key's batches one after the other (the next only once the last one
+//     landed), so every batch of it at or below that mark is in M, and a
+//     batch object at or below it (a late copy of a request) is deleted, not
+//     folded again;
+//   - folding: a fold in progress (its INTENT: where in M, bytes, CRC, and
+//     per spool the batches it takes), written before the append, cleared
+//     after it; whoever compacts next finishes it.
+//
+// Readers (read_month): the manifest, the listing, the manifest again (the
+// same ETag, or start over), then M's first file_bytes bytes (all of M when
+// there is no manifest) and every listed batch object not folded (a GET that
+// finds none: start over). After a compaction with no batch objects left, M
+// alone is the month.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+
+#include "training_output/log.hpp"
+#include "training_output/object_appender.hpp"
+#include "training_output/s3_sink.hpp"
+
+namespace training_output {
+
+struct BatchName {
+    std::string spool;      // the spool's id (hex)
+    std::uint64_t seq = 0;  // its first line's sequence number
+};
+
+namespace batch_objects {
+std::string prefix(const std::string& month_key);        // "<stem>.batches/"
+std::string manifest_key(const std::string& month_key);  // "<stem>.batches.json"
+std::string key(const std::string& month_key, const std::string& spool, std::uint64_t first_seq);
+std::optional<BatchName> parse(const std::string& month_key, const std::string& key);
+// The INTENT of a batch written as its own object: its `etag` holds the
+// object's key (an ETag never contains '/').
+AppendIntent intent(const std::string& month_key, const std::string& batch_key);
+bool is_intent(const AppendIntent& intent);
+}  // namespace batch_objects
+
+struct BatchManifest {
+    std::string etag;                 // of the manifest object; empty when there is none
+    std::uint64_t file_bytes = 0;     // M's bytes that belong to the month
+    std::map<std::string, std::uint64_t> folded;  // per spool: the highest first seq folded into M
+    struct Fold {
+        AppendIntent intent;          // where in M
+        std::uint64_t bytes = 0;
+        std::uint32_t crc = 0;
+        std::map<std::string, std::uint64_t> upto;  // per spool: its batches above `folded`, up to this
+    };
+    std::optional<Fold> folding;
+
+    bool folded_in(const BatchName& name) const;
+    std::string encode() const;
+    // Throws Error(Storage) for a document that is not a manifest.
+    static BatchManifest decode(std::string_view json);
+};
+
+struct BatchObjectsOptions {
+    ObjectAttributes attributes;                 // of batch objects
+    std::uint64_t compaction_max_bytes = 64u << 20;  // read and appended per fold
+    std::chrono::milliseconds compaction_lease_wait{0};  // 0: one try; another compactor has it
+    unsigned parallel_requests = 8;              // reads and deletes of batch objects at once
+};
+
+struct CompactionResult {
+    bool ran = false;             // the lease was ours (else another compactor is at it)
+    std::uint64_t folds = 0;
+    std::uint64_t batches = 0;    // batch objects folded
+    std::uint64_t bytes = 0;
+    std::uint64_t deleted = 0;    // batch objects removed (folded now, or copies of folded ones)
+    bool finished_earlier = false;  // a fold left by an earlier compactor was finished
+};
+
+class BatchObjects {
+public:
+    BatchObjects(S3Sink& sink, ObjectAppender& appender, BatchObjectsOptions options, const Logger* logger = nullptr);
+
+    // Writes `batch` as the object `batch_key` (see ObjectAppender::append
+    // for `before_write`, `undecided` and `left_undecided`; the intent is
+    // batch_objects::intent()). found_landed: an earlier write of it was there.
+    AppendResult land(const std::string& month_key, const std::string& batch_key, std::string_view batch,
+                      const std::function<void(const AppendIntent&)>& before_write,
+                      std::optional<UndecidedWrite>* left_undecided = nullptr);
+
+    // Did the batch of this INTENT land? Its object exists, or it was folded.
+    // Never No: a write of it may land late, and is then the same bytes.
+    Landed check_landed(const AppendIntent& intent);
+
+    // Folds the month's batch objects into its file (rounds of up to
+    // compaction_max_bytes, while the lease stays ours). Throws Error when
+    // the store fails; what was done stays done, and a fold in progress is
+    // finished by the next compaction.
+    CompactionResult compact(const std::string& month_key);
+
+    // The manifest (etag empty: none). Throws Error(Storage) when unreadable.
+    BatchManifest read_manifest(const std::string& month_key);
+
+    // The month's lines as readers see them (module comment), in the order
+    // of M and then of the batch objects' names.
+    std::string read_month(const std::string& month_key);
+
+    // The monthly files this writer landed batch objects for since the last
+    // call (for the compactions it runs).
+    std::set<std::string> take_months_written();
+
+private:
+    struct Listed {
+        BatchName name;
+        std::string key;
+        std::uint64_t size = 0;
+    };
+    std::vector<Listed> list_batches(const std::string& month_key);
+    // One fold (or finishing an earlier one); true when batch objects were left for another.
+    bool fold_round(const std::string& month_key, BatchManifest& m, const std::vector<Listed>& listing,
+                    const std::function<bool()>& still_ours, CompactionResult& result);
+    void commit_fold(const std::string& month_key, BatchManifest& m, std::uint64_t end,
+                     const std::function<bool()>& still_ours);
+    void write_manifest(const std::string& month_key, BatchManifest& m);
+    std::string read_batches(const std::vector<const Listed*>& batches, bool& missing);
+    std::uint64_t remove_all(const std::vector<std::string>& keys);
+
+    S3Sink& sink_;
+    ObjectAppender& appender_;
+    BatchObjectsOptions options_;
+    const Logger* logger_;
+    std::mutex written_mutex_;
+    std::set<std::string> written_;
+};
+
+}  // namespace training_output
