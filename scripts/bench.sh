@@ -4,6 +4,8 @@
 #   scripts/bench.sh fleet [WRITERS] [SECONDS] [RATE] [MODE]
 #                                                        WRITERS writers in one process, each RATE examples/s
 #                                                        into one key for SECONDS, against Ceph RGW
+#   scripts/bench.sh compaction [BATCH_OBJECTS] [SPOOLS] a compaction of a month of batch objects while a
+#                                                        reader reads it, against Ceph RGW
 #   scripts/bench.sh spool [LATENCY_CALLS] [THROUGHPUT_CALLS]
 #       generate() latency with RGW healthy and with S3 down; single-thread
 #       throughput through the C++ API, the C ABI and ctypes
@@ -25,7 +27,7 @@ case "$what" in
     SKIP_APT=1 scripts/services/rgw-start.sh "$dir" >/dev/null
     trap 'scripts/services/rgw-stop.sh "$dir" --wipe >/dev/null' EXIT
     TDO_BENCH_ENDPOINT=http://127.0.0.1:${RGW_PORT:-7480} build/bench/tests/bench/tdo_bench_s3 "$@" ;;
-  append|fleet)
+  append|fleet|compaction)
     dir="$PWD/build/bench/rgw"
     # Room for a 1 GiB object, its copy, and the copies RGW has not collected yet.
     MEMSTORE_BYTES=$((6 << 30)) SKIP_APT=1 scripts/services/rgw-start.sh "$dir" >/dev/null

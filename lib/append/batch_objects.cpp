@@ -7,6 +7,7 @@
 #include <thread>
 #include <utility>
 
+#include "common/crash_point.hpp"
 #include "common/crc32c.hpp"
 #include "common/json.hpp"
 #include "training_output/error.hpp"
@@ -223,6 +224,7 @@ AppendResult BatchObjects::land(const std::string& month_key, const std::string&
     }
     SinkResponse r = sink_.put(batch_key, batch, options_.attributes, create);
     if (r.ok() || r.status == SinkStatus::PreconditionFailed) {
+        if (r.ok()) crash_point("append.after_write");  // landed; the writer has not seen it yet
         {
             std::lock_guard<std::mutex> lock(written_mutex_);
             written_.insert(month_key);

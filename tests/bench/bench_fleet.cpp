@@ -4,7 +4,10 @@
 // S seconds (flush_interval_ms=1000), then flush() and close(). Reported:
 // offered and delivered rates (delivered = lines in the object by the end of
 // the stream), the slowest final flush, lines lost or doubled, requests per
-// 1,000 examples and bytes sent per appended byte.
+// 1,000 examples and bytes sent per appended byte. The object is read as
+// readers read the month (BatchObjects::read_month: in the batches mode, the
+// monthly file and the batch objects not folded into it yet; writers compact
+// every 20 s there), and in the batches mode a last compaction follows.
 //
 // Environment: TDO_BENCH_ENDPOINT (http://127.0.0.1:7480), TDO_BENCH_ACCESS_KEY
 // (testkey), TDO_BENCH_SECRET_KEY (testsecret). Arguments: [writers] (32)
@@ -24,6 +27,7 @@
 #include <vector>
 
 #include "../unit/shared_sink.hpp"
+#include "append/batch_objects.hpp"
 #include "bench_example.hpp"
 #include "bench_server.hpp"
 #include "training_output/curl_s3_sink.hpp"
@@ -54,6 +58,18 @@ std::size_t count_lines(const std::string& body, std::map<std::string, int>* see
     return n;
 }
 
+// The month as a reader sees it (empty when there is none yet).
+std::string read_month(to::S3Sink& sink) {
+    to::ObjectAppender appender(sink, to::AppendOptions{});
+    to::BatchObjects batches(sink, appender, to::BatchObjectsOptions{});
+    try {
+        return batches.read_month(kKey);
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "read: %s\n", e.what());
+        return {};
+    }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -79,7 +95,7 @@ int main(int argc, char** argv) {
         const std::string config = bench::writer_config(
             bucket, dir + "/w" + std::to_string(w),
             ",\"dedup_store\":\"memory\",\"log_level\":\"warning\",\"flush_interval_ms\":1000,"
-            "\"flush_timeout_ms\":120000,\"s3_append_mode\":\"" + mode + "\"");
+            "\"flush_timeout_ms\":120000,\"s3_compaction_interval_seconds\":20,\"s3_append_mode\":\"" + mode + "\"");
         fleet[w].out = std::make_unique<to::TrainingOutput>(to::Config::from_json(config), std::move(parts));
     }
     std::printf("%d writers x %d examples/s x %d s into one key (s3_append_mode %s), flush_interval_ms 1000\n", writers,
@@ -114,15 +130,12 @@ int main(int argc, char** argv) {
     to::CurlS3Sink reader(bench::sink_options(bucket));
     const int warmup = std::min(10, seconds / 2);
     std::this_thread::sleep_until(start + std::chrono::seconds(warmup));
-    const auto early = reader.get(kKey);
-    const std::size_t delivered_early = early.ok() ? count_lines(early.body, nullptr) : 0;
+    const std::size_t delivered_early = count_lines(read_month(reader), nullptr);
     std::this_thread::sleep_until(start + std::chrono::seconds(seconds) + std::chrono::seconds(1));
-    const auto during = reader.get(kKey);
-    const std::size_t delivered_during = during.ok() ? count_lines(during.body, nullptr) : 0;
+    const std::size_t delivered_during = count_lines(read_month(reader), nullptr);
     for (auto& t : threads) t.join();
     std::map<std::string, int> seen;
-    const auto after = reader.get(kKey);
-    const std::size_t total = after.ok() ? count_lines(after.body, &seen) : 0;
+    const std::size_t total = count_lines(read_month(reader), &seen);
     std::size_t doubled = 0;
     for (const auto& [example, n] : seen) doubled += n > 1;
     const std::size_t offered = static_cast<std::size_t>(writers) * rate * seconds;
@@ -148,7 +161,24 @@ int main(int argc, char** argv) {
     std::printf("  requests per 1,000 examples %.1f; bytes sent per appended byte %.3f\n",
                 1000.0 * double(requests) / double(offered), double(sent) / double(std::max<std::uint64_t>(appended, 1)));
     fleet.clear();
+    bool compacted = true;
+    if (mode == "batches") {
+        // What is left to fold, then the seed's view: the monthly file alone.
+        to::ObjectAppender appender(reader, to::AppendOptions{});
+        to::BatchObjectsOptions bo;
+        bo.compaction_lease_wait = std::chrono::milliseconds(60000);
+        to::BatchObjects batches(reader, appender, bo);
+        const auto c0 = Clock::now();
+        const auto r = batches.compact(kKey);
+        const auto file = reader.get(kKey);
+        std::map<std::string, int> in_file;
+        const std::size_t lines = file.ok() ? count_lines(file.body, &in_file) : 0;
+        compacted = lines == offered && in_file.size() == offered;
+        std::printf("  last compaction: %llu batch objects in %.2f s; the monthly file alone: %zu lines, %zu distinct\n",
+                    static_cast<unsigned long long>(r.batches), std::chrono::duration<double>(Clock::now() - c0).count(),
+                    lines, in_file.size());
+    }
     std::string cleanup = "rm -rf " + dir;
-    const bool ok = errors == 0 && seen.size() == offered && doubled == 0 && total == offered;
+    const bool ok = errors == 0 && seen.size() == offered && doubled == 0 && total == offered && compacted;
     return std::system(cleanup.c_str()) == 0 && ok ? 0 : 1;
 }

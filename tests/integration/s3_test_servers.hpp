@@ -12,7 +12,9 @@
 #include <random>
 #include <string>
 
+#include "append/batch_objects.hpp"
 #include "training_output/curl_s3_sink.hpp"
+#include "training_output/object_appender.hpp"
 
 namespace tdo_test {
 
@@ -67,6 +69,26 @@ inline std::string writer_config(const Server& s, const std::string& bucket, con
     return "{\"s3_endpoint_url\":\"" + s.endpoint + "\",\"s3_bucket_name\":\"" + bucket + "\",\"s3_access_key\":\"" +
            s.access_key + "\",\"s3_secret_key\":\"" + s.secret_key + "\",\"output_dir\":\"" + dir +
            "\",\"dedup_store\":\"sqlite\",\"log_level\":\"off\"" + extra + "}";
+}
+
+// The month's lines as a reader sees them, in every append mode: the
+// monthly file, and in the batches mode its batch objects not yet folded
+// into it (BatchObjects::read_month).
+inline std::string month_of(S3Sink& sink, const std::string& key) {
+    ObjectAppender appender(sink, AppendOptions{});
+    BatchObjects batches(sink, appender, BatchObjectsOptions{});
+    return batches.read_month(key);
+}
+
+// A compaction of the month, as a writer's compactor runs it.
+inline CompactionResult compact(S3Sink& sink, const std::string& key) {
+    AppendOptions o;
+    o.lease_wait = std::chrono::milliseconds(30000);
+    ObjectAppender appender(sink, o);
+    BatchObjectsOptions b;
+    b.compaction_lease_wait = std::chrono::milliseconds(30000);
+    BatchObjects batches(sink, appender, b);
+    return batches.compact(key);
 }
 
 inline std::string big_jsonl(std::size_t bytes) {
