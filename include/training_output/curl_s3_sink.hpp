@@ -80,6 +80,7 @@ public:
                                     const WriteConditions& conditions) override;
     SinkResponse abort_multipart(const std::string& key, const std::string& upload_id) override;
     SinkResponse list(const std::string& prefix, const std::string& continuation, ListPage& page) override;
+    SinkResponse remove_many(const std::vector<std::string>& keys, std::vector<std::string>& failed) override;
     SinkResponse append_at(const std::string& key, std::string_view body, std::uint64_t position,
                            const ObjectAttributes& attributes, const WriteConditions& conditions = {}) override;
     SinkCapabilities capabilities() const override;

@@ -145,6 +145,12 @@ public:
     virtual SinkResponse append_at(const std::string& key, std::string_view body, std::uint64_t position,
                                    const ObjectAttributes& attributes, const WriteConditions& conditions = {});
 
+    // Deletes `keys` (at most 1000): one DeleteObjects request where the
+    // store has it, else one DELETE each. Keys that could not be deleted
+    // (other than missing ones) are added to `failed`; the answer is not Ok
+    // when the request itself failed (then all of them may remain).
+    virtual SinkResponse remove_many(const std::vector<std::string>& keys, std::vector<std::string>& failed);
+
     // The keys that start with `prefix`, a page at a time: `continuation`
     // is empty for the first page and then the last page's `next`. Fills
     // `page` when Ok. NotImplemented where the sink cannot list.

@@ -342,15 +342,23 @@ std::string BatchObjects::read_batches(const std::vector<const Listed*>& batches
 }
 
 std::uint64_t BatchObjects::remove_all(const std::vector<std::string>& keys) {
+    constexpr std::size_t kPerRequest = 1000;  // DeleteObjects' limit
+    const std::size_t chunks = (keys.size() + kPerRequest - 1) / kPerRequest;
     std::atomic<std::uint64_t> removed{0};
-    parallel_for(keys.size(), options_.parallel_requests, [&](std::size_t i) {
-        SinkResponse r = sink_.remove(keys[i]);
-        if (r.ok() || r.status == SinkStatus::NotFound) {
-            removed.fetch_add(1);
-        } else if (logger_) {
-            // Folded already: the next compaction removes it.
-            logger_->log(LogLevel::Warning, "training_output_batch_object_not_removed",
-                         {{"key", keys[i]}, {"error", r.describe()}});
+    parallel_for(chunks, options_.parallel_requests, [&](std::size_t c) {
+        const std::vector<std::string> chunk(keys.begin() + static_cast<std::ptrdiff_t>(c * kPerRequest),
+                                             keys.begin() + static_cast<std::ptrdiff_t>(
+                                                                std::min(keys.size(), (c + 1) * kPerRequest)));
+        std::vector<std::string> failed;
+        SinkResponse r = sink_.remove_many(chunk, failed);
+        if (!r.ok()) failed = chunk;
+        removed.fetch_add(chunk.size() - std::min(chunk.size(), failed.size()));
+        // Folded already: the next compaction removes them.
+        if (!failed.empty() && logger_) {
+            logger_->log(LogLevel::Warning, "training_output_batch_objects_not_removed",
+                         {{"count", static_cast<std::uint64_t>(failed.size())},
+                          {"first", failed.front()},
+                          {"error", r.ok() ? std::string("refused per key") : r.describe()}});
         }
     });
     return removed.load();

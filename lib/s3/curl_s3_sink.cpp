@@ -1,6 +1,8 @@
 // CurlS3Sink: S3 over SigV4 and libcurl.
 #include "training_output/curl_s3_sink.hpp"
 
+#include <openssl/evp.h>
+
 #include <atomic>
 #include <cctype>
 #include <condition_variable>
@@ -73,7 +75,7 @@ bool dns_compatible(const std::string& bucket) {
 
 thread_local bool t_single_attempt = false;  // set while probing
 
-enum class Op { Head, Get, Put, Remove, CreateMultipart, UploadPart, UploadPartCopy, Complete, Abort, Append, CreateBucket, Probe, List };
+enum class Op { Head, Get, Put, Remove, CreateMultipart, UploadPart, UploadPartCopy, Complete, Abort, Append, CreateBucket, Probe, List, RemoveMany };
 
 const char* op_name(Op op) {
     switch (op) {
@@ -90,6 +92,7 @@ const char* op_name(Op op) {
         case Op::CreateBucket: return "CreateBucket";
         case Op::Probe: return "Probe";
         case Op::List: return "ListObjectsV2";
+        case Op::RemoveMany: return "DeleteObjects";
     }
     return "?";
 }
@@ -146,6 +149,7 @@ struct CurlS3Sink::Impl {
     // If-Match: RFC 7232 wants a quoted ETag; Ceph RGW only matches the bare one.
     std::atomic<bool> quote_etags{true};
     std::atomic<bool> etag_style_confirmed{false};
+    std::atomic<bool> multi_delete{true};  // DeleteObjects works (until a server says it has none)
 
     std::mutex probe_mutex;
     std::atomic<bool> probed{false};
@@ -617,6 +621,35 @@ SinkResponse CurlS3Sink::list(const std::string& prefix, const std::string& cont
     if (r.ok() && !s3xml::parse_list(resp.body, page)) {
         r.status = SinkStatus::Transient;  // as if no answer had come
         r.detail = "ListObjectsV2: the answer is not a listing";
+    }
+    return r;
+}
+
+SinkResponse CurlS3Sink::remove_many(const std::vector<std::string>& keys, std::vector<std::string>& failed) {
+    if (keys.empty()) return SinkResponse{};
+    if (!impl_->multi_delete.load()) return S3Sink::remove_many(keys, failed);
+    std::string body = "<Delete xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Quiet>true</Quiet>";
+    for (const auto& k : keys) body += "<Object><Key>" + s3xml::escape(k) + "</Key></Object>";
+    body += "</Delete>";
+    // Content-MD5 is what every S3 store asks of this request.
+    unsigned char md5[EVP_MAX_MD_SIZE];
+    unsigned int md5_len = 0;
+    EVP_Digest(body.data(), body.size(), md5, &md5_len, EVP_md5(), nullptr);
+    unsigned char b64[4 * ((EVP_MAX_MD_SIZE + 2) / 3) + 1];
+    const int b64_len = EVP_EncodeBlock(b64, md5, static_cast<int>(md5_len));
+    Impl::Call c{Op::RemoveMany, "POST", "", {{"delete", ""}},
+                 {{"content-md5", std::string(reinterpret_cast<const char*>(b64), static_cast<std::size_t>(b64_len))},
+                  {"content-type", "application/xml"}},
+                 body, true};
+    http::Response resp;
+    SinkResponse r = impl_->call(c, &resp);
+    if (r.status == SinkStatus::NotImplemented || (r.status == SinkStatus::Fatal && r.http_status == 405)) {
+        impl_->multi_delete = false;  // one DELETE each from now on
+        return S3Sink::remove_many(keys, failed);
+    }
+    if (r.ok() && !s3xml::parse_delete_result(resp.body, failed)) {
+        r.status = SinkStatus::Transient;
+        r.detail = "DeleteObjects: the answer is not a delete result";
     }
     return r;
 }

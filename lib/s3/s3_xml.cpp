@@ -146,6 +146,21 @@ bool parse_list(std::string_view xml, ListPage& page) {
     return true;
 }
 
+bool parse_delete_result(std::string_view xml, std::vector<std::string>& failed) {
+    if (xml.find("<DeleteResult") == std::string_view::npos) return false;
+    std::size_t at = 0;
+    for (;;) {
+        const auto open = xml.find("<Error>", at);
+        if (open == std::string_view::npos) return true;
+        const auto close = xml.find("</Error>", open);
+        if (close == std::string_view::npos) return false;
+        auto key = element(xml.substr(open, close - open), "Key");
+        if (!key) return false;
+        failed.push_back(std::move(*key));
+        at = close;
+    }
+}
+
 std::string escape(std::string_view text) {
     std::string out;
     out.reserve(text.size());

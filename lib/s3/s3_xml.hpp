@@ -28,6 +28,10 @@ std::string decode_entities(std::string_view text);
 // is not one (a truncated page would pass for the last one otherwise).
 bool parse_list(std::string_view xml, ListPage& page);
 
+// The keys of the <Error> entries of a DeleteObjects result (<DeleteResult>).
+// False when the document is not one.
+bool parse_delete_result(std::string_view xml, std::vector<std::string>& failed);
+
 // XML-escapes text for a request body.
 std::string escape(std::string_view text);
 

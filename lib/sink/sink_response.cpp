@@ -34,6 +34,18 @@ SinkResponse S3Sink::append_at(const std::string&, std::string_view, std::uint64
     return r;
 }
 
+SinkResponse S3Sink::remove_many(const std::vector<std::string>& keys, std::vector<std::string>& failed) {
+    SinkResponse last;
+    for (const auto& k : keys) {
+        SinkResponse r = remove(k);
+        if (!r.ok() && r.status != SinkStatus::NotFound) {
+            failed.push_back(k);
+            last = std::move(r);
+        }
+    }
+    return last;  // Ok: each key was answered (failures are in `failed`)
+}
+
 SinkResponse S3Sink::list(const std::string&, const std::string&, ListPage&) {
     SinkResponse r;
     r.status = SinkStatus::NotImplemented;

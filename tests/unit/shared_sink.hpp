@@ -42,6 +42,9 @@ public:
         return s_.append_at(k, b, p, a, c);
     }
     SinkResponse list(const std::string& p, const std::string& c, ListPage& page) override { return s_.list(p, c, page); }
+    SinkResponse remove_many(const std::vector<std::string>& k, std::vector<std::string>& failed) override {
+        return s_.remove_many(k, failed);
+    }
     SinkCapabilities capabilities() const override { return reported_ ? *reported_ : s_.capabilities(); }
     std::string describe() const override { return s_.describe(); }
 

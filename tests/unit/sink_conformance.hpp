@@ -14,6 +14,7 @@ struct ConformanceOptions {
     bool conditional_complete = true;  // ... and on Complete and copy-source-if-match
     bool multipart_copy = true;
     std::uint64_t part_size = 5ull << 20;  // smallest non-last part the server accepts
+    bool lists = true;                     // list() and remove_many() (not the directory sink)
 };
 
 inline void check_sink_conformance(training_output::S3Sink& sink, const ConformanceOptions& o) {
@@ -102,6 +103,36 @@ inline void check_sink_conformance(training_output::S3Sink& sink, const Conforma
 
     CHECK(sink.remove(key).ok());
     CHECK(sink.head(key).status == SinkStatus::NotFound);
+
+    if (o.lists) {
+        // Keys under a prefix, in key order, with their sizes and ETags;
+        // a sibling prefix that starts the same is not listed.
+        const std::string dir = o.prefix + "conf/list/";
+        std::vector<std::string> keys = {dir + "a.jsonl", dir + "b c.jsonl", dir + "c&d.jsonl"};
+        for (std::size_t i = 0; i < keys.size(); ++i) {
+            REQUIRE(sink.put(keys[i], std::string(i + 1, 'x'), ObjectAttributes{}, WriteConditions{}).ok());
+        }
+        REQUIRE(sink.put(o.prefix + "conf/list2/z.jsonl", "z", ObjectAttributes{}, WriteConditions{}).ok());
+        ListPage page;
+        REQUIRE(sink.list(dir, "", page).ok());
+        REQUIRE(page.objects.size() == 3);
+        CHECK(page.next.empty());
+        for (std::size_t i = 0; i < keys.size(); ++i) {
+            CHECK(page.objects[i].key == keys[i]);
+            CHECK(page.objects[i].size == i + 1);
+            CHECK(page.objects[i].etag == sink.head(keys[i]).etag);
+        }
+        // Two of them and a key that does not exist, in one call.
+        std::vector<std::string> failed;
+        REQUIRE(sink.remove_many({keys[0], keys[2], dir + "missing.jsonl"}, failed).ok());
+        CHECK(failed.empty());
+        REQUIRE(sink.list(dir, "", page).ok());
+        REQUIRE(page.objects.size() == 1);
+        CHECK(page.objects[0].key == keys[1]);
+        REQUIRE(sink.remove_many({keys[1], o.prefix + "conf/list2/z.jsonl"}, failed).ok());
+        REQUIRE(sink.list(o.prefix + "conf/", "", page).ok());
+        CHECK(page.objects.empty());
+    }
 }
 
 }  // namespace tdo_test
