@@ -5,7 +5,10 @@
 // lease included) and bytes sent per appended byte.
 //   native: an appendable object, RGW's append with position (under a lease);
 //   copy:   a plain object, UploadPartCopy + the new part + Complete (under a
-//           lease, since RGW ignores If-Match on Complete).
+//           lease, since RGW ignores If-Match on Complete);
+//   batches: a plain object; each batch one object of its own (one PUT),
+//           and then one compaction that folds them all into the object
+//           (its time reported on its own line).
 // A copy that does not finish within the request timeout (120 s, one
 // attempt) is reported as such: its abandoned copy stays in the store until
 // RGW's garbage collection.
@@ -24,6 +27,7 @@
 #include <thread>
 #include <vector>
 
+#include "append/batch_objects.hpp"
 #include "bench_server.hpp"
 #include "training_output/curl_s3_sink.hpp"
 #include "training_output/error.hpp"
@@ -87,21 +91,24 @@ int main(int argc, char** argv) {
                 "requests");
     const std::string bucket = bench::make_bucket("append");
     bool failed = false;
-    for (const bool native : {true, false}) {
-        to::CurlS3Sink sink(sink_options(bucket, native ? to::NativeAppend::Auto : to::NativeAppend::Off));
+    for (const std::string mode : {"native", "copy", "batches"}) {
+        const bool native = mode == "native";
+        const bool batches = mode == "batches";
+        to::CurlS3Sink sink(sink_options(bucket, native || batches ? to::NativeAppend::Auto : to::NativeAppend::Off));
         if (native && !sink.capabilities().native_append) {
             std::printf("native  (the server has no native appends)\n");
             continue;
         }
         for (std::uint64_t mib : {8ull, 128ull, 1024ull}) {
             if (mib > largest) continue;
-            const std::string key = std::string(native ? "native-" : "copy-") + std::to_string(mib);
+            const std::string key = mode + "-" + std::to_string(mib) + ".jsonl";
             if (!build(sink, key, mib, native)) return std::fprintf(stderr, "cannot build %s\n", key.c_str()), 1;
             to::AppendOptions ao;
             ao.lease_ttl = std::chrono::seconds(300);  // a Complete under a lease gets 2/5 of it
             ao.max_attempts = 1;
             ao.native_when_appendable = native;
             to::ObjectAppender appender(sink, ao);
+            to::BatchObjects batch_objects(sink, appender, to::BatchObjectsOptions{});
             std::mt19937 gen(11);
             std::vector<double> seconds;
             std::uint64_t appended = 0;
@@ -116,7 +123,13 @@ int main(int argc, char** argv) {
                 for (int l = 0; l < 20; ++l) batch += lines(1, gen);
                 const auto t0 = Clock::now();
                 try {
-                    appender.append(key, batch);
+                    if (batches) {
+                        batch_objects.land(key, to::batch_objects::key(key, "0123456789abcdef0123456789abcdef",
+                                                                      1 + static_cast<std::uint64_t>(i) * 20),
+                                           batch, {});
+                    } else {
+                        appender.append(key, batch);
+                    }
                     seconds.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
                     appended += batch.size();
                 } catch (const to::Error& e) {
@@ -128,16 +141,32 @@ int main(int argc, char** argv) {
             char size[32];
             std::snprintf(size, sizeof size, mib >= 1024 ? "%.0f GiB" : "%.0f MiB", mib >= 1024 ? mib / 1024.0 : double(mib));
             if (seconds.empty()) {
-                std::printf("%-7s %10s   did not complete: %s\n", native ? "native" : "copy", size, failure.c_str());
+                std::printf("%-7s %10s   did not complete: %s\n", mode.c_str(), size, failure.c_str());
                 if (native) failed = true;
             } else {
                 double sum = 0, max = 0;
                 for (double s : seconds) sum += s, max = std::max(max, s);
-                std::printf("%-7s %10s %14.4f %14.4f %20.3f %10.1f%s\n", native ? "native" : "copy", size,
+                std::printf("%-7s %10s %14.4f %14.4f %20.3f %10.1f%s\n", mode.c_str(), size,
                             sum / seconds.size(), max, double(after.bytes_sent - before.bytes_sent) / double(appended),
                             double(after.requests - before.requests) / seconds.size(),
                             failure.empty() ? "" : "  (then failed)");
                 if (!failure.empty()) std::printf("          then: %s\n", failure.c_str());
+            }
+            if (batches && !seconds.empty()) {
+                // The compaction that folds them into the object: one append
+                // of them all (here a server-side copy: the object is plain).
+                const auto c0 = Clock::now();
+                const auto s0 = sink.stats();
+                try {
+                    const auto r = batch_objects.compact(key);
+                    std::printf("          compaction of those %llu batch objects into the %s object: %.2f s, %llu requests\n",
+                                static_cast<unsigned long long>(r.batches), size,
+                                std::chrono::duration<double>(Clock::now() - c0).count(),
+                                static_cast<unsigned long long>(sink.stats().requests - s0.requests));
+                } catch (const to::Error& e) {
+                    std::printf("          compaction failed: %s\n", e.what());
+                    failed = true;
+                }
             }
             std::fflush(stdout);
             sink.remove(key);
