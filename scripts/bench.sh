@@ -6,6 +6,8 @@
 #                                                        into one key for SECONDS, against Ceph RGW
 #   scripts/bench.sh compaction [BATCH_OBJECTS] [SPOOLS] a compaction of a month of batch objects while a
 #                                                        reader reads it, against Ceph RGW
+#   scripts/bench.sh appendable [APPENDS]                what RGW's appendable objects take: APPENDS native
+#                                                        appends to one key, then copies, reads and PUTs of it
 #   scripts/bench.sh spool [LATENCY_CALLS] [THROUGHPUT_CALLS]
 #       generate() latency with RGW healthy and with S3 down; single-thread
 #       throughput through the C++ API, the C ABI and ctypes
@@ -19,6 +21,7 @@ shift || true
 scripts/install-deps.sh test
 cmake --preset bench >/dev/null
 targets=("tdo_bench_$what")
+[ "$what" = appendable ] && targets=(tdo_bench_rgw_appendable)
 [ "$what" = spool ] && targets+=(training_output_c)
 cmake --build --preset bench -j "$(nproc)" --target "${targets[@]}"
 case "$what" in
@@ -27,12 +30,12 @@ case "$what" in
     SKIP_APT=1 scripts/services/rgw-start.sh "$dir" >/dev/null
     trap 'scripts/services/rgw-stop.sh "$dir" --wipe >/dev/null' EXIT
     TDO_BENCH_ENDPOINT=http://127.0.0.1:${RGW_PORT:-7480} build/bench/tests/bench/tdo_bench_s3 "$@" ;;
-  append|fleet|compaction)
+  append|fleet|compaction|appendable)
     dir="$PWD/build/bench/rgw"
     # Room for a 1 GiB object, its copy, and the copies RGW has not collected yet.
     MEMSTORE_BYTES=$((6 << 30)) SKIP_APT=1 scripts/services/rgw-start.sh "$dir" >/dev/null
     trap 'scripts/services/rgw-stop.sh "$dir" --wipe >/dev/null' EXIT
-    TDO_BENCH_ENDPOINT=http://127.0.0.1:${RGW_PORT:-7480} "build/bench/tests/bench/tdo_bench_$what" "$@" ;;
+    TDO_BENCH_ENDPOINT=http://127.0.0.1:${RGW_PORT:-7480} "build/bench/tests/bench/${targets[0]}" "$@" ;;
   spool)
     dir="$PWD/build/bench/rgw"
     SKIP_APT=1 scripts/services/rgw-start.sh "$dir" >/dev/null

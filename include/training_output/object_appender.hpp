@@ -163,7 +163,8 @@ private:
     enum class Step { Done, Retry, Ambiguous, FoundLanded, Native };
     Step attempt(const std::string& key, std::string_view batch,
                  const std::function<void(const AppendIntent&)>& before_write, AppendIntent& intent,
-                 std::optional<UndecidedWrite>& undecided, SinkResponse& failure, Lease* lease, bool& keep_lease);
+                 std::optional<UndecidedWrite>& undecided, SinkResponse& failure, Lease* lease, bool& keep_lease,
+                 bool allow_native);
     Step put_whole(const std::string& key, std::string_view body, const WriteConditions& conditions,
                    SinkResponse& failure);
     Step append_multipart(const std::string& key, std::string_view batch, AppendIntent& intent,

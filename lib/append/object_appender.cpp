@@ -136,8 +136,12 @@ AppendResult ObjectAppender::append(const std::string& key, std::string_view bat
         if (caps.conditional_writes && (options_.always_lease || !caps.native_append_atomic)) take_lease();
         return append_native(key, batch, before_write, undecided, last_failure, lease ? &*lease : nullptr, keep_lease);
     };
+    // Once a native append declined the batch (a plain object; an object
+    // at its part limit), this batch goes by copy.
+    bool native_declined = false;
     if (native) {
         if (auto done = append_natively()) return finish(*done);
+        native_declined = true;
     }
     if (caps.conditional_writes && (options_.always_lease || !caps.conditional_complete)) take_lease();
     Lease* held = lease ? &*lease : nullptr;
@@ -145,11 +149,13 @@ AppendResult ObjectAppender::append(const std::string& key, std::string_view bat
         if (attempt > 0) backoff(attempt);
         AppendIntent intent;
         SinkResponse failure;
-        Step step = this->attempt(key, batch, before_write, intent, undecided, failure, held, keep_lease);
+        Step step =
+            this->attempt(key, batch, before_write, intent, undecided, failure, held, keep_lease, !native_declined);
         if (step == Step::Native) {
             // An appendable object, seen before the probe said the store has
             // native appends: appended to as such (copying would make it plain).
             if (auto done = append_natively()) return finish(*done);
+            native_declined = true;
             held = lease ? &*lease : nullptr;
             continue;
         }
@@ -344,6 +350,16 @@ std::optional<AppendResult> ObjectAppender::append_native(const std::string& key
             found_plain();
             return std::nullopt;
         }
+        if (r.status == SinkStatus::Conflict && r.error.code == "TooManyParts") {
+            // S3 Express: the object has its 10,000 parts. This batch goes by
+            // copy (UploadPartCopy + part + Complete), which leaves an object
+            // of a few parts; the next ones are native again.
+            if (logger_) {
+                logger_->log(LogLevel::Info, "training_output_append_too_many_parts",
+                             {{"key", key}, {"detail", "appended once by copy, which makes an object of few parts"}});
+            }
+            return std::nullopt;
+        }
         // This append may land later: the next ones go to the same offset
         // until the object is longer.
         if (r.may_have_applied) undecided = UndecidedWrite{intent, batch.size(), crc32c::compute(batch)};
@@ -359,7 +375,7 @@ std::optional<AppendResult> ObjectAppender::append_native(const std::string& key
 ObjectAppender::Step ObjectAppender::attempt(const std::string& key, std::string_view batch,
                                              const std::function<void(const AppendIntent&)>& before_write,
                                              AppendIntent& intent, std::optional<UndecidedWrite>& undecided,
-                                             SinkResponse& failure, Lease* lease, bool& keep_lease) {
+                                             SinkResponse& failure, Lease* lease, bool& keep_lease, bool allow_native) {
     check_cancelled();
     const bool conditional = sink_.capabilities().conditional_writes;
     intent = AppendIntent{key, "", 0};
@@ -369,7 +385,7 @@ ObjectAppender::Step ObjectAppender::attempt(const std::string& key, std::string
         return Step::Retry;  // nothing was written
     }
     if (auto settled = settle_undecided(h, batch, undecided, intent, failure)) return *settled;
-    if (h.ok() && h.appendable && options_.native_when_appendable) return Step::Native;
+    if (allow_native && h.ok() && h.appendable && options_.native_when_appendable) return Step::Native;
     if (h.status == SinkStatus::NotFound) {
         if (before_write) before_write(intent);  // durable before the lease is checked
         if (!lease_still_ours(lease, failure)) return Step::Retry;

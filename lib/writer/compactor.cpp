@@ -49,6 +49,10 @@ void Compactor::run() {
                                                          std::chrono::steady_clock::now() - started)
                                                          .count())}});
                 }
+            } catch (const Error& e) {
+                // Cut short by close() is no failure: the next compaction finishes it.
+                logger_.log(e.code() == ErrorCode::Closed ? LogLevel::Info : LogLevel::Warning,
+                            "training_output_compaction_failed", {{"key", *it}, {"error", e.what()}});
             } catch (const std::exception& e) {
                 logger_.log(LogLevel::Warning, "training_output_compaction_failed", {{"key", *it}, {"error", e.what()}});
             }
