@@ -69,6 +69,7 @@ struct Config {
     // batches (one object per batch, folded into the monthly file by
     // compactions)
     std::string s3_append_mode = "auto";
+    bool s3_convert_plain_objects = true;  // native appends: a plain monthly object is made appendable, once
     std::int64_t s3_compaction_interval_seconds = 300;  // batches: how often a writer compacts its keys (0: never)
     std::int64_t s3_compaction_max_bytes = 64 << 20;     // batches: read and appended per fold
     std::int64_t s3_multipart_threshold = 5 << 20;

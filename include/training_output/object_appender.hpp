@@ -79,6 +79,11 @@ enum class Landed {
     Unknown,  // the store did not answer
 };
 
+// A plain object's conversion to an appendable one (RGW): its marker and the
+// copy of it that the month is read from meanwhile.
+std::string conversion_marker_key(const std::string& key);
+std::string conversion_copy_key(const std::string& key);
+
 struct AppendOptions {
     // Objects at least this large are appended with UploadPartCopy; 0 = the
     // sink's minimum part size.
@@ -95,6 +100,10 @@ struct AppendOptions {
     // when the capabilities do not say the store can (its probe has not been
     // answered yet): false for s3_append_mode copy and lease.
     bool native_when_appendable = true;
+    // A plain object found where the store appends natively (RGW; written by
+    // an older version or another tool) is converted, once, to an appendable
+    // one under the key's lease (O(object) once, instead of a copy per batch).
+    bool convert_plain = false;
 };
 
 struct AppendResult {
@@ -155,6 +164,11 @@ private:
         std::chrono::steady_clock::time_point taken;
         bool contended = false;  // it was not free at the first try
         bool after_ours = false;  // taken back from our own release: nobody held it in between
+        // Its holder is converting the object (conversion.cpp): its body says
+        // so, for whoever takes it after a holder that died, who must finish
+        // the conversion before appending.
+        bool converting = false;
+        bool found_converting = false;  // taken from a holder that was converting
     };
     Lease acquire_lease(const std::string& key, const std::string& owner, std::chrono::milliseconds wait);
     bool renew_lease(Lease& lease);
@@ -180,6 +194,11 @@ private:
                                               const std::function<void(const AppendIntent&)>& before_write,
                                               std::optional<UndecidedWrite>& undecided, SinkResponse& last_failure,
                                               Lease* lease, bool& keep_lease);
+    // conversion.cpp. Under `lease` (none: nothing is converted).
+    bool convert_to_appendable(const std::string& key, const SinkResponse& head, Lease* lease);
+    // Finishes a conversion an earlier writer left (its marker exists): true
+    // when there was one.
+    bool finish_conversion(const std::string& key, Lease* lease);
     void remember_end(const std::string& key, std::optional<std::uint64_t> size);
     std::optional<std::uint64_t> known_end(const std::string& key);
     bool lease_still_ours(Lease* lease, SinkResponse& failure);

@@ -474,12 +474,28 @@ std::string BatchObjects::read_month(const std::string& month_key) {
     for (int attempt = 0; attempt < kReadAttempts; ++attempt) {
         const BatchManifest m = read_manifest(month_key);
         const std::vector<Listed> listing = list_batches(month_key);
+        // While the file is converted to an appendable one (ObjectAppender),
+        // it may be missing or partly written again: then its copy holds it.
+        const std::string marker_key = conversion_marker_key(month_key);
+        SinkResponse marker = sink_.get(marker_key);
+        if (!marker.ok() && marker.status != SinkStatus::NotFound) fail("could not read " + json::quote(marker_key), marker);
+        const bool converting = marker.ok() && marker.body.find("\"done\":true") == std::string::npos;
         std::string out;
         if (m.etag.empty() || m.file_bytes > 0) {
-            SinkResponse g = m.etag.empty() ? sink_.get(month_key)
-                                            : sink_.get(month_key, ByteRange{0, m.file_bytes - 1});
-            if (!g.ok() && g.status != SinkStatus::NotFound) fail("could not read " + json::quote(month_key), g);
-            if (g.status == SinkStatus::NotFound && !m.etag.empty()) continue;
+            auto read = [&](const std::string& key) {
+                return m.etag.empty() ? sink_.get(key) : sink_.get(key, ByteRange{0, m.file_bytes - 1});
+            };
+            SinkResponse g = converting ? read(conversion_copy_key(month_key)) : SinkResponse{};
+            if (converting && !g.ok() && g.status != SinkStatus::NotFound) fail("could not read the copy", g);
+            const bool from_copy = converting && g.ok();
+            if (!from_copy) {
+                // The file: whole unless a conversion's copy was completed
+                // meanwhile (then the file may be partly written again).
+                g = read(month_key);
+                if (!g.ok() && g.status != SinkStatus::NotFound) fail("could not read " + json::quote(month_key), g);
+                if (converting && sink_.head(conversion_copy_key(month_key)).status != SinkStatus::NotFound) continue;
+                if (g.status == SinkStatus::NotFound && (!m.etag.empty() || converting)) continue;
+            }
             out = std::move(g.body);
             if (!out.empty() && out.back() != '\n') out += '\n';
         }
@@ -490,10 +506,15 @@ std::string BatchObjects::read_month(const std::string& month_key) {
         bool missing = false;
         out += read_batches(unfolded, missing);
         if (missing) continue;  // folded and removed meanwhile
-        // Nothing moved under the reader: the manifest is the one it started from.
+        // Nothing moved under the reader: the manifest is the one it started
+        // from, and a conversion neither began nor ended meanwhile.
         SinkResponse again = sink_.head(mkey);
         if (!again.ok() && again.status != SinkStatus::NotFound) fail("could not read " + json::quote(mkey), again);
         if ((again.ok() ? again.etag : std::string()) != m.etag) continue;
+        const SinkResponse marker_now = sink_.head(marker_key);
+        const bool same_marker = marker_now.status == marker.status && marker_now.etag == marker.etag;
+        const bool done_then_gone = marker.ok() && !converting && marker_now.status == SinkStatus::NotFound;
+        if (!same_marker && !done_then_gone) continue;
         return out;
     }
     throw Error(ErrorCode::Storage, "the month " + json::quote(month_key) + " kept changing while it was read");

@@ -104,6 +104,11 @@ AppendResult ObjectAppender::append(const std::string& key, std::string_view bat
         if (lease) return;
         const auto asked = std::chrono::steady_clock::now();
         lease = acquire_lease(key, owner, options_.lease_wait);
+        if (lease->found_converting) {
+            // Its last holder died converting the object: finished first.
+            finish_conversion(key, &*lease);
+            lease->found_converting = false;
+        }
         if (logger_) {
             logger_->log(LogLevel::Debug, "training_output_lease_taken",
                          {{"key", key},
@@ -303,6 +308,9 @@ std::optional<AppendResult> ObjectAppender::append_native(const std::string& key
                 continue;
             }
             if (h.ok() && !h.appendable) {
+                // Made appendable once (nothing of this batch may be in flight
+                // against the plain object), else appended to by copy.
+                if (options_.convert_plain && lease && !undecided && convert_to_appendable(key, h, lease)) continue;
                 found_plain();
                 return std::nullopt;
             }
@@ -563,14 +571,19 @@ bool ObjectAppender::lease_still_ours(Lease* lease, SinkResponse& failure) {
     failure = SinkResponse{};
     failure.status = SinkStatus::Conflict;
     failure.detail = "the append lease on " + json::quote(lease->key) + " was lost";
-    *lease = acquire_lease(lease->key.substr(options_.lease_prefix.size()), lease->owner, options_.lease_wait);
+    const std::string key = lease->key.substr(options_.lease_prefix.size());
+    *lease = acquire_lease(key, lease->owner, options_.lease_wait);
+    if (lease->found_converting) {
+        finish_conversion(key, lease);
+        lease->found_converting = false;
+    }
     return false;
 }
 
 std::string ObjectAppender::lease_body(const Lease& lease) const {
     // The renewal count changes the ETag: others see a live holder by it.
     return "{\"owner\":\"" + lease.owner + "\",\"ttl_seconds\":" + std::to_string(options_.lease_ttl.count()) +
-           ",\"renewal\":" + std::to_string(lease.renewals) + "}\n";
+           ",\"renewal\":" + std::to_string(lease.renewals) + (lease.converting ? ",\"converting\":true" : "") + "}\n";
 }
 
 bool ObjectAppender::run_under_lease(const std::string& key, std::chrono::milliseconds wait,
@@ -667,7 +680,9 @@ ObjectAppender::Lease ObjectAppender::acquire_lease(const std::string& key, cons
             last = std::move(held);
             continue;
         }
+        const bool was_converting = held.body.find("\"converting\":true") != std::string::npos;
         if (held.body.rfind(ours, 0) == 0) {  // ours: a write of ours landed, its answer did not
+            lease.found_converting = was_converting;
             lease.etag = held.etag;
             // Its renewal count, so that our next renewal's body (and ETag) is a new one.
             const auto at = held.body.find("\"renewal\":");
@@ -692,6 +707,7 @@ ObjectAppender::Lease ObjectAppender::acquire_lease(const std::string& key, cons
             take.if_match = held.etag;
             SinkResponse t = sink_.put(lease.key, lease_body(lease), attrs, take);
             if (t.ok()) {
+                lease.found_converting = was_converting;
                 if (expired && logger_) {
                     logger_->log(LogLevel::Warning, "training_output_lease_taken_over",
                                  {{"key", key},
@@ -740,11 +756,20 @@ void ObjectAppender::release_lease(const Lease& lease) {
     WriteConditions mine;
     mine.if_match = lease.etag;
     SinkResponse r =
-        sink_.put(lease.key, std::string(kReleasedPrefix) + ",\"by\":\"" + lease.owner + "\"}\n", lease_attributes(), mine);
+        sink_.put(lease.key,
+                  std::string(kReleasedPrefix) + ",\"by\":\"" + lease.owner + "\"" +
+                      (lease.converting ? ",\"converting\":true" : "") + "}\n",
+                  lease_attributes(), mine);
     std::lock_guard<std::mutex> lock(seen_mutex_);
     released_[lease.key] = std::chrono::steady_clock::now();
     if (r.ok() && !r.etag.empty()) {
-        released_etags_[lease.key] = r.etag;
+        // (Not after an unfinished conversion: whoever takes it next must
+        // read that from its body.)
+        if (lease.converting) {
+            released_etags_.erase(lease.key);
+        } else {
+            released_etags_[lease.key] = r.etag;
+        }
     } else {
         released_etags_.erase(lease.key);
     }

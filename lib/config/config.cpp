@@ -65,6 +65,7 @@ const Key kKeys[] = {
     {"s3_retry_max_ms", &Config::s3_retry_max_ms, 1},
     {"s3_conditional_writes", &Config::s3_conditional_writes},
     {"s3_append_mode", &Config::s3_append_mode},
+    {"s3_convert_plain_objects", &Config::s3_convert_plain_objects},
     {"s3_compaction_interval_seconds", &Config::s3_compaction_interval_seconds, 0},
     {"s3_compaction_max_bytes", &Config::s3_compaction_max_bytes, 1 << 20},
     {"s3_multipart_threshold", &Config::s3_multipart_threshold, 5 << 20},

@@ -76,7 +76,8 @@ AppendOptions append_options(const Config& c) {
     if (!c.s3_endpoint_url.empty()) o.multipart_threshold = static_cast<std::uint64_t>(c.s3_multipart_threshold);
     o.lease_ttl = std::chrono::seconds(c.s3_lease_seconds);
     o.always_lease = c.s3_append_mode == "lease";
-    o.native_when_appendable = c.s3_append_mode == "auto" || c.s3_append_mode == "native";
+    o.native_when_appendable = c.s3_append_mode == "auto" || c.s3_append_mode == "native" || c.s3_append_mode == "batches";
+    o.convert_plain = o.native_when_appendable && c.s3_convert_plain_objects;
     o.attributes.content_type = "application/jsonl";
     o.attributes.metadata = {{"generator", std::string("training_output/") + tdo_version_string()}};
     return o;

@@ -9,6 +9,7 @@
 #include "training_output/error.hpp"
 #include "training_output/memory_sink.hpp"
 #include "training_output/object_appender.hpp"
+#include "append/batch_objects.hpp"
 
 using namespace training_output;
 using Op = MemorySink::Op;
@@ -621,4 +622,98 @@ TEST_CASE("native appends: an object seen appendable is appended to natively bef
     copier.append("k", "b\n");
     CHECK(memory.object("k") == std::optional<std::string>("old\na\nb\n"));
     CHECK_FALSE(memory.head("k").appendable);
+}
+
+namespace {
+
+// RGW's semantics: native appends (not atomic: they take the lease), a
+// Complete that ignores If-Match.
+SinkCapabilities rgw_like() {
+    SinkCapabilities c;
+    c.conditional_complete = false;
+    c.native_append = true;
+    c.native_append_atomic = false;
+    c.min_part_size = 64;
+    return c;
+}
+
+}  // namespace
+
+TEST_CASE("native appends: a plain object is converted once to an appendable one, its bytes intact",
+          "[unit][append][convert]") {
+    MemorySink sink(rgw_like());
+    const std::string month = std::string(300, 'x') + "\n";
+    REQUIRE(sink.put("k", month, ObjectAttributes{}, WriteConditions{}).ok());
+    AppendOptions o = fast();
+    o.convert_plain = true;
+    ObjectAppender a(sink, o);
+    a.append("k", "b1\n");
+    a.append("k", "b2\n");
+    CHECK(sink.object("k").value() == month + "b1\nb2\n");
+    CHECK(sink.head("k").appendable);
+    CHECK_FALSE(sink.object(conversion_marker_key("k")));
+    CHECK_FALSE(sink.object(conversion_copy_key("k")));
+    // Appends after it are native: no more copies.
+    CHECK(sink.request_count(Op::UploadPartCopy) == 1);  // the copy aside
+    CHECK(sink.request_count(Op::Append) >= 3);           // the month again, b1, b2
+    // Without convert_plain, a plain object stays plain (appended to by copy).
+    MemorySink other(rgw_like());
+    REQUIRE(other.put("k", month, ObjectAttributes{}, WriteConditions{}).ok());
+    ObjectAppender b(other, fast());
+    b.append("k", "b1\n");
+    CHECK_FALSE(other.head("k").appendable);
+    CHECK(other.object("k").value() == month + "b1\n");
+}
+
+TEST_CASE("native appends: a conversion cut short at every request is finished by the next append, exactly once",
+          "[unit][append][convert][crash]") {
+    const std::string month = std::string(300, 'x') + "\n";
+    for (int cut = 0;; ++cut) {
+        INFO("requests fail from number " << cut);
+        MemorySink sink(rgw_like());
+        REQUIRE(sink.put("k", month, ObjectAttributes{}, WriteConditions{}).ok());
+        std::atomic<int> n{0};
+        sink.set_fault_hook([&](Op, const std::string&) -> std::optional<MemorySink::Fault> {
+            const int i = n++;
+            if (i < cut) return std::nullopt;
+            return MemorySink::Fault{transient("the writer died"), i % 2 == 1};
+        });
+        AppendOptions o = fast();
+        o.convert_plain = true;
+        o.max_attempts = 3;
+        std::optional<UndecidedWrite> left;
+        bool done = false;
+        {
+            ObjectAppender a(sink, o);
+            try {
+                a.append("k", "b1\n", {}, std::nullopt, &left);
+                done = true;
+            } catch (const Error&) {
+            }
+        }
+        const bool finished = n.load() <= cut;  // no request failed
+        sink.set_fault_hook({});
+        // Whatever state it left, a reader following the month rule sees the month whole.
+        ObjectAppender reader_appender(sink, fast());
+        BatchObjects reader(sink, reader_appender, BatchObjectsOptions{});
+        const std::string seen = reader.read_month("k");
+        CHECK((seen == month || seen == month + "b1\n"));
+        // The next writer (after the dead one's lease ran out) appends the
+        // same batch again, as its spool would, and then another.
+        AppendOptions next = o;
+        next.lease_ttl = std::chrono::seconds(0);
+        next.max_attempts = 25;
+        ObjectAppender b(sink, next);
+        if (!done) {
+            // An earlier write of it that may still land is checked first, as the flusher does.
+            const Landed l = left ? b.check_landed(left->intent, "b1\n") : Landed::No;
+            if (l != Landed::Yes) b.append("k", "b1\n", {}, l == Landed::NotYet ? left : std::nullopt);
+        }
+        b.append("k", "b2\n");
+        CHECK(sink.object("k").value() == month + "b1\nb2\n");
+        CHECK(sink.head("k").appendable);
+        CHECK_FALSE(sink.object(conversion_marker_key("k")));
+        CHECK_FALSE(sink.object(conversion_copy_key("k")));
+        if (finished) break;
+    }
 }
