@@ -78,3 +78,48 @@ TEST_CASE("crash points: a writer killed at each step, restarted and handed ever
           "[integration][rgw-redis][crash-points]") {
     run_rgw_scenarios(true, "native");
 }
+
+TEST_CASE("crash points: a writer killed while it converts a plain monthly object to an appendable one (RGW)",
+          "[integration][rgw][crash-points][convert]") {
+    for (const std::string point : {"convert.after_marker", "convert.after_copy", "convert.after_delete",
+                                    "convert.mid_append", "convert.after_done", "convert.after_copy_removed"}) {
+        INFO("killed at " << point);
+        std::string bucket;
+        auto sink = tdo_test::fresh_bucket(tdo_test::rgw(), bucket);
+        // The month so far, written by an older version as a plain object.
+        const std::string earlier = tdo_test::big_jsonl(6u << 20);
+        REQUIRE(sink->put(kStepsKey, earlier, ObjectAttributes{}, WriteConditions{}).ok());
+        tdo_test::TempDir dir;
+        const std::string config = tdo_test::writer_config(
+            tdo_test::rgw(), bucket, dir.path(), kFastFlush + ",\"s3_lease_seconds\":5,\"s3_request_timeout_ms\":10000");
+        tdo_test::WriterRun killed = tdo_test::run_crash_writer(config, 0, 20, point + ":1");
+        CHECK(killed.killed);
+        // Whatever it left, a reader that follows the month rule reads the month whole.
+        std::string seen = tdo_test::month_of(*sink, kStepsKey);
+        REQUIRE(seen.size() >= earlier.size());
+        CHECK(seen.compare(0, earlier.size(), earlier) == 0);
+        // Restarted and handed every example again: the next writer finishes the conversion.
+        tdo_test::WriterRun last = tdo_test::run_crash_writer(config, 0, 20, "");
+        REQUIRE(last.done);
+        CHECK(last.errors == 0);
+        const std::string month = tdo_test::month_of(*sink, kStepsKey);
+        SinkResponse g = sink->get(kStepsKey);
+        REQUIRE(g.ok());
+        CHECK(g.body == month);  // the object alone is the month again
+        REQUIRE(month.size() > earlier.size());
+        CHECK(month.compare(0, earlier.size(), earlier) == 0);
+        std::map<int, int> examples;
+        for (const auto& line : tdo_test::lines_of(month.substr(earlier.size()))) {
+            int w = -1, i = -1;
+            auto d = tdo_test::parse(line);
+            REQUIRE(d.IsObject());
+            REQUIRE(std::sscanf(d["output"].GetString(), "Worker %d example %d.", &w, &i) == 2);
+            ++examples[i];
+        }
+        CHECK(examples.size() == 20u);
+        for (const auto& [i, n] : examples) CHECK(n == 1);
+        CHECK(sink->head(kStepsKey).appendable);
+        CHECK(sink->head(conversion_marker_key(kStepsKey)).status == SinkStatus::NotFound);
+        CHECK(sink->head(conversion_copy_key(kStepsKey)).status == SinkStatus::NotFound);
+    }
+}
