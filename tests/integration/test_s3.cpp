@@ -110,7 +110,9 @@ TEST_CASE("RGW: lines appended to a 6 MiB object leave its bytes intact", "[inte
     REQUIRE(sink->put(kKey, big, ObjectAttributes{}, WriteConditions{}).ok());
     tdo_test::TempDir dir;
     {
-        TrainingOutput w(Config::from_json(writer_config(rgw(), bucket, dir.path())));
+        // Appended to as a plain object (multipart), not converted to an appendable one.
+        TrainingOutput w(
+            Config::from_json(writer_config(rgw(), bucket, dir.path(), ",\"s3_convert_plain_objects\":false")));
         for (int i = 0; i < 50; ++i) {
             CHECK(w.generate("Glucose narrative " + std::to_string(i) + ".", tdo_test::message_json("BloodGlucoseRecord"),
                              tdo_test::result_json(10 + i)) == Outcome::Written);
@@ -201,10 +203,27 @@ TEST_CASE("RGW: 4 processes x 500 examples appended server-side to a 6 MiB key, 
     const std::string key = "training/physical_activity/2025/11/health_journal_2025_11.jsonl";
     const std::string big = big_jsonl(6u << 20);
     REQUIRE(sink->put(key, big, ObjectAttributes{}, WriteConditions{}).ok());
+    std::string body = race_four_writers(*sink, bucket, ",\"s3_convert_plain_objects\":false");
+    REQUIRE(body.size() > big.size());
+    CHECK(body.compare(0, big.size(), big) == 0);
+    check_distinct_lines(body.substr(big.size()), 2000);
+    CHECK_FALSE(sink->head(key).appendable);
+}
+
+TEST_CASE("RGW: 4 processes x 500 examples into a 6 MiB plain key: converted once, then native appends",
+          "[integration][rgw][convert]") {
+    std::string bucket;
+    auto sink = fresh_bucket(rgw(), bucket);
+    const std::string key = "training/physical_activity/2025/11/health_journal_2025_11.jsonl";
+    const std::string big = big_jsonl(6u << 20);
+    REQUIRE(sink->put(key, big, ObjectAttributes{}, WriteConditions{}).ok());
     std::string body = race_four_writers(*sink, bucket, "");
     REQUIRE(body.size() > big.size());
     CHECK(body.compare(0, big.size(), big) == 0);
     check_distinct_lines(body.substr(big.size()), 2000);
+    CHECK(sink->head(key).appendable);
+    CHECK(sink->head(conversion_marker_key(key)).status == SinkStatus::NotFound);
+    CHECK(sink->head(conversion_copy_key(key)).status == SinkStatus::NotFound);
 }
 
 TEST_CASE("RGW: batches mode: 4 processes x 500 examples, compacted while they write, then the monthly file alone",

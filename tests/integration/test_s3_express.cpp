@@ -28,14 +28,8 @@ public:
         std::vector<std::string> argv = {TDO_TEST_PYTHON, TDO_TEST_FAKE_S3_EXPRESS, dir_ / "log.jsonl", dir_ / "port",
                                          kAccessKey};
         argv.insert(argv.end(), extra.begin(), extra.end());
-        pid_ = tdo_test::spawn(argv);
+        pid_ = tdo_test::spawn_server(argv, dir_ / "port", port_);
         REQUIRE(pid_ > 0);
-        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-        while (!std::filesystem::exists(dir_ / "port")) {
-            REQUIRE(std::chrono::steady_clock::now() < deadline);
-            std::this_thread::sleep_for(std::chrono::milliseconds(10));
-        }
-        port_ = tdo_test::read_file(dir_ / "port");
     }
     ~FakeExpress() {
         ::kill(pid_, SIGTERM);

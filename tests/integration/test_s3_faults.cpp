@@ -19,14 +19,10 @@ class FakeS3 {
 public:
     explicit FakeS3(const std::string& script_json) {
         tdo_test::write_file(dir_ / "script.json", script_json);
-        pid_ = tdo_test::spawn({TDO_TEST_PYTHON, TDO_TEST_FAKE_S3, dir_ / "script.json", dir_ / "log.jsonl", dir_ / "port"});
+        pid_ = tdo_test::spawn_server(
+            {TDO_TEST_PYTHON, TDO_TEST_FAKE_S3, dir_ / "script.json", dir_ / "log.jsonl", dir_ / "port"}, dir_ / "port",
+            port_);
         REQUIRE(pid_ > 0);
-        auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-        while (!std::filesystem::exists(dir_ / "port")) {
-            REQUIRE(std::chrono::steady_clock::now() < deadline);
-            std::this_thread::sleep_for(std::chrono::milliseconds(10));
-        }
-        port_ = tdo_test::read_file(dir_ / "port");
     }
     ~FakeS3() {
         ::kill(pid_, SIGTERM);

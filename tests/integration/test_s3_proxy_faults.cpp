@@ -194,7 +194,8 @@ TEST_CASE("RGW through a proxy: a Complete that stalls past the lease never land
     auto sink = fresh_bucket(rgw(), bucket);
     prefill(*sink, kStepsKey, native);
     TempDir a_dir, b_dir;
-    const std::string extra = ",\"flush_interval_ms\":20,\"s3_lease_seconds\":5";
+    // The plain object is appended to as such (multipart), not converted.
+    const std::string extra = ",\"flush_interval_ms\":20,\"s3_lease_seconds\":5,\"s3_convert_plain_objects\":false";
     if (native) {
         proxy.add({"PUT", "health_journal", "", "append", "", 0, 1, Fault::Late, 0, std::chrono::milliseconds(7000)});
     } else {

@@ -21,6 +21,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 extern char** environ;
@@ -135,6 +136,20 @@ inline pid_t spawn(const std::vector<std::string>& argv) {
     args.push_back(nullptr);
     pid_t pid = 0;
     if (posix_spawn(&pid, args[0], nullptr, nullptr, args.data(), environ) != 0) return -1;
+    return pid;
+}
+
+// Starts a server that writes the port it listens on to `port_file` once
+// it listens; waits up to 10 s for it. Returns its pid and sets `port`.
+inline pid_t spawn_server(const std::vector<std::string>& argv, const std::string& port_file, std::string& port) {
+    const pid_t pid = spawn(argv);
+    if (pid <= 0) return pid;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (::access(port_file.c_str(), F_OK) != 0) {
+        if (std::chrono::steady_clock::now() >= deadline) return -1;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    port = read_file(port_file);
     return pid;
 }
 
