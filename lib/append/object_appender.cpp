@@ -286,6 +286,7 @@ std::optional<AppendResult> ObjectAppender::append_native(const std::string& key
                          {{"key", key}, {"detail", "written by PUT or a multipart upload: appended by copy, not natively"}});
         }
     };
+    bool converted = false;
     for (int attempt = 0; attempt < options_.max_attempts; ++attempt) {
         if (attempt > 0) backoff(attempt);
         check_cancelled();
@@ -310,7 +311,12 @@ std::optional<AppendResult> ObjectAppender::append_native(const std::string& key
             if (h.ok() && !h.appendable) {
                 // Made appendable once (nothing of this batch may be in flight
                 // against the plain object), else appended to by copy.
-                if (options_.convert_plain && lease && !undecided && convert_to_appendable(key, h, lease)) continue;
+                // (Once per append, and not counted as one of its attempts.)
+                if (options_.convert_plain && lease && !undecided && !converted && convert_to_appendable(key, h, lease)) {
+                    converted = true;
+                    --attempt;
+                    continue;
+                }
                 found_plain();
                 return std::nullopt;
             }

@@ -6,6 +6,9 @@
 //   native: an appendable object, RGW's append with position (under a lease);
 //   copy:   a plain object, UploadPartCopy + the new part + Complete (under a
 //           lease, since RGW ignores If-Match on Complete);
+//   convert: a plain object, appended to natively after its conversion to an
+//           appendable one (the first append converts it: its time is
+//           reported on its own line, the later appends are native);
 //   batches: a plain object; each batch one object of its own (one PUT),
 //           and then one compaction that folds them all into the object
 //           (its time reported on its own line).
@@ -91,10 +94,12 @@ int main(int argc, char** argv) {
                 "requests");
     const std::string bucket = bench::make_bucket("append");
     bool failed = false;
-    for (const std::string mode : {"native", "copy", "batches"}) {
+    for (const std::string mode : {"native", "convert", "copy", "batches"}) {
         const bool native = mode == "native";
+        const bool convert = mode == "convert";
         const bool batches = mode == "batches";
-        to::CurlS3Sink sink(sink_options(bucket, native || batches ? to::NativeAppend::Auto : to::NativeAppend::Off));
+        to::CurlS3Sink sink(
+            sink_options(bucket, native || convert || batches ? to::NativeAppend::Auto : to::NativeAppend::Off));
         if (native && !sink.capabilities().native_append) {
             std::printf("native  (the server has no native appends)\n");
             continue;
@@ -106,10 +111,26 @@ int main(int argc, char** argv) {
             to::AppendOptions ao;
             ao.lease_ttl = std::chrono::seconds(300);  // a Complete under a lease gets 2/5 of it
             ao.max_attempts = 1;
-            ao.native_when_appendable = native;
+            ao.native_when_appendable = native || convert;
+            ao.convert_plain = convert;
             to::ObjectAppender appender(sink, ao);
             to::BatchObjects batch_objects(sink, appender, to::BatchObjectsOptions{});
             std::mt19937 gen(11);
+            if (convert) {
+                const auto c0 = Clock::now();
+                const auto s0 = sink.stats();
+                try {
+                    appender.append(key, lines(1, gen));
+                    std::printf("          conversion of the plain %llu MiB object (with its first append): %.2f s, %llu "
+                                "requests\n",
+                                static_cast<unsigned long long>(mib), std::chrono::duration<double>(Clock::now() - c0).count(),
+                                static_cast<unsigned long long>(sink.stats().requests - s0.requests));
+                } catch (const to::Error& e) {
+                    std::printf("          conversion failed: %s\n", e.what());
+                    failed = true;
+                    continue;
+                }
+            }
             std::vector<double> seconds;
             std::uint64_t appended = 0;
             const auto before = sink.stats();
