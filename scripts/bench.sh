@@ -4,6 +4,7 @@
 #   scripts/bench.sh fleet [WRITERS] [SECONDS] [RATE] [MODE]
 #                                                        WRITERS writers in one process, each RATE examples/s
 #                                                        into one key for SECONDS, against Ceph RGW
+#                                                        (TDO_BENCH_SERVER=s3rver: against s3rver, one compactor)
 #   scripts/bench.sh compaction [BATCH_OBJECTS] [SPOOLS] a compaction of a month of batch objects while a
 #                                                        reader reads it, against Ceph RGW
 #   scripts/bench.sh appendable [APPENDS]                what RGW's appendable objects take: APPENDS native
@@ -30,7 +31,21 @@ case "$what" in
     SKIP_APT=1 scripts/services/rgw-start.sh "$dir" >/dev/null
     trap 'scripts/services/rgw-stop.sh "$dir" --wipe >/dev/null' EXIT
     TDO_BENCH_ENDPOINT=http://127.0.0.1:${RGW_PORT:-7480} build/bench/tests/bench/tdo_bench_s3 "$@" ;;
-  append|fleet|compaction|appendable)
+  fleet)
+    if [ "${TDO_BENCH_SERVER:-rgw}" = s3rver ]; then
+      dir="$PWD/build/bench/s3rver"
+      port="${S3RVER_PORT:-4569}"
+      scripts/services/s3rver.sh start "$dir" "$port" >/dev/null
+      trap 'scripts/services/s3rver.sh stop "$dir" >/dev/null' EXIT
+      TDO_BENCH_ONE_COMPACTOR=1 TDO_BENCH_ENDPOINT="http://127.0.0.1:$port" TDO_BENCH_ACCESS_KEY=S3RVER \
+        TDO_BENCH_SECRET_KEY=S3RVER build/bench/tests/bench/tdo_bench_fleet "$@"
+    else
+      dir="$PWD/build/bench/rgw"
+      MEMSTORE_BYTES=$((6 << 30)) SKIP_APT=1 scripts/services/rgw-start.sh "$dir" >/dev/null
+      trap 'scripts/services/rgw-stop.sh "$dir" --wipe >/dev/null' EXIT
+      TDO_BENCH_ENDPOINT=http://127.0.0.1:${RGW_PORT:-7480} build/bench/tests/bench/tdo_bench_fleet "$@"
+    fi ;;
+  append|compaction|appendable)
     dir="$PWD/build/bench/rgw"
     # Room for a 1 GiB object, its copy, and the copies RGW has not collected yet.
     MEMSTORE_BYTES=$((6 << 30)) SKIP_APT=1 scripts/services/rgw-start.sh "$dir" >/dev/null

@@ -10,7 +10,8 @@
 // every 20 s there), and in the batches mode a last compaction follows.
 //
 // Environment: TDO_BENCH_ENDPOINT (http://127.0.0.1:7480), TDO_BENCH_ACCESS_KEY
-// (testkey), TDO_BENCH_SECRET_KEY (testsecret). Arguments: [writers] (32)
+// (testkey), TDO_BENCH_SECRET_KEY (testsecret), TDO_BENCH_ONE_COMPACTOR (1:
+// only the first writer compacts, for stores without conditional writes). Arguments: [writers] (32)
 // [seconds] (60) [examples/s per writer] (20) [s3_append_mode] (auto).
 #include <unistd.h>
 
@@ -77,6 +78,9 @@ int main(int argc, char** argv) {
     const int seconds = argc > 2 ? std::atoi(argv[2]) : 60;
     const int rate = argc > 3 ? std::atoi(argv[3]) : 20;
     const std::string mode = argc > 4 ? argv[4] : "auto";
+    // A store without conditional writes (s3rver) keeps no two compactors
+    // apart: there only the first writer compacts.
+    const bool one_compactor = bench::env("TDO_BENCH_ONE_COMPACTOR", "")[0] == '1';
     char tmpl[] = "/tmp/tdo-bench-fleet-XXXXXX";
     const std::string dir = ::mkdtemp(tmpl);
     const std::string bucket = bench::make_bucket("fleet");
@@ -95,7 +99,8 @@ int main(int argc, char** argv) {
         const std::string config = bench::writer_config(
             bucket, dir + "/w" + std::to_string(w),
             ",\"dedup_store\":\"memory\",\"log_level\":\"warning\",\"flush_interval_ms\":1000,"
-            "\"flush_timeout_ms\":120000,\"s3_compaction_interval_seconds\":20,\"s3_append_mode\":\"" + mode + "\"");
+            "\"flush_timeout_ms\":120000,\"s3_append_mode\":\"" + mode +
+                "\",\"s3_compaction_interval_seconds\":" + (w == 0 || !one_compactor ? "20" : "0"));
         fleet[w].out = std::make_unique<to::TrainingOutput>(to::Config::from_json(config), std::move(parts));
     }
     std::printf("%d writers x %d examples/s x %d s into one key (s3_append_mode %s), flush_interval_ms 1000\n", writers,

@@ -136,7 +136,7 @@ TEST_CASE("S3 Express: a wrong access key is an authentication error at open, ne
     }
 }
 
-TEST_CASE("S3 Express: writers append natively without a lease; 4 processes, every line once",
+TEST_CASE("S3 Express: writers append natively without a lease: 4 processes, every line once",
           "[unit][s3][s3express][writer]") {
     FakeExpress fake;
     tdo_test::TempDir dir;

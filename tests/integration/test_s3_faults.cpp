@@ -259,7 +259,7 @@ TEST_CASE("S3 client: configuration errors", "[unit][s3]") {
     CHECK_THROWS_WITH(CurlS3Sink(o), Catch::Contains("s3_addressing_style"));
 }
 
-TEST_CASE("S3 client: a server-side copy may send nothing for longer than the stall limit; a PUT may not",
+TEST_CASE("S3 client: a server-side copy may send nothing for longer than the stall limit, a PUT may not",
           "[unit][s3]") {
     // The server answers after 2.5 s of silence; the stall limit is 1 s.
     FakeS3 fake(R"([{"status":200,"delay_ms":2500,"body":"<CopyPartResult><ETag>\"e1\"</ETag></CopyPartResult>"},

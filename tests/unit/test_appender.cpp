@@ -470,7 +470,7 @@ TEST_CASE("native appends: one request per batch for a sole writer, no read, no 
     CHECK(intents[2].etag.empty());  // a native append's intent is its offset
 }
 
-TEST_CASE("native appends: another writer's append moves the end; the newline guard holds",
+TEST_CASE("native appends: another writer's append moves the end, and the newline guard holds",
           "[unit][append][native]") {
     MemorySink sink(native_caps());
     ObjectAppender appender(sink, fast());

@@ -108,7 +108,7 @@ TEST_CASE("batch objects: names, intents and the manifest's format", "[unit][bat
                     Error);
 }
 
-TEST_CASE("batch objects: one PUT per batch; a retry of a batch that landed finds it", "[unit][batches]") {
+TEST_CASE("batch objects: one PUT per batch, and a retry of a batch that landed finds it", "[unit][batches]") {
     MemorySink sink;
     ObjectAppender appender(sink, fast());
     BatchObjects b(sink, appender, {});
@@ -156,7 +156,7 @@ TEST_CASE("batch objects: a PUT whose answer was lost stays undecided and is wri
     CHECK(line_set(b.read_month(kMonth)) == line_set(batch_of("a", 1, 3)));
 }
 
-TEST_CASE("compaction folds batch objects into the monthly file; readers see every line once before and after",
+TEST_CASE("compaction folds batch objects into the monthly file, and readers see every line once before and after",
           "[unit][batches][compaction]") {
     MemorySink sink;
     ObjectAppender appender(sink, fast());
@@ -285,7 +285,7 @@ TEST_CASE("readers during a compaction see every line exactly once at every step
     CHECK(ok);
 }
 
-TEST_CASE("compaction: one compactor at a time; another finds the lease held and leaves", "[unit][batches][compaction]") {
+TEST_CASE("compaction: one compactor at a time, another finds the lease held and leaves", "[unit][batches][compaction]") {
     MemorySink sink;
     ObjectAppender appender(sink, fast());
     BatchObjects b(sink, appender, {});
