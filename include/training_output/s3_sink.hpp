@@ -84,7 +84,7 @@ struct WriteConditions {
     std::chrono::milliseconds timeout{0};
 };
 
-// One page of a listing (ListObjectsV2), in key order.
+// One page of a listing (ListObjects), in key order.
 struct ListedObject {
     std::string key;
     std::uint64_t size = 0;
@@ -92,7 +92,7 @@ struct ListedObject {
 };
 struct ListPage {
     std::vector<ListedObject> objects;
-    std::string next;  // continuation token for the next page; empty after the last
+    std::string next;  // where the next page starts (after this key); empty after the last
 };
 
 struct CompletedPart {

@@ -91,7 +91,7 @@ const char* op_name(Op op) {
         case Op::Append: return "AppendObject";
         case Op::CreateBucket: return "CreateBucket";
         case Op::Probe: return "Probe";
-        case Op::List: return "ListObjectsV2";
+        case Op::List: return "ListObjects";
         case Op::RemoveMany: return "DeleteObjects";
         case Op::CreateSession: return "CreateSession";
     }
@@ -727,13 +727,16 @@ SinkResponse CurlS3Sink::append_at(const std::string& key, std::string_view body
 }
 
 SinkResponse CurlS3Sink::list(const std::string& prefix, const std::string& continuation, ListPage& page) {
-    Impl::Call c{Op::List, "GET", "", {{"list-type", "2"}, {"prefix", prefix}}, {}, {}, true};
-    if (!continuation.empty()) c.query.emplace_back("continuation-token", continuation);
+    // ListObjects (version 1), whose next page starts after a key: every
+    // store has it, and s3rver answers every truncated ListObjectsV2 page
+    // with a 500.
+    Impl::Call c{Op::List, "GET", "", {{"prefix", prefix}}, {}, {}, true};
+    if (!continuation.empty()) c.query.emplace_back("marker", continuation);
     http::Response resp;
     SinkResponse r = impl_->call(c, &resp);
     if (r.ok() && !s3xml::parse_list(resp.body, page)) {
         r.status = SinkStatus::Transient;  // as if no answer had come
-        r.detail = "ListObjectsV2: the answer is not a listing";
+        r.detail = "ListObjects: the answer is not a listing";
     }
     return r;
 }

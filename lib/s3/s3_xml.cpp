@@ -140,7 +140,7 @@ bool parse_list(std::string_view xml, ListPage& page) {
         at = close;
     }
     if (*truncated == "true") {
-        page.next = element(xml, "NextContinuationToken").value_or("");
+        page.next = element(xml, "NextMarker").value_or(page.objects.empty() ? "" : page.objects.back().key);
         if (page.next.empty()) return false;  // more pages, but no way to ask for them
     }
     return true;

@@ -23,8 +23,9 @@ S3ErrorInfo parse_error(std::string_view xml);
 // &quot; &amp; &lt; &gt; &apos; &#NN; &#xNN; decoded; anything else kept as is.
 std::string decode_entities(std::string_view text);
 
-// A ListObjectsV2 result: its <Contents> (Key, Size, ETag) and, when
-// <IsTruncated> is true, its <NextContinuationToken>. False when the document
+// A ListObjects result: its <Contents> (Key, Size, ETag) and, when
+// <IsTruncated> is true, where the next page starts: the page's last key
+// (version 1: the marker; <NextMarker> where given). False when the document
 // is not one (a truncated page would pass for the last one otherwise).
 bool parse_list(std::string_view xml, ListPage& page);
 

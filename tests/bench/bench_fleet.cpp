@@ -59,15 +59,20 @@ std::size_t count_lines(const std::string& body, std::map<std::string, int>* see
     return n;
 }
 
-// The month as a reader sees it (empty when there is none yet).
+// The month as a reader sees it (empty when there is none yet). A store
+// that fails (s3rver answers 500 to listings while objects are deleted) is
+// asked again.
 std::string read_month(to::S3Sink& sink) {
     to::ObjectAppender appender(sink, to::AppendOptions{});
     to::BatchObjects batches(sink, appender, to::BatchObjectsOptions{});
-    try {
-        return batches.read_month(kKey);
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "read: %s\n", e.what());
-        return {};
+    for (int attempt = 1;; ++attempt) {
+        try {
+            return batches.read_month(kKey);
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "read (attempt %d): %s\n", attempt, e.what());
+            if (attempt == 20) return {};
+            std::this_thread::sleep_for(std::chrono::milliseconds(500));
+        }
     }
 }
 
@@ -174,7 +179,16 @@ int main(int argc, char** argv) {
         bo.compaction_lease_wait = std::chrono::milliseconds(60000);
         to::BatchObjects batches(reader, appender, bo);
         const auto c0 = Clock::now();
-        const auto r = batches.compact(kKey);
+        to::CompactionResult r;
+        for (int attempt = 1; attempt <= 10; ++attempt) {
+            try {
+                r = batches.compact(kKey);
+                break;
+            } catch (const std::exception& e) {
+                std::fprintf(stderr, "compaction (attempt %d): %s\n", attempt, e.what());
+                std::this_thread::sleep_for(std::chrono::milliseconds(500));
+            }
+        }
         const auto file = reader.get(kKey);
         std::map<std::string, int> in_file;
         const std::size_t lines = file.ok() ? count_lines(file.body, &in_file) : 0;

@@ -12,7 +12,7 @@ not reachable from the test machines):
     to an existing object is 400 InvalidRequest;
   - conditional PUT and CompleteMultipartUpload (If-Match, If-None-Match: *),
     UploadPartCopy with x-amz-copy-source-if-match and ranges, GET with
-    ranges, HEAD, DELETE, DeleteObjects, ListObjectsV2.
+    ranges, HEAD, DELETE, DeleteObjects, ListObjects (v1 and v2).
 
 Signatures are not verified (the credential scope and the session are).
 
@@ -125,7 +125,7 @@ class Handler(BaseHTTPRequestHandler):
         if key_id != sid:
             return self.error(403, "InvalidAccessKeyId", "not the session's access key")
         if not key:
-            if self.command == "GET" and query.get("list-type") == "2":
+            if self.command == "GET" and "session" not in query:
                 return self.list(query)
             if self.command == "POST" and "delete" in query:
                 return self.delete_many(body)
@@ -236,7 +236,7 @@ class Handler(BaseHTTPRequestHandler):
         return self.error(400, "InvalidRequest")
 
     def list(self, query):
-        prefix, after = query.get("prefix", ""), query.get("continuation-token", "")
+        prefix, after = query.get("prefix", ""), query.get("marker", query.get("continuation-token", ""))
         keys = sorted(k for k in objects if k.startswith(prefix) and k > after)
         page, more = keys[:1000], len(keys) > 1000
         out = "<ListBucketResult><IsTruncated>%s</IsTruncated>" % ("true" if more else "false")
@@ -244,7 +244,7 @@ class Handler(BaseHTTPRequestHandler):
             out += "<Contents><Key>%s</Key><Size>%d</Size><ETag>\"%s\"</ETag></Contents>" % (
                 escape(k), len(objects[k]["data"]), objects[k]["etag"])
         if more:
-            out += "<NextContinuationToken>%s</NextContinuationToken>" % escape(page[-1])
+            out += "<NextMarker>%s</NextMarker>" % escape(page[-1])
         return self.answer(200, out + "</ListBucketResult>", {"Content-Type": "application/xml"})
 
     def delete_many(self, body):

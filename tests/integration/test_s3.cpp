@@ -3,9 +3,12 @@
 // started on loopback by the test fixtures. Their endpoints come from
 // TDO_TEST_RGW_ENDPOINT and TDO_TEST_S3RVER_ENDPOINT.
 #include <catch2/catch.hpp>
+#include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <random>
 #include <set>
+#include <thread>
 
 #include "../unit/sink_conformance.hpp"
 #include "../unit/test_util.hpp"
@@ -321,4 +324,64 @@ TEST_CASE("s3rver: the writer appends with GET+PUT, bytes intact", "[integration
     CHECK(std::string(tdo_test::parse(lines.back())["output"].GetString()) == "Narrative after the first batch.");
     // No training file was written locally.
     CHECK(tdo_test::jsonl_files(dir.path()).empty());
+}
+
+namespace {
+
+// 1,005 keys under a prefix (two pages of a listing), listed and then deleted
+// 1,000 at a time.
+void check_long_listing(S3Sink& sink) {
+    const std::string prefix = "long/listing/";
+    std::atomic<int> next{0}, failed{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 8; ++t) {
+        threads.emplace_back([&] {
+            for (int i; (i = next++) < 1005;) {
+                char name[32];
+                std::snprintf(name, sizeof name, "%05d.jsonl", i);
+                if (!sink.put(prefix + name, "x\n", ObjectAttributes{}, WriteConditions{}).ok()) ++failed;
+            }
+        });
+    }
+    for (auto& t : threads) t.join();
+    REQUIRE(failed == 0);
+    std::vector<std::string> keys;
+    std::string token;
+    int pages = 0;
+    do {
+        ListPage page;
+        SinkResponse r = sink.list(prefix, token, page);
+        INFO(r.describe());
+        REQUIRE(r.ok());
+        for (const auto& o : page.objects) keys.push_back(o.key);
+        token = page.next;
+        ++pages;
+    } while (!token.empty() && pages < 10);
+    CHECK(pages == 2);
+    REQUIRE(keys.size() == 1005);
+    CHECK(std::is_sorted(keys.begin(), keys.end()));
+    CHECK(std::set<std::string>(keys.begin(), keys.end()).size() == 1005);
+    std::vector<std::string> not_removed;
+    REQUIRE(sink.remove_many(std::vector<std::string>(keys.begin(), keys.begin() + 1000), not_removed).ok());
+    REQUIRE(sink.remove_many(std::vector<std::string>(keys.begin() + 1000, keys.end()), not_removed).ok());
+    CHECK(not_removed.empty());
+    ListPage after;
+    REQUIRE(sink.list(prefix, "", after).ok());
+    CHECK(after.objects.empty());
+}
+
+}  // namespace
+
+TEST_CASE("RGW: a listing of 1,005 keys comes in two pages, and they are deleted 1,000 at a time",
+          "[integration][rgw][batches]") {
+    std::string bucket;
+    auto sink = fresh_bucket(rgw(), bucket);
+    check_long_listing(*sink);
+}
+
+TEST_CASE("s3rver: a listing of 1,005 keys comes in two pages, and they are deleted 1,000 at a time",
+          "[integration][s3rver][batches]") {
+    std::string bucket;
+    auto sink = fresh_bucket(s3rver(), bucket);
+    check_long_listing(*sink);
 }
