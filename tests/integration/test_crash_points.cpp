@@ -68,8 +68,9 @@ TEST_CASE("crash points: a writer killed at each step, restarted and handed ever
 
 TEST_CASE("crash points: a writer killed at each step, restarted and handed every example again (RGW, SQLite)",
           "[integration][rgw][crash-points]") {
-    // Native appends (RGW's, under a lease), copies under a lease, batch objects.
-    const std::string mode = GENERATE(as<std::string>{}, "native", "copy", "batches");
+    // Native appends (RGW's, under a lease), copies (under a lease: RGW's
+    // Complete ignores If-Match), always under a lease, batch objects.
+    const std::string mode = GENERATE(as<std::string>{}, "native", "copy", "lease", "batches");
     INFO("s3_append_mode " << mode);
     run_rgw_scenarios(false, mode);
 }
