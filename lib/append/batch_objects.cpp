@@ -219,6 +219,8 @@ AppendResult BatchObjects::land(const std::string& month_key, const std::string&
         if (h.ok()) {
             result.found_landed = true;
             if (left_undecided) left_undecided->reset();
+            std::lock_guard<std::mutex> lock(written_mutex_);
+            written_.insert(month_key);  // its month is one to compact
             return result;
         }
     }
