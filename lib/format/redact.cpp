@@ -94,7 +94,7 @@ const char* const kUnits[] = {
     "c", "f", "degrees", "degree", "kg", "lb", "lbs", "mmhg", "nights", "night", "days", "day", "readings",
     "reading", "times", "beats", "km", "mi", "miles", "ml", "l", "g", "units", "iu", "am", "pm", "x",
     "weeks", "week", "months", "month", "years", "year", "percent", "breaths", "rpm", "mcg", "meq", "kj",
-    "episodes", "events", "awakenings", "cm", "mm", "in", "ft"};
+    "episodes", "events", "awakenings", "cm", "mm", "ft"};
 
 const char* const kTlds[] = {"com", "org", "net", "edu", "gov", "io", "health", "info", "us", "uk", "ca",
                              "de", "fr", "au", "biz", "app", "dev", "care", "clinic", "co", "mil", "eu",
@@ -752,8 +752,9 @@ private:
 
         if (w == "phone" || w == "telephone" || w == "tel" || w == "cell" || w == "cellphone" ||
             w == "mobile" || w == "fax" || w == "pager" || w == "call" || w == "contact") {
-            const size_t j = filler(e, marker);
-            return j > e && phone_after_cue(j, m);
+            const size_t after = at(e) == '.' ? e + 1 : e;  // "Tel. 555 1234"
+            const size_t j = filler(after, marker);
+            return j > after && phone_after_cue(j, m);
         }
 
         if (w == "mrn" || w == "mrno") {
