@@ -547,7 +547,7 @@ private:
         return true;
     }
     // Nine digits after an SSN cue: 123-45-6789, 123 45 6789, 123456789.
-    bool ssn_digits(size_t j, size_t cue_start, Match& m) const {
+    bool ssn_digits(size_t j, Match& m) const {
         size_t k = j, count = 0;
         while (k < n_ && k - j < 11) {
             if (is_digit(s_[k])) { ++count; ++k; }
@@ -555,7 +555,6 @@ private:
             else break;
         }
         if (count != 9 || !number_boundary(k)) return false;
-        (void)cue_start;
         m = {j, k, PhiType::Ssn};
         return true;
     }
@@ -747,8 +746,8 @@ private:
         bool marker = false;
         size_t next = 0;
 
-        if (w == "ssn" || (w == "ss" && at(e) == '#')) return ssn_digits(filler(e, marker), i, m);
-        if (w == "social" && next_word_is(e, "security", next)) return ssn_digits(filler(next, marker), i, m);
+        if (w == "ssn" || (w == "ss" && at(e) == '#')) return ssn_digits(filler(e, marker), m);
+        if (w == "social" && next_word_is(e, "security", next)) return ssn_digits(filler(next, marker), m);
 
         if (w == "phone" || w == "telephone" || w == "tel" || w == "cell" || w == "cellphone" ||
             w == "mobile" || w == "fax" || w == "pager" || w == "call" || w == "contact") {
