@@ -12,6 +12,8 @@
 #   scripts/bench.sh spool [LATENCY_CALLS] [THROUGHPUT_CALLS]
 #       generate() latency with RGW healthy and with S3 down; single-thread
 #       throughput through the C++ API, the C ABI and ctypes
+#   scripts/bench.sh redact [ROUNDS] [RUNS]              redact_phi() over the PHI corpora and a 2 KB and a
+#                                                        64 KB narrative (no server)
 #   scripts/bench.sh redis [CLAIMS] [THREADS]            the Redis dedup store against a redis-server it
 #                                                        starts on loopback, then redis-benchmark's SET
 #                                                        on the same server as the ceiling
@@ -57,6 +59,8 @@ case "$what" in
     trap 'scripts/services/rgw-stop.sh "$dir" --wipe >/dev/null' EXIT
     TDO_BENCH_ENDPOINT=http://127.0.0.1:${RGW_PORT:-7480} build/bench/tests/bench/tdo_bench_spool "$@"
     TDO_LIBRARY="$(ls build/bench/libtraining_output_c.so* | head -n1)" python3 tests/bench/bench_ctypes.py "${2:-100000}" ;;
+  redact)
+    build/bench/tests/bench/tdo_bench_redact "$@" ;;
   redis)
     dir="$PWD/build/bench/redis"
     port="${REDIS_PORT:-6391}"
