@@ -134,7 +134,8 @@ const char* const kNotNames[] = {
     "unknown", "none", "portal", "education", "history", "information", "care", "instructions", "visit",
     "practitioner", "assistant", "on-call", "checked", "agreed", "declined", "confirmed", "asked", "if",
     "not", "also", "again", "who", "whose", "when", "after", "before", "during", "since", "overall",
-    "per", "via", "re", "hr", "bp", "spo", "glucose", "sleep", "heart", "steps", "calories", "weight"};
+    "per", "via", "re", "hr", "bp", "spo", "glucose", "sleep", "heart", "steps", "calories", "weight",
+    "health", "questionnaire", "assessment", "status", "monitoring", "safety", "self"};
 
 class Scanner {
 public:

@@ -159,6 +159,7 @@ TEST_CASE("redact: names after a cue, the cue kept", "[unit][redact]") {
     check_one("Dr. John Q. Public", "Dr. [NAME]", PhiType::Name);
     check_one("Dr. Anna Maria Lopez Ruiz", "Dr. [NAME] Ruiz", PhiType::Name);  // three words at most
     check_kept("Patient reports 145 mg/dL. The patient's glucose. Patient HR 62 bpm. Patient Sleep summary.");
+    check_kept("Patient Health Questionnaire score 5. Patient Education given. Patient Summary: 7h.");
     check_kept("Dr. visits: 2. Mr. and Mrs. both. ms and MS. miss a dose. Nurse practitioner notes.");
 }
 
