@@ -1,5 +1,7 @@
 // The C ABI: every entry point is wrapped so that no C++ exception crosses it;
 // errors become a status code and a thread-local message.
+#include <algorithm>
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -67,13 +69,43 @@ const char* tdo_version_string(void) {
 #undef TDO_STR2
 }
 
-int tdo_writer_open(tdo_writer** out, const char* config_json) {
+namespace {
+
+training_output::DeliveryCallback delivery_bridge(tdo_delivery_callback callback, void* user_data) {
+    if (!callback) return {};
+    return [callback, user_data](const training_output::Delivery& d) {
+        tdo_delivery c{};
+        c.struct_size = sizeof c;
+        c.object_key = d.object_key.c_str();
+        c.lines = d.lines;
+        c.bytes = d.bytes;
+        c.object_size = d.object_size;
+        c.manifest_version = d.manifest_version;
+        callback(&c, user_data);
+    };
+}
+
+}  // namespace
+
+int tdo_writer_open(tdo_writer** out, const char* config_json) { return tdo_writer_open_ex(out, config_json, nullptr); }
+
+int tdo_writer_open_ex(tdo_writer** out, const char* config_json, const tdo_open_options* options) {
     TDO_TRY
     if (!out) return fail(TDO_E_INVALID_ARGUMENT, "tdo_writer_open: out is NULL");
     *out = nullptr;
+    // Fields the caller's version of the struct has (later ones are zero).
+    tdo_open_options o{};
+    if (options) {
+        if (options->struct_size < offsetof(tdo_open_options, on_delivery)) {
+            return fail(TDO_E_INVALID_ARGUMENT, "tdo_writer_open_ex: options->struct_size is not set");
+        }
+        std::memcpy(&o, options, std::min(sizeof o, options->struct_size));
+    }
     Config config = config_json ? Config::from_json(config_json) : Config::from_environment();
+    training_output::WriterComponents parts;
+    parts.on_delivery = delivery_bridge(o.on_delivery, o.delivery_user_data);
     auto writer = std::make_unique<tdo_writer>();
-    writer->impl = std::make_unique<TrainingOutput>(std::move(config));
+    writer->impl = std::make_unique<TrainingOutput>(std::move(config), std::move(parts));
     *out = writer.release();
     return TDO_OK;
     TDO_CATCH
@@ -137,6 +169,16 @@ int tdo_writer_stats(tdo_writer* writer, char** out_json) {
     if (!copy) return fail(TDO_E_NOMEM, "out of memory");
     std::memcpy(copy, json.c_str(), json.size() + 1);
     *out_json = copy;
+    return TDO_OK;
+    TDO_CATCH
+}
+
+const char* tdo_last_skip_reason(void) { return TrainingOutput::last_skip_reason(); }
+
+int tdo_writer_set_delivery_callback(tdo_writer* writer, tdo_delivery_callback callback, void* user_data) {
+    TDO_TRY
+    if (!writer) return fail(TDO_E_INVALID_ARGUMENT, "tdo_writer_set_delivery_callback: writer is NULL");
+    writer->impl->set_delivery_callback(delivery_bridge(callback, user_data));
     return TDO_OK;
     TDO_CATCH
 }

@@ -35,7 +35,7 @@
 #include <stddef.h>
 
 #define TDO_VERSION_MAJOR 0
-#define TDO_VERSION_MINOR 1
+#define TDO_VERSION_MINOR 2
 #define TDO_VERSION_PATCH 0
 #define TDO_VERSION_NUMBER (TDO_VERSION_MAJOR * 10000 + TDO_VERSION_MINOR * 100 + TDO_VERSION_PATCH)
 
@@ -57,7 +57,8 @@ extern "C" {
 #define TDO_OK 0
 #define TDO_WRITTEN 0   /* the example was accepted and will be in its object */
 #define TDO_DUPLICATE 1 /* the same content was already written: dropped */
-#define TDO_SKIPPED 2   /* nothing to write (empty or whitespace-only narrative) */
+#define TDO_SKIPPED 2   /* nothing to write: tdo_last_skip_reason() says why (an empty narrative,
+                           a quality filter, a redaction that could not run) */
 #define TDO_DISABLED 3  /* enable_training_output is false: nothing done */
 #define TDO_PENDING 4   /* dedup_pending_outcome only: another live writer holds the same content and
                            has not delivered it yet; do not acknowledge the message yet */
@@ -116,6 +117,15 @@ TDO_API int tdo_writer_open(tdo_writer** out, const char* config_json);
 TDO_API int generate_training_output(tdo_writer* writer, const char* narrative,
                                      const char* message_data_json, const char* result_json);
 
+/*
+ * Why the last generate_training_output() on the calling thread returned
+ * TDO_SKIPPED: "empty_narrative", "low_quality" (quality_score below
+ * min_quality_score), "no_quality_score" (none, where a threshold applies) or
+ * "redaction_failed" (redact_phi could not run: the example is never written
+ * unredacted); "" after any other outcome. Static storage.
+ */
+TDO_API const char* tdo_last_skip_reason(void);
+
 /* Returns once every example accepted before the call is in its object. */
 TDO_API int tdo_writer_flush(tdo_writer* writer);
 
@@ -128,6 +138,45 @@ TDO_API void tdo_writer_close(tdo_writer* writer);
  * errors, dedup_store_errors, ...). *out_json must be freed with tdo_free().
  */
 TDO_API int tdo_writer_stats(tdo_writer* writer, char** out_json);
+
+/* A batch that landed (tdo_writer_set_delivery_callback). */
+typedef struct tdo_delivery {
+    size_t struct_size;            /* sizeof(tdo_delivery) in the library: later versions add fields at the end */
+    const char* object_key;        /* the monthly file, or (s3_append_mode=batches) the batch's own object */
+    unsigned long long lines;      /* of the batch */
+    unsigned long long bytes;
+    unsigned long long object_size;  /* the object's size once the batch was in it */
+    long long manifest_version;    /* the version of the object's manifest that counts the batch; -1: none
+                                      (write_manifests off, a batch object, or the manifest lags) */
+} tdo_delivery;
+
+/* `delivery` and its strings are borrowed for the duration of the call. */
+typedef void (*tdo_delivery_callback)(const tdo_delivery* delivery, void* user_data);
+
+/* Options of tdo_writer_open_ex(); zero-initialize, then set struct_size. */
+typedef struct tdo_open_options {
+    size_t struct_size;                 /* sizeof(tdo_open_options) as the caller knows it */
+    tdo_delivery_callback on_delivery;  /* NULL: none (see tdo_writer_set_delivery_callback) */
+    void* delivery_user_data;
+} tdo_open_options;
+
+/*
+ * tdo_writer_open() with options: a delivery callback that is set before
+ * the writer adopts the spools of writers that died, so their batches are
+ * reported too. `options` NULL is tdo_writer_open().
+ */
+TDO_API int tdo_writer_open_ex(tdo_writer** out, const char* config_json, const tdo_open_options* options);
+
+/*
+ * Calls `callback` once for each batch of `writer` that lands from now on,
+ * on the writer's background thread, after the batch is recorded as
+ * delivered: never for a batch that did not land, never twice for one. A
+ * batch that a writer that died had landed is reported by the writer that
+ * adopts its spool. NULL stops the calls. The callback must not call back
+ * into the library.
+ */
+TDO_API int tdo_writer_set_delivery_callback(tdo_writer* writer, tdo_delivery_callback callback,
+                                             void* user_data);
 
 /* Closes the process-wide writer used by generate_training_output(NULL, ...),
  * if one was opened. Safe to call more than once. */

@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -19,6 +21,18 @@ struct Config {
     std::string training_data_prefix = "training";
     std::string templates_file;  // JSON file overriding instruction/input templates
     std::int64_t max_line_bytes = 1 << 20;  // longer examples are rejected (bounded memory)
+
+    // The training data itself.
+    std::string output_format = "alpaca";  // alpaca | chat
+    bool redact_phi = true;                // identifiers in narratives become [EMAIL], [DATE], ...
+    bool pseudonymize_ids = false;         // user_id, correlation_id, source_key: keyed HMAC-SHA256
+    std::string pseudonymization_key;      // required with pseudonymize_ids (16 bytes or more); never logged
+    std::string pseudonymization_key_id;   // recorded in metadata; empty: derived from the key
+    std::optional<double> min_quality_score;                 // skip examples below it (unset: no filter)
+    std::map<std::string, double> min_quality_score_by_domain;  // per health domain, over the global one
+    double validation_fraction = 0.0;      // share of users whose examples are "validation"
+    bool split_objects = false;            // train and validation in separate objects ({prefix}/{split}/...)
+    bool write_manifests = true;           // a .manifest.json beside each monthly file
 
     // Where: a local directory unless an S3 endpoint is configured.
     std::string output_dir = "./training-data";

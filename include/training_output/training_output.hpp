@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -25,7 +26,12 @@ struct WriterStats {
     std::uint64_t written = 0;             // examples accepted
     std::uint64_t duplicates = 0;          // dropped as duplicates (TDO_DUPLICATE or TDO_PENDING)
     std::uint64_t held_elsewhere = 0;      // of those, held by another live writer, not yet delivered
-    std::uint64_t skipped = 0;             // empty narratives
+    std::uint64_t skipped = 0;             // not written, for one of the reasons below
+    std::uint64_t skipped_empty_narrative = 0;   // nothing left once trimmed
+    std::uint64_t skipped_low_quality = 0;       // quality_score below its threshold
+    std::uint64_t skipped_no_quality_score = 0;  // no quality_score where a threshold applies
+    std::uint64_t skipped_redaction_failed = 0;  // redact_phi could not run: never written unredacted
+    std::uint64_t redactions = 0;                // identifiers replaced in the examples accepted
     std::uint64_t disabled = 0;            // calls while disabled
     std::uint64_t errors = 0;              // calls that returned an error
     std::uint64_t dedup_store_errors = 0;  // store failures (each one failed open)
@@ -46,11 +52,25 @@ struct WriterStats {
     std::uint64_t spool_fsync_errors = 0;    // failed fsyncs of the spool (its lines stay accepted)
 };
 
+// A batch that landed (TrainingOutput::set_delivery_callback).
+struct Delivery {
+    std::string object_key;      // the monthly file, or (s3_append_mode=batches) the batch's own object
+    std::uint64_t lines = 0;     // of the batch
+    std::uint64_t bytes = 0;
+    std::uint64_t object_size = 0;       // the object's size once the batch was in it (others may add more)
+    std::int64_t manifest_version = -1;  // the version of the manifest that counts the batch; -1: none
+                                         // (write_manifests off, a batch object, or the manifest lags)
+};
+using DeliveryCallback = std::function<void(const Delivery&)>;
+
 // Parts a caller may supply instead of those the configuration names
 // (tests, or hosts that bring their own store).
 struct WriterComponents {
     std::unique_ptr<DedupStore> dedup_store;
     std::unique_ptr<S3Sink> sink;
+    // The delivery callback from the start (set_delivery_callback), so that
+    // the batches of spools adopted while the writer opens are reported too.
+    DeliveryCallback on_delivery;
 };
 
 class TrainingOutput {
@@ -80,7 +100,21 @@ public:
     // and the next writer that opens on it delivers them.
     void close();
 
+    // Called once for each batch that lands from now on, on the writer's
+    // background thread, after the batch is recorded as delivered (so
+    // never for a batch that did not land, never twice for one). A batch a
+    // writer that died had landed is reported by the writer that adopts its
+    // spool; one that landed just before a crash, whose delivery was
+    // recorded, is not reported again (the manifest counts it). An empty
+    // callback stops the calls. The callback must not call back into the
+    // writer; an exception it throws is logged and dropped.
+    void set_delivery_callback(DeliveryCallback callback);
+
     WriterStats stats() const;
+    // Why the last generate() on the calling thread returned Outcome::Skipped
+    // ("empty_narrative", "low_quality", "no_quality_score",
+    // "redaction_failed"); "" after any other outcome.
+    static const char* last_skip_reason() noexcept;
     std::string stats_json() const;
     const Config& config() const;
 

@@ -391,7 +391,9 @@ bool BatchObjects::fold_round(const std::string& month_key, BatchManifest& m, co
             if (!m.folded_in(b.name) && up != m.folding->upto.end() && b.name.seq <= up->second) take.push_back(&b);
         }
         if (l == Landed::Yes) {
-            commit_fold(month_key, m, m.folding->intent.size + m.folding->bytes, still_ours);
+            const std::uint64_t end = m.folding->intent.size + m.folding->bytes;
+            commit_fold(month_key, m, end, still_ours);
+            if (options_.on_fold) options_.on_fold(month_key, end, std::string_view());  // read back from M
             result.finished_earlier = true;
             result.folds += 1;
             std::vector<std::string> keys;
@@ -447,6 +449,7 @@ bool BatchObjects::fold_round(const std::string& month_key, BatchManifest& m, co
         },
         undecided);
     commit_fold(month_key, m, r.offset + body.size(), still_ours);
+    if (options_.on_fold) options_.on_fold(month_key, r.offset + body.size(), body);
     result.folds += 1;
     result.batches += take.size();
     result.bytes += body.size();

@@ -92,6 +92,10 @@ struct BatchObjectsOptions {
     std::uint64_t compaction_max_bytes = 64u << 20;  // read and appended per fold
     std::chrono::milliseconds compaction_lease_wait{0};  // 0: one try; another compactor has it
     unsigned parallel_requests = 8;              // reads and deletes of batch objects at once
+    // Called after each fold is recorded, with the monthly file, where the
+    // fold ends in it and its bytes (just before `end`; empty when not at
+    // hand): for the writer's manifests. Must not throw.
+    std::function<void(const std::string& month_key, std::uint64_t end, std::string_view body)> on_fold;
 };
 
 struct CompactionResult {

@@ -1,6 +1,7 @@
 #include "common/sha256.hpp"
 
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 #include "training_output/error.hpp"
 
@@ -43,6 +44,17 @@ Digest sha256(std::string_view data) {
     thread_local Sha256Stream stream;
     stream.update(data);
     return stream.finish();
+}
+
+Digest hmac_sha256(std::string_view key, std::string_view data) {
+    Digest out{};
+    unsigned int len = 0;
+    if (!HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+              reinterpret_cast<const unsigned char*>(data.data()), data.size(), out.data(), &len) ||
+        len != out.size()) {
+        throw Error(ErrorCode::Internal, "OpenSSL: HMAC-SHA256 failed");
+    }
+    return out;
 }
 
 void append_hex(std::string& out, const std::uint8_t* data, std::size_t size) {

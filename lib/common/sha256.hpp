@@ -27,6 +27,8 @@ private:
 };
 
 Digest sha256(std::string_view data);
+// HMAC-SHA256 of `data` under `key` (RFC 2104).
+Digest hmac_sha256(std::string_view key, std::string_view data);
 std::string hex(const std::uint8_t* data, std::size_t size);
 // The same, appended to `out` (no string of its own).
 void append_hex(std::string& out, const std::uint8_t* data, std::size_t size);

@@ -4,19 +4,23 @@
 
 #include <cctype>
 #include <cerrno>
+#include <cmath>
 #include <initializer_list>
 #include <cstdlib>
 #include <variant>
 
 #include "common/json.hpp"
 #include "dedup/redis_url.hpp"
+#include "training_output/formatter.hpp"
 #include "training_output/error.hpp"
 
 namespace training_output {
 namespace {
 
 struct LogLevelField {};
-using Target = std::variant<bool Config::*, std::int64_t Config::*, std::string Config::*, LogLevelField>;
+struct DomainScoresField {};
+using Target = std::variant<bool Config::*, std::int64_t Config::*, std::string Config::*, double Config::*,
+                            std::optional<double> Config::*, LogLevelField, DomainScoresField>;
 
 struct Key {
     const char* name;
@@ -31,6 +35,16 @@ const Key kKeys[] = {
     {"training_data_prefix", &Config::training_data_prefix},
     {"templates_file", &Config::templates_file},
     {"max_line_bytes", &Config::max_line_bytes, 256},
+    {"output_format", &Config::output_format},
+    {"redact_phi", &Config::redact_phi},
+    {"pseudonymize_ids", &Config::pseudonymize_ids},
+    {"pseudonymization_key", &Config::pseudonymization_key},
+    {"pseudonymization_key_id", &Config::pseudonymization_key_id},
+    {"min_quality_score", &Config::min_quality_score},
+    {"min_quality_score_by_domain", DomainScoresField{}},
+    {"validation_fraction", &Config::validation_fraction},
+    {"split_objects", &Config::split_objects},
+    {"write_manifests", &Config::write_manifests},
     {"output_dir", &Config::output_dir},
     {"directory_fsync", &Config::directory_fsync},
     {"dedup_store", &Config::dedup_store},
@@ -96,6 +110,24 @@ void set_int(Config& c, const Key& k, std::int64_t Config::*m, std::int64_t v) {
     c.*m = v;
 }
 
+void set_double(Config& c, const Key& k, double Config::*m, double v) {
+    if (!std::isfinite(v)) throw config_error(k.name, "must be a finite number");
+    c.*m = v;
+}
+
+// {"<health domain>": <number>, ...}
+void set_domain_scores(Config& c, const rapidjson::Value& v, const std::string& where) {
+    if (!v.IsObject()) throw config_error("min_quality_score_by_domain", where + "expected an object, got " + json::type_name(v));
+    std::map<std::string, double> scores;
+    for (auto& m : v.GetObject()) {
+        if (!m.value.IsNumber() || !std::isfinite(m.value.GetDouble())) {
+            throw config_error("min_quality_score_by_domain", where + json::quote(json::view(m.name)) + " must be a number");
+        }
+        scores[std::string(json::view(m.name))] = m.value.GetDouble();
+    }
+    c.min_quality_score_by_domain = std::move(scores);
+}
+
 void apply_json(Config& c, const Key& k, const rapidjson::Value& v) {
     auto wrong = [&](const char* expected) {
         return config_error(k.name, std::string("expected ") + expected + ", got " + json::type_name(v));
@@ -109,6 +141,19 @@ void apply_json(Config& c, const Key& k, const rapidjson::Value& v) {
     } else if (auto* s = std::get_if<std::string Config::*>(&k.target)) {
         if (!v.IsString()) throw wrong("a string");
         c.**s = std::string(json::view(v));
+    } else if (auto* d = std::get_if<double Config::*>(&k.target)) {
+        if (!v.IsNumber()) throw wrong("a number");
+        set_double(c, k, *d, v.GetDouble());
+    } else if (auto* o = std::get_if<std::optional<double> Config::*>(&k.target)) {
+        if (v.IsNull()) {
+            c.**o = std::nullopt;
+        } else {
+            if (!v.IsNumber()) throw wrong("a number or null");
+            if (!std::isfinite(v.GetDouble())) throw config_error(k.name, "must be a finite number");
+            c.**o = v.GetDouble();
+        }
+    } else if (std::holds_alternative<DomainScoresField>(k.target)) {
+        set_domain_scores(c, v, "");
     } else {
         if (!v.IsString()) throw wrong("a string");
         try {
@@ -138,6 +183,25 @@ void apply_text(Config& c, const Key& k, const std::string& text, const std::str
         set_int(c, k, *i, v);
     } else if (auto* s = std::get_if<std::string Config::*>(&k.target)) {
         c.**s = text;
+    } else if (std::holds_alternative<double Config::*>(k.target) ||
+               std::holds_alternative<std::optional<double> Config::*>(k.target)) {
+        char* end = nullptr;
+        errno = 0;
+        const double v = std::strtod(text.c_str(), &end);
+        if (text.empty() || *end != '\0' || errno == ERANGE || !std::isfinite(v)) throw wrong("a number");
+        if (auto* d = std::get_if<double Config::*>(&k.target)) {
+            c.**d = v;
+        } else {
+            c.*std::get<std::optional<double> Config::*>(k.target) = v;
+        }
+    } else if (std::holds_alternative<DomainScoresField>(k.target)) {
+        rapidjson::Document doc;
+        try {
+            json::parse(doc, text, var.c_str(), ErrorCode::Config);
+        } catch (const Error& e) {
+            throw Error(ErrorCode::Config, std::string("environment variable ") + e.what());
+        }
+        set_domain_scores(c, doc, "environment variable " + var + ": ");
     } else {
         try {
             c.log_level = parse_log_level(text);
@@ -254,6 +318,19 @@ void Config::finalize() {
                                                   std::to_string(max_line_bytes) + "), got " +
                                                   std::to_string(spool_max_bytes));
     }
+    one_of("output_format", output_format, {"alpaca", "chat"});
+    if (!(validation_fraction >= 0.0 && validation_fraction <= 1.0)) {
+        throw config_error("validation_fraction", "must be between 0 and 1, got " + std::to_string(validation_fraction));
+    }
+    if (pseudonymize_ids && pseudonymization_key.size() < 16) {
+        // The key itself is never quoted.
+        throw config_error("pseudonymization_key", "required with pseudonymize_ids, at least 16 bytes (got " +
+                                                       std::to_string(pseudonymization_key.size()) + ")");
+    }
+    for (unsigned char ch : pseudonymization_key_id) {
+        if (ch < 0x20 || ch == 0x7F) throw config_error("pseudonymization_key_id", "must not contain control characters");
+    }
+    if (!is_valid_utf8(pseudonymization_key_id)) throw config_error("pseudonymization_key_id", "must be UTF-8");
     if (dedup_db_path.empty()) dedup_db_path = default_dedup_db_path();
     if (spool_dir.empty()) spool_dir = output_dir + "/.spool";
 }

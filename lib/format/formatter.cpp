@@ -4,6 +4,7 @@
 
 #include "common/json.hpp"
 #include "common/sha256.hpp"
+#include "format/redact.hpp"
 #include "training_output/error.hpp"
 #include "training_output/formatter.hpp"
 
@@ -23,6 +24,12 @@ struct ExampleView {
     const rapidjson::Value* clinical_insights = nullptr;  // nullptr = {}
     Clock::time_point timestamp;
 };
+
+std::uint64_t leading_u64(const std::uint8_t* p) {
+    std::uint64_t v = 0;
+    for (int i = 0; i < 8; ++i) v = (v << 8) | p[i];
+    return v;
+}
 
 Error input_error(const std::string& message) { return Error(ErrorCode::InvalidInput, message); }
 
@@ -106,11 +113,88 @@ Sha256 content_hash(std::string_view record_type, std::string_view input, std::s
 
 std::string to_hex(const Sha256& hash) { return crypto::hex(hash.data(), hash.size()); }
 
-TrainingDataFormatter::TrainingDataFormatter(FormatterOptions options, TemplateTable templates)
-    : options_(std::move(options)), templates_(std::move(templates)) {}
+OutputFormat parse_output_format(std::string_view text) {
+    if (text == "alpaca") return OutputFormat::Alpaca;
+    if (text == "chat") return OutputFormat::Chat;
+    throw Error(ErrorCode::Config, "configuration key \"output_format\": expected one of alpaca, chat, got " +
+                                       json::quote(text));
+}
 
-std::string TrainingDataFormatter::instruction_for(std::string_view record_type) const {
-    return render(templates_.lookup(record_type).instruction, record_type, std::nullopt);
+const char* split_for(std::string_view id, double validation_fraction) {
+    if (validation_fraction <= 0) return "train";
+    if (validation_fraction >= 1) return "validation";
+    thread_local crypto::Sha256Stream stream;
+    stream.update("training_output split", 22);  // with its NUL
+    stream.update(id);
+    const crypto::Digest d = stream.finish();
+    // The top 53 bits as a fraction in [0, 1).
+    const double u = static_cast<double>(leading_u64(d.data()) >> 11) / 9007199254740992.0;
+    return u < validation_fraction ? "validation" : "train";
+}
+
+TrainingDataFormatter::TrainingDataFormatter(FormatterOptions options, TemplateTable templates)
+    : options_(std::move(options)), templates_(std::move(templates)) {
+    if (options_.pseudonymize_ids) {
+        if (options_.pseudonymization_key.size() < 16) {
+            throw Error(ErrorCode::Config, "configuration key \"pseudonymization_key\": required with "
+                                           "pseudonymize_ids, at least 16 bytes");
+        }
+        key_id_ = options_.pseudonymization_key_id;
+        if (key_id_.empty()) {
+            // Names the key without revealing it: an HMAC of a fixed label.
+            const crypto::Digest d = crypto::hmac_sha256(options_.pseudonymization_key, "training_output key id");
+            key_id_ = "hmac-" + crypto::hex(d.data(), 4);
+        }
+    }
+    if (!(options_.validation_fraction >= 0 && options_.validation_fraction <= 1)) {
+        throw Error(ErrorCode::Config, "configuration key \"validation_fraction\": must be between 0 and 1");
+    }
+    // What shapes the lines, in one canonical text.
+    rapidjson::StringBuffer buffer;
+    rapidjson::Writer<rapidjson::StringBuffer> w(buffer);
+    w.StartObject();
+    w.Key("schema_version");
+    w.Int(kSchemaVersion);
+    w.Key("include_metadata");
+    w.Bool(options_.include_metadata);
+    w.Key("prefix");
+    w.String(options_.prefix.c_str());
+    w.Key("output_format");
+    w.String(options_.format == OutputFormat::Chat ? "chat" : "alpaca");
+    w.Key("redact_phi");
+    w.Bool(options_.redact_phi);
+    w.Key("pseudonymization_key_id");
+    w.String(key_id_.c_str());
+    w.Key("min_quality_score");
+    if (options_.min_quality_score) w.Double(*options_.min_quality_score); else w.Null();
+    w.Key("min_quality_score_by_domain");
+    w.StartObject();
+    for (const auto& [domain, score] : options_.min_quality_score_by_domain) {
+        w.Key(domain.c_str());
+        w.Double(score);
+    }
+    w.EndObject();
+    w.Key("validation_fraction");
+    w.Double(options_.validation_fraction);
+    w.Key("split_objects");
+    w.Bool(options_.split_objects);
+    w.EndObject();
+    const std::string canonical = std::string(buffer.GetString(), buffer.GetSize()) + templates_.canonical();
+    const crypto::Digest d = crypto::sha256(canonical);
+    fingerprint_ = crypto::hex(d.data(), 8);
+}
+
+std::string TrainingDataFormatter::pseudonym(std::string_view field, std::string_view value) const {
+    std::string data(field);
+    data.push_back('\0');
+    data.append(value);
+    const crypto::Digest d = crypto::hmac_sha256(options_.pseudonymization_key, data);
+    return crypto::hex(d.data(), 16);
+}
+
+std::string TrainingDataFormatter::instruction_for(std::string_view record_type, std::size_t variant) const {
+    const auto& phrasings = templates_.lookup(record_type).instructions;
+    return render(phrasings[variant % phrasings.size()], record_type, std::nullopt);
 }
 
 std::string TrainingDataFormatter::input_for(std::string_view record_type,
@@ -120,41 +204,79 @@ std::string TrainingDataFormatter::input_for(std::string_view record_type,
 
 namespace {
 
-// The input of one (record type, record count) and the start of its lines:
-// {"instruction":"...","input":"..."  Processors write runs of one record
-// type, so each thread keeps the last one it rendered, and uses it again only
-// while the templates it came from are the same.
+// The input of one (record type, record count), JSON-quoted, and the quoted
+// phrasings of its instruction. Processors write runs of one record type, so
+// each thread keeps the last one it rendered, and uses it again only while
+// the template it came from is the same.
 struct RenderedHead {
-    std::string instruction_template, input_template;
+    const Template* source = nullptr;
+    std::vector<std::string> instructions_template;
+    std::string input_template;
     std::string record_type;
     std::optional<std::int64_t> count;
-    std::string input;
-    std::string head;
+    std::string input;                           // rendered
+    std::vector<std::string> quoted_instructions;  // rendered, as JSON strings
+    std::string quoted_input;
 };
 
 const RenderedHead& rendered_head(const TrainingDataFormatter& f, std::string_view record_type,
                                   std::optional<std::int64_t> count) {
     thread_local RenderedHead h;
     const Template& t = f.templates().lookup(record_type);
-    if (h.record_type == record_type && h.count == count && h.instruction_template == t.instruction &&
-        h.input_template == t.input && !h.head.empty()) {
+    if (h.record_type == record_type && h.count == count && h.instructions_template == t.instructions &&
+        h.input_template == t.input && !h.quoted_input.empty()) {
         return h;
     }
-    h.head.clear();  // not valid until complete
-    h.instruction_template = t.instruction;
+    h.quoted_input.clear();  // not valid until complete
+    h.instructions_template = t.instructions;
     h.input_template = t.input;
     h.record_type = std::string(record_type);
     h.count = count;
     h.input = render(t.input, record_type, count);
-    std::string head = "{\"instruction\":";
-    json::append_quoted(head, render(t.instruction, record_type, std::nullopt));
-    head += ",\"input\":";
-    json::append_quoted(head, h.input);
-    h.head = std::move(head);
+    h.quoted_instructions.clear();
+    for (const auto& i : t.instructions) {
+        std::string q;
+        json::append_quoted(q, render(i, record_type, std::nullopt));
+        h.quoted_instructions.push_back(std::move(q));
+    }
+    std::string q;
+    json::append_quoted(q, h.input);
+    h.quoted_input = std::move(q);
     return h;
 }
 
+// RapidJSON's Writer, with every string value redacted on its way out
+// (member names are kept: they are the processor's schema, not the patient's).
+class RedactingWriter : public rapidjson::Writer<rapidjson::StringBuffer> {
+public:
+    RedactingWriter(rapidjson::StringBuffer& out, RedactionCounts& counts) : Writer(out), counts_(counts) {}
+    bool String(const char* s, rapidjson::SizeType n, bool copy = false) {
+        (void)copy;
+        scratch_.clear();
+        const RedactionCounts c = redact_phi(std::string_view(s, n), scratch_);
+        for (int i = 0; i < kPhiTypeCount; ++i) counts_.by_type[i] += c.by_type[i];
+        return Writer::String(scratch_.data(), static_cast<rapidjson::SizeType>(scratch_.size()), true);
+    }
+
+private:
+    RedactionCounts& counts_;
+    std::string scratch_;
+};
+
+void put_int(std::string& line, std::int64_t v) {
+    char buf[24];
+    line.append(buf, static_cast<std::size_t>(rapidjson::internal::i64toa(v, buf) - buf));
+}
+
+// The threshold that applies to `domain`, if any.
+std::optional<double> quality_threshold(const FormatterOptions& o, std::string_view domain) {
+    auto it = o.min_quality_score_by_domain.find(domain);
+    if (it != o.min_quality_score_by_domain.end()) return it->second;
+    return o.min_quality_score;
+}
+
 TrainingExample build(const TrainingDataFormatter& f, const ExampleView& v) {
+    const FormatterOptions& o = f.options();
     TrainingExample ex;
     ex.record_type = std::string(v.record_type);
     if (v.narrative.empty()) {
@@ -162,59 +284,148 @@ TrainingExample build(const TrainingDataFormatter& f, const ExampleView& v) {
         return ex;
     }
     ex.health_domain = std::string(health_domain_for(v.record_type));
-    ex.object_key = object_key_for(f.options().prefix, ex.health_domain, v.timestamp);
-    const RenderedHead& head = rendered_head(f, v.record_type, v.record_count);
-    ex.content_hash = content_hash(v.record_type, head.input, v.narrative);
+    if (auto threshold = quality_threshold(o, ex.health_domain)) {
+        if (!v.quality_score) {
+            ex.skip_reason = "no_quality_score";
+            return ex;
+        }
+        if (*v.quality_score < *threshold) {
+            ex.skip_reason = "low_quality";
+            return ex;
+        }
+    }
 
-    // instruction, input and output by hand (they are most of the line and
-    // need only string escaping); the metadata through RapidJSON.
+    // Redaction fails closed: an example it could not run on is not written.
+    RedactionCounts redacted;
+    thread_local std::string redacted_narrative;
+    thread_local rapidjson::StringBuffer insights;  // keeps its memory from line to line
+    insights.Clear();
+    std::string_view narrative = v.narrative;
+    try {
+        if (o.redact_phi) {
+            redacted_narrative.clear();
+            redacted = redact_phi(v.narrative, redacted_narrative);
+            narrative = redacted_narrative;
+        }
+        if (o.include_metadata && v.clinical_insights) {
+            bool ok;
+            if (o.redact_phi) {
+                RedactingWriter w(insights, redacted);
+                ok = v.clinical_insights->Accept(w);
+            } else {
+                rapidjson::Writer<rapidjson::StringBuffer> w(insights);
+                ok = v.clinical_insights->Accept(w);
+            }
+            if (!ok) throw input_error("result.clinical_insights cannot be written as JSON");
+        }
+    } catch (const Error&) {
+        throw;
+    } catch (const std::bad_alloc&) {
+        throw;
+    } catch (const std::exception&) {
+        ex.skip_reason = "redaction_failed";
+        return ex;
+    }
+    ex.redactions = redacted.total();
+
+    const std::string user_pseudonym = o.pseudonymize_ids && v.user_id ? f.pseudonym("user_id", *v.user_id) : "";
+    const RenderedHead& head = rendered_head(f, v.record_type, v.record_count);
+    ex.content_hash = content_hash(v.record_type, head.input, narrative);
+    const std::string hash_hex = to_hex(ex.content_hash);
+    // The split follows the user (never the pseudonym: a new key must not
+    // move a user to the other split); without a user, the content.
+    ex.split = split_for(v.user_id ? *v.user_id : std::string_view(hash_hex), o.validation_fraction);
+    const std::string prefix =
+        o.split_objects ? (o.prefix.empty() ? ex.split : o.prefix + "/" + ex.split) : o.prefix;
+    ex.object_key = object_key_for(prefix, ex.health_domain, v.timestamp);
+    const std::size_t variant =
+        static_cast<std::size_t>(leading_u64(ex.content_hash.data()) % head.quoted_instructions.size());
+    const std::string& instruction = head.quoted_instructions[variant];
+
+    // The text by hand (it is most of the line and needs only string
+    // escaping), written as RapidJSON's Writer writes it (the same escaping,
+    // dtoa and itoa); the clinical insights, any JSON value, through it.
     std::string& line = ex.line;
-    line.reserve(head.head.size() + v.narrative.size() + 704);
-    line += head.head;
-    const std::size_t head_end = line.size();
-    line += ",\"output\":";
-    json::append_quoted(line, v.narrative);  // checked by finish_view()
-    const std::size_t output_end = line.size();
-    if (f.options().include_metadata) {
-        // Written as RapidJSON's Writer writes it (the same escaping, dtoa
-        // and itoa), without going through it byte by byte; the clinical
-        // insights, any JSON value, through it.
-        line += ",\"metadata\":{\"record_type\":";
+    line.reserve(instruction.size() + head.quoted_input.size() + narrative.size() + 1024);
+    std::size_t head_end, output_end;
+    if (o.format == OutputFormat::Chat) {
+        line += "{\"messages\":[{\"role\":\"system\",\"content\":";
+        line += instruction;
+        line += "},{\"role\":\"user\",\"content\":";
+        line += head.quoted_input;
+        line += "},{\"role\":\"assistant\",\"content\":";
+        head_end = line.size();
+        json::append_quoted(line, narrative);
+        output_end = line.size();
+        line += "}]";
+    } else {
+        line += "{\"instruction\":";
+        line += instruction;
+        line += ",\"input\":";
+        line += head.quoted_input;
+        line += ",\"output\":";
+        head_end = line.size();
+        json::append_quoted(line, narrative);
+        output_end = line.size();
+    }
+    if (o.include_metadata) {
+        auto put_id = [&](const std::optional<std::string_view>& id, const char* field) {
+            if (!id) {
+                line += "null";
+            } else if (o.pseudonymize_ids) {
+                line.push_back('"');
+                line += field == std::string_view("user_id") ? user_pseudonym : f.pseudonym(field, *id);
+                line.push_back('"');
+            } else {
+                json::append_quoted(line, *id);
+            }
+        };
+        line += ",\"metadata\":{\"schema_version\":";
+        put_int(line, kSchemaVersion);
+        line += ",\"record_type\":";
         json::append_quoted(line, v.record_type);
-        line += ",\"user_id\":";
-        put_optional(line, v.user_id);
+        line += ",\"health_domain\":";
+        json::append_quoted(line, ex.health_domain);
+        line += ",\"split\":\"";
+        line += ex.split;
+        line += "\",\"user_id\":";
+        put_id(v.user_id, "user_id");
         line += ",\"correlation_id\":";
-        put_optional(line, v.correlation_id);
+        put_id(v.correlation_id, "correlation_id");
+        line += ",\"pseudonymization_key_id\":";
+        json::append_quoted(line, f.key_id());
         line += ",\"processing_timestamp\":\"";
-        line += format_iso8601(v.timestamp);
+        line += format_iso8601(v.timestamp, true);
         line += "\",\"source_bucket\":";
         put_optional(line, v.bucket);
         line += ",\"source_key\":";
-        put_optional(line, v.key);
+        put_id(v.key, "source_key");
         line += ",\"quality_score\":";
         put_optional(line, v.quality_score);
         line += ",\"record_count\":";
-        if (v.record_count) {
-            char buf[24];
-            line.append(buf, static_cast<std::size_t>(rapidjson::internal::i64toa(*v.record_count, buf) - buf));
-        } else {
-            line += "null";
-        }
+        if (v.record_count) put_int(line, *v.record_count); else line += "null";
         line += ",\"processing_duration_seconds\":";
         put_optional(line, v.processing_time_seconds);
         line += ",\"clinical_insights\":";
-        if (v.clinical_insights) {
-            thread_local rapidjson::StringBuffer buffer;  // keeps its memory from line to line
-            buffer.Clear();
-            rapidjson::Writer<rapidjson::StringBuffer> w(buffer);
-            if (!v.clinical_insights->Accept(w)) throw input_error("result.clinical_insights cannot be written as JSON");
-            line.append(buffer.GetString(), buffer.GetSize());
-        } else {
-            line += "{}";
+        json::append_quoted(line, v.clinical_insights ? std::string_view(insights.GetString(), insights.GetSize())
+                                                      : std::string_view("{}"));
+        line += ",\"instruction_variant\":";
+        put_int(line, static_cast<std::int64_t>(variant));
+        line += ",\"phi_redacted\":";
+        line += o.redact_phi ? "true" : "false";
+        line += ",\"redactions\":{";
+        for (int i = 0; i < kPhiTypeCount; ++i) {
+            if (i) line.push_back(',');
+            line.push_back('"');
+            line += phi_type_name(static_cast<PhiType>(i));
+            line += "\":";
+            put_int(line, redacted.by_type[static_cast<std::size_t>(i)]);
         }
-        line += ",\"health_domain\":";
-        json::append_quoted(line, ex.health_domain);
-        line.push_back('}');
+        line += "},\"content_hash\":\"";
+        line += hash_hex;
+        line += "\",\"config_fingerprint\":\"";
+        line += f.fingerprint();
+        line += "\"}";
     }
     line += "}\n";
     // RapidJSON 1.1.0 accepts a lone low surrogate escape ("\\udc00") and

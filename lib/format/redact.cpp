@@ -6,7 +6,9 @@
 // sequences are never cut.
 #include "format/redact.hpp"
 
+#include <algorithm>
 #include <cstddef>
+#include <iterator>
 #include <cstring>
 #include <stdexcept>
 
@@ -79,16 +81,16 @@ struct Match {
     PhiType type = PhiType::Email;
 };
 
-bool in_list(std::string_view w, const char* const* list, size_t count) {
+bool in_list(std::string_view w, const std::string_view* list, size_t count) {
     for (size_t k = 0; k < count; ++k)
         if (w == list[k]) return true;
     return false;
 }
 
 template <size_t N>
-bool in_list(std::string_view w, const char* const (&list)[N]) { return in_list(w, list, N); }
+bool in_list(std::string_view w, const std::string_view (&list)[N]) { return in_list(w, list, N); }
 
-const char* const kUnits[] = {
+constexpr std::string_view kUnits[] = {
     "mg", "dl", "mmol", "bpm", "ms", "msec", "step", "steps", "kcal", "cal", "calories", "hours", "hour",
     "hrs", "hr", "h", "minutes", "minute", "min", "mins", "m", "seconds", "second", "sec", "secs", "s",
     "c", "f", "degrees", "degree", "kg", "lb", "lbs", "mmhg", "nights", "night", "days", "day", "readings",
@@ -96,31 +98,56 @@ const char* const kUnits[] = {
     "weeks", "week", "months", "month", "years", "year", "percent", "breaths", "rpm", "mcg", "meq", "kj",
     "episodes", "events", "awakenings", "cm", "mm", "ft"};
 
-const char* const kTlds[] = {"com", "org", "net", "edu", "gov", "io", "health", "info", "us", "uk", "ca",
+constexpr std::string_view kTlds[] = {"com", "org", "net", "edu", "gov", "io", "health", "info", "us", "uk", "ca",
                              "de", "fr", "au", "biz", "app", "dev", "care", "clinic", "co", "mil", "eu",
                              "nl", "ch", "jp", "cn", "br"};
 
-const char* const kMonths[] = {"january", "february", "march", "april", "may", "june", "july", "august",
+constexpr std::string_view kMonths[] = {"january", "february", "march", "april", "may", "june", "july", "august",
                                "september", "october", "november", "december"};
-const char* const kMonthAbbrevs[] = {"jan", "feb", "mar", "apr", "may", "jun", "jul", "aug",
+constexpr std::string_view kMonthAbbrevs[] = {"jan", "feb", "mar", "apr", "may", "jun", "jul", "aug",
                                      "sep", "oct", "nov", "dec", "sept"};
 
-const char* const kStates[] = {"AL", "AK", "AZ", "AR", "CA", "CO", "CT", "DE", "FL", "GA", "HI", "ID", "IL",
+constexpr std::string_view kStates[] = {"AL", "AK", "AZ", "AR", "CA", "CO", "CT", "DE", "FL", "GA", "HI", "ID", "IL",
                                "IN", "IA", "KS", "KY", "LA", "ME", "MD", "MA", "MI", "MN", "MS", "MO", "MT",
                                "NE", "NV", "NH", "NJ", "NM", "NY", "NC", "ND", "OH", "OK", "OR", "PA", "RI",
                                "SC", "SD", "TN", "TX", "UT", "VT", "VA", "WA", "WV", "WI", "WY", "DC", "PR"};
 
-const char* const kStreetSuffixes[] = {
+constexpr std::string_view kStreetSuffixes[] = {
     "street", "st", "avenue", "ave", "av", "road", "rd", "boulevard", "blvd", "drive", "dr", "lane", "ln",
     "way", "court", "ct", "place", "pl", "terrace", "ter", "parkway", "pkwy", "highway", "hwy", "circle",
     "cir", "square", "sq", "trail", "trl", "plaza", "crescent", "close", "row", "alley", "pike", "loop"};
 
-const char* const kDirections[] = {"n", "s", "e", "w", "ne", "nw", "se", "sw", "north", "south", "east", "west"};
+constexpr std::string_view kDirections[] = {"n", "s", "e", "w", "ne", "nw", "se", "sw", "north", "south", "east", "west"};
 
-const char* const kUnitWords[] = {"apt", "apartment", "suite", "ste", "unit", "rm", "room", "fl", "floor", "bldg"};
+constexpr std::string_view kUnitWords[] = {"apt", "apartment", "suite", "ste", "unit", "rm", "room", "fl", "floor", "bldg"};
+
+// The words cue() and name() start at, lowercased (sorted).
+constexpr std::string_view kCues[] = {
+    "accompanied", "account", "acct", "attended", "call", "cardiologist", "cell", "cellphone", "chart",
+    "clinician", "contact", "contacted", "device", "dietitian", "endocrinologist", "fax", "hospital",
+    "imei", "medical", "mobile", "mr", "mrn", "mrno", "name", "nurse", "pager", "patient", "phone",
+    "physician", "postal", "postcode", "provider", "record", "referred", "reviewed", "s", "seen",
+    "serial", "signed", "social", "ss", "ssn", "surgeon", "tel", "telephone", "therapist", "udi", "zip",
+    "zipcode"};
+
+// Whether `w` (lowercase ASCII letters) is one of kCues: most words are
+// turned away by their first two letters and their length, without a compare.
+bool is_cue(std::string_view w) {
+    struct Index {
+        std::uint64_t lengths[27][27] = {};  // bit n: a cue of n letters starts with these two
+        Index() {
+            for (auto c : kCues) lengths[slot(c, 0)][slot(c, 1)] |= std::uint64_t(1) << c.size();
+        }
+        static int slot(std::string_view w, size_t k) { return k < w.size() ? w[k] - 'a' : 26; }
+    };
+    static const Index index;
+    if (w.empty() || w.size() > 63) return false;
+    if (!(index.lengths[Index::slot(w, 0)][Index::slot(w, 1)] >> w.size() & 1)) return false;
+    return std::binary_search(std::begin(kCues), std::end(kCues), w);
+}
 
 // Capitalized words that follow a name cue without being a name.
-const char* const kNotNames[] = {
+constexpr std::string_view kNotNames[] = {
     "dr", "mr", "mrs", "ms", "mx", "miss", "nurse", "doctor", "patient", "prof", "name", "the", "a", "an",
     "this", "that", "these", "those", "his", "her", "their", "he", "she", "they", "it", "we", "and", "or",
     "but", "with", "without", "on", "in", "at", "to", "for", "from", "of", "by", "as", "is", "was", "has",
@@ -150,6 +177,7 @@ public:
     bool match(size_t i, Match& m) {
         const unsigned char c = s_[i];
         if (c == '+' || c == '(') return phone_shape(i, m);
+        if (plain_word(i) || plain_number(i)) return false;
         if (is_digit(c)) {
             return email(i, m) || ipv4(i, m) || ipv6(i, m) || date_iso(i, m) || date_numeric(i, m) ||
                    date_day_first(i, m) || ssn_shape(i, m) || phone_shape(i, m) || address(i, m) ||
@@ -162,6 +190,63 @@ public:
     size_t last_address_end = static_cast<size_t>(-1);
 
 private:
+    // Most words and numbers are ones no matcher can start at; they are told
+    // apart by what follows them, before any matcher runs.
+    //
+    // A word of lowercase letters (or a capital and lowercase letters) that is
+    // no cue of cue() or name() and no month, followed by a space or
+    // punctuation that no address, domain, email, IPv6 address or URL has
+    // after its first word.
+    bool plain_word(size_t i) const {
+        if (!is_alpha(s_[i])) return false;
+        size_t e = i + 1;
+        while (e < n_ && is_lower(s_[e])) ++e;
+        if (e - i > kMaxWord) return false;
+        switch (at(e)) {
+            case 0: case ' ': case ',': case ';': case ')': case '!': case '?': case '"': case '\n': case '\t':
+            case '\r':
+                break;
+            case '.':  // the end of a sentence, not a domain or an email's local part
+                if (at(e + 1) == 0 || at(e + 1) == ' ' || at(e + 1) == '\n') break;
+                return false;
+            default:
+                return false;
+        }
+        char buf[kMaxWord + 1];
+        const std::string_view w = is_lower(s_[i]) ? std::string_view(reinterpret_cast<const char*>(s_ + i), e - i)
+                                                   : lower_word(i, e, buf);
+
+        if (is_cue(w)) return false;
+        if (is_upper(s_[i])) {
+            // Titles (name()) and months (dates) are capitalized.
+            static const std::string_view kCapitalized[] = {"doctor", "dr", "drs", "messrs", "miss", "mr", "mrs",
+                                                            "ms", "mx", "prof", "pt"};
+            if (std::binary_search(std::begin(kCapitalized), std::end(kCapitalized), w)) return false;
+            if (in_list(w, kMonths) || in_list(w, kMonthAbbrevs)) return false;
+        }
+        return true;
+    }
+    // A number followed by punctuation, or by a space and a lowercase word (a
+    // unit, "of", ...): no date, phone number, SSN, address, IP address or
+    // email starts there. A ZIP code right after an address is left to its matcher.
+    bool plain_number(size_t i) const {
+        if (!is_digit(s_[i])) return false;
+        if (last_address_end != static_cast<size_t>(-1) && i >= last_address_end && i - last_address_end <= 3) {
+            return false;
+        }
+        size_t e = i;
+        while (e < n_ && is_digit(s_[e])) ++e;
+        switch (at(e)) {
+            case 0: case ',': case ';': case ')': case '%': case '!': case '?': case '"': case '\n': case '\t':
+            case '\r':
+                return true;
+            case ' ':
+                return is_lower(at(e + 1)) && !(at(e + 1) == 'o' && at(e + 2) == 'f');  // "3 of March"? kept whole
+            default:
+                return false;
+        }
+    }
+
     const unsigned char* s_;
     size_t n_;
     // Memos that keep the email and domain scans linear: the run scanned from

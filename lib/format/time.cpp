@@ -168,7 +168,7 @@ void put_year_month(std::string& out, const UtcParts& p, char sep) {
 
 }  // namespace
 
-std::string format_iso8601(std::chrono::system_clock::time_point when) {
+std::string format_iso8601(std::chrono::system_clock::time_point when, bool always_micros) {
     const UtcParts p = split(when);
     std::string out;
     out.reserve(27);
@@ -181,7 +181,7 @@ std::string format_iso8601(std::chrono::system_clock::time_point when) {
     put_digits(out, p.minute, 2);
     out.push_back(':');
     put_digits(out, p.second, 2);
-    if (p.micros != 0) {
+    if (p.micros != 0 || always_micros) {
         out.push_back('.');
         put_digits(out, p.micros, 6);
     }

@@ -1,9 +1,6 @@
 // AWS Signature Version 4 for S3 (header signing, single-chunk payloads).
 #include "training_output/sigv4.hpp"
 
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
-
 #include <algorithm>
 #include <array>
 #include <cstdint>
@@ -20,16 +17,7 @@ constexpr const char* kEmptySha256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e464
 
 using Mac = std::array<std::uint8_t, 32>;
 
-Mac hmac(std::string_view key, std::string_view data) {
-    Mac out{};
-    unsigned int len = 0;
-    if (!HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
-              reinterpret_cast<const unsigned char*>(data.data()), data.size(), out.data(), &len) ||
-        len != out.size()) {
-        throw Error(ErrorCode::Internal, "OpenSSL: HMAC-SHA256 failed");
-    }
-    return out;
-}
+Mac hmac(std::string_view key, std::string_view data) { return crypto::hmac_sha256(key, data); }
 
 std::string_view as_view(const Mac& mac) {
     return {reinterpret_cast<const char*>(mac.data()), mac.size()};

@@ -462,6 +462,9 @@ void Flusher::confirm(Spool& spool, Batch& b, std::string& bytes, std::vector<st
 
 bool Flusher::append_batch(Spool& spool, Batch& b, bool& found_landed, bool& contended) {
     if (b.spool.id == 0) b.spool.id = spool.new_batch_id();
+    const bool complete_at_start = b.complete;  // every line its INTENT names is here
+    const std::uint64_t written_at_start = b.written_bytes;
+    LandedBatch where;
     std::string bytes;
     bytes.reserve(b.bytes);
     std::vector<std::string> keys;
@@ -476,6 +479,11 @@ bool Flusher::append_batch(Spool& spool, Batch& b, bool& found_landed, bool& con
         if (l == Landed::Unknown) throw Error(ErrorCode::Storage, "cannot tell whether a batch landed");
         landed = l == Landed::Yes;
         found_landed = landed;
+        if (landed) {
+            where.batch_object = batch_objects::is_intent(*b.intent);
+            where.key = where.batch_object ? b.intent->etag : b.spool.object_key;
+            where.offset = where.batch_object ? 0 : b.intent->size;
+        }
         if (landed) crash_point("flusher.after_check");
         if (l == Landed::NotYet) undecided = UndecidedWrite{*b.intent, b.written_bytes, b.written_crc};
     }
@@ -524,14 +532,16 @@ bool Flusher::append_batch(Spool& spool, Batch& b, bool& found_landed, bool& con
         };
         // A batch object keeps its name (its INTENT's) until it landed.
         const bool as_object = undecided ? batch_objects::is_intent(undecided->intent) : options_.batch_objects;
-        AppendResult r =
-            as_object ? batches_.land(b.spool.object_key,
-                                      undecided ? undecided->intent.etag
-                                                : batch_objects::key(b.spool.object_key, spool.id(),
-                                                                     b.spool.lines.front().seq),
-                                      bytes, before_write, &left)
-                      : appender_.append(b.spool.object_key, bytes, before_write, undecided, &left);
+        const std::string batch_key =
+            !as_object ? std::string()
+            : undecided ? undecided->intent.etag
+                        : batch_objects::key(b.spool.object_key, spool.id(), b.spool.lines.front().seq);
+        AppendResult r = as_object ? batches_.land(b.spool.object_key, batch_key, bytes, before_write, &left)
+                                   : appender_.append(b.spool.object_key, bytes, before_write, undecided, &left);
         found_landed = r.found_landed;
+        where.batch_object = as_object;
+        where.key = as_object ? batch_key : b.spool.object_key;
+        where.offset = as_object ? 0 : r.offset;
         contended = r.contended;
         crash_point("flusher.after_land");
     }
@@ -546,6 +556,15 @@ bool Flusher::append_batch(Spool& spool, Batch& b, bool& found_landed, bool& con
     crash_point("flusher.after_commit");
     spool.record_done(b.spool, committed ? std::vector<std::string>() : commit_keys);
     crash_point("flusher.after_done");
+    if (options_.on_landed) {
+        // What landed is the batch as its INTENT recorded it: the bytes at
+        // hand, unless lines of it were missing from an adopted spool.
+        const bool exact = complete_at_start || !found_landed;
+        where.size = exact ? bytes.size() : written_at_start;
+        where.bytes = exact ? std::string_view(bytes) : std::string_view();
+        where.lines = b.spool.lines.size();
+        options_.on_landed(where);
+    }
     if (!committed) {
         std::lock_guard<std::mutex> lock(mutex_);
         stats_.pending_commits += commit_keys.size();

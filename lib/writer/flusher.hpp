@@ -44,6 +44,17 @@
 
 namespace training_output {
 
+// A batch that landed (and whose DONE is recorded), for the writer's
+// manifests and delivery notifications.
+struct LandedBatch {
+    std::string key;             // where it landed: the monthly file, or its batch object
+    std::uint64_t offset = 0;    // where it starts there
+    std::uint64_t size = 0;      // its bytes
+    std::string_view bytes;      // exactly them, or empty when not at hand
+    std::size_t lines = 0;
+    bool batch_object = false;   // s3_append_mode=batches: its own object, folded later
+};
+
 struct FlusherOptions {
     std::uint64_t max_bytes = 8u << 20;
     std::chrono::milliseconds interval{5000};
@@ -59,6 +70,11 @@ struct FlusherOptions {
     // s3_append_mode=batches: each batch is written as its own object
     // (BatchObjects), folded into the key's object by compactions.
     bool batch_objects = false;
+    // Called on the flusher's thread once per batch that landed, after its
+    // DONE: never for one that did not, never twice for one (a batch a dead
+    // writer landed without recording its DONE is reported by its adopter).
+    // Must not throw.
+    std::function<void(const LandedBatch&)> on_landed;
 };
 
 struct FlusherStats {

@@ -16,6 +16,7 @@
 #include "training_output/directory_sink.hpp"
 #include "training_output/object_appender.hpp"
 #include "training_output/spool.hpp"
+#include "manifest/manifest.hpp"
 #include "writer/compactor.hpp"
 #include "writer/flusher.hpp"
 
@@ -83,6 +84,22 @@ AppendOptions append_options(const Config& c) {
     return o;
 }
 
+FormatterOptions formatter_options(const Config& c) {
+    FormatterOptions o;
+    o.include_metadata = c.include_training_metadata;
+    o.prefix = c.training_data_prefix;
+    o.format = parse_output_format(c.output_format);
+    o.redact_phi = c.redact_phi;
+    o.pseudonymize_ids = c.pseudonymize_ids;
+    o.pseudonymization_key = c.pseudonymization_key;
+    o.pseudonymization_key_id = c.pseudonymization_key_id;
+    o.min_quality_score = c.min_quality_score;
+    o.min_quality_score_by_domain.insert(c.min_quality_score_by_domain.begin(), c.min_quality_score_by_domain.end());
+    o.validation_fraction = c.validation_fraction;
+    o.split_objects = c.split_objects;
+    return o;
+}
+
 SpoolOptions spool_options(const Config& c) {
     SpoolOptions o;
     o.dir = c.spool_dir;
@@ -93,6 +110,8 @@ SpoolOptions spool_options(const Config& c) {
     o.block_timeout = std::chrono::milliseconds(c.spool_block_timeout_ms);
     return o;
 }
+
+thread_local const char* t_last_skip_reason = "";
 
 // Counts the fork()s of this process, as seen by each child: a writer opened
 // before the count changed belongs to another process.
@@ -116,7 +135,10 @@ struct TrainingOutput::Impl {
     std::unique_ptr<S3Sink> sink;
     std::unique_ptr<TrainingDeduplicator> dedup;
     std::unique_ptr<ObjectAppender> appender;
+    std::unique_ptr<Manifests> manifests;  // write_manifests
     std::unique_ptr<BatchObjects> batches;
+    std::mutex delivery_mutex;
+    DeliveryCallback delivery_callback;
     std::unique_ptr<Spool> spool;
     std::unique_ptr<Flusher> flusher;
     std::unique_ptr<Compactor> compactor;  // batches mode
@@ -127,6 +149,8 @@ struct TrainingOutput::Impl {
     const std::uint64_t fork_generation_at_open = fork_generation();
 
     std::atomic<std::uint64_t> written{0}, duplicates{0}, held_elsewhere{0}, skipped{0}, disabled{0}, errors{0};
+    std::atomic<std::uint64_t> skipped_empty{0}, skipped_low_quality{0}, skipped_no_quality{0},
+        skipped_redaction_failed{0}, redactions{0};
 
     // A writer is its opening process's: a child after fork() would write
     // into the parent's spool through the mappings it inherited.
@@ -156,7 +180,7 @@ struct TrainingOutput::Impl {
     Impl(Config c, WriterComponents components)
         : config((c.finalize(), std::move(c))),
           logger(config.log_level),
-          formatter(FormatterOptions{config.include_training_metadata, config.training_data_prefix},
+          formatter(formatter_options(config),
                     config.templates_file.empty() ? TemplateTable::builtin()
                                                   : TemplateTable::from_file_over_builtin(config.templates_file)) {
         if (!config.enable_training_output) {
@@ -167,6 +191,7 @@ struct TrainingOutput::Impl {
             throw Error(ErrorCode::Config, "configuration key \"s3_append_mode\": batches needs an S3 store "
                                            "(s3_endpoint_url); a local directory is appended to in place");
         }
+        delivery_callback = std::move(components.on_delivery);
         sink = components.sink ? std::move(components.sink) : open_sink(config, logger);
         auto store = components.dedup_store ? std::move(components.dedup_store) : open_store(config, logger);
         DeduplicatorOptions d;
@@ -176,8 +201,17 @@ struct TrainingOutput::Impl {
         const char* store_kind = store->kind();
         dedup = std::make_unique<TrainingDeduplicator>(std::move(store), d, &logger);
         appender = std::make_unique<ObjectAppender>(*sink, append_options(config), &logger);
+        if (config.write_manifests) {
+            ManifestOptions mo;
+            mo.library_version = tdo_version_string();
+            mo.attributes = append_options(config).attributes;
+            manifests = std::make_unique<Manifests>(*sink, mo, &logger);
+        }
         BatchObjectsOptions bo;
         bo.attributes = append_options(config).attributes;
+        bo.on_fold = [this](const std::string& month_key, std::uint64_t end, std::string_view body) {
+            if (manifests) manifests->advance(month_key, end, body);
+        };
         bo.compaction_max_bytes = static_cast<std::uint64_t>(config.s3_compaction_max_bytes);
         batches = std::make_unique<BatchObjects>(*sink, *appender, bo, &logger);
         const bool batch_mode = config.s3_append_mode == "batches";
@@ -188,6 +222,7 @@ struct TrainingOutput::Impl {
         f.timeout = std::chrono::milliseconds(config.flush_timeout_ms);
         f.hurry_bytes = static_cast<std::uint64_t>(config.spool_max_bytes) / 2;
         f.adopt_max_bytes = static_cast<std::uint64_t>(config.spool_max_bytes);
+        f.on_landed = [this](const LandedBatch& l) { landed(l); };
         const SpoolOptions so = spool_options(config);
         spool = Spool::create(so, &logger);
         // Registered before its first claim: its claims are held while it lives.
@@ -209,8 +244,33 @@ struct TrainingOutput::Impl {
                     {"include_metadata", config.include_training_metadata}});
     }
 
+    // A batch landed: its manifest first, then the host's callback.
+    void landed(const LandedBatch& l) noexcept {
+        try {
+            Delivery d;
+            d.object_key = l.key;
+            d.lines = l.lines;
+            d.bytes = l.size;
+            d.object_size = l.offset + l.size;
+            if (manifests && !l.batch_object) d.manifest_version = manifests->advance(l.key, l.offset + l.size, l.bytes);
+            DeliveryCallback callback;
+            {
+                std::lock_guard<std::mutex> lock(delivery_mutex);
+                callback = delivery_callback;
+            }
+            if (callback) callback(d);
+        } catch (const std::exception& e) {
+            logger.log(LogLevel::Error, "training_output_delivery_callback_failed",
+                       {{"object_key", l.key}, {"error", e.what()}});
+        } catch (...) {
+            logger.log(LogLevel::Error, "training_output_delivery_callback_failed",
+                       {{"object_key", l.key}, {"error", "an exception that is not a std::exception"}});
+        }
+    }
+
     template <class FormatFn>
     Outcome generate(FormatFn&& format) {
+        t_last_skip_reason = "";
         check_process();
         Call call(*this);
         if (!config.enable_training_output) {
@@ -232,8 +292,22 @@ struct TrainingOutput::Impl {
         }
         if (ex.skipped()) {
             skipped.fetch_add(1, std::memory_order_relaxed);
-            logger.log(LogLevel::Info, "training_output_skipped",
-                       {{"record_type", ex.record_type}, {"reason", ex.skip_reason}});
+            const struct {
+                const char* reason;
+                std::atomic<std::uint64_t>* counter;
+            } reasons[] = {{"empty_narrative", &skipped_empty},
+                           {"low_quality", &skipped_low_quality},
+                           {"no_quality_score", &skipped_no_quality},
+                           {"redaction_failed", &skipped_redaction_failed}};
+            for (const auto& r : reasons) {
+                if (ex.skip_reason == r.reason) {
+                    r.counter->fetch_add(1, std::memory_order_relaxed);
+                    t_last_skip_reason = r.reason;
+                }
+            }
+            // An example that could not be redacted is a failure to look at.
+            logger.log(ex.skip_reason == "redaction_failed" ? LogLevel::Error : LogLevel::Info,
+                       "training_output_skipped", {{"record_type", ex.record_type}, {"reason", ex.skip_reason}});
             return Outcome::Skipped;
         }
 
@@ -281,6 +355,7 @@ struct TrainingOutput::Impl {
                                                                : Flusher::LineState::Unconfirmed,
                         epoch);
         written.fetch_add(1, std::memory_order_relaxed);
+        redactions.fetch_add(ex.redactions, std::memory_order_relaxed);
         logger.log(LogLevel::Info, "training_output_generated",
                    {{"record_type", ex.record_type},
                     {"health_domain", ex.health_domain},
@@ -366,6 +441,11 @@ WriterStats TrainingOutput::stats() const {
     s.duplicates = impl_->duplicates.load();
     s.held_elsewhere = impl_->held_elsewhere.load();
     s.skipped = impl_->skipped.load();
+    s.skipped_empty_narrative = impl_->skipped_empty.load();
+    s.skipped_low_quality = impl_->skipped_low_quality.load();
+    s.skipped_no_quality_score = impl_->skipped_no_quality.load();
+    s.skipped_redaction_failed = impl_->skipped_redaction_failed.load();
+    s.redactions = impl_->redactions.load();
     s.disabled = impl_->disabled.load();
     s.errors = impl_->errors.load();
     s.dedup_store_errors = impl_->dedup ? impl_->dedup->store_errors() : 0;
@@ -401,6 +481,11 @@ std::string TrainingOutput::stats_json() const {
         {"duplicates", s.duplicates},
         {"held_elsewhere", s.held_elsewhere},
         {"skipped", s.skipped},
+        {"skipped_empty_narrative", s.skipped_empty_narrative},
+        {"skipped_low_quality", s.skipped_low_quality},
+        {"skipped_no_quality_score", s.skipped_no_quality_score},
+        {"skipped_redaction_failed", s.skipped_redaction_failed},
+        {"redactions", s.redactions},
         {"disabled", s.disabled},
         {"errors", s.errors},
         {"dedup_store_errors", s.dedup_store_errors},
@@ -429,5 +514,14 @@ std::string TrainingOutput::stats_json() const {
 }
 
 const Config& TrainingOutput::config() const { return impl_->config; }
+
+const char* TrainingOutput::last_skip_reason() noexcept { return t_last_skip_reason; }
+
+void TrainingOutput::set_delivery_callback(DeliveryCallback callback) {
+    if (!impl_) throw Error(ErrorCode::Forked, "this writer was opened in another process (before a fork())");
+    impl_->check_process();
+    std::lock_guard<std::mutex> lock(impl_->delivery_mutex);
+    impl_->delivery_callback = std::move(callback);
+}
 
 }  // namespace training_output

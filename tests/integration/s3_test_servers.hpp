@@ -13,6 +13,7 @@
 #include <string>
 
 #include "append/batch_objects.hpp"
+#include "manifest/manifest.hpp"
 #include "training_output/curl_s3_sink.hpp"
 #include "training_output/object_appender.hpp"
 
@@ -117,5 +118,24 @@ inline std::string big_jsonl(std::size_t bytes) {
 }
 
 inline const std::string kKey = "training/metabolic_diabetes/2025/11/health_journal_2025_11.jsonl";
+
+// The manifest beside `key` describes a prefix of the object, counted right
+// (never a line it does not have); `whole`: the whole object.
+inline void check_manifest(S3Sink& sink, const std::string& key, bool whole) {
+    SinkResponse m = sink.get(Manifests::key_for(key));
+    REQUIRE(m.ok());
+    const Manifest got = Manifest::from_json(m.body);
+    SinkResponse g = sink.get(key);
+    REQUIRE(g.ok());
+    REQUIRE(got.counts.bytes <= g.body.size());
+    ManifestCounts prefix;
+    prefix.add_lines(std::string_view(g.body).substr(0, got.counts.bytes));
+    CHECK(prefix.bytes == got.counts.bytes);
+    CHECK(prefix.lines == got.counts.lines);
+    CHECK(prefix.record_types == got.counts.record_types);
+    CHECK(prefix.splits == got.counts.splits);
+    CHECK(prefix.config_fingerprints == got.counts.config_fingerprints);
+    if (whole) CHECK(got.counts.bytes == g.body.size());
+}
 
 }  // namespace tdo_test

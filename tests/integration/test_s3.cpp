@@ -176,6 +176,7 @@ TEST_CASE("RGW: 4 processes x 500 examples into one key end with 2,000 distinct 
     auto sink = fresh_bucket(rgw(), bucket);
     check_distinct_lines(race_four_writers(*sink, bucket, ",\"s3_append_mode\":\"" + mode + "\""), 2000);
     const std::string key = "training/physical_activity/2025/11/health_journal_2025_11.jsonl";
+    check_manifest(*sink, key, true);  // the last batch's writer brought it up to the end
     SinkResponse lease = sink->get(".training_output/leases/" + key);
     // Native appends (auto) leave an appendable object; copy appends a plain one.
     CHECK(sink->head(key).appendable == (mode == "auto"));
@@ -196,6 +197,7 @@ TEST_CASE("RGW: 4 processes x 500 examples natively appended to a 6 MiB appendab
     CHECK(body.compare(0, big.size(), big) == 0);
     check_distinct_lines(body.substr(big.size()), 2000);
     CHECK(sink->head(key).appendable);
+    check_manifest(*sink, key, true);  // the 6 MiB it found were counted too
 }
 
 TEST_CASE("RGW: 4 processes x 500 examples appended server-side to a 6 MiB key, none lost", "[integration][rgw]") {
@@ -211,6 +213,7 @@ TEST_CASE("RGW: 4 processes x 500 examples appended server-side to a 6 MiB key, 
     CHECK(body.compare(0, big.size(), big) == 0);
     check_distinct_lines(body.substr(big.size()), 2000);
     CHECK_FALSE(sink->head(key).appendable);
+    check_manifest(*sink, key, true);
 }
 
 TEST_CASE("RGW: 4 processes x 500 examples into a 6 MiB plain key: converted once, then native appends",
@@ -247,6 +250,8 @@ TEST_CASE("RGW: batches mode: 4 processes x 500 examples, compacted while they w
     ListPage page;
     REQUIRE(sink->list(batch_objects::prefix(key), "", page).ok());
     CHECK(page.objects.empty());
+    // Folds advanced it; the test's own last compaction did not.
+    check_manifest(*sink, key, false);
 }
 
 TEST_CASE("s3rver: batches mode: 2 processes x 300 examples, compacted, every line once", "[integration][s3rver][batches]") {

@@ -51,9 +51,66 @@ class WrapperTest(unittest.TestCase):
         self.assertTrue(w.closed)
         lines = self.lines()
         self.assertEqual(len(lines), 2)
-        self.assertEqual(lines[0]["metadata"]["clinical_insights"], RESULT["clinical_insights"])
+        self.assertEqual(json.loads(lines[0]["metadata"]["clinical_insights"]), RESULT["clinical_insights"])
         self.assertEqual(lines[0]["metadata"]["health_domain"], "sleep_wellness")
         self.assertEqual(list(lines[0].keys()), ["instruction", "input", "output", "metadata"])
+
+    def test_training_data_settings_skip_reasons_and_deliveries(self):
+        deliveries = []
+        config = dict(self.config, output_format="chat", pseudonymize_ids=True,
+                      pseudonymization_key="python-key-0123456789", min_quality_score=0.5,
+                      min_quality_score_by_domain={"sleep_wellness": 0.8}, validation_fraction=0.5)
+        with tdo.TrainingOutput(config, on_delivery=deliveries.append) as w:
+            self.assertEqual(w.generate("Slept 7h 12m; call 555-123-4567.", MESSAGE, RESULT), tdo.Outcome.WRITTEN)
+            self.assertEqual(tdo.last_skip_reason(), "")
+            self.assertEqual(w.generate("Too low.", MESSAGE, dict(RESULT, quality_score=0.7)), tdo.Outcome.SKIPPED)
+            self.assertEqual(tdo.last_skip_reason(), "low_quality")
+            self.assertEqual(w.generate("No score.", MESSAGE, {"record_count": 1}), tdo.Outcome.SKIPPED)
+            self.assertEqual(tdo.last_skip_reason(), "no_quality_score")
+            w.flush()
+            self.assertEqual(len(deliveries), 1)
+            d = deliveries[0]
+            self.assertEqual(d["lines"], 1)
+            self.assertEqual(d["manifest_version"], 1)
+            self.assertTrue(d["object_key"].endswith("health_journal_2025_11.jsonl"))
+            self.assertEqual(d["object_size"], d["bytes"])
+            # A callback that raises does not stop the writer.
+            w.set_delivery_callback(lambda d: 1 / 0)
+            self.assertEqual(w.generate("Slept 8h.", MESSAGE, RESULT), tdo.Outcome.WRITTEN)
+            w.flush()
+            w.set_delivery_callback(None)
+            stats = w.stats()
+            self.assertEqual(stats["skipped_low_quality"], 1)
+            self.assertEqual(stats["skipped_no_quality_score"], 1)
+            self.assertGreaterEqual(stats["redactions"], 1)
+        lines = self.lines()
+        self.assertEqual(len(lines), 2)
+        self.assertEqual(list(lines[0].keys()), ["messages", "metadata"])
+        self.assertEqual([m["role"] for m in lines[0]["messages"]], ["system", "user", "assistant"])
+        self.assertIn("[PHONE]", lines[0]["messages"][2]["content"])
+        md = lines[0]["metadata"]
+        self.assertRegex(md["user_id"], r"^[0-9a-f]{32}$")
+        self.assertTrue(md["pseudonymization_key_id"].startswith("hmac-"))
+        self.assertIn(md["split"], ("train", "validation"))
+        with open(os.path.join(self.dir, d["object_key"][:-len(".jsonl")] + ".manifest.json")) as f:
+            manifest = json.load(f)
+        self.assertEqual(manifest["lines"], 2)
+        self.assertEqual(manifest["record_types"], {"SleepSessionRecord": 2})
+
+    def test_split_objects_without_redaction_or_manifests(self):
+        config = dict(self.config, split_objects=True, validation_fraction=1.0, redact_phi=False,
+                      write_manifests=False)
+        with tdo.TrainingOutput(config) as w:
+            self.assertEqual(w.generate("Call 555-123-4567 on 2025-11-18.", MESSAGE, RESULT), tdo.Outcome.WRITTEN)
+        paths = glob.glob(os.path.join(self.dir, "**", "*"), recursive=True)
+        data = [p for p in paths if p.endswith(".jsonl")]
+        self.assertEqual([os.path.relpath(p, self.dir) for p in data],
+                         ["training/validation/sleep_wellness/2025/11/health_journal_2025_11.jsonl"])
+        self.assertFalse([p for p in paths if p.endswith(".manifest.json")])
+        line = self.lines()[0]
+        self.assertEqual(line["output"], "Call 555-123-4567 on 2025-11-18.")
+        self.assertFalse(line["metadata"]["phi_redacted"])
+        self.assertEqual(line["metadata"]["split"], "validation")
 
     def test_unicode_round_trip(self):
         text = "Schlaf gut \u2014 caf\u00e9 \U0001F634 \u2028 end"

@@ -1,6 +1,8 @@
 #include <catch2/catch.hpp>
 #include <cstdlib>
+#include <mutex>
 #include <thread>
+#include <vector>
 
 #include "test_util.hpp"
 #include "training_output.h"
@@ -183,4 +185,91 @@ TEST_CASE("C ABI: a NULL writer uses a process-wide writer from the environment"
     auto files = tdo_test::jsonl_files(dir.path());
     REQUIRE(files.size() == 1);
     CHECK(tdo_test::lines_of(tdo_test::read_file(dir / files[0])).size() == 1);
+}
+
+namespace {
+
+struct Deliveries {
+    std::mutex mutex;
+    std::vector<std::string> keys;
+    unsigned long long lines = 0, bytes = 0;
+    long long last_manifest_version = 0;
+    std::size_t struct_size = 0;
+};
+
+void on_delivery(const tdo_delivery* d, void* user) {
+    auto* all = static_cast<Deliveries*>(user);
+    std::lock_guard<std::mutex> lock(all->mutex);
+    all->keys.emplace_back(d->object_key);
+    all->lines += d->lines;
+    all->bytes += d->bytes;
+    all->last_manifest_version = d->manifest_version;
+    all->struct_size = d->struct_size;
+}
+
+}  // namespace
+
+TEST_CASE("C ABI: the training-data settings, skip reasons and delivery notifications", "[unit][capi][training-data]") {
+    tdo_test::TempDir dir;
+    Deliveries deliveries;
+    tdo_open_options options{};
+    options.struct_size = sizeof options;
+    options.on_delivery = on_delivery;
+    options.delivery_user_data = &deliveries;
+    tdo_writer* w = nullptr;
+    REQUIRE(tdo_writer_open_ex(&w,
+                               config_for(dir, ",\"output_format\":\"chat\",\"pseudonymize_ids\":true,"
+                                               "\"pseudonymization_key\":\"capi-key-0123456789\","
+                                               "\"min_quality_score\":0.5,\"validation_fraction\":0.5")
+                                   .c_str(),
+                               &options) == TDO_OK);
+    const std::string good = "{\"record_count\":3,\"quality_score\":0.9,\"processing_timestamp\":\"2025-11-18T10:30:00Z\"}";
+    CHECK(generate_training_output(w, "Walked 8,000 steps; email me at a@b.example.", kMessage, good.c_str()) == TDO_WRITTEN);
+    CHECK(std::string(tdo_last_skip_reason()).empty());
+    CHECK(generate_training_output(w, "Low quality.", kMessage, "{\"quality_score\":0.1}") == TDO_SKIPPED);
+    CHECK(std::string(tdo_last_skip_reason()) == "low_quality");
+    CHECK(generate_training_output(w, "No score.", kMessage, "{}") == TDO_SKIPPED);
+    CHECK(std::string(tdo_last_skip_reason()) == "no_quality_score");
+    CHECK(tdo_writer_flush(w) == TDO_OK);
+    {
+        std::lock_guard<std::mutex> lock(deliveries.mutex);
+        REQUIRE(deliveries.keys.size() == 1);
+        CHECK(deliveries.lines == 1);
+        CHECK(deliveries.last_manifest_version == 1);
+        CHECK(deliveries.struct_size == sizeof(tdo_delivery));
+    }
+    // Replaced, then stopped.
+    Deliveries later;
+    CHECK(tdo_writer_set_delivery_callback(w, on_delivery, &later) == TDO_OK);
+    CHECK(generate_training_output(w, "Another day.", kMessage, good.c_str()) == TDO_WRITTEN);
+    CHECK(tdo_writer_flush(w) == TDO_OK);
+    CHECK(tdo_writer_set_delivery_callback(w, nullptr, nullptr) == TDO_OK);
+    CHECK(generate_training_output(w, "A third day.", kMessage, good.c_str()) == TDO_WRITTEN);
+    CHECK(tdo_writer_flush(w) == TDO_OK);
+    CHECK(tdo_writer_set_delivery_callback(nullptr, on_delivery, nullptr) == TDO_E_INVALID_ARGUMENT);
+    char* stats = nullptr;
+    REQUIRE(tdo_writer_stats(w, &stats) == TDO_OK);
+    auto doc = tdo_test::parse(stats);
+    tdo_free(stats);
+    tdo_writer_close(w);
+    CHECK(doc["skipped_low_quality"].GetUint64() == 1);
+    CHECK(doc["skipped_no_quality_score"].GetUint64() == 1);
+    CHECK(doc["redactions"].GetUint64() >= 1);
+    CHECK(later.lines == 1);
+    CHECK(deliveries.lines == 1);
+
+    const std::string key = deliveries.keys.front();
+    const std::string text = tdo_test::read_file(dir / key);
+    CHECK(tdo_test::lines_of(text).size() == 3);
+    CHECK(text.find("\"messages\":[{\"role\":\"system\"") != std::string::npos);
+    CHECK(text.find("a@b.example") == std::string::npos);
+    CHECK(text.find("\"user_id\":\"u\"") == std::string::npos);
+    CHECK(text.find("capi-key") == std::string::npos);
+    const std::string manifest = tdo_test::read_file(dir / (key.substr(0, key.size() - 6) + ".manifest.json"));
+    CHECK(tdo_test::parse(manifest)["lines"].GetUint64() == 3);
+
+    // Options without struct_size are refused.
+    tdo_open_options unset{};
+    CHECK(tdo_writer_open_ex(&w, config_for(dir).c_str(), &unset) == TDO_E_INVALID_ARGUMENT);
+    CHECK(w == nullptr);
 }

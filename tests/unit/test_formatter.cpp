@@ -15,6 +15,14 @@ namespace {
 
 std::chrono::system_clock::time_point at(const char* iso) { return parse_iso8601(iso); }
 
+// The instruction phrasing an example gets: its content hash's first 8 bytes
+// (big-endian) modulo the number of phrasings (3 built in).
+std::uint64_t content_variant(const TrainingExample& ex, std::uint64_t phrasings = 3) {
+    std::uint64_t v = 0;
+    for (int i = 0; i < 8; ++i) v = (v << 8) | ex.content_hash[static_cast<std::size_t>(i)];
+    return v % phrasings;
+}
+
 const char* const kTypes[] = {"BloodGlucoseRecord", "HeartRateRecord", "HeartRateVariabilityRmssdRecord",
                               "SleepSessionRecord", "StepsRecord", "ActiveCaloriesBurnedRecord"};
 
@@ -104,12 +112,22 @@ TEST_CASE("a line has the contract's keys, order and types", "[unit][format]") {
     const auto& md = doc["metadata"];
     std::vector<std::string> mkeys;
     for (auto& m : md.GetObject()) mkeys.emplace_back(m.name.GetString());
-    CHECK(mkeys == std::vector<std::string>{"record_type", "user_id", "correlation_id", "processing_timestamp",
+    CHECK(mkeys == std::vector<std::string>{"schema_version", "record_type", "health_domain", "split", "user_id",
+                                            "correlation_id", "pseudonymization_key_id", "processing_timestamp",
                                             "source_bucket", "source_key", "quality_score", "record_count",
-                                            "processing_duration_seconds", "clinical_insights", "health_domain"});
+                                            "processing_duration_seconds", "clinical_insights",
+                                            "instruction_variant", "phi_redacted", "redactions", "content_hash",
+                                            "config_fingerprint"});
+    CHECK(md["schema_version"].GetInt() == kSchemaVersion);
+    CHECK(std::string(md["split"].GetString()) == "train");
     CHECK(std::string(md["user_id"].GetString()) == "user123");
     CHECK(std::string(md["correlation_id"].GetString()) == "abc-def-123");
-    CHECK(std::string(md["processing_timestamp"].GetString()) == "2025-11-18T10:30:00Z");
+    CHECK(std::string(md["pseudonymization_key_id"].GetString()).empty());
+    CHECK(std::string(md["processing_timestamp"].GetString()) == "2025-11-18T10:30:00.000000Z");
+    CHECK(std::string(md["content_hash"].GetString()) == to_hex(ex.content_hash));
+    CHECK(std::string(md["config_fingerprint"].GetString()) == f.fingerprint());
+    CHECK(md["phi_redacted"].GetBool());
+    CHECK(md["redactions"].MemberCount() == 11);
     CHECK(std::string(md["source_bucket"].GetString()) == "health-data");
     CHECK(md["quality_score"].IsDouble());
     CHECK(md["record_count"].IsInt64());
@@ -123,28 +141,34 @@ TEST_CASE("a line has the contract's keys, order and types", "[unit][format]") {
         CHECK(d2["metadata"]["user_id"].IsNull());
         CHECK(d2["metadata"]["record_count"].IsNull());
         CHECK(d2["metadata"]["quality_score"].IsDouble());  // written as 1.0, not 1
-        CHECK(d2["metadata"]["clinical_insights"].IsObject());
+        CHECK(std::string(d2["metadata"]["clinical_insights"].GetString()) == "{}");
         CHECK(ex2.line.find("\"quality_score\":1.0") != std::string::npos);
     }
 }
 
-TEST_CASE("clinical insights pass through unchanged", "[unit][format]") {
-    TrainingDataFormatter f;
+TEST_CASE("clinical insights pass through unchanged, as a JSON-encoded string", "[unit][format]") {
+    FormatterOptions o;
+    o.redact_phi = false;
+    TrainingDataFormatter f(o);
     const std::string insights =
         R"({"nested":{"a":[1,2.5,{"b":null}],"s":"t\u00e9xt \"q\""},"n":-3,"big":12345678901234,"e":1e-7,"t":true,"z":null})";
     auto ex = f.format_json("x", message_json("StepsRecord"), "{\"clinical_insights\":" + insights + "}");
     auto doc = tdo_test::parse(ex.line);
     auto expected = tdo_test::parse(insights);
-    CHECK(doc["metadata"]["clinical_insights"] == expected);
+    REQUIRE(doc["metadata"]["clinical_insights"].IsString());
+    CHECK(tdo_test::parse(doc["metadata"]["clinical_insights"].GetString()) == expected);
     for (const char* value : {"[1,2,3]", "42", "null", "\"text\""}) {
         auto e = f.format_json("x", message_json("StepsRecord"), std::string("{\"clinical_insights\":") + value + "}");
         auto d = tdo_test::parse(e.line);
-        CHECK(d["metadata"]["clinical_insights"] == tdo_test::parse(value));
+        REQUIRE(d["metadata"]["clinical_insights"].IsString());
+        CHECK(tdo_test::parse(d["metadata"]["clinical_insights"].GetString()) == tdo_test::parse(value));
     }
 }
 
 TEST_CASE("metadata can be left out", "[unit][format]") {
-    TrainingDataFormatter f(FormatterOptions{false, "training"});
+    FormatterOptions o;
+    o.include_metadata = false;
+    TrainingDataFormatter f(o);
     auto ex = f.format_json("Out", message_json("SleepSessionRecord"), result_json(3));
     auto doc = tdo_test::parse(ex.line);
     CHECK_FALSE(doc.HasMember("metadata"));
@@ -246,7 +270,7 @@ TEST_CASE("invalid input gets a clear error, never an invalid line", "[unit][for
         CHECK_THROWS_WITH(f.format("x", m, r), Catch::Contains("clinical_insights"));
         r.clinical_insights_json = R"({"ok":[1]})";
         auto ex = f.format("x", m, r);
-        CHECK(tdo_test::parse(ex.line)["metadata"]["clinical_insights"]["ok"][0].GetInt() == 1);
+        CHECK(std::string(tdo_test::parse(ex.line)["metadata"]["clinical_insights"].GetString()) == R"({"ok":[1]})");
     }
 }
 
@@ -332,7 +356,10 @@ TEST_CASE("append_quoted writes what RapidJSON's Writer writes, byte for byte", 
 TEST_CASE("metadata is written byte for byte as RapidJSON's Writer writes it", "[unit][format]") {
     // The metadata the line must end with, written through RapidJSON's Writer
     // from the parsed arguments.
-    auto expected = [](const std::string& message, const std::string& result) {
+    FormatterOptions o;
+    o.redact_phi = false;
+    TrainingDataFormatter f(o);
+    auto expected = [&f](const std::string& message, const std::string& result, const TrainingExample& ex) {
         auto m = tdo_test::parse(message);
         auto r = tdo_test::parse(result);
         rapidjson::StringBuffer b;
@@ -342,9 +369,17 @@ TEST_CASE("metadata is written byte for byte as RapidJSON's Writer writes it", "
             if (obj.HasMember(from)) obj[from].Accept(w); else w.Null();
         };
         w.StartObject();
+        w.Key("schema_version");
+        w.Int(kSchemaVersion);
         field(m, "record_type", "record_type");
+        w.Key("health_domain");
+        w.String(health_domain_for(m["record_type"].GetString()).data());
+        w.Key("split");
+        w.String("train");
         field(m, "user_id", "user_id");
         field(m, "correlation_id", "correlation_id");
+        w.Key("pseudonymization_key_id");
+        w.String("");
         w.Key("processing_timestamp");
         w.String("2025-11-18T10:30:00.250000Z");
         field(m, "bucket", "source_bucket");
@@ -355,13 +390,28 @@ TEST_CASE("metadata is written byte for byte as RapidJSON's Writer writes it", "
         w.Key("processing_duration_seconds");
         if (r.HasMember("processing_time_seconds")) w.Double(r["processing_time_seconds"].GetDouble()); else w.Null();
         w.Key("clinical_insights");
-        if (r.HasMember("clinical_insights")) r["clinical_insights"].Accept(w); else { w.StartObject(); w.EndObject(); }
-        w.Key("health_domain");
-        w.String(health_domain_for(m["record_type"].GetString()).data());
+        rapidjson::StringBuffer insights;
+        rapidjson::Writer<rapidjson::StringBuffer> iw(insights);
+        if (r.HasMember("clinical_insights")) r["clinical_insights"].Accept(iw); else { iw.StartObject(); iw.EndObject(); }
+        w.String(insights.GetString(), static_cast<rapidjson::SizeType>(insights.GetSize()));
+        w.Key("instruction_variant");
+        w.Uint64(content_variant(ex));
+        w.Key("phi_redacted");
+        w.Bool(false);
+        w.Key("redactions");
+        w.StartObject();
+        for (const char* t : {"email", "phone", "ssn", "url", "ip", "mrn", "serial", "name", "address", "zip", "date"}) {
+            w.Key(t);
+            w.Int(0);
+        }
+        w.EndObject();
+        w.Key("content_hash");
+        w.String(to_hex(ex.content_hash).c_str());
+        w.Key("config_fingerprint");
+        w.String(f.fingerprint().c_str());
         w.EndObject();
         return ",\"metadata\":" + std::string(b.GetString(), b.GetSize()) + "}\n";
     };
-    TrainingDataFormatter f;
     const std::string ts = "\"processing_timestamp\":\"2025-11-18T10:30:00.25Z\"";
     const char* numbers[] = {"0", "1", "-0.0", "0.1", "2.5", "1e21", "1.5e-7", "5e-324", "1.7976931348623157e308",
                              "123456789.123456789", "-42.125", "3", "0.95"};
@@ -376,15 +426,15 @@ TEST_CASE("metadata is written byte for byte as RapidJSON's Writer writes it", "
                                        num + ",\"record_count\":" + std::to_string(n * 1000003 + 7) + "," + ts +
                                        ",\"clinical_insights\":{\"v\":" + num + ",\"s\":\"" + text + "\"}}";
             auto ex = f.format_json("narrative " + std::to_string(n++), message, result);
-            const std::string want = expected(message, result);
+            const std::string want = expected(message, result, ex);
             REQUIRE(ex.line.size() > want.size());
             CHECK(ex.line.substr(ex.line.size() - want.size()) == want);
         }
     }
     // Nulls and absent values.
     auto ex = f.format_json("x", "{\"record_type\":\"StepsRecord\",\"user_id\":null}", "{" + ts + "}");
-    CHECK(ex.line.substr(ex.line.size() - expected("{\"record_type\":\"StepsRecord\"}", "{}").size()) ==
-          expected("{\"record_type\":\"StepsRecord\"}", "{}"));
+    const std::string want = expected("{\"record_type\":\"StepsRecord\"}", "{}", ex);
+    CHECK(ex.line.substr(ex.line.size() - want.size()) == want);
 }
 
 TEST_CASE("JSON errors name the same problem and offset as RapidJSON's validating parser", "[unit][format]") {

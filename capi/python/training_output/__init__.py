@@ -27,13 +27,14 @@ __all__ = [
     "TrainingOutput",
     "TrainingOutputError",
     "set_log_callback",
+    "last_skip_reason",
     "library_version",
     "load_library",
 ]
 
 # The ABI this wrapper was written against: same major, at least this minor.
 _ABI_MAJOR = 0
-_ABI_MINOR = 1
+_ABI_MINOR = 2
 
 
 class Outcome(enum.IntEnum):
@@ -64,6 +65,28 @@ class TrainingOutputError(Exception):
 _LOG_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p)
 
 
+class _Delivery(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("object_key", ctypes.c_char_p),
+        ("lines", ctypes.c_ulonglong),
+        ("bytes", ctypes.c_ulonglong),
+        ("object_size", ctypes.c_ulonglong),
+        ("manifest_version", ctypes.c_longlong),
+    ]
+
+
+_DELIVERY_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.POINTER(_Delivery), ctypes.c_void_p)
+
+
+class _OpenOptions(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("on_delivery", _DELIVERY_CALLBACK),
+        ("delivery_user_data", ctypes.c_void_p),
+    ]
+
+
 def _check_status(result, func, args):
     if result < 0:
         raise TrainingOutputError(result, _last_error(), _status_name(result))
@@ -75,6 +98,8 @@ _FUNCTIONS = [
     ("tdo_version_number", [], ctypes.c_int, None),
     ("tdo_version_string", [], ctypes.c_char_p, None),
     ("tdo_writer_open", [ctypes.POINTER(ctypes.c_void_p), ctypes.c_char_p], ctypes.c_int, _check_status),
+    ("tdo_writer_open_ex", [ctypes.POINTER(ctypes.c_void_p), ctypes.c_char_p, ctypes.POINTER(_OpenOptions)],
+     ctypes.c_int, _check_status),
     ("generate_training_output", [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p],
      ctypes.c_int, _check_status),
     ("tdo_writer_flush", [ctypes.c_void_p], ctypes.c_int, _check_status),
@@ -85,6 +110,9 @@ _FUNCTIONS = [
     ("tdo_status_name", [ctypes.c_int], ctypes.c_char_p, None),
     ("tdo_free", [ctypes.c_void_p], None, None),
     ("tdo_set_log_callback", [_LOG_CALLBACK, ctypes.c_int, ctypes.c_void_p], ctypes.c_int, _check_status),
+    ("tdo_last_skip_reason", [], ctypes.c_char_p, None),
+    ("tdo_writer_set_delivery_callback", [ctypes.c_void_p, _DELIVERY_CALLBACK, ctypes.c_void_p], ctypes.c_int,
+     _check_status),
 ]
 
 _LIB_NAME = "libtraining_output_c.so"
@@ -151,6 +179,12 @@ def _status_name(status: int) -> str:
     return (_lib.tdo_status_name(status) or b"").decode()
 
 
+def last_skip_reason() -> str:
+    """Why the last generate() on this thread returned Outcome.SKIPPED ("empty_narrative",
+    "low_quality", "no_quality_score", "redaction_failed"); "" after any other outcome."""
+    return (load_library().tdo_last_skip_reason() or b"").decode()
+
+
 def library_version() -> str:
     return load_library().tdo_version_string().decode()
 
@@ -201,13 +235,31 @@ def set_log_callback(callback: Optional[Callable[[int, str, Dict[str, Any]], Non
         _callback_ref = ref
 
 
+def _delivery_trampoline(callback: Callable[[Dict[str, Any]], None]):
+    def trampoline(delivery, _user):
+        d = delivery.contents
+        try:
+            callback({"object_key": d.object_key.decode("utf-8", "replace"), "lines": d.lines, "bytes": d.bytes,
+                      "object_size": d.object_size, "manifest_version": d.manifest_version})
+        except Exception:  # never let an exception unwind into C; shown as a thread's would be
+            import traceback
+            traceback.print_exc()
+
+    return _DELIVERY_CALLBACK(trampoline)
+
+
 class TrainingOutput:
     """A writer. Use as a context manager, or call close()."""
 
-    def __init__(self, config: Union[Mapping[str, Any], str, None] = None, library: Optional[str] = None):
+    def __init__(self, config: Union[Mapping[str, Any], str, None] = None, library: Optional[str] = None,
+                 on_delivery: Optional[Callable[[Dict[str, Any]], None]] = None):
+        """Opens a writer. `on_delivery`: as set_delivery_callback(), from the start (so that the
+        batches of spools adopted while the writer opens are reported too)."""
         self._lib = load_library(library)
+        self._delivery_ref = _delivery_trampoline(on_delivery) if on_delivery else None
         self._handle = ctypes.c_void_p()
-        self._lib.tdo_writer_open(ctypes.byref(self._handle), _json(config, "config"))
+        options = _OpenOptions(ctypes.sizeof(_OpenOptions), self._delivery_ref or _DELIVERY_CALLBACK(), None)
+        self._lib.tdo_writer_open_ex(ctypes.byref(self._handle), _json(config, "config"), ctypes.byref(options))
 
     def generate(self, narrative: str, message_data: Union[Mapping[str, Any], str],
                  result: Union[Mapping[str, Any], str, None] = None) -> Outcome:
@@ -216,6 +268,20 @@ class TrainingOutput:
         status = self._lib.generate_training_output(
             handle, _text(narrative, "narrative"), _json(message_data, "message_data"), _json(result, "result"))
         return Outcome(status)
+
+    def set_delivery_callback(self, callback: Optional[Callable[[Dict[str, Any]], None]]) -> None:
+        """Calls `callback(delivery)` once for each batch that lands from now on, with a dict:
+        object_key, lines, bytes, object_size, manifest_version (-1: none). It runs on the
+        library's background thread; an exception it raises is printed to stderr (as an
+        exception in a thread is) and does not stop the writer. None stops the calls."""
+        handle = self._require_open()
+        if callback is None:
+            self._lib.tdo_writer_set_delivery_callback(handle, _DELIVERY_CALLBACK(), None)
+            self._delivery_ref = None
+            return
+        ref = _delivery_trampoline(callback)
+        self._lib.tdo_writer_set_delivery_callback(handle, ref, None)
+        self._delivery_ref = ref  # alive while the library may call it (until close())
 
     def flush(self) -> None:
         self._lib.tdo_writer_flush(self._require_open())

@@ -1,0 +1,22 @@
+# Runs the command-line program on SAMPLE into a fresh WORK_DIR, with the
+# environment variables of ENV (NAME=VALUE pairs separated by |) set.
+file(REMOVE_RECURSE ${WORK_DIR})
+string(REPLACE "|" ";" ENV "${ENV}")
+set(ENV{ETL_LOG_LEVEL} "off")
+foreach(pair ${ENV})
+  string(FIND "${pair}" "=" eq)
+  string(SUBSTRING "${pair}" 0 ${eq} name)
+  math(EXPR start "${eq} + 1")
+  string(SUBSTRING "${pair}" ${start} -1 value)
+  set(ENV{${name}} "${value}")
+endforeach()
+execute_process(COMMAND ${CLI} --output-dir ${WORK_DIR} ${SAMPLE}
+  OUTPUT_VARIABLE out RESULT_VARIABLE rc ERROR_VARIABLE err)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "the run failed (${rc}): ${out} ${err}")
+endif()
+message(STATUS "${out}")
+file(GLOB_RECURSE files ${WORK_DIR}/*.jsonl)
+if(NOT files)
+  message(FATAL_ERROR "no .jsonl files under ${WORK_DIR}")
+endif()
