@@ -57,18 +57,6 @@ bool g_atexit_registered = false;
         return fail(TDO_E_INTERNAL, "unknown internal error");              \
     }
 
-extern "C" {
-
-int tdo_version_number(void) { return TDO_VERSION_NUMBER; }
-
-const char* tdo_version_string(void) {
-#define TDO_STR2(x) #x
-#define TDO_STR(x) TDO_STR2(x)
-    return TDO_STR(TDO_VERSION_MAJOR) "." TDO_STR(TDO_VERSION_MINOR) "." TDO_STR(TDO_VERSION_PATCH);
-#undef TDO_STR
-#undef TDO_STR2
-}
-
 namespace {
 
 training_output::DeliveryCallback delivery_bridge(tdo_delivery_callback callback, void* user_data) {
@@ -86,6 +74,19 @@ training_output::DeliveryCallback delivery_bridge(tdo_delivery_callback callback
 }
 
 }  // namespace
+
+extern "C" {
+
+int tdo_version_number(void) { return TDO_VERSION_NUMBER; }
+
+const char* tdo_version_string(void) {
+#define TDO_STR2(x) #x
+#define TDO_STR(x) TDO_STR2(x)
+    return TDO_STR(TDO_VERSION_MAJOR) "." TDO_STR(TDO_VERSION_MINOR) "." TDO_STR(TDO_VERSION_PATCH);
+#undef TDO_STR
+#undef TDO_STR2
+}
+
 
 int tdo_writer_open(tdo_writer** out, const char* config_json) { return tdo_writer_open_ex(out, config_json, nullptr); }
 

@@ -112,6 +112,7 @@ Sha256 content_hash(std::string_view record_type, std::string_view input, std::s
 std::string to_hex(const Sha256& hash);
 
 enum class OutputFormat { Alpaca, Chat };
+struct PseudonymKey;  // the pseudonymization key, ready for HMAC (formatter.cpp)
 OutputFormat parse_output_format(std::string_view text);  // "alpaca" | "chat"; throws Error(Config)
 
 struct FormatterOptions {
@@ -173,6 +174,7 @@ private:
     TemplateTable templates_;
     std::string key_id_;
     std::string fingerprint_;
+    std::shared_ptr<const PseudonymKey> key_;  // the HMAC key, set up once
 };
 
 // "train" or "validation" for a user id (or, without one, the content hash's

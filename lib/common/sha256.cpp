@@ -1,7 +1,10 @@
 #include "common/sha256.hpp"
 
 #include <openssl/evp.h>
+#include <openssl/crypto.h>
 #include <openssl/hmac.h>
+
+#include <cstring>
 
 #include "training_output/error.hpp"
 
@@ -52,6 +55,54 @@ Digest hmac_sha256(std::string_view key, std::string_view data) {
     if (!HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
               reinterpret_cast<const unsigned char*>(data.data()), data.size(), out.data(), &len) ||
         len != out.size()) {
+        throw Error(ErrorCode::Internal, "OpenSSL: HMAC-SHA256 failed");
+    }
+    return out;
+}
+
+HmacSha256::HmacSha256(std::string_view key) : inner_(EVP_MD_CTX_new()), outer_(EVP_MD_CTX_new()) {
+    unsigned char block[64] = {};
+    if (key.size() > sizeof block) {
+        const Digest d = sha256(key);
+        std::memcpy(block, d.data(), d.size());
+    } else {
+        std::memcpy(block, key.data(), key.size());
+    }
+    unsigned char pad[64];
+    auto absorb = [&](void* ctx, unsigned char with) {
+        for (std::size_t k = 0; k < sizeof pad; ++k) pad[k] = static_cast<unsigned char>(block[k] ^ with);
+        return ctx && EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(ctx), sha256_md(), nullptr) == 1 &&
+               EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(ctx), pad, sizeof pad) == 1;
+    };
+    const bool ok = absorb(inner_, 0x36) && absorb(outer_, 0x5c);
+    OPENSSL_cleanse(block, sizeof block);
+    OPENSSL_cleanse(pad, sizeof pad);
+    if (!ok) {
+        EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(inner_));
+        EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(outer_));
+        throw Error(ErrorCode::Internal, "OpenSSL: HMAC-SHA256 is not available");
+    }
+}
+
+HmacSha256::~HmacSha256() {
+    EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(inner_));
+    EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(outer_));
+}
+
+Digest HmacSha256::digest(std::string_view a, std::string_view b, std::string_view c) const {
+    struct Work {
+        EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+        ~Work() { EVP_MD_CTX_free(ctx); }
+    };
+    thread_local Work work;
+    Digest inner{}, out{};
+    unsigned int len = 0;
+    if (!work.ctx || EVP_MD_CTX_copy_ex(work.ctx, static_cast<const EVP_MD_CTX*>(inner_)) != 1 ||
+        EVP_DigestUpdate(work.ctx, a.data(), a.size()) != 1 || EVP_DigestUpdate(work.ctx, b.data(), b.size()) != 1 ||
+        EVP_DigestUpdate(work.ctx, c.data(), c.size()) != 1 || EVP_DigestFinal_ex(work.ctx, inner.data(), &len) != 1 ||
+        EVP_MD_CTX_copy_ex(work.ctx, static_cast<const EVP_MD_CTX*>(outer_)) != 1 ||
+        EVP_DigestUpdate(work.ctx, inner.data(), inner.size()) != 1 ||
+        EVP_DigestFinal_ex(work.ctx, out.data(), &len) != 1) {
         throw Error(ErrorCode::Internal, "OpenSSL: HMAC-SHA256 failed");
     }
     return out;

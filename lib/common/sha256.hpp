@@ -29,6 +29,23 @@ private:
 Digest sha256(std::string_view data);
 // HMAC-SHA256 of `data` under `key` (RFC 2104).
 Digest hmac_sha256(std::string_view key, std::string_view data);
+
+// HMAC-SHA256 under one key, many times: the padded key is hashed once, and
+// each digest starts from copies of those states (two SHA-256 finishes
+// instead of a MAC set up per call). Thread-safe.
+class HmacSha256 {
+public:
+    explicit HmacSha256(std::string_view key);
+    ~HmacSha256();
+    HmacSha256(const HmacSha256&) = delete;
+    HmacSha256& operator=(const HmacSha256&) = delete;
+    // HMAC(key, a || b || c).
+    Digest digest(std::string_view a, std::string_view b = {}, std::string_view c = {}) const;
+
+private:
+    void* inner_;  // EVP_MD_CTX* that absorbed key ^ ipad
+    void* outer_;  // EVP_MD_CTX* that absorbed key ^ opad
+};
 std::string hex(const std::uint8_t* data, std::size_t size);
 // The same, appended to `out` (no string of its own).
 void append_hex(std::string& out, const std::uint8_t* data, std::size_t size);

@@ -113,6 +113,11 @@ Sha256 content_hash(std::string_view record_type, std::string_view input, std::s
 
 std::string to_hex(const Sha256& hash) { return crypto::hex(hash.data(), hash.size()); }
 
+struct PseudonymKey {
+    explicit PseudonymKey(std::string_view key) : hmac(key) {}
+    crypto::HmacSha256 hmac;
+};
+
 OutputFormat parse_output_format(std::string_view text) {
     if (text == "alpaca") return OutputFormat::Alpaca;
     if (text == "chat") return OutputFormat::Chat;
@@ -139,6 +144,7 @@ TrainingDataFormatter::TrainingDataFormatter(FormatterOptions options, TemplateT
             throw Error(ErrorCode::Config, "configuration key \"pseudonymization_key\": required with "
                                            "pseudonymize_ids, at least 16 bytes");
         }
+        key_ = std::make_shared<const PseudonymKey>(options_.pseudonymization_key);
         key_id_ = options_.pseudonymization_key_id;
         if (key_id_.empty()) {
             // Names the key without revealing it: an HMAC of a fixed label.
@@ -185,10 +191,8 @@ TrainingDataFormatter::TrainingDataFormatter(FormatterOptions options, TemplateT
 }
 
 std::string TrainingDataFormatter::pseudonym(std::string_view field, std::string_view value) const {
-    std::string data(field);
-    data.push_back('\0');
-    data.append(value);
-    const crypto::Digest d = crypto::hmac_sha256(options_.pseudonymization_key, data);
+    if (!key_) throw Error(ErrorCode::Internal, "pseudonym() without pseudonymize_ids");
+    const crypto::Digest d = key_->hmac.digest(field, std::string_view("\0", 1), value);
     return crypto::hex(d.data(), 16);
 }
 

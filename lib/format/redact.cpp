@@ -132,7 +132,7 @@ constexpr std::string_view kCues[] = {
 
 // Whether `w` (lowercase ASCII letters) is one of kCues: most words are
 // turned away by their first two letters and their length, without a compare.
-bool is_cue(std::string_view w) {
+inline bool is_cue(std::string_view w) {
     struct Index {
         std::uint64_t lengths[27][27] = {};  // bit n: a cue of n letters starts with these two
         Index() {
@@ -177,7 +177,6 @@ public:
     bool match(size_t i, Match& m) {
         const unsigned char c = s_[i];
         if (c == '+' || c == '(') return phone_shape(i, m);
-        if (plain_word(i) || plain_number(i)) return false;
         if (is_digit(c)) {
             return email(i, m) || ipv4(i, m) || ipv6(i, m) || date_iso(i, m) || date_numeric(i, m) ||
                    date_day_first(i, m) || ssn_shape(i, m) || phone_shape(i, m) || address(i, m) ||
@@ -189,61 +188,64 @@ public:
 
     size_t last_address_end = static_cast<size_t>(-1);
 
-private:
     // Most words and numbers are ones no matcher can start at; they are told
-    // apart by what follows them, before any matcher runs.
+    // apart by what follows them, before any matcher runs. The end of such a
+    // word or number at `i`, or 0.
+    size_t plain(size_t i) const { return is_digit(s_[i]) ? plain_number(i) : plain_word(i); }
+
+private:
     //
     // A word of lowercase letters (or a capital and lowercase letters) that is
     // no cue of cue() or name() and no month, followed by a space or
     // punctuation that no address, domain, email, IPv6 address or URL has
     // after its first word.
-    bool plain_word(size_t i) const {
-        if (!is_alpha(s_[i])) return false;
+    size_t plain_word(size_t i) const {
+        if (!is_alpha(s_[i])) return 0;
         size_t e = i + 1;
         while (e < n_ && is_lower(s_[e])) ++e;
-        if (e - i > kMaxWord) return false;
+        if (e - i > kMaxWord) return 0;
         switch (at(e)) {
             case 0: case ' ': case ',': case ';': case ')': case '!': case '?': case '"': case '\n': case '\t':
             case '\r':
                 break;
             case '.':  // the end of a sentence, not a domain or an email's local part
                 if (at(e + 1) == 0 || at(e + 1) == ' ' || at(e + 1) == '\n') break;
-                return false;
+                return 0;
             default:
-                return false;
+                return 0;
+        }
+        if (is_lower(s_[i])) {
+            return is_cue(std::string_view(reinterpret_cast<const char*>(s_ + i), e - i)) ? 0 : e;
         }
         char buf[kMaxWord + 1];
-        const std::string_view w = is_lower(s_[i]) ? std::string_view(reinterpret_cast<const char*>(s_ + i), e - i)
-                                                   : lower_word(i, e, buf);
-
-        if (is_cue(w)) return false;
-        if (is_upper(s_[i])) {
+        const std::string_view w = lower_word(i, e, buf);
+        if (is_cue(w)) return 0;
+        {
             // Titles (name()) and months (dates) are capitalized.
             static const std::string_view kCapitalized[] = {"doctor", "dr", "drs", "messrs", "miss", "mr", "mrs",
                                                             "ms", "mx", "prof", "pt"};
-            if (std::binary_search(std::begin(kCapitalized), std::end(kCapitalized), w)) return false;
-            if (in_list(w, kMonths) || in_list(w, kMonthAbbrevs)) return false;
+            if (std::binary_search(std::begin(kCapitalized), std::end(kCapitalized), w)) return 0;
+            if (in_list(w, kMonths) || in_list(w, kMonthAbbrevs)) return 0;
         }
-        return true;
+        return e;
     }
     // A number followed by punctuation, or by a space and a lowercase word (a
     // unit, "of", ...): no date, phone number, SSN, address, IP address or
     // email starts there. A ZIP code right after an address is left to its matcher.
-    bool plain_number(size_t i) const {
-        if (!is_digit(s_[i])) return false;
+    size_t plain_number(size_t i) const {
         if (last_address_end != static_cast<size_t>(-1) && i >= last_address_end && i - last_address_end <= 3) {
-            return false;
+            return 0;
         }
         size_t e = i;
         while (e < n_ && is_digit(s_[e])) ++e;
         switch (at(e)) {
             case 0: case ',': case ';': case ')': case '%': case '!': case '?': case '"': case '\n': case '\t':
             case '\r':
-                return true;
-            case ' ':
-                return is_lower(at(e + 1)) && !(at(e + 1) == 'o' && at(e + 2) == 'f');  // "3 of March"? kept whole
+                return e;
+            case ' ':  // "3 of March" is left to the matchers
+                return is_lower(at(e + 1)) && !(at(e + 1) == 'o' && at(e + 2) == 'f') ? e : 0;
             default:
-                return false;
+                return 0;
         }
     }
 
@@ -1124,6 +1126,10 @@ RedactionCounts redact_phi(std::string_view text, std::string& out) {
         else if (is_alpha(c)) start = !is_alnum(prev) && prev < 0x80;  // "José" is one word
         else if (c == '+' || c == '(') start = !is_alnum(prev) && is_digit(i + 1 < n ? s[i + 1] : 0);
         if (start) {
+            if (const size_t e = scan.plain(i)) {
+                i = e;
+                continue;
+            }
             Match m;
             if (scan.match(i, m)) {
                 out.append(reinterpret_cast<const char*>(s + copied), m.begin - copied);

@@ -101,7 +101,9 @@ int main(int argc, char** argv) {
     // after sync() (so that writing back what an earlier run left does not
     // fall on it); the median of the rounds.
     const auto texts = narratives("throughput", throughput_calls);
-    const std::string common = "\"dedup_store\":\"memory\",\"directory_fsync\":false,\"spool_fsync\":\"" + fsync + "\"}";
+    // TDO_BENCH_EXTRA: more configuration members (",\"redact_phi\":false").
+    const std::string common = "\"dedup_store\":\"memory\",\"directory_fsync\":false,\"spool_fsync\":\"" + fsync + "\"" +
+                               bench::env("TDO_BENCH_EXTRA", "") + "}";
     auto cpp_run = [&](const std::string& out) {
         to::TrainingOutput writer(to::Config::from_json("{\"output_dir\":\"" + out + "\"," + common));
         const auto t0 = Clock::now();

@@ -81,16 +81,21 @@ inline std::string month_of(S3Sink& sink, const std::string& key) {
     return batches.read_month(key);
 }
 
-// Compactions of the month, as a writer's compactor runs them, until no
-// batch object is left (a writer's compaction that close() cut short may
-// have left its lease: it is taken over after 5 s, the tests' lease time).
+// Compactions of the month, as a writer's compactor runs them (its folds
+// advance the manifest), until no batch object is left (a writer's
+// compaction that close() cut short may have left its lease: it is taken
+// over after 5 s, the tests' lease time).
 inline CompactionResult compact(S3Sink& sink, const std::string& key) {
     AppendOptions o;
     o.lease_wait = std::chrono::milliseconds(60000);
     o.lease_ttl = std::chrono::seconds(5);
     ObjectAppender appender(sink, o);
+    Manifests manifests(sink, ManifestOptions{});
     BatchObjectsOptions b;
     b.compaction_lease_wait = std::chrono::milliseconds(60000);
+    b.on_fold = [&manifests](const std::string& month, std::uint64_t end, std::string_view body) {
+        manifests.advance(month, end, body);
+    };
     BatchObjects batches(sink, appender, b);
     CompactionResult total;
     for (int round = 0; round < 5; ++round) {

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "common/crash_point.hpp"
+#include "common/sha256.hpp"
 #include "manifest/manifest.hpp"
 #include "shared_sink.hpp"
 #include "test_util.hpp"
@@ -596,3 +597,20 @@ TEST_CASE("delivery notifications across a crash: the adopter reports a batch th
     }
 }
 #endif
+
+TEST_CASE("HMAC-SHA256 with its key set up once matches RFC 4231 and the one-shot function",
+          "[unit][training-data][pseudonymize]") {
+    // RFC 4231, test case 2.
+    crypto::HmacSha256 jefe("Jefe");
+    CHECK(crypto::hex(jefe.digest("what do ya want ", "for nothing?")) ==
+          "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+    // RFC 4231, test case 6: a key longer than the block.
+    crypto::HmacSha256 long_key(std::string(131, '\xaa'));
+    CHECK(crypto::hex(long_key.digest("Test Using Larger Than Block-Size Key - Hash Key First")) ==
+          "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54");
+    for (const std::string& key : {std::string("k"), std::string("0123456789abcdef-secret-key"), std::string(64, 'x'), std::string(65, 'y')}) {
+        crypto::HmacSha256 h(key);
+        CHECK(h.digest("user_id", std::string_view("\0", 1), "user-1042") ==
+              crypto::hmac_sha256(key, std::string("user_id") + '\0' + "user-1042"));
+    }
+}
