@@ -97,6 +97,19 @@ class WrapperTest(unittest.TestCase):
         self.assertEqual(manifest["lines"], 2)
         self.assertEqual(manifest["record_types"], {"SleepSessionRecord": 2})
 
+    def test_instruction_phrasings_from_a_templates_file(self):
+        path = os.path.join(self.dir, "templates.json")
+        with open(path, "w") as f:
+            json.dump({"SleepSessionRecord": {"instruction": ["Phrasing A.", "Phrasing B."]}}, f)
+        with tdo.TrainingOutput(dict(self.config, templates_file=path)) as w:
+            for i in range(40):
+                w.generate(f"Night number {i}.", MESSAGE, RESULT)
+        lines = self.lines()
+        self.assertEqual(len(lines), 40)
+        self.assertEqual({l["instruction"] for l in lines}, {"Phrasing A.", "Phrasing B."})
+        for l in lines:
+            self.assertEqual(l["instruction"], ["Phrasing A.", "Phrasing B."][l["metadata"]["instruction_variant"]])
+
     def test_split_objects_without_redaction_or_manifests(self):
         config = dict(self.config, split_objects=True, validation_fraction=1.0, redact_phi=False,
                       write_manifests=False)

@@ -1,6 +1,7 @@
 #include <catch2/catch.hpp>
 #include <cstdlib>
 #include <mutex>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -267,6 +268,20 @@ TEST_CASE("C ABI: the training-data settings, skip reasons and delivery notifica
     CHECK(text.find("capi-key") == std::string::npos);
     const std::string manifest = tdo_test::read_file(dir / (key.substr(0, key.size() - 6) + ".manifest.json"));
     CHECK(tdo_test::parse(manifest)["lines"].GetUint64() == 3);
+
+    // Phrasings from a templates file, picked per example.
+    tdo_test::write_file(dir / "t.json", R"({"StepsRecord":{"instruction":["Phrasing A.","Phrasing B."]}})");
+    tdo_test::TempDir out;
+    REQUIRE(tdo_writer_open(&w, config_for(out, ",\"templates_file\":\"" + (dir / "t.json") + "\"").c_str()) == TDO_OK);
+    for (int i = 0; i < 40; ++i) {
+        CHECK(generate_training_output(w, ("Day " + std::to_string(i) + ".").c_str(), kMessage, kResult) == TDO_WRITTEN);
+    }
+    tdo_writer_close(w);
+    std::set<std::string> phrasings;
+    for (const auto& line : tdo_test::lines_of(tdo_test::read_file(out / key))) {
+        phrasings.insert(tdo_test::parse(line)["instruction"].GetString());
+    }
+    CHECK(phrasings == std::set<std::string>{"Phrasing A.", "Phrasing B."});
 
     // Options without struct_size are refused.
     tdo_open_options unset{};
