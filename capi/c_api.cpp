@@ -9,6 +9,7 @@
 #include <string>
 
 #include "training_output.h"
+#include "training_output/formatter.hpp"
 #include "training_output/training_output.hpp"
 
 using training_output::Config;
@@ -26,7 +27,8 @@ thread_local std::string t_last_error;
 
 int fail(int code, const char* message) {
     try {
-        t_last_error = message;
+        // Always valid UTF-8, whatever a server or an input put in it.
+        t_last_error = training_output::to_valid_utf8(message);
     } catch (...) {
         // Keep whatever was there; the code still tells the caller.
     }

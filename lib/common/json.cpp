@@ -17,6 +17,27 @@ inline bool needs_escape(std::uint64_t x) {
 
 }  // namespace
 
+void check_depth(std::string_view text, const char* what, ErrorCode code) {
+    unsigned depth = 0;
+    bool in_string = false;
+    for (std::size_t i = 0; i < text.size(); ++i) {
+        const char c = text[i];
+        if (in_string) {
+            if (c == '\\') ++i;
+            else if (c == '"') in_string = false;
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '[' || c == '{') {
+            if (++depth > kMaxDepth) {
+                throw Error(code, std::string(what) + " nests arrays and objects deeper than " +
+                                      std::to_string(kMaxDepth) + " levels (at offset " + std::to_string(i) + ")");
+            }
+        } else if ((c == ']' || c == '}') && depth > 0) {
+            --depth;
+        }
+    }
+}
+
 void append_quoted(std::string& out, std::string_view text) {
     static const char hex[] = "0123456789ABCDEF";
     out.reserve(out.size() + text.size() + 2);

@@ -26,8 +26,18 @@ template <class Document>
                           " at offset " + std::to_string(doc.GetErrorOffset()));
 }
 
+// The deepest nesting of arrays and objects the library parses or writes:
+// deeper documents are refused before they are parsed (recursion over them
+// would overflow a small thread stack).
+constexpr unsigned kMaxDepth = 100;
+
+// Throws Error(code) when `text` nests arrays and objects deeper than
+// kMaxDepth (a linear scan that skips strings; it does not validate).
+void check_depth(std::string_view text, const char* what, ErrorCode code);
+
 template <class Document>
 void parse(Document& doc, std::string_view text, const char* what, ErrorCode code = ErrorCode::InvalidJson) {
+    check_depth(text, what, code);
     doc.template Parse<kParseFlags>(text.data(), text.size());
     if (doc.HasParseError()) throw_parse_error(doc, what, code);
 }

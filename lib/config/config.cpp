@@ -25,8 +25,13 @@ using Target = std::variant<bool Config::*, std::int64_t Config::*, std::string 
 struct Key {
     const char* name;
     Target target;
-    std::int64_t min = 0;  // integers: smallest accepted value
+    std::int64_t min = 0;          // integers: smallest accepted value
+    std::int64_t max = INT32_MAX;  // and largest: every value fits the arithmetic done with it
 };
+
+constexpr std::int64_t kSecond = 1000, kMinute = 60 * kSecond, kHour = 60 * kMinute, kDay = 24 * kHour;
+constexpr std::int64_t kDaySeconds = 86400, kYearSeconds = 365 * kDaySeconds;
+constexpr std::int64_t kMiB = 1 << 20, kGiB = kMiB << 10;
 
 // Every key a writer understands. Order is the README's.
 const Key kKeys[] = {
@@ -34,7 +39,7 @@ const Key kKeys[] = {
     {"include_training_metadata", &Config::include_training_metadata},
     {"training_data_prefix", &Config::training_data_prefix},
     {"templates_file", &Config::templates_file},
-    {"max_line_bytes", &Config::max_line_bytes, 256},
+    {"max_line_bytes", &Config::max_line_bytes, 256, 64 * kMiB},
     {"output_format", &Config::output_format},
     {"redact_phi", &Config::redact_phi},
     {"pseudonymize_ids", &Config::pseudonymize_ids},
@@ -50,14 +55,14 @@ const Key kKeys[] = {
     {"dedup_store", &Config::dedup_store},
     {"dedup_db_path", &Config::dedup_db_path},
     {"dedup_namespace", &Config::dedup_namespace},
-    {"dedup_claim_ttl_seconds", &Config::dedup_claim_ttl_seconds, 1},
-    {"dedup_ttl_seconds", &Config::dedup_ttl_seconds, 0},
-    {"dedup_busy_timeout_ms", &Config::dedup_busy_timeout_ms, 0},
+    {"dedup_claim_ttl_seconds", &Config::dedup_claim_ttl_seconds, 1, 10 * kYearSeconds},
+    {"dedup_ttl_seconds", &Config::dedup_ttl_seconds, 0, 100 * kYearSeconds},
+    {"dedup_busy_timeout_ms", &Config::dedup_busy_timeout_ms, 0, kHour},
     {"dedup_pending_outcome", &Config::dedup_pending_outcome},
-    {"dedup_owner_ttl_seconds", &Config::dedup_owner_ttl_seconds, 10},
+    {"dedup_owner_ttl_seconds", &Config::dedup_owner_ttl_seconds, 10, kDaySeconds},
     {"redis_url", &Config::redis_url},
-    {"redis_timeout_ms", &Config::redis_timeout_ms, 1},
-    {"redis_pool_size", &Config::redis_pool_size, 1},
+    {"redis_timeout_ms", &Config::redis_timeout_ms, 1, 10 * kMinute},
+    {"redis_pool_size", &Config::redis_pool_size, 1, 1024},
     {"redis_tls_ca_file", &Config::redis_tls_ca_file},
     {"redis_tls_cert_file", &Config::redis_tls_cert_file},
     {"redis_tls_key_file", &Config::redis_tls_key_file},
@@ -72,26 +77,26 @@ const Key kKeys[] = {
     {"s3_addressing_style", &Config::s3_addressing_style},
     {"s3_ca_file", &Config::s3_ca_file},
     {"s3_verify_tls", &Config::s3_verify_tls},
-    {"s3_connect_timeout_ms", &Config::s3_connect_timeout_ms, 1},
-    {"s3_request_timeout_ms", &Config::s3_request_timeout_ms, 1},
-    {"s3_max_attempts", &Config::s3_max_attempts, 1},
-    {"s3_retry_base_ms", &Config::s3_retry_base_ms, 1},
-    {"s3_retry_max_ms", &Config::s3_retry_max_ms, 1},
+    {"s3_connect_timeout_ms", &Config::s3_connect_timeout_ms, 1, 10 * kMinute},
+    {"s3_request_timeout_ms", &Config::s3_request_timeout_ms, 1, kDay},
+    {"s3_max_attempts", &Config::s3_max_attempts, 1, 100},
+    {"s3_retry_base_ms", &Config::s3_retry_base_ms, 1, 10 * kMinute},
+    {"s3_retry_max_ms", &Config::s3_retry_max_ms, 1, kHour},
     {"s3_conditional_writes", &Config::s3_conditional_writes},
     {"s3_append_mode", &Config::s3_append_mode},
     {"s3_convert_plain_objects", &Config::s3_convert_plain_objects},
-    {"s3_compaction_interval_seconds", &Config::s3_compaction_interval_seconds, 0},
-    {"s3_compaction_max_bytes", &Config::s3_compaction_max_bytes, 1 << 20},
-    {"s3_multipart_threshold", &Config::s3_multipart_threshold, 5 << 20},
-    {"s3_lease_seconds", &Config::s3_lease_seconds, 5},
-    {"flush_max_bytes", &Config::flush_max_bytes, 1},
-    {"flush_interval_ms", &Config::flush_interval_ms, 1},
-    {"flush_timeout_ms", &Config::flush_timeout_ms, 1},
+    {"s3_compaction_interval_seconds", &Config::s3_compaction_interval_seconds, 0, 7 * kDaySeconds},
+    {"s3_compaction_max_bytes", &Config::s3_compaction_max_bytes, 1 << 20, 4 * kGiB},
+    {"s3_multipart_threshold", &Config::s3_multipart_threshold, 5 << 20, 5 * kGiB},
+    {"s3_lease_seconds", &Config::s3_lease_seconds, 5, kHour / kSecond},
+    {"flush_max_bytes", &Config::flush_max_bytes, 1, kGiB},
+    {"flush_interval_ms", &Config::flush_interval_ms, 1, kHour},
+    {"flush_timeout_ms", &Config::flush_timeout_ms, 1, kDay},
     {"spool_dir", &Config::spool_dir},
     {"spool_fsync", &Config::spool_fsync},
-    {"spool_max_bytes", &Config::spool_max_bytes, 1 << 16},
+    {"spool_max_bytes", &Config::spool_max_bytes, 1 << 16, 1024 * kGiB},
     {"spool_full_policy", &Config::spool_full_policy},
-    {"spool_block_timeout_ms", &Config::spool_block_timeout_ms, 0},
+    {"spool_block_timeout_ms", &Config::spool_block_timeout_ms, 0, kDay},
     {"log_level", LogLevelField{}},
 };
 
@@ -107,6 +112,7 @@ std::string env_name(const char* key) {
 
 void set_int(Config& c, const Key& k, std::int64_t Config::*m, std::int64_t v) {
     if (v < k.min) throw config_error(k.name, "must be at least " + std::to_string(k.min) + ", got " + std::to_string(v));
+    if (v > k.max) throw config_error(k.name, "must be at most " + std::to_string(k.max) + ", got " + std::to_string(v));
     c.*m = v;
 }
 
@@ -275,6 +281,11 @@ void Config::finalize() {
     while (!training_data_prefix.empty() && training_data_prefix.back() == '/') training_data_prefix.pop_back();
     while (!training_data_prefix.empty() && training_data_prefix.front() == '/') training_data_prefix.erase(0, 1);
     if (!training_data_prefix.empty()) check_key_prefix(training_data_prefix);
+    // Object keys are at most 1,024 bytes; the library adds up to about 200 to the prefix.
+    if (training_data_prefix.size() > 512) {
+        throw config_error("training_data_prefix", "must be at most 512 bytes, got " +
+                                                       std::to_string(training_data_prefix.size()));
+    }
     if (dedup_store.empty()) dedup_store = redis_url.empty() ? "sqlite" : "redis";
     if (dedup_store != "sqlite" && dedup_store != "memory" && dedup_store != "redis") {
         throw config_error("dedup_store",
@@ -319,6 +330,16 @@ void Config::finalize() {
                                                   std::to_string(spool_max_bytes));
     }
     one_of("output_format", output_format, {"alpaca", "chat"});
+    // Quality scores are between 0 and 1 (the processors' contract).
+    if (min_quality_score && !(*min_quality_score >= 0.0 && *min_quality_score <= 1.0)) {
+        throw config_error("min_quality_score", "must be between 0 and 1, got " + std::to_string(*min_quality_score));
+    }
+    for (const auto& [domain, score] : min_quality_score_by_domain) {
+        if (!(score >= 0.0 && score <= 1.0)) {
+            throw config_error("min_quality_score_by_domain",
+                               json::quote(domain) + " must be between 0 and 1, got " + std::to_string(score));
+        }
+    }
     if (!(validation_fraction >= 0.0 && validation_fraction <= 1.0)) {
         throw config_error("validation_fraction", "must be between 0 and 1, got " + std::to_string(validation_fraction));
     }

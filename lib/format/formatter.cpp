@@ -44,6 +44,8 @@ void require_utf8(std::string_view text, const char* field) {
 // The strings of `doc` point into `scratch`.
 template <class Document>
 void parse_json(Document& doc, std::string_view text, std::string& scratch, const char* what) {
+    // Valid JSON, but nested deeper than the library parses or writes.
+    json::check_depth(text, what, ErrorCode::InvalidInput);
     if (text.empty() || !is_valid_utf8(text) || std::memchr(text.data(), '\0', text.size()) != nullptr) {
         json::parse(doc, text, what);
         return;

@@ -37,6 +37,55 @@ bool is_space(std::uint32_t cp) {
 
 }  // namespace
 
+namespace {
+
+// The length of the valid UTF-8 sequence at p (0: none starts there).
+std::size_t valid_sequence(const unsigned char* p, const unsigned char* end) noexcept {
+    const unsigned char c = *p;
+    if (c < 0x80) return 1;
+    std::size_t len;
+    std::uint32_t cp;
+    if (c >= 0xC2 && c <= 0xDF) { len = 2; cp = c & 0x1Fu; }
+    else if (c >= 0xE0 && c <= 0xEF) { len = 3; cp = c & 0x0Fu; }
+    else if (c >= 0xF0 && c <= 0xF4) { len = 4; cp = c & 0x07u; }
+    else return 0;
+    if (static_cast<std::size_t>(end - p) < len) return 0;
+    for (std::size_t i = 1; i < len; ++i) {
+        if ((p[i] & 0xC0) != 0x80) return 0;
+        cp = (cp << 6) | (p[i] & 0x3Fu);
+    }
+    if (len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) return 0;
+    if (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) return 0;
+    return len;
+}
+
+}  // namespace
+
+std::string to_valid_utf8(std::string_view text) {
+    std::string out;
+    out.reserve(text.size());
+    const auto* p = reinterpret_cast<const unsigned char*>(text.data());
+    const auto* end = p + text.size();
+    while (p < end) {
+        const std::size_t len = valid_sequence(p, end);
+        if (len == 0) {
+            out += "\xEF\xBF\xBD";  // U+FFFD
+            ++p;
+        } else {
+            out.append(reinterpret_cast<const char*>(p), len);
+            p += len;
+        }
+    }
+    return out;
+}
+
+std::string_view utf8_prefix(std::string_view text, std::size_t max_bytes) noexcept {
+    if (text.size() <= max_bytes) return text;
+    std::size_t n = max_bytes;
+    while (n > 0 && (static_cast<unsigned char>(text[n]) & 0xC0) == 0x80) --n;  // not inside a sequence
+    return text.substr(0, n);
+}
+
 bool is_valid_utf8(std::string_view text) noexcept {
     const auto* p = reinterpret_cast<const unsigned char*>(text.data());
     const auto* end = p + text.size();

@@ -88,7 +88,7 @@ UtcParts split(std::chrono::system_clock::time_point when) {
 std::chrono::system_clock::time_point parse_iso8601(std::string_view text) {
     auto fail = [&](const char* why) -> Error {
         return Error(ErrorCode::InvalidInput, std::string("result.processing_timestamp ") +
-                                                  json::quote(text.substr(0, 64)) +
+                                                  json::quote(utf8_prefix(text, 64)) +
                                                   " is not an ISO-8601 date-time: " + why);
     };
     Cursor c{text};

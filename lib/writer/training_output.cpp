@@ -244,6 +244,15 @@ struct TrainingOutput::Impl {
                     {"include_metadata", config.include_training_metadata}});
     }
 
+    // An argument larger than a whole line is refused before any work on it
+    // (a line holds the narrative, escaped, and what it keeps of the JSON).
+    void check_size(std::string_view text, const char* what) const {
+        if (text.size() > static_cast<std::uint64_t>(config.max_line_bytes)) {
+            throw Error(ErrorCode::InvalidInput, std::string(what) + " is " + std::to_string(text.size()) +
+                                                     " bytes; max_line_bytes is " + std::to_string(config.max_line_bytes));
+        }
+    }
+
     // A batch landed: its manifest first, then the host's callback.
     void landed(const LandedBatch& l) noexcept {
         try {
@@ -390,13 +399,22 @@ bool abandon_if_forked(std::unique_ptr<Impl>& impl) {
 Outcome TrainingOutput::generate(std::string_view narrative, std::string_view message_data_json,
                                  std::string_view result_json) {
     if (!impl_) throw Error(ErrorCode::Forked, "this writer was opened in another process (before a fork())");
-    return impl_->generate([&] { return impl_->formatter.format_json(narrative, message_data_json, result_json); });
+    return impl_->generate([&] {
+        impl_->check_size(narrative, "narrative");
+        impl_->check_size(message_data_json, "message_data");
+        impl_->check_size(result_json, "result");
+        return impl_->formatter.format_json(narrative, message_data_json, result_json);
+    });
 }
 
 Outcome TrainingOutput::generate(std::string_view narrative, const MessageData& message,
                                  const ProcessingResult& result) {
     if (!impl_) throw Error(ErrorCode::Forked, "this writer was opened in another process (before a fork())");
-    return impl_->generate([&] { return impl_->formatter.format(narrative, message, result); });
+    return impl_->generate([&] {
+        impl_->check_size(narrative, "narrative");
+        impl_->check_size(result.clinical_insights_json, "result.clinical_insights");
+        return impl_->formatter.format(narrative, message, result);
+    });
 }
 
 void TrainingOutput::flush() {
