@@ -4,18 +4,48 @@
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <new>
 #include <string>
 
 #include "training_output.h"
+#include "training_output/error.hpp"
 #include "training_output/formatter.hpp"
+#include "training_output/log.hpp"
 #include "training_output/training_output.hpp"
 
 using training_output::Config;
 using training_output::Error;
 using training_output::ErrorCode;
+using training_output::LogLevel;
+using training_output::Outcome;
 using training_output::TrainingOutput;
+
+// The codes are defined once, in training_output.h; the C++ enums must say the same.
+static_assert(static_cast<int>(ErrorCode::InvalidArgument) == TDO_E_INVALID_ARGUMENT, "status codes");
+static_assert(static_cast<int>(ErrorCode::InvalidJson) == TDO_E_INVALID_JSON, "status codes");
+static_assert(static_cast<int>(ErrorCode::InvalidInput) == TDO_E_INVALID_INPUT, "status codes");
+static_assert(static_cast<int>(ErrorCode::Config) == TDO_E_CONFIG, "status codes");
+static_assert(static_cast<int>(ErrorCode::Storage) == TDO_E_STORAGE, "status codes");
+static_assert(static_cast<int>(ErrorCode::DedupStore) == TDO_E_DEDUP_STORE, "status codes");
+static_assert(static_cast<int>(ErrorCode::Backpressure) == TDO_E_BACKPRESSURE, "status codes");
+static_assert(static_cast<int>(ErrorCode::Timeout) == TDO_E_TIMEOUT, "status codes");
+static_assert(static_cast<int>(ErrorCode::Auth) == TDO_E_AUTH, "status codes");
+static_assert(static_cast<int>(ErrorCode::Closed) == TDO_E_CLOSED, "status codes");
+static_assert(static_cast<int>(ErrorCode::NoMemory) == TDO_E_NOMEM, "status codes");
+static_assert(static_cast<int>(ErrorCode::Forked) == TDO_E_FORKED, "status codes");
+static_assert(static_cast<int>(ErrorCode::Internal) == TDO_E_INTERNAL, "status codes");
+static_assert(static_cast<int>(Outcome::Written) == TDO_WRITTEN, "outcomes");
+static_assert(static_cast<int>(Outcome::Duplicate) == TDO_DUPLICATE, "outcomes");
+static_assert(static_cast<int>(Outcome::Skipped) == TDO_SKIPPED, "outcomes");
+static_assert(static_cast<int>(Outcome::Disabled) == TDO_DISABLED, "outcomes");
+static_assert(static_cast<int>(Outcome::Pending) == TDO_PENDING, "outcomes");
+static_assert(static_cast<int>(LogLevel::Debug) == TDO_LOG_DEBUG, "log levels");
+static_assert(static_cast<int>(LogLevel::Info) == TDO_LOG_INFO, "log levels");
+static_assert(static_cast<int>(LogLevel::Warning) == TDO_LOG_WARNING, "log levels");
+static_assert(static_cast<int>(LogLevel::Error) == TDO_LOG_ERROR, "log levels");
+static_assert(static_cast<int>(LogLevel::Off) == TDO_LOG_OFF, "log levels");
 
 struct tdo_writer {
     std::unique_ptr<TrainingOutput> impl;
@@ -35,31 +65,61 @@ int fail(int code, const char* message) {
     return code;
 }
 
+// The process-wide writer (TDO_DEFAULT_WRITER): opened from the environment
+// on first use. Each call holds a reference for its duration, so that
+// tdo_shutdown() from another thread closes it (calls in progress finish
+// first, later ones on it get TDO_E_CLOSED) without freeing it under them.
 std::mutex g_default_mutex;
-tdo_writer* g_default = nullptr;
+std::shared_ptr<TrainingOutput> g_default;
 bool g_atexit_registered = false;
 
-}  // namespace
+void shutdown_at_exit() { (void)tdo_shutdown(); }
 
-#define TDO_TRY      \
-    t_last_error.clear(); \
-    try {
-#define TDO_CATCH                                                           \
-    }                                                                       \
-    catch (const Error& e) {                                                \
-        return fail(static_cast<int>(e.code()), e.what());                  \
-    }                                                                       \
-    catch (const std::bad_alloc&) {                                         \
-        return fail(TDO_E_NOMEM, "out of memory");                          \
-    }                                                                       \
-    catch (const std::exception& e) {                                       \
-        return fail(TDO_E_INTERNAL, e.what());                              \
-    }                                                                       \
-    catch (...) {                                                           \
-        return fail(TDO_E_INTERNAL, "unknown internal error");              \
+// The writer a call is for, kept alive for the call.
+struct Target {
+    std::shared_ptr<TrainingOutput> keep;  // the process-wide writer's reference
+    TrainingOutput* writer = nullptr;
+};
+
+Target target(tdo_writer* writer, const char* function) {
+    if (!writer) {
+        throw Error(ErrorCode::InvalidArgument,
+                    std::string(function) + ": writer is NULL (did tdo_writer_open fail? TDO_DEFAULT_WRITER is the "
+                                            "process-wide writer)");
     }
+    Target t;
+    if (writer == TDO_DEFAULT_WRITER) {
+        std::lock_guard<std::mutex> lock(g_default_mutex);
+        if (!g_default) {
+            g_default = std::make_shared<TrainingOutput>(Config::from_environment());
+            if (!g_atexit_registered) {
+                g_atexit_registered = true;
+                std::atexit(shutdown_at_exit);
+            }
+        }
+        t.keep = g_default;
+        t.writer = t.keep.get();
+    } else {
+        t.writer = writer->impl.get();
+    }
+    return t;
+}
 
-namespace {
+// close() as a status: what stayed in the spool is in the message.
+int close_status(TrainingOutput& writer) {
+    try {
+        writer.close();
+        return TDO_OK;
+    } catch (const Error& e) {
+        return fail(static_cast<int>(e.code()), e.what());
+    } catch (const std::bad_alloc&) {
+        return fail(TDO_E_NOMEM, "out of memory while closing");
+    } catch (const std::exception& e) {
+        return fail(TDO_E_STORAGE, e.what());
+    } catch (...) {
+        return fail(TDO_E_INTERNAL, "unknown internal error while closing");
+    }
+}
 
 training_output::DeliveryCallback delivery_bridge(tdo_delivery_callback callback, void* user_data) {
     if (!callback) return {};
@@ -77,6 +137,24 @@ training_output::DeliveryCallback delivery_bridge(tdo_delivery_callback callback
 
 }  // namespace
 
+#define TDO_TRY           \
+    t_last_error.clear(); \
+    try {
+#define TDO_CATCH                                              \
+    }                                                          \
+    catch (const Error& e) {                                   \
+        return fail(static_cast<int>(e.code()), e.what());     \
+    }                                                          \
+    catch (const std::bad_alloc&) {                            \
+        return fail(TDO_E_NOMEM, "out of memory");             \
+    }                                                          \
+    catch (const std::exception& e) {                          \
+        return fail(TDO_E_INTERNAL, e.what());                 \
+    }                                                          \
+    catch (...) {                                              \
+        return fail(TDO_E_INTERNAL, "unknown internal error"); \
+    }
+
 extern "C" {
 
 int tdo_version_number(void) { return TDO_VERSION_NUMBER; }
@@ -88,7 +166,6 @@ const char* tdo_version_string(void) {
 #undef TDO_STR
 #undef TDO_STR2
 }
-
 
 int tdo_writer_open(tdo_writer** out, const char* config_json) { return tdo_writer_open_ex(out, config_json, nullptr); }
 
@@ -121,53 +198,35 @@ int generate_training_output(tdo_writer* writer, const char* narrative, const ch
     if (!message_data_json) {
         return fail(TDO_E_INVALID_ARGUMENT, "generate_training_output: message_data_json is NULL");
     }
-    if (!writer) {
-        std::lock_guard<std::mutex> lock(g_default_mutex);
-        if (!g_default) {
-            auto w = std::make_unique<tdo_writer>();
-            w->impl = std::make_unique<TrainingOutput>(Config::from_environment());
-            g_default = w.release();
-            if (!g_atexit_registered) {
-                g_atexit_registered = true;
-                std::atexit(tdo_shutdown);
-            }
-        }
-        writer = g_default;
-    }
+    const Target t = target(writer, "generate_training_output");
     return static_cast<int>(
-        writer->impl->generate(narrative, message_data_json, result_json ? std::string_view(result_json) : "{}"));
+        t.writer->generate(narrative, message_data_json, result_json ? std::string_view(result_json) : "{}"));
     TDO_CATCH
 }
 
 int tdo_writer_flush(tdo_writer* writer) {
     TDO_TRY
-    if (!writer) return fail(TDO_E_INVALID_ARGUMENT, "tdo_writer_flush: writer is NULL");
-    writer->impl->flush();
+    const Target t = target(writer, "tdo_writer_flush");
+    t.writer->flush();
     return TDO_OK;
     TDO_CATCH
 }
 
-void tdo_writer_close(tdo_writer* writer) {
-    if (!writer) return;
-    try {
-        writer->impl->close();
-    } catch (const training_output::Error& e) {
-        // Lines that are not delivered stay in the spool for the next writer.
-        fail(static_cast<int>(e.code()), e.what());
-    } catch (const std::exception& e) {
-        fail(TDO_E_STORAGE, e.what());
-    } catch (...) {
-        fail(TDO_E_INTERNAL, "unknown internal error while closing");
-    }
+int tdo_writer_close(tdo_writer* writer) {
+    t_last_error.clear();
+    if (!writer) return TDO_OK;
+    if (writer == TDO_DEFAULT_WRITER) return tdo_shutdown();
+    const int status = close_status(*writer->impl);
     delete writer;
+    return status;
 }
 
 int tdo_writer_stats(tdo_writer* writer, char** out_json) {
     TDO_TRY
     if (!out_json) return fail(TDO_E_INVALID_ARGUMENT, "tdo_writer_stats: out_json is NULL");
     *out_json = nullptr;
-    if (!writer) return fail(TDO_E_INVALID_ARGUMENT, "tdo_writer_stats: writer is NULL");
-    std::string json = writer->impl->stats_json();
+    const Target t = target(writer, "tdo_writer_stats");
+    std::string json = t.writer->stats_json();
     char* copy = static_cast<char*>(std::malloc(json.size() + 1));
     if (!copy) return fail(TDO_E_NOMEM, "out of memory");
     std::memcpy(copy, json.c_str(), json.size() + 1);
@@ -180,20 +239,22 @@ const char* tdo_last_skip_reason(void) { return TrainingOutput::last_skip_reason
 
 int tdo_writer_set_delivery_callback(tdo_writer* writer, tdo_delivery_callback callback, void* user_data) {
     TDO_TRY
-    if (!writer) return fail(TDO_E_INVALID_ARGUMENT, "tdo_writer_set_delivery_callback: writer is NULL");
-    writer->impl->set_delivery_callback(delivery_bridge(callback, user_data));
+    const Target t = target(writer, "tdo_writer_set_delivery_callback");
+    t.writer->set_delivery_callback(delivery_bridge(callback, user_data));
     return TDO_OK;
     TDO_CATCH
 }
 
-void tdo_shutdown(void) {
-    tdo_writer* w = nullptr;
+int tdo_shutdown(void) {
+    t_last_error.clear();
+    std::shared_ptr<TrainingOutput> w;
     {
         std::lock_guard<std::mutex> lock(g_default_mutex);
-        w = g_default;
-        g_default = nullptr;
+        w.swap(g_default);
     }
-    tdo_writer_close(w);
+    if (!w) return TDO_OK;
+    // Waits for the calls in progress; the last reference frees it.
+    return close_status(*w);
 }
 
 const char* tdo_last_error(void) { return t_last_error.c_str(); }
@@ -216,16 +277,16 @@ void tdo_free(void* ptr) { std::free(ptr); }
 int tdo_set_log_callback(tdo_log_callback callback, int min_level, void* user_data) {
     TDO_TRY
     if (!callback) {
-        training_output::set_log_callback({}, training_output::LogLevel::Off);
+        training_output::set_log_callback({}, LogLevel::Off);
         return TDO_OK;
     }
     training_output::set_log_callback(
-        [callback, user_data](training_output::LogLevel level, std::string_view event, std::string_view json) {
+        [callback, user_data](LogLevel level, std::string_view event, std::string_view json) {
             // Both views end where NUL-terminated copies are needed.
             std::string e(event), j(json);
             callback(static_cast<int>(level), e.c_str(), j.c_str(), user_data);
         },
-        static_cast<training_output::LogLevel>(min_level));
+        static_cast<LogLevel>(min_level));
     return TDO_OK;
     TDO_CATCH
 }

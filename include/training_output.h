@@ -7,10 +7,17 @@
  * monthly, per-domain JSONL objects (a local directory by default).
  *
  * Conventions
- *   - Every entry point returns an int status: 0 or a small positive outcome
- *     (TDO_WRITTEN, TDO_DUPLICATE, TDO_SKIPPED, TDO_DISABLED) on success, a
- *     negative TDO_E_* code on error. The message of the last error on the
- *     calling thread is returned by tdo_last_error().
+ *   - Every entry point that can fail returns an int status: 0 or a small
+ *     positive outcome (TDO_WRITTEN, TDO_DUPLICATE, TDO_SKIPPED,
+ *     TDO_DISABLED, TDO_PENDING) on success, a negative TDO_E_* code on
+ *     error. The message of the last error on the calling thread is returned
+ *     by tdo_last_error(). The functions that cannot fail return what they
+ *     name instead: tdo_version_number(), tdo_version_string(),
+ *     tdo_last_error(), tdo_last_skip_reason(), tdo_status_name(), tdo_free().
+ *   - A writer argument is a writer from tdo_writer_open(), or
+ *     TDO_DEFAULT_WRITER for the process-wide writer. NULL is an error
+ *     (TDO_E_INVALID_ARGUMENT), never another writer: a writer whose open
+ *     failed is never silently replaced.
  *   - Strings passed in are borrowed for the duration of the call and must be
  *     NUL-terminated UTF-8. Strings returned through `char**` out parameters
  *     are allocated by the library and must be released with tdo_free().
@@ -21,7 +28,8 @@
  * Thread safety
  *   - A tdo_writer may be used from any number of threads at once, except
  *     tdo_writer_close(), which must not race with other calls on the same
- *     writer.
+ *     writer. The process-wide writer may: tdo_shutdown() waits for the calls
+ *     in progress on it, and later calls open a new one.
  *   - tdo_last_error() is per thread.
  *   - A writer belongs to the process that opened it: after fork(), the child
  *     gets TDO_E_FORKED from every call on it (tdo_writer_close() only frees
@@ -87,6 +95,17 @@ extern "C" {
 
 typedef struct tdo_writer tdo_writer;
 
+/*
+ * The process-wide writer: opened from the environment (ETL_*) on first use,
+ * closed by tdo_shutdown() (or at exit). Any entry point that takes a writer
+ * takes it.
+ */
+#ifdef __cplusplus
+#define TDO_DEFAULT_WRITER (reinterpret_cast<tdo_writer*>(static_cast<size_t>(1)))
+#else
+#define TDO_DEFAULT_WRITER ((tdo_writer*)(size_t)1)
+#endif
+
 /* Version of the library actually loaded (compare with TDO_VERSION_NUMBER). */
 TDO_API int tdo_version_number(void);
 /* "MAJOR.MINOR.PATCH"; static storage. */
@@ -96,7 +115,7 @@ TDO_API const char* tdo_version_string(void);
  * Opens a writer. `config_json` is a JSON object of configuration keys
  * (see README); NULL reads the configuration from the environment (ETL_*).
  * On success *out receives the writer and TDO_OK is returned; on error *out
- * is set to NULL.
+ * is set to NULL (and passing that NULL on is an error, TDO_E_INVALID_ARGUMENT).
  */
 TDO_API int tdo_writer_open(tdo_writer** out, const char* config_json);
 
@@ -109,8 +128,7 @@ TDO_API int tdo_writer_open(tdo_writer** out, const char* config_json);
  *                      processing_time_seconds, clinical_insights,
  *                      processing_timestamp (ISO-8601; its month picks the
  *                      file). NULL is the same as "{}".
- * A NULL writer uses a process-wide writer opened from the environment on
- * first use (closed by tdo_shutdown() or at exit).
+ * `writer`: from tdo_writer_open(), or TDO_DEFAULT_WRITER.
  * Returns TDO_WRITTEN, TDO_DUPLICATE, TDO_SKIPPED, TDO_DISABLED, TDO_PENDING
  * (only with dedup_pending_outcome) or an error.
  */
@@ -129,9 +147,15 @@ TDO_API const char* tdo_last_skip_reason(void);
 /* Returns once every example accepted before the call is in its object. */
 TDO_API int tdo_writer_flush(tdo_writer* writer);
 
-/* Flushes and frees the writer. NULL is fine. Must not race with other calls
- * on the same writer. */
-TDO_API void tdo_writer_close(tdo_writer* writer);
+/*
+ * Flushes, closes and frees the writer (NULL is fine: TDO_OK). Must not race
+ * with other calls on the same writer. Returns TDO_OK when every line it
+ * accepted is in its object; otherwise the error (TDO_E_TIMEOUT,
+ * TDO_E_STORAGE, TDO_E_AUTH), and tdo_last_error() says how many lines stayed
+ * in which spool directory: the next writer opened on that spool delivers
+ * them. The writer is freed either way. TDO_DEFAULT_WRITER: tdo_shutdown().
+ */
+TDO_API int tdo_writer_close(tdo_writer* writer);
 
 /*
  * Counters of the writer as a JSON object (written, duplicates, skipped,
@@ -178,9 +202,13 @@ TDO_API int tdo_writer_open_ex(tdo_writer** out, const char* config_json, const 
 TDO_API int tdo_writer_set_delivery_callback(tdo_writer* writer, tdo_delivery_callback callback,
                                              void* user_data);
 
-/* Closes the process-wide writer used by generate_training_output(NULL, ...),
- * if one was opened. Safe to call more than once. */
-TDO_API void tdo_shutdown(void);
+/*
+ * Closes the process-wide writer (TDO_DEFAULT_WRITER), if one was opened:
+ * calls in progress on it finish first, later calls open a new one. Safe to
+ * call more than once, and from any thread while others use it. Returns as
+ * tdo_writer_close().
+ */
+TDO_API int tdo_shutdown(void);
 
 /*
  * Message of the last error on the calling thread. Never NULL ("" when there

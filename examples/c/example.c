@@ -21,7 +21,7 @@ int main(int argc, char** argv) {
         "{\"quality_score\": 0.93, \"record_count\": 10080, \"clinical_insights\": {\"resting_hr_bpm\": 61}}");
     if (rc < 0) {
         fprintf(stderr, "%s: %s\n", tdo_status_name(rc), tdo_last_error());
-        tdo_writer_close(writer);
+        (void)tdo_writer_close(writer);
         return 1;
     }
     printf("outcome: %s\n", tdo_status_name(rc));
@@ -31,6 +31,10 @@ int main(int argc, char** argv) {
         printf("stats: %s\n", stats);
         tdo_free(stats);
     }
-    tdo_writer_close(writer);
+    /* Lines it could not deliver stay in its spool for the next writer; say so. */
+    if (tdo_writer_close(writer) != TDO_OK) {
+        fprintf(stderr, "close: %s\n", tdo_last_error());
+        return 1;
+    }
     return 0;
 }

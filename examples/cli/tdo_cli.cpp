@@ -9,12 +9,15 @@
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
 #include <map>
 #include <sstream>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "training_output/training_output.hpp"
 
@@ -25,6 +28,25 @@ namespace {
 struct Counts {
     int written = 0, duplicate = 0, skipped = 0, disabled = 0, errors = 0;
 };
+
+// How deep `v` nests arrays and objects, without recursion (a hostile line
+// must not overflow the stack here either; the library takes at most 100).
+std::size_t depth_of(const rapidjson::Value& v) {
+    std::vector<std::pair<const rapidjson::Value*, std::size_t>> stack{{&v, 1}};
+    std::size_t deepest = 0;
+    while (!stack.empty()) {
+        auto [value, depth] = stack.back();
+        stack.pop_back();
+        if (!value->IsObject() && !value->IsArray()) continue;
+        deepest = std::max(deepest, depth);
+        if (value->IsObject()) {
+            for (auto& m : value->GetObject()) stack.emplace_back(&m.value, depth + 1);
+        } else {
+            for (auto& e : value->GetArray()) stack.emplace_back(&e, depth + 1);
+        }
+    }
+    return deepest;
+}
 
 std::string to_json(const rapidjson::Value& v) {
     rapidjson::StringBuffer b;
@@ -72,8 +94,10 @@ int main(int argc, char** argv) {
             config = to::Config::from_environment();
         }
         if (!output_dir.empty()) {
+            // Everything that was under the old output_dir by default follows it.
+            if (config.spool_dir == config.output_dir + "/.spool") config.spool_dir.clear();
+            if (config.dedup_db_path == config.default_dedup_db_path()) config.dedup_db_path.clear();
             config.output_dir = output_dir;
-            config.dedup_db_path.clear();  // follow the new output_dir
         }
         if (!log_level.empty()) config.log_level = to::parse_log_level(log_level);
         config.finalize();
@@ -101,9 +125,12 @@ int main(int argc, char** argv) {
         std::string domain = "(unreadable)";
         try {
             rapidjson::Document doc;
-            doc.Parse(line.c_str(), line.size());
+            doc.Parse<rapidjson::kParseIterativeFlag>(line.c_str(), line.size());
             if (doc.HasParseError() || !doc.IsObject()) {
                 throw to::Error(to::ErrorCode::InvalidJson, "the line is not a JSON object");
+            }
+            if (depth_of(doc) > 101) {
+                throw to::Error(to::ErrorCode::InvalidInput, "the line nests arrays and objects deeper than 101 levels");
             }
             auto narrative = doc.FindMember("narrative");
             auto message = doc.FindMember("message_data");

@@ -61,8 +61,11 @@ int main(int argc, char** argv) {
     EXPECT(tdo_writer_stats(w, &stats) == TDO_OK);
     EXPECT(stats != NULL && strstr(stats, "\"written\":1") != NULL);
     tdo_free(stats);
-    tdo_writer_close(w);
-    tdo_writer_close(NULL);
+    EXPECT(tdo_writer_close(w) == TDO_OK);
+    EXPECT(tdo_writer_close(NULL) == TDO_OK);
+    EXPECT(tdo_writer_flush(NULL) == TDO_E_INVALID_ARGUMENT); /* never another writer */
+    EXPECT(TDO_DEFAULT_WRITER != NULL);
+    EXPECT(tdo_shutdown() == TDO_OK);
     EXPECT(events >= 2);
     EXPECT(tdo_set_log_callback(NULL, 0, NULL) == TDO_OK);
 

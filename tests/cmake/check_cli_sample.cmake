@@ -9,6 +9,10 @@ if(NOT rc EQUAL 0)
   message(FATAL_ERROR "first run failed (${rc}): ${first} ${err}")
 endif()
 message(STATUS "first run:\n${first}")
+# --output-dir moves everything: the spool and the dedup file are under it.
+if(NOT IS_DIRECTORY ${WORK_DIR}/.spool OR NOT EXISTS ${WORK_DIR}/.dedup.sqlite3)
+  message(FATAL_ERROR "the spool or the dedup file is not under --output-dir ${WORK_DIR}")
+endif()
 file(GLOB_RECURSE files RELATIVE ${WORK_DIR} ${WORK_DIR}/*.jsonl)
 list(SORT files)
 set(expected

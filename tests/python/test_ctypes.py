@@ -178,6 +178,59 @@ class WrapperTest(unittest.TestCase):
         generated = [f for _, e, f in seen if e == "training_output_generated"][0]
         self.assertEqual(generated["record_type"], "SleepSessionRecord")
 
+    def test_an_exception_in_the_log_callback_is_shown_not_lost(self):
+        import contextlib
+        import io
+
+        def broken(level, event, fields):
+            raise ValueError("the host's bug")
+
+        err = io.StringIO()
+        tdo.set_log_callback(broken, tdo.LogLevel.INFO)
+        try:
+            with contextlib.redirect_stderr(err):
+                with tdo.TrainingOutput(self.config) as w:
+                    self.assertEqual(w.generate("Logged sleep.", MESSAGE, RESULT), tdo.Outcome.WRITTEN)
+        finally:
+            tdo.set_log_callback(None)
+        self.assertIn("ValueError: the host's bug", err.getvalue())
+        self.assertEqual(len(self.lines()), 1)  # the writer went on
+
+    def test_close_reports_lines_left_undelivered(self):
+        config = dict(self.config, s3_endpoint_url="http://127.0.0.1:9", s3_bucket_name="b", s3_access_key="k",
+                      s3_secret_key="s", s3_conditional_writes="true", flush_timeout_ms=200)
+        with self.assertRaises(tdo.TrainingOutputError) as caught:
+            with tdo.TrainingOutput(config) as w:
+                self.assertEqual(w.generate("Undelivered.", MESSAGE, RESULT), tdo.Outcome.WRITTEN)
+        self.assertEqual(caught.exception.status, tdo.Status.TIMEOUT)
+        self.assertIn("1 lines are not in their objects yet", str(caught.exception))
+        self.assertIn(".spool", str(caught.exception))
+        self.assertTrue(w.closed)
+        w.close()  # idempotent
+        # An exception that ends the block is never replaced by the close's.
+        with self.assertRaises(KeyError):
+            with tdo.TrainingOutput(config) as w2:
+                w2.generate("Undelivered too.", MESSAGE, RESULT)
+                raise KeyError("the block's own")
+
+    def test_codes_outcomes_and_levels_are_the_headers(self):
+        header = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "include", "training_output.h")
+        import re
+        with open(header, encoding="utf-8") as f:
+            defines = dict(re.findall(r"^#define TDO_([A-Z_]+) (-?\d+)\b", f.read(), re.M))
+        errors = {k[2:]: int(v) for k, v in defines.items() if k.startswith("E_")}
+        levels = {k[4:]: int(v) for k, v in defines.items() if k.startswith("LOG_")}
+        outcomes = {k: int(v) for k, v in defines.items()
+                    if k in ("WRITTEN", "DUPLICATE", "SKIPPED", "DISABLED", "PENDING")}
+        self.assertEqual({s.name: s.value for s in tdo.Status}, errors)
+        self.assertEqual({s.name: s.value for s in tdo.LogLevel}, levels)
+        self.assertEqual({s.name: s.value for s in tdo.Outcome}, outcomes)
+        lib = tdo.load_library()
+        for name, value in list(errors.items()):
+            self.assertEqual(lib.tdo_status_name(value).decode(), "TDO_E_" + name)
+        for name, value in outcomes.items():
+            self.assertEqual(lib.tdo_status_name(value).decode(), "TDO_" + name)
+
     def test_threads_share_a_writer(self):
         with tdo.TrainingOutput(self.config) as w:
             outcomes = []

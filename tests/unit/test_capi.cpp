@@ -171,21 +171,81 @@ TEST_CASE("C ABI: log callback receives structured events", "[unit][capi]") {
     CHECK(names.count("skipping_duplicate_training_example"));
 }
 
-TEST_CASE("C ABI: a NULL writer uses a process-wide writer from the environment", "[unit][capi][env]") {
+TEST_CASE("C ABI: TDO_DEFAULT_WRITER is the process-wide writer from the environment; NULL is an error",
+          "[unit][capi][env]") {
     tdo_test::TempDir dir;
     ::setenv("ETL_OUTPUT_DIR", dir.path().c_str(), 1);
     ::setenv("ETL_DIRECTORY_FSYNC", "false", 1);
     ::setenv("ETL_LOG_LEVEL", "off", 1);
-    CHECK(generate_training_output(nullptr, "Process-wide.", kMessage, kResult) == TDO_WRITTEN);
-    CHECK(generate_training_output(nullptr, "Process-wide.", kMessage, kResult) == TDO_DUPLICATE);
-    tdo_shutdown();
-    tdo_shutdown();
-    ::unsetenv("ETL_OUTPUT_DIR");
-    ::unsetenv("ETL_DIRECTORY_FSYNC");
-    ::unsetenv("ETL_LOG_LEVEL");
+    // A failed open leaves NULL: using it is an error, never the process-wide writer.
+    tdo_writer* w = reinterpret_cast<tdo_writer*>(0x1234);
+    CHECK(tdo_writer_open(&w, "{\"output_dri\":\"typo\"}") == TDO_E_CONFIG);
+    REQUIRE(w == nullptr);
+    CHECK(generate_training_output(w, "Lost?", kMessage, kResult) == TDO_E_INVALID_ARGUMENT);
+    CHECK_THAT(tdo_last_error(), Catch::Contains("writer is NULL") && Catch::Contains("TDO_DEFAULT_WRITER"));
+    CHECK(tdo_writer_flush(nullptr) == TDO_E_INVALID_ARGUMENT);
+    char* stats = nullptr;
+    CHECK(tdo_writer_stats(nullptr, &stats) == TDO_E_INVALID_ARGUMENT);
+    CHECK(tdo_test::jsonl_files(dir.path()).empty());
+
+    CHECK(generate_training_output(TDO_DEFAULT_WRITER, "Process-wide.", kMessage, kResult) == TDO_WRITTEN);
+    CHECK(generate_training_output(TDO_DEFAULT_WRITER, "Process-wide.", kMessage, kResult) == TDO_DUPLICATE);
+    CHECK(tdo_writer_flush(TDO_DEFAULT_WRITER) == TDO_OK);
+    REQUIRE(tdo_writer_stats(TDO_DEFAULT_WRITER, &stats) == TDO_OK);
+    CHECK(tdo_test::parse(stats)["written"].GetUint64() == 1);
+    tdo_free(stats);
+    CHECK(tdo_shutdown() == TDO_OK);
+    CHECK(tdo_shutdown() == TDO_OK);
     auto files = tdo_test::jsonl_files(dir.path());
     REQUIRE(files.size() == 1);
     CHECK(tdo_test::lines_of(tdo_test::read_file(dir / files[0])).size() == 1);
+
+    SECTION("tdo_shutdown() while other threads write through it") {
+        std::atomic<bool> stop{false};
+        std::atomic<int> written{0}, closed{0}, other{0};
+        std::vector<std::thread> threads;
+        for (int t = 0; t < 4; ++t) {
+            threads.emplace_back([&, t] {
+                for (int i = 0; !stop; ++i) {
+                    const std::string n = "Thread " + std::to_string(t) + " example " + std::to_string(i) + ".";
+                    const int rc = generate_training_output(TDO_DEFAULT_WRITER, n.c_str(), kMessage, kResult);
+                    (rc == TDO_WRITTEN ? written : rc == TDO_E_CLOSED ? closed : other)++;
+                }
+            });
+        }
+        for (int round = 0; round < 20; ++round) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+            CHECK(tdo_shutdown() == TDO_OK);  // each time: what was written is delivered
+        }
+        stop = true;
+        for (auto& th : threads) th.join();
+        CHECK(tdo_writer_close(TDO_DEFAULT_WRITER) == TDO_OK);
+        CHECK(other == 0);
+        CHECK(written > 0);
+        // Every example answered WRITTEN is in the file, once.
+        std::size_t lines = 0;
+        for (const auto& f : tdo_test::jsonl_files(dir.path())) lines += tdo_test::lines_of(tdo_test::read_file(dir / f)).size();
+        CHECK(lines == static_cast<std::size_t>(written) + 1);
+    }
+    ::unsetenv("ETL_OUTPUT_DIR");
+    ::unsetenv("ETL_DIRECTORY_FSYNC");
+    ::unsetenv("ETL_LOG_LEVEL");
+}
+
+TEST_CASE("C ABI: tdo_writer_close says when lines stayed in the spool", "[unit][capi]") {
+    tdo_test::TempDir dir;
+    tdo_writer* w = nullptr;
+    // An object store on a closed port: nothing can be delivered within 200 ms.
+    REQUIRE(tdo_writer_open(&w, ("{\"s3_endpoint_url\":\"http://127.0.0.1:9\",\"s3_bucket_name\":\"b\","
+                                 "\"s3_access_key\":\"k\",\"s3_secret_key\":\"s\",\"s3_conditional_writes\":\"true\","
+                                 "\"output_dir\":\"" + dir.path() + "\",\"flush_timeout_ms\":200,\"log_level\":\"off\"}")
+                                    .c_str()) == TDO_OK);
+    CHECK(generate_training_output(w, "Undelivered.", kMessage, kResult) == TDO_WRITTEN);
+    const int rc = tdo_writer_close(w);
+    CHECK(rc == TDO_E_TIMEOUT);
+    CHECK_THAT(tdo_last_error(), Catch::Contains("1 lines are not in their objects yet") && Catch::Contains(".spool"));
+    CHECK(tdo_writer_close(nullptr) == TDO_OK);
+    CHECK(std::string(tdo_last_error()).empty());
 }
 
 namespace {

@@ -24,6 +24,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Union
 __all__ = [
     "Outcome",
     "LogLevel",
+    "Status",
     "TrainingOutput",
     "TrainingOutputError",
     "set_log_callback",
@@ -43,6 +44,23 @@ class Outcome(enum.IntEnum):
     SKIPPED = 2
     DISABLED = 3
     PENDING = 4
+
+
+class Status(enum.IntEnum):
+    """The TDO_E_* error codes of training_output.h (a test checks them against the header)."""
+    INVALID_ARGUMENT = -1
+    INVALID_JSON = -2
+    INVALID_INPUT = -3
+    CONFIG = -4
+    STORAGE = -5
+    DEDUP_STORE = -6
+    BACKPRESSURE = -7
+    TIMEOUT = -8
+    AUTH = -9
+    CLOSED = -10
+    NOMEM = -11
+    FORKED = -12
+    INTERNAL = -99
 
 
 class LogLevel(enum.IntEnum):
@@ -103,9 +121,9 @@ _FUNCTIONS = [
     ("generate_training_output", [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p],
      ctypes.c_int, _check_status),
     ("tdo_writer_flush", [ctypes.c_void_p], ctypes.c_int, _check_status),
-    ("tdo_writer_close", [ctypes.c_void_p], None, None),
+    ("tdo_writer_close", [ctypes.c_void_p], ctypes.c_int, _check_status),
     ("tdo_writer_stats", [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)], ctypes.c_int, _check_status),
-    ("tdo_shutdown", [], None, None),
+    ("tdo_shutdown", [], ctypes.c_int, _check_status),
     ("tdo_last_error", [], ctypes.c_char_p, None),
     ("tdo_status_name", [ctypes.c_int], ctypes.c_char_p, None),
     ("tdo_free", [ctypes.c_void_p], None, None),
@@ -227,8 +245,9 @@ def set_log_callback(callback: Optional[Callable[[int, str, Dict[str, Any]], Non
         def trampoline(level, event, line, _user):
             try:
                 callback(level, event.decode("utf-8", "replace"), json.loads(line.decode("utf-8", "replace")))
-            except Exception:  # never let an exception unwind into C
-                pass
+            except Exception:  # never let an exception unwind into C; shown as a thread's would be
+                import traceback
+                traceback.print_exc()
 
         ref = _LOG_CALLBACK(trampoline)
         lib.tdo_set_log_callback(ref, int(min_level), None)
@@ -295,6 +314,9 @@ class TrainingOutput:
             self._lib.tdo_free(out)
 
     def close(self) -> None:
+        """Flushes, closes and frees the writer. Raises TrainingOutputError (TIMEOUT, STORAGE,
+        AUTH) when lines could not be delivered: they stay in the spool (the message says how
+        many and where), and the next writer opened on it delivers them. Idempotent."""
         handle, self._handle = getattr(self, "_handle", None), None
         if handle:
             self._lib.tdo_writer_close(handle)
@@ -311,11 +333,19 @@ class TrainingOutput:
     def __enter__(self) -> "TrainingOutput":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            self.close()
+        except TrainingOutputError:
+            if exc_type is None:
+                raise
+            # Never hide the exception that ended the block; still say what stayed undelivered.
+            import traceback
+            traceback.print_exc()
 
     def __del__(self):
-        # At interpreter shutdown module globals may already be gone.
+        # At interpreter shutdown module globals may already be gone; a writer left to the
+        # garbage collector cannot report anything but leaves its lines in the spool.
         try:
             self.close()
         except Exception:
