@@ -121,6 +121,14 @@ int close_status(TrainingOutput& writer) {
     }
 }
 
+// A copy the caller frees with tdo_free().
+char* copy_out(const std::string& text) {
+    char* copy = static_cast<char*>(std::malloc(text.size() + 1));
+    if (!copy) throw std::bad_alloc();
+    std::memcpy(copy, text.c_str(), text.size() + 1);
+    return copy;
+}
+
 training_output::DeliveryCallback delivery_bridge(tdo_delivery_callback callback, void* user_data) {
     if (!callback) return {};
     return [callback, user_data](const training_output::Delivery& d) {
@@ -226,11 +234,17 @@ int tdo_writer_stats(tdo_writer* writer, char** out_json) {
     if (!out_json) return fail(TDO_E_INVALID_ARGUMENT, "tdo_writer_stats: out_json is NULL");
     *out_json = nullptr;
     const Target t = target(writer, "tdo_writer_stats");
-    std::string json = t.writer->stats_json();
-    char* copy = static_cast<char*>(std::malloc(json.size() + 1));
-    if (!copy) return fail(TDO_E_NOMEM, "out of memory");
-    std::memcpy(copy, json.c_str(), json.size() + 1);
-    *out_json = copy;
+    *out_json = copy_out(t.writer->stats_json());
+    return TDO_OK;
+    TDO_CATCH
+}
+
+int tdo_writer_metrics(tdo_writer* writer, char** out_text) {
+    TDO_TRY
+    if (!out_text) return fail(TDO_E_INVALID_ARGUMENT, "tdo_writer_metrics: out_text is NULL");
+    *out_text = nullptr;
+    const Target t = target(writer, "tdo_writer_metrics");
+    *out_text = copy_out(t.writer->metrics_text());
     return TDO_OK;
     TDO_CATCH
 }

@@ -136,6 +136,15 @@ TDO_API int generate_training_output(tdo_writer* writer, const char* narrative,
                                      const char* message_data_json, const char* result_json);
 
 /*
+ * The writer's metrics in the Prometheus text exposition format (0.0.4):
+ * etl_training_examples_generated_total, etl_training_output_duration_seconds,
+ * etl_training_deduplication_hits_total, etl_training_file_size_bytes and the
+ * rest listed in the README. *out_text must be freed with tdo_free(). The
+ * library opens no port: the host serves or pushes the text.
+ */
+TDO_API int tdo_writer_metrics(tdo_writer* writer, char** out_text);
+
+/*
  * Why the last generate_training_output() on the calling thread returned
  * TDO_SKIPPED: "empty_narrative", "low_quality" (quality_score below
  * min_quality_score), "no_quality_score" (none, where a threshold applies) or
@@ -196,8 +205,9 @@ TDO_API int tdo_writer_open_ex(tdo_writer** out, const char* config_json, const 
  * on the writer's background thread, after the batch is recorded as
  * delivered: never for a batch that did not land, never twice for one. A
  * batch that a writer that died had landed is reported by the writer that
- * adopts its spool. NULL stops the calls. The callback must not call back
- * into the library.
+ * adopts its spool. NULL stops the calls. Once this returns, the callback it
+ * replaced is not running and will not be called again. The callback must
+ * not call back into the library.
  */
 TDO_API int tdo_writer_set_delivery_callback(tdo_writer* writer, tdo_delivery_callback callback,
                                              void* user_data);
@@ -237,7 +247,8 @@ typedef void (*tdo_log_callback)(int level, const char* event, const char* json_
 /*
  * Routes log events of the whole process to `callback` (NULL restores the
  * default: JSON lines on stderr at the level configured by log_level,
- * warnings and up unless asked). Returns TDO_OK.
+ * warnings and up unless asked). Once this returns, the callback it replaced
+ * is not running and will not be called again. Returns TDO_OK.
  */
 TDO_API int tdo_set_log_callback(tdo_log_callback callback, int min_level, void* user_data);
 

@@ -3,8 +3,10 @@
 // from a file or stdin, writes them through the library and prints a summary
 // per health domain.
 //
-// Usage: training-output-cli [--config FILE] [--output-dir DIR] [--log-level LEVEL] [INPUT|-]
+// Usage: training-output-cli [--config FILE] [--output-dir DIR] [--log-level LEVEL] [--metrics] [INPUT|-]
 // Without --config the configuration comes from the environment (ETL_*).
+// --metrics prints the writer's metrics (Prometheus text) at exit. The exit
+// status is 1 when something could not be delivered (it stays in the spool).
 #include <rapidjson/document.h>
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
@@ -56,7 +58,7 @@ std::string to_json(const rapidjson::Value& v) {
 }
 
 int usage() {
-    std::cerr << "usage: training-output-cli [--config FILE] [--output-dir DIR] [--log-level LEVEL] [INPUT|-]\n";
+    std::cerr << "usage: training-output-cli [--config FILE] [--output-dir DIR] [--log-level LEVEL] [--metrics] [INPUT|-]\n";
     return 2;
 }
 
@@ -64,9 +66,12 @@ int usage() {
 
 int main(int argc, char** argv) {
     std::string config_file, output_dir, log_level, input = "-";
+    bool print_metrics = false;
     for (int i = 1; i < argc; ++i) {
         std::string a = argv[i];
-        if ((a == "--config" || a == "--output-dir" || a == "--log-level") && i + 1 < argc) {
+        if (a == "--metrics") {
+            print_metrics = true;
+        } else if ((a == "--config" || a == "--output-dir" || a == "--log-level") && i + 1 < argc) {
             (a == "--config" ? config_file : a == "--output-dir" ? output_dir : log_level) = argv[++i];
         } else if (a == "-h" || a == "--help") {
             usage();
@@ -164,9 +169,21 @@ int main(int argc, char** argv) {
     }
     try {
         writer->flush();
-        writer->close();
     } catch (const to::Error& e) {
         std::cerr << "flush failed: " << e.what() << "\n";
+        storage_failed = true;
+    }
+    if (print_metrics) {
+        try {
+            std::fputs(writer->metrics_text().c_str(), stdout);
+        } catch (const to::Error& e) {
+            std::cerr << "metrics: " << e.what() << "\n";
+        }
+    }
+    try {
+        writer->close();
+    } catch (const to::Error& e) {
+        std::cerr << "close: " << e.what() << "\n";
         storage_failed = true;
     }
 

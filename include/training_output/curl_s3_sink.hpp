@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "training_output/log.hpp"
 #include "training_output/s3_sink.hpp"
@@ -51,6 +52,13 @@ struct S3SinkOptions {
 struct S3SinkStats {
     std::uint64_t requests = 0;
     std::uint64_t retries = 0;
+    // Requests by S3 operation ("PutObject", ...) and outcome (sink_status_name), those that happened.
+    struct ByOperation {
+        const char* operation;
+        const char* status;
+        std::uint64_t count;
+    };
+    std::vector<ByOperation> by_operation;
     std::uint64_t bytes_sent = 0;      // request lines, headers and bodies
     std::uint64_t body_bytes_sent = 0;
     std::uint64_t bytes_received = 0;  // response bodies

@@ -139,6 +139,9 @@ public:
     Landed check_landed(const AppendIntent& intent, std::uint64_t batch_bytes, std::uint32_t batch_crc);
 
     std::uint64_t conflicts() const { return conflicts_.load(std::memory_order_relaxed); }
+    // Leases that were not free at the first try, and the time spent waiting for them.
+    std::uint64_t lease_waits() const { return lease_waits_.load(std::memory_order_relaxed); }
+    double lease_wait_seconds() const { return static_cast<double>(lease_wait_ns_.load(std::memory_order_relaxed)) / 1e9; }
 
     // For work on `key` that must not run twice at once (a compaction): runs
     // `work` while holding the lease on `key`, taken as appends take theirs
@@ -214,6 +217,7 @@ private:
     const Logger* logger_;
     std::atomic<bool> multipart_copy_works_{true};
     std::atomic<std::uint64_t> conflicts_{0};
+    std::atomic<std::uint64_t> lease_waits_{0}, lease_wait_ns_{0};
     std::mutex cancel_mutex_;
     std::condition_variable cancel_cv_;
     bool cancelled_ = false;

@@ -111,6 +111,9 @@ public:
     void set_delivery_callback(DeliveryCallback callback);
 
     WriterStats stats() const;
+    // The writer's metrics in the Prometheus text exposition format (0.0.4):
+    // the names and labels are in the README. The library opens no port.
+    std::string metrics_text() const;
     // Why the last generate() on the calling thread returned Outcome::Skipped
     // ("empty_narrative", "low_quality", "no_quality_score",
     // "redaction_failed"); "" after any other outcome.

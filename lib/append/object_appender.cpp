@@ -626,6 +626,18 @@ ObjectAppender::Lease ObjectAppender::acquire_lease(const std::string& key, cons
     Lease lease;
     lease.key = options_.lease_prefix + key;
     lease.owner = owner;
+    // A lease that was not free at once counts as a wait, with its duration.
+    struct WaitCount {
+        ObjectAppender& self;
+        const Lease& lease;
+        std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
+        ~WaitCount() {
+            if (!lease.contended) return;
+            self.lease_waits_.fetch_add(1, std::memory_order_relaxed);
+            const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start);
+            self.lease_wait_ns_.fetch_add(static_cast<std::uint64_t>(ns.count()), std::memory_order_relaxed);
+        }
+    } wait_count{*this, lease};
     const std::string ours = "{\"owner\":\"" + owner + "\"";
     const ObjectAttributes attrs = lease_attributes();
     const auto deadline = std::chrono::steady_clock::now() + patience;

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <memory>
 #include <mutex>
+#include <thread>
 
 #include "common/json.hpp"
 #include "training_output/error.hpp"
@@ -18,6 +19,7 @@ struct CallbackSlot {
     std::shared_ptr<const LogCallback> callback;  // replaced, never mutated
     std::atomic<int> min_level{static_cast<int>(LogLevel::Off)};
     std::atomic<bool> active{false};
+    std::atomic<int> calls{0};  // callbacks running
 };
 
 CallbackSlot& slot() {
@@ -59,6 +61,9 @@ void set_log_callback(LogCallback callback, LogLevel min_level) {
         s.active.store(false);
         std::atomic_store(&s.callback, std::shared_ptr<const LogCallback>());
     }
+    // Once this returns, the callback it replaced is not running and will not
+    // be called again: its host may free what it uses (a ctypes thunk, user data).
+    while (s.calls.load() != 0) std::this_thread::yield();
 }
 
 bool Logger::enabled(LogLevel level) const {
@@ -107,6 +112,11 @@ void Logger::log(LogLevel level, std::string_view event, std::initializer_list<L
 
         auto& s = slot();
         if (s.active.load(std::memory_order_acquire)) {
+            s.calls.fetch_add(1);
+            struct Done {
+                std::atomic<int>& calls;
+                ~Done() { calls.fetch_sub(1); }
+            } done{s.calls};
             auto cb = std::atomic_load(&s.callback);
             if (cb && *cb) (*cb)(level, event, line);
             return;

@@ -76,6 +76,8 @@ bool dns_compatible(const std::string& bucket) {
 thread_local bool t_single_attempt = false;  // set while probing
 
 enum class Op { Head, Get, Put, Remove, CreateMultipart, UploadPart, UploadPartCopy, Complete, Abort, Append, CreateBucket, Probe, List, RemoveMany, CreateSession };
+constexpr int kOps = static_cast<int>(Op::CreateSession) + 1;
+constexpr int kStatuses = static_cast<int>(SinkStatus::Fatal) + 1;
 
 const char* op_name(Op op) {
     switch (op) {
@@ -169,6 +171,7 @@ struct CurlS3Sink::Impl {
     SinkCapabilities caps;  // guarded by probe_mutex until probed
 
     std::atomic<std::uint64_t> requests{0}, retries{0}, bytes_sent{0}, body_bytes_sent{0}, bytes_received{0};
+    std::atomic<std::uint64_t> by_operation[kOps][kStatuses] = {};  // each answer, retries included
 
     // cancel(): transfers abort, retry waits end, new requests fail at once.
     std::atomic<bool> cancelled{false};
@@ -446,6 +449,7 @@ struct CurlS3Sink::Impl {
             }
             http::Response resp = send(c, x, s.get());
             SinkResponse r = classify(c, resp, x);
+            by_operation[static_cast<int>(c.op)][static_cast<int>(r.status)].fetch_add(1, std::memory_order_relaxed);
             if (r.error.code == "RequestTimeTooSkewed") correct_clock(resp, r);
             if (s && r.error.code == "ExpiredToken") {
                 // The session ran out before we renewed it: a new one, and again.
@@ -808,6 +812,12 @@ S3SinkStats CurlS3Sink::stats() const {
     s.bytes_sent = impl_->bytes_sent.load();
     s.body_bytes_sent = impl_->body_bytes_sent.load();
     s.bytes_received = impl_->bytes_received.load();
+    for (int op = 0; op < kOps; ++op) {
+        for (int st = 0; st < kStatuses; ++st) {
+            const std::uint64_t n = impl_->by_operation[op][st].load(std::memory_order_relaxed);
+            if (n) s.by_operation.push_back({op_name(static_cast<Op>(op)), sink_status_name(static_cast<SinkStatus>(st)), n});
+        }
+    }
     return s;
 }
 

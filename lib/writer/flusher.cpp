@@ -261,7 +261,16 @@ void Flusher::close() {
 
 FlusherStats Flusher::stats() const {
     std::lock_guard<std::mutex> lock(mutex_);
-    return stats_;
+    FlusherStats s = stats_;
+    // The oldest line not delivered yet: each key's first batch or first live line.
+    for (const auto& [slot, p] : pending_) {
+        const Line* front = p.batches.empty() ? first_live(p.lines) : nullptr;
+        if (!p.batches.empty() || front) {
+            const auto accepted = p.batches.empty() ? front->accepted : p.batches.front().accepted;
+            if (s.oldest_pending == Clock::time_point{} || accepted < s.oldest_pending) s.oldest_pending = accepted;
+        }
+    }
+    return s;
 }
 
 std::chrono::milliseconds Flusher::interval_of(const Pending& p) const {

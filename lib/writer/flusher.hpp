@@ -90,6 +90,7 @@ struct FlusherStats {
     std::uint64_t torn_records = 0;          // dropped from adopted spools (bad checksum)
     std::uint64_t lines_voided = 0;          // found to be duplicates when their claims were confirmed
     std::uint64_t pending_commits = 0;       // keys of landed lines whose commit is still to be made
+    std::chrono::steady_clock::time_point oldest_pending{};  // when the oldest undelivered line was accepted (none: epoch)
 };
 
 class Flusher {

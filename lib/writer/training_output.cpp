@@ -19,6 +19,7 @@
 #include "manifest/manifest.hpp"
 #include "writer/compactor.hpp"
 #include "writer/flusher.hpp"
+#include "writer/metrics.hpp"
 
 namespace training_output {
 namespace {
@@ -113,6 +114,33 @@ SpoolOptions spool_options(const Config& c) {
 
 thread_local const char* t_last_skip_reason = "";
 
+// The health domain in a monthly file's key: ".../{domain}/{yyyy}/{mm}/health_journal_....jsonl".
+std::string_view domain_of(std::string_view key) {
+    std::size_t end = key.size();
+    for (int i = 0; i < 3; ++i) {
+        end = key.rfind('/', end - 1);
+        if (end == std::string_view::npos || end == 0) return "unknown";
+    }
+    const std::size_t start = key.rfind('/', end - 1);
+    return key.substr(start == std::string_view::npos ? 0 : start + 1,
+                      end - (start == std::string_view::npos ? 0 : start + 1));
+}
+
+// Times a generate() call and counts the error it ends in, if any.
+template <class Impl, class Fn>
+Outcome timed(Impl& impl, Fn&& fn) {
+    const auto t0 = std::chrono::steady_clock::now();
+    try {
+        const Outcome o = fn();
+        impl.metrics.call(std::chrono::steady_clock::now() - t0);
+        return o;
+    } catch (const Error& e) {
+        impl.metrics.call(std::chrono::steady_clock::now() - t0);
+        impl.metrics.error(e.code());
+        throw;
+    }
+}
+
 // Counts the fork()s of this process, as seen by each child: a writer opened
 // before the count changed belongs to another process.
 std::atomic<std::uint64_t> g_forks{0};
@@ -139,6 +167,7 @@ struct TrainingOutput::Impl {
     std::unique_ptr<BatchObjects> batches;
     std::mutex delivery_mutex;
     DeliveryCallback delivery_callback;
+    WriterMetrics metrics;
     std::unique_ptr<Spool> spool;
     std::unique_ptr<Flusher> flusher;
     std::unique_ptr<Compactor> compactor;  // batches mode
@@ -211,6 +240,7 @@ struct TrainingOutput::Impl {
         bo.attributes = append_options(config).attributes;
         bo.on_fold = [this](const std::string& month_key, std::uint64_t end, std::string_view body) {
             if (manifests) manifests->advance(month_key, end, body);
+            metrics.object_size(domain_of(month_key), end);
         };
         bo.compaction_max_bytes = static_cast<std::uint64_t>(config.s3_compaction_max_bytes);
         batches = std::make_unique<BatchObjects>(*sink, *appender, bo, &logger);
@@ -262,12 +292,11 @@ struct TrainingOutput::Impl {
             d.bytes = l.size;
             d.object_size = l.offset + l.size;
             if (manifests && !l.batch_object) d.manifest_version = manifests->advance(l.key, l.offset + l.size, l.bytes);
-            DeliveryCallback callback;
-            {
-                std::lock_guard<std::mutex> lock(delivery_mutex);
-                callback = delivery_callback;
-            }
-            if (callback) callback(d);
+            if (!l.batch_object) metrics.object_size(domain_of(l.key), d.object_size);
+            // Called under the lock: once set_delivery_callback() returns, the
+            // callback it replaced is not running (its host may free it).
+            std::lock_guard<std::mutex> lock(delivery_mutex);
+            if (delivery_callback) delivery_callback(d);
         } catch (const std::exception& e) {
             logger.log(LogLevel::Error, "training_output_delivery_callback_failed",
                        {{"object_key", l.key}, {"error", e.what()}});
@@ -351,6 +380,7 @@ struct TrainingOutput::Impl {
             flusher->settle(handle, state, epoch);
             crash_point("generate.after_void");
             duplicates.fetch_add(1, std::memory_order_relaxed);
+            metrics.duplicate(ex.record_type);
             if (claim == ClaimOutcome::Pending) held_elsewhere.fetch_add(1, std::memory_order_relaxed);
             logger.log(LogLevel::Info, "skipping_duplicate_training_example",
                        {{"record_type", ex.record_type},
@@ -365,6 +395,7 @@ struct TrainingOutput::Impl {
                         epoch);
         written.fetch_add(1, std::memory_order_relaxed);
         redactions.fetch_add(ex.redactions, std::memory_order_relaxed);
+        metrics.generated(ex.record_type, ex.health_domain);
         logger.log(LogLevel::Info, "training_output_generated",
                    {{"record_type", ex.record_type},
                     {"health_domain", ex.health_domain},
@@ -399,21 +430,25 @@ bool abandon_if_forked(std::unique_ptr<Impl>& impl) {
 Outcome TrainingOutput::generate(std::string_view narrative, std::string_view message_data_json,
                                  std::string_view result_json) {
     if (!impl_) throw Error(ErrorCode::Forked, "this writer was opened in another process (before a fork())");
-    return impl_->generate([&] {
-        impl_->check_size(narrative, "narrative");
-        impl_->check_size(message_data_json, "message_data");
-        impl_->check_size(result_json, "result");
-        return impl_->formatter.format_json(narrative, message_data_json, result_json);
+    return timed(*impl_, [&] {
+        return impl_->generate([&] {
+            impl_->check_size(narrative, "narrative");
+            impl_->check_size(message_data_json, "message_data");
+            impl_->check_size(result_json, "result");
+            return impl_->formatter.format_json(narrative, message_data_json, result_json);
+        });
     });
 }
 
 Outcome TrainingOutput::generate(std::string_view narrative, const MessageData& message,
                                  const ProcessingResult& result) {
     if (!impl_) throw Error(ErrorCode::Forked, "this writer was opened in another process (before a fork())");
-    return impl_->generate([&] {
-        impl_->check_size(narrative, "narrative");
-        impl_->check_size(result.clinical_insights_json, "result.clinical_insights");
-        return impl_->formatter.format(narrative, message, result);
+    return timed(*impl_, [&] {
+        return impl_->generate([&] {
+            impl_->check_size(narrative, "narrative");
+            impl_->check_size(result.clinical_insights_json, "result.clinical_insights");
+            return impl_->formatter.format(narrative, message, result);
+        });
     });
 }
 
@@ -532,6 +567,23 @@ std::string TrainingOutput::stats_json() const {
 }
 
 const Config& TrainingOutput::config() const { return impl_->config; }
+
+std::string TrainingOutput::metrics_text() const {
+    WriterMetrics::Sources in;
+    in.stats = stats();  // checks the process
+    if (const auto* s3 = dynamic_cast<const CurlS3Sink*>(impl_->sink.get())) in.s3 = s3->stats();
+    if (impl_->appender) {
+        in.lease_waits = impl_->appender->lease_waits();
+        in.lease_wait_seconds = impl_->appender->lease_wait_seconds();
+    }
+    if (impl_->flusher) {
+        const auto oldest = impl_->flusher->stats().oldest_pending;
+        if (oldest != std::chrono::steady_clock::time_point{}) {
+            in.backlog_age_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - oldest).count();
+        }
+    }
+    return impl_->metrics.prometheus(in);
+}
 
 const char* TrainingOutput::last_skip_reason() noexcept { return t_last_skip_reason; }
 

@@ -320,11 +320,18 @@ TEST_CASE("s3rver: the writer appends with GET+PUT, bytes intact", "[integration
         }
         w.flush();
         w.generate("Narrative after the first batch.", tdo_test::message_json("BloodGlucoseRecord"), tdo_test::result_json());
+        w.flush();
+        // The store's requests, by operation and outcome, in the metrics.
+        const std::string metrics = w.metrics_text();
+        CHECK_THAT(metrics, Catch::Contains("etl_training_s3_requests_total{operation=\"GetObject\",status=\"ok\"}") &&
+                                Catch::Contains("etl_training_s3_requests_total{operation=\"PutObject\",status=\"ok\"}") &&
+                                Catch::Contains("# TYPE etl_training_s3_retries_total counter"));
         w.close();
     }
     SinkResponse g = sink->get(kKey);
     REQUIRE(g.ok());
     CHECK(g.body.compare(0, big.size(), big) == 0);
+    check_manifest(*sink, kKey, true);  // the 6 MiB found there counted too
     auto lines = tdo_test::lines_of(g.body.substr(big.size()));
     REQUIRE(lines.size() == 21);
     CHECK(std::string(tdo_test::parse(lines.back())["output"].GetString()) == "Narrative after the first batch.");

@@ -213,6 +213,20 @@ class WrapperTest(unittest.TestCase):
                 w2.generate("Undelivered too.", MESSAGE, RESULT)
                 raise KeyError("the block's own")
 
+    def test_metrics(self):
+        with tdo.TrainingOutput(self.config) as w:
+            self.assertEqual(w.generate("Slept well.", MESSAGE, RESULT), tdo.Outcome.WRITTEN)
+            self.assertEqual(w.generate("Slept well.", MESSAGE, RESULT), tdo.Outcome.DUPLICATE)
+            w.flush()
+            text = w.metrics_text()
+            metrics = w.metrics()
+        self.assertIn("# TYPE etl_training_output_duration_seconds histogram", text)
+        self.assertEqual(metrics['etl_training_examples_generated_total{record_type="SleepSessionRecord",'
+                                 'health_domain="sleep_wellness"}'], 1)
+        self.assertEqual(metrics['etl_training_deduplication_hits_total{record_type="SleepSessionRecord"}'], 1)
+        self.assertEqual(metrics["etl_training_output_duration_seconds_count"], 2)
+        self.assertGreater(metrics['etl_training_file_size_bytes{health_domain="sleep_wellness"}'], 0)
+
     def test_codes_outcomes_and_levels_are_the_headers(self):
         header = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "include", "training_output.h")
         import re

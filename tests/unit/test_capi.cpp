@@ -1,5 +1,6 @@
 #include <catch2/catch.hpp>
 #include <cstdlib>
+#include <map>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -347,4 +348,90 @@ TEST_CASE("C ABI: the training-data settings, skip reasons and delivery notifica
     tdo_open_options unset{};
     CHECK(tdo_writer_open_ex(&w, config_for(dir).c_str(), &unset) == TDO_E_INVALID_ARGUMENT);
     CHECK(w == nullptr);
+}
+
+namespace {
+
+// The samples of a Prometheus text: "name{labels}" -> value; every sample's
+// family declared by # TYPE before it, every line well formed.
+std::map<std::string, double> samples_of(const std::string& text) {
+    std::map<std::string, double> out;
+    std::set<std::string> families;
+    for (const auto& line : tdo_test::lines_of(text)) {
+        if (line.rfind("# TYPE ", 0) == 0) {
+            families.insert(line.substr(7, line.find(' ', 7) - 7));
+            continue;
+        }
+        if (line.rfind("# HELP ", 0) == 0) continue;
+        const auto space = line.rfind(' ');
+        REQUIRE(space != std::string::npos);
+        const std::string name = line.substr(0, space);
+        std::string family = name.substr(0, name.find('{'));
+        for (const char* suffix : {"_bucket", "_sum", "_count"}) {
+            const std::string s(suffix);
+            if (!families.count(family) && family.size() > s.size() &&
+                family.compare(family.size() - s.size(), s.size(), s) == 0) {
+                family.resize(family.size() - s.size());
+            }
+        }
+        INFO(line);
+        CHECK(families.count(family) == 1);
+        char* end = nullptr;
+        const double v = std::strtod(line.c_str() + space + 1, &end);
+        CHECK(*end == '\0');
+        out[name] = v;
+    }
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("C ABI: metrics in the Prometheus text format, counted as the calls went", "[unit][capi][metrics]") {
+    tdo_test::TempDir dir;
+    tdo_writer* w = nullptr;
+    REQUIRE(tdo_writer_open(&w, config_for(dir, ",\"min_quality_score\":0.5").c_str()) == TDO_OK);
+    const std::string good = "{\"record_count\":3,\"quality_score\":0.9,\"processing_timestamp\":\"2025-11-18T10:30:00Z\"}";
+    CHECK(generate_training_output(w, "One.", kMessage, good.c_str()) == TDO_WRITTEN);
+    CHECK(generate_training_output(w, "Two.", kMessage, good.c_str()) == TDO_WRITTEN);
+    CHECK(generate_training_output(w, "Two.", kMessage, good.c_str()) == TDO_DUPLICATE);
+    CHECK(generate_training_output(w, "Low.", kMessage, "{\"quality_score\":0.1}") == TDO_SKIPPED);
+    CHECK(generate_training_output(w, "Bad.", "{", good.c_str()) == TDO_E_INVALID_JSON);
+    CHECK(generate_training_output(w, "Odd type.", "{\"record_type\":\"Q\\\"uote\\\\d\\nType\"}", good.c_str()) ==
+          TDO_WRITTEN);
+    CHECK(tdo_writer_flush(w) == TDO_OK);
+    char* text = nullptr;
+    REQUIRE(tdo_writer_metrics(w, &text) == TDO_OK);
+    const std::string metrics = text;
+    tdo_free(text);
+    CHECK(tdo_writer_metrics(w, nullptr) == TDO_E_INVALID_ARGUMENT);
+    CHECK(tdo_writer_metrics(nullptr, &text) == TDO_E_INVALID_ARGUMENT);
+    tdo_writer_close(w);
+
+    for (const char* family : {"etl_training_examples_generated_total counter", "etl_training_output_duration_seconds histogram",
+                               "etl_training_deduplication_hits_total counter", "etl_training_file_size_bytes gauge"}) {
+        CHECK_THAT(metrics, Catch::Contains(std::string("# TYPE ") + family));
+    }
+    const auto s = samples_of(metrics);
+    CHECK(s.at("etl_training_examples_generated_total{record_type=\"StepsRecord\",health_domain=\"physical_activity\"}") == 2);
+    // Label values are escaped: \" \\ \n.
+    CHECK(s.at("etl_training_examples_generated_total{record_type=\"Q\\\"uote\\\\d\\nType\",health_domain=\"general_health\"}") == 1);
+    CHECK(s.at("etl_training_deduplication_hits_total{record_type=\"StepsRecord\"}") == 1);
+    CHECK(s.at("etl_training_examples_skipped_total{reason=\"low_quality\"}") == 1);
+    CHECK(s.at("etl_training_errors_total{code=\"TDO_E_INVALID_JSON\"}") == 1);
+    CHECK(s.at("etl_training_output_duration_seconds_count") == 6);
+    CHECK(s.at("etl_training_output_duration_seconds_bucket{le=\"+Inf\"}") == 6);
+    CHECK(s.at("etl_training_output_duration_seconds_sum") > 0);
+    CHECK(s.at("etl_training_lines_appended_total") == 3);
+    CHECK(s.at("etl_training_backlog_lines") == 0);
+    CHECK(s.at("etl_training_backlog_age_seconds") == 0);
+    const std::string key = "training/physical_activity/2025/11/health_journal_2025_11.jsonl";
+    CHECK(s.at("etl_training_file_size_bytes{health_domain=\"physical_activity\"}") ==
+          static_cast<double>(tdo_test::read_file(dir / key).size()));
+    // Buckets are cumulative.
+    double last = 0;
+    for (const auto& [name, value] : s) {
+        if (name.rfind("etl_training_output_duration_seconds_bucket", 0) != 0) continue;
+        (void)last;
+        CHECK(value <= 6);
+    }
 }

@@ -129,6 +129,7 @@ _FUNCTIONS = [
     ("tdo_free", [ctypes.c_void_p], None, None),
     ("tdo_set_log_callback", [_LOG_CALLBACK, ctypes.c_int, ctypes.c_void_p], ctypes.c_int, _check_status),
     ("tdo_last_skip_reason", [], ctypes.c_char_p, None),
+    ("tdo_writer_metrics", [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)], ctypes.c_int, _check_status),
     ("tdo_writer_set_delivery_callback", [ctypes.c_void_p, _DELIVERY_CALLBACK, ctypes.c_void_p], ctypes.c_int,
      _check_status),
 ]
@@ -312,6 +313,24 @@ class TrainingOutput:
             return json.loads(ctypes.string_at(out.value).decode())
         finally:
             self._lib.tdo_free(out)
+
+    def metrics_text(self) -> str:
+        """The writer's metrics in the Prometheus text exposition format (serve it, or push it)."""
+        out = ctypes.c_void_p()
+        self._lib.tdo_writer_metrics(self._require_open(), ctypes.byref(out))
+        try:
+            return ctypes.string_at(out.value).decode("utf-8", "replace")
+        finally:
+            self._lib.tdo_free(out)
+
+    def metrics(self) -> Dict[str, float]:
+        """The samples of metrics_text() as a dict: 'name{label="value",...}' (or 'name') -> value."""
+        samples = {}
+        for line in self.metrics_text().splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                samples[name] = float(value)
+        return samples
 
     def close(self) -> None:
         """Flushes, closes and frees the writer. Raises TrainingOutputError (TIMEOUT, STORAGE,
