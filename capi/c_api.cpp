@@ -73,7 +73,25 @@ std::mutex g_default_mutex;
 std::shared_ptr<TrainingOutput> g_default;
 bool g_atexit_registered = false;
 
-void shutdown_at_exit() { (void)tdo_shutdown(); }
+// Takes the process-wide writer out (the calls that hold it keep it alive).
+std::shared_ptr<TrainingOutput> take_default() {
+    std::shared_ptr<TrainingOutput> w;
+    std::lock_guard<std::mutex> lock(g_default_mutex);
+    w.swap(g_default);
+    return w;
+}
+
+// At exit the main thread's thread_locals (the last error) are gone already:
+// this closes without reporting.
+void shutdown_at_exit() {
+    if (auto w = take_default()) {
+        try {
+            w->close();
+        } catch (...) {
+            // Undelivered lines stay in the spool; the next run delivers them.
+        }
+    }
+}
 
 // The writer a call is for, kept alive for the call.
 struct Target {
@@ -261,11 +279,7 @@ int tdo_writer_set_delivery_callback(tdo_writer* writer, tdo_delivery_callback c
 
 int tdo_shutdown(void) {
     t_last_error.clear();
-    std::shared_ptr<TrainingOutput> w;
-    {
-        std::lock_guard<std::mutex> lock(g_default_mutex);
-        w.swap(g_default);
-    }
+    const std::shared_ptr<TrainingOutput> w = take_default();
     if (!w) return TDO_OK;
     // Waits for the calls in progress; the last reference frees it.
     return close_status(*w);

@@ -46,6 +46,7 @@ using Sha256 = std::array<std::uint8_t, 32>;
 // One formatted example, ready to be written.
 struct TrainingExample {
     std::string record_type;
+    std::string correlation_id;  // as the processor sent it (for logs; empty: none)
     std::string health_domain;
     std::string object_key;  // {prefix}/{domain}/{yyyy}/{mm}/health_journal_{yyyy}_{mm}.jsonl
     std::string line;        // one JSON object followed by '\n'

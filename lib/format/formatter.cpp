@@ -285,6 +285,7 @@ TrainingExample build(const TrainingDataFormatter& f, const ExampleView& v) {
     const FormatterOptions& o = f.options();
     TrainingExample ex;
     ex.record_type = std::string(v.record_type);
+    if (v.correlation_id) ex.correlation_id = std::string(*v.correlation_id);
     if (v.narrative.empty()) {
         ex.skip_reason = "empty_narrative";
         return ex;

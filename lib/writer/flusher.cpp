@@ -471,6 +471,7 @@ void Flusher::confirm(Spool& spool, Batch& b, std::string& bytes, std::vector<st
 
 bool Flusher::append_batch(Spool& spool, Batch& b, bool& found_landed, bool& contended) {
     if (b.spool.id == 0) b.spool.id = spool.new_batch_id();
+    const auto started = Clock::now();
     const bool complete_at_start = b.complete;  // every line its INTENT names is here
     const std::uint64_t written_at_start = b.written_bytes;
     LandedBatch where;
@@ -572,6 +573,7 @@ bool Flusher::append_batch(Spool& spool, Batch& b, bool& found_landed, bool& con
         where.size = exact ? bytes.size() : written_at_start;
         where.bytes = exact ? std::string_view(bytes) : std::string_view();
         where.lines = b.spool.lines.size();
+        where.seconds = std::chrono::duration<double>(Clock::now() - started).count();
         options_.on_landed(where);
     }
     if (!committed) {

@@ -53,6 +53,7 @@ struct LandedBatch {
     std::string_view bytes;      // exactly them, or empty when not at hand
     std::size_t lines = 0;
     bool batch_object = false;   // s3_append_mode=batches: its own object, folded later
+    double seconds = 0;          // from the start of its delivery to its DONE
 };
 
 struct FlusherOptions {

@@ -5,6 +5,8 @@
 #include <pthread.h>
 
 #include <atomic>
+#include <optional>
+#include <utility>
 #include <mutex>
 #include <thread>
 
@@ -168,6 +170,30 @@ struct TrainingOutput::Impl {
     std::mutex delivery_mutex;
     DeliveryCallback delivery_callback;
     WriterMetrics metrics;
+
+    // At most `per_second` events a second; admit() says how many were
+    // suppressed since the last one admitted, or nothing when this one is.
+    struct RateLimit {
+        std::mutex mutex;
+        std::chrono::steady_clock::time_point window{};
+        int in_window = 0;
+        std::uint64_t suppressed = 0;
+        static constexpr int per_second = 10;
+        std::optional<std::uint64_t> admit() {
+            std::lock_guard<std::mutex> lock(mutex);
+            const auto now = std::chrono::steady_clock::now();
+            if (now - window >= std::chrono::seconds(1)) {
+                window = now;
+                in_window = 0;
+            }
+            if (in_window >= per_second) {
+                ++suppressed;
+                return std::nullopt;
+            }
+            ++in_window;
+            return std::exchange(suppressed, 0);
+        }
+    } rejected_log;
     std::unique_ptr<Spool> spool;
     std::unique_ptr<Flusher> flusher;
     std::unique_ptr<Compactor> compactor;  // batches mode
@@ -293,6 +319,14 @@ struct TrainingOutput::Impl {
             d.object_size = l.offset + l.size;
             if (manifests && !l.batch_object) d.manifest_version = manifests->advance(l.key, l.offset + l.size, l.bytes);
             if (!l.batch_object) metrics.object_size(domain_of(l.key), d.object_size);
+            logger.log(LogLevel::Info, "training_output_batch_landed",
+                       {{"object_key", l.key},
+                        {"lines", static_cast<std::int64_t>(l.lines)},
+                        {"bytes", static_cast<std::int64_t>(l.size)},
+                        {"object_size", static_cast<std::int64_t>(d.object_size)},
+                        {"manifest_version", d.manifest_version},
+                        {"batch_object", l.batch_object},
+                        {"seconds", l.seconds}});
             // Called under the lock: once set_delivery_callback() returns, the
             // callback it replaced is not running (its host may free it).
             std::lock_guard<std::mutex> lock(delivery_mutex);
@@ -325,7 +359,13 @@ struct TrainingOutput::Impl {
             }
         } catch (const Error& e) {
             errors.fetch_add(1, std::memory_order_relaxed);
-            logger.log(LogLevel::Info, "training_output_error", {{"error", e.what()}, {"code", error_code_name(e.code())}});
+            // Rejected input is the host's to fix: a warning, at most 10 a second per writer.
+            if (const auto suppressed = rejected_log.admit()) {
+                logger.log(LogLevel::Warning, "training_output_error",
+                           {{"error", e.what()},
+                            {"code", error_code_name(e.code())},
+                            {"suppressed", static_cast<std::int64_t>(*suppressed)}});
+            }
             throw;
         }
         if (ex.skipped()) {
@@ -345,7 +385,8 @@ struct TrainingOutput::Impl {
             }
             // An example that could not be redacted is a failure to look at.
             logger.log(ex.skip_reason == "redaction_failed" ? LogLevel::Error : LogLevel::Info,
-                       "training_output_skipped", {{"record_type", ex.record_type}, {"reason", ex.skip_reason}});
+                       "training_output_skipped",
+                       {{"record_type", ex.record_type}, {"correlation_id", ex.correlation_id}, {"reason", ex.skip_reason}});
             return Outcome::Skipped;
         }
 
@@ -384,6 +425,7 @@ struct TrainingOutput::Impl {
             if (claim == ClaimOutcome::Pending) held_elsewhere.fetch_add(1, std::memory_order_relaxed);
             logger.log(LogLevel::Info, "skipping_duplicate_training_example",
                        {{"record_type", ex.record_type},
+                        {"correlation_id", ex.correlation_id},
                         {"content_hash", key},
                         {"health_domain", ex.health_domain},
                         {"delivered", claim == ClaimOutcome::Duplicate}});
@@ -398,6 +440,7 @@ struct TrainingOutput::Impl {
         metrics.generated(ex.record_type, ex.health_domain);
         logger.log(LogLevel::Info, "training_output_generated",
                    {{"record_type", ex.record_type},
+                    {"correlation_id", ex.correlation_id},
                     {"health_domain", ex.health_domain},
                     {"object_key", ex.object_key},
                     {"content_hash", key}});
@@ -477,13 +520,25 @@ void TrainingOutput::close() {
         // Its claims are all committed: nothing of it is left to hold them.
         if (settled) impl_->dedup->release_owner(id);
     };
+    const auto t0 = std::chrono::steady_clock::now();
+    auto closed_event = [&](const char* error) {
+        const FlusherStats& f = impl_->final_flusher_stats;
+        impl_->logger.log(error ? LogLevel::Warning : LogLevel::Info, "training_output_closed",
+                          {{"lines_appended", static_cast<std::int64_t>(f.lines_appended)},
+                           {"bytes_appended", static_cast<std::int64_t>(f.bytes_appended)},
+                           {"lines_left_in_spool", static_cast<std::int64_t>(f.pending_lines)},
+                           {"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()},
+                           {"error", error ? error : ""}});
+    };
     try {
         impl_->flusher->close();
-    } catch (...) {
+    } catch (const std::exception& e) {
         stop();
+        closed_event(e.what());
         throw;
     }
     stop();
+    closed_event(nullptr);
 }
 
 WriterStats TrainingOutput::stats() const {

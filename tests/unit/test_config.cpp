@@ -1,7 +1,10 @@
 #include <catch2/catch.hpp>
 #include <cstdlib>
 #include <fstream>
+#include <filesystem>
 #include <functional>
+#include <regex>
+#include <set>
 #include <sstream>
 
 #include "training_output/config.hpp"
@@ -194,5 +197,44 @@ TEST_CASE("every key is documented in the README", "[unit][config]") {
     for (const auto& key : Config::keys()) {
         INFO(key);
         CHECK(readme.find("`" + key + "`") != std::string::npos);
+    }
+}
+
+TEST_CASE("every log event the library emits is in the README's table, and only those", "[unit][config][logs]") {
+    // The events in the code: every "training_output_*" literal under lib/
+    // (and the one established name without the prefix).
+    std::set<std::string> in_code;
+    const std::regex literal("\"(training_output_[a-z0-9_]+|skipping_duplicate_training_example)\"");
+    for (const auto& entry : std::filesystem::recursive_directory_iterator(TDO_SOURCE_DIR "/lib")) {
+        if (!entry.is_regular_file()) continue;
+        std::ifstream in(entry.path());
+        std::stringstream ss;
+        ss << in.rdbuf();
+        const std::string text = ss.str();
+        for (std::sregex_iterator it(text.begin(), text.end(), literal), end; it != end; ++it) in_code.insert((*it)[1]);
+    }
+    // The events in the README's table: the first cell of each row of the Logs section.
+    std::ifstream in(TDO_SOURCE_DIR "/README.md");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    const std::string readme = ss.str();
+    const auto start = readme.find("## Logs\n");
+    REQUIRE(start != std::string::npos);
+    const std::string section = readme.substr(start, readme.find("\n## ", start + 1) - start);
+    std::set<std::string> documented;
+    const std::regex row("\n\\| ((?:`[a-z0-9_]+`(?:, )?)+) \\|");
+    const std::regex name("`([a-z0-9_]+)`");
+    for (std::sregex_iterator it(section.begin(), section.end(), row), end; it != end; ++it) {
+        const std::string cell = (*it)[1];
+        for (std::sregex_iterator n(cell.begin(), cell.end(), name), e; n != e; ++n) documented.insert((*n)[1]);
+    }
+    CHECK(in_code.size() > 30);
+    for (const auto& e : in_code) {
+        INFO(e);
+        CHECK(documented.count(e) == 1);
+    }
+    for (const auto& e : documented) {
+        INFO(e);
+        CHECK(in_code.count(e) == 1);
     }
 }

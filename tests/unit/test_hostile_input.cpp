@@ -6,7 +6,10 @@
 
 #include <catch2/catch.hpp>
 #include <climits>
+#include <filesystem>
 #include <functional>
+#include <mutex>
+#include <vector>
 #include <string>
 
 #include "common/json.hpp"
@@ -166,4 +169,90 @@ TEST_CASE("error messages are valid UTF-8 whatever was cut or sent", "[unit][hos
     CHECK(to_valid_utf8("ok \xFF \xE2\x82 end") == "ok \xEF\xBF\xBD \xEF\xBF\xBD\xEF\xBF\xBD end");
     CHECK(utf8_prefix("ab\xE2\x82\xAC", 3) == "ab");
     CHECK(utf8_prefix("ab\xE2\x82\xAC", 5) == "ab\xE2\x82\xAC");
+}
+
+namespace {
+
+struct CapturedLogs {
+    std::mutex mutex;
+    std::string text;
+};
+
+}  // namespace
+
+TEST_CASE("no configured secret reaches a log line, an error message, the stats, the metrics or a file",
+          "[unit][hostile][secrets]") {
+    const std::vector<std::string> secrets = {"S3-SECRET-7f3a9c", "SESSION-TOKEN-b81e", "REDIS-PASS-5c2d",
+                                              "PSEUDO-KEY-0123456789abcdef"};
+    tdo_test::TempDir dir;
+    CapturedLogs logs;
+    set_log_callback(
+        [&logs](LogLevel, std::string_view, std::string_view line) {
+            std::lock_guard<std::mutex> lock(logs.mutex);
+            logs.text.append(line).push_back('\n');
+        },
+        LogLevel::Debug);
+    std::string seen;  // every message, stats and metrics text
+    // The object store and Redis are on closed ports: every path that reports
+    // a failure runs (connects refused, retries, fail open, undelivered close).
+    const std::string config =
+        "{\"output_dir\":\"" + dir.path() + "\",\"log_level\":\"debug\",\"directory_fsync\":false,"
+        "\"s3_endpoint_url\":\"http://127.0.0.1:9\",\"s3_bucket_name\":\"b\",\"s3_access_key\":\"AKIDEXAMPLE\","
+        "\"s3_secret_key\":\"" + secrets[0] + "\",\"s3_session_token\":\"" + secrets[1] + "\","
+        "\"s3_conditional_writes\":\"true\",\"s3_max_attempts\":1,\"flush_timeout_ms\":300,"
+        "\"redis_url\":\"redis://:" + secrets[2] + "@127.0.0.1:9/0\",\"redis_timeout_ms\":50,"
+        "\"pseudonymize_ids\":true,\"pseudonymization_key\":\"" + secrets[3] + "\"}";
+    try {
+        TrainingOutput w(Config::from_json(config));
+        for (int i = 0; i < 5; ++i) {
+            try {
+                w.generate("Example " + std::to_string(i) + ".", "{\"record_type\":\"StepsRecord\",\"user_id\":\"u\"}",
+                           "{\"processing_timestamp\":\"2025-11-18T10:30:00Z\"}");
+            } catch (const Error& e) {
+                seen += e.what();
+            }
+        }
+        try {
+            w.generate("x", "{", "{}");
+        } catch (const Error& e) {
+            seen += e.what();
+        }
+        try {
+            w.flush();
+        } catch (const Error& e) {
+            seen += e.what();
+        }
+        seen += w.stats_json();
+        seen += w.metrics_text();
+        try {
+            w.close();
+        } catch (const Error& e) {
+            seen += e.what();
+        }
+    } catch (const Error& e) {
+        seen += e.what();  // the store could not be opened: its message counts too
+    }
+    // A wrong key type and a short key are refused without quoting them.
+    for (const std::string& bad : {std::string("{\"pseudonymize_ids\":true,\"pseudonymization_key\":\"PSEUDO-KEY-0123\"}"),
+                                  "{\"redis_url\":\"redis://:" + secrets[2] + "@[::1\"}"}) {
+        try {
+            Config::from_json(bad);
+        } catch (const Error& e) {
+            seen += e.what();
+        }
+    }
+    set_log_callback({}, LogLevel::Off);
+    std::string files;
+    for (const auto& entry : std::filesystem::recursive_directory_iterator(dir.path())) {
+        if (entry.is_regular_file()) files += tdo_test::read_file(entry.path().string());
+    }
+    CHECK(logs.text.size() > 100);  // the paths ran: there is something to look through
+    CHECK(seen.size() > 100);
+    for (const auto& secret : secrets) {
+        INFO(secret);
+        CHECK(logs.text.find(secret) == std::string::npos);
+        CHECK(seen.find(secret) == std::string::npos);
+        CHECK(files.find(secret) == std::string::npos);
+    }
+    CHECK(seen.find("PSEUDO-KEY-0123") == std::string::npos);
 }
