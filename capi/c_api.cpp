@@ -302,6 +302,32 @@ const char* tdo_status_name(int status) {
 
 void tdo_free(void* ptr) { std::free(ptr); }
 
+int tdo_set_span_callback(tdo_span_callback callback, void* user_data) {
+    TDO_TRY
+    if (!callback) {
+        training_output::set_span_callback({});
+        return TDO_OK;
+    }
+    training_output::set_span_callback([callback, user_data](const training_output::Span& s) {
+        auto nanos = [](std::chrono::system_clock::time_point t) {
+            return static_cast<long long>(
+                std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count());
+        };
+        const std::string name(s.name), traceparent(s.traceparent), attributes(s.attributes_json);
+        tdo_span c{};
+        c.struct_size = sizeof c;
+        c.name = name.c_str();
+        c.start_unix_nanos = nanos(s.start);
+        c.end_unix_nanos = nanos(s.end);
+        c.traceparent = traceparent.empty() ? nullptr : traceparent.c_str();
+        c.attributes_json = attributes.c_str();
+        c.status = s.status;
+        callback(&c, user_data);
+    });
+    return TDO_OK;
+    TDO_CATCH
+}
+
 int tdo_set_log_callback(tdo_log_callback callback, int min_level, void* user_data) {
     TDO_TRY
     if (!callback) {

@@ -252,6 +252,33 @@ typedef void (*tdo_log_callback)(int level, const char* event, const char* json_
  */
 TDO_API int tdo_set_log_callback(tdo_log_callback callback, int min_level, void* user_data);
 
+/* A span of the library's work (tdo_set_span_callback). */
+typedef struct tdo_span {
+    size_t struct_size;             /* sizeof(tdo_span) in the library: later versions add fields at the end */
+    const char* name;               /* "generate", "batch_append" or "flush" */
+    long long start_unix_nanos;     /* by the system clock */
+    long long end_unix_nanos;
+    const char* traceparent;        /* generate: message_data's "traceparent" (W3C trace context) when it
+                                       holds a valid one, else NULL: the span's parent */
+    const char* attributes_json;    /* one JSON object: record_type, health_domain, outcome, skip_reason,
+                                       bytes (generate); object_key, lines, bytes, object_size,
+                                       manifest_version (batch_append); lines (flush) */
+    int status;                     /* TDO_OK, or the TDO_E_* code it ended in */
+} tdo_span;
+
+/* `span` and its strings are borrowed for the duration of the call. */
+typedef void (*tdo_span_callback)(const tdo_span* span, void* user_data);
+
+/*
+ * Tracing for the whole process: `callback` receives a span for each
+ * generate_training_output() call, each batch that lands and each flush, on
+ * the thread that did the work, for the host to bridge to OpenTelemetry (the
+ * library links no tracing SDK). NULL stops the spans; once this returns, the
+ * callback it replaced is not running. The callback must not call back into
+ * the library. Returns TDO_OK.
+ */
+TDO_API int tdo_set_span_callback(tdo_span_callback callback, void* user_data);
+
 #ifdef __cplusplus
 }
 #endif

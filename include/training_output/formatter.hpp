@@ -28,6 +28,7 @@ struct MessageData {
     std::optional<std::string> correlation_id;
     std::optional<std::string> bucket;
     std::optional<std::string> key;
+    std::optional<std::string> traceparent;  // the caller's W3C trace context, for spans (not written)
 };
 
 // The processor's result (fields of result_json).
@@ -47,6 +48,7 @@ using Sha256 = std::array<std::uint8_t, 32>;
 struct TrainingExample {
     std::string record_type;
     std::string correlation_id;  // as the processor sent it (for logs; empty: none)
+    std::string traceparent;     // a valid W3C traceparent from message_data (for spans; empty: none)
     std::string health_domain;
     std::string object_key;  // {prefix}/{domain}/{yyyy}/{mm}/health_journal_{yyyy}_{mm}.jsonl
     std::string line;        // one JSON object followed by '\n'
@@ -182,6 +184,8 @@ private:
 // hex): the same id always gets the same split.
 const char* split_for(std::string_view id, double validation_fraction);
 
+// True when `text` is a W3C trace context traceparent ("00-<32 hex>-<16 hex>-<2 hex>").
+bool is_traceparent(std::string_view text) noexcept;
 // True when `text` is valid UTF-8.
 bool is_valid_utf8(std::string_view text) noexcept;
 // `text` with every byte that is not part of valid UTF-8 replaced by U+FFFD.

@@ -18,6 +18,7 @@ struct ExampleView {
     std::string_view narrative;  // trimmed
     std::string_view record_type;
     std::optional<std::string_view> user_id, correlation_id, bucket, key;
+    std::string_view traceparent;  // valid, or empty
     std::optional<double> quality_score;
     std::optional<std::int64_t> record_count;
     std::optional<double> processing_time_seconds;
@@ -125,6 +126,20 @@ OutputFormat parse_output_format(std::string_view text) {
     if (text == "chat") return OutputFormat::Chat;
     throw Error(ErrorCode::Config, "configuration key \"output_format\": expected one of alpaca, chat, got " +
                                        json::quote(text));
+}
+
+bool is_traceparent(std::string_view t) noexcept {
+    if (t.size() != 55 || t[2] != '-' || t[35] != '-' || t[52] != '-') return false;
+    auto hex = [&](std::size_t from, std::size_t to) {
+        bool nonzero = false;
+        for (std::size_t i = from; i < to; ++i) {
+            const char c = t[i];
+            if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return -1;
+            nonzero = nonzero || c != '0';
+        }
+        return nonzero ? 1 : 0;
+    };
+    return hex(0, 2) >= 0 && t.substr(0, 2) != "ff" && hex(3, 35) == 1 && hex(36, 52) == 1 && hex(53, 55) >= 0;
 }
 
 const char* split_for(std::string_view id, double validation_fraction) {
@@ -286,6 +301,7 @@ TrainingExample build(const TrainingDataFormatter& f, const ExampleView& v) {
     TrainingExample ex;
     ex.record_type = std::string(v.record_type);
     if (v.correlation_id) ex.correlation_id = std::string(*v.correlation_id);
+    ex.traceparent = std::string(v.traceparent);
     if (v.narrative.empty()) {
         ex.skip_reason = "empty_narrative";
         return ex;
@@ -508,6 +524,7 @@ TrainingExample TrainingDataFormatter::format(std::string_view narrative, const 
     v.correlation_id = opt(message.correlation_id, "message_data.correlation_id");
     v.bucket = opt(message.bucket, "message_data.bucket");
     v.key = opt(message.key, "message_data.key");
+    if (message.traceparent && is_traceparent(*message.traceparent)) v.traceparent = *message.traceparent;
     v.quality_score = result.quality_score;
     v.record_count = result.record_count;
     v.processing_time_seconds = result.processing_time_seconds;
@@ -561,6 +578,11 @@ TrainingExample TrainingDataFormatter::format_json(std::string_view narrative, s
     v.correlation_id = opt_string(message, "correlation_id", "message_data");
     v.bucket = opt_string(message, "bucket", "message_data");
     v.key = opt_string(message, "key", "message_data");
+    // A trace context that is not one is ignored, as W3C asks.
+    auto tp = message.FindMember("traceparent");
+    if (tp != message.MemberEnd() && tp->value.IsString() && is_traceparent(json::view(tp->value))) {
+        v.traceparent = json::view(tp->value);
+    }
     v.quality_score = opt_number(result, "quality_score");
     v.record_count = opt_count(result, "record_count");
     v.processing_time_seconds = opt_number(result, "processing_time_seconds");

@@ -27,7 +27,47 @@ CallbackSlot& slot() {
     return *s;
 }
 
+struct SpanSlot {
+    std::mutex mutex;
+    std::shared_ptr<const SpanCallback> callback;
+    std::atomic<bool> active{false};
+    std::atomic<int> calls{0};
+};
+
+SpanSlot& span_slot() {
+    static SpanSlot* s = new SpanSlot();  // never destroyed: spans may come during exit
+    return *s;
+}
+
 }  // namespace
+
+void set_span_callback(SpanCallback callback) {
+    auto& s = span_slot();
+    std::lock_guard<std::mutex> lock(s.mutex);
+    if (callback) {
+        std::atomic_store(&s.callback, std::make_shared<const SpanCallback>(std::move(callback)));
+        s.active.store(true);
+    } else {
+        s.active.store(false);
+        std::atomic_store(&s.callback, std::shared_ptr<const SpanCallback>());
+    }
+    while (s.calls.load() != 0) std::this_thread::yield();
+}
+
+bool tracing() noexcept { return span_slot().active.load(std::memory_order_acquire); }
+
+void emit_span(const Span& span) noexcept {
+    auto& s = span_slot();
+    if (!s.active.load(std::memory_order_acquire)) return;
+    s.calls.fetch_add(1);
+    try {
+        auto cb = std::atomic_load(&s.callback);
+        if (cb && *cb) (*cb)(span);
+    } catch (...) {
+        // A host's exception must not take the writer down.
+    }
+    s.calls.fetch_sub(1);
+}
 
 LogLevel parse_log_level(std::string_view text) {
     if (text == "debug") return LogLevel::Debug;

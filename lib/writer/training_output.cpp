@@ -128,17 +128,80 @@ std::string_view domain_of(std::string_view key) {
                       end - (start == std::string_view::npos ? 0 : start + 1));
 }
 
-// Times a generate() call and counts the error it ends in, if any.
+// What a generate() span says of its example (filled while tracing).
+struct GenerateSpan {
+    std::string record_type, health_domain, traceparent, skip_reason;
+    std::uint64_t bytes = 0;
+};
+thread_local GenerateSpan t_span;
+
+// A span's attributes: one JSON object.
+class Attributes {
+public:
+    Attributes() : w_(buffer_) { w_.StartObject(); }
+    Attributes& add(const char* key, std::string_view value) {
+        if (value.empty()) return *this;
+        w_.Key(key);
+        w_.String(value.data(), static_cast<rapidjson::SizeType>(value.size()));
+        return *this;
+    }
+    Attributes& add(const char* key, std::int64_t value) {
+        w_.Key(key);
+        w_.Int64(value);
+        return *this;
+    }
+    std::string_view done() {
+        w_.EndObject();
+        return {buffer_.GetString(), buffer_.GetSize()};
+    }
+
+private:
+    rapidjson::StringBuffer buffer_;
+    rapidjson::Writer<rapidjson::StringBuffer> w_;
+};
+
+void emit(const char* name, std::chrono::system_clock::time_point start, std::chrono::nanoseconds took,
+          std::string_view traceparent, Attributes& attributes, int status) {
+    Span s;
+    s.name = name;
+    s.start = start;
+    s.end = start + std::chrono::duration_cast<std::chrono::system_clock::duration>(took);
+    s.traceparent = traceparent;
+    s.attributes_json = attributes.done();
+    s.status = status;
+    emit_span(s);
+}
+
+void emit_generate(std::chrono::system_clock::time_point start, std::chrono::nanoseconds took, const char* outcome,
+                   int status) {
+    Attributes a;
+    a.add("record_type", t_span.record_type)
+        .add("health_domain", t_span.health_domain)
+        .add("outcome", outcome)
+        .add("skip_reason", t_span.skip_reason)
+        .add("bytes", static_cast<std::int64_t>(t_span.bytes));
+    emit("generate", start, took, t_span.traceparent, a, status);
+}
+
+// Times a generate() call, counts the error it ends in, if any, and makes
+// its span when tracing.
 template <class Impl, class Fn>
 Outcome timed(Impl& impl, Fn&& fn) {
+    const bool traced = tracing();
+    const auto wall = traced ? std::chrono::system_clock::now() : std::chrono::system_clock::time_point{};
+    if (traced) t_span = GenerateSpan{};
     const auto t0 = std::chrono::steady_clock::now();
     try {
         const Outcome o = fn();
-        impl.metrics.call(std::chrono::steady_clock::now() - t0);
+        const auto took = std::chrono::steady_clock::now() - t0;
+        impl.metrics.call(took);
+        if (traced) emit_generate(wall, took, outcome_name(o), 0);
         return o;
     } catch (const Error& e) {
-        impl.metrics.call(std::chrono::steady_clock::now() - t0);
+        const auto took = std::chrono::steady_clock::now() - t0;
+        impl.metrics.call(took);
         impl.metrics.error(e.code());
+        if (traced) emit_generate(wall, took, "error", static_cast<int>(e.code()));
         throw;
     }
 }
@@ -319,6 +382,16 @@ struct TrainingOutput::Impl {
             d.object_size = l.offset + l.size;
             if (manifests && !l.batch_object) d.manifest_version = manifests->advance(l.key, l.offset + l.size, l.bytes);
             if (!l.batch_object) metrics.object_size(domain_of(l.key), d.object_size);
+            if (tracing()) {
+                Attributes a;
+                a.add("object_key", l.key)
+                    .add("lines", static_cast<std::int64_t>(l.lines))
+                    .add("bytes", static_cast<std::int64_t>(l.size))
+                    .add("object_size", static_cast<std::int64_t>(d.object_size))
+                    .add("manifest_version", d.manifest_version);
+                const auto took = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double>(l.seconds));
+                emit("batch_append", std::chrono::system_clock::now() - took, took, {}, a, 0);
+            }
             logger.log(LogLevel::Info, "training_output_batch_landed",
                        {{"object_key", l.key},
                         {"lines", static_cast<std::int64_t>(l.lines)},
@@ -352,6 +425,13 @@ struct TrainingOutput::Impl {
         TrainingExample ex;
         try {
             ex = format();
+            if (tracing()) {
+                t_span.record_type = ex.record_type;
+                t_span.health_domain = ex.health_domain;
+                t_span.traceparent = ex.traceparent;
+                t_span.skip_reason = ex.skip_reason;
+                t_span.bytes = ex.line.size();
+            }
             if (ex.line.size() > static_cast<std::uint64_t>(config.max_line_bytes)) {
                 throw Error(ErrorCode::InvalidInput, "the example is " + std::to_string(ex.line.size()) +
                                                          " bytes; max_line_bytes is " +
@@ -499,7 +579,23 @@ void TrainingOutput::flush() {
     if (!impl_) throw Error(ErrorCode::Forked, "this writer was opened in another process (before a fork())");
     impl_->check_process();
     Impl::Call call(*impl_);
-    if (impl_->flusher) impl_->flusher->flush();
+    const bool traced = tracing();
+    const auto wall = std::chrono::system_clock::now();
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto pending = traced && impl_->flusher ? impl_->flusher->stats().pending_lines : 0;
+    auto span = [&](int status) {
+        if (!traced) return;
+        Attributes a;
+        a.add("lines", static_cast<std::int64_t>(pending));
+        emit("flush", wall, std::chrono::steady_clock::now() - t0, {}, a, status);
+    };
+    try {
+        if (impl_->flusher) impl_->flusher->flush();
+    } catch (const Error& e) {
+        span(static_cast<int>(e.code()));
+        throw;
+    }
+    span(0);
 }
 
 void TrainingOutput::close() {

@@ -213,6 +213,27 @@ class WrapperTest(unittest.TestCase):
                 w2.generate("Undelivered too.", MESSAGE, RESULT)
                 raise KeyError("the block's own")
 
+    def test_spans(self):
+        spans = []
+        tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        tdo.set_span_callback(spans.append)
+        try:
+            with tdo.TrainingOutput(self.config) as w:
+                w.generate("Traced.", dict(MESSAGE, traceparent=tp), RESULT)
+                w.flush()
+        finally:
+            tdo.set_span_callback(None)
+        names = [s["name"] for s in spans]
+        self.assertEqual(names.count("generate"), 1)
+        self.assertIn("batch_append", names)
+        self.assertIn("flush", names)
+        gen = spans[names.index("generate")]
+        self.assertEqual(gen["traceparent"], tp)
+        self.assertEqual(gen["attributes"]["outcome"], "written")
+        self.assertEqual(gen["attributes"]["record_type"], "SleepSessionRecord")
+        self.assertEqual(gen["status"], 0)
+        self.assertLessEqual(gen["start_unix_nanos"], gen["end_unix_nanos"])
+
     def test_metrics(self):
         with tdo.TrainingOutput(self.config) as w:
             self.assertEqual(w.generate("Slept well.", MESSAGE, RESULT), tdo.Outcome.WRITTEN)

@@ -3,6 +3,7 @@
 #include <map>
 #include <mutex>
 #include <set>
+#include <tuple>
 #include <thread>
 #include <vector>
 
@@ -434,4 +435,77 @@ TEST_CASE("C ABI: metrics in the Prometheus text format, counted as the calls we
         (void)last;
         CHECK(value <= 6);
     }
+}
+
+namespace {
+
+struct Spans {
+    std::mutex mutex;
+    std::vector<std::tuple<std::string, std::string, std::string, int, long long, long long>> spans;
+};
+
+void on_span(const tdo_span* s, void* user) {
+    auto* all = static_cast<Spans*>(user);
+    std::lock_guard<std::mutex> lock(all->mutex);
+    all->spans.emplace_back(s->name, s->traceparent ? s->traceparent : "", s->attributes_json, s->status,
+                            s->start_unix_nanos, s->end_unix_nanos);
+}
+
+}  // namespace
+
+TEST_CASE("C ABI: spans for calls, landed batches and flushes, with the caller's traceparent", "[unit][capi][tracing]") {
+    tdo_test::TempDir dir;
+    Spans spans;
+    REQUIRE(tdo_set_span_callback(on_span, &spans) == TDO_OK);
+    tdo_writer* w = nullptr;
+    REQUIRE(tdo_writer_open(&w, config_for(dir).c_str()) == TDO_OK);
+    const std::string tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const std::string traced = "{\"record_type\":\"StepsRecord\",\"traceparent\":\"" + tp + "\"}";
+    CHECK(generate_training_output(w, "Traced.", traced.c_str(), kResult) == TDO_WRITTEN);
+    CHECK(generate_training_output(w, "Untraced.", kMessage, kResult) == TDO_WRITTEN);
+    CHECK(generate_training_output(w, "Bad context.", "{\"record_type\":\"StepsRecord\",\"traceparent\":\"00-xyz\"}",
+                                   kResult) == TDO_WRITTEN);  // ignored, as W3C asks
+    CHECK(generate_training_output(w, "Bad.", "{", kResult) == TDO_E_INVALID_JSON);
+    CHECK(tdo_writer_flush(w) == TDO_OK);
+    tdo_writer_close(w);
+    REQUIRE(tdo_set_span_callback(nullptr, nullptr) == TDO_OK);
+    const std::size_t seen = spans.spans.size();
+    REQUIRE(tdo_writer_open(&w, config_for(dir).c_str()) == TDO_OK);
+    CHECK(generate_training_output(w, "After.", kMessage, kResult) == TDO_WRITTEN);
+    tdo_writer_close(w);
+    CHECK(spans.spans.size() == seen);  // stopped
+
+    std::vector<std::string> generate_outcomes;
+    int batches = 0, flushes = 0;
+    for (const auto& [name, traceparent, attributes, status, start, end] : spans.spans) {
+        INFO(name << " " << attributes);
+        CHECK(end >= start);
+        CHECK(start > 1600000000LL * 1000000000LL);  // the system clock, in nanoseconds
+        auto a = tdo_test::parse(attributes);
+        REQUIRE(a.IsObject());
+        if (name == "generate") {
+            const std::string outcome = a["outcome"].GetString();
+            generate_outcomes.push_back(outcome);
+            if (outcome == "error") {
+                CHECK(status == TDO_E_INVALID_JSON);
+            } else {
+                CHECK(status == TDO_OK);
+                CHECK(std::string(a["record_type"].GetString()) == "StepsRecord");
+                CHECK(a["bytes"].GetInt64() > 100);
+            }
+            const bool first = generate_outcomes.size() == 1;
+            CHECK(traceparent == (first ? tp : std::string()));
+        } else if (name == "batch_append") {
+            ++batches;
+            CHECK(a["lines"].GetInt64() >= 1);
+            CHECK_THAT(a["object_key"].GetString(), Catch::EndsWith("health_journal_2025_11.jsonl"));
+        } else if (name == "flush") {
+            ++flushes;
+        } else {
+            FAIL("unexpected span " << name);
+        }
+    }
+    CHECK(generate_outcomes == std::vector<std::string>{"written", "written", "written", "error"});
+    CHECK(batches >= 1);
+    CHECK(flushes == 1);
 }

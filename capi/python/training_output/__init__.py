@@ -28,6 +28,7 @@ __all__ = [
     "TrainingOutput",
     "TrainingOutputError",
     "set_log_callback",
+    "set_span_callback",
     "last_skip_reason",
     "library_version",
     "load_library",
@@ -97,6 +98,21 @@ class _Delivery(ctypes.Structure):
 _DELIVERY_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.POINTER(_Delivery), ctypes.c_void_p)
 
 
+class _Span(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("name", ctypes.c_char_p),
+        ("start_unix_nanos", ctypes.c_longlong),
+        ("end_unix_nanos", ctypes.c_longlong),
+        ("traceparent", ctypes.c_char_p),
+        ("attributes_json", ctypes.c_char_p),
+        ("status", ctypes.c_int),
+    ]
+
+
+_SPAN_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.POINTER(_Span), ctypes.c_void_p)
+
+
 class _OpenOptions(ctypes.Structure):
     _fields_ = [
         ("struct_size", ctypes.c_size_t),
@@ -130,6 +146,7 @@ _FUNCTIONS = [
     ("tdo_set_log_callback", [_LOG_CALLBACK, ctypes.c_int, ctypes.c_void_p], ctypes.c_int, _check_status),
     ("tdo_last_skip_reason", [], ctypes.c_char_p, None),
     ("tdo_writer_metrics", [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)], ctypes.c_int, _check_status),
+    ("tdo_set_span_callback", [_SPAN_CALLBACK, ctypes.c_void_p], ctypes.c_int, _check_status),
     ("tdo_writer_set_delivery_callback", [ctypes.c_void_p, _DELIVERY_CALLBACK, ctypes.c_void_p], ctypes.c_int,
      _check_status),
 ]
@@ -266,6 +283,41 @@ def _delivery_trampoline(callback: Callable[[Dict[str, Any]], None]):
             traceback.print_exc()
 
     return _DELIVERY_CALLBACK(trampoline)
+
+
+_span_ref = None  # keeps the ctypes span callback alive while the library may call it
+
+
+def set_span_callback(callback: Optional[Callable[[Dict[str, Any]], None]]) -> None:
+    """Tracing for the whole process: `callback(span)` receives a dict for each generate() call,
+    each batch that lands and each flush: name ("generate", "batch_append", "flush"),
+    start_unix_nanos, end_unix_nanos, traceparent (the W3C trace context from message_data's
+    "traceparent", or None), attributes (a dict), status (0 or a Status). Bridge them to
+    OpenTelemetry; the library links no tracing SDK. None stops the spans. An exception the
+    callback raises is printed to stderr."""
+    global _span_ref
+    lib = load_library()
+    with _callback_lock:
+        if callback is None:
+            lib.tdo_set_span_callback(_SPAN_CALLBACK(), None)
+            _span_ref = None
+            return
+
+        def trampoline(span, _user):
+            s = span.contents
+            try:
+                callback({"name": s.name.decode(), "start_unix_nanos": s.start_unix_nanos,
+                          "end_unix_nanos": s.end_unix_nanos,
+                          "traceparent": s.traceparent.decode() if s.traceparent else None,
+                          "attributes": json.loads(s.attributes_json.decode("utf-8", "replace")),
+                          "status": s.status})
+            except Exception:  # never let an exception unwind into C
+                import traceback
+                traceback.print_exc()
+
+        ref = _SPAN_CALLBACK(trampoline)
+        lib.tdo_set_span_callback(ref, None)
+        _span_ref = ref
 
 
 class TrainingOutput:
