@@ -134,7 +134,8 @@ TEST_CASE("pseudonymous ids: keyed HMAC-SHA256 values, stable per key, a key id 
     auto ex = f.format_json("Walked 10,432 steps.", message, result_json());
     CHECK(ex.line.find("user-1042") == std::string::npos);  // not in the line at all (nor in source_key)
     CHECK(ex.line.find("c-77") == std::string::npos);
-    auto md = tdo_test::parse(ex.line)["metadata"].GetObject();
+    const auto doc = tdo_test::parse(ex.line);  // alive while md is used
+    const auto& md = doc["metadata"];
     const std::string user = md["user_id"].GetString();
     CHECK(user.size() == 32);
     CHECK(user.find_first_not_of("0123456789abcdef") == std::string::npos);
