@@ -10,6 +10,7 @@
 #include "common/crash_point.hpp"
 #include "common/crc32c.hpp"
 #include "common/json.hpp"
+#include "common/object_key.hpp"
 #include "training_output/error.hpp"
 
 namespace training_output {
@@ -18,13 +19,7 @@ namespace {
 constexpr const char* kFormat = "training_output.batches/1";
 constexpr int kReadAttempts = 20;  // a reader starts over when a compaction moved things under it
 
-std::string stem(const std::string& month_key) {
-    const std::string ext = ".jsonl";
-    if (month_key.size() > ext.size() && month_key.compare(month_key.size() - ext.size(), ext.size(), ext) == 0) {
-        return month_key.substr(0, month_key.size() - ext.size());
-    }
-    return month_key;
-}
+std::string stem(const std::string& month_key) { return object_stem(month_key); }
 
 std::string hex16(std::uint64_t v) {
     static const char* digits = "0123456789abcdef";

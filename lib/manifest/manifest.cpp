@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "common/json.hpp"
+#include "common/object_key.hpp"
 #include "training_output/error.hpp"
 #include "training_output/formatter.hpp"
 
@@ -149,14 +150,7 @@ Manifests::Manifests(S3Sink& sink, ManifestOptions options, const Logger* logger
     options_.attributes.content_type = "application/json";
 }
 
-std::string Manifests::key_for(const std::string& object_key) {
-    const std::string ext = ".jsonl";
-    std::string stem = object_key;
-    if (stem.size() > ext.size() && stem.compare(stem.size() - ext.size(), ext.size(), ext) == 0) {
-        stem.resize(stem.size() - ext.size());
-    }
-    return stem + ".manifest.json";
-}
+std::string Manifests::key_for(const std::string& object_key) { return object_stem(object_key) + ".manifest.json"; }
 
 Manifest Manifests::read(const std::string& object_key) {
     SinkResponse r = sink_.get(key_for(object_key));
