@@ -11,7 +11,8 @@
 
 #include "training_output.h"
 #include "training_output/error.hpp"
-#include "training_output/formatter.hpp"
+#include "common/utf8.hpp"
+#include "common/version.hpp"
 #include "training_output/log.hpp"
 #include "training_output/training_output.hpp"
 
@@ -185,13 +186,7 @@ extern "C" {
 
 int tdo_version_number(void) { return TDO_VERSION_NUMBER; }
 
-const char* tdo_version_string(void) {
-#define TDO_STR2(x) #x
-#define TDO_STR(x) TDO_STR2(x)
-    return TDO_STR(TDO_VERSION_MAJOR) "." TDO_STR(TDO_VERSION_MINOR) "." TDO_STR(TDO_VERSION_PATCH);
-#undef TDO_STR
-#undef TDO_STR2
-}
+const char* tdo_version_string(void) { return training_output::library_version(); }
 
 int tdo_writer_open(tdo_writer** out, const char* config_json) { return tdo_writer_open_ex(out, config_json, nullptr); }
 

@@ -7,6 +7,10 @@ what="${1:-build}"
 pkgs=(build-essential cmake pkg-config libcurl4-openssl-dev libssl-dev libsqlite3-dev libhiredis-dev rapidjson-dev)
 if [ "$what" = test ]; then
   pkgs+=(catch2 python3 python3-pandas python3-botocore)
+  # pip installs the Python wrapper offline into a venv (test python_pip_install).
+  pkgs+=(python3-pip python3-setuptools python3-wheel python3-venv)
+  # The format check (test format_check) pins Debian 12's clang-format.
+  pkgs+=(clang-format-14)
   # A real Redis for the Redis dedup store's tests (redis-cli comes with redis-tools).
   pkgs+=(redis-server redis-tools)
   # The openssl command: the Redis-over-TLS tests make their CA and certificates with it.

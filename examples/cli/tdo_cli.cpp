@@ -7,11 +7,17 @@
 // Without --config the configuration comes from the environment (ETL_*).
 // --metrics prints the writer's metrics (Prometheus text) at exit. The exit
 // status is 1 when something could not be delivered (it stays in the spool).
+// When stderr is a terminal, a progress line there (lines read, written,
+// duplicates, errors, the rate, the backlog) is redrawn twice a second and
+// once at the end of the input; when it is not, nothing but errors goes there.
 #include <rapidjson/document.h>
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -56,6 +62,44 @@ std::string to_json(const rapidjson::Value& v) {
     v.Accept(w);
     return std::string(b.GetString(), b.GetSize());
 }
+
+// The progress line on a terminal (stderr): redrawn in place.
+class Progress {
+public:
+    explicit Progress(bool on) : on_(on), started_(std::chrono::steady_clock::now()), last_(started_) {}
+
+    // Redraws the line when half a second has passed (or when `now_anyway`).
+    void update(const to::TrainingOutput& writer, int read, const Counts& total, bool now_anyway = false) {
+        if (!on_) return;
+        const auto now = std::chrono::steady_clock::now();
+        if (!now_anyway && now - last_ < std::chrono::milliseconds(500)) return;
+        last_ = now;
+        const double seconds = std::chrono::duration<double>(now - started_).count();
+        const to::WriterStats s = writer.stats();
+        std::fprintf(stderr, "\r\033[K%d lines read, %d written, %d duplicates, %d errors, %.0f lines/s, backlog %llu lines",
+                     read, total.written, total.duplicate, total.errors, seconds > 0 ? read / seconds : 0.0,
+                     static_cast<unsigned long long>(s.pending_lines));
+        std::fflush(stderr);
+        drawn_ = true;
+    }
+    // Before anything else is written to stderr: the line is cleared.
+    void clear() {
+        if (!drawn_) return;
+        std::fputs("\r\033[K", stderr);
+        drawn_ = false;
+    }
+    // At the end: the last state stays on its own line.
+    void finish() {
+        if (!drawn_) return;
+        std::fputc('\n', stderr);
+        drawn_ = false;
+    }
+
+private:
+    bool on_;
+    bool drawn_ = false;
+    std::chrono::steady_clock::time_point started_, last_;
+};
 
 int usage() {
     std::cerr << "usage: training-output-cli [--config FILE] [--output-dir DIR] [--log-level LEVEL] [--metrics] [INPUT|-]\n";
@@ -123,9 +167,14 @@ int main(int argc, char** argv) {
     std::istream& in = input == "-" ? std::cin : file;
 
     std::map<std::string, Counts> by_domain;
+    Counts running;  // of every domain, for the progress line
+    Progress progress(::isatty(STDERR_FILENO) == 1);
     bool storage_failed = false;
     std::string line;
-    for (int number = 1; std::getline(in, line); ++number) {
+    int number = 0;
+    while (std::getline(in, line)) {
+        ++number;
+        progress.update(*writer, number, running);
         if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
         std::string domain = "(unreadable)";
         try {
@@ -153,23 +202,30 @@ int main(int argc, char** argv) {
             to::Outcome outcome = writer->generate(
                 std::string_view(narrative->value.GetString(), narrative->value.GetStringLength()),
                 to_json(message->value), result_json);
-            Counts& c = by_domain[domain];
-            switch (outcome) {
-                case to::Outcome::Written: ++c.written; break;
-                case to::Outcome::Duplicate:
-                case to::Outcome::Pending: ++c.duplicate; break;
-                case to::Outcome::Skipped: ++c.skipped; break;
-                case to::Outcome::Disabled: ++c.disabled; break;
+            for (Counts* c : {&by_domain[domain], &running}) {
+                switch (outcome) {
+                    case to::Outcome::Written: ++c->written; break;
+                    case to::Outcome::Duplicate:
+                    case to::Outcome::Pending: ++c->duplicate; break;
+                    case to::Outcome::Skipped: ++c->skipped; break;
+                    case to::Outcome::Disabled: ++c->disabled; break;
+                }
             }
         } catch (const to::Error& e) {
             ++by_domain[domain].errors;
+            ++running.errors;
+            progress.clear();
             std::cerr << "line " << number << ": " << to::error_code_name(e.code()) << ": " << e.what() << "\n";
             if (e.code() != to::ErrorCode::InvalidJson && e.code() != to::ErrorCode::InvalidInput) storage_failed = true;
         }
     }
+    progress.update(*writer, number, running, true);
     try {
         writer->flush();
+        progress.update(*writer, number, running, true);  // the backlog, delivered
+        progress.finish();
     } catch (const to::Error& e) {
+        progress.finish();
         std::cerr << "flush failed: " << e.what() << "\n";
         storage_failed = true;
     }

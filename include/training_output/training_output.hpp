@@ -17,7 +17,7 @@
 #include "training_output/config.hpp"
 #include "training_output/dedup_store.hpp"
 #include "training_output/error.hpp"
-#include "training_output/formatter.hpp"
+#include "training_output/example.hpp"
 #include "training_output/s3_sink.hpp"
 
 namespace training_output {

@@ -48,7 +48,7 @@
 #include <string_view>
 
 #include "training_output/log.hpp"
-#include "training_output/object_appender.hpp"
+#include "append/object_appender.hpp"
 #include "training_output/s3_sink.hpp"
 
 namespace training_output {

@@ -20,7 +20,7 @@
 #include "common/crc32c.hpp"
 #include "common/json.hpp"
 #include "training_output/error.hpp"
-#include "training_output/object_appender.hpp"
+#include "append/object_appender.hpp"
 
 namespace training_output {
 namespace {

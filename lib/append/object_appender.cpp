@@ -1,5 +1,5 @@
 // ObjectAppender: the append algorithm, written once against S3Sink.
-#include "training_output/object_appender.hpp"
+#include "append/object_appender.hpp"
 
 #include <cstdlib>
 #include <exception>

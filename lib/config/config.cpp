@@ -10,8 +10,8 @@
 #include <variant>
 
 #include "common/json.hpp"
-#include "dedup/redis_url.hpp"
-#include "training_output/formatter.hpp"
+#include "common/utf8.hpp"
+#include "config/redis_url.hpp"
 #include "training_output/error.hpp"
 
 namespace training_output {

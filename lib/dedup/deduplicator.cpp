@@ -1,5 +1,5 @@
 // TrainingDeduplicator: keys, the fail-open policy, and owner liveness.
-#include "training_output/deduplicator.hpp"
+#include "dedup/deduplicator.hpp"
 
 #include "common/sha256.hpp"
 #include "training_output/error.hpp"

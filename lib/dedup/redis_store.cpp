@@ -42,7 +42,7 @@
 
 #include "common/random.hpp"
 #include "dedup/redis_tls.hpp"
-#include "dedup/redis_url.hpp"
+#include "config/redis_url.hpp"
 #include "training_output/dedup_store.hpp"
 #include "training_output/error.hpp"
 #include "training_output/log.hpp"

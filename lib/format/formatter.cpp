@@ -6,7 +6,7 @@
 #include "common/sha256.hpp"
 #include "format/redact.hpp"
 #include "training_output/error.hpp"
-#include "training_output/formatter.hpp"
+#include "format/formatter.hpp"
 
 namespace training_output {
 namespace {
@@ -592,6 +592,24 @@ TrainingExample TrainingDataFormatter::format_json(std::string_view narrative, s
     v.timestamp = ts ? parse_iso8601(*ts) : Clock::now();
     finish_view(v, narrative);
     return build(*this, v);
+}
+
+std::string object_key_for(std::string_view prefix, std::string_view domain,
+                           std::chrono::system_clock::time_point when) {
+    const UtcParts p = utc_parts(when);
+    std::string key;
+    key.reserve(prefix.size() + domain.size() + 48);
+    if (!prefix.empty()) {
+        key.append(prefix);
+        key.push_back('/');
+    }
+    key.append(domain);
+    key.push_back('/');
+    put_year_month(key, p, '/');
+    key.append("/health_journal_");
+    put_year_month(key, p, '_');
+    key.append(".jsonl");
+    return key;
 }
 
 }  // namespace training_output

@@ -5,7 +5,7 @@
 
 #include "common/json.hpp"
 #include "training_output/error.hpp"
-#include "training_output/formatter.hpp"
+#include "format/formatter.hpp"
 
 namespace training_output {
 namespace {

@@ -8,8 +8,9 @@
 #include <thread>
 
 #include "common/json.hpp"
+#include "common/time.hpp"
+#include "common/utf8.hpp"
 #include "training_output/error.hpp"
-#include "training_output/formatter.hpp"
 
 namespace training_output {
 namespace {

@@ -5,8 +5,8 @@
 
 #include "common/json.hpp"
 #include "common/object_key.hpp"
+#include "common/time.hpp"
 #include "training_output/error.hpp"
-#include "training_output/formatter.hpp"
 
 namespace training_output {
 namespace {

@@ -1,5 +1,5 @@
 // CurlS3Sink: S3 over SigV4 and libcurl.
-#include "training_output/curl_s3_sink.hpp"
+#include "s3/curl_s3_sink.hpp"
 
 #include <openssl/evp.h>
 
@@ -15,7 +15,6 @@
 #include "s3/http_client.hpp"
 #include "s3/s3_response.hpp"
 #include "s3/s3_xml.hpp"
-#include "training_output.h"
 #include "training_output/error.hpp"
 
 namespace training_output {

@@ -1,13 +1,13 @@
 // AWS Signature Version 4 for S3 (header signing, single-chunk payloads).
-#include "training_output/sigv4.hpp"
+#include "s3/sigv4.hpp"
 
 #include <algorithm>
 #include <array>
 #include <cstdint>
 
 #include "common/sha256.hpp"
+#include "common/time.hpp"
 #include "training_output/error.hpp"
-#include "training_output/formatter.hpp"
 
 namespace training_output::sigv4 {
 namespace {

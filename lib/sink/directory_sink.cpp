@@ -31,7 +31,7 @@
 #include "common/json.hpp"
 #include "common/random.hpp"
 #include "common/sha256.hpp"
-#include "training_output/directory_sink.hpp"
+#include "sink/directory_sink.hpp"
 #include "training_output/error.hpp"
 
 namespace training_output {

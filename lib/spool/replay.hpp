@@ -14,7 +14,7 @@
 #include <string_view>
 #include <vector>
 
-#include "training_output/spool.hpp"
+#include "spool/spool.hpp"
 
 namespace training_output::spool {
 

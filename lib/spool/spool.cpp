@@ -1,6 +1,6 @@
 // Spool: the writer's write-ahead log (rules in spool.hpp; records in
 // record.hpp; files in segment.hpp; replay in replay.hpp).
-#include "training_output/spool.hpp"
+#include "spool/spool.hpp"
 
 #include <fcntl.h>
 #include <sys/file.h>

@@ -36,11 +36,11 @@
 #include <vector>
 
 #include "append/batch_objects.hpp"
-#include "training_output/deduplicator.hpp"
+#include "dedup/deduplicator.hpp"
 #include "training_output/error.hpp"
 #include "training_output/log.hpp"
-#include "training_output/object_appender.hpp"
-#include "training_output/spool.hpp"
+#include "append/object_appender.hpp"
+#include "spool/spool.hpp"
 
 namespace training_output {
 

@@ -14,7 +14,7 @@
 #include <string>
 #include <string_view>
 
-#include "training_output/curl_s3_sink.hpp"
+#include "s3/curl_s3_sink.hpp"
 #include "training_output/error.hpp"
 #include "training_output/training_output.hpp"
 

@@ -12,12 +12,12 @@
 
 #include "common/crash_point.hpp"
 #include "common/json.hpp"
-#include "training_output.h"
-#include "training_output/curl_s3_sink.hpp"
-#include "training_output/deduplicator.hpp"
-#include "training_output/directory_sink.hpp"
-#include "training_output/object_appender.hpp"
-#include "training_output/spool.hpp"
+#include "common/version.hpp"
+#include "s3/curl_s3_sink.hpp"
+#include "dedup/deduplicator.hpp"
+#include "sink/directory_sink.hpp"
+#include "append/object_appender.hpp"
+#include "spool/spool.hpp"
 #include "manifest/manifest.hpp"
 #include "writer/compactor.hpp"
 #include "writer/flusher.hpp"
@@ -83,7 +83,7 @@ AppendOptions append_options(const Config& c) {
     o.native_when_appendable = c.s3_append_mode == "auto" || c.s3_append_mode == "native" || c.s3_append_mode == "batches";
     o.convert_plain = o.native_when_appendable && c.s3_convert_plain_objects;
     o.attributes.content_type = "application/jsonl";
-    o.attributes.metadata = {{"generator", std::string("training_output/") + tdo_version_string()}};
+    o.attributes.metadata = {{"generator", std::string("training_output/") + library_version()}};
     return o;
 }
 
@@ -321,7 +321,7 @@ struct TrainingOutput::Impl {
         appender = std::make_unique<ObjectAppender>(*sink, append_options(config), &logger);
         if (config.write_manifests) {
             ManifestOptions mo;
-            mo.library_version = tdo_version_string();
+            mo.library_version = library_version();
             mo.attributes = append_options(config).attributes;
             manifests = std::make_unique<Manifests>(*sink, mo, &logger);
         }

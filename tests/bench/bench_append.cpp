@@ -32,9 +32,9 @@
 
 #include "append/batch_objects.hpp"
 #include "bench_server.hpp"
-#include "training_output/curl_s3_sink.hpp"
+#include "s3/curl_s3_sink.hpp"
 #include "training_output/error.hpp"
-#include "training_output/object_appender.hpp"
+#include "append/object_appender.hpp"
 
 namespace to = training_output;
 using Clock = std::chrono::steady_clock;

@@ -22,7 +22,7 @@
 
 #include "append/batch_objects.hpp"
 #include "bench_server.hpp"
-#include "training_output/curl_s3_sink.hpp"
+#include "s3/curl_s3_sink.hpp"
 
 namespace to = training_output;
 using Clock = std::chrono::steady_clock;

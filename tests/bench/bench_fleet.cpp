@@ -31,7 +31,7 @@
 #include "append/batch_objects.hpp"
 #include "bench_example.hpp"
 #include "bench_server.hpp"
-#include "training_output/curl_s3_sink.hpp"
+#include "s3/curl_s3_sink.hpp"
 #include "training_output/training_output.hpp"
 
 namespace to = training_output;

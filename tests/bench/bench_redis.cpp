@@ -21,7 +21,7 @@
 #include <thread>
 #include <vector>
 
-#include "dedup/redis_url.hpp"
+#include "config/redis_url.hpp"
 #include "training_output/dedup_store.hpp"
 
 namespace to = training_output;

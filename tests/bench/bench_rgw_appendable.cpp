@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "bench_server.hpp"
-#include "training_output/curl_s3_sink.hpp"
+#include "s3/curl_s3_sink.hpp"
 
 namespace to = training_output;
 using Clock = std::chrono::steady_clock;

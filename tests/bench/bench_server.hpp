@@ -9,7 +9,7 @@
 #include <cstdlib>
 #include <string>
 
-#include "training_output/curl_s3_sink.hpp"
+#include "s3/curl_s3_sink.hpp"
 
 namespace bench {
 

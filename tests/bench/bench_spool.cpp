@@ -20,7 +20,7 @@
 #include "bench_example.hpp"
 #include "bench_server.hpp"
 #include "training_output.h"
-#include "training_output/curl_s3_sink.hpp"
+#include "s3/curl_s3_sink.hpp"
 #include "training_output/training_output.hpp"
 
 namespace to = training_output;

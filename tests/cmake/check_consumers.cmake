@@ -1,5 +1,8 @@
 # Builds and runs a consumer three ways: find_package() against an install,
 # add_subdirectory() of the source tree, and pkg-config against the install.
+# Each way: the consumer compiles with the public headers only and none of the
+# library's private flags (its dependencies' include paths and definitions),
+# and a C program links the static library with the C compiler.
 file(REMOVE_RECURSE ${WORK_DIR})
 set(prefix ${WORK_DIR}/prefix)
 
@@ -11,15 +14,61 @@ function(run)
   endif()
 endfunction()
 
+# Flags that belong to the library's build, never to a consumer's.
+set(private_flags "hiredis" "_FILE_OFFSET_BITS" "rapidjson" "${SOURCE_DIR}/lib" "TDO_LIBRARY_VERSION" "TDO_CRASH_POINTS")
+function(check_flags what flags)
+  foreach(f ${private_flags})
+    string(FIND "${flags}" "${f}" at)
+    if(NOT at EQUAL -1)
+      message(FATAL_ERROR "${what}: a consumer's compile carries the library's private \"${f}\":\n${flags}")
+    endif()
+  endforeach()
+endfunction()
+
 run(${CMAKE_COMMAND} --install ${BUILD_DIR} --prefix ${prefix})
+
+# The installed headers are the public ones, and nothing else.
+file(GLOB_RECURSE installed RELATIVE ${prefix}/include ${prefix}/include/*)
+file(GLOB public RELATIVE ${SOURCE_DIR}/include ${SOURCE_DIR}/include/training_output.h
+     ${SOURCE_DIR}/include/training_output/*.hpp)
+list(SORT installed)
+list(SORT public)
+if(NOT installed STREQUAL public)
+  message(FATAL_ERROR "installed headers: ${installed}\npublic headers: ${public}")
+endif()
+list(LENGTH installed n)
+if(n LESS 8)
+  message(FATAL_ERROR "only ${n} headers installed: ${installed}")
+endif()
 
 foreach(mode package subdirectory)
   set(b ${WORK_DIR}/${mode})
   run(${CMAKE_COMMAND} -S ${CONSUMER_DIR} -B ${b} -DMODE=${mode} -DTDO_SOURCE_DIR=${SOURCE_DIR}
       -DCMAKE_PREFIX_PATH=${prefix} -DCMAKE_BUILD_TYPE=${CMAKE_BUILD_TYPE})
-  run(${CMAKE_COMMAND} --build ${b} -j 2)
+  run(${CMAKE_COMMAND} --build ${b} -j 2 --target consumer_cpp consumer_c consumer_c_static)
+  # The consumer's own compiles (not the library's, in subdirectory mode).
+  file(READ ${b}/compile_commands.json commands)
+  string(JSON count LENGTH "${commands}")
+  math(EXPR last "${count} - 1")
+  set(checked 0)
+  foreach(i RANGE ${last})
+    string(JSON file GET "${commands}" ${i} file)
+    if(file MATCHES "/consumer/main\\.(c|cpp)$")
+      string(JSON command GET "${commands}" ${i} command)
+      check_flags("${mode} ${file}" "${command}")
+      math(EXPR checked "${checked} + 1")
+    endif()
+  endforeach()
+  if(checked LESS 3)
+    message(FATAL_ERROR "${mode}: found ${checked} consumer compile commands, expected 3")
+  endif()
   run(${b}/consumer_cpp ${b}/out)
-  run(${b}/consumer_c)
+  run(${b}/consumer_c ${b}/out_c)
+  run(${b}/consumer_c_static ${b}/out_c_static)
+  file(GLOB_RECURSE lines ${b}/out_c_static/*.jsonl)
+  if(NOT lines)
+    message(FATAL_ERROR "${mode}: the static C consumer wrote no file")
+  endif()
   message(STATUS "${mode}: ok")
 endforeach()
 
@@ -29,19 +78,25 @@ if(NOT PKG_CONFIG)
 endif()
 file(GLOB pcdir ${prefix}/lib*/pkgconfig ${prefix}/lib/*/pkgconfig)
 set(ENV{PKG_CONFIG_PATH} "${pcdir}")
-execute_process(COMMAND ${PKG_CONFIG} --cflags --libs training_output OUTPUT_VARIABLE cpp_flags
-  OUTPUT_STRIP_TRAILING_WHITESPACE RESULT_VARIABLE rc)
-if(NOT rc EQUAL 0)
-  message(FATAL_ERROR "pkg-config training_output failed")
-endif()
-execute_process(COMMAND ${PKG_CONFIG} --cflags --libs training_output_c OUTPUT_VARIABLE c_flags
-  OUTPUT_STRIP_TRAILING_WHITESPACE)
-separate_arguments(cpp_flags UNIX_COMMAND "${cpp_flags}")
-separate_arguments(c_flags UNIX_COMMAND "${c_flags}")
-run(c++ -std=c++17 ${CONSUMER_DIR}/main.cpp ${cpp_flags} -o ${WORK_DIR}/pc_cpp)
+foreach(pc training_output training_output_c)
+  execute_process(COMMAND ${PKG_CONFIG} --cflags ${pc} OUTPUT_VARIABLE cflags_${pc}
+    OUTPUT_STRIP_TRAILING_WHITESPACE RESULT_VARIABLE rc)
+  execute_process(COMMAND ${PKG_CONFIG} --libs ${pc} OUTPUT_VARIABLE libs_${pc}
+    OUTPUT_STRIP_TRAILING_WHITESPACE RESULT_VARIABLE rc2)
+  if(NOT rc EQUAL 0 OR NOT rc2 EQUAL 0)
+    message(FATAL_ERROR "pkg-config ${pc} failed")
+  endif()
+  check_flags("pkg-config --cflags ${pc}" "${cflags_${pc}}")
+  separate_arguments(cflags_${pc} UNIX_COMMAND "${cflags_${pc}}")
+  separate_arguments(libs_${pc} UNIX_COMMAND "${libs_${pc}}")
+endforeach()
+run(c++ -std=c++17 ${cflags_training_output} ${CONSUMER_DIR}/main.cpp ${libs_training_output} -o ${WORK_DIR}/pc_cpp)
 run(${WORK_DIR}/pc_cpp ${WORK_DIR}/pc_out)
-run(cc ${CONSUMER_DIR}/main.c ${c_flags} -o ${WORK_DIR}/pc_c)
+# C, static library, C compiler driver: the .pc file brings the C++ runtime.
+run(cc ${cflags_training_output} ${CONSUMER_DIR}/main.c ${libs_training_output} -o ${WORK_DIR}/pc_c_static)
+run(${WORK_DIR}/pc_c_static ${WORK_DIR}/pc_out_c_static)
+run(cc ${cflags_training_output_c} ${CONSUMER_DIR}/main.c ${libs_training_output_c} -o ${WORK_DIR}/pc_c)
 file(GLOB libdir ${prefix}/lib*)
 set(ENV{LD_LIBRARY_PATH} "${libdir}")
-run(${WORK_DIR}/pc_c)
+run(${WORK_DIR}/pc_c ${WORK_DIR}/pc_out_c)
 message(STATUS "pkg-config: ok")

@@ -8,7 +8,7 @@
 #include <string_view>
 
 #include "training_output/error.hpp"
-#include "training_output/formatter.hpp"
+#include "format/formatter.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     std::string_view in(reinterpret_cast<const char*>(data), size);

@@ -7,7 +7,7 @@
 #include <string_view>
 
 #include "format/redact.hpp"
-#include "training_output/formatter.hpp"
+#include "format/formatter.hpp"
 
 namespace to = training_output;
 

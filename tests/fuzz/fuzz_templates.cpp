@@ -5,7 +5,7 @@
 #include <string_view>
 
 #include "training_output/error.hpp"
-#include "training_output/formatter.hpp"
+#include "format/formatter.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     const std::string_view in(reinterpret_cast<const char*>(data), size);

@@ -23,7 +23,7 @@
 #include <tuple>
 
 #include "training_output/error.hpp"
-#include "training_output/sigv4.hpp"
+#include "s3/sigv4.hpp"
 
 namespace sigv4 = training_output::sigv4;
 

@@ -51,7 +51,19 @@ int main(int argc, char** argv) {
         for (int t = 1; t < threads; ++t) pool.emplace_back(run);
         run();
         for (auto& t : pool) t.join();
-        writer.flush();
+        try {
+            writer.flush();
+        } catch (const to::Error&) {
+            // What the store answered, for the test's output.
+            const std::string m = writer.metrics_text();
+            std::size_t at = 0;
+            while ((at = m.find("\netl_training_s3_requests_total{", at)) != std::string::npos) {
+                const std::size_t end = m.find('\n', at + 1);
+                std::fprintf(stderr, "worker %s: %s\n", worker.c_str(), m.substr(at + 1, end - at - 1).c_str());
+                at = end;
+            }
+            throw;
+        }
         if (!stats_file.empty()) std::ofstream(stats_file) << writer.stats_json() << "\n";
         if (errors) {
             auto s = writer.stats();

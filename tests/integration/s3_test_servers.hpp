@@ -8,14 +8,16 @@
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <cstdlib>
+#include <fstream>
+#include <iterator>
 #include <memory>
 #include <random>
 #include <string>
 
 #include "append/batch_objects.hpp"
 #include "manifest/manifest.hpp"
-#include "training_output/curl_s3_sink.hpp"
-#include "training_output/object_appender.hpp"
+#include "s3/curl_s3_sink.hpp"
+#include "append/object_appender.hpp"
 
 namespace tdo_test {
 
@@ -41,6 +43,18 @@ inline Server s3rver() {
     return {env_or_fail("TDO_TEST_S3RVER_ENDPOINT"), "S3RVER", "S3RVER"};
 }
 
+// The end of the s3rver's log (TDO_TEST_S3RVER_LOG), for a failing test to
+// show what the server went through.
+inline std::string s3rver_log_tail(std::size_t max_bytes = 4096) {
+    const char* path = std::getenv("TDO_TEST_S3RVER_LOG");
+    if (!path || !*path) return "(TDO_TEST_S3RVER_LOG is not set)";
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return std::string("(no log at ") + path + ")";
+    std::string log((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (log.size() > max_bytes) log = "..." + log.substr(log.size() - max_bytes);
+    return "s3rver's log:\n" + log;
+}
+
 inline S3SinkOptions options_for(const Server& s, const std::string& bucket) {
     S3SinkOptions o;
     o.endpoint_url = s.endpoint;
@@ -60,7 +74,7 @@ inline std::unique_ptr<CurlS3Sink> fresh_bucket(const Server& s, std::string& bu
     o.native_append = NativeAppend::Off;
     CurlS3Sink admin(o);
     SinkResponse r = admin.create_bucket();
-    INFO(r.describe());
+    INFO(r.describe() + (!r.ok() && s.access_key == "S3RVER" ? "\n" + s3rver_log_tail() : std::string()));
     REQUIRE(r.ok());
     return std::make_unique<CurlS3Sink>(options_for(s, bucket));
 }

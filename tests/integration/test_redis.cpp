@@ -16,7 +16,7 @@
 
 #include "../unit/dedup_conformance.hpp"
 #include "../unit/test_util.hpp"
-#include "dedup/redis_url.hpp"
+#include "config/redis_url.hpp"
 #include "tcp_proxy.hpp"
 #include "training_output.h"
 #include "training_output/error.hpp"

@@ -13,7 +13,7 @@
 #include "../unit/sink_conformance.hpp"
 #include "../unit/test_util.hpp"
 #include "s3_test_servers.hpp"
-#include "training_output/curl_s3_sink.hpp"
+#include "s3/curl_s3_sink.hpp"
 #include "training_output/error.hpp"
 #include "training_output/training_output.hpp"
 
@@ -272,7 +272,11 @@ TEST_CASE("s3rver: batches mode: 2 processes x 300 examples, compacted, every li
             tdo_test::spawn({TDO_TEST_WRITER, config(p == 0 ? 1 : 0), "w" + std::to_string(p), "300", "0", "StepsRecord"}));
         REQUIRE(pids.back() > 0);
     }
-    for (pid_t pid : pids) CHECK(tdo_test::wait_for(pid) == 0);
+    for (pid_t pid : pids) {
+        const int status = tdo_test::wait_for(pid);
+        INFO(s3rver_log_tail());
+        CHECK(status == 0);
+    }
     const std::string key = "training/physical_activity/2025/11/health_journal_2025_11.jsonl";
     check_distinct_lines(month_of(*sink, key), 600);
     compact(*sink, key);

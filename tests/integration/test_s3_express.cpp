@@ -9,9 +9,9 @@
 
 #include "../unit/sink_conformance.hpp"
 #include "../unit/test_util.hpp"
-#include "training_output/curl_s3_sink.hpp"
+#include "s3/curl_s3_sink.hpp"
 #include "training_output/error.hpp"
-#include "training_output/object_appender.hpp"
+#include "append/object_appender.hpp"
 #include "training_output/training_output.hpp"
 
 using namespace training_output;

@@ -7,7 +7,7 @@
 
 #include "../unit/test_util.hpp"
 #include "common/sha256.hpp"
-#include "training_output/curl_s3_sink.hpp"
+#include "s3/curl_s3_sink.hpp"
 #include "training_output/error.hpp"
 
 using namespace training_output;

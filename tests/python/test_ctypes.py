@@ -248,6 +248,44 @@ class WrapperTest(unittest.TestCase):
         self.assertEqual(metrics["etl_training_output_duration_seconds_count"], 2)
         self.assertGreater(metrics['etl_training_file_size_bytes{health_domain="sleep_wellness"}'], 0)
 
+    def test_package_version_is_the_headers(self):
+        header = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "include", "training_output.h")
+        import re
+        with open(header, encoding="utf-8") as f:
+            v = dict(re.findall(r"^#define TDO_VERSION_(MAJOR|MINOR|PATCH) (\d+)", f.read(), re.M))
+        self.assertEqual(tdo.__version__, f"{v['MAJOR']}.{v['MINOR']}.{v['PATCH']}")
+        self.assertEqual(tdo.library_version(), tdo.__version__)
+
+    def test_library_found_in_every_build_directory_the_readme_names(self):
+        root = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+        with open(os.path.join(root, "CMakePresets.json"), encoding="utf-8") as f:
+            presets = json.load(f)
+        base = {p["name"]: p for p in presets["configurePresets"]}
+        dirs = {"build"}
+        for p in presets["configurePresets"]:
+            if p.get("hidden"):
+                continue
+            q, binary = p, None
+            while binary is None and q is not None:
+                binary = q.get("binaryDir")
+                q = base.get(q["inherits"]) if isinstance(q.get("inherits"), str) else None
+            self.assertIsNotNone(binary, p["name"])
+            dirs.add(binary.replace("${sourceDir}/", "").replace("${presetName}", p["name"]))
+        # scripts/demo.sh builds in build/release.
+        with open(os.path.join(root, "scripts", "demo.sh"), encoding="utf-8") as f:
+            import re
+            dirs.update(re.findall(r"-B (build[\w/]*)", f.read()))
+        self.assertGreaterEqual(len(dirs), 8)
+        self.assertEqual(set(tdo.BUILD_DIRS), dirs)
+        saved = os.environ.pop("TDO_LIBRARY", None)
+        try:
+            candidates = list(tdo._candidates())
+        finally:
+            if saved is not None:
+                os.environ["TDO_LIBRARY"] = saved
+        for d in dirs:
+            self.assertIn(os.path.join(root, d, "libtraining_output_c.so"), candidates)
+
     def test_codes_outcomes_and_levels_are_the_headers(self):
         header = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "include", "training_output.h")
         import re

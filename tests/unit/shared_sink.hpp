@@ -6,7 +6,7 @@
 #include <optional>
 #include <string>
 
-#include "training_output/memory_sink.hpp"
+#include "memory_sink.hpp"
 
 namespace tdo_test {
 

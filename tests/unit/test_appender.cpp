@@ -7,8 +7,8 @@
 #include "shared_sink.hpp"
 #include "test_util.hpp"
 #include "training_output/error.hpp"
-#include "training_output/memory_sink.hpp"
-#include "training_output/object_appender.hpp"
+#include "memory_sink.hpp"
+#include "append/object_appender.hpp"
 #include "append/batch_objects.hpp"
 
 using namespace training_output;

@@ -6,10 +6,10 @@
 #include <filesystem>
 #include <thread>
 
-#include "dedup/redis_url.hpp"
+#include "config/redis_url.hpp"
 #include "dedup_conformance.hpp"
 #include "test_util.hpp"
-#include "training_output/deduplicator.hpp"
+#include "dedup/deduplicator.hpp"
 #include "training_output/error.hpp"
 
 using namespace training_output;

@@ -16,7 +16,7 @@
 #include "shared_sink.hpp"
 #include "test_util.hpp"
 #include "training_output/error.hpp"
-#include "training_output/memory_sink.hpp"
+#include "memory_sink.hpp"
 #include "training_output/training_output.hpp"
 
 using namespace training_output;

@@ -5,7 +5,7 @@
 #include "common/json.hpp"
 #include "test_util.hpp"
 #include "training_output/error.hpp"
-#include "training_output/formatter.hpp"
+#include "format/formatter.hpp"
 
 using namespace training_output;
 using tdo_test::message_json;

@@ -16,7 +16,7 @@
 #include "test_util.hpp"
 #include "training_output.h"
 #include "training_output/error.hpp"
-#include "training_output/formatter.hpp"
+#include "format/formatter.hpp"
 #include "training_output/training_output.hpp"
 
 using namespace training_output;

@@ -12,7 +12,7 @@
 
 #include "common/crash_point.hpp"
 #include "format/redact.hpp"
-#include "training_output/formatter.hpp"
+#include "format/formatter.hpp"
 
 using namespace training_output;
 

@@ -11,8 +11,8 @@
 
 #include "test_util.hpp"
 #include "training_output/error.hpp"
-#include "training_output/formatter.hpp"
-#include "training_output/sigv4.hpp"
+#include "format/formatter.hpp"
+#include "s3/sigv4.hpp"
 
 using namespace training_output;
 using namespace training_output::sigv4;

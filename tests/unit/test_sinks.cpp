@@ -3,9 +3,9 @@
 
 #include "sink_conformance.hpp"
 #include "test_util.hpp"
-#include "training_output/directory_sink.hpp"
+#include "sink/directory_sink.hpp"
 #include "training_output/error.hpp"
-#include "training_output/memory_sink.hpp"
+#include "memory_sink.hpp"
 
 using namespace training_output;
 

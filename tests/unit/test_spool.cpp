@@ -15,7 +15,7 @@
 #include "shared_sink.hpp"
 #include "test_util.hpp"
 #include "training_output/error.hpp"
-#include "training_output/spool.hpp"
+#include "spool/spool.hpp"
 #include "training_output/training_output.hpp"
 
 using namespace training_output;

@@ -37,6 +37,12 @@ __all__ = [
 # The ABI this wrapper was written against: same major, at least this minor.
 _ABI_MAJOR = 0
 _ABI_MINOR = 2
+# The package's version: the C header's (a test checks them against each other).
+__version__ = "0.2.0"
+# The build directories of a source checkout, as the README names them (the
+# presets' build/<preset>, and build/ itself); sanitizer builds last, as they
+# load only with their runtime preloaded.
+BUILD_DIRS = ("build", "build/release", "build/dev", "build/ci", "build/clang", "build/bench", "build/asan", "build/tsan")
 
 
 class Outcome(enum.IntEnum):
@@ -163,7 +169,7 @@ def _candidates():
         return
     here = os.path.dirname(os.path.abspath(__file__))
     root = os.path.normpath(os.path.join(here, "..", "..", ".."))  # source checkout: capi/python/training_output
-    for build in ("build", "build/dev", "build/release", "build/asan"):
+    for build in BUILD_DIRS:
         yield os.path.join(root, build, _LIB_NAME)
     prefix = os.path.normpath(os.path.join(here, "..", "..", "..", ".."))  # <prefix>/share/training_output/python
     for libdir in ("lib", "lib64", "lib/x86_64-linux-gnu"):

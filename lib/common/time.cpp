@@ -1,10 +1,12 @@
-// ISO-8601 parsing and formatting in UTC, and the monthly object key.
+// ISO-8601 parsing and formatting in UTC.
+#include "common/time.hpp"
+
 #include <cstdio>
 #include <cstring>
 
 #include "common/json.hpp"
+#include "common/utf8.hpp"
 #include "training_output/error.hpp"
-#include "training_output/formatter.hpp"
 
 namespace training_output {
 namespace {
@@ -59,14 +61,9 @@ struct Cursor {
     }
 };
 
-struct UtcParts {
-    std::int64_t year;
-    unsigned month, day;
-    int hour, minute, second;
-    long micros;
-};
+}  // namespace
 
-UtcParts split(std::chrono::system_clock::time_point when) {
+UtcParts utc_parts(std::chrono::system_clock::time_point when) {
     auto us = std::chrono::duration_cast<std::chrono::microseconds>(when.time_since_epoch()).count();
     std::int64_t secs = us / 1000000;
     long micros = static_cast<long>(us % 1000000);
@@ -82,8 +79,6 @@ UtcParts split(std::chrono::system_clock::time_point when) {
     p.micros = micros;
     return p;
 }
-
-}  // namespace
 
 std::chrono::system_clock::time_point parse_iso8601(std::string_view text) {
     auto fail = [&](const char* why) -> Error {
@@ -159,17 +154,16 @@ void put_digits(std::string& out, std::int64_t v, int width) {
     while (n > 0) out.push_back(buf[--n]);
 }
 
-// "YYYY<sep>MM"
+}  // namespace
+
 void put_year_month(std::string& out, const UtcParts& p, char sep) {
     put_digits(out, p.year, 4);
     out.push_back(sep);
     put_digits(out, p.month, 2);
 }
 
-}  // namespace
-
 std::string format_iso8601(std::chrono::system_clock::time_point when, bool always_micros) {
-    const UtcParts p = split(when);
+    const UtcParts p = utc_parts(when);
     std::string out;
     out.reserve(27);
     put_year_month(out, p, '-');
@@ -187,24 +181,6 @@ std::string format_iso8601(std::chrono::system_clock::time_point when, bool alwa
     }
     out.push_back('Z');
     return out;
-}
-
-std::string object_key_for(std::string_view prefix, std::string_view domain,
-                           std::chrono::system_clock::time_point when) {
-    const UtcParts p = split(when);
-    std::string key;
-    key.reserve(prefix.size() + domain.size() + 48);
-    if (!prefix.empty()) {
-        key.append(prefix);
-        key.push_back('/');
-    }
-    key.append(domain);
-    key.push_back('/');
-    put_year_month(key, p, '/');
-    key.append("/health_journal_");
-    put_year_month(key, p, '_');
-    key.append(".jsonl");
-    return key;
 }
 
 }  // namespace training_output

@@ -13,6 +13,10 @@
 #include <string_view>
 #include <vector>
 
+#include "common/time.hpp"
+#include "common/utf8.hpp"
+#include "training_output/example.hpp"
+
 namespace training_output {
 
 // The layout of the lines (metadata.schema_version). 2: every field has one
@@ -20,27 +24,6 @@ namespace training_output {
 // timestamps always carry microseconds; ids may be pseudonyms, narratives
 // redacted, a split and the instruction's variant recorded.
 constexpr int kSchemaVersion = 2;
-
-// The processor's message (fields of message_data_json).
-struct MessageData {
-    std::string record_type;  // required
-    std::optional<std::string> user_id;
-    std::optional<std::string> correlation_id;
-    std::optional<std::string> bucket;
-    std::optional<std::string> key;
-    std::optional<std::string> traceparent;  // the caller's W3C trace context, for spans (not written)
-};
-
-// The processor's result (fields of result_json).
-struct ProcessingResult {
-    std::optional<double> quality_score;
-    std::optional<std::int64_t> record_count;
-    std::optional<double> processing_time_seconds;
-    // Any JSON value, written into metadata unchanged. Empty = "{}".
-    std::string clinical_insights_json;
-    // ISO-8601; absent = now. Its month (in UTC) picks the object.
-    std::optional<std::string> processing_timestamp;
-};
 
 using Sha256 = std::array<std::uint8_t, 32>;
 
@@ -92,21 +75,9 @@ private:
     std::map<std::string, Template, std::less<>> table_;
 };
 
-// Health domain of a record type: the six known types map to their domain,
-// anything else to "general_health".
-std::string_view health_domain_for(std::string_view record_type) noexcept;
-
 // {prefix}/{domain}/{yyyy}/{mm}/health_journal_{yyyy}_{mm}.jsonl from a UTC time.
 std::string object_key_for(std::string_view prefix, std::string_view domain,
                            std::chrono::system_clock::time_point when);
-
-// Parses an ISO-8601 date-time ("2025-11-18T10:30:00Z", "...+02:00",
-// "...T10:30:00.123456", a space instead of T; no offset = UTC). Throws
-// Error(InvalidInput) on anything else.
-std::chrono::system_clock::time_point parse_iso8601(std::string_view text);
-// "2025-11-18T10:30:00Z" (with microseconds when they are not zero, or
-// always: "2025-11-18T10:30:00.000000Z", the one format of the lines).
-std::string format_iso8601(std::chrono::system_clock::time_point when, bool always_micros = false);
 
 // SHA-256 over the canonical content: record type, input and output, each
 // preceded by its length as 8 little-endian bytes. Timestamps, user and
@@ -186,13 +157,5 @@ const char* split_for(std::string_view id, double validation_fraction);
 
 // True when `text` is a W3C trace context traceparent ("00-<32 hex>-<16 hex>-<2 hex>").
 bool is_traceparent(std::string_view text) noexcept;
-// True when `text` is valid UTF-8.
-bool is_valid_utf8(std::string_view text) noexcept;
-// `text` with every byte that is not part of valid UTF-8 replaced by U+FFFD.
-std::string to_valid_utf8(std::string_view text);
-// At most `max_bytes` of `text`, never ending inside a UTF-8 sequence.
-std::string_view utf8_prefix(std::string_view text, std::size_t max_bytes) noexcept;
-// `text` without leading and trailing whitespace (ASCII and Unicode spaces).
-std::string_view trim_whitespace(std::string_view text) noexcept;
 
 }  // namespace training_output

@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "training_output/dedup_store.hpp"
-#include "training_output/formatter.hpp"
+#include "format/formatter.hpp"
 #include "training_output/log.hpp"
 
 namespace training_output {

@@ -16,7 +16,7 @@
 
 #include "training_output/log.hpp"
 #include "training_output/s3_sink.hpp"
-#include "training_output/sigv4.hpp"
+#include "s3/sigv4.hpp"
 
 namespace training_output {
 

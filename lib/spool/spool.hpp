@@ -46,7 +46,7 @@
 #include <vector>
 
 #include "training_output/log.hpp"
-#include "training_output/object_appender.hpp"
+#include "append/object_appender.hpp"
 
 namespace training_output {
 

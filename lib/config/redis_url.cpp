@@ -1,6 +1,6 @@
 // Parsing `redis_url`. Errors describe what is wrong without quoting the URL:
 // it may hold a password.
-#include "dedup/redis_url.hpp"
+#include "config/redis_url.hpp"
 
 #include <cctype>
 

@@ -1,6 +1,6 @@
 // MemorySink: S3 semantics in memory (AWS flavour: If-Match on a missing key
 // is 404), plus a fault hook for tests.
-#include "training_output/memory_sink.hpp"
+#include "memory_sink.hpp"
 
 #include <chrono>
 

@@ -1,8 +1,8 @@
-// UTF-8 validation and whitespace trimming.
+// UTF-8 validation, repair, cutting and whitespace trimming.
+#include "common/utf8.hpp"
+
 #include <cstdint>
 #include <cstring>
-
-#include "training_output/formatter.hpp"
 
 namespace training_output {
 namespace {
