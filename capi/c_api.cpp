@@ -9,10 +9,10 @@
 #include <new>
 #include <string>
 
-#include "training_output.h"
-#include "training_output/error.hpp"
 #include "common/utf8.hpp"
 #include "common/version.hpp"
+#include "training_output.h"
+#include "training_output/error.hpp"
 #include "training_output/log.hpp"
 #include "training_output/training_output.hpp"
 
@@ -103,8 +103,9 @@ struct Target {
 Target target(tdo_writer* writer, const char* function) {
     if (!writer) {
         throw Error(ErrorCode::InvalidArgument,
-                    std::string(function) + ": writer is NULL (did tdo_writer_open fail? TDO_DEFAULT_WRITER is the "
-                                            "process-wide writer)");
+                    std::string(function) +
+                        ": writer is NULL (did tdo_writer_open fail? TDO_DEFAULT_WRITER is the "
+                        "process-wide writer)");
     }
     Target t;
     if (writer == TDO_DEFAULT_WRITER) {

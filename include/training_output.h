@@ -65,11 +65,13 @@ extern "C" {
 #define TDO_OK 0
 #define TDO_WRITTEN 0   /* the example was accepted and will be in its object */
 #define TDO_DUPLICATE 1 /* the same content was already written: dropped */
-#define TDO_SKIPPED 2   /* nothing to write: tdo_last_skip_reason() says why (an empty narrative,
-                           a quality filter, a redaction that could not run) */
-#define TDO_DISABLED 3  /* enable_training_output is false: nothing done */
-#define TDO_PENDING 4   /* dedup_pending_outcome only: another live writer holds the same content and
-                           has not delivered it yet; do not acknowledge the message yet */
+/* Nothing to write: tdo_last_skip_reason() says why (an empty narrative, a
+ * quality filter, a redaction that could not run). */
+#define TDO_SKIPPED 2
+#define TDO_DISABLED 3 /* enable_training_output is false: nothing done */
+/* dedup_pending_outcome only: another live writer holds the same content and
+ * has not delivered it yet; do not acknowledge the message yet. */
+#define TDO_PENDING 4
 
 /* ---- errors (< 0) -------------------------------------------------------- */
 #define TDO_E_INVALID_ARGUMENT -1 /* NULL where a value is required, bad handle */
@@ -132,8 +134,8 @@ TDO_API int tdo_writer_open(tdo_writer** out, const char* config_json);
  * Returns TDO_WRITTEN, TDO_DUPLICATE, TDO_SKIPPED, TDO_DISABLED, TDO_PENDING
  * (only with dedup_pending_outcome) or an error.
  */
-TDO_API int generate_training_output(tdo_writer* writer, const char* narrative,
-                                     const char* message_data_json, const char* result_json);
+TDO_API int generate_training_output(tdo_writer* writer, const char* narrative, const char* message_data_json,
+                                     const char* result_json);
 
 /*
  * The writer's metrics in the Prometheus text exposition format (0.0.4):
@@ -174,13 +176,13 @@ TDO_API int tdo_writer_stats(tdo_writer* writer, char** out_json);
 
 /* A batch that landed (tdo_writer_set_delivery_callback). */
 typedef struct tdo_delivery {
-    size_t struct_size;            /* sizeof(tdo_delivery) in the library: later versions add fields at the end */
-    const char* object_key;        /* the monthly file, or (s3_append_mode=batches) the batch's own object */
-    unsigned long long lines;      /* of the batch */
+    size_t struct_size;       /* sizeof(tdo_delivery) in the library: later versions add fields at the end */
+    const char* object_key;   /* the monthly file, or (s3_append_mode=batches) the batch's own object */
+    unsigned long long lines; /* of the batch */
     unsigned long long bytes;
-    unsigned long long object_size;  /* the object's size once the batch was in it */
-    long long manifest_version;    /* the version of the object's manifest that counts the batch; -1: none
-                                      (write_manifests off, a batch object, or the manifest lags) */
+    unsigned long long object_size; /* the object's size once the batch was in it */
+    long long manifest_version;     /* the version of the object's manifest that counts the batch; -1: none
+                                       (write_manifests off, a batch object, or the manifest lags) */
 } tdo_delivery;
 
 /* `delivery` and its strings are borrowed for the duration of the call. */
@@ -188,8 +190,8 @@ typedef void (*tdo_delivery_callback)(const tdo_delivery* delivery, void* user_d
 
 /* Options of tdo_writer_open_ex(); zero-initialize, then set struct_size. */
 typedef struct tdo_open_options {
-    size_t struct_size;                 /* sizeof(tdo_open_options) as the caller knows it */
-    tdo_delivery_callback on_delivery;  /* NULL: none (see tdo_writer_set_delivery_callback) */
+    size_t struct_size;                /* sizeof(tdo_open_options) as the caller knows it */
+    tdo_delivery_callback on_delivery; /* NULL: none (see tdo_writer_set_delivery_callback) */
     void* delivery_user_data;
 } tdo_open_options;
 
@@ -209,8 +211,7 @@ TDO_API int tdo_writer_open_ex(tdo_writer** out, const char* config_json, const 
  * replaced is not running and will not be called again. The callback must
  * not call back into the library.
  */
-TDO_API int tdo_writer_set_delivery_callback(tdo_writer* writer, tdo_delivery_callback callback,
-                                             void* user_data);
+TDO_API int tdo_writer_set_delivery_callback(tdo_writer* writer, tdo_delivery_callback callback, void* user_data);
 
 /*
  * Closes the process-wide writer (TDO_DEFAULT_WRITER), if one was opened:
@@ -241,8 +242,7 @@ TDO_API void tdo_free(void* ptr);
  * be called from any thread, including the library's background threads,
  * and must not call back into the library.
  */
-typedef void (*tdo_log_callback)(int level, const char* event, const char* json_line,
-                                 void* user_data);
+typedef void (*tdo_log_callback)(int level, const char* event, const char* json_line, void* user_data);
 
 /*
  * Routes log events of the whole process to `callback` (NULL restores the
@@ -254,16 +254,16 @@ TDO_API int tdo_set_log_callback(tdo_log_callback callback, int min_level, void*
 
 /* A span of the library's work (tdo_set_span_callback). */
 typedef struct tdo_span {
-    size_t struct_size;             /* sizeof(tdo_span) in the library: later versions add fields at the end */
-    const char* name;               /* "generate", "batch_append" or "flush" */
-    long long start_unix_nanos;     /* by the system clock */
+    size_t struct_size;         /* sizeof(tdo_span) in the library: later versions add fields at the end */
+    const char* name;           /* "generate", "batch_append" or "flush" */
+    long long start_unix_nanos; /* by the system clock */
     long long end_unix_nanos;
-    const char* traceparent;        /* generate: message_data's "traceparent" (W3C trace context) when it
-                                       holds a valid one, else NULL: the span's parent */
-    const char* attributes_json;    /* one JSON object: record_type, health_domain, outcome, skip_reason,
-                                       bytes (generate); object_key, lines, bytes, object_size,
-                                       manifest_version (batch_append); lines (flush) */
-    int status;                     /* TDO_OK, or the TDO_E_* code it ended in */
+    const char* traceparent;     /* generate: message_data's "traceparent" (W3C trace context) when it
+                                    holds a valid one, else NULL: the span's parent */
+    const char* attributes_json; /* one JSON object: record_type, health_domain, outcome, skip_reason,
+                                    bytes (generate); object_key, lines, bytes, object_size,
+                                    manifest_version (batch_append); lines (flush) */
+    int status;                  /* TDO_OK, or the TDO_E_* code it ended in */
 } tdo_span;
 
 /* `span` and its strings are borrowed for the duration of the call. */

@@ -15,8 +15,7 @@ int main(int argc, char** argv) {
         return 1;
     }
     int rc = generate_training_output(
-        writer,
-        "Resting heart rate averaged 61 bpm with normal variability across 7 days.",
+        writer, "Resting heart rate averaged 61 bpm with normal variability across 7 days.",
         "{\"record_type\": \"HeartRateRecord\", \"user_id\": \"user-7\", \"correlation_id\": \"c-1\"}",
         "{\"quality_score\": 0.93, \"record_count\": 10080, \"clinical_insights\": {\"resting_hr_bpm\": 61}}");
     if (rc < 0) {

@@ -76,7 +76,8 @@ public:
         last_ = now;
         const double seconds = std::chrono::duration<double>(now - started_).count();
         const to::WriterStats s = writer.stats();
-        std::fprintf(stderr, "\r\033[K%d lines read, %d written, %d duplicates, %d errors, %.0f lines/s, backlog %llu lines",
+        std::fprintf(stderr,
+                     "\r\033[K%d lines read, %d written, %d duplicates, %d errors, %.0f lines/s, backlog %llu lines",
                      read, total.written, total.duplicate, total.errors, seconds > 0 ? read / seconds : 0.0,
                      static_cast<unsigned long long>(s.pending_lines));
         std::fflush(stderr);
@@ -102,7 +103,8 @@ private:
 };
 
 int usage() {
-    std::cerr << "usage: training-output-cli [--config FILE] [--output-dir DIR] [--log-level LEVEL] [--metrics] [INPUT|-]\n";
+    std::cerr
+        << "usage: training-output-cli [--config FILE] [--output-dir DIR] [--log-level LEVEL] [--metrics] [INPUT|-]\n";
     return 2;
 }
 
@@ -184,7 +186,8 @@ int main(int argc, char** argv) {
                 throw to::Error(to::ErrorCode::InvalidJson, "the line is not a JSON object");
             }
             if (depth_of(doc) > 101) {
-                throw to::Error(to::ErrorCode::InvalidInput, "the line nests arrays and objects deeper than 101 levels");
+                throw to::Error(to::ErrorCode::InvalidInput,
+                                "the line nests arrays and objects deeper than 101 levels");
             }
             auto narrative = doc.FindMember("narrative");
             auto message = doc.FindMember("message_data");
@@ -199,9 +202,9 @@ int main(int argc, char** argv) {
                 }
             }
             std::string result_json = result == doc.MemberEnd() ? "{}" : to_json(result->value);
-            to::Outcome outcome = writer->generate(
-                std::string_view(narrative->value.GetString(), narrative->value.GetStringLength()),
-                to_json(message->value), result_json);
+            to::Outcome outcome =
+                writer->generate(std::string_view(narrative->value.GetString(), narrative->value.GetStringLength()),
+                                 to_json(message->value), result_json);
             for (Counts* c : {&by_domain[domain], &running}) {
                 switch (outcome) {
                     case to::Outcome::Written: ++c->written; break;
@@ -216,7 +219,8 @@ int main(int argc, char** argv) {
             ++running.errors;
             progress.clear();
             std::cerr << "line " << number << ": " << to::error_code_name(e.code()) << ": " << e.what() << "\n";
-            if (e.code() != to::ErrorCode::InvalidJson && e.code() != to::ErrorCode::InvalidInput) storage_failed = true;
+            if (e.code() != to::ErrorCode::InvalidJson && e.code() != to::ErrorCode::InvalidInput)
+                storage_failed = true;
         }
     }
     progress.update(*writer, number, running, true);

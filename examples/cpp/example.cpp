@@ -20,8 +20,8 @@ int main(int argc, char** argv) {
         result.clinical_insights_json = R"({"avg_duration_hours": 7.4, "sleep_efficiency": 0.9})";
         result.processing_timestamp = "2025-11-18T10:30:00Z";
 
-        to::Outcome outcome = writer.generate(
-            "Sleep averaged 7 h 24 min per night with 90% efficiency over one week.", message, result);
+        to::Outcome outcome =
+            writer.generate("Sleep averaged 7 h 24 min per night with 90% efficiency over one week.", message, result);
         std::cout << "outcome: " << to::outcome_name(outcome) << "\n";
         writer.flush();
         std::cout << "stats: " << writer.stats_json() << "\n";

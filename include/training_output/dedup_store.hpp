@@ -126,7 +126,7 @@ struct RedisStoreOptions {
     std::string owner_key_prefix = "training:owner:";
     std::chrono::seconds owner_ttl{120};
     const Logger* logger = nullptr;  // outages are logged here, once each (must outlive the store)
-    RedisTlsOptions tls;  // for a rediss:// URL; ignored otherwise
+    RedisTlsOptions tls;             // for a rediss:// URL; ignored otherwise
 };
 // Redis through hiredis: one store for many processes and machines. A claim
 // holds its owner's id, a committed key holds "1", an owner's liveness key

@@ -33,26 +33,26 @@ const char* sink_status_name(SinkStatus status) noexcept;
 
 // S3's error document, when there was one.
 struct S3ErrorInfo {
-    std::string code;        // "PreconditionFailed", "SlowDown", ...
+    std::string code;  // "PreconditionFailed", "SlowDown", ...
     std::string message;
     std::string request_id;
 };
 
 struct SinkResponse {
     SinkStatus status = SinkStatus::Ok;
-    int http_status = 0;      // 0 when no HTTP answer arrived
-    std::string etag;         // unquoted
-    std::uint64_t size = 0;   // HEAD / GET: the whole object's size
-    std::string body;         // GET: the bytes asked for
-    std::string upload_id;    // CreateMultipartUpload
+    int http_status = 0;                                        // 0 when no HTTP answer arrived
+    std::string etag;                                           // unquoted
+    std::uint64_t size = 0;                                     // HEAD / GET: the whole object's size
+    std::string body;                                           // GET: the bytes asked for
+    std::string upload_id;                                      // CreateMultipartUpload
     std::vector<std::pair<std::string, std::string>> metadata;  // HEAD: x-amz-meta-* (lower-case names)
-    std::int64_t last_modified = 0;  // HEAD / GET: unix seconds, by the server's clock
+    std::int64_t last_modified = 0;                             // HEAD / GET: unix seconds, by the server's clock
     // HEAD / GET: the object takes native appends (RGW: x-rgw-object-type:
     // Appendable). After append_at: size is the next append position.
     bool appendable = false;
-    std::int64_t server_time = 0;    // when the server answered (its Date), unix seconds
+    std::int64_t server_time = 0;  // when the server answered (its Date), unix seconds
     S3ErrorInfo error;
-    std::string detail;       // transport or local error text (never a secret)
+    std::string detail;  // transport or local error text (never a secret)
     // A write that failed as Transient may have been applied anyway (its
     // request was sent, or an earlier attempt's was): its outcome is unknown.
     // False when nothing of it can have happened (never connected; a local
@@ -101,11 +101,11 @@ struct CompletedPart {
 };
 
 struct SinkCapabilities {
-    bool conditional_writes = true;    // If-Match / If-None-Match on PUT are enforced
-    bool conditional_complete = true;  // If-Match on CompleteMultipartUpload is enforced
-    bool multipart_copy = true;        // UploadPartCopy works
+    bool conditional_writes = true;            // If-Match / If-None-Match on PUT are enforced
+    bool conditional_complete = true;          // If-Match on CompleteMultipartUpload is enforced
+    bool multipart_copy = true;                // UploadPartCopy works
     std::uint64_t min_part_size = 5ull << 20;  // smallest non-last part
-    bool native_append = false;        // append_at works (Ceph RGW's PUT ?append&position=N)
+    bool native_append = false;                // append_at works (Ceph RGW's PUT ?append&position=N)
     // Two appends at one position never both succeed. Not so on RGW 16 (its
     // check races with a concurrent append): there, native appends take a lease.
     bool native_append_atomic = false;
@@ -117,18 +117,17 @@ public:
 
     virtual SinkResponse head(const std::string& key) = 0;
     virtual SinkResponse get(const std::string& key, std::optional<ByteRange> range = std::nullopt) = 0;
-    virtual SinkResponse put(const std::string& key, std::string_view body,
-                             const ObjectAttributes& attributes, const WriteConditions& conditions) = 0;
+    virtual SinkResponse put(const std::string& key, std::string_view body, const ObjectAttributes& attributes,
+                             const WriteConditions& conditions) = 0;
     virtual SinkResponse remove(const std::string& key) = 0;
 
     virtual SinkResponse create_multipart(const std::string& key, const ObjectAttributes& attributes) = 0;
-    virtual SinkResponse upload_part(const std::string& key, const std::string& upload_id,
-                                     int part_number, std::string_view body) = 0;
+    virtual SinkResponse upload_part(const std::string& key, const std::string& upload_id, int part_number,
+                                     std::string_view body) = 0;
     // Part `part_number` := bytes of `source_key` (all, or `range`), only if
     // the source's ETag is still `source_if_match` (when not empty).
-    virtual SinkResponse upload_part_copy(const std::string& key, const std::string& upload_id,
-                                          int part_number, const std::string& source_key,
-                                          const std::string& source_if_match,
+    virtual SinkResponse upload_part_copy(const std::string& key, const std::string& upload_id, int part_number,
+                                          const std::string& source_key, const std::string& source_if_match,
                                           std::optional<ByteRange> range = std::nullopt) = 0;
     virtual SinkResponse complete_multipart(const std::string& key, const std::string& upload_id,
                                             const std::vector<CompletedPart>& parts,

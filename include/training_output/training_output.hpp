@@ -23,24 +23,24 @@
 namespace training_output {
 
 struct WriterStats {
-    std::uint64_t written = 0;             // examples accepted
-    std::uint64_t duplicates = 0;          // dropped as duplicates (TDO_DUPLICATE or TDO_PENDING)
-    std::uint64_t held_elsewhere = 0;      // of those, held by another live writer, not yet delivered
-    std::uint64_t skipped = 0;             // not written, for one of the reasons below
+    std::uint64_t written = 0;                   // examples accepted
+    std::uint64_t duplicates = 0;                // dropped as duplicates (TDO_DUPLICATE or TDO_PENDING)
+    std::uint64_t held_elsewhere = 0;            // of those, held by another live writer, not yet delivered
+    std::uint64_t skipped = 0;                   // not written, for one of the reasons below
     std::uint64_t skipped_empty_narrative = 0;   // nothing left once trimmed
     std::uint64_t skipped_low_quality = 0;       // quality_score below its threshold
     std::uint64_t skipped_no_quality_score = 0;  // no quality_score where a threshold applies
     std::uint64_t skipped_redaction_failed = 0;  // redact_phi could not run: never written unredacted
     std::uint64_t redactions = 0;                // identifiers replaced in the examples accepted
-    std::uint64_t disabled = 0;            // calls while disabled
-    std::uint64_t errors = 0;              // calls that returned an error
-    std::uint64_t dedup_store_errors = 0;  // store failures (each one failed open)
-    std::uint64_t lines_appended = 0;      // lines now in their objects
+    std::uint64_t disabled = 0;                  // calls while disabled
+    std::uint64_t errors = 0;                    // calls that returned an error
+    std::uint64_t dedup_store_errors = 0;        // store failures (each one failed open)
+    std::uint64_t lines_appended = 0;            // lines now in their objects
     std::uint64_t bytes_appended = 0;
     std::uint64_t batches_appended = 0;
-    std::uint64_t append_conflicts = 0;    // 412/409 answers: another writer won a race
-    std::uint64_t append_failures = 0;     // batches that failed (and were retried)
-    std::uint64_t pending_lines = 0;       // accepted, not yet in their objects
+    std::uint64_t append_conflicts = 0;  // 412/409 answers: another writer won a race
+    std::uint64_t append_failures = 0;   // batches that failed (and were retried)
+    std::uint64_t pending_lines = 0;     // accepted, not yet in their objects
     std::uint64_t pending_bytes = 0;
     std::uint64_t batches_found_landed = 0;  // found in their object already (after a crash or timeout)
     std::uint64_t spools_adopted = 0;        // spools of writers that died, taken over
@@ -54,8 +54,8 @@ struct WriterStats {
 
 // A batch that landed (TrainingOutput::set_delivery_callback).
 struct Delivery {
-    std::string object_key;      // the monthly file, or (s3_append_mode=batches) the batch's own object
-    std::uint64_t lines = 0;     // of the batch
+    std::string object_key;   // the monthly file, or (s3_append_mode=batches) the batch's own object
+    std::uint64_t lines = 0;  // of the batch
     std::uint64_t bytes = 0;
     std::uint64_t object_size = 0;       // the object's size once the batch was in it (others may add more)
     std::int64_t manifest_version = -1;  // the version of the manifest that counts the batch; -1: none
@@ -86,10 +86,8 @@ public:
     // full, Error(Backpressure) (spool_full_policy=reject) or Error(Timeout)
     // after spool_block_timeout_ms (block); Error(Storage) when the spool's
     // disk fails. Never waits on the object store.
-    Outcome generate(std::string_view narrative, std::string_view message_data_json,
-                     std::string_view result_json);
-    Outcome generate(std::string_view narrative, const MessageData& message,
-                     const ProcessingResult& result);
+    Outcome generate(std::string_view narrative, std::string_view message_data_json, std::string_view result_json);
+    Outcome generate(std::string_view narrative, const MessageData& message, const ProcessingResult& result);
 
     // Returns once every example accepted before the call is in its object;
     // throws Error(Timeout) after flush_timeout_ms, Error(Auth) when the store

@@ -163,8 +163,8 @@ BatchManifest BatchManifest::decode(std::string_view text) {
     if (!doc.IsObject()) throw Error(ErrorCode::Storage, "batches manifest: not a JSON object");
     auto format = doc.FindMember("format");
     if (format == doc.MemberEnd() || !format->value.IsString() || json::view(format->value) != kFormat) {
-        throw Error(ErrorCode::Storage, std::string("batches manifest: not of format ") + kFormat +
-                                            " (written by a newer library?)");
+        throw Error(ErrorCode::Storage,
+                    std::string("batches manifest: not of format ") + kFormat + " (written by a newer library?)");
     }
     BatchManifest m;
     m.file_bytes = uint_member(doc, "file_bytes");
@@ -343,9 +343,9 @@ std::uint64_t BatchObjects::remove_all(const std::vector<std::string>& keys) {
     const std::size_t chunks = (keys.size() + kPerRequest - 1) / kPerRequest;
     std::atomic<std::uint64_t> removed{0};
     parallel_for(chunks, options_.parallel_requests, [&](std::size_t c) {
-        const std::vector<std::string> chunk(keys.begin() + static_cast<std::ptrdiff_t>(c * kPerRequest),
-                                             keys.begin() + static_cast<std::ptrdiff_t>(
-                                                                std::min(keys.size(), (c + 1) * kPerRequest)));
+        const std::vector<std::string> chunk(
+            keys.begin() + static_cast<std::ptrdiff_t>(c * kPerRequest),
+            keys.begin() + static_cast<std::ptrdiff_t>(std::min(keys.size(), (c + 1) * kPerRequest)));
         std::vector<std::string> failed;
         SinkResponse r = sink_.remove_many(chunk, failed);
         if (!r.ok()) failed = chunk;
@@ -455,17 +455,17 @@ bool BatchObjects::fold_round(const std::string& month_key, BatchManifest& m, co
 
 CompactionResult BatchObjects::compact(const std::string& month_key) {
     CompactionResult result;
-    result.ran = appender_.run_under_lease(
-        batch_objects::manifest_key(month_key), options_.compaction_lease_wait,
-        [&](const std::function<bool()>& still_ours) {
-            // Rounds while the budget left batch objects over (those
-            // written meanwhile wait for the next compaction).
-            bool more = true;
-            while (more && still_ours()) {
-                BatchManifest m = read_manifest(month_key);
-                more = fold_round(month_key, m, list_batches(month_key), still_ours, result);
-            }
-        });
+    result.ran =
+        appender_.run_under_lease(batch_objects::manifest_key(month_key), options_.compaction_lease_wait,
+                                  [&](const std::function<bool()>& still_ours) {
+                                      // Rounds while the budget left batch objects over (those
+                                      // written meanwhile wait for the next compaction).
+                                      bool more = true;
+                                      while (more && still_ours()) {
+                                          BatchManifest m = read_manifest(month_key);
+                                          more = fold_round(month_key, m, list_batches(month_key), still_ours, result);
+                                      }
+                                  });
     return result;
 }
 
@@ -478,7 +478,8 @@ std::string BatchObjects::read_month(const std::string& month_key) {
         // it may be missing or partly written again: then its copy holds it.
         const std::string marker_key = conversion_marker_key(month_key);
         SinkResponse marker = sink_.get(marker_key);
-        if (!marker.ok() && marker.status != SinkStatus::NotFound) fail("could not read " + json::quote(marker_key), marker);
+        if (!marker.ok() && marker.status != SinkStatus::NotFound)
+            fail("could not read " + json::quote(marker_key), marker);
         const bool converting = marker.ok() && marker.body.find("\"done\":true") == std::string::npos;
         std::string out;
         if (m.etag.empty() || m.file_bytes > 0) {

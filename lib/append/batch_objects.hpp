@@ -47,8 +47,8 @@
 #include <string>
 #include <string_view>
 
-#include "training_output/log.hpp"
 #include "append/object_appender.hpp"
+#include "training_output/log.hpp"
 #include "training_output/s3_sink.hpp"
 
 namespace training_output {
@@ -70,11 +70,11 @@ bool is_intent(const AppendIntent& intent);
 }  // namespace batch_objects
 
 struct BatchManifest {
-    std::string etag;                 // of the manifest object; empty when there is none
-    std::uint64_t file_bytes = 0;     // M's bytes that belong to the month
+    std::string etag;                             // of the manifest object; empty when there is none
+    std::uint64_t file_bytes = 0;                 // M's bytes that belong to the month
     std::map<std::string, std::uint64_t> folded;  // per spool: the highest first seq folded into M
     struct Fold {
-        AppendIntent intent;          // where in M
+        AppendIntent intent;  // where in M
         std::uint64_t bytes = 0;
         std::uint32_t crc = 0;
         std::map<std::string, std::uint64_t> upto;  // per spool: its batches above `folded`, up to this
@@ -88,10 +88,10 @@ struct BatchManifest {
 };
 
 struct BatchObjectsOptions {
-    ObjectAttributes attributes;                 // of batch objects
-    std::uint64_t compaction_max_bytes = 64u << 20;  // read and appended per fold
+    ObjectAttributes attributes;                         // of batch objects
+    std::uint64_t compaction_max_bytes = 64u << 20;      // read and appended per fold
     std::chrono::milliseconds compaction_lease_wait{0};  // 0: one try; another compactor has it
-    unsigned parallel_requests = 8;              // reads and deletes of batch objects at once
+    unsigned parallel_requests = 8;                      // reads and deletes of batch objects at once
     // Called after each fold is recorded, with the monthly file, where the
     // fold ends in it and its bytes (just before `end`; empty when not at
     // hand): for the writer's manifests. Must not throw.
@@ -99,11 +99,11 @@ struct BatchObjectsOptions {
 };
 
 struct CompactionResult {
-    bool ran = false;             // the lease was ours (else another compactor is at it)
+    bool ran = false;  // the lease was ours (else another compactor is at it)
     std::uint64_t folds = 0;
-    std::uint64_t batches = 0;    // batch objects folded
+    std::uint64_t batches = 0;  // batch objects folded
     std::uint64_t bytes = 0;
-    std::uint64_t deleted = 0;    // batch objects removed (folded now, or copies of folded ones)
+    std::uint64_t deleted = 0;      // batch objects removed (folded now, or copies of folded ones)
     bool finished_earlier = false;  // a fold left by an earlier compactor was finished
 };
 

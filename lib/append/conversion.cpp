@@ -16,11 +16,11 @@
 #include <algorithm>
 #include <chrono>
 
+#include "append/object_appender.hpp"
 #include "common/crash_point.hpp"
 #include "common/crc32c.hpp"
 #include "common/json.hpp"
 #include "training_output/error.hpp"
-#include "append/object_appender.hpp"
 
 namespace training_output {
 namespace {
@@ -109,8 +109,8 @@ bool ObjectAppender::convert_to_appendable(const std::string& key, const SinkRes
             fail(key, "the lease was lost", lost);
         }
         const ByteRange range{at, std::min(head.size, at + kCopyPart) - 1};
-        SinkResponse p = sink_.upload_part_copy(copy_key, up.upload_id, static_cast<int>(parts.size() + 1), key,
-                                                head.etag, range);
+        SinkResponse p =
+            sink_.upload_part_copy(copy_key, up.upload_id, static_cast<int>(parts.size() + 1), key, head.etag, range);
         if (!p.ok()) {
             sink_.abort_multipart(copy_key, up.upload_id);
             if (p.status == SinkStatus::PreconditionFailed) {
@@ -153,7 +153,8 @@ bool ObjectAppender::finish_conversion(const std::string& key, Lease* lease) {
     const Marker marker = decode(g.body, key);
     if (!lease->converting) {
         lease->converting = true;
-        if (!renew_lease(*lease)) throw Error(ErrorCode::Storage, "converting " + json::quote(key) + ": the lease was lost");
+        if (!renew_lease(*lease))
+            throw Error(ErrorCode::Storage, "converting " + json::quote(key) + ": the lease was lost");
     }
     SinkResponse c = sink_.head(copy_key);
     if (!c.ok() && c.status != SinkStatus::NotFound) fail(key, "looking at its copy", c);
@@ -211,8 +212,8 @@ bool ObjectAppender::finish_conversion(const std::string& key, Lease* lease) {
         if (h.etag != marker.source_etag) {
             throw Error(ErrorCode::Storage, "converting " + json::quote(key) +
                                                 ": the object was rewritten during its conversion (a writer in another "
-                                                "s3_append_mode?); the marker " + json::quote(marker_key) +
-                                                " and the copy are left for an operator");
+                                                "s3_append_mode?); the marker " +
+                                                json::quote(marker_key) + " and the copy are left for an operator");
         }
         SinkResponse d = sink_.remove(key);
         if (!d.ok() && d.status != SinkStatus::NotFound) fail(key, "removing the plain object", d);

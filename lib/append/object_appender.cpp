@@ -14,10 +14,10 @@
 namespace training_output {
 namespace {
 
-constexpr std::uint64_t kMaxCopyPart = 5ull << 30;  // UploadPartCopy copies at most 5 GiB
-constexpr int kLeasePollSteps = 4;  // a lease waiter's backoff grows no further than 2^4 steps
+constexpr std::uint64_t kMaxCopyPart = 5ull << 30;        // UploadPartCopy copies at most 5 GiB
+constexpr int kLeasePollSteps = 4;                        // a lease waiter's backoff grows no further than 2^4 steps
 constexpr char kReleasedPrefix[] = "{\"released\":true";  // then the releaser's token: never the same ETag twice
-constexpr std::size_t kMaxRememberedKeys = 4096;  // ends_ and plain_ start over past this
+constexpr std::size_t kMaxRememberedKeys = 4096;          // ends_ and plain_ start over past this
 
 [[noreturn]] void give_up(const std::string& key, const SinkResponse& r) {
     ErrorCode code = r.status == SinkStatus::Auth ? ErrorCode::Auth : ErrorCode::Storage;
@@ -168,7 +168,8 @@ AppendResult ObjectAppender::append(const std::string& key, std::string_view bat
         if (keep_lease) {
             throw Error(ErrorCode::Storage, "appending to " + json::quote(key) +
                                                 ": a CompleteMultipartUpload may still land; the lease is left to run "
-                                                "out before anyone appends again: " + failure.describe());
+                                                "out before anyone appends again: " +
+                                                failure.describe());
         }
         if (step == Step::Done) return finish(AppendResult{intent.size, attempt + 1, false});
         if (step == Step::FoundLanded) return finish(AppendResult{intent.size, attempt + 1, true});
@@ -282,8 +283,9 @@ std::optional<AppendResult> ObjectAppender::append_native(const std::string& key
         if (plain_.size() >= kMaxRememberedKeys) plain_.clear();
         plain_.insert(key);
         if (logger_) {
-            logger_->log(LogLevel::Info, "training_output_append_plain_object",
-                         {{"key", key}, {"detail", "written by PUT or a multipart upload: appended by copy, not natively"}});
+            logger_->log(
+                LogLevel::Info, "training_output_append_plain_object",
+                {{"key", key}, {"detail", "written by PUT or a multipart upload: appended by copy, not natively"}});
         }
     };
     bool converted = false;
@@ -312,7 +314,8 @@ std::optional<AppendResult> ObjectAppender::append_native(const std::string& key
                 // Made appendable once (nothing of this batch may be in flight
                 // against the plain object), else appended to by copy.
                 // (Once per append, and not counted as one of its attempts.)
-                if (options_.convert_plain && lease && !undecided && !converted && convert_to_appendable(key, h, lease)) {
+                if (options_.convert_plain && lease && !undecided && !converted &&
+                    convert_to_appendable(key, h, lease)) {
                     converted = true;
                     --attempt;
                     continue;
@@ -545,7 +548,7 @@ ObjectAppender::Step ObjectAppender::append_multipart(const std::string& key, st
     // never will.
     SinkResponse a = sink_.abort_multipart(key, upload_id);
     failure = std::move(done);
-    if (a.ok()) return Step::Retry;           // decided: it did not land
+    if (a.ok()) return Step::Retry;                                // decided: it did not land
     if (a.status == SinkStatus::NotFound) return Step::Ambiguous;  // it did, or it expired: look
     if (lease) {
         // Neither: a late Complete could still land, and the server would
@@ -634,7 +637,8 @@ ObjectAppender::Lease ObjectAppender::acquire_lease(const std::string& key, cons
         ~WaitCount() {
             if (!lease.contended) return;
             self.lease_waits_.fetch_add(1, std::memory_order_relaxed);
-            const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start);
+            const auto ns =
+                std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start);
             self.lease_wait_ns_.fetch_add(static_cast<std::uint64_t>(ns.count()), std::memory_order_relaxed);
         }
     } wait_count{*this, lease};
@@ -648,7 +652,7 @@ ObjectAppender::Lease ObjectAppender::acquire_lease(const std::string& key, cons
         std::unique_lock<std::mutex> lock(seen_mutex_);
         auto it = released_.find(lease.key);
         const auto until = it == released_.end() ? std::chrono::steady_clock::time_point{}
-                                                  : it->second + options_.backoff_base * ((1 << kLeasePollSteps) + 4);
+                                                 : it->second + options_.backoff_base * ((1 << kLeasePollSteps) + 4);
         lock.unlock();
         std::unique_lock<std::mutex> wait(cancel_mutex_);
         if (cancel_cv_.wait_until(wait, until, [&] { return cancelled_; })) {
@@ -656,7 +660,7 @@ ObjectAppender::Lease ObjectAppender::acquire_lease(const std::string& key, cons
         }
     }
     SinkResponse last;
-    int unanswered = 0;  // the store failing, as opposed to the lease being busy
+    int unanswered = 0;         // the store failing, as opposed to the lease being busy
     std::string released_etag;  // our own last release of it, if nobody has taken it since
     {
         std::lock_guard<std::mutex> lock(seen_mutex_);
@@ -676,7 +680,8 @@ ObjectAppender::Lease ObjectAppender::acquire_lease(const std::string& key, cons
         }
         if (t.status == SinkStatus::Auth || t.status == SinkStatus::Fatal) give_up(lease.key, t);
     }
-    for (int attempt = 0; (attempt == 0 || std::chrono::steady_clock::now() < deadline) && unanswered < options_.max_attempts;
+    for (int attempt = 0;
+         (attempt == 0 || std::chrono::steady_clock::now() < deadline) && unanswered < options_.max_attempts;
          ++attempt) {
         if (attempt > 0) backoff(std::min(attempt, kLeasePollSteps));  // the lease changes hands fast: poll often
         check_cancelled();
@@ -729,9 +734,9 @@ ObjectAppender::Lease ObjectAppender::acquire_lease(const std::string& key, cons
                 if (expired && logger_) {
                     logger_->log(LogLevel::Warning, "training_output_lease_taken_over",
                                  {{"key", key},
-                                  {"unchanged_for_ms", static_cast<std::int64_t>(
-                                                           std::chrono::duration_cast<std::chrono::milliseconds>(age)
-                                                               .count())}});
+                                  {"unchanged_for_ms",
+                                   static_cast<std::int64_t>(
+                                       std::chrono::duration_cast<std::chrono::milliseconds>(age).count())}});
                 }
                 lease.etag = t.etag;
                 lease.taken = std::chrono::steady_clock::now();
@@ -740,11 +745,11 @@ ObjectAppender::Lease ObjectAppender::acquire_lease(const std::string& key, cons
         }
         last = std::move(r);
     }
-    throw Error(ErrorCode::Storage, "could not take the append lease " + json::quote(lease.key) +
-                                        (unanswered >= options_.max_attempts
-                                             ? std::string(": the store does not answer")
-                                             : " within " + std::to_string(patience.count()) + " ms") +
-                                        "; last answer: " + last.describe());
+    throw Error(ErrorCode::Storage,
+                "could not take the append lease " + json::quote(lease.key) +
+                    (unanswered >= options_.max_attempts ? std::string(": the store does not answer")
+                                                         : " within " + std::to_string(patience.count()) + " ms") +
+                    "; last answer: " + last.describe());
 }
 
 bool ObjectAppender::renew_lease(Lease& lease) {
@@ -773,11 +778,10 @@ bool ObjectAppender::renew_lease(Lease& lease) {
 void ObjectAppender::release_lease(const Lease& lease) {
     WriteConditions mine;
     mine.if_match = lease.etag;
-    SinkResponse r =
-        sink_.put(lease.key,
-                  std::string(kReleasedPrefix) + ",\"by\":\"" + lease.owner + "\"" +
-                      (lease.converting ? ",\"converting\":true" : "") + "}\n",
-                  lease_attributes(), mine);
+    SinkResponse r = sink_.put(lease.key,
+                               std::string(kReleasedPrefix) + ",\"by\":\"" + lease.owner + "\"" +
+                                   (lease.converting ? ",\"converting\":true" : "") + "}\n",
+                               lease_attributes(), mine);
     std::lock_guard<std::mutex> lock(seen_mutex_);
     released_[lease.key] = std::chrono::steady_clock::now();
     if (r.ok() && !r.etag.empty()) {

@@ -60,7 +60,7 @@ namespace training_output {
 // whether the batch landed (the bytes [size, size+|batch|) are the batch).
 struct AppendIntent {
     std::string key;
-    std::string etag;      // empty when the object did not exist, and for a native append
+    std::string etag;  // empty when the object did not exist, and for a native append
     std::uint64_t size = 0;
 };
 
@@ -88,14 +88,14 @@ struct AppendOptions {
     // Objects at least this large are appended with UploadPartCopy; 0 = the
     // sink's minimum part size.
     std::uint64_t multipart_threshold = 0;
-    int max_attempts = 25;                              // conflicts and unknown outcomes
+    int max_attempts = 25;  // conflicts and unknown outcomes
     std::chrono::milliseconds backoff_base{10};
     std::chrono::milliseconds backoff_max{1000};
-    ObjectAttributes attributes;                         // content type, user metadata
+    ObjectAttributes attributes;  // content type, user metadata
     std::string lease_prefix = ".training_output/leases/";
-    std::chrono::seconds lease_ttl{30};                  // a holder that died frees the key after this
-    std::chrono::milliseconds lease_wait{60000};         // how long to wait for a lease before failing
-    bool always_lease = false;                           // copy appends take a lease even where Complete is conditional
+    std::chrono::seconds lease_ttl{30};           // a holder that died frees the key after this
+    std::chrono::milliseconds lease_wait{60000};  // how long to wait for a lease before failing
+    bool always_lease = false;                    // copy appends take a lease even where Complete is conditional
     // An object seen appendable (a HEAD says so) is appended to natively even
     // when the capabilities do not say the store can (its probe has not been
     // answered yet): false for s3_append_mode copy and lease.
@@ -107,7 +107,7 @@ struct AppendOptions {
 };
 
 struct AppendResult {
-    std::uint64_t offset = 0;   // where the batch starts in the object
+    std::uint64_t offset = 0;  // where the batch starts in the object
     int attempts = 0;
     bool found_landed = false;  // an earlier attempt had already written it
     // Other writers were in the way: a lease that was not free at once, or an
@@ -141,7 +141,9 @@ public:
     std::uint64_t conflicts() const { return conflicts_.load(std::memory_order_relaxed); }
     // Leases that were not free at the first try, and the time spent waiting for them.
     std::uint64_t lease_waits() const { return lease_waits_.load(std::memory_order_relaxed); }
-    double lease_wait_seconds() const { return static_cast<double>(lease_wait_ns_.load(std::memory_order_relaxed)) / 1e9; }
+    double lease_wait_seconds() const {
+        return static_cast<double>(lease_wait_ns_.load(std::memory_order_relaxed)) / 1e9;
+    }
 
     // For work on `key` that must not run twice at once (a compaction): runs
     // `work` while holding the lease on `key`, taken as appends take theirs
@@ -165,7 +167,7 @@ private:
         std::string owner;  // token in its body
         std::uint64_t renewals = 0;
         std::chrono::steady_clock::time_point taken;
-        bool contended = false;  // it was not free at the first try
+        bool contended = false;   // it was not free at the first try
         bool after_ours = false;  // taken back from our own release: nobody held it in between
         // Its holder is converting the object (conversion.cpp): its body says
         // so, for whoever takes it after a holder that died, who must finish
@@ -184,9 +186,8 @@ private:
                  bool allow_native);
     Step put_whole(const std::string& key, std::string_view body, const WriteConditions& conditions,
                    SinkResponse& failure);
-    Step append_multipart(const std::string& key, std::string_view batch, AppendIntent& intent,
-                          SinkResponse& failure, Lease* lease,
-                          const std::function<void(const AppendIntent&)>& before_write, bool& keep_lease);
+    Step append_multipart(const std::string& key, std::string_view batch, AppendIntent& intent, SinkResponse& failure,
+                          Lease* lease, const std::function<void(const AppendIntent&)>& before_write, bool& keep_lease);
     Landed check_undecided(const UndecidedWrite& u, std::string_view batch);
     // Another writer won the attempt: counted, and logged at debug.
     void count_conflict(const std::string& key, int attempt, const SinkResponse& answer);
@@ -227,7 +228,7 @@ private:
     std::mutex seen_mutex_;
     std::map<std::string, std::pair<std::string, std::chrono::steady_clock::time_point>> seen_leases_;
     std::map<std::string, std::chrono::steady_clock::time_point> released_;  // when this appender last released each
-    std::map<std::string, std::string> released_etags_;  // and the ETag of that release
+    std::map<std::string, std::string> released_etags_;                      // and the ETag of that release
     // Native appends: where each key ended after this appender's last append
     // there (its size); keys found to be plain objects. Under ends_mutex_.
     std::mutex ends_mutex_;

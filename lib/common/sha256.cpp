@@ -1,7 +1,7 @@
 #include "common/sha256.hpp"
 
-#include <openssl/evp.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <openssl/hmac.h>
 
 #include <cstring>

@@ -67,10 +67,16 @@ UtcParts utc_parts(std::chrono::system_clock::time_point when) {
     auto us = std::chrono::duration_cast<std::chrono::microseconds>(when.time_since_epoch()).count();
     std::int64_t secs = us / 1000000;
     long micros = static_cast<long>(us % 1000000);
-    if (micros < 0) { micros += 1000000; --secs; }
+    if (micros < 0) {
+        micros += 1000000;
+        --secs;
+    }
     std::int64_t days = secs / 86400;
     std::int64_t rem = secs % 86400;
-    if (rem < 0) { rem += 86400; --days; }
+    if (rem < 0) {
+        rem += 86400;
+        --days;
+    }
     UtcParts p{};
     civil_from_days(days, p.year, p.month, p.day);
     p.hour = static_cast<int>(rem / 3600);
@@ -132,9 +138,8 @@ std::chrono::system_clock::time_point parse_iso8601(std::string_view text) {
     }
     std::int64_t secs = days_from_civil(year, static_cast<unsigned>(month), static_cast<unsigned>(day)) * 86400 +
                         hour * 3600 + minute * 60 + second - offset_seconds;
-    return std::chrono::system_clock::time_point(
-        std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::seconds(secs) +
-                                                                        std::chrono::microseconds(micros)));
+    return std::chrono::system_clock::time_point(std::chrono::duration_cast<std::chrono::system_clock::duration>(
+        std::chrono::seconds(secs) + std::chrono::microseconds(micros)));
 }
 
 namespace {

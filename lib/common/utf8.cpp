@@ -9,8 +9,14 @@ namespace {
 
 // Decodes one code point at `p` (valid UTF-8 assumed); returns its length.
 std::size_t decode(const unsigned char* p, std::size_t n, std::uint32_t& cp) {
-    if (p[0] < 0x80) { cp = p[0]; return 1; }
-    if ((p[0] & 0xE0) == 0xC0 && n >= 2) { cp = ((p[0] & 0x1Fu) << 6) | (p[1] & 0x3Fu); return 2; }
+    if (p[0] < 0x80) {
+        cp = p[0];
+        return 1;
+    }
+    if ((p[0] & 0xE0) == 0xC0 && n >= 2) {
+        cp = ((p[0] & 0x1Fu) << 6) | (p[1] & 0x3Fu);
+        return 2;
+    }
     if ((p[0] & 0xF0) == 0xE0 && n >= 3) {
         cp = ((p[0] & 0x0Fu) << 12) | ((p[1] & 0x3Fu) << 6) | (p[2] & 0x3Fu);
         return 3;
@@ -26,12 +32,25 @@ std::size_t decode(const unsigned char* p, std::size_t n, std::uint32_t& cp) {
 // The whitespace that Python's str.strip() removes.
 bool is_space(std::uint32_t cp) {
     switch (cp) {
-        case 0x09: case 0x0A: case 0x0B: case 0x0C: case 0x0D: case 0x1C: case 0x1D: case 0x1E:
-        case 0x1F: case 0x20: case 0x85: case 0xA0: case 0x1680: case 0x2028: case 0x2029:
-        case 0x202F: case 0x205F: case 0x3000:
-            return true;
-        default:
-            return cp >= 0x2000 && cp <= 0x200A;
+        case 0x09:
+        case 0x0A:
+        case 0x0B:
+        case 0x0C:
+        case 0x0D:
+        case 0x1C:
+        case 0x1D:
+        case 0x1E:
+        case 0x1F:
+        case 0x20:
+        case 0x85:
+        case 0xA0:
+        case 0x1680:
+        case 0x2028:
+        case 0x2029:
+        case 0x202F:
+        case 0x205F:
+        case 0x3000: return true;
+        default: return cp >= 0x2000 && cp <= 0x200A;
     }
 }
 
@@ -45,10 +64,17 @@ std::size_t valid_sequence(const unsigned char* p, const unsigned char* end) noe
     if (c < 0x80) return 1;
     std::size_t len;
     std::uint32_t cp;
-    if (c >= 0xC2 && c <= 0xDF) { len = 2; cp = c & 0x1Fu; }
-    else if (c >= 0xE0 && c <= 0xEF) { len = 3; cp = c & 0x0Fu; }
-    else if (c >= 0xF0 && c <= 0xF4) { len = 4; cp = c & 0x07u; }
-    else return 0;
+    if (c >= 0xC2 && c <= 0xDF) {
+        len = 2;
+        cp = c & 0x1Fu;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        len = 3;
+        cp = c & 0x0Fu;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        len = 4;
+        cp = c & 0x07u;
+    } else
+        return 0;
     if (static_cast<std::size_t>(end - p) < len) return 0;
     for (std::size_t i = 1; i < len; ++i) {
         if ((p[i] & 0xC0) != 0x80) return 0;
@@ -99,13 +125,23 @@ bool is_valid_utf8(std::string_view text) noexcept {
         }
         if (p >= end) break;
         unsigned char c = *p;
-        if (c < 0x80) { ++p; continue; }
+        if (c < 0x80) {
+            ++p;
+            continue;
+        }
         std::size_t len;
         std::uint32_t cp;
-        if (c >= 0xC2 && c <= 0xDF) { len = 2; cp = c & 0x1Fu; }
-        else if (c >= 0xE0 && c <= 0xEF) { len = 3; cp = c & 0x0Fu; }
-        else if (c >= 0xF0 && c <= 0xF4) { len = 4; cp = c & 0x07u; }
-        else return false;  // continuation byte, overlong lead (C0, C1) or > F4
+        if (c >= 0xC2 && c <= 0xDF) {
+            len = 2;
+            cp = c & 0x1Fu;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            len = 3;
+            cp = c & 0x0Fu;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            len = 4;
+            cp = c & 0x07u;
+        } else
+            return false;  // continuation byte, overlong lead (C0, C1) or > F4
         if (static_cast<std::size_t>(end - p) < len) return false;
         for (std::size_t i = 1; i < len; ++i) {
             if ((p[i] & 0xC0) != 0x80) return false;

@@ -5,8 +5,8 @@
 #include <cctype>
 #include <cerrno>
 #include <cmath>
-#include <initializer_list>
 #include <cstdlib>
+#include <initializer_list>
 #include <variant>
 
 #include "common/json.hpp"
@@ -111,8 +111,10 @@ std::string env_name(const char* key) {
 }
 
 void set_int(Config& c, const Key& k, std::int64_t Config::*m, std::int64_t v) {
-    if (v < k.min) throw config_error(k.name, "must be at least " + std::to_string(k.min) + ", got " + std::to_string(v));
-    if (v > k.max) throw config_error(k.name, "must be at most " + std::to_string(k.max) + ", got " + std::to_string(v));
+    if (v < k.min)
+        throw config_error(k.name, "must be at least " + std::to_string(k.min) + ", got " + std::to_string(v));
+    if (v > k.max)
+        throw config_error(k.name, "must be at most " + std::to_string(k.max) + ", got " + std::to_string(v));
     c.*m = v;
 }
 
@@ -123,11 +125,13 @@ void set_double(Config& c, const Key& k, double Config::*m, double v) {
 
 // {"<health domain>": <number>, ...}
 void set_domain_scores(Config& c, const rapidjson::Value& v, const std::string& where) {
-    if (!v.IsObject()) throw config_error("min_quality_score_by_domain", where + "expected an object, got " + json::type_name(v));
+    if (!v.IsObject())
+        throw config_error("min_quality_score_by_domain", where + "expected an object, got " + json::type_name(v));
     std::map<std::string, double> scores;
     for (auto& m : v.GetObject()) {
         if (!m.value.IsNumber() || !std::isfinite(m.value.GetDouble())) {
-            throw config_error("min_quality_score_by_domain", where + json::quote(json::view(m.name)) + " must be a number");
+            throw config_error("min_quality_score_by_domain",
+                               where + json::quote(json::view(m.name)) + " must be a number");
         }
         scores[std::string(json::view(m.name))] = m.value.GetDouble();
     }
@@ -140,23 +144,23 @@ void apply_json(Config& c, const Key& k, const rapidjson::Value& v) {
     };
     if (auto* b = std::get_if<bool Config::*>(&k.target)) {
         if (!v.IsBool()) throw wrong("a boolean");
-        c.**b = v.GetBool();
+        c.*(*b) = v.GetBool();
     } else if (auto* i = std::get_if<std::int64_t Config::*>(&k.target)) {
         if (!v.IsInt64()) throw wrong("an integer");
         set_int(c, k, *i, v.GetInt64());
     } else if (auto* s = std::get_if<std::string Config::*>(&k.target)) {
         if (!v.IsString()) throw wrong("a string");
-        c.**s = std::string(json::view(v));
+        c.*(*s) = std::string(json::view(v));
     } else if (auto* d = std::get_if<double Config::*>(&k.target)) {
         if (!v.IsNumber()) throw wrong("a number");
         set_double(c, k, *d, v.GetDouble());
     } else if (auto* o = std::get_if<std::optional<double> Config::*>(&k.target)) {
         if (v.IsNull()) {
-            c.**o = std::nullopt;
+            c.*(*o) = std::nullopt;
         } else {
             if (!v.IsNumber()) throw wrong("a number or null");
             if (!std::isfinite(v.GetDouble())) throw config_error(k.name, "must be a finite number");
-            c.**o = v.GetDouble();
+            c.*(*o) = v.GetDouble();
         }
     } else if (std::holds_alternative<DomainScoresField>(k.target)) {
         set_domain_scores(c, v, "");
@@ -172,15 +176,18 @@ void apply_json(Config& c, const Key& k, const rapidjson::Value& v) {
 
 void apply_text(Config& c, const Key& k, const std::string& text, const std::string& var) {
     auto wrong = [&](const char* expected) {
-        return Error(ErrorCode::Config, "environment variable " + var + ": expected " + expected + ", got " +
-                                            json::quote(text));
+        return Error(ErrorCode::Config,
+                     "environment variable " + var + ": expected " + expected + ", got " + json::quote(text));
     };
     if (auto* b = std::get_if<bool Config::*>(&k.target)) {
         std::string t;
         for (char ch : text) t.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(ch))));
-        if (t == "true" || t == "1" || t == "yes" || t == "on") c.**b = true;
-        else if (t == "false" || t == "0" || t == "no" || t == "off") c.**b = false;
-        else throw wrong("true or false");
+        if (t == "true" || t == "1" || t == "yes" || t == "on")
+            c.*(*b) = true;
+        else if (t == "false" || t == "0" || t == "no" || t == "off")
+            c.*(*b) = false;
+        else
+            throw wrong("true or false");
     } else if (auto* i = std::get_if<std::int64_t Config::*>(&k.target)) {
         char* end = nullptr;
         errno = 0;
@@ -188,7 +195,7 @@ void apply_text(Config& c, const Key& k, const std::string& text, const std::str
         if (text.empty() || *end != '\0' || errno == ERANGE) throw wrong("an integer");
         set_int(c, k, *i, v);
     } else if (auto* s = std::get_if<std::string Config::*>(&k.target)) {
-        c.**s = text;
+        c.*(*s) = text;
     } else if (std::holds_alternative<double Config::*>(k.target) ||
                std::holds_alternative<std::optional<double> Config::*>(k.target)) {
         char* end = nullptr;
@@ -196,7 +203,7 @@ void apply_text(Config& c, const Key& k, const std::string& text, const std::str
         const double v = std::strtod(text.c_str(), &end);
         if (text.empty() || *end != '\0' || errno == ERANGE || !std::isfinite(v)) throw wrong("a number");
         if (auto* d = std::get_if<double Config::*>(&k.target)) {
-            c.**d = v;
+            c.*(*d) = v;
         } else {
             c.*std::get<std::optional<double> Config::*>(k.target) = v;
         }
@@ -225,8 +232,10 @@ void check_key_prefix(const std::string& prefix) {
         if (end == std::string::npos) end = prefix.size();
         std::string seg = prefix.substr(start, end - start);
         if (seg.empty() || seg == "." || seg == "..") {
-            throw config_error("training_data_prefix", "must be path segments separated by '/', without empty, "
-                                                       "'.' or '..' segments, got " + json::quote(prefix));
+            throw config_error("training_data_prefix",
+                               "must be path segments separated by '/', without empty, "
+                               "'.' or '..' segments, got " +
+                                   json::quote(prefix));
         }
         start = end + 1;
     }
@@ -283,8 +292,8 @@ void Config::finalize() {
     if (!training_data_prefix.empty()) check_key_prefix(training_data_prefix);
     // Object keys are at most 1,024 bytes; the library adds up to about 200 to the prefix.
     if (training_data_prefix.size() > 512) {
-        throw config_error("training_data_prefix", "must be at most 512 bytes, got " +
-                                                       std::to_string(training_data_prefix.size()));
+        throw config_error("training_data_prefix",
+                           "must be at most 512 bytes, got " + std::to_string(training_data_prefix.size()));
     }
     if (dedup_store.empty()) dedup_store = redis_url.empty() ? "sqlite" : "redis";
     if (dedup_store != "sqlite" && dedup_store != "memory" && dedup_store != "redis") {
@@ -300,13 +309,14 @@ void Config::finalize() {
         dedup_owner_ttl_seconds < (2 * s3_request_timeout_ms + 999) / 1000) {
         // A request that starts while the liveness is fresh (half its TTL
         // left) must end before another writer can take its claims over.
-        throw config_error("dedup_owner_ttl_seconds",
-                           "must be at least twice s3_request_timeout_ms (" + std::to_string(s3_request_timeout_ms) +
-                               " ms), got " + std::to_string(dedup_owner_ttl_seconds));
+        throw config_error("dedup_owner_ttl_seconds", "must be at least twice s3_request_timeout_ms (" +
+                                                          std::to_string(s3_request_timeout_ms) + " ms), got " +
+                                                          std::to_string(dedup_owner_ttl_seconds));
     }
     if (dedup_namespace.empty()) throw config_error("dedup_namespace", "must not be empty");
     for (unsigned char ch : dedup_namespace) {
-        if (ch <= 0x20 || ch == 0x7F) throw config_error("dedup_namespace", "must not contain spaces or control characters");
+        if (ch <= 0x20 || ch == 0x7F)
+            throw config_error("dedup_namespace", "must not contain spaces or control characters");
     }
     if (output_dir.empty()) throw config_error("output_dir", "must not be empty");
     auto one_of = [](const std::string& key, const std::string& value, std::initializer_list<const char*> allowed) {
@@ -341,7 +351,8 @@ void Config::finalize() {
         }
     }
     if (!(validation_fraction >= 0.0 && validation_fraction <= 1.0)) {
-        throw config_error("validation_fraction", "must be between 0 and 1, got " + std::to_string(validation_fraction));
+        throw config_error("validation_fraction",
+                           "must be between 0 and 1, got " + std::to_string(validation_fraction));
     }
     if (pseudonymize_ids && pseudonymization_key.size() < 16) {
         // The key itself is never quoted.
@@ -349,7 +360,8 @@ void Config::finalize() {
                                                        std::to_string(pseudonymization_key.size()) + ")");
     }
     for (unsigned char ch : pseudonymization_key_id) {
-        if (ch < 0x20 || ch == 0x7F) throw config_error("pseudonymization_key_id", "must not contain control characters");
+        if (ch < 0x20 || ch == 0x7F)
+            throw config_error("pseudonymization_key_id", "must not contain control characters");
     }
     if (!is_valid_utf8(pseudonymization_key_id)) throw config_error("pseudonymization_key_id", "must be UTF-8");
     if (dedup_db_path.empty()) dedup_db_path = default_dedup_db_path();
@@ -384,7 +396,10 @@ Config Config::from_json(std::string_view text) {
         std::string_view name = json::view(m.name);
         const Key* key = nullptr;
         for (const auto& k : kKeys) {
-            if (name == k.name) { key = &k; break; }
+            if (name == k.name) {
+                key = &k;
+                break;
+            }
         }
         if (!key) throw config_error(std::string(name), "unknown key");
         apply_json(c, *key, m.value);

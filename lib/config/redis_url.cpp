@@ -128,7 +128,8 @@ RedisUrl parse_redis_url(std::string_view url) {
     if (rest.find('#') != std::string_view::npos) bad("must not contain a fragment ('#')");
 
     if (u.unix_socket) {
-        if (rest.empty() || rest.front() != '/') bad("unix:// must be followed by an absolute socket path (unix:///run/redis.sock)");
+        if (rest.empty() || rest.front() != '/')
+            bad("unix:// must be followed by an absolute socket path (unix:///run/redis.sock)");
         u.path = percent_decode(rest, "socket path");
         parse_query(query, u, false);
         return u;

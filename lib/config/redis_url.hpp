@@ -18,8 +18,8 @@ struct RedisUrl {
     bool tls = false;  // rediss://
     std::string host;  // TCP; an IPv6 address without its brackets
     int port = 6379;
-    std::string path;  // unix socket
-    std::string user;  // empty: the default user
+    std::string path;      // unix socket
+    std::string user;      // empty: the default user
     std::string password;  // empty: no AUTH
     std::int64_t db = 0;
 

@@ -147,8 +147,7 @@ bool TrainingDeduplicator::refresh() {
     const std::int64_t sent = now_ns();
     // Owners held before whose claims another writer may have taken over
     // meanwhile (a newly held owner's lines are confirmed anyway).
-    const bool lapsed =
-        lapsed_ || (owner_ttl_.count() > 0 && sent >= fresh_until_ns_.load(std::memory_order_acquire));
+    const bool lapsed = lapsed_ || (owner_ttl_.count() > 0 && sent >= fresh_until_ns_.load(std::memory_order_acquire));
     try {
         for (const auto& o : to_register) store_->register_owner(o);
         if (owner_ttl_.count() > 0) store_->refresh_owners(held);
@@ -173,8 +172,8 @@ bool TrainingDeduplicator::refresh() {
 }
 
 void TrainingDeduplicator::refresher() {
-    const auto period = std::max<std::chrono::milliseconds>(std::chrono::milliseconds(500),
-                                                            std::chrono::duration_cast<std::chrono::milliseconds>(owner_ttl_) / 6);
+    const auto period = std::max<std::chrono::milliseconds>(
+        std::chrono::milliseconds(500), std::chrono::duration_cast<std::chrono::milliseconds>(owner_ttl_) / 6);
     std::unique_lock<std::mutex> lock(owners_mutex_);
     while (!stopping_) {
         stop_cv_.wait_for(lock, period, [&] { return stopping_; });

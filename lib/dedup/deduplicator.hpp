@@ -14,8 +14,8 @@
 #include <thread>
 #include <vector>
 
-#include "training_output/dedup_store.hpp"
 #include "format/formatter.hpp"
+#include "training_output/dedup_store.hpp"
 #include "training_output/log.hpp"
 
 namespace training_output {

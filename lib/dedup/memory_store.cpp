@@ -8,13 +8,13 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
-#include <deque>
-#include <string>
 #include <chrono>
 #include <cstring>
-#include <memory>
+#include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -112,14 +112,14 @@ private:
         std::uint32_t chunk = 0;   // where the key's bytes are
         std::uint32_t offset = 0;
         std::uint32_t key_size = 0;
-        std::uint32_t owner = 0;   // the claimant's index in owners_
+        std::uint32_t owner = 0;  // the claimant's index in owners_
         bool used = false;
         State state = State::Empty;
     };
 
     struct Shard {
         std::mutex mutex;
-        std::vector<Slot> slots;  // a power of two, at most half used
+        std::vector<Slot> slots;                      // a power of two, at most half used
         std::vector<std::unique_ptr<char[]>> chunks;  // the keys' bytes
         std::size_t chunk_used = kChunkBytes;         // in chunks.back()
         std::size_t used = 0;

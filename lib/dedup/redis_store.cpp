@@ -41,8 +41,8 @@
 #include <vector>
 
 #include "common/random.hpp"
-#include "dedup/redis_tls.hpp"
 #include "config/redis_url.hpp"
+#include "dedup/redis_tls.hpp"
 #include "training_output/dedup_store.hpp"
 #include "training_output/error.hpp"
 #include "training_output/log.hpp"
@@ -256,7 +256,7 @@ private:
     }
 
     redisContext* ctx_;
-    milliseconds timeout_;  // for messages: the caller's deadline is what counts
+    milliseconds timeout_;                     // for messages: the caller's deadline is what counts
     std::unique_ptr<RedisTlsConnection> tls_;  // rediss:// only
 };
 
@@ -267,9 +267,7 @@ std::chrono::milliseconds since(Clock::time_point t) {
 class RedisDedupStore final : public DedupStore {
 public:
     explicit RedisDedupStore(const RedisStoreOptions& options)
-        : url_(parse_redis_url(options.url)),
-          display_(url_.redacted()),
-          options_(options) {
+        : url_(parse_redis_url(options.url)), display_(url_.redacted()), options_(options) {
         if (options_.pool_size == 0) options_.pool_size = 1;
         if (options_.timeout.count() <= 0) options_.timeout = milliseconds(1);
         if (options_.reconnect_max < options_.reconnect_base) options_.reconnect_max = options_.reconnect_base;
@@ -317,7 +315,8 @@ public:
             }
             if (held.empty()) return out;
             cmds.clear();
-            for (std::size_t i : held) append_command(cmds, {"EXISTS", options_.owner_key_prefix + reply_text(*replies[i])});
+            for (std::size_t i : held)
+                append_command(cmds, {"EXISTS", options_.owner_key_prefix + reply_text(*replies[i])});
             auto alive = c.exchange(cmds, held.size(), deadline);
             std::vector<std::size_t> gone;
             std::string takeovers;
@@ -328,7 +327,8 @@ public:
                 if (r.integer != 0) continue;
                 const std::size_t i = held[j];
                 gone.push_back(i);
-                append_command(takeovers, {"EVAL", kTakeOverScript, "1", keys[i], owner, seconds, reply_text(*replies[i])});
+                append_command(takeovers,
+                               {"EVAL", kTakeOverScript, "1", keys[i], owner, seconds, reply_text(*replies[i])});
             }
             if (gone.empty()) return out;
             auto taken = c.exchange(takeovers, gone.size(), deadline);
@@ -352,8 +352,10 @@ public:
             std::string cmds;
             const std::string seconds = std::to_string(ttl.count());
             for (const std::string* key : present) {
-                if (ttl.count() > 0) append_command(cmds, {"SET", *key, kCommitted, "EX", seconds});
-                else append_command(cmds, {"SET", *key, kCommitted});  // no TTL: permanent
+                if (ttl.count() > 0)
+                    append_command(cmds, {"SET", *key, kCommitted, "EX", seconds});
+                else
+                    append_command(cmds, {"SET", *key, kCommitted});  // no TTL: permanent
             }
             for (const auto& r : c.exchange(cmds, present.size(), deadline)) expect_ok(*r);
             return true;
@@ -397,9 +399,9 @@ private:
     void setup_tls() {
         tls_ = std::make_unique<RedisTls>(options_.tls, url_.host, prefix());
         if (!options_.tls.verify && options_.logger) {
-            options_.logger->log(LogLevel::Warning, "training_output_redis_tls_unverified",
-                                 {{"url", display_},
-                                  {"detail", "redis_tls_verify is false: any server certificate is accepted"}});
+            options_.logger->log(
+                LogLevel::Warning, "training_output_redis_tls_unverified",
+                {{"url", display_}, {"detail", "redis_tls_verify is false: any server certificate is accepted"}});
         }
     }
 
@@ -478,8 +480,8 @@ private:
             ++failed_calls_;
             auto wait = std::chrono::duration_cast<milliseconds>(retry_at_ - now).count();
             throw Error(ErrorCode::DedupStore, prefix() + what + ": unavailable for " +
-                                                   std::to_string(since(down_since_).count()) + " ms (" +
-                                                   last_error_ + "); next connection attempt in " +
+                                                   std::to_string(since(down_since_).count()) + " ms (" + last_error_ +
+                                                   "); next connection attempt in " +
                                                    std::to_string(std::max<long long>(wait, 0)) + " ms");
         }
         probing_ = true;
@@ -512,8 +514,9 @@ private:
         const std::uint64_t failed_calls = failed_calls_;
         lock.unlock();  // the log callback is the host's code
         if (options_.logger) {
-            options_.logger->log(LogLevel::Warning, "training_output_dedup_store_reconnected",
-                                 {{"store", "redis"}, {"url", display_}, {"down_ms", down_ms}, {"failed_calls", failed_calls}});
+            options_.logger->log(
+                LogLevel::Warning, "training_output_dedup_store_reconnected",
+                {{"store", "redis"}, {"url", display_}, {"down_ms", down_ms}, {"failed_calls", failed_calls}});
         }
         return conn;
     }
@@ -560,8 +563,9 @@ private:
                                   {"url", display_},
                                   {"error", why},
                                   {"when", when},
-                                  {"detail", "examples are written without dedup until the store is reachable again; "
-                                             "reconnecting with backoff"}});
+                                  {"detail",
+                                   "examples are written without dedup until the store is reachable again; "
+                                   "reconnecting with backoff"}});
         }
     }
 
@@ -570,7 +574,8 @@ private:
         std::int64_t delay = options_.reconnect_base.count();
         for (int i = 0; i < attempt && delay < options_.reconnect_max.count(); ++i) delay *= 2;
         delay = std::min<std::int64_t>(delay, options_.reconnect_max.count());
-        return milliseconds(delay / 2 + static_cast<std::int64_t>(random::uniform(static_cast<std::uint64_t>(delay / 2 + 1))));
+        return milliseconds(delay / 2 +
+                            static_cast<std::int64_t>(random::uniform(static_cast<std::uint64_t>(delay / 2 + 1))));
     }
 
     // A new connection: AUTH, SELECT and PING in one round trip.
@@ -596,8 +601,10 @@ private:
         std::string cmds;
         std::size_t count = 0;
         if (!url_.password.empty()) {
-            if (url_.user.empty()) append_command(cmds, {"AUTH", url_.password});
-            else append_command(cmds, {"AUTH", url_.user, url_.password});
+            if (url_.user.empty())
+                append_command(cmds, {"AUTH", url_.password});
+            else
+                append_command(cmds, {"AUTH", url_.user, url_.password});
             ++count;
         }
         if (url_.db != 0) {
@@ -652,11 +659,11 @@ private:
     std::mutex mutex_;
     std::condition_variable available_;
     std::vector<std::unique_ptr<Connection>> idle_;
-    std::size_t open_ = 0;       // idle + in use
-    std::uint64_t epoch_ = 0;    // changes at each outage and each recovery
+    std::size_t open_ = 0;     // idle + in use
+    std::uint64_t epoch_ = 0;  // changes at each outage and each recovery
     bool down_ = false;
-    bool probing_ = false;       // a caller is trying to reconnect
-    int attempts_ = 0;           // failed reconnections in this outage
+    bool probing_ = false;  // a caller is trying to reconnect
+    int attempts_ = 0;      // failed reconnections in this outage
     std::uint64_t failed_calls_ = 0;
     Clock::time_point down_since_{};
     Clock::time_point retry_at_{};

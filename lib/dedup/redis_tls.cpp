@@ -46,8 +46,10 @@ int tls_bio_write(BIO* bio, const char* data, int len) {
         ssize_t n = ::send(sock->fd, data, static_cast<std::size_t>(len), MSG_NOSIGNAL);
         if (n >= 0) return static_cast<int>(n);
         if (errno == EINTR) continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) BIO_set_retry_write(bio);
-        else sock->err = errno;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            BIO_set_retry_write(bio);
+        else
+            sock->err = errno;
         return -1;
     }
 }
@@ -60,8 +62,10 @@ int tls_bio_read(BIO* bio, char* data, int len) {
         ssize_t n = ::recv(sock->fd, data, static_cast<std::size_t>(len), 0);
         if (n >= 0) return static_cast<int>(n);
         if (errno == EINTR) continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) BIO_set_retry_read(bio);
-        else sock->err = errno;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            BIO_set_retry_read(bio);
+        else
+            sock->err = errno;
         return -1;
     }
 }
@@ -200,8 +204,9 @@ void RedisTlsConnection::fail(const char* during, int code) {
     std::string why = openssl_errors();
     auto has = [&why](const char* text) { return why.find(text) != std::string::npos; };
     if (has("alert") && (has("certificate") || has("unknown ca") || has("access denied") || has("handshake failure"))) {
-        why += " (the server did not accept our client certificate, or wants one: redis_tls_cert_file and "
-               "redis_tls_key_file)";
+        why +=
+            " (the server did not accept our client certificate, or wants one: redis_tls_cert_file and "
+            "redis_tls_key_file)";
     }
     if (has("wrong version number") || has("packet length too long")) {
         why += " (is it a TLS port?)";

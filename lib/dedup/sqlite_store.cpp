@@ -21,8 +21,8 @@
 #include <thread>
 
 #include "common/json.hpp"
-#include "common/sha256.hpp"
 #include "common/random.hpp"
+#include "common/sha256.hpp"
 #include "training_output/dedup_store.hpp"
 #include "training_output/error.hpp"
 
@@ -158,9 +158,11 @@ public:
     }
 
     [[noreturn]] void fail(const char* what, int rc, const std::string& why = {}) const {
-        throw Error(ErrorCode::DedupStore,
-                    std::string("dedup store ") + json::quote(path_) + ": " + what + " failed: " +
-                        (!why.empty() ? why : db_ ? std::string(sqlite3_errmsg(db_)) : std::string(sqlite3_errstr(rc))));
+        throw Error(ErrorCode::DedupStore, std::string("dedup store ") + json::quote(path_) + ": " + what +
+                                               " failed: " +
+                                               (!why.empty() ? why
+                                                : db_        ? std::string(sqlite3_errmsg(db_))
+                                                             : std::string(sqlite3_errstr(rc))));
     }
 
 private:
@@ -186,17 +188,20 @@ public:
         claims_ = std::make_unique<Connection>(path_, busy);
 
         Connection& c = *claims_;
-        insert_ = c.prepare("INSERT INTO dedup(key, state, owner, expires_at) VALUES(?1, 0, ?2, ?3) "
-                            "ON CONFLICT(key) DO NOTHING");
+        insert_ = c.prepare(
+            "INSERT INTO dedup(key, state, owner, expires_at) VALUES(?1, 0, ?2, ?3) "
+            "ON CONFLICT(key) DO NOTHING");
         select_ = c.prepare("SELECT state, owner, expires_at FROM dedup WHERE key = ?1");
         take_ = c.prepare("UPDATE dedup SET state = 0, owner = ?2, expires_at = ?3 WHERE key = ?1");
         owner_path_ = c.prepare("SELECT path FROM owners WHERE id = ?1");
 
         Connection& w = *work_;
-        commit_ = w.prepare("INSERT INTO dedup(key, state, owner, expires_at) VALUES(?1, 1, NULL, ?2) "
-                            "ON CONFLICT(key) DO UPDATE SET state = 1, owner = NULL, expires_at = excluded.expires_at");
-        register_ = w.prepare("INSERT INTO owners(id, path) VALUES(?1, ?2) "
-                              "ON CONFLICT(id) DO UPDATE SET path = excluded.path");
+        commit_ = w.prepare(
+            "INSERT INTO dedup(key, state, owner, expires_at) VALUES(?1, 1, NULL, ?2) "
+            "ON CONFLICT(key) DO UPDATE SET state = 1, owner = NULL, expires_at = excluded.expires_at");
+        register_ = w.prepare(
+            "INSERT INTO owners(id, path) VALUES(?1, ?2) "
+            "ON CONFLICT(id) DO UPDATE SET path = excluded.path");
         retire_ = w.prepare("DELETE FROM owners WHERE id = ?1");
         purge_committed_ = w.prepare(
             "DELETE FROM dedup WHERE key IN (SELECT key FROM dedup WHERE expires_at <= ?1 AND state = 1 LIMIT ?2)");
@@ -243,8 +248,10 @@ public:
                 for (std::size_t i = at; i < std::min(keys.size(), at + kCommitChunk); ++i) {
                     if (keys[i].empty()) continue;
                     Connection::bind_text(commit_, 1, keys[i]);
-                    if (ttl.count() > 0) sqlite3_bind_int64(commit_, 2, expiry(ttl));
-                    else sqlite3_bind_null(commit_, 2);
+                    if (ttl.count() > 0)
+                        sqlite3_bind_int64(commit_, 2, expiry(ttl));
+                    else
+                        sqlite3_bind_null(commit_, 2);
                     work_->run(commit_, "commit");
                 }
                 return true;
@@ -301,8 +308,9 @@ private:
     // Records `destination` unless the file remembers one; returns the one it remembers.
     std::string remember(const std::string& destination) {
         return work_->transaction("open", [&] {
-            sqlite3_stmt* put = work_->prepare("INSERT INTO meta(name, value) VALUES('destination', ?1) "
-                                               "ON CONFLICT(name) DO NOTHING");
+            sqlite3_stmt* put = work_->prepare(
+                "INSERT INTO meta(name, value) VALUES('destination', ?1) "
+                "ON CONFLICT(name) DO NOTHING");
             Connection::bind_text(put, 1, destination);
             work_->run(put, "open");
             sqlite3_stmt* get = work_->prepare("SELECT value FROM meta WHERE name = 'destination'");
@@ -335,7 +343,7 @@ private:
                     "CREATE INDEX IF NOT EXISTS dedup_expires ON dedup(expires_at) WHERE expires_at IS NOT NULL;"
                     "CREATE TABLE IF NOT EXISTS owners ("
                     " id TEXT PRIMARY KEY,"
-                    " path TEXT NOT NULL"       // the spool's directory: alive while it exists
+                    " path TEXT NOT NULL"  // the spool's directory: alive while it exists
                     ") WITHOUT ROWID;"
                     "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID");
                 return;
@@ -410,7 +418,7 @@ private:
     std::string path_;
     std::string remembered_destination_;
     std::atomic<int> claims_waiting_{0};  // callers in claim(): commits let them in between chunks
-    std::mutex work_mutex_;    // work_: commits, owners, purges (the flusher)
+    std::mutex work_mutex_;               // work_: commits, owners, purges (the flusher)
     std::unique_ptr<Connection> work_;
     std::mutex claims_mutex_;  // claims_: the callers' claims
     std::unique_ptr<Connection> claims_;
@@ -434,9 +442,8 @@ std::unique_ptr<DedupStore> make_sqlite_dedup_store(const SqliteStoreOptions& op
     const std::string other = store->remembered_destination();
     if (!options.own_file_for_others) {
         throw Error(ErrorCode::Config, "configuration key \"dedup_db_path\": " + json::quote(options.path) +
-                                           " remembers the content written to " + json::quote(other) +
-                                           ", not to " + json::quote(options.destination) +
-                                           ": give this writer a file of its own");
+                                           " remembers the content written to " + json::quote(other) + ", not to " +
+                                           json::quote(options.destination) + ": give this writer a file of its own");
     }
     // A file of its own beside it, named after the destination.
     SqliteStoreOptions own = options;

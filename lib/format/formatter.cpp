@@ -4,9 +4,9 @@
 
 #include "common/json.hpp"
 #include "common/sha256.hpp"
+#include "format/formatter.hpp"
 #include "format/redact.hpp"
 #include "training_output/error.hpp"
-#include "format/formatter.hpp"
 
 namespace training_output {
 namespace {
@@ -83,7 +83,10 @@ std::string render(std::string_view tmpl, std::string_view record_type, std::opt
 }
 
 void put_optional(std::string& line, const std::optional<std::string_view>& s) {
-    if (s) json::append_quoted(line, *s); else line += "null";
+    if (s)
+        json::append_quoted(line, *s);
+    else
+        line += "null";
 }
 
 void put_optional(std::string& line, const std::optional<double>& d) {
@@ -124,8 +127,8 @@ struct PseudonymKey {
 OutputFormat parse_output_format(std::string_view text) {
     if (text == "alpaca") return OutputFormat::Alpaca;
     if (text == "chat") return OutputFormat::Chat;
-    throw Error(ErrorCode::Config, "configuration key \"output_format\": expected one of alpaca, chat, got " +
-                                       json::quote(text));
+    throw Error(ErrorCode::Config,
+                "configuration key \"output_format\": expected one of alpaca, chat, got " + json::quote(text));
 }
 
 bool is_traceparent(std::string_view t) noexcept {
@@ -158,8 +161,9 @@ TrainingDataFormatter::TrainingDataFormatter(FormatterOptions options, TemplateT
     : options_(std::move(options)), templates_(std::move(templates)) {
     if (options_.pseudonymize_ids) {
         if (options_.pseudonymization_key.size() < 16) {
-            throw Error(ErrorCode::Config, "configuration key \"pseudonymization_key\": required with "
-                                           "pseudonymize_ids, at least 16 bytes");
+            throw Error(ErrorCode::Config,
+                        "configuration key \"pseudonymization_key\": required with "
+                        "pseudonymize_ids, at least 16 bytes");
         }
         key_ = std::make_shared<const PseudonymKey>(options_.pseudonymization_key);
         key_id_ = options_.pseudonymization_key_id;
@@ -189,7 +193,10 @@ TrainingDataFormatter::TrainingDataFormatter(FormatterOptions options, TemplateT
     w.Key("pseudonymization_key_id");
     w.String(key_id_.c_str());
     w.Key("min_quality_score");
-    if (options_.min_quality_score) w.Double(*options_.min_quality_score); else w.Null();
+    if (options_.min_quality_score)
+        w.Double(*options_.min_quality_score);
+    else
+        w.Null();
     w.Key("min_quality_score_by_domain");
     w.StartObject();
     for (const auto& [domain, score] : options_.min_quality_score_by_domain) {
@@ -235,7 +242,7 @@ struct RenderedHead {
     std::string input_template;
     std::string record_type;
     std::optional<std::int64_t> count;
-    std::string input;                           // rendered
+    std::string input;                             // rendered
     std::vector<std::string> quoted_instructions;  // rendered, as JSON strings
     std::string quoted_input;
 };
@@ -358,8 +365,7 @@ TrainingExample build(const TrainingDataFormatter& f, const ExampleView& v) {
     // The split follows the user (never the pseudonym: a new key must not
     // move a user to the other split); without a user, the content.
     ex.split = split_for(v.user_id ? *v.user_id : std::string_view(hash_hex), o.validation_fraction);
-    const std::string prefix =
-        o.split_objects ? (o.prefix.empty() ? ex.split : o.prefix + "/" + ex.split) : o.prefix;
+    const std::string prefix = o.split_objects ? (o.prefix.empty() ? ex.split : o.prefix + "/" + ex.split) : o.prefix;
     ex.object_key = object_key_for(prefix, ex.health_domain, v.timestamp);
     const std::size_t variant =
         static_cast<std::size_t>(leading_u64(ex.content_hash.data()) % head.quoted_instructions.size());
@@ -426,7 +432,10 @@ TrainingExample build(const TrainingDataFormatter& f, const ExampleView& v) {
         line += ",\"quality_score\":";
         put_optional(line, v.quality_score);
         line += ",\"record_count\":";
-        if (v.record_count) put_int(line, *v.record_count); else line += "null";
+        if (v.record_count)
+            put_int(line, *v.record_count);
+        else
+            line += "null";
         line += ",\"processing_duration_seconds\":";
         put_optional(line, v.processing_time_seconds);
         line += ",\"clinical_insights\":";
@@ -456,7 +465,8 @@ TrainingExample build(const TrainingDataFormatter& f, const ExampleView& v) {
     // Everything but the narrative (already checked) is checked again.
     const std::string_view text(line);
     if (!is_valid_utf8(text.substr(0, head_end)) || !is_valid_utf8(text.substr(output_end))) {
-        throw input_error("message_data or result contains text that is not valid UTF-8 (a lone \\u surrogate escape?)");
+        throw input_error(
+            "message_data or result contains text that is not valid UTF-8 (a lone \\u surrogate escape?)");
     }
     return ex;
 }
@@ -481,7 +491,8 @@ std::optional<std::string_view> opt_string(const rapidjson::Value& obj, const ch
     if (!it->value.IsString()) {
         throw input_error(std::string(where) + "." + name + " must be a string, got " + json::type_name(it->value));
     }
-    if (!is_valid_utf8(json::view(it->value))) throw input_error(std::string(where) + "." + name + " is not valid UTF-8");
+    if (!is_valid_utf8(json::view(it->value)))
+        throw input_error(std::string(where) + "." + name + " is not valid UTF-8");
     return json::view(it->value);
 }
 

@@ -33,10 +33,10 @@ struct TrainingExample {
     std::string correlation_id;  // as the processor sent it (for logs; empty: none)
     std::string traceparent;     // a valid W3C traceparent from message_data (for spans; empty: none)
     std::string health_domain;
-    std::string object_key;  // {prefix}/{domain}/{yyyy}/{mm}/health_journal_{yyyy}_{mm}.jsonl
-    std::string line;        // one JSON object followed by '\n'
-    Sha256 content_hash{};   // SHA-256 of the canonical content
-    std::string split;       // "train" or "validation"
+    std::string object_key;        // {prefix}/{domain}/{yyyy}/{mm}/health_journal_{yyyy}_{mm}.jsonl
+    std::string line;              // one JSON object followed by '\n'
+    Sha256 content_hash{};         // SHA-256 of the canonical content
+    std::string split;             // "train" or "validation"
     std::uint32_t redactions = 0;  // identifiers replaced in the narrative and the insights
     // Not empty: nothing to write, line is empty. One of the skip reasons:
     // empty_narrative, low_quality, no_quality_score, redaction_failed.
@@ -86,7 +86,7 @@ Sha256 content_hash(std::string_view record_type, std::string_view input, std::s
 std::string to_hex(const Sha256& hash);
 
 enum class OutputFormat { Alpaca, Chat };
-struct PseudonymKey;  // the pseudonymization key, ready for HMAC (formatter.cpp)
+struct PseudonymKey;                                      // the pseudonymization key, ready for HMAC (formatter.cpp)
 OutputFormat parse_output_format(std::string_view text);  // "alpaca" | "chat"; throws Error(Config)
 
 struct FormatterOptions {
@@ -113,8 +113,7 @@ struct FormatterOptions {
 
 class TrainingDataFormatter {
 public:
-    explicit TrainingDataFormatter(FormatterOptions options = {},
-                                   TemplateTable templates = TemplateTable::builtin());
+    explicit TrainingDataFormatter(FormatterOptions options = {}, TemplateTable templates = TemplateTable::builtin());
 
     // The instruction's first phrasing, or phrasing `variant` (modulo their number).
     std::string instruction_for(std::string_view record_type, std::size_t variant = 0) const;

@@ -8,8 +8,8 @@
 
 #include <algorithm>
 #include <cstddef>
-#include <iterator>
 #include <cstring>
+#include <iterator>
 #include <stdexcept>
 
 #include "common/crash_point.hpp"
@@ -62,8 +62,8 @@ using std::size_t;
 
 constexpr size_t kMaxLocalPart = 64;
 constexpr size_t kMaxDomain = 253;
-constexpr size_t kMaxWord = 40;    // a cue word, a unit, a name word
-constexpr size_t kMaxId = 64;      // look-ahead for the digit of an MRN or a serial number
+constexpr size_t kMaxWord = 40;  // a cue word, a unit, a name word
+constexpr size_t kMaxId = 64;    // look-ahead for the digit of an MRN or a serial number
 
 bool is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
 bool is_upper(unsigned char c) { return c >= 'A' && c <= 'Z'; }
@@ -88,47 +88,63 @@ bool in_list(std::string_view w, const std::string_view* list, size_t count) {
 }
 
 template <size_t N>
-bool in_list(std::string_view w, const std::string_view (&list)[N]) { return in_list(w, list, N); }
+bool in_list(std::string_view w, const std::string_view (&list)[N]) {
+    return in_list(w, list, N);
+}
 
 constexpr std::string_view kUnits[] = {
-    "mg", "dl", "mmol", "bpm", "ms", "msec", "step", "steps", "kcal", "cal", "calories", "hours", "hour",
-    "hrs", "hr", "h", "minutes", "minute", "min", "mins", "m", "seconds", "second", "sec", "secs", "s",
-    "c", "f", "degrees", "degree", "kg", "lb", "lbs", "mmhg", "nights", "night", "days", "day", "readings",
-    "reading", "times", "beats", "km", "mi", "miles", "ml", "l", "g", "units", "iu", "am", "pm", "x",
-    "weeks", "week", "months", "month", "years", "year", "percent", "breaths", "rpm", "mcg", "meq", "kj",
-    "episodes", "events", "awakenings", "cm", "mm", "ft"};
+    "mg",     "dl",         "mmol",  "bpm",  "ms",      "msec",     "step",    "steps",  "kcal",  "cal",   "calories",
+    "hours",  "hour",       "hrs",   "hr",   "h",       "minutes",  "minute",  "min",    "mins",  "m",     "seconds",
+    "second", "sec",        "secs",  "s",    "c",       "f",        "degrees", "degree", "kg",    "lb",    "lbs",
+    "mmhg",   "nights",     "night", "days", "day",     "readings", "reading", "times",  "beats", "km",    "mi",
+    "miles",  "ml",         "l",     "g",    "units",   "iu",       "am",      "pm",     "x",     "weeks", "week",
+    "months", "month",      "years", "year", "percent", "breaths",  "rpm",     "mcg",    "meq",   "kj",    "episodes",
+    "events", "awakenings", "cm",    "mm",   "ft"};
 
-constexpr std::string_view kTlds[] = {"com", "org", "net", "edu", "gov", "io", "health", "info", "us", "uk", "ca",
-                             "de", "fr", "au", "biz", "app", "dev", "care", "clinic", "co", "mil", "eu",
-                             "nl", "ch", "jp", "cn", "br"};
+constexpr std::string_view kTlds[] = {"com",    "org", "net", "edu", "gov", "io",  "health", "info", "us",
+                                      "uk",     "ca",  "de",  "fr",  "au",  "biz", "app",    "dev",  "care",
+                                      "clinic", "co",  "mil", "eu",  "nl",  "ch",  "jp",     "cn",   "br"};
 
-constexpr std::string_view kMonths[] = {"january", "february", "march", "april", "may", "june", "july", "august",
-                               "september", "october", "november", "december"};
-constexpr std::string_view kMonthAbbrevs[] = {"jan", "feb", "mar", "apr", "may", "jun", "jul", "aug",
-                                     "sep", "oct", "nov", "dec", "sept"};
+constexpr std::string_view kMonths[] = {"january", "february", "march",     "april",   "may",      "june",
+                                        "july",    "august",   "september", "october", "november", "december"};
+constexpr std::string_view kMonthAbbrevs[] = {"jan", "feb", "mar", "apr", "may", "jun", "jul",
+                                              "aug", "sep", "oct", "nov", "dec", "sept"};
 
 constexpr std::string_view kStates[] = {"AL", "AK", "AZ", "AR", "CA", "CO", "CT", "DE", "FL", "GA", "HI", "ID", "IL",
-                               "IN", "IA", "KS", "KY", "LA", "ME", "MD", "MA", "MI", "MN", "MS", "MO", "MT",
-                               "NE", "NV", "NH", "NJ", "NM", "NY", "NC", "ND", "OH", "OK", "OR", "PA", "RI",
-                               "SC", "SD", "TN", "TX", "UT", "VT", "VA", "WA", "WV", "WI", "WY", "DC", "PR"};
+                                        "IN", "IA", "KS", "KY", "LA", "ME", "MD", "MA", "MI", "MN", "MS", "MO", "MT",
+                                        "NE", "NV", "NH", "NJ", "NM", "NY", "NC", "ND", "OH", "OK", "OR", "PA", "RI",
+                                        "SC", "SD", "TN", "TX", "UT", "VT", "VA", "WA", "WV", "WI", "WY", "DC", "PR"};
 
 constexpr std::string_view kStreetSuffixes[] = {
-    "street", "st", "avenue", "ave", "av", "road", "rd", "boulevard", "blvd", "drive", "dr", "lane", "ln",
-    "way", "court", "ct", "place", "pl", "terrace", "ter", "parkway", "pkwy", "highway", "hwy", "circle",
-    "cir", "square", "sq", "trail", "trl", "plaza", "crescent", "close", "row", "alley", "pike", "loop"};
+    "street",  "st",       "avenue",  "ave", "av",     "road", "rd",     "boulevard", "blvd",    "drive",
+    "dr",      "lane",     "ln",      "way", "court",  "ct",   "place",  "pl",        "terrace", "ter",
+    "parkway", "pkwy",     "highway", "hwy", "circle", "cir",  "square", "sq",        "trail",   "trl",
+    "plaza",   "crescent", "close",   "row", "alley",  "pike", "loop"};
 
-constexpr std::string_view kDirections[] = {"n", "s", "e", "w", "ne", "nw", "se", "sw", "north", "south", "east", "west"};
+constexpr std::string_view kDirections[] = {"n",  "s",  "e",     "w",     "ne",   "nw",
+                                            "se", "sw", "north", "south", "east", "west"};
 
-constexpr std::string_view kUnitWords[] = {"apt", "apartment", "suite", "ste", "unit", "rm", "room", "fl", "floor", "bldg"};
+constexpr std::string_view kUnitWords[] = {"apt", "apartment", "suite", "ste",   "unit",
+                                           "rm",  "room",      "fl",    "floor", "bldg"};
 
 // The words cue() and name() start at, lowercased (sorted).
-constexpr std::string_view kCues[] = {
-    "accompanied", "account", "acct", "attended", "call", "cardiologist", "cell", "cellphone", "chart",
-    "clinician", "contact", "contacted", "device", "dietitian", "endocrinologist", "fax", "hospital",
-    "imei", "medical", "mobile", "mr", "mrn", "mrno", "name", "nurse", "pager", "patient", "phone",
-    "physician", "postal", "postcode", "provider", "record", "referred", "reviewed", "s", "seen",
-    "serial", "signed", "social", "ss", "ssn", "surgeon", "tel", "telephone", "therapist", "udi", "zip",
-    "zipcode"};
+constexpr std::string_view kCues[] = {"accompanied", "account",   "acct",
+                                      "attended",    "call",      "cardiologist",
+                                      "cell",        "cellphone", "chart",
+                                      "clinician",   "contact",   "contacted",
+                                      "device",      "dietitian", "endocrinologist",
+                                      "fax",         "hospital",  "imei",
+                                      "medical",     "mobile",    "mr",
+                                      "mrn",         "mrno",      "name",
+                                      "nurse",       "pager",     "patient",
+                                      "phone",       "physician", "postal",
+                                      "postcode",    "provider",  "record",
+                                      "referred",    "reviewed",  "s",
+                                      "seen",        "serial",    "signed",
+                                      "social",      "ss",        "ssn",
+                                      "surgeon",     "tel",       "telephone",
+                                      "therapist",   "udi",       "zip",
+                                      "zipcode"};
 
 // Whether `w` (lowercase ASCII letters) is one of kCues: most words are
 // turned away by their first two letters and their length, without a compare.
@@ -147,22 +163,167 @@ inline bool is_cue(std::string_view w) {
 }
 
 // Capitalized words that follow a name cue without being a name.
-constexpr std::string_view kNotNames[] = {
-    "dr", "mr", "mrs", "ms", "mx", "miss", "nurse", "doctor", "patient", "prof", "name", "the", "a", "an",
-    "this", "that", "these", "those", "his", "her", "their", "he", "she", "they", "it", "we", "and", "or",
-    "but", "with", "without", "on", "in", "at", "to", "for", "from", "of", "by", "as", "is", "was", "has",
-    "had", "have", "will", "would", "should", "could", "may", "reports", "reported", "denies", "denied",
-    "notes", "noted", "states", "stated", "slept", "sleeps", "walked", "walks", "presents", "presented",
-    "returns", "returned", "continues", "continued", "feels", "felt", "wore", "wears", "took", "takes",
-    "remains", "remained", "says", "said", "logged", "logs", "recorded", "records", "shows", "showed",
-    "averaged", "averages", "describes", "described", "tolerated", "completed", "started", "starts", "uses",
-    "used", "note", "summary", "today", "yesterday", "tonight", "morning", "evening", "afternoon", "night",
-    "daily", "weekly", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday", "id",
-    "unknown", "none", "portal", "education", "history", "information", "care", "instructions", "visit",
-    "practitioner", "assistant", "on-call", "checked", "agreed", "declined", "confirmed", "asked", "if",
-    "not", "also", "again", "who", "whose", "when", "after", "before", "during", "since", "overall",
-    "per", "via", "re", "hr", "bp", "spo", "glucose", "sleep", "heart", "steps", "calories", "weight",
-    "health", "questionnaire", "assessment", "status", "monitoring", "safety", "self"};
+constexpr std::string_view kNotNames[] = {"dr",
+                                          "mr",
+                                          "mrs",
+                                          "ms",
+                                          "mx",
+                                          "miss",
+                                          "nurse",
+                                          "doctor",
+                                          "patient",
+                                          "prof",
+                                          "name",
+                                          "the",
+                                          "a",
+                                          "an",
+                                          "this",
+                                          "that",
+                                          "these",
+                                          "those",
+                                          "his",
+                                          "her",
+                                          "their",
+                                          "he",
+                                          "she",
+                                          "they",
+                                          "it",
+                                          "we",
+                                          "and",
+                                          "or",
+                                          "but",
+                                          "with",
+                                          "without",
+                                          "on",
+                                          "in",
+                                          "at",
+                                          "to",
+                                          "for",
+                                          "from",
+                                          "of",
+                                          "by",
+                                          "as",
+                                          "is",
+                                          "was",
+                                          "has",
+                                          "had",
+                                          "have",
+                                          "will",
+                                          "would",
+                                          "should",
+                                          "could",
+                                          "may",
+                                          "reports",
+                                          "reported",
+                                          "denies",
+                                          "denied",
+                                          "notes",
+                                          "noted",
+                                          "states",
+                                          "stated",
+                                          "slept",
+                                          "sleeps",
+                                          "walked",
+                                          "walks",
+                                          "presents",
+                                          "presented",
+                                          "returns",
+                                          "returned",
+                                          "continues",
+                                          "continued",
+                                          "feels",
+                                          "felt",
+                                          "wore",
+                                          "wears",
+                                          "took",
+                                          "takes",
+                                          "remains",
+                                          "remained",
+                                          "says",
+                                          "said",
+                                          "logged",
+                                          "logs",
+                                          "recorded",
+                                          "records",
+                                          "shows",
+                                          "showed",
+                                          "averaged",
+                                          "averages",
+                                          "describes",
+                                          "described",
+                                          "tolerated",
+                                          "completed",
+                                          "started",
+                                          "starts",
+                                          "uses",
+                                          "used",
+                                          "note",
+                                          "summary",
+                                          "today",
+                                          "yesterday",
+                                          "tonight",
+                                          "morning",
+                                          "evening",
+                                          "afternoon",
+                                          "night",
+                                          "daily",
+                                          "weekly",
+                                          "monday",
+                                          "tuesday",
+                                          "wednesday",
+                                          "thursday",
+                                          "friday",
+                                          "saturday",
+                                          "sunday",
+                                          "id",
+                                          "unknown",
+                                          "none",
+                                          "portal",
+                                          "education",
+                                          "history",
+                                          "information",
+                                          "care",
+                                          "instructions",
+                                          "visit",
+                                          "practitioner",
+                                          "assistant",
+                                          "on-call",
+                                          "checked",
+                                          "agreed",
+                                          "declined",
+                                          "confirmed",
+                                          "asked",
+                                          "if",
+                                          "not",
+                                          "also",
+                                          "again",
+                                          "who",
+                                          "whose",
+                                          "when",
+                                          "after",
+                                          "before",
+                                          "during",
+                                          "since",
+                                          "overall",
+                                          "per",
+                                          "via",
+                                          "re",
+                                          "hr",
+                                          "bp",
+                                          "spo",
+                                          "glucose",
+                                          "sleep",
+                                          "heart",
+                                          "steps",
+                                          "calories",
+                                          "weight",
+                                          "health",
+                                          "questionnaire",
+                                          "assessment",
+                                          "status",
+                                          "monitoring",
+                                          "safety",
+                                          "self"};
 
 class Scanner {
 public:
@@ -182,8 +343,8 @@ public:
                    date_day_first(i, m) || ssn_shape(i, m) || phone_shape(i, m) || address(i, m) ||
                    zip_after_address(i, m);
         }
-        return url(i, m) || email(i, m) || ipv6(i, m) || bare_domain(i, m) || date_month_first(i, m) ||
-               cue(i, m) || name(i, m);
+        return url(i, m) || email(i, m) || ipv6(i, m) || bare_domain(i, m) || date_month_first(i, m) || cue(i, m) ||
+               name(i, m);
     }
 
     size_t last_address_end = static_cast<size_t>(-1);
@@ -205,14 +366,21 @@ private:
         while (e < n_ && is_lower(s_[e])) ++e;
         if (e - i > kMaxWord) return 0;
         switch (at(e)) {
-            case 0: case ' ': case ',': case ';': case ')': case '!': case '?': case '"': case '\n': case '\t':
-            case '\r':
-                break;
+            case 0:
+            case ' ':
+            case ',':
+            case ';':
+            case ')':
+            case '!':
+            case '?':
+            case '"':
+            case '\n':
+            case '\t':
+            case '\r': break;
             case '.':  // the end of a sentence, not a domain or an email's local part
                 if (at(e + 1) == 0 || at(e + 1) == ' ' || at(e + 1) == '\n') break;
                 return 0;
-            default:
-                return 0;
+            default: return 0;
         }
         if (is_lower(s_[i])) {
             return is_cue(std::string_view(reinterpret_cast<const char*>(s_ + i), e - i)) ? 0 : e;
@@ -222,8 +390,8 @@ private:
         if (is_cue(w)) return 0;
         {
             // Titles (name()) and months (dates) are capitalized.
-            static const std::string_view kCapitalized[] = {"doctor", "dr", "drs", "messrs", "miss", "mr", "mrs",
-                                                            "ms", "mx", "prof", "pt"};
+            static const std::string_view kCapitalized[] = {"doctor", "dr", "drs", "messrs", "miss", "mr",
+                                                            "mrs",    "ms", "mx",  "prof",   "pt"};
             if (std::binary_search(std::begin(kCapitalized), std::end(kCapitalized), w)) return 0;
             if (in_list(w, kMonths) || in_list(w, kMonthAbbrevs)) return 0;
         }
@@ -239,13 +407,20 @@ private:
         size_t e = i;
         while (e < n_ && is_digit(s_[e])) ++e;
         switch (at(e)) {
-            case 0: case ',': case ';': case ')': case '%': case '!': case '?': case '"': case '\n': case '\t':
-            case '\r':
-                return e;
+            case 0:
+            case ',':
+            case ';':
+            case ')':
+            case '%':
+            case '!':
+            case '?':
+            case '"':
+            case '\n':
+            case '\t':
+            case '\r': return e;
             case ' ':  // "3 of March" is left to the matchers
                 return is_lower(at(e + 1)) && !(at(e + 1) == 'o' && at(e + 2) == 'f') ? e : 0;
-            default:
-                return 0;
+            default: return 0;
         }
     }
 
@@ -253,8 +428,8 @@ private:
     size_t n_;
     // Memos that keep the email and domain scans linear: the run scanned from
     // an earlier start serves every later start inside it.
-    size_t local_end_ = 0;   // end of the run of local-part characters last scanned
-    size_t email_end_ = 0;   // end of the email whose '@' ends that run (0: none)
+    size_t local_end_ = 0;  // end of the run of local-part characters last scanned
+    size_t email_end_ = 0;  // end of the email whose '@' ends that run (0: none)
     size_t domain_run_end_ = 0;
 
     // ---- small helpers -------------------------------------------------
@@ -323,7 +498,10 @@ private:
         const auto w = lower_word(i, e, buf);
         if (w.empty()) return 0;
         for (int k = 0; k < 12; ++k)
-            if (w == kMonths[k]) { end = e; return k + 1; }
+            if (w == kMonths[k]) {
+                end = e;
+                return k + 1;
+            }
         for (int k = 0; k < 13; ++k)
             if (w == kMonthAbbrevs[k]) {
                 end = at(e) == '.' ? e + 1 : e;
@@ -363,11 +541,20 @@ private:
     static bool url_char(unsigned char c) {
         if (c <= 0x20 || c >= 0x7F) return false;
         switch (c) {
-            case '"': case '<': case '>': case '\\': case '^': case '`': case '{': case '|': case '}':
-            case '(': case ')': case '[': case ']':
-                return false;
-            default:
-                return true;
+            case '"':
+            case '<':
+            case '>':
+            case '\\':
+            case '^':
+            case '`':
+            case '{':
+            case '|':
+            case '}':
+            case '(':
+            case ')':
+            case '[':
+            case ']': return false;
+            default: return true;
         }
     }
     size_t url_tail(size_t j) const {  // consumes (the match advances past it)
@@ -386,10 +573,14 @@ private:
     }
     bool url(size_t i, Match& m) const {
         size_t p = 0;
-        if (matches_ci(i, "https://")) p = 8;
-        else if (matches_ci(i, "http://")) p = 7;
-        else if (matches_ci(i, "ftp://")) p = 6;
-        else if (matches_ci(i, "www.") && is_alnum(at(i + 4))) p = 4;
+        if (matches_ci(i, "https://"))
+            p = 8;
+        else if (matches_ci(i, "http://"))
+            p = 7;
+        else if (matches_ci(i, "ftp://"))
+            p = 6;
+        else if (matches_ci(i, "www.") && is_alnum(at(i + 4)))
+            p = 4;
         if (p == 0) return false;
         const size_t e = trim_url(i + p, url_tail(i + p));
         if (e <= i + p) return false;
@@ -507,7 +698,10 @@ private:
         if (at(j) == '.' && group > 0 && group <= 3) {
             size_t k = j - group;
             Match v4;
-            if (ipv4(k, v4)) { j = v4.end; tail_v4 = true; }
+            if (ipv4(k, v4)) {
+                j = v4.end;
+                tail_v4 = true;
+            }
         }
         if (!tail_v4 && at(j - 1) == ':' && !(at(j - 2) == ':')) return false;  // ends with a lone ':'
         if (!boundary(j) || at(j) == ':') return false;
@@ -550,8 +744,10 @@ private:
                 ++k;
             } else if ((at(k) == '+' || at(k) == '-') && digits(k + 1, 2) == 2) {
                 k += 3;
-                if (at(k) == ':' && digits(k + 1, 2) == 2) k += 3;
-                else if (digits(k, 2) == 2) k += 2;
+                if (at(k) == ':' && digits(k + 1, 2) == 2)
+                    k += 3;
+                else if (digits(k, 2) == 2)
+                    k += 2;
             }
             if (!boundary(k)) return false;
             m = {i, k, PhiType::Date};
@@ -613,7 +809,7 @@ private:
         if (!e) return false;
         const unsigned char c = at(e);
         if ((c == ',' && is_digit(at(e + 1))) || ((c == ':' || c == '.' || c == '/') && is_digit(at(e + 1))))
-            return false;  // "May 12,000 steps", "Nov 7:30"
+            return false;                       // "May 12,000 steps", "Nov 7:30"
         if (c == '-' && is_digit(at(e + 1))) {  // a range of days
             const size_t d2 = day(e + 1);
             if (!d2) return false;
@@ -627,8 +823,7 @@ private:
     // ---- SSNs and phone numbers -------------------------------------------
 
     bool ssn_shape(size_t i, Match& m) const {
-        if (digits(i, 3) != 3 || at(i + 3) != '-' || digits(i + 4, 2) != 2 || at(i + 6) != '-' ||
-            digits(i + 7, 4) != 4)
+        if (digits(i, 3) != 3 || at(i + 3) != '-' || digits(i + 4, 2) != 2 || at(i + 6) != '-' || digits(i + 7, 4) != 4)
             return false;
         if (!number_boundary(i + 11)) return false;
         m = {i, i + 11, PhiType::Ssn};
@@ -638,9 +833,13 @@ private:
     bool ssn_digits(size_t j, Match& m) const {
         size_t k = j, count = 0;
         while (k < n_ && k - j < 11) {
-            if (is_digit(s_[k])) { ++count; ++k; }
-            else if ((s_[k] == '-' || s_[k] == ' ') && (count == 3 || count == 5) && is_digit(at(k + 1))) ++k;
-            else break;
+            if (is_digit(s_[k])) {
+                ++count;
+                ++k;
+            } else if ((s_[k] == '-' || s_[k] == ' ') && (count == 3 || count == 5) && is_digit(at(k + 1)))
+                ++k;
+            else
+                break;
         }
         if (count != 9 || !number_boundary(k)) return false;
         m = {j, k, PhiType::Ssn};
@@ -663,7 +862,10 @@ private:
         if (at(j) == '+') ++j;
         while (g.count < Groups::kMax) {
             bool paren = false;
-            if (at(j) == '(') { paren = true; ++j; }
+            if (at(j) == '(') {
+                paren = true;
+                ++j;
+            }
             const size_t d = digits(j, 15);
             if (d == 0 || d > 15) break;
             j += d;
@@ -688,9 +890,7 @@ private:
         return g;
     }
     // The number ends after group k: nothing glued on by '-' or '.'.
-    static bool ends_after(const Groups& g, int k) {
-        return g.sep_after[k] == 0 || g.sep_after[k] == ' ';
-    }
+    static bool ends_after(const Groups& g, int k) { return g.sep_after[k] == 0 || g.sep_after[k] == ' '; }
     bool phone_shape(size_t i, Match& m) const {
         const Groups g = groups(i);
         if (g.count == 0) return false;
@@ -718,8 +918,10 @@ private:
             return ends_after(g, first + 2) && boundary(g.end[first + 2]);
         };
         int end_group = -1;
-        if (g.len[0] == 1 && s_[i] == '1' && !g.paren[0] && fits(1)) end_group = 3;
-        else if (fits(0)) end_group = 2;
+        if (g.len[0] == 1 && s_[i] == '1' && !g.paren[0] && fits(1))
+            end_group = 3;
+        else if (fits(0))
+            end_group = 2;
         if (end_group < 0) return false;
         // Digits separated by single spaces only after a cue (or with parentheses).
         bool all_spaces = true;
@@ -837,8 +1039,8 @@ private:
         if (w == "ssn" || (w == "ss" && at(e) == '#')) return ssn_digits(filler(e, marker), m);
         if (w == "social" && next_word_is(e, "security", next)) return ssn_digits(filler(next, marker), m);
 
-        if (w == "phone" || w == "telephone" || w == "tel" || w == "cell" || w == "cellphone" ||
-            w == "mobile" || w == "fax" || w == "pager" || w == "call" || w == "contact") {
+        if (w == "phone" || w == "telephone" || w == "tel" || w == "cell" || w == "cellphone" || w == "mobile" ||
+            w == "fax" || w == "pager" || w == "call" || w == "contact") {
             const size_t after = at(e) == '.' ? e + 1 : e;  // "Tel. 555 1234"
             const size_t j = filler(after, marker);
             return j > after && phone_after_cue(j, m);
@@ -860,8 +1062,10 @@ private:
         }
         if (w == "patient" || w == "hospital") {
             size_t j = e;
-            if (next_word_is(e, "id", next)) j = next;
-            else if (at(e) != '#' && !next_word_is(e, "number", next)) return false;
+            if (next_word_is(e, "id", next))
+                j = next;
+            else if (at(e) != '#' && !next_word_is(e, "number", next))
+                return false;
             const size_t k = filler(j, marker);
             return k > j && id_after(k, PhiType::Mrn, m);
         }
@@ -896,8 +1100,8 @@ private:
         }
 
         // A state abbreviation and a ZIP code: "Springfield, IL 62704".
-        if (e == i + 2 && is_upper(s_[i]) && is_upper(s_[i + 1]) && in_list(std::string_view(
-                reinterpret_cast<const char*>(s_ + i), 2), kStates)) {
+        if (e == i + 2 && is_upper(s_[i]) && is_upper(s_[i + 1]) &&
+            in_list(std::string_view(reinterpret_cast<const char*>(s_ + i), 2), kStates)) {
             size_t p = i;
             while (p > 0 && s_[p - 1] == ' ') --p;
             if (p == 0 || p == i) return false;
@@ -922,8 +1126,7 @@ private:
             const size_t d = digits(j, 3);
             if (d == 0 || d > 3) return 0;
             e = j + d;
-            if (!(matches_ci(e, "st") || matches_ci(e, "nd") || matches_ci(e, "rd") || matches_ci(e, "th")))
-                return 0;
+            if (!(matches_ci(e, "st") || matches_ci(e, "nd") || matches_ci(e, "rd") || matches_ci(e, "th"))) return 0;
             e += 2;
             return boundary(e) ? e : 0;
         }
@@ -1008,15 +1211,17 @@ private:
         const unsigned char c = s_[j];
         len = 1;
         if (c < 0x80) return c;
-        if ((c & 0xE0) == 0xC0 && j + 1 < n_) { len = 2; return ((c & 0x1Fu) << 6) | (s_[j + 1] & 0x3Fu); }
+        if ((c & 0xE0) == 0xC0 && j + 1 < n_) {
+            len = 2;
+            return ((c & 0x1Fu) << 6) | (s_[j + 1] & 0x3Fu);
+        }
         if ((c & 0xF0) == 0xE0 && j + 2 < n_) {
             len = 3;
             return ((c & 0x0Fu) << 12) | ((s_[j + 1] & 0x3Fu) << 6) | (s_[j + 2] & 0x3Fu);
         }
         if ((c & 0xF8) == 0xF0 && j + 3 < n_) {
             len = 4;
-            return ((c & 0x07u) << 18) | ((s_[j + 1] & 0x3Fu) << 12) | ((s_[j + 2] & 0x3Fu) << 6) |
-                   (s_[j + 3] & 0x3Fu);
+            return ((c & 0x07u) << 18) | ((s_[j + 1] & 0x3Fu) << 12) | ((s_[j + 2] & 0x3Fu) << 6) | (s_[j + 3] & 0x3Fu);
         }
         return 0xFFFD;
     }
@@ -1059,7 +1264,7 @@ private:
         }
         if (e < n_ && is_digit(s_[e])) return 0;
         if (e == j + 1 && c < 0x80) return at(e) == '.' ? e + 1 : 0;  // an initial "J."
-        if (!lowercase && c < 0x80) return 0;                          // "HR", "BP", "ID"
+        if (!lowercase && c < 0x80) return 0;                         // "HR", "BP", "ID"
         char buf[kMaxWord + 1];
         const auto w = lower_word(j, e, buf);
         if (!w.empty() && in_list(w, kNotNames)) return 0;
@@ -1078,8 +1283,8 @@ private:
             exact == "Drs" || exact == "Messrs") {
             if (at(j) == '.') ++j;
         } else if (exact == "Doctor" || exact == "Miss" || w == "nurse" || w == "patient" || exact == "Pt" ||
-                   w == "surgeon" || w == "physician" || w == "provider" || w == "clinician" ||
-                   w == "cardiologist" || w == "endocrinologist" || w == "dietitian" || w == "therapist") {
+                   w == "surgeon" || w == "physician" || w == "provider" || w == "clinician" || w == "cardiologist" ||
+                   w == "endocrinologist" || w == "dietitian" || w == "therapist") {
             if (at(j) == ':') ++j;
         } else if (w == "name" || w == "patient-name") {
             j = spaces(j, 2);
@@ -1122,9 +1327,12 @@ RedactionCounts redact_phi(std::string_view text, std::string& out) {
         const unsigned char c = s[i];
         const unsigned char prev = i > 0 ? s[i - 1] : ' ';
         bool start = false;
-        if (is_digit(c)) start = !is_alnum(prev);                    // "№12", "–180" start numbers
-        else if (is_alpha(c)) start = !is_alnum(prev) && prev < 0x80;  // "José" is one word
-        else if (c == '+' || c == '(') start = !is_alnum(prev) && is_digit(i + 1 < n ? s[i + 1] : 0);
+        if (is_digit(c))
+            start = !is_alnum(prev);  // "№12", "–180" start numbers
+        else if (is_alpha(c))
+            start = !is_alnum(prev) && prev < 0x80;  // "José" is one word
+        else if (c == '+' || c == '(')
+            start = !is_alnum(prev) && is_digit(i + 1 < n ? s[i + 1] : 0);
         if (start) {
             if (const size_t e = scan.plain(i)) {
                 i = e;

@@ -4,8 +4,8 @@
 #include <sstream>
 
 #include "common/json.hpp"
-#include "training_output/error.hpp"
 #include "format/formatter.hpp"
+#include "training_output/error.hpp"
 
 namespace training_output {
 namespace {
@@ -21,20 +21,23 @@ struct BuiltinEntry {
 
 // One table for everything that depends on the record type.
 const BuiltinEntry kBuiltin[] = {
-    {"BloodGlucoseRecord", "metabolic_diabetes",
+    {"BloodGlucoseRecord",
+     "metabolic_diabetes",
      {"Analyze this blood glucose data and provide clinical insights.",
       "Review these blood glucose readings and summarize what they show about glycemic control.",
       "Interpret the following glucose measurements and describe the clinically relevant patterns."},
      "Blood glucose data including fasting, post-meal, and overnight readings. "
      "Total measurements: {record_count}."},
-    {"HeartRateRecord", "cardiovascular_fitness",
+    {"HeartRateRecord",
+     "cardiovascular_fitness",
      {"Analyze this heart rate data and provide insights on cardiovascular health and fitness.",
       "Review these heart rate measurements and explain what they indicate about cardiovascular fitness.",
       "Summarize the resting, active and peak heart rate patterns in this data and their cardiovascular "
       "significance."},
      "Heart rate data including resting, active, and peak measurements. "
      "Total measurements: {record_count}."},
-    {"HeartRateVariabilityRmssdRecord", "cardiovascular_fitness",
+    {"HeartRateVariabilityRmssdRecord",
+     "cardiovascular_fitness",
      {"Analyze this heart rate variability (RMSSD) data and provide insights on autonomic "
       "function, recovery, and stress.",
       "Interpret these RMSSD heart rate variability readings in terms of recovery and stress.",
@@ -42,19 +45,22 @@ const BuiltinEntry kBuiltin[] = {
       "balance."},
      "Heart rate variability (RMSSD) measurements reflecting parasympathetic activity and "
      "recovery status. Total measurements: {record_count}."},
-    {"SleepSessionRecord", "sleep_wellness",
+    {"SleepSessionRecord",
+     "sleep_wellness",
      {"Analyze this sleep data and provide insights on sleep quality, duration, and patterns.",
       "Review these sleep sessions and summarize sleep duration, stages and regularity.",
       "Interpret this sleep data and describe the patterns that matter for sleep quality."},
      "Sleep session data including duration, sleep stages, and timing. "
      "Total sessions: {record_count}."},
-    {"StepsRecord", "physical_activity",
+    {"StepsRecord",
+     "physical_activity",
      {"Analyze this step count data and provide insights on physical activity levels and trends.",
       "Review these daily step counts and summarize activity levels and how they change over time.",
       "Interpret this step count data and describe the physical activity patterns it shows."},
      "Step count data showing daily activity patterns over time. "
      "Total records: {record_count}."},
-    {"ActiveCaloriesBurnedRecord", "physical_activity",
+    {"ActiveCaloriesBurnedRecord",
+     "physical_activity",
      {"Analyze this active calories burned data and provide insights on energy expenditure "
       "and exercise patterns.",
       "Review this active energy expenditure data and summarize the exercise patterns it reflects.",
@@ -102,7 +108,9 @@ TemplateTable TemplateTable::from_json_over_builtin(std::string_view text, const
     TemplateTable t = builtin();
     rapidjson::Document doc;
     json::parse(doc, text, ("templates_file " + origin).c_str(), ErrorCode::Config);
-    auto fail = [&](const std::string& why) { return Error(ErrorCode::Config, "templates_file " + origin + ": " + why); };
+    auto fail = [&](const std::string& why) {
+        return Error(ErrorCode::Config, "templates_file " + origin + ": " + why);
+    };
     if (!doc.IsObject()) throw fail(std::string("expected a JSON object, got ") + json::type_name(doc));
     for (auto& m : doc.GetObject()) {
         std::string type(json::view(m.name));
@@ -126,7 +134,8 @@ TemplateTable TemplateTable::from_json_over_builtin(std::string_view text, const
                 }
                 entry.instructions.clear();
                 for (auto& p : f.value.GetArray()) {
-                    if (!p.IsString() || p.GetStringLength() == 0) throw fail(where + ": every phrasing must be a non-empty string");
+                    if (!p.IsString() || p.GetStringLength() == 0)
+                        throw fail(where + ": every phrasing must be a non-empty string");
                     entry.instructions.emplace_back(json::view(p));
                 }
                 continue;

@@ -76,8 +76,7 @@ LogLevel parse_log_level(std::string_view text) {
     if (text == "warning" || text == "warn") return LogLevel::Warning;
     if (text == "error") return LogLevel::Error;
     if (text == "off" || text == "none") return LogLevel::Off;
-    throw Error(ErrorCode::Config, "log_level: expected debug, info, warning, error or off, got " +
-                                       json::quote(text));
+    throw Error(ErrorCode::Config, "log_level: expected debug, info, warning, error or off, got " + json::quote(text));
 }
 
 const char* log_level_name(LogLevel level) noexcept {

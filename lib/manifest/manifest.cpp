@@ -213,7 +213,10 @@ std::int64_t Manifests::advance(const std::string& object_key, std::uint64_t end
         m.updated_at = format_iso8601(std::chrono::system_clock::now(), true);
         WriteConditions c;
         if (sink_.capabilities().conditional_writes) {
-            if (etag.empty()) c.if_none_match_any = true; else c.if_match = etag;
+            if (etag.empty())
+                c.if_none_match_any = true;
+            else
+                c.if_match = etag;
         }
         SinkResponse w = sink_.put(key, m.to_json(object_key), options_.attributes, c);
         if (w.ok()) {

@@ -50,7 +50,7 @@ struct ManifestOptions {
     std::string library_version;
     std::uint64_t catch_up_max_bytes = 64u << 20;  // read back from M per update, at most
     std::uint64_t read_chunk_bytes = 8u << 20;
-    int max_attempts = 8;  // writes lost to other writers before giving up (the manifest lags)
+    int max_attempts = 8;         // writes lost to other writers before giving up (the manifest lags)
     ObjectAttributes attributes;  // content type is set to application/json
 };
 

@@ -48,7 +48,8 @@ Endpoint parse_endpoint(const std::string& url) {
     if (slash != std::string::npos) e.base = rest.substr(slash);
     while (!e.base.empty() && e.base.back() == '/') e.base.pop_back();
     if (e.host.empty()) throw bad("no host");
-    if (e.host.find('@') != std::string::npos) throw bad("credentials belong in s3_access_key / s3_secret_key, not in the URL");
+    if (e.host.find('@') != std::string::npos)
+        throw bad("credentials belong in s3_access_key / s3_secret_key, not in the URL");
     if (e.host.find_first_of("?# ") != std::string::npos) throw bad("unexpected characters in the host");
     e.host = lower(e.host);
     auto strip = [&](const char* port) {
@@ -74,7 +75,23 @@ bool dns_compatible(const std::string& bucket) {
 
 thread_local bool t_single_attempt = false;  // set while probing
 
-enum class Op { Head, Get, Put, Remove, CreateMultipart, UploadPart, UploadPartCopy, Complete, Abort, Append, CreateBucket, Probe, List, RemoveMany, CreateSession };
+enum class Op {
+    Head,
+    Get,
+    Put,
+    Remove,
+    CreateMultipart,
+    UploadPart,
+    UploadPartCopy,
+    Complete,
+    Abort,
+    Append,
+    CreateBucket,
+    Probe,
+    List,
+    RemoveMany,
+    CreateSession
+};
 constexpr int kOps = static_cast<int>(Op::CreateSession) + 1;
 constexpr int kStatuses = static_cast<int>(SinkStatus::Fatal) + 1;
 
@@ -118,8 +135,8 @@ AddressingStyle parse_addressing_style(const std::string& text) {
     if (text == "auto") return AddressingStyle::Auto;
     if (text == "path") return AddressingStyle::Path;
     if (text == "virtual") return AddressingStyle::Virtual;
-    throw Error(ErrorCode::Config, "configuration key \"s3_addressing_style\": expected auto, path or virtual, got " +
-                                       json::quote(text));
+    throw Error(ErrorCode::Config,
+                "configuration key \"s3_addressing_style\": expected auto, path or virtual, got " + json::quote(text));
 }
 
 NativeAppend parse_native_append(const std::string& text) {
@@ -127,16 +144,17 @@ NativeAppend parse_native_append(const std::string& text) {
     // batches: a compaction appends to the monthly file as auto would.
     if (text == "auto" || text == "batches") return NativeAppend::Auto;
     if (text == "copy" || text == "lease") return NativeAppend::Off;
-    throw Error(ErrorCode::Config, "configuration key \"s3_append_mode\": expected auto, native, copy, lease or batches, got " +
-                                       json::quote(text));
+    throw Error(ErrorCode::Config,
+                "configuration key \"s3_append_mode\": expected auto, native, copy, lease or batches, got " +
+                    json::quote(text));
 }
 
 ConditionalWrites parse_conditional_writes(const std::string& text) {
     if (text == "auto") return ConditionalWrites::Auto;
     if (text == "true") return ConditionalWrites::On;
     if (text == "false") return ConditionalWrites::Off;
-    throw Error(ErrorCode::Config, "configuration key \"s3_conditional_writes\": expected auto, true or false, got " +
-                                       json::quote(text));
+    throw Error(ErrorCode::Config,
+                "configuration key \"s3_conditional_writes\": expected auto, true or false, got " + json::quote(text));
 }
 
 struct CurlS3Sink::Impl {
@@ -184,13 +202,15 @@ struct CurlS3Sink::Impl {
 
     // Checked before anything is built from them, so that errors name the keys.
     static S3SinkOptions validated(S3SinkOptions o) {
-        if (o.bucket.empty()) throw Error(ErrorCode::Config, "configuration key \"s3_bucket_name\": is required with s3_endpoint_url");
+        if (o.bucket.empty())
+            throw Error(ErrorCode::Config, "configuration key \"s3_bucket_name\": is required with s3_endpoint_url");
         if (o.bucket.find('/') != std::string::npos) {
             throw Error(ErrorCode::Config, "configuration key \"s3_bucket_name\": must not contain '/'");
         }
         if (o.credentials.access_key_id.empty() || o.credentials.secret_access_key.empty()) {
-            throw Error(ErrorCode::Config, "configuration keys \"s3_access_key\" and \"s3_secret_key\" (or AWS_ACCESS_KEY_ID "
-                                           "and AWS_SECRET_ACCESS_KEY) are required with s3_endpoint_url");
+            throw Error(ErrorCode::Config,
+                        "configuration keys \"s3_access_key\" and \"s3_secret_key\" (or AWS_ACCESS_KEY_ID "
+                        "and AWS_SECRET_ACCESS_KEY) are required with s3_endpoint_url");
         }
         if (o.region.empty()) throw Error(ErrorCode::Config, "configuration key \"s3_region\": must not be empty");
         if (o.max_attempts < 1) o.max_attempts = 1;
@@ -210,14 +230,16 @@ struct CurlS3Sink::Impl {
             case AddressingStyle::Virtual:
                 if (!dns_compatible(options.bucket)) {
                     throw Error(ErrorCode::Config, "configuration key \"s3_addressing_style\": bucket " +
-                                                       json::quote(options.bucket) + " cannot be a host name (use path)");
+                                                       json::quote(options.bucket) +
+                                                       " cannot be a host name (use path)");
                 }
                 virtual_host = true;
                 break;
             case AddressingStyle::Auto: {
                 const std::string suffix = "amazonaws.com";
                 std::string host = endpoint.host.substr(0, endpoint.host.find(':'));
-                bool aws = host.size() >= suffix.size() && host.compare(host.size() - suffix.size(), suffix.size(), suffix) == 0;
+                bool aws = host.size() >= suffix.size() &&
+                           host.compare(host.size() - suffix.size(), suffix.size(), suffix) == 0;
                 virtual_host = aws && dns_compatible(options.bucket);
                 break;
             }
@@ -248,14 +270,14 @@ struct CurlS3Sink::Impl {
         bool expect_xml_body = false;  // 200 answers may carry an <Error>
     };
 
-
     std::string quoted(const std::string& etag) const {
         return quote_etags.load(std::memory_order_relaxed) ? "\"" + etag + "\"" : etag;
     }
 
     static bool is_directory_bucket(const std::string& bucket) {
         const std::string suffix = "--x-s3";
-        return bucket.size() > suffix.size() && bucket.compare(bucket.size() - suffix.size(), suffix.size(), suffix) == 0;
+        return bucket.size() > suffix.size() &&
+               bucket.compare(bucket.size() - suffix.size(), suffix.size(), suffix) == 0;
     }
 
     // A directory bucket's session: the current one, or a new one from
@@ -314,7 +336,8 @@ struct CurlS3Sink::Impl {
         sigv4::Signed s = (session_creds ? *session_creds->signer : signer).sign(r, now);
         http::Request h;
         h.method = c.method;
-        h.url = endpoint.scheme + "://" + r.host + s.canonical_uri + (s.canonical_query.empty() ? "" : "?" + s.canonical_query);
+        h.url = endpoint.scheme + "://" + r.host + s.canonical_uri +
+                (s.canonical_query.empty() ? "" : "?" + s.canonical_query);
         h.headers = r.headers;
         h.headers.insert(h.headers.end(), s.headers.begin(), s.headers.end());
         h.body = c.body;
@@ -337,7 +360,8 @@ struct CurlS3Sink::Impl {
         r.error.request_id = resp.header("x-amz-request-id");
         r.server_time = s3resp::parse_http_date(resp.header("date"));
         if (resp.status == 0) {
-            r.status = resp.curl_code == 60 /* CURLE_PEER_FAILED_VERIFICATION */ ? SinkStatus::Fatal : SinkStatus::Transient;
+            r.status =
+                resp.curl_code == 60 /* CURLE_PEER_FAILED_VERIFICATION */ ? SinkStatus::Fatal : SinkStatus::Transient;
             r.detail = std::string(op_name(c.op)) + ": " + resp.curl_error;
             return r;
         }
@@ -363,8 +387,8 @@ struct CurlS3Sink::Impl {
             }
             if (c.op == Op::Get && x.range) {
                 const std::uint64_t want = x.range->last - x.range->first + 1;
-                const std::string expect = "bytes " + std::to_string(x.range->first) + "-" +
-                                           std::to_string(x.range->last) + "/";
+                const std::string expect =
+                    "bytes " + std::to_string(x.range->first) + "-" + std::to_string(x.range->last) + "/";
                 if (s != 206 || resp.header("content-range").rfind(expect, 0) != 0 || resp.body.size() != want) {
                     return malformed("a ranged read answered with other bytes than those asked for (" +
                                      std::to_string(s) + ", " + json::quote(resp.header("content-range")) + ", " +
@@ -399,10 +423,12 @@ struct CurlS3Sink::Impl {
             }
             r.status = code == "RequestTimeTooSkewed" ? SinkStatus::Transient : SinkStatus::Auth;
             if (code.empty()) r.error.code = "AccessDenied";
-        } else if (s == 400 && (code == "RequestTimeout" || code == "XAmzContentSHA256Mismatch" || code == "BadDigest" ||
-                                code == "IncompleteBody" || code == "ExpiredToken" || code == "RequestTimeTooSkewed")) {
+        } else if (s == 400 &&
+                   (code == "RequestTimeout" || code == "XAmzContentSHA256Mismatch" || code == "BadDigest" ||
+                    code == "IncompleteBody" || code == "ExpiredToken" || code == "RequestTimeTooSkewed")) {
             r.status = code == "ExpiredToken" ? SinkStatus::Auth : SinkStatus::Transient;
-        } else if (s == 400 && (code == "InvalidAccessKeyId" || code == "InvalidToken" || code == "AuthorizationHeaderMalformed")) {
+        } else if (s == 400 &&
+                   (code == "InvalidAccessKeyId" || code == "InvalidToken" || code == "AuthorizationHeaderMalformed")) {
             r.status = SinkStatus::Auth;
         } else if (s == 429 || s >= 500) {
             r.status = s == 501 ? SinkStatus::NotImplemented : SinkStatus::Transient;
@@ -475,7 +501,9 @@ struct CurlS3Sink::Impl {
     }
 
     void correct_clock(const http::Response& resp, const SinkResponse& r) {
-        std::int64_t server = s3xml::element(resp.body, "ServerTime") ? s3resp::parse_iso_time(*s3xml::element(resp.body, "ServerTime")) : 0;
+        std::int64_t server = s3xml::element(resp.body, "ServerTime")
+                                  ? s3resp::parse_iso_time(*s3xml::element(resp.body, "ServerTime"))
+                                  : 0;
         if (server == 0) server = r.server_time;
         if (server == 0) return;
         auto local = std::chrono::duration_cast<std::chrono::seconds>(Clock::now().time_since_epoch()).count();
@@ -596,7 +624,8 @@ SinkResponse CurlS3Sink::head(const std::string& key) {
 
 SinkResponse CurlS3Sink::get(const std::string& key, std::optional<ByteRange> range) {
     Impl::Call c{Op::Get, "GET", key, {}, {}, {}, false};
-    if (range) c.headers.emplace_back("range", "bytes=" + std::to_string(range->first) + "-" + std::to_string(range->last));
+    if (range)
+        c.headers.emplace_back("range", "bytes=" + std::to_string(range->first) + "-" + std::to_string(range->last));
     http::Response resp;
     Extra x;
     x.range = range;
@@ -647,7 +676,8 @@ SinkResponse CurlS3Sink::create_multipart(const std::string& key, const ObjectAt
 
 SinkResponse CurlS3Sink::upload_part(const std::string& key, const std::string& upload_id, int part_number,
                                      std::string_view body) {
-    Impl::Call c{Op::UploadPart, "PUT", key, {{"partNumber", std::to_string(part_number)}, {"uploadId", upload_id}}, {}, body, false};
+    Impl::Call c{Op::UploadPart, "PUT", key, {{"partNumber", std::to_string(part_number)}, {"uploadId", upload_id}}, {},
+                 body,           false};
     http::Response resp;
     SinkResponse r = impl_->call(c, &resp);
     if (r.ok()) r.etag = s3resp::unquote_etag(resp.header("etag"));
@@ -657,8 +687,15 @@ SinkResponse CurlS3Sink::upload_part(const std::string& key, const std::string& 
 SinkResponse CurlS3Sink::upload_part_copy(const std::string& key, const std::string& upload_id, int part_number,
                                           const std::string& source_key, const std::string& source_if_match,
                                           std::optional<ByteRange> range) {
-    Impl::Call c{Op::UploadPartCopy, "PUT", key, {{"partNumber", std::to_string(part_number)}, {"uploadId", upload_id}}, {}, {}, true};
-    c.headers.emplace_back("x-amz-copy-source", sigv4::uri_encode("/" + impl_->options.bucket + "/" + source_key, false));
+    Impl::Call c{Op::UploadPartCopy,
+                 "PUT",
+                 key,
+                 {{"partNumber", std::to_string(part_number)}, {"uploadId", upload_id}},
+                 {},
+                 {},
+                 true};
+    c.headers.emplace_back("x-amz-copy-source",
+                           sigv4::uri_encode("/" + impl_->options.bucket + "/" + source_key, false));
     if (range) {
         c.headers.emplace_back("x-amz-copy-source-range",
                                "bytes=" + std::to_string(range->first) + "-" + std::to_string(range->last));
@@ -695,8 +732,8 @@ SinkResponse CurlS3Sink::complete_multipart(const std::string& key, const std::s
     SinkResponse r = impl_->conditional_call(
         key, conditions,
         [&] {
-            return Impl::Call{Op::Complete, "POST", key, {{"uploadId", upload_id}}, {{"content-type", "application/xml"}}, xml,
-                              true};
+            return Impl::Call{
+                Op::Complete, "POST", key, {{"uploadId", upload_id}}, {{"content-type", "application/xml"}}, xml, true};
         },
         &resp);
     if (r.ok()) r.etag = s3resp::unquote_etag(s3xml::element(resp.body, "ETag").value_or(""));  // may be empty (RGW)
@@ -756,10 +793,14 @@ SinkResponse CurlS3Sink::remove_many(const std::vector<std::string>& keys, std::
     EVP_Digest(body.data(), body.size(), md5, &md5_len, EVP_md5(), nullptr);
     unsigned char b64[4 * ((EVP_MAX_MD_SIZE + 2) / 3) + 1];
     const int b64_len = EVP_EncodeBlock(b64, md5, static_cast<int>(md5_len));
-    Impl::Call c{Op::RemoveMany, "POST", "", {{"delete", ""}},
+    Impl::Call c{Op::RemoveMany,
+                 "POST",
+                 "",
+                 {{"delete", ""}},
                  {{"content-md5", std::string(reinterpret_cast<const char*>(b64), static_cast<std::size_t>(b64_len))},
                   {"content-type", "application/xml"}},
-                 body, true};
+                 body,
+                 true};
     http::Response resp;
     SinkResponse r = impl_->call(c, &resp);
     if (r.status == SinkStatus::NotImplemented || (r.status == SinkStatus::Fatal && r.http_status == 405)) {
@@ -814,7 +855,9 @@ S3SinkStats CurlS3Sink::stats() const {
     for (int op = 0; op < kOps; ++op) {
         for (int st = 0; st < kStatuses; ++st) {
             const std::uint64_t n = impl_->by_operation[op][st].load(std::memory_order_relaxed);
-            if (n) s.by_operation.push_back({op_name(static_cast<Op>(op)), sink_status_name(static_cast<SinkStatus>(st)), n});
+            if (n)
+                s.by_operation.push_back(
+                    {op_name(static_cast<Op>(op)), sink_status_name(static_cast<SinkStatus>(st)), n});
         }
     }
     return s;
@@ -947,16 +990,17 @@ void CurlS3Sink::Impl::probe(CurlS3Sink& sink) {
     }
     if (m.logger) {
         LogLevel level = found.conditional_writes || found.native_append ? LogLevel::Info : LogLevel::Warning;
-        m.logger->log(level, "training_output_s3_capabilities",
-                      {{"endpoint", m.describe()},
-                       {"conditional_writes", found.conditional_writes},
-                       {"conditional_complete", found.conditional_complete},
-                       {"native_append", found.native_append},
-                       {"etag_quoted", m.quote_etags.load()},
-                       {"note", found.native_append ? "native appends (append at a position): no lease, no copy"
-                                : !found.conditional_writes ? "no conditional writes: safe with a single writer per key only"
-                                : !found.conditional_complete ? "CompleteMultipartUpload ignores If-Match: appends take a lease"
-                                                             : "conditional appends"}});
+        m.logger->log(
+            level, "training_output_s3_capabilities",
+            {{"endpoint", m.describe()},
+             {"conditional_writes", found.conditional_writes},
+             {"conditional_complete", found.conditional_complete},
+             {"native_append", found.native_append},
+             {"etag_quoted", m.quote_etags.load()},
+             {"note", found.native_append           ? "native appends (append at a position): no lease, no copy"
+                      : !found.conditional_writes   ? "no conditional writes: safe with a single writer per key only"
+                      : !found.conditional_complete ? "CompleteMultipartUpload ignores If-Match: appends take a lease"
+                                                    : "conditional appends"}});
     }
 }
 

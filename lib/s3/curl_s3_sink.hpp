@@ -14,9 +14,9 @@
 #include <string>
 #include <vector>
 
+#include "s3/sigv4.hpp"
 #include "training_output/log.hpp"
 #include "training_output/s3_sink.hpp"
-#include "s3/sigv4.hpp"
 
 namespace training_output {
 
@@ -59,7 +59,7 @@ struct S3SinkStats {
         std::uint64_t count;
     };
     std::vector<ByOperation> by_operation;
-    std::uint64_t bytes_sent = 0;      // request lines, headers and bodies
+    std::uint64_t bytes_sent = 0;  // request lines, headers and bodies
     std::uint64_t body_bytes_sent = 0;
     std::uint64_t bytes_received = 0;  // response bodies
 };

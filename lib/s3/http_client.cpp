@@ -4,10 +4,10 @@
 
 #include <curl/curl.h>
 
+#include <strings.h>
 #include <algorithm>
 #include <cctype>
 #include <cstring>
-#include <strings.h>
 
 #include "training_output/error.hpp"
 
@@ -63,7 +63,8 @@ std::size_t write_header(char* data, std::size_t size, std::size_t count, void* 
     for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     std::string_view value = line.substr(colon + 1);
     while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
-    while (!value.empty() && (value.back() == '\r' || value.back() == '\n' || value.back() == ' ')) value.remove_suffix(1);
+    while (!value.empty() && (value.back() == '\r' || value.back() == '\n' || value.back() == ' '))
+        value.remove_suffix(1);
     r->headers[name] = std::string(value);
     return size * count;
 }

@@ -20,7 +20,7 @@ struct Request {
     std::string method;  // GET HEAD PUT POST DELETE
     std::string url;
     std::vector<std::pair<std::string, std::string>> headers;
-    std::string_view body;  // borrowed for the call
+    std::string_view body;                 // borrowed for the call
     std::chrono::milliseconds timeout{0};  // 0: ClientOptions::request_timeout
     // The server works before it answers (a server-side copy sends nothing
     // for as long as it copies): no stall limit, the timeout alone bounds it.
@@ -28,7 +28,7 @@ struct Request {
 };
 
 struct Response {
-    int status = 0;                               // 0: no HTTP answer
+    int status = 0;                              // 0: no HTTP answer
     std::map<std::string, std::string> headers;  // names lower-cased
     std::string body;
     int curl_code = 0;       // CURLE_*; 0 when an answer arrived
@@ -43,7 +43,7 @@ struct Response {
 struct ClientOptions {
     std::chrono::milliseconds connect_timeout{3000};
     std::chrono::milliseconds request_timeout{60000};
-    long low_speed_limit = 1024;          // bytes/s ...
+    long low_speed_limit = 1024;              // bytes/s ...
     std::chrono::seconds low_speed_time{15};  // ... for this long = a stalled transfer
     bool verify_tls = true;
     std::string ca_file;

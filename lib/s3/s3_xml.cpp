@@ -46,11 +46,16 @@ std::string decode_entities(std::string_view text) {
             continue;
         }
         std::string_view name = text.substr(i + 1, semi - i - 1);
-        if (name == "quot") out.push_back('"');
-        else if (name == "amp") out.push_back('&');
-        else if (name == "lt") out.push_back('<');
-        else if (name == "gt") out.push_back('>');
-        else if (name == "apos") out.push_back('\'');
+        if (name == "quot")
+            out.push_back('"');
+        else if (name == "amp")
+            out.push_back('&');
+        else if (name == "lt")
+            out.push_back('<');
+        else if (name == "gt")
+            out.push_back('>');
+        else if (name == "apos")
+            out.push_back('\'');
         else if (name.size() >= 2 && name[0] == '#') {
             bool hex = name[1] == 'x' || name[1] == 'X';
             std::string digits(name.substr(hex ? 2 : 1));

@@ -19,9 +19,7 @@ using Mac = std::array<std::uint8_t, 32>;
 
 Mac hmac(std::string_view key, std::string_view data) { return crypto::hmac_sha256(key, data); }
 
-std::string_view as_view(const Mac& mac) {
-    return {reinterpret_cast<const char*>(mac.data()), mac.size()};
-}
+std::string_view as_view(const Mac& mac) { return {reinterpret_cast<const char*>(mac.data()), mac.size()}; }
 
 char lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
 
@@ -78,9 +76,8 @@ bool is_hex64(std::string_view s) {
 // hex digest is not one of them: S3 would reject it as a mismatch, late).
 bool is_symbolic_payload(std::string_view s) {
     const bool known = s == "UNSIGNED-PAYLOAD" || s.rfind("STREAMING-", 0) == 0;
-    return known && std::all_of(s.begin(), s.end(), [](char c) {
-               return (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-';
-           });
+    return known && std::all_of(s.begin(), s.end(),
+                                [](char c) { return (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-'; });
 }
 
 // 20130524T000000Z. Years past 9999 would not fit the format.
@@ -204,9 +201,9 @@ Signed Signer::sign(const Request& request, std::chrono::system_clock::time_poin
     headers.emplace_back("host", trimall("host", request.host));
     for (const auto& [name, value] : request.headers) {
         std::string lname = lower_name(name);
-        const bool ours = lname == "host" || lname == "authorization" ||
-                          std::any_of(out.headers.begin(), out.headers.end(),
-                                      [&](const auto& h) { return h.first == lname; });
+        const bool ours =
+            lname == "host" || lname == "authorization" ||
+            std::any_of(out.headers.begin(), out.headers.end(), [&](const auto& h) { return h.first == lname; });
         if (ours) {
             throw Error(ErrorCode::InvalidArgument,
                         "sigv4: header " + std::string(name) + " is set by the signer (or Request::host)");
@@ -215,8 +212,7 @@ Signed Signer::sign(const Request& request, std::chrono::system_clock::time_poin
         headers.emplace_back(std::move(lname), std::move(trimmed));
     }
     for (const auto& [name, value] : out.headers) headers.emplace_back(name, trimall(name, value));
-    std::stable_sort(headers.begin(), headers.end(),
-                     [](const auto& a, const auto& b) { return a.first < b.first; });
+    std::stable_sort(headers.begin(), headers.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
 
     std::string canonical_headers;
     std::string signed_headers;
@@ -247,8 +243,8 @@ Signed Signer::sign(const Request& request, std::chrono::system_clock::time_poin
     out.canonical_request.append(payload);
 
     const std::string scope = date + "/" + options_.region + "/" + options_.service + "/aws4_request";
-    out.string_to_sign = std::string(kAlgorithm) + "\n" + out.amz_date + "\n" + scope + "\n" +
-                         hex_sha256(out.canonical_request);
+    out.string_to_sign =
+        std::string(kAlgorithm) + "\n" + out.amz_date + "\n" + scope + "\n" + hex_sha256(out.canonical_request);
 
     const Mac signature = hmac(signing_key(date), out.string_to_sign);
     out.signature = crypto::hex(signature.data(), signature.size());

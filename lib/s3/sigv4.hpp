@@ -34,8 +34,8 @@ struct Options {
 
 struct Request {
     std::string method = "GET";
-    std::string host;          // the Host header: "bucket.s3.amazonaws.com", "127.0.0.1:7480"
-    std::string path = "/";    // decoded: "/bucket/training/a b.jsonl"; encoded here, once
+    std::string host;        // the Host header: "bucket.s3.amazonaws.com", "127.0.0.1:7480"
+    std::string path = "/";  // decoded: "/bucket/training/a b.jsonl"; encoded here, once
     std::vector<std::pair<std::string, std::string>> query;    // decoded names and values
     std::vector<std::pair<std::string, std::string>> headers;  // every header sent besides Host
     std::string payload_sha256;  // hex SHA-256 of the body, or "UNSIGNED-PAYLOAD"; empty = of ""
@@ -46,8 +46,8 @@ struct Signed {
     std::string canonical_query;  // the query string to send, as signed ("" for none)
     std::string canonical_request;
     std::string string_to_sign;
-    std::string signature;        // lower-case hex
-    std::string amz_date;         // "20130524T000000Z"
+    std::string signature;  // lower-case hex
+    std::string amz_date;   // "20130524T000000Z"
     // Headers to add to the request: x-amz-date, x-amz-content-sha256 (when
     // enabled), x-amz-security-token (when there is one), authorization.
     std::vector<std::pair<std::string, std::string>> headers;

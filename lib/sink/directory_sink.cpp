@@ -16,17 +16,17 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <dirent.h>
 #include <atomic>
 #include <chrono>
 #include <ctime>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <mutex>
-#include <dirent.h>
-#include <filesystem>
 
-#include "common/crc32c.hpp"
 #include "common/crash_point.hpp"
+#include "common/crc32c.hpp"
 #include "common/fs.hpp"
 #include "common/json.hpp"
 #include "common/random.hpp"
@@ -136,7 +136,8 @@ public:
         auto size = static_cast<std::uint64_t>(st.st_size);
         std::uint64_t first = 0, count = size;
         if (range) {
-            if (range->first >= size || range->last < range->first) return failure(SinkStatus::Fatal, 416, "InvalidRange");
+            if (range->first >= size || range->last < range->first)
+                return failure(SinkStatus::Fatal, 416, "InvalidRange");
             first = range->first;
             count = std::min(range->last, size - 1) - first + 1;
         }
@@ -224,7 +225,8 @@ public:
         if (range->first >= size || range->last < range->first) return failure(SinkStatus::Fatal, 416, "InvalidRange");
         fs::Fd fd(::open(path_of(source_key).c_str(), O_RDONLY | O_CLOEXEC));
         std::string bytes;
-        if (!fd.valid() || !fs::read_at(fd.get(), range->first, std::min(range->last, size - 1) - range->first + 1, bytes)) {
+        if (!fd.valid() ||
+            !fs::read_at(fd.get(), range->first, std::min(range->last, size - 1) - range->first + 1, bytes)) {
             return io_failure("cannot read", path_of(source_key));
         }
         ::unlink((part + ".copy").c_str());
@@ -243,9 +245,9 @@ public:
         std::string dir = upload_dir(upload_id);
 
         struct PartSource {
-            std::string file;         // the part's bytes, or
+            std::string file;                         // the part's bytes, or
             std::shared_ptr<const std::string> kept;  // them in memory, or
-            std::string copy_key;     // a whole-object copy of this key
+            std::string copy_key;                     // a whole-object copy of this key
             std::string copy_etag;
         };
         std::vector<PartSource> sources;

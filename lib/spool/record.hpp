@@ -31,7 +31,7 @@ namespace training_output::spool {
 constexpr char kMagic[] = "TDOSPL2\n";
 constexpr char kMagicV1[] = "TDOSPL1\n";
 constexpr std::size_t kMagicBytes = 8;
-constexpr std::size_t kHeaderBytes = 8;           // crc32c + length
+constexpr std::size_t kHeaderBytes = 8;            // crc32c + length
 constexpr std::uint32_t kMaxPayload = (1u << 30);  // larger lengths are torn records
 
 enum RecordType : unsigned char {

@@ -25,7 +25,7 @@ struct LineInfo {
 // A control record, where it was found.
 struct Control {
     std::string_view payload;
-    std::size_t file = 0;  // index into the control files given
+    std::size_t file = 0;     // index into the control files given
     bool in_segment = false;  // earlier versions kept them among the lines
 };
 
@@ -38,8 +38,10 @@ public:
     void scan(const ReplayFile& file, std::size_t index, bool segment) {
         ReplayedFile& out = segment ? r_.segments[index] : r_.controls[index];
         const std::string_view data = file.data;
-        const bool v1 = data.size() >= kMagicBytes && data.compare(0, kMagicBytes, std::string_view(kMagicV1, kMagicBytes)) == 0;
-        const bool v2 = data.size() >= kMagicBytes && data.compare(0, kMagicBytes, std::string_view(kMagic, kMagicBytes)) == 0;
+        const bool v1 =
+            data.size() >= kMagicBytes && data.compare(0, kMagicBytes, std::string_view(kMagicV1, kMagicBytes)) == 0;
+        const bool v2 =
+            data.size() >= kMagicBytes && data.compare(0, kMagicBytes, std::string_view(kMagic, kMagicBytes)) == 0;
         if (!v1 && !v2) {
             // Not even the magic made it: nothing to recover.
             out.end = 0;
@@ -245,8 +247,7 @@ private:
                 if (in != range_intents_.end() && in->second.last <= rec->last) range_intents_.erase(in);
                 return;
             }
-            default:
-                return reject("a record of unknown type " + std::to_string(type));
+            default: return reject("a record of unknown type " + std::to_string(type));
         }
     }
 

@@ -24,11 +24,11 @@ struct ReplayFile {
 };
 
 struct ReplayedFile {
-    std::uint64_t end = 0;      // where its valid records end (the rest is zeros or torn)
-    bool torn = false;          // non-zero bytes after `end`
-    std::uint64_t live = 0;     // segments: live lines in it
+    std::uint64_t end = 0;                 // where its valid records end (the rest is zeros or torn)
+    bool torn = false;                     // non-zero bytes after `end`
+    std::uint64_t live = 0;                // segments: live lines in it
     std::uint64_t first_seq = UINT64_MAX;  // segments: its first line
-    std::uint64_t max_seq = 0;  // control files: the highest seq its records name
+    std::uint64_t max_seq = 0;             // control files: the highest seq its records name
 };
 
 struct ReplayResult {

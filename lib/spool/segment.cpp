@@ -86,7 +86,8 @@ std::shared_ptr<Segment> open_segment_file(const std::string& path, std::uint64_
     seg->fd = fs::Fd(::open(path.c_str(), O_RDWR | O_CLOEXEC));
     struct stat st;
     if (!seg->fd.valid() || ::fstat(seg->fd.get(), &st) != 0) throw storage_error("cannot open spool file", path);
-    if (!seg->map_file(static_cast<std::uint64_t>(st.st_size), false)) throw storage_error("cannot map spool file", path);
+    if (!seg->map_file(static_cast<std::uint64_t>(st.st_size), false))
+        throw storage_error("cannot map spool file", path);
     return seg;
 }
 

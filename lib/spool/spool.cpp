@@ -27,11 +27,11 @@ using namespace spool;
 
 namespace {
 
-constexpr char kSparePrefix[] = "spare-";       // spare-<n>.seg: a segment prepared ahead
-constexpr char kInfoFile[] = "spool.json";      // the spool's id and destination
-constexpr std::size_t kMaxSpares = 2;           // prepared at once (a new one and a reused one)
+constexpr char kSparePrefix[] = "spare-";              // spare-<n>.seg: a segment prepared ahead
+constexpr char kInfoFile[] = "spool.json";             // the spool's id and destination
+constexpr std::size_t kMaxSpares = 2;                  // prepared at once (a new one and a reused one)
 constexpr std::uint64_t kControlFileBytes = 1u << 20;  // a control file is this large at most (about)
-constexpr std::size_t kIdBytes = 16;            // a spool's id: 128 random bits
+constexpr std::size_t kIdBytes = 16;                   // a spool's id: 128 random bits
 
 std::string info_json(const std::string& id, const std::string& destination) {
     return "{\"format\":3,\"id\":" + json::quote(id) + ",\"destination\":" + json::quote(destination) + "}\n";
@@ -58,8 +58,8 @@ SpoolFsync parse_spool_fsync(const std::string& text) {
     if (text == "interval") return SpoolFsync::Interval;
     if (text == "always") return SpoolFsync::Always;
     if (text == "never") return SpoolFsync::Never;
-    throw Error(ErrorCode::Config, "configuration key \"spool_fsync\": expected one of interval, always, never, got " +
-                                       json::quote(text));
+    throw Error(ErrorCode::Config,
+                "configuration key \"spool_fsync\": expected one of interval, always, never, got " + json::quote(text));
 }
 
 SpoolFullPolicy parse_spool_full_policy(const std::string& text) {
@@ -146,7 +146,7 @@ std::vector<std::unique_ptr<Spool>> Spool::adopt_orphans(const SpoolOptions& opt
         auto destination = read_destination(dir);
         if (destination && *destination != options.destination) continue;
         int fd = lock_existing(dir + "/lock");
-        if (fd < 0) continue;  // a live writer's, or being removed
+        if (fd < 0) continue;                 // a live writer's, or being removed
         destination = read_destination(dir);  // as it is now that it is ours
         if (destination && *destination != options.destination) {
             ::close(fd);
@@ -294,9 +294,7 @@ std::vector<SpoolPendingCommit> Spool::take_pending_commits() {
 }
 
 // Called with the lock held, or before the preparer starts.
-std::string Spool::spare_path() {
-    return path_ + "/" + kSparePrefix + std::to_string(next_spare_++) + ".seg";
-}
+std::string Spool::spare_path() { return path_ + "/" + kSparePrefix + std::to_string(next_spare_++) + ".seg"; }
 
 // Keeps segments allocated, mapped and faulted in ahead of need (a new one,
 // or landed ones reused), so that a call that fills a segment does not pay
@@ -417,7 +415,8 @@ SpoolLineRef Spool::append_line(std::string_view object_key, std::string_view de
                                 const std::function<void(const SpoolLineRef&)>& logged) {
     const std::uint64_t payload = line_payload_bytes(object_key, dedup_key, line);
     if (payload > kMaxPayload) {
-        throw Error(ErrorCode::InvalidInput, "a line of " + std::to_string(line.size()) + " bytes is too large to spool");
+        throw Error(ErrorCode::InvalidInput,
+                    "a line of " + std::to_string(line.size()) + " bytes is too large to spool");
     }
     const std::uint64_t record_bytes = kHeaderBytes + payload;
     SpoolLineRef ref;
@@ -527,8 +526,7 @@ std::vector<std::uint64_t> seqs_of(const SpoolBatch& batch, std::uint64_t& max_s
 }
 }  // namespace
 
-void Spool::record_intent(const SpoolBatch& batch, const AppendIntent& intent, std::uint64_t bytes,
-                          std::uint32_t crc) {
+void Spool::record_intent(const SpoolBatch& batch, const AppendIntent& intent, std::uint64_t bytes, std::uint32_t crc) {
     IntentRecord r;
     r.batch = batch.id;
     r.object_key = batch.object_key;
@@ -602,8 +600,8 @@ void Spool::release_lines(const std::vector<SpoolLineRef>& refs) {
 // control files of their own, written with write(): making an INTENT durable
 // then syncs a few hundred bytes, not the megabytes of lines logged since
 // the previous batch (the lines follow the fsync policy).
-std::uint64_t Spool::write_control(const std::function<std::string(std::uint32_t seed)>& encode,
-                                   std::uint64_t max_seq, bool sync) {
+std::uint64_t Spool::write_control(const std::function<std::string(std::uint32_t seed)>& encode, std::uint64_t max_seq,
+                                   bool sync) {
     std::lock_guard<std::mutex> control(control_mutex_);
     if (control_fd_ >= 0 && control_size_ >= kControlFileBytes) {
         // Full: the next record starts a new file, once this one's records
@@ -753,7 +751,7 @@ void Spool::sync_through(std::uint64_t position) {
         int err = 0;
         for (const auto& seg : segs) {
             if (seg != segs.back() || !had_current) seg->make_read_only();  // sealed: unless the preparer did
-            const bool faulted = fault_point("spool.fsync");  // tests: a disk that fails
+            const bool faulted = fault_point("spool.fsync");                // tests: a disk that fails
             if (faulted) errno = EIO;
             if ((faulted || ::fdatasync(seg->fd.get()) != 0) && failed.empty()) {
                 err = errno;

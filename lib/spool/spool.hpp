@@ -45,8 +45,8 @@
 #include <thread>
 #include <vector>
 
-#include "training_output/log.hpp"
 #include "append/object_appender.hpp"
+#include "training_output/log.hpp"
 
 namespace training_output {
 
@@ -122,8 +122,8 @@ struct SpoolPendingCommit {
 struct SpoolStats {
     std::uint64_t bytes = 0;  // segment bytes on disk
     std::uint64_t segments = 0;
-    std::uint64_t torn_records = 0;     // dropped at replay (bad checksum or length)
-    std::uint64_t rejected_records = 0; // control records at replay that did not match the lines they name
+    std::uint64_t torn_records = 0;      // dropped at replay (bad checksum or length)
+    std::uint64_t rejected_records = 0;  // control records at replay that did not match the lines they name
     std::uint64_t fsyncs = 0;
     std::uint64_t fsync_errors = 0;     // failed fsyncs (the lines stay in the spool, in the kernel)
     std::uint64_t segments_reused = 0;  // landed segments prepared again instead of new files
@@ -211,8 +211,8 @@ private:
     void syncer();
     void wait_for_room(std::uint64_t bytes, std::unique_lock<std::mutex>& lock);
     // Returns the number of the control file the record went to.
-    std::uint64_t write_control(const std::function<std::string(std::uint32_t seed)>& encode,
-                                std::uint64_t max_seq, bool sync);
+    std::uint64_t write_control(const std::function<std::string(std::uint32_t seed)>& encode, std::uint64_t max_seq,
+                                bool sync);
     void open_control_file();
 
     SpoolOptions options_;
@@ -222,30 +222,30 @@ private:
     int lock_fd_ = -1;
 
     mutable std::mutex mutex_;
-    std::condition_variable room_;      // segments deleted
-    std::condition_variable synced_cv_; // an fsync finished
+    std::condition_variable room_;       // segments deleted
+    std::condition_variable synced_cv_;  // an fsync finished
     std::condition_variable syncer_cv_;
     std::condition_variable preparer_cv_;
     std::vector<std::shared_ptr<Segment>> spares_;  // the next segments, prepared ahead
     std::uint64_t next_spare_ = 1;                  // names spare-<n>.seg
-    bool recycle_pending_ = false;    // a landed segment waits for the preparer
-    std::string recycle_path_;        // its name now
-    std::uint64_t recycle_bytes_ = 0; // the bytes it used
+    bool recycle_pending_ = false;                  // a landed segment waits for the preparer
+    std::string recycle_path_;                      // its name now
+    std::uint64_t recycle_bytes_ = 0;               // the bytes it used
     std::map<std::uint64_t, std::shared_ptr<Segment>> segments_;
     std::shared_ptr<Segment> current_;
     std::vector<std::shared_ptr<Segment>> unsynced_;  // sealed, not yet fsynced
     std::vector<std::shared_ptr<Segment>> sealed_;    // for the preparer to map read-only
-    bool dir_dirty_ = false;                           // segments created since the last sync
+    bool dir_dirty_ = false;                          // segments created since the last sync
     struct ControlFile {
         std::string path;
-        std::uint64_t max_seq = 0;   // the highest line seq its records name
-        std::uint64_t pinned = 0;    // pending commits recorded in it
+        std::uint64_t max_seq = 0;  // the highest line seq its records name
+        std::uint64_t pinned = 0;   // pending commits recorded in it
     };
     std::map<std::uint64_t, ControlFile> controls_;       // on disk, by number
     std::map<std::uint64_t, std::uint64_t> commit_file_;  // batch with a pending commit -> its control file
     std::uint64_t control_number_ = 0;                    // the one being written (0: none)
-    std::mutex control_mutex_;  // serializes control records; taken before mutex_
-    int control_fd_ = -1;       // these three under control_mutex_
+    std::mutex control_mutex_;                            // serializes control records; taken before mutex_
+    int control_fd_ = -1;                                 // these three under control_mutex_
     std::uint64_t control_size_ = 0;
     std::uint32_t control_seed_ = 0;
     std::uint64_t next_control_ = 1;

@@ -44,17 +44,18 @@ void Compactor::run() {
                                  {"bytes", r.bytes},
                                  {"folds", r.folds},
                                  {"removed", r.deleted},
-                                 {"duration_ms", static_cast<std::int64_t>(
-                                                     std::chrono::duration_cast<std::chrono::milliseconds>(
-                                                         std::chrono::steady_clock::now() - started)
-                                                         .count())}});
+                                 {"duration_ms",
+                                  static_cast<std::int64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                                std::chrono::steady_clock::now() - started)
+                                                                .count())}});
                 }
             } catch (const Error& e) {
                 // Cut short by close() is no failure: the next compaction finishes it.
                 logger_.log(e.code() == ErrorCode::Closed ? LogLevel::Info : LogLevel::Warning,
                             "training_output_compaction_failed", {{"key", *it}, {"error", e.what()}});
             } catch (const std::exception& e) {
-                logger_.log(LogLevel::Warning, "training_output_compaction_failed", {{"key", *it}, {"error", e.what()}});
+                logger_.log(LogLevel::Warning, "training_output_compaction_failed",
+                            {{"key", *it}, {"error", e.what()}});
             }
             it = forget ? months_.erase(it) : std::next(it);
             std::lock_guard<std::mutex> check(mutex_);

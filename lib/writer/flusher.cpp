@@ -197,8 +197,8 @@ void Flusher::flush() {
         for (const auto& [slot, p] : pending_) {
             auto t = targets.find(slot.first);
             if (p.permanent && p.failed_attempt > since && t != targets.end() && front_seq(p) <= t->second) {
-                throw Error(p.last_code, "flush: appending to " + json::quote(slot.second) + " failed: " +
-                                             p.last_error + "; the lines stay in the spool");
+                throw Error(p.last_code, "flush: appending to " + json::quote(slot.second) +
+                                             " failed: " + p.last_error + "; the lines stay in the spool");
             }
         }
         if (progress_.wait_until(lock, deadline) == std::cv_status::timeout && !flushed(targets)) {
@@ -208,8 +208,10 @@ void Flusher::flush() {
             }
             if (!dedup_.may_deliver()) {
                 // What holds everything back now, whatever failed before.
-                why = "the dedup store cannot confirm this writer's liveness, so no batch starts (another writer "
-                      "may be taking its claims over)" + (why.empty() ? std::string() : "; before: " + why);
+                why =
+                    "the dedup store cannot confirm this writer's liveness, so no batch starts (another writer "
+                    "may be taking its claims over)" +
+                    (why.empty() ? std::string() : "; before: " + why);
             }
             throw Error(ErrorCode::Timeout, "flush timed out after " + std::to_string(options_.timeout.count()) +
                                                 " ms with " + std::to_string(stats_.pending_lines) +
@@ -244,15 +246,17 @@ void Flusher::close() {
         logger_.log(LogLevel::Warning, "training_output_dedup_commit_pending",
                     {{"keys", commits},
                      {"spool", own_.path()},
-                     {"detail", "lines are in their objects, but the dedup store has not recorded them yet; "
-                                "the next writer on the spool records them"}});
+                     {"detail",
+                      "lines are in their objects, but the dedup store has not recorded them yet; "
+                      "the next writer on the spool records them"}});
     }
     if (!failure && left == 0) return;
-    logger_.log(LogLevel::Warning, "training_output_failed",
-                {{"error", failure ? failure->what() : "stopped before they were appended"},
-                 {"lines_spooled", left},
-                 {"spool", own_.path()},
-                 {"detail", "closing with lines not yet in their objects; the next writer on the spool delivers them"}});
+    logger_.log(
+        LogLevel::Warning, "training_output_failed",
+        {{"error", failure ? failure->what() : "stopped before they were appended"},
+         {"lines_spooled", left},
+         {"spool", own_.path()},
+         {"detail", "closing with lines not yet in their objects; the next writer on the spool delivers them"}});
     throw Error(failure ? failure->code() : ErrorCode::Storage,
                 "close: " + std::to_string(left) + " lines are not in their objects yet; they stay in the spool " +
                     json::quote(own_.path()) + " for the next writer" +
@@ -399,7 +403,8 @@ void Flusher::drop_finished_spools(std::unique_lock<std::mutex>& lock) {
             ++it;
             continue;
         }
-        for (auto p = pending_.begin(); p != pending_.end();) p = p->first.first == s ? pending_.erase(p) : std::next(p);
+        for (auto p = pending_.begin(); p != pending_.end();)
+            p = p->first.first == s ? pending_.erase(p) : std::next(p);
         flush_targets_.erase(s);
         done.push_back(std::move(*it));
         it = adopted_.erase(it);
@@ -484,7 +489,7 @@ bool Flusher::append_batch(Spool& spool, Batch& b, bool& found_landed, bool& con
     std::optional<UndecidedWrite> undecided;  // an earlier write of it that may still land
     if (b.intent) {
         const Landed l = batch_objects::is_intent(*b.intent) ? batches_.check_landed(*b.intent)
-                         : b.complete ? appender_.check_landed(*b.intent, bytes)
+                         : b.complete                        ? appender_.check_landed(*b.intent, bytes)
                                       : appender_.check_landed(*b.intent, b.written_bytes, b.written_crc);
         if (l == Landed::Unknown) throw Error(ErrorCode::Storage, "cannot tell whether a batch landed");
         landed = l == Landed::Yes;
@@ -543,7 +548,7 @@ bool Flusher::append_batch(Spool& spool, Batch& b, bool& found_landed, bool& con
         // A batch object keeps its name (its INTENT's) until it landed.
         const bool as_object = undecided ? batch_objects::is_intent(undecided->intent) : options_.batch_objects;
         const std::string batch_key =
-            !as_object ? std::string()
+            !as_object  ? std::string()
             : undecided ? undecided->intent.etag
                         : batch_objects::key(b.spool.object_key, spool.id(), b.spool.lines.front().seq);
         AppendResult r = as_object ? batches_.land(b.spool.object_key, batch_key, bytes, before_write, &left)
@@ -701,10 +706,10 @@ void Flusher::deliver(const Slot& slot, std::unique_lock<std::mutex>& lock) {
     q.permanent = code == ErrorCode::Auth;
     q.failed_attempt = attempt;
     // A flush() that came in during this attempt gets an attempt of its own now.
-    q.retry_at = flush_calls_ != flush_calls
-                     ? Clock::now()
-                     : Clock::now() + random::full_jitter(std::min(q.failures + 1, 10), options_.retry_base,
-                                                          options_.retry_max);
+    q.retry_at =
+        flush_calls_ != flush_calls
+            ? Clock::now()
+            : Clock::now() + random::full_jitter(std::min(q.failures + 1, 10), options_.retry_base, options_.retry_max);
     if (q.failures++ == 0) {
         lock.unlock();
         logger_.log(LogLevel::Error, "training_output_failed",

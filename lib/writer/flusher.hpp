@@ -36,24 +36,24 @@
 #include <vector>
 
 #include "append/batch_objects.hpp"
+#include "append/object_appender.hpp"
 #include "dedup/deduplicator.hpp"
+#include "spool/spool.hpp"
 #include "training_output/error.hpp"
 #include "training_output/log.hpp"
-#include "append/object_appender.hpp"
-#include "spool/spool.hpp"
 
 namespace training_output {
 
 // A batch that landed (and whose DONE is recorded), for the writer's
 // manifests and delivery notifications.
 struct LandedBatch {
-    std::string key;             // where it landed: the monthly file, or its batch object
-    std::uint64_t offset = 0;    // where it starts there
-    std::uint64_t size = 0;      // its bytes
-    std::string_view bytes;      // exactly them, or empty when not at hand
+    std::string key;           // where it landed: the monthly file, or its batch object
+    std::uint64_t offset = 0;  // where it starts there
+    std::uint64_t size = 0;    // its bytes
+    std::string_view bytes;    // exactly them, or empty when not at hand
     std::size_t lines = 0;
-    bool batch_object = false;   // s3_append_mode=batches: its own object, folded later
-    double seconds = 0;          // from the start of its delivery to its DONE
+    bool batch_object = false;  // s3_append_mode=batches: its own object, folded later
+    double seconds = 0;         // from the start of its delivery to its DONE
 };
 
 struct FlusherOptions {
@@ -87,11 +87,12 @@ struct FlusherStats {
     std::uint64_t pending_bytes = 0;
     std::uint64_t batches_found_landed = 0;  // an earlier attempt or a dead writer had appended them
     std::uint64_t spools_adopted = 0;
-    std::uint64_t lines_recovered = 0;       // from adopted spools
-    std::uint64_t torn_records = 0;          // dropped from adopted spools (bad checksum)
-    std::uint64_t lines_voided = 0;          // found to be duplicates when their claims were confirmed
-    std::uint64_t pending_commits = 0;       // keys of landed lines whose commit is still to be made
-    std::chrono::steady_clock::time_point oldest_pending{};  // when the oldest undelivered line was accepted (none: epoch)
+    std::uint64_t lines_recovered = 0;  // from adopted spools
+    std::uint64_t torn_records = 0;     // dropped from adopted spools (bad checksum)
+    std::uint64_t lines_voided = 0;     // found to be duplicates when their claims were confirmed
+    std::uint64_t pending_commits = 0;  // keys of landed lines whose commit is still to be made
+    std::chrono::steady_clock::time_point
+        oldest_pending{};  // when the oldest undelivered line was accepted (none: epoch)
 };
 
 class Flusher {
@@ -105,19 +106,19 @@ public:
     // A batch, once built from the front of a key's queue (or adopted): it
     // is delivered whole before the queue's later lines.
     struct Batch {
-        SpoolBatch spool;                // id (0 until the spool gives one), key, lines
-        std::vector<LineState> states;   // Ready or Unconfirmed, per line
-        std::uint64_t bytes = 0;         // of its lines
+        SpoolBatch spool;                                // id (0 until the spool gives one), key, lines
+        std::vector<LineState> states;                   // Ready or Unconfirmed, per line
+        std::uint64_t bytes = 0;                         // of its lines
         std::chrono::steady_clock::time_point accepted;  // its oldest line's
-        std::optional<AppendIntent> intent;  // an attempt was recorded: it may have landed
-        bool complete = true;            // every line its INTENT names is here (adopted ones may not be)
-        std::uint64_t written_bytes = 0; // the batch as its INTENT records it
+        std::optional<AppendIntent> intent;              // an attempt was recorded: it may have landed
+        bool complete = true;             // every line its INTENT names is here (adopted ones may not be)
+        std::uint64_t written_bytes = 0;  // the batch as its INTENT records it
         std::uint32_t written_crc = 0;
     };
     struct Pending {
-        std::deque<Line> lines;      // in sequence order
-        std::uint64_t bytes = 0;     // of the queued lines that are not void
-        std::deque<Batch> batches;   // delivered before the queue
+        std::deque<Line> lines;     // in sequence order
+        std::uint64_t bytes = 0;    // of the queued lines that are not void
+        std::deque<Batch> batches;  // delivered before the queue
         bool in_flight = false;
         int failures = 0;  // in a row
         std::chrono::steady_clock::time_point retry_at{};

@@ -44,7 +44,7 @@ public:
 
 private:
     static constexpr double kBuckets[] = {0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005,
-                                          0.001,    0.0025,  0.005,    0.01,    0.025,  0.05,   0.1,
+                                          0.001,    0.0025,  0.005,    0.01,    0.025,  0.05,    0.1,
                                           0.25,     0.5,     1,        2.5,     5,      10};
     static constexpr std::size_t kBucketCount = sizeof(kBuckets) / sizeof(kBuckets[0]);
     std::atomic<std::uint64_t> buckets_[kBucketCount + 1] = {};  // the last one: +Inf

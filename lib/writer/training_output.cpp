@@ -5,20 +5,20 @@
 #include <pthread.h>
 
 #include <atomic>
-#include <optional>
-#include <utility>
 #include <mutex>
+#include <optional>
 #include <thread>
+#include <utility>
 
+#include "append/object_appender.hpp"
 #include "common/crash_point.hpp"
 #include "common/json.hpp"
 #include "common/version.hpp"
-#include "s3/curl_s3_sink.hpp"
 #include "dedup/deduplicator.hpp"
-#include "sink/directory_sink.hpp"
-#include "append/object_appender.hpp"
-#include "spool/spool.hpp"
 #include "manifest/manifest.hpp"
+#include "s3/curl_s3_sink.hpp"
+#include "sink/directory_sink.hpp"
+#include "spool/spool.hpp"
 #include "writer/compactor.hpp"
 #include "writer/flusher.hpp"
 #include "writer/metrics.hpp"
@@ -80,7 +80,8 @@ AppendOptions append_options(const Config& c) {
     if (!c.s3_endpoint_url.empty()) o.multipart_threshold = static_cast<std::uint64_t>(c.s3_multipart_threshold);
     o.lease_ttl = std::chrono::seconds(c.s3_lease_seconds);
     o.always_lease = c.s3_append_mode == "lease";
-    o.native_when_appendable = c.s3_append_mode == "auto" || c.s3_append_mode == "native" || c.s3_append_mode == "batches";
+    o.native_when_appendable =
+        c.s3_append_mode == "auto" || c.s3_append_mode == "native" || c.s3_append_mode == "batches";
     o.convert_plain = o.native_when_appendable && c.s3_convert_plain_objects;
     o.attributes.content_type = "application/jsonl";
     o.attributes.metadata = {{"generator", std::string("training_output/") + library_version()}};
@@ -260,7 +261,7 @@ struct TrainingOutput::Impl {
     std::unique_ptr<Spool> spool;
     std::unique_ptr<Flusher> flusher;
     std::unique_ptr<Compactor> compactor;  // batches mode
-    FlusherStats final_flusher_stats;  // kept after close()
+    FlusherStats final_flusher_stats;      // kept after close()
     SpoolStats final_spool_stats;
     std::atomic<bool> closed{false};
     std::atomic<int> active{0};  // generate() calls in progress
@@ -298,16 +299,17 @@ struct TrainingOutput::Impl {
     Impl(Config c, WriterComponents components)
         : config((c.finalize(), std::move(c))),
           logger(config.log_level),
-          formatter(formatter_options(config),
-                    config.templates_file.empty() ? TemplateTable::builtin()
-                                                  : TemplateTable::from_file_over_builtin(config.templates_file)) {
+          formatter(formatter_options(config), config.templates_file.empty()
+                                                   ? TemplateTable::builtin()
+                                                   : TemplateTable::from_file_over_builtin(config.templates_file)) {
         if (!config.enable_training_output) {
             logger.log(LogLevel::Info, "training_output_disabled", {});
             return;  // no I/O at all
         }
         if (config.s3_append_mode == "batches" && !components.sink && config.s3_endpoint_url.empty()) {
-            throw Error(ErrorCode::Config, "configuration key \"s3_append_mode\": batches needs an S3 store "
-                                           "(s3_endpoint_url); a local directory is appended to in place");
+            throw Error(ErrorCode::Config,
+                        "configuration key \"s3_append_mode\": batches needs an S3 store "
+                        "(s3_endpoint_url); a local directory is appended to in place");
         }
         delivery_callback = std::move(components.on_delivery);
         sink = components.sink ? std::move(components.sink) : open_sink(config, logger);
@@ -346,10 +348,9 @@ struct TrainingOutput::Impl {
         spool = Spool::create(so, &logger);
         // Registered before its first claim: its claims are held while it lives.
         dedup->hold_owner(spool->id(), spool->path());
-        flusher = std::make_unique<Flusher>(*appender, *batches, *dedup, logger, f, *spool,
-                                            [so, this](std::uint64_t max_bytes) {
-                                                return Spool::adopt_orphans(so, &logger, max_bytes);
-                                            });
+        flusher = std::make_unique<Flusher>(
+            *appender, *batches, *dedup, logger, f, *spool,
+            [so, this](std::uint64_t max_bytes) { return Spool::adopt_orphans(so, &logger, max_bytes); });
         if (batch_mode && config.s3_compaction_interval_seconds > 0) {
             compactor = std::make_unique<Compactor>(*batches, logger,
                                                     std::chrono::seconds(config.s3_compaction_interval_seconds),
@@ -368,7 +369,8 @@ struct TrainingOutput::Impl {
     void check_size(std::string_view text, const char* what) const {
         if (text.size() > static_cast<std::uint64_t>(config.max_line_bytes)) {
             throw Error(ErrorCode::InvalidInput, std::string(what) + " is " + std::to_string(text.size()) +
-                                                     " bytes; max_line_bytes is " + std::to_string(config.max_line_bytes));
+                                                     " bytes; max_line_bytes is " +
+                                                     std::to_string(config.max_line_bytes));
         }
     }
 
@@ -380,7 +382,8 @@ struct TrainingOutput::Impl {
             d.lines = l.lines;
             d.bytes = l.size;
             d.object_size = l.offset + l.size;
-            if (manifests && !l.batch_object) d.manifest_version = manifests->advance(l.key, l.offset + l.size, l.bytes);
+            if (manifests && !l.batch_object)
+                d.manifest_version = manifests->advance(l.key, l.offset + l.size, l.bytes);
             if (!l.batch_object) metrics.object_size(domain_of(l.key), d.object_size);
             if (tracing()) {
                 Attributes a;
@@ -389,7 +392,8 @@ struct TrainingOutput::Impl {
                     .add("bytes", static_cast<std::int64_t>(l.size))
                     .add("object_size", static_cast<std::int64_t>(d.object_size))
                     .add("manifest_version", d.manifest_version);
-                const auto took = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double>(l.seconds));
+                const auto took =
+                    std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double>(l.seconds));
                 emit("batch_append", std::chrono::system_clock::now() - took, took, {}, a, 0);
             }
             logger.log(LogLevel::Info, "training_output_batch_landed",
@@ -464,9 +468,9 @@ struct TrainingOutput::Impl {
                 }
             }
             // An example that could not be redacted is a failure to look at.
-            logger.log(ex.skip_reason == "redaction_failed" ? LogLevel::Error : LogLevel::Info,
-                       "training_output_skipped",
-                       {{"record_type", ex.record_type}, {"correlation_id", ex.correlation_id}, {"reason", ex.skip_reason}});
+            logger.log(
+                ex.skip_reason == "redaction_failed" ? LogLevel::Error : LogLevel::Info, "training_output_skipped",
+                {{"record_type", ex.record_type}, {"correlation_id", ex.correlation_id}, {"reason", ex.skip_reason}});
             return Outcome::Skipped;
         }
 
@@ -512,8 +516,8 @@ struct TrainingOutput::Impl {
             return claim == ClaimOutcome::Pending && config.dedup_pending_outcome ? Outcome::Pending
                                                                                   : Outcome::Duplicate;
         }
-        flusher->settle(handle, claim == ClaimOutcome::Claimed ? Flusher::LineState::Ready
-                                                               : Flusher::LineState::Unconfirmed,
+        flusher->settle(handle,
+                        claim == ClaimOutcome::Claimed ? Flusher::LineState::Ready : Flusher::LineState::Unconfirmed,
                         epoch);
         written.fetch_add(1, std::memory_order_relaxed);
         redactions.fetch_add(ex.redactions, std::memory_order_relaxed);
@@ -534,8 +538,7 @@ TrainingOutput::TrainingOutput(Config config, WriterComponents components)
 TrainingOutput::~TrainingOutput() {
     try {
         close();
-    } catch (...) {
-    }
+    } catch (...) {}
 }
 
 namespace {

@@ -31,10 +31,10 @@
 #include <vector>
 
 #include "append/batch_objects.hpp"
+#include "append/object_appender.hpp"
 #include "bench_server.hpp"
 #include "s3/curl_s3_sink.hpp"
 #include "training_output/error.hpp"
-#include "append/object_appender.hpp"
 
 namespace to = training_output;
 using Clock = std::chrono::steady_clock;
@@ -52,7 +52,8 @@ to::S3SinkOptions sink_options(const std::string& bucket, to::NativeAppend nativ
 // Lines of about an example's size (~250 bytes).
 std::string lines(std::uint64_t bytes, std::mt19937& gen) {
     std::string out;
-    while (out.size() < bytes) out += "{\"seed\":" + std::to_string(gen()) + ",\"pad\":\"" + std::string(220, 'x') + "\"}\n";
+    while (out.size() < bytes)
+        out += "{\"seed\":" + std::to_string(gen()) + ",\"pad\":\"" + std::string(220, 'x') + "\"}\n";
     return out;
 }
 
@@ -121,10 +122,11 @@ int main(int argc, char** argv) {
                 const auto s0 = sink.stats();
                 try {
                     appender.append(key, lines(1, gen));
-                    std::printf("          conversion of the plain %llu MiB object (with its first append): %.2f s, %llu "
-                                "requests\n",
-                                static_cast<unsigned long long>(mib), std::chrono::duration<double>(Clock::now() - c0).count(),
-                                static_cast<unsigned long long>(sink.stats().requests - s0.requests));
+                    std::printf(
+                        "          conversion of the plain %llu MiB object (with its first append): %.2f s, %llu "
+                        "requests\n",
+                        static_cast<unsigned long long>(mib), std::chrono::duration<double>(Clock::now() - c0).count(),
+                        static_cast<unsigned long long>(sink.stats().requests - s0.requests));
                 } catch (const to::Error& e) {
                     std::printf("          conversion failed: %s\n", e.what());
                     failed = true;
@@ -145,8 +147,9 @@ int main(int argc, char** argv) {
                 const auto t0 = Clock::now();
                 try {
                     if (batches) {
-                        batch_objects.land(key, to::batch_objects::key(key, "0123456789abcdef0123456789abcdef",
-                                                                      1 + static_cast<std::uint64_t>(i) * 20),
+                        batch_objects.land(key,
+                                           to::batch_objects::key(key, "0123456789abcdef0123456789abcdef",
+                                                                  1 + static_cast<std::uint64_t>(i) * 20),
                                            batch, {});
                     } else {
                         appender.append(key, batch);
@@ -160,15 +163,16 @@ int main(int argc, char** argv) {
             }
             const auto after = sink.stats();
             char size[32];
-            std::snprintf(size, sizeof size, mib >= 1024 ? "%.0f GiB" : "%.0f MiB", mib >= 1024 ? mib / 1024.0 : double(mib));
+            std::snprintf(size, sizeof size, mib >= 1024 ? "%.0f GiB" : "%.0f MiB",
+                          mib >= 1024 ? mib / 1024.0 : double(mib));
             if (seconds.empty()) {
                 std::printf("%-7s %10s   did not complete: %s\n", mode.c_str(), size, failure.c_str());
                 if (native) failed = true;
             } else {
                 double sum = 0, max = 0;
                 for (double s : seconds) sum += s, max = std::max(max, s);
-                std::printf("%-7s %10s %14.4f %14.4f %20.3f %10.1f%s\n", mode.c_str(), size,
-                            sum / seconds.size(), max, double(after.bytes_sent - before.bytes_sent) / double(appended),
+                std::printf("%-7s %10s %14.4f %14.4f %20.3f %10.1f%s\n", mode.c_str(), size, sum / seconds.size(), max,
+                            double(after.bytes_sent - before.bytes_sent) / double(appended),
                             double(after.requests - before.requests) / seconds.size(),
                             failure.empty() ? "" : "  (then failed)");
                 if (!failure.empty()) std::printf("          then: %s\n", failure.c_str());
@@ -180,10 +184,11 @@ int main(int argc, char** argv) {
                 const auto s0 = sink.stats();
                 try {
                     const auto r = batch_objects.compact(key);
-                    std::printf("          compaction of those %llu batch objects into the %s object: %.2f s, %llu requests\n",
-                                static_cast<unsigned long long>(r.batches), size,
-                                std::chrono::duration<double>(Clock::now() - c0).count(),
-                                static_cast<unsigned long long>(sink.stats().requests - s0.requests));
+                    std::printf(
+                        "          compaction of those %llu batch objects into the %s object: %.2f s, %llu requests\n",
+                        static_cast<unsigned long long>(r.batches), size,
+                        std::chrono::duration<double>(Clock::now() - c0).count(),
+                        static_cast<unsigned long long>(sink.stats().requests - s0.requests));
                 } catch (const to::Error& e) {
                     std::printf("          compaction failed: %s\n", e.what());
                     failed = true;

@@ -77,7 +77,8 @@ int main(int argc, char** argv) {
                 for (int i = 0; i < kLinesPerBatch; ++i) body += line(b, i);
                 const int spool = b % spools;
                 try {
-                    batches.land(kKey, to::batch_objects::key(kKey, spool_id(spool), 1 + std::uint64_t(b / spools) * 100),
+                    batches.land(kKey,
+                                 to::batch_objects::key(kKey, spool_id(spool), 1 + std::uint64_t(b / spools) * 100),
                                  body, {});
                 } catch (const std::exception& e) {
                     if (failed++ == 0) std::fprintf(stderr, "land: %s\n", e.what());
@@ -138,14 +139,15 @@ int main(int argc, char** argv) {
 
     std::printf("compaction: %.2f s, %llu folds, %llu batch objects, %.1f MB appended, %llu removed%s%s\n", took,
                 static_cast<unsigned long long>(r.folds), static_cast<unsigned long long>(r.batches),
-                double(r.bytes) / 1e6, static_cast<unsigned long long>(r.deleted), error.empty() ? "" : "; error: ",
-                error.c_str());
+                double(r.bytes) / 1e6, static_cast<unsigned long long>(r.deleted),
+                error.empty() ? "" : "; error: ", error.c_str());
     std::printf("  requests %llu (%.2f per batch object), %.1f MB sent\n",
                 static_cast<unsigned long long>(s1.requests - s0.requests),
                 double(s1.requests - s0.requests) / std::max(1, objects), double(s1.bytes_sent - s0.bytes_sent) / 1e6);
-    std::printf("readers: before it, every line once: %s; during it: %d reads (%.2f s average, %.2f s slowest), "
-                "%d with a line lost or twice, %d failed\n",
-                before_ok ? "yes" : "NO", reads, total_read / std::max(1, reads), slowest_read, bad_reads, read_errors);
+    std::printf(
+        "readers: before it, every line once: %s; during it: %d reads (%.2f s average, %.2f s slowest), "
+        "%d with a line lost or twice, %d failed\n",
+        before_ok ? "yes" : "NO", reads, total_read / std::max(1, reads), slowest_read, bad_reads, read_errors);
     std::printf("after it: the monthly file alone has every line once: %s; batch objects left: %zu\n",
                 file_ok ? "yes" : "NO", page.objects.size());
     return error.empty() && failed == 0 && before_ok && bad_reads == 0 && read_errors == 0 && file_ok &&

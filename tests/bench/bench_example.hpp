@@ -15,6 +15,8 @@ inline std::string narrative(const std::string& who, int i) {
     return n;
 }
 
-inline const char* kMessage = R"({"record_type":"BloodGlucoseRecord","user_id":"user-1042","correlation_id":"c-7f3a-0001","bucket":"health-data","key":"raw/BloodGlucoseRecord/2025/11/18/user-1042.avro"})";
-inline const char* kResult = R"({"quality_score":0.95,"record_count":450,"processing_time_seconds":2.3,"clinical_insights":{"control_status":"fair","hypoglycemic_events":3,"hyperglycemic_events":45},"processing_timestamp":"2025-11-18T10:30:00Z"})";
+inline const char* kMessage =
+    R"({"record_type":"BloodGlucoseRecord","user_id":"user-1042","correlation_id":"c-7f3a-0001","bucket":"health-data","key":"raw/BloodGlucoseRecord/2025/11/18/user-1042.avro"})";
+inline const char* kResult =
+    R"({"quality_score":0.95,"record_count":450,"processing_time_seconds":2.3,"clinical_insights":{"control_status":"fair","hypoglycemic_events":3,"hyperglycemic_events":45},"processing_timestamp":"2025-11-18T10:30:00Z"})";
 }  // namespace bench

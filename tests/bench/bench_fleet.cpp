@@ -104,8 +104,8 @@ int main(int argc, char** argv) {
         const std::string config = bench::writer_config(
             bucket, dir + "/w" + std::to_string(w),
             ",\"dedup_store\":\"memory\",\"log_level\":\"warning\",\"flush_interval_ms\":1000,"
-            "\"flush_timeout_ms\":120000,\"s3_append_mode\":\"" + mode +
-                "\",\"s3_compaction_interval_seconds\":" + (w == 0 || !one_compactor ? "20" : "0"));
+            "\"flush_timeout_ms\":120000,\"s3_append_mode\":\"" +
+                mode + "\",\"s3_compaction_interval_seconds\":" + (w == 0 || !one_compactor ? "20" : "0"));
         fleet[w].out = std::make_unique<to::TrainingOutput>(to::Config::from_json(config), std::move(parts));
     }
     std::printf("%d writers x %d examples/s x %d s into one key (s3_append_mode %s), flush_interval_ms 1000\n", writers,
@@ -169,7 +169,8 @@ int main(int argc, char** argv) {
     std::printf("  slowest final flush %.2f s; lines in the object %zu: lost %zu, doubled %zu; writer errors %d\n",
                 slowest, total, offered - std::min(offered, seen.size()), doubled, errors);
     std::printf("  requests per 1,000 examples %.1f; bytes sent per appended byte %.3f\n",
-                1000.0 * double(requests) / double(offered), double(sent) / double(std::max<std::uint64_t>(appended, 1)));
+                1000.0 * double(requests) / double(offered),
+                double(sent) / double(std::max<std::uint64_t>(appended, 1)));
     fleet.clear();
     bool compacted = true;
     if (mode == "batches") {
@@ -193,9 +194,10 @@ int main(int argc, char** argv) {
         std::map<std::string, int> in_file;
         const std::size_t lines = file.ok() ? count_lines(file.body, &in_file) : 0;
         compacted = lines == offered && in_file.size() == offered;
-        std::printf("  last compaction: %llu batch objects in %.2f s; the monthly file alone: %zu lines, %zu distinct\n",
-                    static_cast<unsigned long long>(r.batches), std::chrono::duration<double>(Clock::now() - c0).count(),
-                    lines, in_file.size());
+        std::printf(
+            "  last compaction: %llu batch objects in %.2f s; the monthly file alone: %zu lines, %zu distinct\n",
+            static_cast<unsigned long long>(r.batches), std::chrono::duration<double>(Clock::now() - c0).count(), lines,
+            in_file.size());
     }
     std::string cleanup = "rm -rf " + dir;
     const bool ok = errors == 0 && seen.size() == offered && doubled == 0 && total == offered && compacted;

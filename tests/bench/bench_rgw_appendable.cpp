@@ -55,7 +55,8 @@ int main(int argc, char** argv) {
     std::printf("appends taken: %d%s%s\n", done, refused.empty() ? "" : "; then refused: ", refused.c_str());
     const auto h = sink.head(key);
     std::printf("HEAD: %s, size %llu (expected %llu), appendable %s\n", h.ok() ? "ok" : h.describe().c_str(),
-                static_cast<unsigned long long>(h.size), static_cast<unsigned long long>(at), h.appendable ? "yes" : "no");
+                static_cast<unsigned long long>(h.size), static_cast<unsigned long long>(at),
+                h.appendable ? "yes" : "no");
     // A read across many appends.
     const auto g = sink.get(key, to::ByteRange{at / 2 - 100, at / 2 + 100});
     std::printf("ranged GET across appends: %s\n", g.ok() && g.body.size() == 201 ? "exact" : g.describe().c_str());

@@ -51,7 +51,8 @@ int main(int argc, char** argv) {
         to::CurlS3Sink sink(bench::sink_options(bucket));
         std::string big;
         std::mt19937 gen(1);
-        while (big.size() < (6u << 20)) big += "{\"seed\":" + std::to_string(gen()) + ",\"pad\":\"" + std::string(200, 'x') + "\"}\n";
+        while (big.size() < (6u << 20))
+            big += "{\"seed\":" + std::to_string(gen()) + ",\"pad\":\"" + std::string(200, 'x') + "\"}\n";
         if (!sink.put(kKey, big, to::ObjectAttributes{}, to::WriteConditions{}).ok()) return 1;
         const auto caps = sink.capabilities();
         to::WriterComponents parts;
@@ -61,7 +62,8 @@ int main(int argc, char** argv) {
         for (int r = 0; r < rounds; ++r) {
             auto before = sink.stats();
             auto bytes_before = writer.stats().bytes_appended;
-            for (int i = 0; i < 1000; ++i) writer.generate(bench::narrative("round" + std::to_string(r), i), bench::kMessage, bench::kResult);
+            for (int i = 0; i < 1000; ++i)
+                writer.generate(bench::narrative("round" + std::to_string(r), i), bench::kMessage, bench::kResult);
             writer.flush();
             auto after = sink.stats();
             appended += writer.stats().bytes_appended - bytes_before;
@@ -90,7 +92,8 @@ int main(int argc, char** argv) {
                     to::TrainingOutput writer(
                         to::Config::from_json(writer_config(bucket, dir + "/w" + std::to_string(w))));
                     for (int i = 0; i < per_writer; ++i) {
-                        writer.generate(bench::narrative("writer" + std::to_string(w), i), bench::kMessage, bench::kResult);
+                        writer.generate(bench::narrative("writer" + std::to_string(w), i), bench::kMessage,
+                                        bench::kResult);
                     }
                     writer.flush();
                     writer.close();

@@ -45,9 +45,9 @@ inline std::string make_bucket(const std::string& what) {
 // members (",\"key\":value...").
 inline std::string writer_config(const std::string& bucket, const std::string& output_dir, const std::string& extra) {
     const auto o = sink_options(bucket);
-    return "{\"s3_endpoint_url\":\"" + o.endpoint_url + "\",\"s3_bucket_name\":\"" + bucket + "\",\"s3_access_key\":\"" +
-           o.credentials.access_key_id + "\",\"s3_secret_key\":\"" + o.credentials.secret_access_key +
-           "\",\"output_dir\":\"" + output_dir + "\"" + extra + "}";
+    return "{\"s3_endpoint_url\":\"" + o.endpoint_url + "\",\"s3_bucket_name\":\"" + bucket +
+           "\",\"s3_access_key\":\"" + o.credentials.access_key_id + "\",\"s3_secret_key\":\"" +
+           o.credentials.secret_access_key + "\",\"output_dir\":\"" + output_dir + "\"" + extra + "}";
 }
 
 }  // namespace bench

@@ -19,8 +19,8 @@
 
 #include "bench_example.hpp"
 #include "bench_server.hpp"
-#include "training_output.h"
 #include "s3/curl_s3_sink.hpp"
+#include "training_output.h"
 #include "training_output/training_output.hpp"
 
 namespace to = training_output;
@@ -58,10 +58,11 @@ void latency(const char* what, const std::string& config, int calls) {
     std::sort(us.begin(), us.end());
     auto pct = [&](double p) { return us[std::min(us.size() - 1, static_cast<std::size_t>(p * us.size()))]; };
     const auto s = writer.stats();
-    std::printf("latency, S3 %-8s %d calls: p50 %.1f us  p99 %.1f us  p99.9 %.1f us  max %.0f us  "
-                "(appended %llu, pending %llu)\n",
-                what, calls, pct(0.50), pct(0.99), pct(0.999), us.back(),
-                static_cast<unsigned long long>(s.lines_appended), static_cast<unsigned long long>(s.pending_lines));
+    std::printf(
+        "latency, S3 %-8s %d calls: p50 %.1f us  p99 %.1f us  p99.9 %.1f us  max %.0f us  "
+        "(appended %llu, pending %llu)\n",
+        what, calls, pct(0.50), pct(0.99), pct(0.999), us.back(), static_cast<unsigned long long>(s.lines_appended),
+        static_cast<unsigned long long>(s.pending_lines));
     std::fflush(stdout);
     try {
         writer.close();
@@ -85,15 +86,18 @@ int main(int argc, char** argv) {
     const std::string endpoint = bench::env("TDO_BENCH_ENDPOINT", "");
     if (!endpoint.empty()) {
         const std::string bucket = bench::make_bucket("spool");
-        latency("healthy",
-                bench::writer_config(bucket, dir + "/healthy",
-                                     ",\"dedup_store\":\"memory\",\"flush_interval_ms\":1000,\"flush_timeout_ms\":120000"),
-                latency_calls);
+        latency(
+            "healthy",
+            bench::writer_config(bucket, dir + "/healthy",
+                                 ",\"dedup_store\":\"memory\",\"flush_interval_ms\":1000,\"flush_timeout_ms\":120000"),
+            latency_calls);
     }
     latency("down",
             "{\"s3_endpoint_url\":\"http://127.0.0.1:9\",\"s3_bucket_name\":\"b\",\"s3_access_key\":\"k\","
             "\"s3_secret_key\":\"s\",\"s3_conditional_writes\":\"true\",\"output_dir\":\"" +
-                dir + "/down\",\"dedup_store\":\"memory\",\"flush_interval_ms\":1000,\"flush_timeout_ms\":1000,\"log_level\":\"off\"}",
+                dir +
+                "/down\",\"dedup_store\":\"memory\",\"flush_interval_ms\":1000,\"flush_timeout_ms\":1000,\"log_level\":"
+                "\"off\"}",
             latency_calls);
 
     // Throughput from one thread, local directory, memory dedup store: each
@@ -102,8 +106,8 @@ int main(int argc, char** argv) {
     // fall on it); the median of the rounds.
     const auto texts = narratives("throughput", throughput_calls);
     // TDO_BENCH_EXTRA: more configuration members (",\"redact_phi\":false").
-    const std::string common = "\"dedup_store\":\"memory\",\"directory_fsync\":false,\"spool_fsync\":\"" + fsync + "\"" +
-                               bench::env("TDO_BENCH_EXTRA", "") + "}";
+    const std::string common = "\"dedup_store\":\"memory\",\"directory_fsync\":false,\"spool_fsync\":\"" + fsync +
+                               "\"" + bench::env("TDO_BENCH_EXTRA", "") + "}";
     auto cpp_run = [&](const std::string& out) {
         to::TrainingOutput writer(to::Config::from_json("{\"output_dir\":\"" + out + "\"," + common));
         const auto t0 = Clock::now();
@@ -121,7 +125,8 @@ int main(int argc, char** argv) {
         }
         const auto t0 = Clock::now();
         int bad = 0;
-        for (const auto& t : texts) bad += generate_training_output(w, t.c_str(), bench::kMessage, bench::kResult) != TDO_WRITTEN;
+        for (const auto& t : texts)
+            bad += generate_training_output(w, t.c_str(), bench::kMessage, bench::kResult) != TDO_WRITTEN;
         const double s = std::chrono::duration<double>(Clock::now() - t0).count();
         tdo_writer_close(w);
         if (bad != 0) {

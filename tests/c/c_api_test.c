@@ -8,13 +8,12 @@
 
 static int failures = 0;
 
-#define EXPECT(cond)                                                     \
-    do {                                                                 \
-        if (!(cond)) {                                                   \
-            fprintf(stderr, "%s:%d: expected %s (last error: %s)\n",     \
-                    __FILE__, __LINE__, #cond, tdo_last_error());        \
-            ++failures;                                                  \
-        }                                                                \
+#define EXPECT(cond)                                                                                               \
+    do {                                                                                                           \
+        if (!(cond)) {                                                                                             \
+            fprintf(stderr, "%s:%d: expected %s (last error: %s)\n", __FILE__, __LINE__, #cond, tdo_last_error()); \
+            ++failures;                                                                                            \
+        }                                                                                                          \
     } while (0)
 
 static int events = 0;
@@ -35,8 +34,8 @@ int main(int argc, char** argv) {
         fprintf(stderr, "usage: %s OUTPUT_DIR\n", argv[0]);
         return 2;
     }
-    snprintf(config, sizeof config,
-             "{\"output_dir\": \"%s\", \"directory_fsync\": false, \"log_level\": \"off\"}", argv[1]);
+    snprintf(config, sizeof config, "{\"output_dir\": \"%s\", \"directory_fsync\": false, \"log_level\": \"off\"}",
+             argv[1]);
 
     EXPECT(tdo_version_number() == TDO_VERSION_NUMBER);
     EXPECT(strlen(tdo_version_string()) >= 5);

@@ -7,8 +7,8 @@
 #include <cstdlib>
 #include <string_view>
 
-#include "training_output/error.hpp"
 #include "format/formatter.hpp"
+#include "training_output/error.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     std::string_view in(reinterpret_cast<const char*>(data), size);
@@ -27,7 +27,6 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         rapidjson::Document doc;
         doc.Parse<rapidjson::kParseValidateEncodingFlag>(ex.line.data(), ex.line.size() - 1);
         if (doc.HasParseError() || !doc.IsObject()) std::abort();
-    } catch (const training_output::Error&) {
-    }
+    } catch (const training_output::Error&) {}
     return 0;
 }

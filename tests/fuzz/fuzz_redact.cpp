@@ -6,8 +6,8 @@
 #include <string>
 #include <string_view>
 
-#include "format/redact.hpp"
 #include "format/formatter.hpp"
+#include "format/redact.hpp"
 
 namespace to = training_output;
 

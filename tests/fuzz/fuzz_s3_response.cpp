@@ -22,7 +22,8 @@ void require(bool ok) {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     const std::string_view input(reinterpret_cast<const char*>(data), size);
     const auto split = input.find("\n\n");
-    const std::string_view head = input.substr(0, split), body = split == std::string_view::npos ? "" : input.substr(split + 2);
+    const std::string_view head = input.substr(0, split),
+                           body = split == std::string_view::npos ? "" : input.substr(split + 2);
 
     std::map<std::string, std::string> headers;
     std::size_t start = 0;

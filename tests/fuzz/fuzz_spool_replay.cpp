@@ -23,7 +23,8 @@ void check_line(std::string_view segment, const SpoolLineRef& ref, std::set<std:
     require(ref.segment == 1);
     require(ref.offset + ref.record_bytes <= segment.size());
     auto payload = spool::record_at(segment, ref.offset, spool::checksum_seed(1));
-    if (!payload && segment.compare(0, spool::kMagicBytes, std::string_view(spool::kMagicV1, spool::kMagicBytes)) == 0) {
+    if (!payload &&
+        segment.compare(0, spool::kMagicBytes, std::string_view(spool::kMagicV1, spool::kMagicBytes)) == 0) {
         payload = spool::record_at(segment, ref.offset, 0);
     }
     require(payload.has_value());

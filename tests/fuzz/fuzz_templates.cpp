@@ -4,8 +4,8 @@
 #include <cstdlib>
 #include <string_view>
 
-#include "training_output/error.hpp"
 #include "format/formatter.hpp"
+#include "training_output/error.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     const std::string_view in(reinterpret_cast<const char*>(data), size);

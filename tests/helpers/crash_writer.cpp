@@ -49,9 +49,10 @@ int main(int argc, char** argv) {
                 if (i % threads != t) continue;
                 const std::string n = std::to_string(i);
                 try {
-                    auto outcome = writer.generate("Worker " + worker + " example " + n + ".",
-                                                   "{\"record_type\":\"StepsRecord\",\"user_id\":\"" + worker + "\"}",
-                                                   "{\"record_count\":5,\"processing_timestamp\":\"2025-11-18T10:30:00Z\"}");
+                    auto outcome =
+                        writer.generate("Worker " + worker + " example " + n + ".",
+                                        "{\"record_type\":\"StepsRecord\",\"user_id\":\"" + worker + "\"}",
+                                        "{\"record_count\":5,\"processing_timestamp\":\"2025-11-18T10:30:00Z\"}");
                     say((outcome == to::Outcome::Written ? "W " : "D ") + n);
                 } catch (const to::Error& e) {
                     say("E " + n + " " + e.what());

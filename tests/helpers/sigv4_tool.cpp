@@ -22,8 +22,8 @@
 #include <string>
 #include <tuple>
 
-#include "training_output/error.hpp"
 #include "s3/sigv4.hpp"
+#include "training_output/error.hpp"
 
 namespace sigv4 = training_output::sigv4;
 
@@ -60,16 +60,16 @@ const sigv4::Signer& signer_for(const rapidjson::Value& in) {
     auto it = in.FindMember("content_sha256_header");
     if (it != in.MemberEnd() && !it->value.IsBool()) throw std::runtime_error("content_sha256_header is not a boolean");
     const bool content_header = it == in.MemberEnd() || it->value.GetBool();
-    Key key{get(in, "access_key_id"), get(in, "secret_access_key"), get(in, "session_token"),
-            get(in, "region", "us-east-1"), get(in, "service", "s3"), content_header};
+    Key key{get(in, "access_key_id"),       get(in, "secret_access_key"), get(in, "session_token"),
+            get(in, "region", "us-east-1"), get(in, "service", "s3"),     content_header};
     auto& slot = signers[key];
     if (!slot) {
         sigv4::Options options;
         options.region = std::get<3>(key);
         options.service = std::get<4>(key);
         options.content_sha256_header = content_header;
-        slot = std::make_unique<sigv4::Signer>(
-            sigv4::Credentials{std::get<0>(key), std::get<1>(key), std::get<2>(key)}, options);
+        slot = std::make_unique<sigv4::Signer>(sigv4::Credentials{std::get<0>(key), std::get<1>(key), std::get<2>(key)},
+                                               options);
     }
     return *slot;
 }

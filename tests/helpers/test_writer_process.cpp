@@ -19,7 +19,8 @@
 
 int main(int argc, char** argv) {
     if (argc < 5 || argc > 8) {
-        std::fprintf(stderr, "usage: %s CONFIG WORKER COUNT SHARED_EVERY [RECORD_TYPE [THREADS [STATS_FILE]]]\n", argv[0]);
+        std::fprintf(stderr, "usage: %s CONFIG WORKER COUNT SHARED_EVERY [RECORD_TYPE [THREADS [STATS_FILE]]]\n",
+                     argv[0]);
         return 2;
     }
     namespace to = training_output;

@@ -60,13 +60,13 @@ inline const char* fault_name(Fault f) {
 }
 
 struct FaultRule {
-    std::string method;          // empty: any
-    std::string path_contains;   // empty: any
-    std::string path_excludes;   // empty: none
-    std::string query_contains;  // empty: any
-    std::string header_contains; // empty: any (e.g. "if-none-match")
-    int skip = 0;                // matching requests let through first
-    int times = 1;               // then this many get the fault (-1: all)
+    std::string method;           // empty: any
+    std::string path_contains;    // empty: any
+    std::string path_excludes;    // empty: none
+    std::string query_contains;   // empty: any
+    std::string header_contains;  // empty: any (e.g. "if-none-match")
+    int skip = 0;                 // matching requests let through first
+    int times = 1;                // then this many get the fault (-1: all)
     Fault fault = Fault::Status;
     int status = 503;
     std::chrono::milliseconds delay{0};
@@ -245,11 +245,14 @@ private:
 
     static std::string error_answer(int status, bool in_200) {
         const std::string code = status == 500 ? "InternalError" : "ServiceUnavailable";
-        const std::string body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>" + code +
-                                 "</Code><Message>injected by the test proxy</Message><RequestId>proxy</RequestId></Error>";
-        const std::string line = in_200 ? "200 OK" : std::to_string(status) + (status == 500 ? " Internal Server Error"
-                                                                                              : " Service Unavailable");
-        return "HTTP/1.1 " + line + "\r\nContent-Type: application/xml\r\nContent-Length: " + std::to_string(body.size()) +
+        const std::string body =
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>" + code +
+            "</Code><Message>injected by the test proxy</Message><RequestId>proxy</RequestId></Error>";
+        const std::string line =
+            in_200 ? "200 OK"
+                   : std::to_string(status) + (status == 500 ? " Internal Server Error" : " Service Unavailable");
+        return "HTTP/1.1 " + line +
+               "\r\nContent-Type: application/xml\r\nContent-Length: " + std::to_string(body.size()) +
                "\r\nConnection: close\r\n\r\n" + body;
     }
 
@@ -271,7 +274,7 @@ private:
             return r;
         }
         if (random_share_ > 0 && std::uniform_real_distribution<double>(0, 1)(gen_) < random_share_) {
-            static const Fault kinds[] = {Fault::ResetBefore, Fault::ResetAfter, Fault::Status, Fault::Status,
+            static const Fault kinds[] = {Fault::ResetBefore, Fault::ResetAfter, Fault::Status,     Fault::Status,
                                           Fault::Stall,       Fault::Truncate,   Fault::ErrorIn200, Fault::Late};
             FaultRule r;
             r.fault = kinds[std::uniform_int_distribution<std::size_t>(0, std::size(kinds) - 1)(gen_)];
@@ -303,12 +306,8 @@ private:
                 return (void)::close(client);
             }
             case Fault::ResetBefore: return reset(client);
-            case Fault::ResetAfter:
-                forward(req);
-                return reset(client);
-            case Fault::Status:
-                send_all(client, error_answer(r.status, false));
-                return (void)::close(client);
+            case Fault::ResetAfter: forward(req); return reset(client);
+            case Fault::Status: send_all(client, error_answer(r.status, false)); return (void)::close(client);
             case Fault::Stall: {
                 std::string answer = forward(req);
                 sleep_unless_stopped(r.delay);
@@ -325,9 +324,10 @@ private:
                 return reset(client);
             }
             case Fault::ErrorIn200:
-                send_all(client, req.method == "HEAD"
-                                     ? std::string("HTTP/1.1 200 OK\r\nContent-Length: 197\r\nConnection: close\r\n\r\n")
-                                     : error_answer(503, true));
+                send_all(client,
+                         req.method == "HEAD"
+                             ? std::string("HTTP/1.1 200 OK\r\nContent-Length: 197\r\nConnection: close\r\n\r\n")
+                             : error_answer(503, true));
                 return (void)::close(client);
             case Fault::Late:
                 reset(client);

@@ -15,9 +15,9 @@
 #include <string>
 
 #include "append/batch_objects.hpp"
+#include "append/object_appender.hpp"
 #include "manifest/manifest.hpp"
 #include "s3/curl_s3_sink.hpp"
-#include "append/object_appender.hpp"
 
 namespace tdo_test {
 
@@ -35,13 +35,9 @@ inline std::string env_or_fail(const char* name) {
     return v;
 }
 
-inline Server rgw() {
-    return {env_or_fail("TDO_TEST_RGW_ENDPOINT"), "testkey", "testsecret"};
-}
+inline Server rgw() { return {env_or_fail("TDO_TEST_RGW_ENDPOINT"), "testkey", "testsecret"}; }
 
-inline Server s3rver() {
-    return {env_or_fail("TDO_TEST_S3RVER_ENDPOINT"), "S3RVER", "S3RVER"};
-}
+inline Server s3rver() { return {env_or_fail("TDO_TEST_S3RVER_ENDPOINT"), "S3RVER", "S3RVER"}; }
 
 // The end of the s3rver's log (TDO_TEST_S3RVER_LOG), for a failing test to
 // show what the server went through.
@@ -80,7 +76,7 @@ inline std::unique_ptr<CurlS3Sink> fresh_bucket(const Server& s, std::string& bu
 }
 
 inline std::string writer_config(const Server& s, const std::string& bucket, const std::string& dir,
-                          const std::string& extra = "") {
+                                 const std::string& extra = "") {
     return "{\"s3_endpoint_url\":\"" + s.endpoint + "\",\"s3_bucket_name\":\"" + bucket + "\",\"s3_access_key\":\"" +
            s.access_key + "\",\"s3_secret_key\":\"" + s.secret_key + "\",\"output_dir\":\"" + dir +
            "\",\"dedup_store\":\"sqlite\",\"log_level\":\"off\"" + extra + "}";
@@ -131,7 +127,8 @@ inline std::string big_jsonl(std::size_t bytes) {
     std::string out;
     std::mt19937 gen(7);
     for (int i = 0; out.size() < bytes; ++i) {
-        out += "{\"n\":" + std::to_string(i) + ",\"r\":" + std::to_string(gen()) + ",\"pad\":\"" + std::string(80, 'p') + "\"}\n";
+        out += "{\"n\":" + std::to_string(i) + ",\"r\":" + std::to_string(gen()) + ",\"pad\":\"" +
+               std::string(80, 'p') + "\"}\n";
     }
     return out;
 }

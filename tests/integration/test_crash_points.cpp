@@ -27,8 +27,8 @@ std::string redis_url() {
 std::string redis_settings() {
     static int n = 0;
     return ",\"dedup_store\":\"redis\",\"redis_url\":\"" + redis_url() + "\",\"dedup_namespace\":\"tdo-crash-" +
-           std::to_string(::getpid()) + "-" + std::to_string(n++) + "-" + std::to_string(std::random_device{}() % 100000) +
-           "\"";
+           std::to_string(::getpid()) + "-" + std::to_string(n++) + "-" +
+           std::to_string(std::random_device{}() % 100000) + "\"";
 }
 
 void run_rgw_scenarios(bool redis, const std::string& append_mode) {
@@ -51,9 +51,10 @@ void run_rgw_scenarios(bool redis, const std::string& append_mode) {
 
 }  // namespace
 
-TEST_CASE("crash points: a writer killed at each step, restarted and handed every example again (local directory, "
-          "Redis)",
-          "[integration][redis][crash-points]") {
+TEST_CASE(
+    "crash points: a writer killed at each step, restarted and handed every example again (local directory, "
+    "Redis)",
+    "[integration][redis][crash-points]") {
     for (const auto& scenario : tdo_test::crash_point_scenarios()) {
         if (!tdo_test::scenario_applies(scenario, false)) continue;
         INFO("scenario starting with " << scenario.front());
@@ -91,8 +92,9 @@ TEST_CASE("crash points: a writer killed while it converts a plain monthly objec
         const std::string earlier = tdo_test::big_jsonl(6u << 20);
         REQUIRE(sink->put(kStepsKey, earlier, ObjectAttributes{}, WriteConditions{}).ok());
         tdo_test::TempDir dir;
-        const std::string config = tdo_test::writer_config(
-            tdo_test::rgw(), bucket, dir.path(), kFastFlush + ",\"s3_lease_seconds\":5,\"s3_request_timeout_ms\":10000");
+        const std::string config =
+            tdo_test::writer_config(tdo_test::rgw(), bucket, dir.path(),
+                                    kFastFlush + ",\"s3_lease_seconds\":5,\"s3_request_timeout_ms\":10000");
         tdo_test::WriterRun killed = tdo_test::run_crash_writer(config, 0, 20, point + ":1");
         CHECK(killed.killed);
         // Whatever it left, a reader that follows the month rule reads the month whole.

@@ -38,11 +38,12 @@ std::string env_or_fail(const char* name) {
 std::string redis_url() { return env_or_fail("TDO_TEST_REDIS_URL"); }
 int redis_port() { return parse_redis_url(redis_url()).port; }
 std::string acl_url(const std::string& password = TDO_TEST_REDIS_ACL_PASSWORD) {
-    return std::string("redis://") + TDO_TEST_REDIS_ACL_USER + ":" + password + "@127.0.0.1:" +
-           std::to_string(redis_port()) + "/0";
+    return std::string("redis://") + TDO_TEST_REDIS_ACL_USER + ":" + password +
+           "@127.0.0.1:" + std::to_string(redis_port()) + "/0";
 }
 std::string unix_url(int db) {
-    return std::string("unix://:") + TDO_TEST_REDIS_PASSWORD + "@" + TDO_TEST_REDIS_SOCKET + "?db=" + std::to_string(db);
+    return std::string("unix://:") + TDO_TEST_REDIS_PASSWORD + "@" + TDO_TEST_REDIS_SOCKET +
+           "?db=" + std::to_string(db);
 }
 
 // Keys of each test under their own namespace: the server is shared.
@@ -51,7 +52,6 @@ std::string unique_namespace(const std::string& prefix = "tdo-test") {
     return prefix + "-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) + "-" +
            std::to_string(std::random_device{}() % 1000000);
 }
-
 
 // Inspects the server with hiredis' blocking API, independently of the store.
 class RawRedis {
@@ -80,7 +80,8 @@ public:
             argv.push_back(a.data());
             lens.push_back(a.size());
         }
-        auto* r = static_cast<redisReply*>(redisCommandArgv(c_, static_cast<int>(args.size()), argv.data(), lens.data()));
+        auto* r =
+            static_cast<redisReply*>(redisCommandArgv(c_, static_cast<int>(args.size()), argv.data(), lens.data()));
         REQUIRE(r);
         std::string out;
         switch (r->type) {
@@ -124,8 +125,8 @@ public:
     OwnRedis& operator=(const OwnRedis&) = delete;
 
     void start() {
-        REQUIRE(tdo_test::wait_for(tdo_test::spawn({TDO_TEST_REDIS_SCRIPT, "start", dir_ / "redis", std::to_string(port_)})) ==
-                0);
+        REQUIRE(tdo_test::wait_for(
+                    tdo_test::spawn({TDO_TEST_REDIS_SCRIPT, "start", dir_ / "redis", std::to_string(port_)})) == 0);
     }
     void stop() { REQUIRE(tdo_test::wait_for(tdo_test::spawn({TDO_TEST_REDIS_SCRIPT, "stop", dir_ / "redis"})) == 0); }
     std::string url() const {
@@ -341,7 +342,8 @@ TEST_CASE("Redis: threads claiming the same keys: exactly one wins each", "[inte
     tdo_test::check_dedup_threads(*small, ns2, dir.path(), 16, 200);
 }
 
-TEST_CASE("Redis: duplicates across two processes with their own output directories", "[integration][redis][concurrency]") {
+TEST_CASE("Redis: duplicates across two processes with their own output directories",
+          "[integration][redis][concurrency]") {
     tdo_test::TempDir dir;
     const std::string ns = unique_namespace();
     constexpr int kCount = 300, kSharedEvery = 3;
@@ -453,7 +455,8 @@ TEST_CASE("Redis: down at open: the writer opens, fails open, and uses Redis onc
     LogCapture logs;
     tdo_writer* w = nullptr;
     auto t0 = Clock::now();
-    REQUIRE(tdo_writer_open(&w, writer_json(dir.path(), redis.url(), ns, ",\"redis_timeout_ms\":300").c_str()) == TDO_OK);
+    REQUIRE(tdo_writer_open(&w, writer_json(dir.path(), redis.url(), ns, ",\"redis_timeout_ms\":300").c_str()) ==
+            TDO_OK);
     CHECK(Clock::now() - t0 < 2s);
     CHECK(logs.count("training_output_dedup_store_unavailable") == 1);
     const std::string warning = logs.first("training_output_dedup_store_unavailable");
@@ -486,10 +489,10 @@ TEST_CASE("Redis: down at open: the writer opens, fails open, and uses Redis onc
 TEST_CASE("Redis: a wrong password is an error at open that never shows the password", "[integration][redis]") {
     const std::string port = std::to_string(redis_port());
     const std::string urls[] = {
-        "redis://:hunter2-wrong@127.0.0.1:" + port + "/0",               // default user
-        acl_url("hunter2-wrong"),                                         // ACL user
-        "redis://nobody-here:hunter2-wrong@127.0.0.1:" + port + "/0",   // unknown user
-        "redis://127.0.0.1:" + port + "/0",                              // none, but one is required
+        "redis://:hunter2-wrong@127.0.0.1:" + port + "/0",             // default user
+        acl_url("hunter2-wrong"),                                      // ACL user
+        "redis://nobody-here:hunter2-wrong@127.0.0.1:" + port + "/0",  // unknown user
+        "redis://127.0.0.1:" + port + "/0",                            // none, but one is required
     };
     for (const auto& url : urls) {
         INFO(url);
@@ -576,7 +579,7 @@ TEST_CASE("Redis: a server that never answers: no call waits past the timeout", 
     auto t0 = Clock::now();
     TrainingOutput w(Config::from_json(writer_json(dir.path(), url, unique_namespace(), ",\"redis_timeout_ms\":200")));
     const auto open_time = Clock::now() - t0;
-    CHECK(open_time >= 150ms);  // it did wait for an answer ...
+    CHECK(open_time >= 150ms);         // it did wait for an answer ...
     CHECK(open_time < 200ms + 400ms);  // ... for the timeout only
     CHECK_THAT(logs.first("training_output_dedup_store_unavailable"), Catch::Contains("no answer within 200 ms"));
 
@@ -608,8 +611,9 @@ TEST_CASE("Redis: a writer whose liveness lapsed delivers nothing another writer
         std::string("redis://:") + TDO_TEST_REDIS_PASSWORD + "@127.0.0.1:" + std::to_string(proxy.port()) + "/0";
     const std::string blocker = x / "training/physical_activity";
     tdo_test::write_file(blocker, "in the way\n");  // A's monthly file cannot be created yet
-    TrainingOutput a(Config::from_json(writer_json(
-        x.path(), through_proxy, ns, ",\"dedup_owner_ttl_seconds\":10,\"flush_timeout_ms\":6000,\"redis_timeout_ms\":300")));
+    TrainingOutput a(Config::from_json(
+        writer_json(x.path(), through_proxy, ns,
+                    ",\"dedup_owner_ttl_seconds\":10,\"flush_timeout_ms\":6000,\"redis_timeout_ms\":300")));
     CHECK(generate(a, "Claimed by A, delivered once.") == Outcome::Written);
     RawRedis raw(redis_url());
     const auto owners = raw.keys(ns + ":owner:*");

@@ -61,11 +61,12 @@ struct Pki {
             run({"openssl", "req", "-new", "-nodes", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
                  "-keyout", d + "/" + name + ".key", "-out", d + "/" + name + ".csr", "-subj", "/CN=" + cn});
             run({"openssl", "x509", "-req", "-in", d + "/" + name + ".csr", "-CA", ca, "-CAkey", d + "/ca.key",
-                 "-set_serial", name == "server" ? "2" : "3", "-days", "3", "-out", d + "/" + name + ".crt",
-                 "-extfile", d + "/" + name + ".ext"});
+                 "-set_serial", name == "server" ? "2" : "3", "-days", "3", "-out", d + "/" + name + ".crt", "-extfile",
+                 d + "/" + name + ".ext"});
         };
-        make_leaf("server", "localhost",
-                  "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n");
+        make_leaf(
+            "server", "localhost",
+            "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n");
         make_leaf("client", "tdo-test-client", "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n");
     }
 };
@@ -94,11 +95,33 @@ public:
     explicit TlsRedis(const std::string& auth_clients = "optional", int tls_port = 0)
         : tls_port_(tls_port ? tls_port : tdo_test::free_port()), plain_port_(tdo_test::free_port()) {
         const Pki& p = pki();
-        pid_ = tdo_test::spawn({"/usr/bin/env", "redis-server", "--bind", "127.0.0.1", "--port",
-                                std::to_string(plain_port_), "--tls-port", std::to_string(tls_port_), "--tls-cert-file",
-                                p.server_cert, "--tls-key-file", p.server_key, "--tls-ca-cert-file", p.ca,
-                                "--tls-auth-clients", auth_clients, "--requirepass", kPassword, "--save", "",
-                                "--appendonly", "no", "--daemonize", "no", "--dir", dir_.path(), "--logfile",
+        pid_ = tdo_test::spawn({"/usr/bin/env",
+                                "redis-server",
+                                "--bind",
+                                "127.0.0.1",
+                                "--port",
+                                std::to_string(plain_port_),
+                                "--tls-port",
+                                std::to_string(tls_port_),
+                                "--tls-cert-file",
+                                p.server_cert,
+                                "--tls-key-file",
+                                p.server_key,
+                                "--tls-ca-cert-file",
+                                p.ca,
+                                "--tls-auth-clients",
+                                auth_clients,
+                                "--requirepass",
+                                kPassword,
+                                "--save",
+                                "",
+                                "--appendonly",
+                                "no",
+                                "--daemonize",
+                                "no",
+                                "--dir",
+                                dir_.path(),
+                                "--logfile",
                                 dir_ / "redis.log"});
         REQUIRE(pid_ > 0);
         const auto deadline = Clock::now() + 10s;
@@ -258,10 +281,10 @@ TEST_CASE("Redis over TLS: a writer configured with the redis_tls_* keys, and a 
     LogCapture logs;
     tdo_test::TempDir dir;
     {
-        TrainingOutput w(Config::from_json(writer_json(
-            dir.path(), redis.url(), json_key("redis_tls_ca_file", p.ca) + "," +
-                                         json_key("redis_tls_cert_file", p.client_cert) + "," +
-                                         json_key("redis_tls_key_file", p.client_key))));
+        TrainingOutput w(Config::from_json(writer_json(dir.path(), redis.url(),
+                                                       json_key("redis_tls_ca_file", p.ca) + "," +
+                                                           json_key("redis_tls_cert_file", p.client_cert) + "," +
+                                                           json_key("redis_tls_key_file", p.client_key))));
         const auto msg = tdo_test::message_json("StepsRecord");
         CHECK(w.generate("Walked to work.", msg, tdo_test::result_json()) == Outcome::Written);
         CHECK(w.generate("Walked to work.", msg, tdo_test::result_json()) == Outcome::Duplicate);
@@ -285,11 +308,11 @@ TEST_CASE("Redis over TLS: a writer configured with the redis_tls_* keys, and a 
     // A client certificate from a CA the server does not trust: refused too.
     // (Its own CA's key and certificate serve as a client certificate.)
     const std::string other_key = p.dir / "other-ca.key";
-    CHECK(tdo_writer_open(&w, writer_json(dir.path(), redis.url(),
-                                          json_key("redis_tls_ca_file", p.ca) + "," +
-                                              json_key("redis_tls_cert_file", p.other_ca) + "," +
-                                              json_key("redis_tls_key_file", other_key))
-                                  .c_str()) == TDO_E_DEDUP_STORE);
+    CHECK(tdo_writer_open(
+              &w, writer_json(dir.path(), redis.url(),
+                              json_key("redis_tls_ca_file", p.ca) + "," + json_key("redis_tls_cert_file", p.other_ca) +
+                                  "," + json_key("redis_tls_key_file", other_key))
+                      .c_str()) == TDO_E_DEDUP_STORE);
     CHECK_THAT(tdo_last_error(), Catch::Contains("client certificate"));
     check_no_secrets(tdo_last_error());
 }
@@ -335,8 +358,9 @@ TEST_CASE("Redis over TLS: a certificate from another CA, or for another name, i
     // Through the C ABI: TDO_E_DEDUP_STORE, the password masked.
     tdo_test::TempDir dir;
     tdo_writer* w = nullptr;
-    CHECK(tdo_writer_open(&w, writer_json(dir.path(), redis.url(), json_key("redis_tls_ca_file", p.other_ca)).c_str()) ==
-          TDO_E_DEDUP_STORE);
+    CHECK(
+        tdo_writer_open(&w, writer_json(dir.path(), redis.url(), json_key("redis_tls_ca_file", p.other_ca)).c_str()) ==
+        TDO_E_DEDUP_STORE);
     CHECK_THAT(tdo_last_error(), Catch::Contains("rediss://:***@127.0.0.1:" + std::to_string(redis.tls_port())));
     check_no_secrets(tdo_last_error());
     check_no_secrets(logs.all());
@@ -347,7 +371,8 @@ TEST_CASE("Redis over TLS: a wrong password, a plain port, a plain URL: clear er
     TlsRedis redis;
     const std::string port = std::to_string(redis.tls_port());
     ErrorCode code{};
-    std::string e = error_of([&] { open_store("rediss://:hunter2-wrong@127.0.0.1:" + port + "/0", tls_options()); }, &code);
+    std::string e =
+        error_of([&] { open_store("rediss://:hunter2-wrong@127.0.0.1:" + port + "/0", tls_options()); }, &code);
     CHECK(code == ErrorCode::DedupStore);
     CHECK_THAT(e, Catch::Contains("authentication failed"));
     check_no_secrets(e);
@@ -428,8 +453,8 @@ TEST_CASE("Redis over TLS: a server that never answers the handshake: no call wa
     LogCapture logs;
     tdo_test::TempDir dir;
     auto t0 = Clock::now();
-    TrainingOutput w(Config::from_json(writer_json(dir.path(), url, json_key("redis_tls_ca_file", pki().ca),
-                                                   ",\"redis_timeout_ms\":200")));
+    TrainingOutput w(Config::from_json(
+        writer_json(dir.path(), url, json_key("redis_tls_ca_file", pki().ca), ",\"redis_timeout_ms\":200")));
     const auto open_time = Clock::now() - t0;
     CHECK(open_time >= 150ms);
     CHECK(open_time < 200ms + 400ms);

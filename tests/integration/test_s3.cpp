@@ -2,9 +2,9 @@
 // conditional PUT, UploadPartCopy) and s3rver (object semantics only), both
 // started on loopback by the test fixtures. Their endpoints come from
 // TDO_TEST_RGW_ENDPOINT and TDO_TEST_S3RVER_ENDPOINT.
-#include <catch2/catch.hpp>
 #include <algorithm>
 #include <atomic>
+#include <catch2/catch.hpp>
 #include <cstdlib>
 #include <random>
 #include <set>
@@ -12,14 +12,13 @@
 
 #include "../unit/sink_conformance.hpp"
 #include "../unit/test_util.hpp"
-#include "s3_test_servers.hpp"
 #include "s3/curl_s3_sink.hpp"
+#include "s3_test_servers.hpp"
 #include "training_output/error.hpp"
 #include "training_output/training_output.hpp"
 
 using namespace training_output;
 using namespace tdo_test;
-
 
 TEST_CASE("RGW: S3 semantics over SigV4", "[integration][rgw]") {
     std::string bucket;
@@ -117,7 +116,8 @@ TEST_CASE("RGW: lines appended to a 6 MiB object leave its bytes intact", "[inte
         TrainingOutput w(
             Config::from_json(writer_config(rgw(), bucket, dir.path(), ",\"s3_convert_plain_objects\":false")));
         for (int i = 0; i < 50; ++i) {
-            CHECK(w.generate("Glucose narrative " + std::to_string(i) + ".", tdo_test::message_json("BloodGlucoseRecord"),
+            CHECK(w.generate("Glucose narrative " + std::to_string(i) + ".",
+                             tdo_test::message_json("BloodGlucoseRecord"),
                              tdo_test::result_json(10 + i)) == Outcome::Written);
         }
         w.flush();
@@ -144,9 +144,9 @@ namespace {
 std::string race_four_writers(CurlS3Sink& sink, const std::string& bucket, const std::string& extra_config) {
     tdo_test::TempDir dir;
     // Small batches so that the writers race for the key all the time.
-    const std::string config = writer_config(rgw(), bucket, dir.path(),
-                                             ",\"flush_max_bytes\":16384,\"flush_interval_ms\":20,\"dedup_store\":\"memory\"" +
-                                                 extra_config);
+    const std::string config =
+        writer_config(rgw(), bucket, dir.path(),
+                      ",\"flush_max_bytes\":16384,\"flush_interval_ms\":20,\"dedup_store\":\"memory\"" + extra_config);
     std::vector<pid_t> pids;
     for (int p = 0; p < 4; ++p) {
         pids.push_back(tdo_test::spawn({TDO_TEST_WRITER, config, "w" + std::to_string(p), "500", "0", "StepsRecord"}));
@@ -237,9 +237,8 @@ TEST_CASE("RGW: batches mode: 4 processes x 500 examples, compacted while they w
     std::string bucket;
     auto sink = fresh_bucket(rgw(), bucket);
     const std::string key = "training/physical_activity/2025/11/health_journal_2025_11.jsonl";
-    check_distinct_lines(race_four_writers(*sink, bucket,
-                                           ",\"s3_append_mode\":\"batches\",\"s3_compaction_interval_seconds\":1"),
-                         2000);
+    check_distinct_lines(
+        race_four_writers(*sink, bucket, ",\"s3_append_mode\":\"batches\",\"s3_compaction_interval_seconds\":1"), 2000);
     // Writers compacted on the way (whoever came first), and a reader saw
     // every line once whatever was folded; a last compaction leaves the file.
     const CompactionResult r = compact(*sink, key);
@@ -254,7 +253,8 @@ TEST_CASE("RGW: batches mode: 4 processes x 500 examples, compacted while they w
     check_manifest(*sink, key, true);
 }
 
-TEST_CASE("s3rver: batches mode: 2 processes x 300 examples, compacted, every line once", "[integration][s3rver][batches]") {
+TEST_CASE("s3rver: batches mode: 2 processes x 300 examples, compacted, every line once",
+          "[integration][s3rver][batches]") {
     std::string bucket;
     auto sink = fresh_bucket(s3rver(), bucket);
     tdo_test::TempDir dir;
@@ -268,8 +268,8 @@ TEST_CASE("s3rver: batches mode: 2 processes x 300 examples, compacted, every li
     };
     std::vector<pid_t> pids;
     for (int p = 0; p < 2; ++p) {
-        pids.push_back(
-            tdo_test::spawn({TDO_TEST_WRITER, config(p == 0 ? 1 : 0), "w" + std::to_string(p), "300", "0", "StepsRecord"}));
+        pids.push_back(tdo_test::spawn(
+            {TDO_TEST_WRITER, config(p == 0 ? 1 : 0), "w" + std::to_string(p), "300", "0", "StepsRecord"}));
         REQUIRE(pids.back() > 0);
     }
     for (pid_t pid : pids) {
@@ -298,7 +298,8 @@ TEST_CASE("s3rver: object semantics without conditional writes or UploadPartCopy
     {
         tdo_test::TempDir dir;
         try {
-            TrainingOutput w(Config::from_json(writer_config(s3rver(), bucket, dir.path(), ",\"s3_append_mode\":\"native\"")));
+            TrainingOutput w(
+                Config::from_json(writer_config(s3rver(), bucket, dir.path(), ",\"s3_append_mode\":\"native\"")));
             FAIL("expected an error");
         } catch (const Error& e) {
             CHECK(e.code() == ErrorCode::Config);
@@ -323,13 +324,15 @@ TEST_CASE("s3rver: the writer appends with GET+PUT, bytes intact", "[integration
                        tdo_test::result_json());
         }
         w.flush();
-        w.generate("Narrative after the first batch.", tdo_test::message_json("BloodGlucoseRecord"), tdo_test::result_json());
+        w.generate("Narrative after the first batch.", tdo_test::message_json("BloodGlucoseRecord"),
+                   tdo_test::result_json());
         w.flush();
         // The store's requests, by operation and outcome, in the metrics.
         const std::string metrics = w.metrics_text();
-        CHECK_THAT(metrics, Catch::Contains("etl_training_s3_requests_total{operation=\"GetObject\",status=\"ok\"}") &&
-                                Catch::Contains("etl_training_s3_requests_total{operation=\"PutObject\",status=\"ok\"}") &&
-                                Catch::Contains("# TYPE etl_training_s3_retries_total counter"));
+        CHECK_THAT(metrics,
+                   Catch::Contains("etl_training_s3_requests_total{operation=\"GetObject\",status=\"ok\"}") &&
+                       Catch::Contains("etl_training_s3_requests_total{operation=\"PutObject\",status=\"ok\"}") &&
+                       Catch::Contains("# TYPE etl_training_s3_retries_total counter"));
         w.close();
     }
     SinkResponse g = sink->get(kKey);

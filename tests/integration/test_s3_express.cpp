@@ -9,9 +9,9 @@
 
 #include "../unit/sink_conformance.hpp"
 #include "../unit/test_util.hpp"
+#include "append/object_appender.hpp"
 #include "s3/curl_s3_sink.hpp"
 #include "training_output/error.hpp"
-#include "append/object_appender.hpp"
 #include "training_output/training_output.hpp"
 
 using namespace training_output;
@@ -107,7 +107,8 @@ TEST_CASE("S3 Express: a directory bucket's session, S3 semantics, and appends a
     CHECK(sink.head("log.jsonl").appendable);
     // One session for all of it; every other request carried its token.
     CHECK(fake.count(is_create_session) == 1);
-    CHECK(fake.count([](const rapidjson::Document& r) { return !is_create_session(r) && !r["session"].GetBool(); }) == 0);
+    CHECK(fake.count([](const rapidjson::Document& r) { return !is_create_session(r) && !r["session"].GetBool(); }) ==
+          0);
     CHECK(fake.count([](const rapidjson::Document& r) { return r["status"].GetInt() == 403; }) == 0);
 }
 
@@ -143,7 +144,8 @@ TEST_CASE("S3 Express: writers append natively without a lease: 4 processes, eve
     const std::string config = writer_config(fake, dir.path());
     std::vector<pid_t> pids;
     for (int p = 0; p < 4; ++p) {
-        pids.push_back(tdo_test::spawn({TDO_TEST_WRITER, config, "w" + std::to_string(p), "200", "0", "BloodGlucoseRecord"}));
+        pids.push_back(
+            tdo_test::spawn({TDO_TEST_WRITER, config, "w" + std::to_string(p), "200", "0", "BloodGlucoseRecord"}));
         REQUIRE(pids.back() > 0);
     }
     for (pid_t pid : pids) CHECK(tdo_test::wait_for(pid) == 0);
@@ -157,8 +159,8 @@ TEST_CASE("S3 Express: writers append natively without a lease: 4 processes, eve
     // Appends by offset (with conflicts between the writers), no lease, no copy.
     CHECK(fake.count(is_offset_put) > 4);
     CHECK(fake.count([](const rapidjson::Document& r) {
-              return std::string(r["path"].GetString()).find(".training_output/leases") != std::string::npos;
-          }) == 0);
+        return std::string(r["path"].GetString()).find(".training_output/leases") != std::string::npos;
+    }) == 0);
     CHECK(fake.count([](const rapidjson::Document& r) { return r["copy_source"].IsString(); }) == 0);
 }
 
@@ -185,12 +187,14 @@ TEST_CASE("S3 Express: an object at its part limit is appended to once by copy, 
     // 400 TooManyParts, then a rewrite of the object (below the multipart
     // threshold: GET + conditional PUT), then appends by offset again.
     auto code_is = [](const char* code) {
-        return [code](const rapidjson::Document& r) { return r["code"].IsString() && std::string(r["code"].GetString()) == code; };
+        return [code](const rapidjson::Document& r) {
+            return r["code"].IsString() && std::string(r["code"].GetString()) == code;
+        };
     };
     CHECK(fake.count(code_is("TooManyParts")) >= 2);
     CHECK(fake.count([](const rapidjson::Document& r) {
-              return std::string(r["method"].GetString()) == "PUT" && r["offset"].IsNull() &&
-                     std::string(r["path"].GetString()).find("health_journal") != std::string::npos;
-          }) >= 2);  // the rewrites
+        return std::string(r["method"].GetString()) == "PUT" && r["offset"].IsNull() &&
+               std::string(r["path"].GetString()).find("health_journal") != std::string::npos;
+    }) >= 2);  // the rewrites
     CHECK(fake.count(is_offset_put) >= 12);
 }

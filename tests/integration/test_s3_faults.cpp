@@ -31,7 +31,8 @@ public:
     std::string endpoint() const { return "http://127.0.0.1:" + port_; }
     std::vector<rapidjson::Document> requests() const {
         std::vector<rapidjson::Document> out;
-        for (const auto& line : tdo_test::lines_of(tdo_test::read_file(dir_ / "log.jsonl"))) out.push_back(tdo_test::parse(line));
+        for (const auto& line : tdo_test::lines_of(tdo_test::read_file(dir_ / "log.jsonl")))
+            out.push_back(tdo_test::parse(line));
         return out;
     }
 
@@ -76,7 +77,8 @@ TEST_CASE("S3 client: 500 and SlowDown are retried, then the answer is read", "[
 }
 
 TEST_CASE("S3 client: auth errors are not retried and name S3's code", "[unit][s3]") {
-    FakeS3 fake(R"([{"status":403,"body":"<Error><Code>SignatureDoesNotMatch</Code><Message>The request signature we calculated does not match</Message><RequestId>R1</RequestId></Error>"}])");
+    FakeS3 fake(
+        R"([{"status":403,"body":"<Error><Code>SignatureDoesNotMatch</Code><Message>The request signature we calculated does not match</Message><RequestId>R1</RequestId></Error>"}])");
     CurlS3Sink sink(options(fake.endpoint()));
     SinkResponse r = sink.get("k");
     CHECK(r.status == SinkStatus::Auth);
@@ -87,7 +89,8 @@ TEST_CASE("S3 client: auth errors are not retried and name S3's code", "[unit][s
 }
 
 TEST_CASE("S3 client: an error inside a 200 is an error", "[unit][s3]") {
-    FakeS3 fake(R"([{"status":200,"body":"<?xml version=\"1.0\"?>\n<Error><Code>InternalError</Code><Message>try again</Message></Error>"},
+    FakeS3 fake(
+        R"([{"status":200,"body":"<?xml version=\"1.0\"?>\n<Error><Code>InternalError</Code><Message>try again</Message></Error>"},
                    {"status":200,"body":"<CompleteMultipartUploadResult><ETag>&quot;e-2&quot;</ETag></CompleteMultipartUploadResult>"}])");
     CurlS3Sink sink(options(fake.endpoint()));
     SinkResponse r = sink.complete_multipart("k", "u1", {{1, "a"}, {2, "b"}}, WriteConditions{});
@@ -120,7 +123,8 @@ TEST_CASE("S3 client: UploadPartCopy without a CopyPartResult is not a copy", "[
 }
 
 TEST_CASE("S3 client: RequestTimeTooSkewed corrects the clock", "[unit][s3]") {
-    FakeS3 fake(R"([{"status":403,"body":"<Error><Code>RequestTimeTooSkewed</Code><RequestTime>x</RequestTime><ServerTime>2040-01-01T00:00:00Z</ServerTime></Error>"},
+    FakeS3 fake(
+        R"([{"status":403,"body":"<Error><Code>RequestTimeTooSkewed</Code><RequestTime>x</RequestTime><ServerTime>2040-01-01T00:00:00Z</ServerTime></Error>"},
                    {"status":200,"headers":{"ETag":"\"e\""}}])");
     CurlS3Sink sink(options(fake.endpoint()));
     SinkResponse r = sink.get("k");
@@ -223,7 +227,8 @@ TEST_CASE("S3 client: a Complete that takes any If-Match does not decide the ETa
     // quoted form), PUT matches only the bare one. A Complete that passed
     // once used to pin the quoted form, and every later conditional PUT
     // (leases) failed with 412.
-    FakeS3 fake(R"([{"status":200,"body":"<CompleteMultipartUploadResult><ETag>&quot;done&quot;</ETag></CompleteMultipartUploadResult>"},
+    FakeS3 fake(
+        R"([{"status":200,"body":"<CompleteMultipartUploadResult><ETag>&quot;done&quot;</ETag></CompleteMultipartUploadResult>"},
                    {"status":412,"body":"<Error><Code>PreconditionFailed</Code></Error>"},
                    {"status":200,"headers":{"ETag":"\"cur\""}},
                    {"status":200,"headers":{"ETag":"\"next\""}}])");

@@ -111,13 +111,25 @@ TEST_CASE("RGW through a proxy: a write of a killed writer that lands seconds la
     auto sink = fresh_bucket(rgw(), bucket);
     if (multipart) prefill(*sink, kStepsKey);
     TempDir dir;
-    const std::string config =
-        writer_config(through(proxy), bucket, dir.path(),
-                      ",\"flush_interval_ms\":20,\"s3_lease_seconds\":5,\"s3_append_mode\":\"" +
-                          std::string(path == "native append" ? "auto" : batch_object ? "batches" : "copy") + "\"");
+    const std::string config = writer_config(through(proxy), bucket, dir.path(),
+                                             ",\"flush_interval_ms\":20,\"s3_lease_seconds\":5,\"s3_append_mode\":\"" +
+                                                 std::string(path == "native append" ? "auto"
+                                                             : batch_object          ? "batches"
+                                                                                     : "copy") +
+                                                 "\"");
     // The writer's first write to the object is held by the network...
-    proxy.add({multipart ? "POST" : "PUT", batch_object ? ".batches/" : "health_journal", ".training_output",
-               multipart ? "uploadId" : path == "native append" ? "append" : "", "", 0, 1, Fault::Hold, 0, {}});
+    proxy.add({multipart ? "POST" : "PUT",
+               batch_object ? ".batches/" : "health_journal",
+               ".training_output",
+               multipart                 ? "uploadId"
+               : path == "native append" ? "append"
+                                         : "",
+               "",
+               0,
+               1,
+               Fault::Hold,
+               0,
+               {}});
     CrashRun run;
     run.workers = 1;
     run.per_worker = 20;
@@ -225,7 +237,8 @@ TEST_CASE("RGW through a proxy: writes that stall and fail do not hold flush() o
     std::string bucket;
     auto sink = fresh_bucket(rgw(), bucket);
     // Every write to the object or its lease: held 3 s, then 503.
-    proxy.add({"PUT", "health_journal", "", "", "", 0, -1, Fault::StallThenStatus, 503, std::chrono::milliseconds(3000)});
+    proxy.add(
+        {"PUT", "health_journal", "", "", "", 0, -1, Fault::StallThenStatus, 503, std::chrono::milliseconds(3000)});
     TempDir dir;
     const int timeout_ms = 4000;
     TrainingOutput w(Config::from_json(
@@ -244,9 +257,10 @@ TEST_CASE("RGW through a proxy: writes that stall and fail do not hold flush() o
     CHECK(output_counts(*sink, kStepsKey)["Never lands."] == 1);
 }
 
-TEST_CASE("RGW through a proxy: an answer lost after the write, then a HEAD answered 200 with an error and no "
-          "ETag: nothing doubled",
-          "[integration][rgw][proxy]") {
+TEST_CASE(
+    "RGW through a proxy: an answer lost after the write, then a HEAD answered 200 with an error and no "
+    "ETag: nothing doubled",
+    "[integration][rgw][proxy]") {
     const bool native = GENERATE(false, true);  // an appendable object, or a plain one (GET+PUT)
     INFO((native ? "native append" : "GET+PUT"));
     FaultProxy proxy(rgw_port());
@@ -271,17 +285,18 @@ TEST_CASE("RGW through a proxy: an answer lost after the write, then a HEAD answ
     CHECK(wrong == 0);
 }
 
-TEST_CASE("RGW through a proxy: 20% of all requests fail, stall, land late or lie, and 4 writers x 2,500 examples "
-          "land exactly once",
-          "[integration][rgw][proxy][mixed]") {
+TEST_CASE(
+    "RGW through a proxy: 20% of all requests fail, stall, land late or lie, and 4 writers x 2,500 examples "
+    "land exactly once",
+    "[integration][rgw][proxy][mixed]") {
     // The append modes RGW can run: native appends (a new object; a 6 MiB
     // appendable one), copies under a lease (a new object: PUT, then
     // GET+PUT; a 6 MiB plain one: multipart), and conditional PUTs without a
     // lease (s3_conditional_writes=true, every append GET+PUT: RGW enforces
     // If-Match on PUT, not on Complete).
-    const std::string mode = GENERATE(as<std::string>{}, "native, new object", "native, 6 MiB object",
-                                      "lease, new object", "lease, 6 MiB object", "conditional PUT",
-                                      "batches, 6 MiB object");
+    const std::string mode =
+        GENERATE(as<std::string>{}, "native, new object", "native, 6 MiB object", "lease, new object",
+                 "lease, 6 MiB object", "conditional PUT", "batches, 6 MiB object");
     INFO(mode);
     const bool big = mode.find("6 MiB") != std::string::npos;
     const bool native = mode.rfind("native", 0) == 0;
@@ -295,9 +310,11 @@ TEST_CASE("RGW through a proxy: 20% of all requests fail, stall, land late or li
     const int workers = 4, count = 2500, flush_timeout_ms = 180000;
     std::string extra =
         ",\"flush_interval_ms\":200,\"flush_max_bytes\":262144,\"s3_lease_seconds\":5,\"s3_request_timeout_ms\":2000,"
-        "\"s3_connect_timeout_ms\":1000,\"flush_timeout_ms\":" + std::to_string(flush_timeout_ms);
+        "\"s3_connect_timeout_ms\":1000,\"flush_timeout_ms\":" +
+        std::to_string(flush_timeout_ms);
     if (mode == "conditional PUT") {
-        extra += ",\"s3_append_mode\":\"copy\",\"s3_conditional_writes\":\"true\",\"s3_multipart_threshold\":1073741824";
+        extra +=
+            ",\"s3_append_mode\":\"copy\",\"s3_conditional_writes\":\"true\",\"s3_multipart_threshold\":1073741824";
     } else if (batches) {
         // Compactions while the writers write (and fail, and are faulted).
         extra += ",\"s3_append_mode\":\"batches\",\"s3_compaction_interval_seconds\":1";
@@ -308,7 +325,8 @@ TEST_CASE("RGW through a proxy: 20% of all requests fail, stall, land late or li
     const auto t0 = Clock::now();
     std::vector<pid_t> pids;
     for (int p = 0; p < workers; ++p) {
-        pids.push_back(spawn({TDO_TEST_WRITER, config, "w" + std::to_string(p), std::to_string(count), "0", "StepsRecord"}));
+        pids.push_back(
+            spawn({TDO_TEST_WRITER, config, "w" + std::to_string(p), std::to_string(count), "0", "StepsRecord"}));
         REQUIRE(pids.back() > 0);
     }
     // Each process flushes (within flush_timeout_ms, or it exits non-zero) and closes.
@@ -316,7 +334,7 @@ TEST_CASE("RGW through a proxy: 20% of all requests fail, stall, land late or li
     INFO("took " << std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - t0).count() << " s, "
                  << proxy.faults() << " faults in " << proxy.requests() << " requests");
     proxy.clear();
-    proxy.drain();  // late requests have landed (or were refused) by now
+    proxy.drain();                                  // late requests have landed (or were refused) by now
     CHECK(proxy.faults() * 10 > proxy.requests());  // about a fifth of them were faulted
     auto outputs = output_counts(*sink, kStepsKey);
     int lost = 0, doubled = 0;

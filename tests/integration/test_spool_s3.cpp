@@ -35,9 +35,10 @@ void deliver_leftovers(const std::string& config) {
 
 }  // namespace
 
-TEST_CASE("RGW: 4 processes x 2,500 examples into one object, SIGKILLed at random 20+ times: each accepted "
-          "example exactly once",
-          "[integration][rgw][spool][crash]") {
+TEST_CASE(
+    "RGW: 4 processes x 2,500 examples into one object, SIGKILLed at random 20+ times: each accepted "
+    "example exactly once",
+    "[integration][rgw][spool][crash]") {
     std::string bucket;
     auto sink = fresh_bucket(rgw(), bucket);
     tdo_test::TempDir dir;
@@ -71,10 +72,10 @@ TEST_CASE("RGW: the gateway stops for 30 s mid-run: no call fails and every line
     std::string bucket;
     auto sink = fresh_bucket(rgw(), bucket);
     tdo_test::TempDir dir;
-    const std::string config = writer_config(
-        rgw(), bucket, dir.path(),
-        ",\"flush_interval_ms\":1000,\"s3_connect_timeout_ms\":1000,\"s3_request_timeout_ms\":3000,"
-        "\"flush_timeout_ms\":120000");
+    const std::string config =
+        writer_config(rgw(), bucket, dir.path(),
+                      ",\"flush_interval_ms\":1000,\"s3_connect_timeout_ms\":1000,\"s3_request_timeout_ms\":3000,"
+                      "\"flush_timeout_ms\":120000");
     CrashRun run;
     run.workers = 4;
     run.per_worker = 1500;

@@ -10,7 +10,8 @@ namespace training_output {
 namespace {
 
 std::int64_t unix_now() {
-    return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+    return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
 }
 
 }  // namespace
@@ -200,7 +201,8 @@ SinkResponse MemorySink::upload_part_copy(const std::string& key, const std::str
             if (range->first >= bytes.size() || range->last < range->first) {
                 return answer(SinkStatus::Fatal, 416, "InvalidRange");
             }
-            bytes = bytes.substr(range->first, std::min<std::uint64_t>(range->last, bytes.size() - 1) - range->first + 1);
+            bytes =
+                bytes.substr(range->first, std::min<std::uint64_t>(range->last, bytes.size() - 1) - range->first + 1);
         }
         SinkResponse r;
         r.http_status = 200;

@@ -20,7 +20,19 @@ namespace training_output {
 
 class MemorySink : public S3Sink {
 public:
-    enum class Op { Head, Get, Put, Remove, CreateMultipart, UploadPart, UploadPartCopy, Complete, Abort, Append, List };
+    enum class Op {
+        Head,
+        Get,
+        Put,
+        Remove,
+        CreateMultipart,
+        UploadPart,
+        UploadPartCopy,
+        Complete,
+        Abort,
+        Append,
+        List
+    };
 
     // A fault hook sees each request before it runs and may answer instead.
     // `applied` = true makes the operation happen first and then replaces its

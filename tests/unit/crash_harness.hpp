@@ -87,8 +87,8 @@ inline void start(Worker& w, const std::string& helper, const std::string& confi
         const std::string id = std::to_string(w.id), first = std::to_string(w.next),
                           count = std::to_string(run.per_worker - w.next), delay = std::to_string(run.delay_us),
                           threads = std::to_string(run.threads);
-        ::execl(helper.c_str(), helper.c_str(), config.c_str(), id.c_str(), first.c_str(), count.c_str(),
-                delay.c_str(), threads.c_str(), static_cast<char*>(nullptr));
+        ::execl(helper.c_str(), helper.c_str(), config.c_str(), id.c_str(), first.c_str(), count.c_str(), delay.c_str(),
+                threads.c_str(), static_cast<char*>(nullptr));
     });
     w.buf.clear();
     w.reports = 0;
@@ -139,8 +139,8 @@ inline CrashResult run_crash_harness(const std::string& helper, const std::strin
     }
     std::mt19937 gen(std::random_device{}());
     auto pause = [&] {
-        return std::chrono::milliseconds(std::uniform_int_distribution<long>(run.kill_every_min.count(),
-                                                                              run.kill_every_max.count())(gen));
+        return std::chrono::milliseconds(
+            std::uniform_int_distribution<long>(run.kill_every_min.count(), run.kill_every_max.count())(gen));
     };
     const auto t0 = Clock::now();
     auto next_kill = Clock::now() + pause();
@@ -165,7 +165,9 @@ inline CrashResult run_crash_harness(const std::string& helper, const std::strin
                 REQUIRE(WEXITSTATUS(status) == 0);
             }
         }
-        if (run.tick) run.tick(static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count()));
+        if (run.tick)
+            run.tick(
+                static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count()));
         if (r.kills < run.min_kills && Clock::now() >= next_kill) {
             std::vector<detail::Worker*> live;
             for (auto& w : ws) {

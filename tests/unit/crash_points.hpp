@@ -26,17 +26,17 @@ namespace tdo_test {
 // recovers from it.
 inline const std::vector<std::vector<std::string>>& crash_point_scenarios() {
     static const std::vector<std::vector<std::string>> all = {
-        {"spool.after_line:10"},        // logged, not claimed
-        {"generate.after_claim:10"},    // claimed, not answered
-        {"generate.after_void:5"},      // a duplicate voided, not answered
-        {"flusher.after_confirm:2"},    // a batch's claims confirmed, nothing written
-        {"flusher.after_intent:2"},     // INTENT durable, request not sent
-        {"s3.request_sent:3"},          // a request body sent, no answer (S3)
-        {"directory.mid_append:2"},     // bytes appended, not synced (local directory)
-        {"append.after_write:2"},       // landed, the writer has not seen it
-        {"flusher.after_land:2"},       // landed, not committed
-        {"flusher.after_commit:2"},     // committed, no DONE
-        {"flusher.after_done:2"},       // DONE, the next batch not started
+        {"spool.after_line:10"},                              // logged, not claimed
+        {"generate.after_claim:10"},                          // claimed, not answered
+        {"generate.after_void:5"},                            // a duplicate voided, not answered
+        {"flusher.after_confirm:2"},                          // a batch's claims confirmed, nothing written
+        {"flusher.after_intent:2"},                           // INTENT durable, request not sent
+        {"s3.request_sent:3"},                                // a request body sent, no answer (S3)
+        {"directory.mid_append:2"},                           // bytes appended, not synced (local directory)
+        {"append.after_write:2"},                             // landed, the writer has not seen it
+        {"flusher.after_land:2"},                             // landed, not committed
+        {"flusher.after_commit:2"},                           // committed, no DONE
+        {"flusher.after_done:2"},                             // DONE, the next batch not started
         {"append.after_write:2", "flusher.after_check:1"},    // the adopter found it landed, then died
         {"flusher.after_land:2", "flusher.after_confirm:1"},  // the adopter confirmed claims, then died
     };

@@ -37,8 +37,7 @@ bool eventually(Claim&& claim, ClaimState want) {
 }
 
 // Claims, owners, commits, expiry, batches: one store.
-inline void check_dedup_conformance(training_output::DedupStore& store, const std::string& ns,
-                                    const std::string& dir) {
+inline void check_dedup_conformance(training_output::DedupStore& store, const std::string& ns, const std::string& dir) {
     using namespace std::chrono_literals;
     const auto k = [&](const char* name) { return ns + ":" + name; };
     const auto a = make_owner(dir, ns + "-a"), b = make_owner(dir, ns + "-b"), c = make_owner(dir, ns + "-c");
@@ -47,8 +46,8 @@ inline void check_dedup_conformance(training_output::DedupStore& store, const st
     store.register_owner(c);
 
     CHECK(store.claim(k("a"), a.id, 60s) == ClaimState::Claimed);
-    CHECK(store.claim(k("a"), a.id, 60s) == ClaimState::Own);      // its own already (an adopter confirming)
-    CHECK(store.claim(k("a"), b.id, 60s) == ClaimState::Held);     // another live owner's
+    CHECK(store.claim(k("a"), a.id, 60s) == ClaimState::Own);   // its own already (an adopter confirming)
+    CHECK(store.claim(k("a"), b.id, 60s) == ClaimState::Held);  // another live owner's
     store.commit({k("a")}, 0s);
     CHECK(store.claim(k("a"), a.id, 60s) == ClaimState::Committed);
     CHECK(store.claim(k("a"), b.id, 60s) == ClaimState::Committed);

@@ -72,8 +72,8 @@ inline void check_sink_conformance(training_output::S3Sink& sink, const Conforma
         SinkResponse p1 = sink.upload_part_copy(key, c.upload_id, 1, key, hb.etag, std::nullopt);
         REQUIRE(p1.ok());
         if (o.conditional_complete) {
-            CHECK(sink.upload_part_copy(key, c.upload_id, 3, key, "0123456789abcdef0123456789abcdef", std::nullopt).status ==
-                  SinkStatus::PreconditionFailed);
+            CHECK(sink.upload_part_copy(key, c.upload_id, 3, key, "0123456789abcdef0123456789abcdef", std::nullopt)
+                      .status == SinkStatus::PreconditionFailed);
         }
         SinkResponse p2 = sink.upload_part(key, c.upload_id, 2, "tail\n");
         REQUIRE(p2.ok());

@@ -1,15 +1,15 @@
-#include <catch2/catch.hpp>
 #include <atomic>
+#include <catch2/catch.hpp>
 #include <set>
 #include <thread>
 
+#include "append/batch_objects.hpp"
+#include "append/object_appender.hpp"
 #include "common/crc32c.hpp"
+#include "memory_sink.hpp"
 #include "shared_sink.hpp"
 #include "test_util.hpp"
 #include "training_output/error.hpp"
-#include "memory_sink.hpp"
-#include "append/object_appender.hpp"
-#include "append/batch_objects.hpp"
 
 using namespace training_output;
 using Op = MemorySink::Op;
@@ -184,7 +184,8 @@ TEST_CASE("appender: 500s and timeouts before the write are retried", "[unit][ap
     sink.set_fault_hook([&](Op op, const std::string&) -> std::optional<MemorySink::Fault> {
         if ((op == Op::Head || op == Op::Get) && failures < 4) {
             ++failures;
-            return MemorySink::Fault{failures % 2 ? http(SinkStatus::Transient, 500, "InternalError") : transient(), false};
+            return MemorySink::Fault{failures % 2 ? http(SinkStatus::Transient, 500, "InternalError") : transient(),
+                                     false};
         }
         return std::nullopt;
     });
@@ -462,7 +463,7 @@ TEST_CASE("native appends: one request per batch for a sole writer, no read, no 
     CHECK(sink.request_count(Op::Append) == 3);
     CHECK(sink.request_count(Op::Head) == 2);  // the first append's and the check above
     CHECK(sink.request_count(Op::Get) == 0);
-    CHECK(sink.request_count(Op::Put) == 0);   // no lease, no rewrite
+    CHECK(sink.request_count(Op::Put) == 0);  // no lease, no rewrite
     CHECK(sink.request_count(Op::UploadPartCopy) == 0);
     REQUIRE(intents.size() == 3);
     CHECK(intents[0].size == 0);
@@ -521,8 +522,8 @@ TEST_CASE("native appends: a lost answer is settled by the position, never writt
     });
     std::vector<AppendIntent> intents;
     std::optional<UndecidedWrite> left;
-    CHECK_THROWS_AS(first_try.append("k", "batch\n", [&](const AppendIntent& i) { intents.push_back(i); },
-                                     std::nullopt, &left),
+    CHECK_THROWS_AS(first_try.append(
+                        "k", "batch\n", [&](const AppendIntent& i) { intents.push_back(i); }, std::nullopt, &left),
                     Error);
     REQUIRE(left.has_value());
     sink.set_fault_hook({});
@@ -656,7 +657,7 @@ TEST_CASE("native appends: a plain object is converted once to an appendable one
     CHECK_FALSE(sink.object(conversion_copy_key("k")));
     // Appends after it are native: no more copies.
     CHECK(sink.request_count(Op::UploadPartCopy) == 1);  // the copy aside
-    CHECK(sink.request_count(Op::Append) >= 3);           // the month again, b1, b2
+    CHECK(sink.request_count(Op::Append) >= 3);          // the month again, b1, b2
     // Without convert_plain, a plain object stays plain (appended to by copy).
     MemorySink other(rgw_like());
     REQUIRE(other.put("k", month, ObjectAttributes{}, WriteConditions{}).ok());
@@ -689,8 +690,7 @@ TEST_CASE("native appends: a conversion cut short at every request is finished b
             try {
                 a.append("k", "b1\n", {}, std::nullopt, &left);
                 done = true;
-            } catch (const Error&) {
-            }
+            } catch (const Error&) {}
         }
         const bool finished = n.load() <= cut;  // no request failed
         sink.set_fault_hook({});

@@ -1,15 +1,15 @@
 // The batches mode: batch objects, compaction, the manifest, readers.
-#include <catch2/catch.hpp>
 #include <atomic>
+#include <catch2/catch.hpp>
 #include <set>
 #include <thread>
 
 #include "append/batch_objects.hpp"
+#include "append/object_appender.hpp"
+#include "memory_sink.hpp"
 #include "shared_sink.hpp"
 #include "test_util.hpp"
 #include "training_output/error.hpp"
-#include "memory_sink.hpp"
-#include "append/object_appender.hpp"
 #include "training_output/training_output.hpp"
 
 using namespace training_output;
@@ -238,8 +238,7 @@ TEST_CASE("compaction cut short at every request: readers never see a line lost 
         try {
             b.compact(kMonth);
             finished = n.load() <= cut;  // no request failed
-        } catch (const Error&) {
-        }
+        } catch (const Error&) {}
         sink.set_fault_hook({});
         CHECK(line_set(b.read_month(kMonth)) == line_set(all));
         // A late copy of every batch arrives too (their senders retried).
@@ -285,7 +284,8 @@ TEST_CASE("readers during a compaction see every line exactly once at every step
     CHECK(ok);
 }
 
-TEST_CASE("compaction: one compactor at a time, another finds the lease held and leaves", "[unit][batches][compaction]") {
+TEST_CASE("compaction: one compactor at a time, another finds the lease held and leaves",
+          "[unit][batches][compaction]") {
     MemorySink sink;
     ObjectAppender appender(sink, fast());
     BatchObjects b(sink, appender, {});

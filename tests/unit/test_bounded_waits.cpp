@@ -29,8 +29,7 @@ TEST_CASE("bounded waits: a key locked by a hung process does not hold close() p
     const std::string key = "training/metabolic_diabetes/2025/11/health_journal_2025_11.jsonl";
     const std::string lock_dir = dir / ".sink/locks";
     std::filesystem::create_directories(lock_dir);
-    const std::string lock_file =
-        lock_dir + "/" + crypto::hex(crypto::sha256(key)).substr(0, 32) + ".lock";
+    const std::string lock_file = lock_dir + "/" + crypto::hex(crypto::sha256(key)).substr(0, 32) + ".lock";
     // Another process takes the key's lock and hangs.
     int ready[2];
     REQUIRE(::pipe(ready) == 0);
@@ -46,8 +45,8 @@ TEST_CASE("bounded waits: a key locked by a hung process does not hold close() p
     REQUIRE(::read(ready[0], &x, 1) == 1);
     {
         TrainingOutput w(c);
-        CHECK(w.generate("Waits for the lock.", tdo_test::message_json("BloodGlucoseRecord"), tdo_test::result_json()) ==
-              Outcome::Written);
+        CHECK(w.generate("Waits for the lock.", tdo_test::message_json("BloodGlucoseRecord"),
+                         tdo_test::result_json()) == Outcome::Written);
         const auto took = tdo_test::close_reporting_undelivered(w, 1);
         INFO(took.count() << " ms");
         CHECK(took < std::chrono::milliseconds(c.flush_timeout_ms + 1000));

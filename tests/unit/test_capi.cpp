@@ -3,8 +3,8 @@
 #include <map>
 #include <mutex>
 #include <set>
-#include <tuple>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "test_util.hpp"
@@ -68,8 +68,10 @@ TEST_CASE("C ABI: every error path returns a code and a message", "[unit][capi]"
     CHECK_THAT(tdo_last_error(), Catch::Contains("enable_training_output"));
     tdo_test::write_file(dir / "blocker", "x");
     CHECK(tdo_writer_open(&w, ("{\"output_dir\":\"" + dir.path() + "/out\",\"dedup_db_path\":\"" + dir.path() +
-                               "/blocker/d.sqlite3\"}").c_str()) == TDO_E_DEDUP_STORE);
-    CHECK(tdo_writer_open(&w, ("{\"output_dir\":\"" + dir.path() + "/blocker/out\",\"dedup_store\":\"memory\"}").c_str()) ==
+                               "/blocker/d.sqlite3\"}")
+                                  .c_str()) == TDO_E_DEDUP_STORE);
+    CHECK(tdo_writer_open(&w,
+                          ("{\"output_dir\":\"" + dir.path() + "/blocker/out\",\"dedup_store\":\"memory\"}").c_str()) ==
           TDO_E_STORAGE);
     CHECK(std::string(tdo_last_error()).size() > 0);
 
@@ -226,7 +228,8 @@ TEST_CASE("C ABI: TDO_DEFAULT_WRITER is the process-wide writer from the environ
         CHECK(written > 0);
         // Every example answered WRITTEN is in the file, once.
         std::size_t lines = 0;
-        for (const auto& f : tdo_test::jsonl_files(dir.path())) lines += tdo_test::lines_of(tdo_test::read_file(dir / f)).size();
+        for (const auto& f : tdo_test::jsonl_files(dir.path()))
+            lines += tdo_test::lines_of(tdo_test::read_file(dir / f)).size();
         CHECK(lines == static_cast<std::size_t>(written) + 1);
     }
     ::unsetenv("ETL_OUTPUT_DIR");
@@ -240,7 +243,8 @@ TEST_CASE("C ABI: tdo_writer_close says when lines stayed in the spool", "[unit]
     // An object store on a closed port: nothing can be delivered within 200 ms.
     REQUIRE(tdo_writer_open(&w, ("{\"s3_endpoint_url\":\"http://127.0.0.1:9\",\"s3_bucket_name\":\"b\","
                                  "\"s3_access_key\":\"k\",\"s3_secret_key\":\"s\",\"s3_conditional_writes\":\"true\","
-                                 "\"output_dir\":\"" + dir.path() + "\",\"flush_timeout_ms\":200,\"log_level\":\"off\"}")
+                                 "\"output_dir\":\"" +
+                                 dir.path() + "\",\"flush_timeout_ms\":200,\"log_level\":\"off\"}")
                                     .c_str()) == TDO_OK);
     CHECK(generate_training_output(w, "Undelivered.", kMessage, kResult) == TDO_WRITTEN);
     const int rc = tdo_writer_close(w);
@@ -281,13 +285,16 @@ TEST_CASE("C ABI: the training-data settings, skip reasons and delivery notifica
     options.delivery_user_data = &deliveries;
     tdo_writer* w = nullptr;
     REQUIRE(tdo_writer_open_ex(&w,
-                               config_for(dir, ",\"output_format\":\"chat\",\"pseudonymize_ids\":true,"
-                                               "\"pseudonymization_key\":\"capi-key-0123456789\","
-                                               "\"min_quality_score\":0.5,\"validation_fraction\":0.5")
+                               config_for(dir,
+                                          ",\"output_format\":\"chat\",\"pseudonymize_ids\":true,"
+                                          "\"pseudonymization_key\":\"capi-key-0123456789\","
+                                          "\"min_quality_score\":0.5,\"validation_fraction\":0.5")
                                    .c_str(),
                                &options) == TDO_OK);
-    const std::string good = "{\"record_count\":3,\"quality_score\":0.9,\"processing_timestamp\":\"2025-11-18T10:30:00Z\"}";
-    CHECK(generate_training_output(w, "Walked 8,000 steps; email me at a@b.example.", kMessage, good.c_str()) == TDO_WRITTEN);
+    const std::string good =
+        "{\"record_count\":3,\"quality_score\":0.9,\"processing_timestamp\":\"2025-11-18T10:30:00Z\"}";
+    CHECK(generate_training_output(w, "Walked 8,000 steps; email me at a@b.example.", kMessage, good.c_str()) ==
+          TDO_WRITTEN);
     CHECK(std::string(tdo_last_skip_reason()).empty());
     CHECK(generate_training_output(w, "Low quality.", kMessage, "{\"quality_score\":0.1}") == TDO_SKIPPED);
     CHECK(std::string(tdo_last_skip_reason()) == "low_quality");
@@ -336,7 +343,8 @@ TEST_CASE("C ABI: the training-data settings, skip reasons and delivery notifica
     tdo_test::TempDir out;
     REQUIRE(tdo_writer_open(&w, config_for(out, ",\"templates_file\":\"" + (dir / "t.json") + "\"").c_str()) == TDO_OK);
     for (int i = 0; i < 40; ++i) {
-        CHECK(generate_training_output(w, ("Day " + std::to_string(i) + ".").c_str(), kMessage, kResult) == TDO_WRITTEN);
+        CHECK(generate_training_output(w, ("Day " + std::to_string(i) + ".").c_str(), kMessage, kResult) ==
+              TDO_WRITTEN);
     }
     tdo_writer_close(w);
     std::set<std::string> phrasings;
@@ -391,7 +399,8 @@ TEST_CASE("C ABI: metrics in the Prometheus text format, counted as the calls we
     tdo_test::TempDir dir;
     tdo_writer* w = nullptr;
     REQUIRE(tdo_writer_open(&w, config_for(dir, ",\"min_quality_score\":0.5").c_str()) == TDO_OK);
-    const std::string good = "{\"record_count\":3,\"quality_score\":0.9,\"processing_timestamp\":\"2025-11-18T10:30:00Z\"}";
+    const std::string good =
+        "{\"record_count\":3,\"quality_score\":0.9,\"processing_timestamp\":\"2025-11-18T10:30:00Z\"}";
     CHECK(generate_training_output(w, "One.", kMessage, good.c_str()) == TDO_WRITTEN);
     CHECK(generate_training_output(w, "Two.", kMessage, good.c_str()) == TDO_WRITTEN);
     CHECK(generate_training_output(w, "Two.", kMessage, good.c_str()) == TDO_DUPLICATE);
@@ -408,14 +417,19 @@ TEST_CASE("C ABI: metrics in the Prometheus text format, counted as the calls we
     CHECK(tdo_writer_metrics(nullptr, &text) == TDO_E_INVALID_ARGUMENT);
     tdo_writer_close(w);
 
-    for (const char* family : {"etl_training_examples_generated_total counter", "etl_training_output_duration_seconds histogram",
-                               "etl_training_deduplication_hits_total counter", "etl_training_file_size_bytes gauge"}) {
+    for (const char* family :
+         {"etl_training_examples_generated_total counter", "etl_training_output_duration_seconds histogram",
+          "etl_training_deduplication_hits_total counter", "etl_training_file_size_bytes gauge"}) {
         CHECK_THAT(metrics, Catch::Contains(std::string("# TYPE ") + family));
     }
     const auto s = samples_of(metrics);
-    CHECK(s.at("etl_training_examples_generated_total{record_type=\"StepsRecord\",health_domain=\"physical_activity\"}") == 2);
+    CHECK(
+        s.at(
+            "etl_training_examples_generated_total{record_type=\"StepsRecord\",health_domain=\"physical_activity\"}") ==
+        2);
     // Label values are escaped: \" \\ \n.
-    CHECK(s.at("etl_training_examples_generated_total{record_type=\"Q\\\"uote\\\\d\\nType\",health_domain=\"general_health\"}") == 1);
+    CHECK(s.at("etl_training_examples_generated_total{record_type=\"Q\\\"uote\\\\d\\nType\",health_domain=\"general_"
+               "health\"}") == 1);
     CHECK(s.at("etl_training_deduplication_hits_total{record_type=\"StepsRecord\"}") == 1);
     CHECK(s.at("etl_training_examples_skipped_total{reason=\"low_quality\"}") == 1);
     CHECK(s.at("etl_training_errors_total{code=\"TDO_E_INVALID_JSON\"}") == 1);
@@ -453,7 +467,8 @@ void on_span(const tdo_span* s, void* user) {
 
 }  // namespace
 
-TEST_CASE("C ABI: spans for calls, landed batches and flushes, with the caller's traceparent", "[unit][capi][tracing]") {
+TEST_CASE("C ABI: spans for calls, landed batches and flushes, with the caller's traceparent",
+          "[unit][capi][tracing]") {
     tdo_test::TempDir dir;
     Spans spans;
     REQUIRE(tdo_set_span_callback(on_span, &spans) == TDO_OK);

@@ -1,7 +1,7 @@
 #include <catch2/catch.hpp>
 #include <cstdlib>
-#include <fstream>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <regex>
 #include <set>
@@ -131,7 +131,8 @@ TEST_CASE("configuration of the Redis dedup store", "[unit][config][redis]") {
 
     CHECK_THAT(error_of([] { Config::from_json(R"({"dedup_store": "redis"})"); }),
                Catch::Contains("\"redis_url\"") && Catch::Contains("required"));
-    std::string e = error_of([] { Config::from_json(R"({"dedup_store": "redis", "redis_url": "rediss://:hunter2x@"})"); });
+    std::string e =
+        error_of([] { Config::from_json(R"({"dedup_store": "redis", "redis_url": "rediss://:hunter2x@"})"); });
     CHECK_THAT(e, Catch::Contains("\"redis_url\"") && !Catch::Contains("hunter2x"));
     CHECK_THAT(error_of([] { Config::from_json(R"({"redis_timeout_ms": 0})"); }), Catch::Contains("redis_timeout_ms"));
     CHECK_THAT(error_of([] { Config::from_json(R"({"redis_pool_size": 0})"); }), Catch::Contains("redis_pool_size"));
@@ -164,13 +165,12 @@ TEST_CASE("configuration of Redis over TLS", "[unit][config][redis]") {
     CHECK_FALSE(c.redis_tls_verify);
 
     // A certificate needs its key and the other way round; the key's path is never shown.
-    std::string e = error_of([] {
-        Config::from_json(R"({"redis_url": "rediss://h", "redis_tls_cert_file": "/etc/client.pem"})");
-    });
+    std::string e =
+        error_of([] { Config::from_json(R"({"redis_url": "rediss://h", "redis_tls_cert_file": "/etc/client.pem"})"); });
     CHECK_THAT(e, Catch::Contains("\"redis_tls_key_file\": required with redis_tls_cert_file"));
     e = error_of([] { Config::from_json(R"({"redis_url": "rediss://h", "redis_tls_key_file": "/etc/hunter2.key"})"); });
-    CHECK_THAT(e, Catch::Contains("\"redis_tls_cert_file\": required with redis_tls_key_file") &&
-                      !Catch::Contains("hunter2"));
+    CHECK_THAT(
+        e, Catch::Contains("\"redis_tls_cert_file\": required with redis_tls_key_file") && !Catch::Contains("hunter2"));
     // TLS keys without a rediss:// URL would be silently unused: an error.
     e = error_of([] { Config::from_json(R"({"redis_url": "redis://h", "redis_tls_ca_file": "/etc/ca.pem"})"); });
     CHECK_THAT(e, Catch::Contains("\"redis_tls_ca_file\"") && Catch::Contains("rediss://"));

@@ -7,9 +7,9 @@
 #include <thread>
 
 #include "config/redis_url.hpp"
+#include "dedup/deduplicator.hpp"
 #include "dedup_conformance.hpp"
 #include "test_util.hpp"
-#include "dedup/deduplicator.hpp"
 #include "training_output/error.hpp"
 
 using namespace training_output;
@@ -87,7 +87,7 @@ TEST_CASE("memory dedup: many keys, long keys and keys that differ late", "[unit
     store->retire_owner("a");
     CHECK(store->claim(key(2), "b", 1h) == ClaimState::Claimed);
     CHECK(store->claim(common, "b", 1h) == ClaimState::Claimed);  // a prefix of every key is a key of its own
-    CHECK(store->claim(common, "a", 1h) == ClaimState::Held);  // b's now
+    CHECK(store->claim(common, "a", 1h) == ClaimState::Held);     // b's now
 }
 
 TEST_CASE("sqlite dedup: two writers on one file, and a reopen", "[unit][dedup]") {
@@ -100,7 +100,7 @@ TEST_CASE("sqlite dedup: two writers on one file, and a reopen", "[unit][dedup]"
     auto store = make_store("sqlite", dir);
     const auto c = tdo_test::make_owner(dir.path(), "c");
     store->register_owner(c);
-    CHECK(store->claim("training:x", c.id, 60s) == ClaimState::Committed);  // committed before the reopen
+    CHECK(store->claim("training:x", c.id, 60s) == ClaimState::Committed);   // committed before the reopen
     CHECK(store->claim("training:pending", c.id, 60s) == ClaimState::Held);  // a live owner's, from before
     CHECK(store->claim("training:z", c.id, 60s) == ClaimState::Claimed);
 }
@@ -199,7 +199,8 @@ TEST_CASE("the deduplicator fails open when its store breaks", "[unit][dedup]") 
     tdo_test::TempDir dir;
     const std::string path = dir / "dedup.sqlite3";
     Logger logger(LogLevel::Off);
-    TrainingDeduplicator dedup(make_sqlite_dedup_store(SqliteStoreOptions{path, 100ms, {}, false}), DeduplicatorOptions{}, &logger);
+    TrainingDeduplicator dedup(make_sqlite_dedup_store(SqliteStoreOptions{path, 100ms, {}, false}),
+                               DeduplicatorOptions{}, &logger);
     const auto me = tdo_test::make_owner(dir.path(), "me");
     dedup.hold_owner(me.id, me.spool_path);
     CHECK(dedup.owners_fresh());
@@ -225,7 +226,8 @@ TEST_CASE("the deduplicator claims batches and fails open for all of a batch", "
     tdo_test::TempDir dir;
     const std::string path = dir / "dedup.sqlite3";
     Logger logger(LogLevel::Off);
-    TrainingDeduplicator dedup(make_sqlite_dedup_store(SqliteStoreOptions{path, 100ms, {}, false}), DeduplicatorOptions{}, &logger);
+    TrainingDeduplicator dedup(make_sqlite_dedup_store(SqliteStoreOptions{path, 100ms, {}, false}),
+                               DeduplicatorOptions{}, &logger);
     const auto me = tdo_test::make_owner(dir.path(), "me"), other = tdo_test::make_owner(dir.path(), "other");
     dedup.hold_owner(me.id, me.spool_path);
     dedup.hold_owner(other.id, other.spool_path);
@@ -305,22 +307,22 @@ TEST_CASE("redis_url: the forms it accepts", "[unit][dedup][redis]") {
 
 TEST_CASE("redis_url: errors name the key and never show the password", "[unit][dedup][redis]") {
     const char* bad[] = {
-        "localhost:6379",                   // no scheme
-        "http://hunter2x@localhost",        // wrong scheme
-        "rediss://:hunter2x@",              // TLS, no host
-        "redis://hunter2x@localhost",       // userinfo without ':'
-        "redis://user:@localhost",          // empty password
-        "redis://:hunter2x@",               // no host
-        "redis://:hunter2x@localhost:",     // empty port
-        "redis://:hunter2x@localhost:0",    // port out of range
+        "localhost:6379",                 // no scheme
+        "http://hunter2x@localhost",      // wrong scheme
+        "rediss://:hunter2x@",            // TLS, no host
+        "redis://hunter2x@localhost",     // userinfo without ':'
+        "redis://user:@localhost",        // empty password
+        "redis://:hunter2x@",             // no host
+        "redis://:hunter2x@localhost:",   // empty port
+        "redis://:hunter2x@localhost:0",  // port out of range
         "redis://:hunter2x@localhost:65536",
-        "redis://:hunter2x@localhost:6379/x",    // db not a number
-        "redis://:hunter2x@localhost/1?db=2",    // db twice
+        "redis://:hunter2x@localhost:6379/x",      // db not a number
+        "redis://:hunter2x@localhost/1?db=2",      // db twice
         "redis://:hunter2x@localhost?password=y",  // unknown parameter
         "redis://:hunter2x@localhost/0#frag",
         "redis://:hunter2x@[::1",
-        "redis://:hunter2x%zz@localhost",   // bad percent-encoding
-        "redis://:hunter 2x@localhost",     // space
+        "redis://:hunter2x%zz@localhost",  // bad percent-encoding
+        "redis://:hunter 2x@localhost",    // space
         "unix://:hunter2x@relative.sock",
     };
     for (const char* url : bad) {
@@ -378,7 +380,8 @@ TEST_CASE("redis store: a server that cannot be reached at open is not an error"
     CHECK(unavailable == 1);  // once per outage, not per call
 }
 
-TEST_CASE("SQLite store: processes opening a new database at the same moment all get in", "[unit][dedup][concurrency]") {
+TEST_CASE("SQLite store: processes opening a new database at the same moment all get in",
+          "[unit][dedup][concurrency]") {
     for (int round = 0; round < 10; ++round) {
         tdo_test::TempDir dir;
         const std::string config = "{\"output_dir\":\"" + dir.path() + "\",\"log_level\":\"off\"}";

@@ -2,8 +2,8 @@
 // writer that is SIGKILLed, and a host that redelivers everything it never
 // saw acknowledged. Every example answered WRITTEN or DUPLICATE must be in
 // its object exactly once.
-#include <catch2/catch.hpp>
 #include <atomic>
+#include <catch2/catch.hpp>
 #include <chrono>
 #include <filesystem>
 #include <set>
@@ -13,10 +13,10 @@
 #include "common/crash_point.hpp"
 #include "crash_harness.hpp"
 #include "crash_points.hpp"
+#include "memory_sink.hpp"
 #include "shared_sink.hpp"
 #include "test_util.hpp"
 #include "training_output/error.hpp"
-#include "memory_sink.hpp"
 #include "training_output/training_output.hpp"
 
 using namespace training_output;
@@ -38,9 +38,10 @@ void adopt_and_close(const std::string& config) {
 
 }  // namespace
 
-TEST_CASE("crash points: a writer killed at each step, restarted and handed every example again (local directory, "
-          "SQLite)",
-          "[unit][crash][crash-points]") {
+TEST_CASE(
+    "crash points: a writer killed at each step, restarted and handed every example again (local directory, "
+    "SQLite)",
+    "[unit][crash][crash-points]") {
     for (const auto& scenario : tdo_test::crash_point_scenarios()) {
         if (!tdo_test::scenario_applies(scenario, false)) continue;
         tdo_test::TempDir dir;
@@ -55,7 +56,8 @@ TEST_CASE("crash points: a writer killed at each step, restarted and handed ever
 TEST_CASE("exactly once: 8 threads on one writer, SIGKILLed at random, then adopted", "[unit][crash][threads]") {
     // Slow flushing (lines wait in the spool) and fast flushing (batches in
     // flight when the kill comes).
-    const std::string flushing = GENERATE(std::string(), std::string(",\"flush_interval_ms\":2,\"flush_max_bytes\":4096"));
+    const std::string flushing =
+        GENERATE(std::string(), std::string(",\"flush_interval_ms\":2,\"flush_max_bytes\":4096"));
     for (int round = 0; round < 6; ++round) {
         tdo_test::TempDir dir;
         const std::string config = local_config(dir, flushing);
@@ -80,17 +82,19 @@ TEST_CASE("exactly once: 8 threads on one writer, SIGKILLed at random, then adop
     }
 }
 
-TEST_CASE("exactly once: a processor killed while it waits for room in a full spool, then handed every example "
-          "again, loses none",
-          "[unit][crash][redelivery]") {
+TEST_CASE(
+    "exactly once: a processor killed while it waits for room in a full spool, then handed every example "
+    "again, loses none",
+    "[unit][crash][redelivery]") {
     // The monthly file cannot be created (a file stands where its directory
     // goes), so the spool fills and the next call waits for room; the
     // processor is killed there. The redelivered examples must all land once
     // the way is clear.
     tdo_test::TempDir dir;
-    const std::string config = local_config(
-        dir, ",\"flush_interval_ms\":10,\"spool_max_bytes\":65536,\"max_line_bytes\":16384,"
-             "\"spool_block_timeout_ms\":60000");
+    const std::string config =
+        local_config(dir,
+                     ",\"flush_interval_ms\":10,\"spool_max_bytes\":65536,\"max_line_bytes\":16384,"
+                     "\"spool_block_timeout_ms\":60000");
     tdo_test::write_file(dir / "training/physical_activity", "in the way\n");
     tdo_test::CrashRun run;
     run.workers = 1;
@@ -117,8 +121,7 @@ TEST_CASE("exactly once: a processor killed while it waits for room in a full sp
     std::filesystem::remove(dir / "training/physical_activity");
     w = tdo_test::detail::Worker{};
     tdo_test::detail::start(w, TDO_TEST_CRASH_WRITER, config, run);
-    while (tdo_test::detail::drain(w, result, true)) {
-    }
+    while (tdo_test::detail::drain(w, result, true)) {}
     ::close(w.fd);
     int status = 0;
     ::waitpid(w.pid, &status, 0);
@@ -293,10 +296,14 @@ TEST_CASE("exactly once: writers of two destinations started in one directory ke
     CHECK(glucose(b, "The same narrative.") == Outcome::Duplicate);
     a.close();
     b.close();
-    CHECK(tdo_test::lines_of(tdo_test::read_file(dir / "first/metabolic_diabetes/2025/11/health_journal_2025_11.jsonl")).size() == 1u);
-    CHECK(tdo_test::lines_of(tdo_test::read_file(dir / "second/metabolic_diabetes/2025/11/health_journal_2025_11.jsonl")).size() == 1u);
+    CHECK(tdo_test::lines_of(tdo_test::read_file(dir / "first/metabolic_diabetes/2025/11/health_journal_2025_11.jsonl"))
+              .size() == 1u);
+    CHECK(
+        tdo_test::lines_of(tdo_test::read_file(dir / "second/metabolic_diabetes/2025/11/health_journal_2025_11.jsonl"))
+            .size() == 1u);
     int files = 0;
-    for (const auto& f : tdo_test::list_dir(dir.path())) files += f.rfind(".dedup", 0) == 0 && f.size() > 8 && f.substr(f.size() - 8) == ".sqlite3";
+    for (const auto& f : tdo_test::list_dir(dir.path()))
+        files += f.rfind(".dedup", 0) == 0 && f.size() > 8 && f.substr(f.size() - 8) == ".sqlite3";
     CHECK(files == 2);  // the default one, and one beside it named after the second destination
     // An explicitly shared file is shared as given.
     Config explicit_a = config("first"), explicit_b = config("second");

@@ -3,9 +3,9 @@
 #include <random>
 
 #include "common/json.hpp"
+#include "format/formatter.hpp"
 #include "test_util.hpp"
 #include "training_output/error.hpp"
-#include "format/formatter.hpp"
 
 using namespace training_output;
 using tdo_test::message_json;
@@ -24,7 +24,7 @@ std::uint64_t content_variant(const TrainingExample& ex, std::uint64_t phrasings
 }
 
 const char* const kTypes[] = {"BloodGlucoseRecord", "HeartRateRecord", "HeartRateVariabilityRmssdRecord",
-                              "SleepSessionRecord", "StepsRecord", "ActiveCaloriesBurnedRecord"};
+                              "SleepSessionRecord", "StepsRecord",     "ActiveCaloriesBurnedRecord"};
 
 }  // namespace
 
@@ -45,7 +45,8 @@ TEST_CASE("instruction and input description per record type", "[unit][format]")
     CHECK(f.instruction_for("BloodGlucoseRecord") == "Analyze this blood glucose data and provide clinical insights.");
     CHECK(f.input_for("BloodGlucoseRecord", 450) ==
           "Blood glucose data including fasting, post-meal, and overnight readings. Total measurements: 450.");
-    CHECK_THAT(f.instruction_for("HeartRateRecord"), Catch::Contains("heart rate") && Catch::Contains("cardiovascular"));
+    CHECK_THAT(f.instruction_for("HeartRateRecord"),
+               Catch::Contains("heart rate") && Catch::Contains("cardiovascular"));
     CHECK_THAT(f.input_for("HeartRateRecord", 7), Catch::EndsWith("Total measurements: 7."));
     CHECK_THAT(f.instruction_for("HeartRateVariabilityRmssdRecord"), Catch::Contains("RMSSD"));
     CHECK_THAT(f.input_for("HeartRateVariabilityRmssdRecord", 30), Catch::Contains("30"));
@@ -72,9 +73,12 @@ TEST_CASE("object keys: month padding, year boundary, time zones", "[unit][forma
     CHECK(object_key_for("training", "sleep_wellness", at("2026-01-01T00:00:00Z")) ==
           "training/sleep_wellness/2026/01/health_journal_2026_01.jsonl");
     // 23:30 on Dec 31 at -05:00 is already January in UTC; 00:30 at +02:00 is still the previous month.
-    CHECK(object_key_for("training", "d", at("2025-12-31T23:30:00-05:00")) == "training/d/2026/01/health_journal_2026_01.jsonl");
-    CHECK(object_key_for("training", "d", at("2025-11-01T00:30:00+02:00")) == "training/d/2025/10/health_journal_2025_10.jsonl");
-    CHECK(object_key_for("training", "d", at("2025-11-01T00:30:00+0200")) == "training/d/2025/10/health_journal_2025_10.jsonl");
+    CHECK(object_key_for("training", "d", at("2025-12-31T23:30:00-05:00")) ==
+          "training/d/2026/01/health_journal_2026_01.jsonl");
+    CHECK(object_key_for("training", "d", at("2025-11-01T00:30:00+02:00")) ==
+          "training/d/2025/10/health_journal_2025_10.jsonl");
+    CHECK(object_key_for("training", "d", at("2025-11-01T00:30:00+0200")) ==
+          "training/d/2025/10/health_journal_2025_10.jsonl");
     CHECK(object_key_for("a/b", "d", at("2024-02-29T12:00:00")) == "a/b/d/2024/02/health_journal_2024_02.jsonl");
     CHECK(object_key_for("", "d", at("2024-02-29")) == "d/2024/02/health_journal_2024_02.jsonl");
 }
@@ -115,9 +119,8 @@ TEST_CASE("a line has the contract's keys, order and types", "[unit][format]") {
     CHECK(mkeys == std::vector<std::string>{"schema_version", "record_type", "health_domain", "split", "user_id",
                                             "correlation_id", "pseudonymization_key_id", "processing_timestamp",
                                             "source_bucket", "source_key", "quality_score", "record_count",
-                                            "processing_duration_seconds", "clinical_insights",
-                                            "instruction_variant", "phi_redacted", "redactions", "content_hash",
-                                            "config_fingerprint"});
+                                            "processing_duration_seconds", "clinical_insights", "instruction_variant",
+                                            "phi_redacted", "redactions", "content_hash", "config_fingerprint"});
     CHECK(md["schema_version"].GetInt() == kSchemaVersion);
     CHECK(std::string(md["split"].GetString()) == "train");
     CHECK(std::string(md["user_id"].GetString()) == "user123");
@@ -183,22 +186,28 @@ TEST_CASE("the content hash covers record type, input and output only", "[unit][
     auto base = f.format_json("Same narrative", message_json("StepsRecord", "u1", "c1"), result_json(30));
     CHECK(to_hex(base.content_hash).size() == 64);
     // Ignored: user, correlation id, timestamps, quality, duration, insights, bucket/key.
-    auto other = f.format_json("Same narrative", message_json("StepsRecord", "u2", "c2"),
-                               "{\"record_count\":30,\"quality_score\":0.1,\"processing_timestamp\":\"2024-01-01T00:00:00Z\","
-                               "\"clinical_insights\":{\"x\":1}}");
+    auto other =
+        f.format_json("Same narrative", message_json("StepsRecord", "u2", "c2"),
+                      "{\"record_count\":30,\"quality_score\":0.1,\"processing_timestamp\":\"2024-01-01T00:00:00Z\","
+                      "\"clinical_insights\":{\"x\":1}}");
     CHECK(other.content_hash == base.content_hash);
     CHECK(other.object_key != base.object_key);
     // Surrounding whitespace of the narrative does not make a new example.
-    CHECK(f.format_json("\n Same narrative \t", message_json("StepsRecord"), result_json(30)).content_hash == base.content_hash);
+    CHECK(f.format_json("\n Same narrative \t", message_json("StepsRecord"), result_json(30)).content_hash ==
+          base.content_hash);
     // Counted: output, record type, input (record count).
-    CHECK(f.format_json("Other narrative", message_json("StepsRecord"), result_json(30)).content_hash != base.content_hash);
-    CHECK(f.format_json("Same narrative", message_json("HeartRateRecord"), result_json(30)).content_hash != base.content_hash);
-    CHECK(f.format_json("Same narrative", message_json("StepsRecord"), result_json(31)).content_hash != base.content_hash);
+    CHECK(f.format_json("Other narrative", message_json("StepsRecord"), result_json(30)).content_hash !=
+          base.content_hash);
+    CHECK(f.format_json("Same narrative", message_json("HeartRateRecord"), result_json(30)).content_hash !=
+          base.content_hash);
+    CHECK(f.format_json("Same narrative", message_json("StepsRecord"), result_json(31)).content_hash !=
+          base.content_hash);
     // Field boundaries are unambiguous.
     CHECK(content_hash("ab", "c", "d") != content_hash("a", "bc", "d"));
     // The documented definition: SHA-256 over length-prefixed fields (24 zero bytes here).
     CHECK(to_hex(content_hash("", "", "")) == "9d908ecfb6b256def8b49a7c504e6c889c4b0e41fe6ce3e01863dd7b61a20aa0");
-    CHECK(to_hex(content_hash("StepsRecord", "in", "out")) == "a9008d3875aad3e1379d25ce4594693ee912b6e667286848495e09134707fb32");
+    CHECK(to_hex(content_hash("StepsRecord", "in", "out")) ==
+          "a9008d3875aad3e1379d25ce4594693ee912b6e667286848495e09134707fb32");
 }
 
 TEST_CASE("empty and whitespace-only narratives are skipped", "[unit][format]") {
@@ -232,23 +241,31 @@ TEST_CASE("invalid input gets a clear error, never an invalid line", "[unit][for
     CHECK(code_of("x", "{\"record_type\":\"\\ud800\"}", "{}").first == ErrorCode::InvalidJson);
     CHECK(code_of("x", "not json", "{}").first == ErrorCode::InvalidJson);
     // A lone low surrogate escape parses, but is not text: rejected, not written.
-    CHECK_THAT(code_of("x", "{\"record_type\":\"a\\udee0b\"}", "{}").second, Catch::Contains("record_type is not valid UTF-8"));
-    CHECK_THAT(code_of("x", "{\"record_type\":\"S\",\"user_id\":\"\\udc00\"}", "{}").second, Catch::Contains("user_id"));
-    CHECK_THAT(code_of("x", message_json("S"), "{\"clinical_insights\":{\"k\":\"\\udfff\"}}").second, Catch::Contains("not valid UTF-8"));
-    CHECK_THAT(code_of("x", message_json("S"), "{\"clinical_insights\":{\"\\udfff\":1}}").second, Catch::Contains("not valid UTF-8"));
+    CHECK_THAT(code_of("x", "{\"record_type\":\"a\\udee0b\"}", "{}").second,
+               Catch::Contains("record_type is not valid UTF-8"));
+    CHECK_THAT(code_of("x", "{\"record_type\":\"S\",\"user_id\":\"\\udc00\"}", "{}").second,
+               Catch::Contains("user_id"));
+    CHECK_THAT(code_of("x", message_json("S"), "{\"clinical_insights\":{\"k\":\"\\udfff\"}}").second,
+               Catch::Contains("not valid UTF-8"));
+    CHECK_THAT(code_of("x", message_json("S"), "{\"clinical_insights\":{\"\\udfff\":1}}").second,
+               Catch::Contains("not valid UTF-8"));
     CHECK(code_of("x", "[]", "{}").first == ErrorCode::InvalidInput);
     auto [c2, m2] = code_of("x", "{\"user_id\":\"u\"}", "{}");
     CHECK(c2 == ErrorCode::InvalidInput);
     CHECK_THAT(m2, Catch::Contains("record_type is required"));
     CHECK_THAT(code_of("x", "{\"record_type\":5}", "{}").second, Catch::Contains("record_type must be a string"));
     CHECK_THAT(code_of("x", "{\"record_type\":\"\"}", "{}").second, Catch::Contains("must not be empty"));
-    CHECK_THAT(code_of("x", "{\"record_type\":\"S\",\"user_id\":7}", "{}").second, Catch::Contains("user_id must be a string"));
-    CHECK_THAT(code_of("x", message_json("S"), "{\"record_count\":4.5}").second, Catch::Contains("record_count must be an integer"));
+    CHECK_THAT(code_of("x", "{\"record_type\":\"S\",\"user_id\":7}", "{}").second,
+               Catch::Contains("user_id must be a string"));
+    CHECK_THAT(code_of("x", message_json("S"), "{\"record_count\":4.5}").second,
+               Catch::Contains("record_count must be an integer"));
     CHECK_THAT(code_of("x", message_json("S"), "{\"record_count\":-1}").second, Catch::Contains("negative"));
-    CHECK_THAT(code_of("x", message_json("S"), "{\"quality_score\":\"high\"}").second, Catch::Contains("quality_score must be a number"));
+    CHECK_THAT(code_of("x", message_json("S"), "{\"quality_score\":\"high\"}").second,
+               Catch::Contains("quality_score must be a number"));
     CHECK_THAT(code_of("x", message_json("S"), "{\"processing_timestamp\":\"yesterday\"}").second,
                Catch::Contains("processing_timestamp"));
-    CHECK_THAT(code_of("x", message_json("S"), "{\"processing_timestamp\":17000}").second, Catch::Contains("must be a string"));
+    CHECK_THAT(code_of("x", message_json("S"), "{\"processing_timestamp\":17000}").second,
+               Catch::Contains("must be a string"));
     CHECK(code_of("x", message_json("S"), "[1]").first == ErrorCode::InvalidInput);
     CHECK(code_of("x", message_json("S"), "{\"a\":1,}").first == ErrorCode::InvalidJson);
     CHECK(code_of("x", message_json("S"), "{\"q\":NaN}").first == ErrorCode::InvalidJson);
@@ -366,7 +383,10 @@ TEST_CASE("metadata is written byte for byte as RapidJSON's Writer writes it", "
         rapidjson::Writer<rapidjson::StringBuffer> w(b);
         auto field = [&](const rapidjson::Value& obj, const char* from, const char* to) {
             w.Key(to);
-            if (obj.HasMember(from)) obj[from].Accept(w); else w.Null();
+            if (obj.HasMember(from))
+                obj[from].Accept(w);
+            else
+                w.Null();
         };
         w.StartObject();
         w.Key("schema_version");
@@ -385,14 +405,25 @@ TEST_CASE("metadata is written byte for byte as RapidJSON's Writer writes it", "
         field(m, "bucket", "source_bucket");
         field(m, "key", "source_key");
         w.Key("quality_score");
-        if (r.HasMember("quality_score")) w.Double(r["quality_score"].GetDouble()); else w.Null();
+        if (r.HasMember("quality_score"))
+            w.Double(r["quality_score"].GetDouble());
+        else
+            w.Null();
         field(r, "record_count", "record_count");
         w.Key("processing_duration_seconds");
-        if (r.HasMember("processing_time_seconds")) w.Double(r["processing_time_seconds"].GetDouble()); else w.Null();
+        if (r.HasMember("processing_time_seconds"))
+            w.Double(r["processing_time_seconds"].GetDouble());
+        else
+            w.Null();
         w.Key("clinical_insights");
         rapidjson::StringBuffer insights;
         rapidjson::Writer<rapidjson::StringBuffer> iw(insights);
-        if (r.HasMember("clinical_insights")) r["clinical_insights"].Accept(iw); else { iw.StartObject(); iw.EndObject(); }
+        if (r.HasMember("clinical_insights"))
+            r["clinical_insights"].Accept(iw);
+        else {
+            iw.StartObject();
+            iw.EndObject();
+        }
         w.String(insights.GetString(), static_cast<rapidjson::SizeType>(insights.GetSize()));
         w.Key("instruction_variant");
         w.Uint64(content_variant(ex));
@@ -400,7 +431,8 @@ TEST_CASE("metadata is written byte for byte as RapidJSON's Writer writes it", "
         w.Bool(false);
         w.Key("redactions");
         w.StartObject();
-        for (const char* t : {"email", "phone", "ssn", "url", "ip", "mrn", "serial", "name", "address", "zip", "date"}) {
+        for (const char* t :
+             {"email", "phone", "ssn", "url", "ip", "mrn", "serial", "name", "address", "zip", "date"}) {
             w.Key(t);
             w.Int(0);
         }
@@ -413,17 +445,30 @@ TEST_CASE("metadata is written byte for byte as RapidJSON's Writer writes it", "
         return ",\"metadata\":" + std::string(b.GetString(), b.GetSize()) + "}\n";
     };
     const std::string ts = "\"processing_timestamp\":\"2025-11-18T10:30:00.25Z\"";
-    const char* numbers[] = {"0", "1", "-0.0", "0.1", "2.5", "1e21", "1.5e-7", "5e-324", "1.7976931348623157e308",
-                             "123456789.123456789", "-42.125", "3", "0.95"};
-    const char* texts[] = {"plain", "qu\\\"ote", "back\\\\slash", "tab\\tnew\\nline", "\\u0001ctl", "caf\\u00e9 \xe2\x82\xac",
-                           "/slash", ""};
+    const char* numbers[] = {"0",
+                             "1",
+                             "-0.0",
+                             "0.1",
+                             "2.5",
+                             "1e21",
+                             "1.5e-7",
+                             "5e-324",
+                             "1.7976931348623157e308",
+                             "123456789.123456789",
+                             "-42.125",
+                             "3",
+                             "0.95"};
+    const char* texts[] = {
+        "plain",  "qu\\\"ote", "back\\\\slash", "tab\\tnew\\nline", "\\u0001ctl", "caf\\u00e9 \xe2\x82\xac",
+        "/slash", ""};
     int n = 0;
     for (const char* num : numbers) {
         for (const char* text : texts) {
             const std::string message = std::string("{\"record_type\":\"HeartRateRecord\",\"user_id\":\"") + text +
                                         "\",\"key\":\"k/" + text + "\"}";
-            const std::string result = std::string("{\"quality_score\":") + num + ",\"processing_time_seconds\":" +
-                                       num + ",\"record_count\":" + std::to_string(n * 1000003 + 7) + "," + ts +
+            const std::string result = std::string("{\"quality_score\":") + num +
+                                       ",\"processing_time_seconds\":" + num +
+                                       ",\"record_count\":" + std::to_string(n * 1000003 + 7) + "," + ts +
                                        ",\"clinical_insights\":{\"v\":" + num + ",\"s\":\"" + text + "\"}}";
             auto ex = f.format_json("narrative " + std::to_string(n++), message, result);
             const std::string want = expected(message, result, ex);
@@ -450,7 +495,7 @@ TEST_CASE("JSON errors name the same problem and offset as RapidJSON's validatin
                                  "{\"a\":1e999999}",
                                  "{\"a\":\"unterminated",
                                  "{\"a\":\"\x01\"}",
-                                 "{\"a\":\"\xff\"}",                      // not UTF-8
+                                 "{\"a\":\"\xff\"}",                        // not UTF-8
                                  std::string("{\"a\":\"nul\0here\"}", 16),  // a NUL inside
                                  "  {\"a\" 1}"};
     TrainingDataFormatter f;

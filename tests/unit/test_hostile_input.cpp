@@ -9,14 +9,14 @@
 #include <filesystem>
 #include <functional>
 #include <mutex>
-#include <vector>
 #include <string>
+#include <vector>
 
 #include "common/json.hpp"
+#include "format/formatter.hpp"
 #include "test_util.hpp"
 #include "training_output.h"
 #include "training_output/error.hpp"
-#include "format/formatter.hpp"
 #include "training_output/training_output.hpp"
 
 using namespace training_output;
@@ -50,8 +50,7 @@ const char* kMessage = "{\"record_type\":\"StepsRecord\",\"user_id\":\"u\"}";
 
 }  // namespace
 
-TEST_CASE("JSON nested beyond the limit is refused before it is parsed, on a 256 KiB stack",
-          "[unit][hostile]") {
+TEST_CASE("JSON nested beyond the limit is refused before it is parsed, on a 256 KiB stack", "[unit][hostile]") {
     tdo_test::TempDir dir;
     tdo_writer* w = nullptr;
     REQUIRE(tdo_writer_open(&w, config_for(dir).c_str()) == TDO_OK);
@@ -64,7 +63,8 @@ TEST_CASE("JSON nested beyond the limit is refused before it is parsed, on a 256
         message_error = tdo_last_error();
         at_limit = generate_training_output(w, "z", kMessage,
                                             ("{\"clinical_insights\":" + nested(json::kMaxDepth - 1) + "}").c_str());
-        in_message = generate_training_output(w, "m", ("{\"record_type\":\"S\",\"x\":" + nested(50000) + "}").c_str(), "{}");
+        in_message =
+            generate_training_output(w, "m", ("{\"record_type\":\"S\",\"x\":" + nested(50000) + "}").c_str(), "{}");
     });
     CHECK(deep == TDO_E_INVALID_INPUT);
     CHECK(deeper == TDO_E_INVALID_INPUT);
@@ -196,12 +196,18 @@ TEST_CASE("no configured secret reaches a log line, an error message, the stats,
     // The object store and Redis are on closed ports: every path that reports
     // a failure runs (connects refused, retries, fail open, undelivered close).
     const std::string config =
-        "{\"output_dir\":\"" + dir.path() + "\",\"log_level\":\"debug\",\"directory_fsync\":false,"
+        "{\"output_dir\":\"" + dir.path() +
+        "\",\"log_level\":\"debug\",\"directory_fsync\":false,"
         "\"s3_endpoint_url\":\"http://127.0.0.1:9\",\"s3_bucket_name\":\"b\",\"s3_access_key\":\"AKIDEXAMPLE\","
-        "\"s3_secret_key\":\"" + secrets[0] + "\",\"s3_session_token\":\"" + secrets[1] + "\","
+        "\"s3_secret_key\":\"" +
+        secrets[0] + "\",\"s3_session_token\":\"" + secrets[1] +
+        "\","
         "\"s3_conditional_writes\":\"true\",\"s3_max_attempts\":1,\"flush_timeout_ms\":300,"
-        "\"redis_url\":\"redis://:" + secrets[2] + "@127.0.0.1:9/0\",\"redis_timeout_ms\":50,"
-        "\"pseudonymize_ids\":true,\"pseudonymization_key\":\"" + secrets[3] + "\"}";
+        "\"redis_url\":\"redis://:" +
+        secrets[2] +
+        "@127.0.0.1:9/0\",\"redis_timeout_ms\":50,"
+        "\"pseudonymize_ids\":true,\"pseudonymization_key\":\"" +
+        secrets[3] + "\"}";
     try {
         TrainingOutput w(Config::from_json(config));
         for (int i = 0; i < 5; ++i) {
@@ -233,8 +239,9 @@ TEST_CASE("no configured secret reaches a log line, an error message, the stats,
         seen += e.what();  // the store could not be opened: its message counts too
     }
     // A wrong key type and a short key are refused without quoting them.
-    for (const std::string& bad : {std::string("{\"pseudonymize_ids\":true,\"pseudonymization_key\":\"PSEUDO-KEY-0123\"}"),
-                                  "{\"redis_url\":\"redis://:" + secrets[2] + "@[::1\"}"}) {
+    for (const std::string& bad :
+         {std::string("{\"pseudonymize_ids\":true,\"pseudonymization_key\":\"PSEUDO-KEY-0123\"}"),
+          "{\"redis_url\":\"redis://:" + secrets[2] + "@[::1\"}"}) {
         try {
             Config::from_json(bad);
         } catch (const Error& e) {

@@ -11,8 +11,8 @@
 #include <vector>
 
 #include "common/crash_point.hpp"
-#include "format/redact.hpp"
 #include "format/formatter.hpp"
+#include "format/redact.hpp"
 
 using namespace training_output;
 
@@ -67,7 +67,7 @@ std::string str(const rapidjson::Value& v) { return std::string(v.GetString(), v
 
 TEST_CASE("redact: type names and placeholders", "[unit][redact]") {
     const char* names[] = {"email", "phone", "ssn", "url", "ip", "mrn", "serial", "name", "address", "zip", "date"};
-    const char* holders[] = {"[EMAIL]", "[PHONE]", "[SSN]",  "[URL]", "[IP]",  "[MRN]",
+    const char* holders[] = {"[EMAIL]",  "[PHONE]", "[SSN]",     "[URL]", "[IP]",  "[MRN]",
                              "[SERIAL]", "[NAME]",  "[ADDRESS]", "[ZIP]", "[DATE]"};
     for (int k = 0; k < kPhiTypeCount; ++k) {
         CHECK(std::string(phi_type_name(static_cast<PhiType>(k))) == names[k]);
@@ -178,22 +178,53 @@ TEST_CASE("redact: street addresses and ZIP codes", "[unit][redact]") {
 }
 
 TEST_CASE("redact: dates more specific than a year", "[unit][redact]") {
-    const char* dates[] = {"2025-11-18", "2025/11/18", "11/18/2025", "18/11/2025", "11-18-25", "18.11.2025",
-                           "November 18, 2025", "Nov 18th", "18 Nov 2025", "March 3", "3rd of March",
-                           "2025-11-18T10:30:00Z", "2025-11-18T10:30:00.250+01:00", "Dec. 24", "March 2025"};
+    const char* dates[] = {"2025-11-18",
+                           "2025/11/18",
+                           "11/18/2025",
+                           "18/11/2025",
+                           "11-18-25",
+                           "18.11.2025",
+                           "November 18, 2025",
+                           "Nov 18th",
+                           "18 Nov 2025",
+                           "March 3",
+                           "3rd of March",
+                           "2025-11-18T10:30:00Z",
+                           "2025-11-18T10:30:00.250+01:00",
+                           "Dec. 24",
+                           "March 2025"};
     for (const char* d : dates) check_one(std::string("on ") + d + " we met", "on [DATE] we met", PhiType::Date);
     check_kept("in 2024, since 2019, 2025, March was busy, May I ask, 11/18 and 3/7 nights, May 12,000 steps");
 }
 
 TEST_CASE("redact: readings, times, durations and counts are kept", "[unit][redact]") {
-    const char* kept[] = {
-        "145 mg/dL", "7.2 mmol/L", "62 bpm", "HRV 45 ms", "10,432 steps", "2,150 kcal", "380 cal", "6.8%",
-        "7 hours", "6.5 hrs", "7.5h", "45 minutes", "12 min", "30 seconds", "10 s", "36.8°C", "98.6 °F",
-        "37 C", "101 F", "98.4 degrees", "72 kg", "160 lb", "176 lbs", "128/82 mmHg", "BP 128/82", "SpO2 97%",
-        "HbA1c 6.8%", "4.2-7.8 mmol/L", "70–180 mg/dL", "07:30", "7:45 AM", "22:15", "10:30 pm", "7h 32m",
-        "1:45:00", "3 nights", "averaged 142", "a 14-day window", "30 readings", "day 3 of 7", "n=1234",
-        "score 0.87", "12,000", "2025", "3/7 nights", "2 of 5", "version 2.1.3", "v10.4", "1,000,000",
-        "0.5 units", "120-135 bpm", "5.0–6.8 mmol/L", "23:59:59"};
+    const char* kept[] = {"145 mg/dL",     "7.2 mmol/L",
+                          "62 bpm",        "HRV 45 ms",
+                          "10,432 steps",  "2,150 kcal",
+                          "380 cal",       "6.8%",
+                          "7 hours",       "6.5 hrs",
+                          "7.5h",          "45 minutes",
+                          "12 min",        "30 seconds",
+                          "10 s",          "36.8°C",
+                          "98.6 °F",       "37 C",
+                          "101 F",         "98.4 degrees",
+                          "72 kg",         "160 lb",
+                          "176 lbs",       "128/82 mmHg",
+                          "BP 128/82",     "SpO2 97%",
+                          "HbA1c 6.8%",    "4.2-7.8 mmol/L",
+                          "70–180 mg/dL",  "07:30",
+                          "7:45 AM",       "22:15",
+                          "10:30 pm",      "7h 32m",
+                          "1:45:00",       "3 nights",
+                          "averaged 142",  "a 14-day window",
+                          "30 readings",   "day 3 of 7",
+                          "n=1234",        "score 0.87",
+                          "12,000",        "2025",
+                          "3/7 nights",    "2 of 5",
+                          "version 2.1.3", "v10.4",
+                          "1,000,000",     "0.5 units",
+                          "120-135 bpm",   "5.0–6.8 mmol/L",
+                          "23:59:59"};
     for (const char* k : kept) check_kept(k);
 }
 
@@ -292,14 +323,22 @@ TEST_CASE("redact: adversarial inputs of 1 MiB stay linear", "[unit][redact]") {
         while (s.size() < kSize) s += unit;
         return s;
     };
-    const std::vector<std::string> inputs = {
-        std::string(kSize, '7'), std::string(kSize, '@'), repeat("Dr. "), repeat("a."), repeat("a@"),
-        repeat("1-"), repeat("a:"), repeat("+1 "), repeat("Patient Jo "), repeat("123 Main "),
-        repeat("😀1"), repeat("a.") + "@example.org"};
+    const std::vector<std::string> inputs = {std::string(kSize, '7'),
+                                             std::string(kSize, '@'),
+                                             repeat("Dr. "),
+                                             repeat("a."),
+                                             repeat("a@"),
+                                             repeat("1-"),
+                                             repeat("a:"),
+                                             repeat("+1 "),
+                                             repeat("Patient Jo "),
+                                             repeat("123 Main "),
+                                             repeat("😀1"),
+                                             repeat("a.") + "@example.org"};
     std::mt19937 rng(42);
     std::string mixed;
-    const char* pieces[] = {"1", "2", "-", ".", "/", ":", " ", "@", "a", "Dr", "é", "(", ")", "+", "#", "MRN",
-                            "Main", "St", "Nov", "🙂", ",", "x", "0", "9"};
+    const char* pieces[] = {"1", "2", "-", ".",   "/",    ":",  " ",   "@",    "a", "Dr", "é", "(",
+                            ")", "+", "#", "MRN", "Main", "St", "Nov", "🙂", ",", "x",  "0", "9"};
     while (mixed.size() < kSize) mixed += pieces[rng() % (sizeof(pieces) / sizeof(pieces[0]))];
     const auto t0 = std::chrono::steady_clock::now();
     std::size_t total = 0;
@@ -321,9 +360,9 @@ TEST_CASE("redact: adversarial inputs of 1 MiB stay linear", "[unit][redact]") {
 
 TEST_CASE("redact: random UTF-8 text stays valid UTF-8", "[unit][redact]") {
     std::mt19937 rng(7);
-    const char* pieces[] = {"Dr. ", "José", " ", "555", "-", "123", "4567", "é", "😀", "–", "@", "a.b", ".org",
-                            "MRN ", "#", "2025", "/", "11", "Nov ", "18", ",", "St", "Main ", "Ñ", "’s", "::",
-                            "fe80", ":", "日本"};
+    const char* pieces[] = {"Dr. ", "José", " ",     "555",  "-",  "123",  "4567", "é",  "😀",    "–",
+                            "@",    "a.b",  ".org",  "MRN ", "#",  "2025", "/",    "11", "Nov ", "18",
+                            ",",    "St",   "Main ", "Ñ",    "’s", "::",   "fe80", ":",  "日本"};
     for (int round = 0; round < 2000; ++round) {
         std::string in;
         const int n = static_cast<int>(rng() % 40);

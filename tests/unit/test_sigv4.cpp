@@ -2,17 +2,17 @@
 // S3, carried in tests/data/sigv4/), the worked examples of the Amazon S3 API
 // reference, and the S3 rules one by one. The comparison with botocore is
 // tests/python/test_sigv4_botocore.py.
-#include <catch2/catch.hpp>
 #include <rapidjson/document.h>
+#include <catch2/catch.hpp>
 
 #include <atomic>
 #include <map>
 #include <thread>
 
-#include "test_util.hpp"
-#include "training_output/error.hpp"
 #include "format/formatter.hpp"
 #include "s3/sigv4.hpp"
+#include "test_util.hpp"
+#include "training_output/error.hpp"
 
 using namespace training_output;
 using namespace training_output::sigv4;
@@ -132,8 +132,8 @@ TEST_CASE("sigv4: uri_encode keeps only the unreserved bytes, upper-case hex, '/
     CHECK(uri_encode("$@:,;?#[]", true) == "%24%40%3A%2C%3B%3F%23%5B%5D");
     CHECK(uri_encode("a/b/", false) == "a/b/");
     CHECK(uri_encode("a/b/", true) == "a%2Fb%2F");
-    CHECK(uri_encode("\xC3\xA9", true) == "%C3%A9");                 // é
-    CHECK(uri_encode("\xF0\x9F\x98\x80", true) == "%F0%9F%98%80");   // a 4-byte emoji
+    CHECK(uri_encode("\xC3\xA9", true) == "%C3%A9");                // é
+    CHECK(uri_encode("\xF0\x9F\x98\x80", true) == "%F0%9F%98%80");  // a 4-byte emoji
     CHECK(uri_encode(std::string("a\0b", 3), true) == "a%00b");
     CHECK(uri_encode("\x7F\xFF", true) == "%7F%FF");
 }
@@ -416,8 +416,7 @@ TEST_CASE("sigv4: x-amz-content-sha256 and the payload hash", "[unit][sigv4]") {
     CHECK(s3.sign(r, t).signature != empty.signature);
 
     for (const char* bad : {"E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855", "abc",
-                            "unsigned-payload", "UNSIGNED PAYLOAD",
-                            "STREAMING-lower"}) {
+                            "unsigned-payload", "UNSIGNED PAYLOAD", "STREAMING-lower"}) {
         INFO(bad);
         r.payload_sha256 = bad;
         CHECK(code_of([&] { s3.sign(r, t); }) == ErrorCode::InvalidArgument);
@@ -511,11 +510,10 @@ TEST_CASE("sigv4: the credential scope and the signer's settings", "[unit][sigv4
     r.host = "s3.eu-central-1.amazonaws.com";
     const Signed s = Signer({"AK", "SK", ""}, Options{"eu-central-1", "s3", true}).sign(r, at("2025-11-18T10:30:00Z"));
     CHECK_THAT(s.string_to_sign, Catch::StartsWith("AWS4-HMAC-SHA256\n20251118T103000Z\n"
-                                                    "20251118/eu-central-1/s3/aws4_request\n"));
+                                                   "20251118/eu-central-1/s3/aws4_request\n"));
     CHECK(s.signature != Signer({"AK", "SK", ""}).sign(r, at("2025-11-18T10:30:00Z")).signature);
-    CHECK(s.signature != Signer({"AK", "SK2", ""}, Options{"eu-central-1", "s3", true})
-                             .sign(r, at("2025-11-18T10:30:00Z"))
-                             .signature);
+    CHECK(s.signature !=
+          Signer({"AK", "SK2", ""}, Options{"eu-central-1", "s3", true}).sign(r, at("2025-11-18T10:30:00Z")).signature);
     const Signer signer({"AKID", "SK", ""}, Options{"auto", "s3", true});
     CHECK(signer.access_key_id() == "AKID");
     CHECK(signer.options().region == "auto");

@@ -1,11 +1,11 @@
 #include <catch2/catch.hpp>
 #include <thread>
 
+#include "memory_sink.hpp"
+#include "sink/directory_sink.hpp"
 #include "sink_conformance.hpp"
 #include "test_util.hpp"
-#include "sink/directory_sink.hpp"
 #include "training_output/error.hpp"
-#include "memory_sink.hpp"
 
 using namespace training_output;
 

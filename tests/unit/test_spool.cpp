@@ -4,18 +4,18 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <filesystem>
 #include <catch2/catch.hpp>
+#include <filesystem>
 #include <random>
 #include <thread>
 
 #include "common/crc32c.hpp"
-#include "spool/record.hpp"
 #include "crash_harness.hpp"
 #include "shared_sink.hpp"
+#include "spool/record.hpp"
+#include "spool/spool.hpp"
 #include "test_util.hpp"
 #include "training_output/error.hpp"
-#include "spool/spool.hpp"
 #include "training_output/training_output.hpp"
 
 using namespace training_output;
@@ -128,8 +128,9 @@ TEST_CASE("spool: CRC-32C of records, with the CPU instruction and without", "[u
     }
     CHECK(crc32c::compute(data.substr(0, 1000), crc32c::compute(data.substr(1000))) !=
           crc32c::compute(data));  // order matters
-    CHECK(crc32c::compute(std::string_view(data).substr(1000), crc32c::compute(std::string_view(data).substr(0, 1000))) ==
-          crc32c::compute(data));  // and continues
+    CHECK(
+        crc32c::compute(std::string_view(data).substr(1000), crc32c::compute(std::string_view(data).substr(0, 1000))) ==
+        crc32c::compute(data));  // and continues
 }
 
 TEST_CASE("spool: lines come back from an orphan, in order, with their dedup keys", "[unit][spool]") {
@@ -332,10 +333,12 @@ TEST_CASE("spool: after a crash, a batch that had landed is not appended again, 
     {
         // The writer recorded its intent, maybe wrote, and died before DONE.
         auto s = Spool::create(spool_in(dir), nullptr);
-        auto b = batch_of(*s, {s->append_line(kKey, "training:a", line(1)), s->append_line(kKey, "training:b", line(2))});
+        auto b =
+            batch_of(*s, {s->append_line(kKey, "training:a", line(1)), s->append_line(kKey, "training:b", line(2))});
         s->record_intent(b, AppendIntent{kKey, etag, 13}, 18, crc32c::compute(line(1) + line(2)));
         if (landed) {
-            REQUIRE(memory.put(kKey, "{\"before\":1}\n" + line(1) + line(2), ObjectAttributes{}, WriteConditions{}).ok());
+            REQUIRE(
+                memory.put(kKey, "{\"before\":1}\n" + line(1) + line(2), ObjectAttributes{}, WriteConditions{}).ok());
         }
     }
     WriterComponents parts;
@@ -446,8 +449,7 @@ TEST_CASE("spool: full, block waits for room, up to its timeout", "[unit][spool]
         down = false;
         try {
             w.flush();
-        } catch (const Error&) {
-        }
+        } catch (const Error&) {}
     });
     Outcome o = Outcome::Disabled;
     for (int attempt = 0; attempt < 20 && o != Outcome::Written; ++attempt) {
@@ -520,8 +522,8 @@ TEST_CASE("spool: processes SIGKILLed at random lose no accepted line and double
         // directory may leave an empty ".new-" one, cleaned up a minute later).
         for (const auto& d : tdo_test::list_dir(dir / ".spool")) CHECK(d.rfind(".new-", 0) == 0);
     }
-    tdo_test::check_exactly_once(tdo_test::read_file(dir / "training/physical_activity/2025/11/health_journal_2025_11.jsonl"),
-                                 result, run);
+    tdo_test::check_exactly_once(
+        tdo_test::read_file(dir / "training/physical_activity/2025/11/health_journal_2025_11.jsonl"), result, run);
     CHECK(result.accepted.size() > 0);
 }
 

@@ -11,12 +11,12 @@
 
 #include "common/crash_point.hpp"
 #include "common/sha256.hpp"
+#include "format/formatter.hpp"
 #include "manifest/manifest.hpp"
+#include "memory_sink.hpp"
 #include "shared_sink.hpp"
 #include "test_util.hpp"
 #include "training_output/error.hpp"
-#include "format/formatter.hpp"
-#include "memory_sink.hpp"
 #include "training_output/training_output.hpp"
 
 using namespace training_output;
@@ -25,19 +25,30 @@ using tdo_test::result_json;
 
 namespace {
 
-const char* const kTypes[] = {"BloodGlucoseRecord", "HeartRateRecord", "HeartRateVariabilityRmssdRecord",
-                              "SleepSessionRecord", "StepsRecord", "ActiveCaloriesBurnedRecord",
+const char* const kTypes[] = {"BloodGlucoseRecord",    "HeartRateRecord", "HeartRateVariabilityRmssdRecord",
+                              "SleepSessionRecord",    "StepsRecord",     "ActiveCaloriesBurnedRecord",
                               "OxygenSaturationRecord"};
 
 // Insights of every odd shape a processor sends.
 const char* const kOddInsights[] = {
-    R"({"status":"fair","events":[1,2]})", R"([1,"two",null])", "null", "42", R"("just text")",
-    R"({"value":"7.5","nested":{"deep":[{"a":null}]}})", R"({})", R"({"status":null,"events":"none"})",
+    R"({"status":"fair","events":[1,2]})",
+    R"([1,"two",null])",
+    "null",
+    "42",
+    R"("just text")",
+    R"({"value":"7.5","nested":{"deep":[{"a":null}]}})",
+    R"({})",
+    R"({"status":null,"events":"none"})",
 };
 
 // The documented nullable fields of metadata (absent in the input).
-const std::set<std::string> kNullable = {"user_id", "correlation_id", "source_bucket", "source_key",
-                                         "quality_score", "record_count", "processing_duration_seconds"};
+const std::set<std::string> kNullable = {"user_id",
+                                         "correlation_id",
+                                         "source_bucket",
+                                         "source_key",
+                                         "quality_score",
+                                         "record_count",
+                                         "processing_duration_seconds"};
 
 std::string type_of(const rapidjson::Value& v) {
     if (v.IsNull()) return "null";
@@ -50,7 +61,8 @@ std::string type_of(const rapidjson::Value& v) {
 }
 
 // Field path -> the one non-null JSON type it has on every line.
-void collect_types(const rapidjson::Value& v, const std::string& path, std::map<std::string, std::set<std::string>>& out) {
+void collect_types(const rapidjson::Value& v, const std::string& path,
+                   std::map<std::string, std::set<std::string>>& out) {
     out[path].insert(type_of(v));
     if (v.IsObject()) {
         for (auto& m : v.GetObject()) collect_types(m.value, path + "." + m.name.GetString(), out);
@@ -86,11 +98,13 @@ TEST_CASE("every metadata field has one JSON type on every line, across record t
                 const std::string message = with_ids ? message_json(type, "u" + std::to_string(n))
                                                      : std::string("{\"record_type\":\"") + type + "\"}";
                 const std::string result =
-                    with_ids ? std::string("{\"quality_score\":1,\"record_count\":3,\"processing_time_seconds\":2,"
-                                           "\"processing_timestamp\":\"2025-11-18T10:30:00.5Z\",\"clinical_insights\":") +
-                                   insights + "}"
-                             : std::string("{\"processing_timestamp\":\"2025-11-18T10:30:00Z\",\"clinical_insights\":") +
-                                   insights + "}";
+                    with_ids
+                        ? std::string(
+                              "{\"quality_score\":1,\"record_count\":3,\"processing_time_seconds\":2,"
+                              "\"processing_timestamp\":\"2025-11-18T10:30:00.5Z\",\"clinical_insights\":") +
+                              insights + "}"
+                        : std::string("{\"processing_timestamp\":\"2025-11-18T10:30:00Z\",\"clinical_insights\":") +
+                              insights + "}";
                 auto ex = f.format_json("Narrative " + std::to_string(n++) + ".", message, result);
                 auto doc = tdo_test::parse(ex.line);
                 REQUIRE_FALSE(doc.HasParseError());
@@ -141,7 +155,8 @@ TEST_CASE("pseudonymous ids: keyed HMAC-SHA256 values, stable per key, a key id 
     CHECK(user.find_first_not_of("0123456789abcdef") == std::string::npos);
     CHECK(user == f.pseudonym("user_id", "user-1042"));
     CHECK(std::string(md["correlation_id"].GetString()) == f.pseudonym("correlation_id", "c-77"));
-    CHECK(std::string(md["source_key"].GetString()) == f.pseudonym("source_key", "raw/StepsRecord/user-1042_c-77.avro"));
+    CHECK(std::string(md["source_key"].GetString()) ==
+          f.pseudonym("source_key", "raw/StepsRecord/user-1042_c-77.avro"));
     CHECK(std::string(md["source_bucket"].GetString()) == "health-data");
     const std::string key_id = md["pseudonymization_key_id"].GetString();
     CHECK(key_id.rfind("hmac-", 0) == 0);
@@ -157,7 +172,8 @@ TEST_CASE("pseudonymous ids: keyed HMAC-SHA256 values, stable per key, a key id 
                           .GetString()) == "2026-12");
     // The same id in two fields gives two values; the content hash does not change.
     CHECK(f.pseudonym("user_id", "x") != f.pseudonym("correlation_id", "x"));
-    CHECK(ex.content_hash == TrainingDataFormatter().format_json("Walked 10,432 steps.", message, result_json()).content_hash);
+    CHECK(ex.content_hash ==
+          TrainingDataFormatter().format_json("Walked 10,432 steps.", message, result_json()).content_hash);
     // The configuration fingerprint names the key id, never the key.
     CHECK(f.fingerprint() != g.fingerprint());
 
@@ -251,7 +267,8 @@ TEST_CASE("quality filter: global and per-domain thresholds, skips counted by re
     CHECK(s.skipped_empty_narrative == 1);
     CHECK(s.errors == 0);  // skips are outcomes, not errors
     const std::string stats = w.stats_json();
-    CHECK_THAT(stats, Catch::Contains("\"skipped_low_quality\":2") && Catch::Contains("\"skipped_no_quality_score\":1"));
+    CHECK_THAT(stats,
+               Catch::Contains("\"skipped_low_quality\":2") && Catch::Contains("\"skipped_no_quality_score\":1"));
 
     SECTION("the thresholds come from the environment too") {
         ::setenv("ETL_MIN_QUALITY_SCORE", "0.7", 1);
@@ -286,12 +303,14 @@ TEST_CASE("instruction variety: several phrasings per record type, the same one 
         for (int i = 0; i < 60; ++i) {
             const std::string narrative = "Narrative number " + std::to_string(i) + ".";
             auto a = f.format_json(narrative, message_json(type), result_json());
-            auto b = f.format_json(narrative, message_json(type, "another user"), result_json(10, "2025-01-01T00:00:00Z"));
+            auto b =
+                f.format_json(narrative, message_json(type, "another user"), result_json(10, "2025-01-01T00:00:00Z"));
             auto da = tdo_test::parse(a.line);
             auto db = tdo_test::parse(b.line);
             CHECK(std::string(da["instruction"].GetString()) == db["instruction"].GetString());  // deterministic
             const int variant = da["metadata"]["instruction_variant"].GetInt();
-            CHECK(std::string(da["instruction"].GetString()) == f.instruction_for(type, static_cast<std::size_t>(variant)));
+            CHECK(std::string(da["instruction"].GetString()) ==
+                  f.instruction_for(type, static_cast<std::size_t>(variant)));
             seen[type].insert(da["instruction"].GetString());
         }
         CHECK(seen[type].size() == 3);  // every built-in phrasing is used
@@ -299,19 +318,23 @@ TEST_CASE("instruction variety: several phrasings per record type, the same one 
 
     SECTION("phrasings come from the templates file") {
         tdo_test::TempDir dir;
-        tdo_test::write_file(dir / "t.json", R"({"StepsRecord":{"instruction":["One {record_type}.","Two.","Three.","Four."]}})");
+        tdo_test::write_file(dir / "t.json",
+                             R"({"StepsRecord":{"instruction":["One {record_type}.","Two.","Three.","Four."]}})");
         TrainingDataFormatter g(FormatterOptions{}, TemplateTable::from_file_over_builtin(dir / "t.json"));
         std::set<std::string> used;
         for (int i = 0; i < 80; ++i) {
-            used.insert(tdo_test::parse(g.format_json("N" + std::to_string(i), message_json("StepsRecord"), "{}").line)
-                            ["instruction"].GetString());
+            used.insert(
+                tdo_test::parse(
+                    g.format_json("N" + std::to_string(i), message_json("StepsRecord"), "{}").line)["instruction"]
+                    .GetString());
         }
         CHECK(used == std::set<std::string>{"One StepsRecord.", "Two.", "Three.", "Four."});
         CHECK(g.fingerprint() != f.fingerprint());  // the templates shape the lines
         tdo_test::write_file(dir / "bad.json", R"({"StepsRecord":{"instruction":[]}})");
         CHECK_THROWS_WITH(TemplateTable::from_file_over_builtin(dir / "bad.json"), Catch::Contains("empty array"));
         tdo_test::write_file(dir / "bad2.json", R"({"StepsRecord":{"instruction":["ok", 3]}})");
-        CHECK_THROWS_WITH(TemplateTable::from_file_over_builtin(dir / "bad2.json"), Catch::Contains("non-empty string"));
+        CHECK_THROWS_WITH(TemplateTable::from_file_over_builtin(dir / "bad2.json"),
+                          Catch::Contains("non-empty string"));
     }
 }
 
@@ -326,7 +349,8 @@ TEST_CASE("splits: a share of users in validation, one user never in both, optio
     for (int u = 0; u < users; ++u) {
         const std::string user = "user-" + std::to_string(u);
         for (int i = 0; i < 3; ++i) {
-            auto ex = f.format_json("Example " + std::to_string(i) + " of " + user, message_json("StepsRecord", user), "{}");
+            auto ex =
+                f.format_json("Example " + std::to_string(i) + " of " + user, message_json("StepsRecord", user), "{}");
             splits_of_user[user].insert(ex.split);
             CHECK(std::string(tdo_test::parse(ex.line)["metadata"]["split"].GetString()) == ex.split);
         }
@@ -356,8 +380,7 @@ TEST_CASE("splits: a share of users in validation, one user never in both, optio
     CHECK(split_for("anyone", 1.0) == std::string("validation"));
 }
 
-TEST_CASE("chat format: system, user and assistant messages, the same dedup as alpaca",
-          "[unit][training-data][chat]") {
+TEST_CASE("chat format: system, user and assistant messages, the same dedup as alpaca", "[unit][training-data][chat]") {
     tdo_test::TempDir dir;
     Config c = dir_config(dir);
     c.output_format = "chat";
@@ -383,8 +406,8 @@ TEST_CASE("chat format: system, user and assistant messages, the same dedup as a
     CHECK(std::string(msgs[2]["content"].GetString()) == "Slept 7h 32m, deep sleep 14%.");
     CHECK_THAT(std::string(msgs[1]["content"].GetString()), Catch::EndsWith("Total sessions: 14."));
     CHECK(std::string(msgs[0]["content"].GetString()) ==
-          TrainingDataFormatter().instruction_for("SleepSessionRecord",
-                                                  static_cast<std::size_t>(doc["metadata"]["instruction_variant"].GetInt())));
+          TrainingDataFormatter().instruction_for(
+              "SleepSessionRecord", static_cast<std::size_t>(doc["metadata"]["instruction_variant"].GetInt())));
     // The same example in the alpaca format is a duplicate of it (same content hash).
     c.output_format = "alpaca";
     TrainingOutput w(c);
@@ -424,7 +447,8 @@ TEST_CASE("manifests count what is in their file, and the delivery callback repo
     CHECK(manifest.counts.record_types.at("StepsRecord") == 40);
     CHECK(manifest.counts.record_types.at("ActiveCaloriesBurnedRecord") == 80);
     std::uint64_t train = 0, validation = 0;
-    for (const auto& d : lines_in(text)) (std::string(d["metadata"]["split"].GetString()) == "train" ? train : validation)++;
+    for (const auto& d : lines_in(text))
+        (std::string(d["metadata"]["split"].GetString()) == "train" ? train : validation)++;
     CHECK(manifest.counts.splits["train"] == train);
     CHECK(manifest.counts.splits["validation"] == validation);
     CHECK(manifest.counts.schema_versions.at(std::to_string(kSchemaVersion)) == 120);
@@ -546,9 +570,10 @@ TEST_CASE("a manifest is never ahead of its file: 4 writers and 20 % failed requ
 }
 
 #ifdef TDO_CRASH_POINTS
-TEST_CASE("delivery notifications across a crash: the adopter reports a batch the dead writer landed, never one it "
-          "recorded",
-          "[unit][training-data][manifest][crash]") {
+TEST_CASE(
+    "delivery notifications across a crash: the adopter reports a batch the dead writer landed, never one it "
+    "recorded",
+    "[unit][training-data][manifest][crash]") {
     for (const char* point : {"flusher.after_land", "flusher.after_done"}) {
         INFO(point);
         tdo_test::TempDir dir;
@@ -609,7 +634,8 @@ TEST_CASE("HMAC-SHA256 with its key set up once matches RFC 4231 and the one-sho
     crypto::HmacSha256 long_key(std::string(131, '\xaa'));
     CHECK(crypto::hex(long_key.digest("Test Using Larger Than Block-Size Key - Hash Key First")) ==
           "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54");
-    for (const std::string& key : {std::string("k"), std::string("0123456789abcdef-secret-key"), std::string(64, 'x'), std::string(65, 'y')}) {
+    for (const std::string& key :
+         {std::string("k"), std::string("0123456789abcdef-secret-key"), std::string(64, 'x'), std::string(65, 'y')}) {
         crypto::HmacSha256 h(key);
         CHECK(h.digest("user_id", std::string_view("\0", 1), "user-1042") ==
               crypto::hmac_sha256(key, std::string("user_id") + '\0' + "user-1042"));

@@ -4,8 +4,8 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <rapidjson/document.h>
-#include <sys/socket.h>
 #include <spawn.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -13,12 +13,12 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <mutex>
 #include <set>
-#include <filesystem>
-#include <fstream>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -179,14 +179,15 @@ std::chrono::milliseconds close_reporting_undelivered(Writer& w, int lines) {
 // JSON for message_data / result built from pieces.
 inline std::string message_json(const std::string& record_type, const std::string& user = "u1",
                                 const std::string& correlation = "c1") {
-    return "{\"record_type\":\"" + record_type + "\",\"user_id\":\"" + user + "\",\"correlation_id\":\"" +
-           correlation + "\",\"bucket\":\"health-data\",\"key\":\"raw/x.avro\"}";
+    return "{\"record_type\":\"" + record_type + "\",\"user_id\":\"" + user + "\",\"correlation_id\":\"" + correlation +
+           "\",\"bucket\":\"health-data\",\"key\":\"raw/x.avro\"}";
 }
 
 inline std::string result_json(int record_count = 10, const std::string& ts = "2025-11-18T10:30:00Z") {
     return "{\"quality_score\":0.95,\"record_count\":" + std::to_string(record_count) +
            ",\"processing_time_seconds\":2.5,\"clinical_insights\":{\"status\":\"fair\",\"events\":[1,2]},"
-           "\"processing_timestamp\":\"" + ts + "\"}";
+           "\"processing_timestamp\":\"" +
+           ts + "\"}";
 }
 
 }  // namespace tdo_test

@@ -2,10 +2,10 @@
 #include <set>
 #include <thread>
 
+#include "memory_sink.hpp"
 #include "shared_sink.hpp"
 #include "test_util.hpp"
 #include "training_output/error.hpp"
-#include "memory_sink.hpp"
 #include "training_output/training_output.hpp"
 
 using namespace training_output;
@@ -178,7 +178,8 @@ TEST_CASE("writer retries a failing batch until it lands, then commits it", "[un
     CHECK(w.generate("Retry me.", message_json("BloodGlucoseRecord"), result_json()) == Outcome::Duplicate);
 }
 
-TEST_CASE("lines a writer could not deliver stay spooled, and the next writer delivers them once", "[unit][writer][spool]") {
+TEST_CASE("lines a writer could not deliver stay spooled, and the next writer delivers them once",
+          "[unit][writer][spool]") {
     tdo_test::TempDir dir;
     {
         MemorySink memory;
@@ -199,8 +200,8 @@ TEST_CASE("lines a writer could not deliver stay spooled, and the next writer de
             FAIL("expected an error");
         } catch (const Error& e) {
             CHECK(e.code() == ErrorCode::Timeout);
-            CHECK_THAT(e.what(), Catch::Contains("1 lines are not in their objects yet") &&
-                                     Catch::Contains("stay in the spool"));
+            CHECK_THAT(e.what(),
+                       Catch::Contains("1 lines are not in their objects yet") && Catch::Contains("stay in the spool"));
         }
     }
     // A writer on the same spool and dedup store, with a working sink: it
@@ -254,12 +255,13 @@ TEST_CASE("8 threads racing on shared and distinct content: each unique example 
 
 TEST_CASE("several processes on one directory: each unique example once", "[unit][writer][concurrency]") {
     tdo_test::TempDir dir;
-    const std::string config = "{\"output_dir\":\"" + dir.path() + "\",\"directory_fsync\":false,\"log_level\":\"off\"}";
+    const std::string config =
+        "{\"output_dir\":\"" + dir.path() + "\",\"directory_fsync\":false,\"log_level\":\"off\"}";
     constexpr int kProcs = 4, kCount = 60, kSharedEvery = 3;
     std::vector<pid_t> pids;
     for (int p = 0; p < kProcs; ++p) {
-        pids.push_back(tdo_test::spawn({TDO_TEST_WRITER, config, std::to_string(p), std::to_string(kCount),
-                                        std::to_string(kSharedEvery)}));
+        pids.push_back(tdo_test::spawn(
+            {TDO_TEST_WRITER, config, std::to_string(p), std::to_string(kCount), std::to_string(kSharedEvery)}));
         REQUIRE(pids.back() > 0);
     }
     for (pid_t pid : pids) CHECK(tdo_test::wait_for(pid) == 0);

@@ -14,7 +14,8 @@ int main(int argc, char** argv) {
     if (tdo_version_number() != TDO_VERSION_NUMBER) return 1;
     if (argc < 2) return 0;
     if (strlen(argv[1]) > 900) return 1;
-    snprintf(config, sizeof config, "{\"output_dir\":\"%s\",\"dedup_store\":\"memory\",\"log_level\":\"off\"}", argv[1]);
+    snprintf(config, sizeof config, "{\"output_dir\":\"%s\",\"dedup_store\":\"memory\",\"log_level\":\"off\"}",
+             argv[1]);
     if (tdo_writer_open(&w, config) != TDO_OK) {
         fprintf(stderr, "%s\n", tdo_last_error());
         return 1;
