@@ -154,6 +154,7 @@ std::vector<std::unique_ptr<Spool>> Spool::adopt_orphans(const SpoolOptions& opt
         }
         std::unique_ptr<Spool> s(new Spool(options, dir, name.substr(2), logger));
         s->lock_fd_ = fd;
+        const auto replay_started = std::chrono::steady_clock::now();
         try {
             s->replay();
         } catch (const Error& e) {
@@ -166,13 +167,16 @@ std::vector<std::unique_ptr<Spool>> Spool::adopt_orphans(const SpoolOptions& opt
             continue;
         }
         if (logger) {
-            logger->log(LogLevel::Warning, "training_output_spool_adopted",
-                        {{"spool", dir},
-                         {"lines", s->live_lines_},
-                         {"pending_commits", static_cast<std::uint64_t>(s->pending_commits_.size())},
-                         {"torn_records", s->stats_.torn_records},
-                         {"rejected_records", s->stats_.rejected_records},
-                         {"detail", "delivering what a writer that stopped left"}});
+            logger->log(
+                LogLevel::Warning, "training_output_spool_adopted",
+                {{"spool", dir},
+                 {"lines", s->live_lines_},
+                 {"bytes", s->recovered_bytes_},
+                 {"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - replay_started).count()},
+                 {"pending_commits", static_cast<std::uint64_t>(s->pending_commits_.size())},
+                 {"torn_records", s->stats_.torn_records},
+                 {"rejected_records", s->stats_.rejected_records},
+                 {"detail", "delivering what a writer that stopped left"}});
         }
         adopted_bytes += s->recovered_bytes_;
         out.push_back(std::move(s));

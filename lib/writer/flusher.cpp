@@ -652,6 +652,7 @@ void Flusher::deliver(const Slot& slot, std::unique_lock<std::mutex>& lock) {
     p.in_flight = true;
     const std::uint64_t attempt = ++attempts_;
     const std::uint64_t flush_calls = flush_calls_;
+    const auto attempt_started = Clock::now();
     lock.unlock();
 
     std::string error;
@@ -676,6 +677,19 @@ void Flusher::deliver(const Slot& slot, std::unique_lock<std::mutex>& lock) {
     stats_.pending_bytes -= bytes_before - work.bytes;
     if (error.empty()) {
         q.batches.pop_front();
+        if (q.failures > 0) {
+            const int failures = q.failures;
+            const double seconds = std::chrono::duration<double>(Clock::now() - q.first_failure).count();
+            lock.unlock();
+            logger_.log(LogLevel::Warning, "training_output_append_recovered",
+                        {{"object_key", key},
+                         {"lines", static_cast<std::uint64_t>(work.spool.lines.size())},
+                         {"bytes", work.bytes},
+                         {"failures", static_cast<std::int64_t>(failures)},
+                         {"seconds", seconds},
+                         {"detail", "the batch landed after failed attempts"}});
+            lock.lock();
+        }
         q.failures = 0;
         q.permanent = false;
         q.last_error.clear();
@@ -711,11 +725,18 @@ void Flusher::deliver(const Slot& slot, std::unique_lock<std::mutex>& lock) {
             ? Clock::now()
             : Clock::now() + random::full_jitter(std::min(q.failures + 1, 10), options_.retry_base, options_.retry_max);
     if (q.failures++ == 0) {
+        q.first_failure = attempt_started;
+        const auto retry_in = std::chrono::duration_cast<std::chrono::milliseconds>(q.retry_at - Clock::now());
         lock.unlock();
-        logger_.log(LogLevel::Error, "training_output_failed",
+        // Once per run of failures: training_output_append_recovered ends it.
+        logger_.log(q.permanent ? LogLevel::Error : LogLevel::Warning, "training_output_failed",
                     {{"object_key", key},
                      {"lines", static_cast<std::uint64_t>(lines_before)},
+                     {"bytes", bytes_before},
                      {"error", error},
+                     {"code", error_code_name(code)},
+                     {"seconds", std::chrono::duration<double>(Clock::now() - attempt_started).count()},
+                     {"retry_in_ms", static_cast<std::int64_t>(std::max<std::int64_t>(0, retry_in.count()))},
                      {"detail", "the lines stay in the spool; retrying with backoff"}});
         lock.lock();
     }

@@ -120,7 +120,8 @@ public:
         std::uint64_t bytes = 0;    // of the queued lines that are not void
         std::deque<Batch> batches;  // delivered before the queue
         bool in_flight = false;
-        int failures = 0;  // in a row
+        int failures = 0;                                       // in a row
+        std::chrono::steady_clock::time_point first_failure{};  // of those in a row
         std::chrono::steady_clock::time_point retry_at{};
         std::string last_error;
         ErrorCode last_code = ErrorCode::Storage;

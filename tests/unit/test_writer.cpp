@@ -1,4 +1,5 @@
 #include <catch2/catch.hpp>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -147,6 +148,18 @@ TEST_CASE("writer fails open when the dedup store is broken", "[unit][writer]") 
 
 TEST_CASE("writer retries a failing batch until it lands, then commits it", "[unit][writer]") {
     tdo_test::TempDir dir;
+    std::vector<std::string> events;
+    std::mutex events_mutex;
+    set_log_callback(
+        [&](LogLevel, std::string_view event, std::string_view json) {
+            if (event != "training_output_failed" && event != "training_output_append_recovered") return;
+            std::lock_guard<std::mutex> lock(events_mutex);
+            events.push_back(std::string(json));
+        },
+        LogLevel::Debug);
+    struct Restore {
+        ~Restore() { set_log_callback({}, LogLevel::Off); }
+    } restore;
     MemorySink memory;
     std::atomic<bool> down{true};
     memory.set_fault_hook([&](MemorySink::Op, const std::string&) -> std::optional<MemorySink::Fault> {
@@ -176,6 +189,18 @@ TEST_CASE("writer retries a failing batch until it lands, then commits it", "[un
     w.flush();  // within flush_timeout_ms of the retry backoff
     CHECK(tdo_test::lines_of(memory.object(kKey).value()).size() == 1);
     CHECK(w.generate("Retry me.", message_json("BloodGlucoseRecord"), result_json()) == Outcome::Duplicate);
+    // One event for the run of failures (however many), one when it ended.
+    std::lock_guard<std::mutex> lock(events_mutex);
+    REQUIRE(events.size() == 2);
+    const std::string bytes = std::to_string(memory.object(kKey).value().size());
+    CHECK_THAT(events[0], Catch::Contains("\"event\":\"training_output_failed\"") &&
+                              Catch::Contains("\"level\":\"warning\"") && Catch::Contains("\"lines\":1,") &&
+                              Catch::Contains("\"bytes\":" + bytes + ",") && Catch::Contains("\"retry_in_ms\":") &&
+                              Catch::Contains("NoSuchBucket") && Catch::Contains("\"code\":\"TDO_E_STORAGE\""));
+    CHECK_THAT(events[1], Catch::Contains("\"event\":\"training_output_append_recovered\"") &&
+                              Catch::Contains("\"lines\":1,") && Catch::Contains("\"bytes\":" + bytes + ",") &&
+                              Catch::Contains("\"object_key\":\"" + std::string(kKey) + "\""));
+    CHECK(events[1].find("\"failures\":0") == std::string::npos);
 }
 
 TEST_CASE("lines a writer could not deliver stay spooled, and the next writer delivers them once",
