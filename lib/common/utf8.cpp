@@ -124,31 +124,13 @@ bool is_valid_utf8(std::string_view text) noexcept {
             p += 8;
         }
         if (p >= end) break;
-        unsigned char c = *p;
-        if (c < 0x80) {
+        if (*p < 0x80) {
             ++p;
             continue;
         }
-        std::size_t len;
-        std::uint32_t cp;
-        if (c >= 0xC2 && c <= 0xDF) {
-            len = 2;
-            cp = c & 0x1Fu;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-            len = 3;
-            cp = c & 0x0Fu;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            len = 4;
-            cp = c & 0x07u;
-        } else
-            return false;  // continuation byte, overlong lead (C0, C1) or > F4
-        if (static_cast<std::size_t>(end - p) < len) return false;
-        for (std::size_t i = 1; i < len; ++i) {
-            if ((p[i] & 0xC0) != 0x80) return false;
-            cp = (cp << 6) | (p[i] & 0x3Fu);
-        }
-        if (len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) return false;  // overlong, surrogate
-        if (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) return false;
+        // 0: a continuation byte, an overlong form, a surrogate, > U+10FFFF, cut short.
+        const std::size_t len = valid_sequence(p, end);
+        if (len == 0) return false;
         p += len;
     }
     return true;

@@ -19,6 +19,7 @@
 
 #include "bench_example.hpp"
 #include "bench_server.hpp"
+#include "format/formatter.hpp"
 #include "s3/curl_s3_sink.hpp"
 #include "training_output.h"
 #include "training_output/training_output.hpp"
