@@ -200,41 +200,93 @@ TEST_CASE("every key is documented in the README", "[unit][config]") {
     }
 }
 
-TEST_CASE("every log event the library emits is in the README's table, and only those", "[unit][config][logs]") {
-    // The events in the code: every "training_output_*" literal under lib/
-    // (and the one established name without the prefix).
-    std::set<std::string> in_code;
-    const std::regex literal("\"(training_output_[a-z0-9_]+|skipping_duplicate_training_example)\"");
-    for (const auto& entry : std::filesystem::recursive_directory_iterator(TDO_SOURCE_DIR "/lib")) {
-        if (!entry.is_regular_file()) continue;
-        std::ifstream in(entry.path());
-        std::stringstream ss;
-        ss << in.rdbuf();
-        const std::string text = ss.str();
-        for (std::sregex_iterator it(text.begin(), text.end(), literal), end; it != end; ++it) in_code.insert((*it)[1]);
-    }
-    // The events in the README's table: the first cell of each row of the Logs section.
-    std::ifstream in(TDO_SOURCE_DIR "/README.md");
+namespace {
+
+std::string source_text(const std::string& path) {
+    std::ifstream in(path);
     std::stringstream ss;
     ss << in.rdbuf();
-    const std::string readme = ss.str();
-    const auto start = readme.find("## Logs\n");
+    return ss.str();
+}
+
+// The names a regex's first group matches in the files under `dir` (or in one file).
+std::set<std::string> names_in_code(const std::string& path, const std::regex& literal) {
+    std::set<std::string> out;
+    auto scan = [&](const std::string& text) {
+        for (std::sregex_iterator it(text.begin(), text.end(), literal), end; it != end; ++it) out.insert((*it)[1]);
+    };
+    if (std::filesystem::is_directory(path)) {
+        for (const auto& entry : std::filesystem::recursive_directory_iterator(path)) {
+            if (entry.is_regular_file()) scan(source_text(entry.path().string()));
+        }
+    } else {
+        scan(source_text(path));
+    }
+    return out;
+}
+
+// The `names` in the first cell of each row of a README section's tables.
+std::set<std::string> names_in_readme_table(const std::string& heading) {
+    const std::string readme = source_text(TDO_SOURCE_DIR "/README.md");
+    const auto start = readme.find("\n" + heading + "\n");
     REQUIRE(start != std::string::npos);
     const std::string section = readme.substr(start, readme.find("\n## ", start + 1) - start);
     std::set<std::string> documented;
-    const std::regex row("\n\\| ((?:`[a-z0-9_]+`(?:, )?)+) \\|");
-    const std::regex name("`([a-z0-9_]+)`");
+    const std::regex row("\n\\| ((?:`[A-Za-z0-9_]+`(?:, )?)+) \\|");
+    const std::regex name("`([A-Za-z0-9_]+)`");
     for (std::sregex_iterator it(section.begin(), section.end(), row), end; it != end; ++it) {
         const std::string cell = (*it)[1];
         for (std::sregex_iterator n(cell.begin(), cell.end(), name), e; n != e; ++n) documented.insert((*n)[1]);
     }
-    CHECK(in_code.size() > 30);
+    return documented;
+}
+
+void check_same(const std::set<std::string>& in_code, const std::set<std::string>& documented) {
     for (const auto& e : in_code) {
-        INFO(e);
+        INFO(e << " is in the code, not in the README's table");
         CHECK(documented.count(e) == 1);
     }
     for (const auto& e : documented) {
-        INFO(e);
+        INFO(e << " is in the README's table, not in the code");
         CHECK(in_code.count(e) == 1);
     }
+}
+
+}  // namespace
+
+TEST_CASE("every log event the library emits is in the README's table, and only those", "[unit][config][logs]") {
+    // The events in the code: every "training_output_*" literal under lib/
+    // (and the one established name without the prefix).
+    const auto in_code = names_in_code(
+        TDO_SOURCE_DIR "/lib", std::regex("\"(training_output_[a-z0-9_]+|skipping_duplicate_training_example)\""));
+    CHECK(in_code.size() > 30);
+    check_same(in_code, names_in_readme_table("## Logs"));
+}
+
+TEST_CASE("every metric the library exports is in the README's table, and only those", "[unit][config][metrics]") {
+    // The families in the code; a histogram's _bucket, _sum and _count samples belong to it.
+    std::set<std::string> in_code;
+    for (const auto& n :
+         names_in_code(TDO_SOURCE_DIR "/lib/writer/metrics.cpp", std::regex("\"(etl_training_[a-z0-9_]+)\""))) {
+        in_code.insert(std::regex_replace(n, std::regex("_(bucket|sum|count)$"), ""));
+    }
+    CHECK(in_code.size() > 20);
+    check_same(in_code, names_in_readme_table("## Metrics"));
+}
+
+TEST_CASE("the README's table of status codes is the header's", "[unit][config][capi]") {
+    std::set<std::string> in_header;
+    const std::string header = source_text(TDO_SOURCE_DIR "/include/training_output.h");
+    const std::regex define("\n#define (TDO_E_[A-Z_]+) (-[0-9]+)");
+    for (std::sregex_iterator it(header.begin(), header.end(), define), end; it != end; ++it) {
+        in_header.insert(std::string((*it)[1]) + "=" + std::string((*it)[2]));
+    }
+    CHECK(in_header.size() >= 13);
+    const std::string readme = source_text(TDO_SOURCE_DIR "/README.md");
+    std::set<std::string> documented;
+    const std::regex row("\n\\| `(TDO_E_[A-Z_]+)` \\| (-[0-9]+) \\|");
+    for (std::sregex_iterator it(readme.begin(), readme.end(), row), end; it != end; ++it) {
+        documented.insert(std::string((*it)[1]) + "=" + std::string((*it)[2]));
+    }
+    check_same(in_header, documented);
 }
