@@ -22,11 +22,13 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <mutex>
 #include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "training_output/log.hpp"
 #include "training_output/training_output.hpp"
 
 namespace to = training_output;
@@ -63,10 +65,13 @@ std::string to_json(const rapidjson::Value& v) {
     return std::string(b.GetString(), b.GetSize());
 }
 
-// The progress line on a terminal (stderr): redrawn in place.
+// The progress line on a terminal (stderr): redrawn in place. Whatever else
+// goes to stderr meanwhile (errors, the library's log lines, from any
+// thread) goes through print(), which clears the line first.
 class Progress {
 public:
     explicit Progress(bool on) : on_(on), started_(std::chrono::steady_clock::now()), last_(started_) {}
+    bool on() const { return on_; }
 
     // Redraws the line when half a second has passed (or when `now_anyway`).
     void update(const to::TrainingOutput& writer, int read, const Counts& total, bool now_anyway = false) {
@@ -76,6 +81,7 @@ public:
         last_ = now;
         const double seconds = std::chrono::duration<double>(now - started_).count();
         const to::WriterStats s = writer.stats();
+        std::lock_guard<std::mutex> lock(mutex_);
         std::fprintf(stderr,
                      "\r\033[K%d lines read, %d written, %d duplicates, %d errors, %.0f lines/s, backlog %llu lines",
                      read, total.written, total.duplicate, total.errors, seconds > 0 ? read / seconds : 0.0,
@@ -83,20 +89,26 @@ public:
         std::fflush(stderr);
         drawn_ = true;
     }
-    // Before anything else is written to stderr: the line is cleared.
-    void clear() {
-        if (!drawn_) return;
-        std::fputs("\r\033[K", stderr);
+    // One line on stderr (without its newline), below nothing: the progress
+    // line is cleared first and redrawn by the next update().
+    void print(std::string_view text) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (drawn_) std::fputs("\r\033[K", stderr);
         drawn_ = false;
+        std::fwrite(text.data(), 1, text.size(), stderr);
+        std::fputc('\n', stderr);
+        std::fflush(stderr);
     }
     // At the end: the last state stays on its own line.
     void finish() {
+        std::lock_guard<std::mutex> lock(mutex_);
         if (!drawn_) return;
         std::fputc('\n', stderr);
         drawn_ = false;
     }
 
 private:
+    std::mutex mutex_;
     bool on_;
     bool drawn_ = false;
     std::chrono::steady_clock::time_point started_, last_;
@@ -171,6 +183,18 @@ int main(int argc, char** argv) {
     std::map<std::string, Counts> by_domain;
     Counts running;  // of every domain, for the progress line
     Progress progress(::isatty(STDERR_FILENO) == 1);
+    if (progress.on() && writer->config().log_level != to::LogLevel::Off) {
+        // The library's log lines (from any of its threads) keep clear of the progress line.
+        to::set_log_callback(
+            [&progress](to::LogLevel, std::string_view, std::string_view json) { progress.print(json); },
+            writer->config().log_level);
+    }
+    struct RestoreLogs {
+        bool set;
+        ~RestoreLogs() {
+            if (set) to::set_log_callback({}, to::LogLevel::Off);
+        }
+    } restore_logs{progress.on()};
     bool storage_failed = false;
     std::string line;
     int number = 0;
@@ -217,8 +241,7 @@ int main(int argc, char** argv) {
         } catch (const to::Error& e) {
             ++by_domain[domain].errors;
             ++running.errors;
-            progress.clear();
-            std::cerr << "line " << number << ": " << to::error_code_name(e.code()) << ": " << e.what() << "\n";
+            progress.print("line " + std::to_string(number) + ": " + to::error_code_name(e.code()) + ": " + e.what());
             if (e.code() != to::ErrorCode::InvalidJson && e.code() != to::ErrorCode::InvalidInput)
                 storage_failed = true;
         }

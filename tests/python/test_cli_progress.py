@@ -11,8 +11,8 @@ import subprocess
 import sys
 
 
-def run(cli, sample, out, tty):
-    env = dict(os.environ, ETL_LOG_LEVEL="off")
+def run(cli, sample, out, tty, log_level="off"):
+    env = dict(os.environ, ETL_LOG_LEVEL=log_level)
     if not tty:
         r = subprocess.run([cli, "--output-dir", out, sample], env=env, capture_output=True, text=True, timeout=120)
         return r.returncode, r.stdout, r.stderr
@@ -52,6 +52,20 @@ def main():
     assert backlog == 0, final  # the last line is drawn after the flush
     assert "\r\x1b[K" in err, repr(err)
     print(f"terminal: {final[-1]}")
+
+    # The library's log lines and the errors start on a line of their own, never
+    # after a progress line's text.
+    code, out_w, err_w = run(cli, sample, os.path.join(work, "tty-logs"), tty=True, log_level="warning")
+    assert code == 0, (code, out_w, err_w)
+    logs = [m.start() for m in re.finditer(r'\{"ts":', err_w)]
+    assert logs, repr(err_w)
+    errors = [m.start() for m in re.finditer(r"line \d+: TDO_E_", err_w)]
+    assert errors, repr(err_w)
+    for at in logs + errors:
+        assert at == 0 or err_w[:at].endswith(("\n", "\x1b[K")), repr(err_w[max(0, at - 80):at + 40])
+    for chunk in re.split(r"\r\x1b\[K", err_w):
+        # Whatever follows a clear is one progress line, or whole lines.
+        assert "lines read" not in chunk or chunk.startswith(tuple("0123456789")), repr(chunk)
 
     code, out2, err2 = run(cli, sample, os.path.join(work, "pipe"), tty=False)
     assert code == 0, (code, out2, err2)
