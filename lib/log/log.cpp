@@ -15,59 +15,74 @@
 namespace training_output {
 namespace {
 
-struct CallbackSlot {
-    std::mutex mutex;
-    std::shared_ptr<const LogCallback> callback;  // replaced, never mutated
-    std::atomic<int> min_level{static_cast<int>(LogLevel::Off)};
-    std::atomic<bool> active{false};
-    std::atomic<int> calls{0};  // callbacks running
+// A process-wide callback that other threads call while it may be replaced.
+// Once set() returns, the callback it replaced is not running and will not be
+// called again: its host may free what it uses (a ctypes thunk, user data).
+template <class Fn>
+class CallbackSlot {
+public:
+    // `while_locked` runs before the new callback is seen (settings that go with it).
+    void set(Fn callback, const std::function<void()>& while_locked = {}) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (callback) {
+            std::atomic_store(&callback_, std::make_shared<const Fn>(std::move(callback)));
+            if (while_locked) while_locked();
+            active_.store(true);
+        } else {
+            active_.store(false);
+            std::atomic_store(&callback_, std::shared_ptr<const Fn>());
+        }
+        while (calls_.load() != 0) std::this_thread::yield();
+    }
+    bool active() const noexcept { return active_.load(std::memory_order_acquire); }
+    // Calls the callback; false when none is set.
+    template <class... Args>
+    bool call(Args&&... args) {
+        if (!active()) return false;
+        calls_.fetch_add(1);
+        struct Done {
+            std::atomic<int>& calls;
+            ~Done() { calls.fetch_sub(1); }
+        } done{calls_};
+        auto cb = std::atomic_load(&callback_);
+        if (cb && *cb) (*cb)(std::forward<Args>(args)...);
+        return true;
+    }
+
+private:
+    std::mutex mutex_;
+    std::shared_ptr<const Fn> callback_;  // replaced, never mutated
+    std::atomic<bool> active_{false};
+    std::atomic<int> calls_{0};  // callbacks running
 };
 
-CallbackSlot& slot() {
-    static CallbackSlot* s = new CallbackSlot();  // never destroyed: logs may come during exit
+struct LogSlot {
+    CallbackSlot<LogCallback> callback;
+    std::atomic<int> min_level{static_cast<int>(LogLevel::Off)};
+};
+
+LogSlot& log_slot() {
+    static LogSlot* s = new LogSlot();  // never destroyed: logs may come during exit
     return *s;
 }
 
-struct SpanSlot {
-    std::mutex mutex;
-    std::shared_ptr<const SpanCallback> callback;
-    std::atomic<bool> active{false};
-    std::atomic<int> calls{0};
-};
-
-SpanSlot& span_slot() {
-    static SpanSlot* s = new SpanSlot();  // never destroyed: spans may come during exit
+CallbackSlot<SpanCallback>& span_slot() {
+    static auto* s = new CallbackSlot<SpanCallback>();  // never destroyed: spans may come during exit
     return *s;
 }
 
 }  // namespace
 
-void set_span_callback(SpanCallback callback) {
-    auto& s = span_slot();
-    std::lock_guard<std::mutex> lock(s.mutex);
-    if (callback) {
-        std::atomic_store(&s.callback, std::make_shared<const SpanCallback>(std::move(callback)));
-        s.active.store(true);
-    } else {
-        s.active.store(false);
-        std::atomic_store(&s.callback, std::shared_ptr<const SpanCallback>());
-    }
-    while (s.calls.load() != 0) std::this_thread::yield();
-}
+void set_span_callback(SpanCallback callback) { span_slot().set(std::move(callback)); }
 
-bool tracing() noexcept { return span_slot().active.load(std::memory_order_acquire); }
+bool tracing() noexcept { return span_slot().active(); }
 
 void emit_span(const Span& span) noexcept {
-    auto& s = span_slot();
-    if (!s.active.load(std::memory_order_acquire)) return;
-    s.calls.fetch_add(1);
     try {
-        auto cb = std::atomic_load(&s.callback);
-        if (cb && *cb) (*cb)(span);
+        span_slot().call(span);
     } catch (...) {
         // A host's exception must not take the writer down.
     }
-    s.calls.fetch_sub(1);
 }
 
 LogLevel parse_log_level(std::string_view text) {
@@ -91,25 +106,14 @@ const char* log_level_name(LogLevel level) noexcept {
 }
 
 void set_log_callback(LogCallback callback, LogLevel min_level) {
-    auto& s = slot();
-    std::lock_guard<std::mutex> lock(s.mutex);
-    if (callback) {
-        std::atomic_store(&s.callback, std::make_shared<const LogCallback>(std::move(callback)));
-        s.min_level.store(static_cast<int>(min_level));
-        s.active.store(true);
-    } else {
-        s.active.store(false);
-        std::atomic_store(&s.callback, std::shared_ptr<const LogCallback>());
-    }
-    // Once this returns, the callback it replaced is not running and will not
-    // be called again: its host may free what it uses (a ctypes thunk, user data).
-    while (s.calls.load() != 0) std::this_thread::yield();
+    auto& s = log_slot();
+    s.callback.set(std::move(callback), [&] { s.min_level.store(static_cast<int>(min_level)); });
 }
 
 bool Logger::enabled(LogLevel level) const {
     if (level == LogLevel::Off) return false;
-    auto& s = slot();
-    if (s.active.load(std::memory_order_acquire)) {
+    auto& s = log_slot();
+    if (s.callback.active()) {
         return static_cast<int>(level) >= s.min_level.load(std::memory_order_relaxed);
     }
     return static_cast<int>(level) >= static_cast<int>(stderr_level_);
@@ -150,17 +154,7 @@ void Logger::log(LogLevel level, std::string_view event, std::initializer_list<L
         w.EndObject();
         std::string_view line(buffer.GetString(), buffer.GetSize());
 
-        auto& s = slot();
-        if (s.active.load(std::memory_order_acquire)) {
-            s.calls.fetch_add(1);
-            struct Done {
-                std::atomic<int>& calls;
-                ~Done() { calls.fetch_sub(1); }
-            } done{s.calls};
-            auto cb = std::atomic_load(&s.callback);
-            if (cb && *cb) (*cb)(level, event, line);
-            return;
-        }
+        if (log_slot().callback.call(level, event, line)) return;
         std::string out(line);
         out.push_back('\n');
         std::fwrite(out.data(), 1, out.size(), stderr);
