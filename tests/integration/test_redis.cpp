@@ -422,7 +422,7 @@ TEST_CASE("Redis: restarted mid-run: fail open during the gap, used again after"
         CHECK(generate(w, "during the gap") == Outcome::Written);
         slowest = std::max(slowest, Clock::now() - t0);
     }
-    CHECK(slowest < 300ms + 400ms);
+    CHECK(slowest < 300ms + 1s);  // the margin is for a busy machine under sanitizers
     CHECK(w.stats().dedup_store_errors >= 50);
     CHECK(logs.count("training_output_dedup_store_unavailable") == 1);  // once per outage, not per call
     CHECK(logs.count("training_output_error") == 1);
@@ -579,8 +579,8 @@ TEST_CASE("Redis: a server that never answers: no call waits past the timeout", 
     auto t0 = Clock::now();
     TrainingOutput w(Config::from_json(writer_json(dir.path(), url, unique_namespace(), ",\"redis_timeout_ms\":200")));
     const auto open_time = Clock::now() - t0;
-    CHECK(open_time >= 150ms);         // it did wait for an answer ...
-    CHECK(open_time < 200ms + 400ms);  // ... for the timeout only
+    CHECK(open_time >= 150ms);      // it did wait for an answer ...
+    CHECK(open_time < 200ms + 1s);  // ... for the timeout only (the margin: a busy machine)
     CHECK_THAT(logs.first("training_output_dedup_store_unavailable"), Catch::Contains("no answer within 200 ms"));
 
     Clock::duration slowest{};
@@ -590,7 +590,7 @@ TEST_CASE("Redis: a server that never answers: no call waits past the timeout", 
         CHECK(generate(w, "Quiet night " + std::to_string(i % 10)) == Outcome::Written);
         slowest = std::max(slowest, Clock::now() - t);
     }
-    CHECK(slowest < 200ms + 400ms);
+    CHECK(slowest < 200ms + 1s);
     CHECK(Clock::now() - start < 10s);  // most calls fail at once; a few try to reconnect
     CHECK(logs.count("training_output_dedup_store_unavailable") == 1);
     CHECK_THAT(logs.all(), !Catch::Contains("hunter2"));
