@@ -136,6 +136,13 @@ bool TrainingDeduplicator::may_deliver() const {
            now_ns() < fresh_until_ns_.load(std::memory_order_acquire);
 }
 
+bool TrainingDeduplicator::may_deliver(std::uint64_t epoch) const {
+    // Freshness first: a refresh that ends a lapse advances the epoch before
+    // it makes the owners fresh, so fresh and still `epoch` means no lapse
+    // came between.
+    return may_deliver() && liveness_epoch() == epoch;
+}
+
 bool TrainingDeduplicator::refresh() {
     std::lock_guard<std::mutex> one(refresh_mutex_);
     std::vector<OwnerRecord> held, to_register;
@@ -162,11 +169,12 @@ bool TrainingDeduplicator::refresh() {
         for (const auto& o : to_register) unregistered_.erase(o.id);
         unregistered_count_.store(unregistered_.size(), std::memory_order_release);
     }
+    // The new epoch before the freshness (see may_deliver(epoch)).
+    if (lapsed) epoch_.fetch_add(1, std::memory_order_acq_rel);
     // Fresh for half the TTL from when the refresh was sent: the other half
     // is the margin for a batch that starts just before it runs out.
     if (owner_ttl_.count() > 0) fresh_until_ns_.store(sent + ns(owner_ttl_) / 2, std::memory_order_release);
     ever_fresh_.store(true, std::memory_order_release);
-    if (lapsed) epoch_.fetch_add(1, std::memory_order_acq_rel);
     lapsed_ = false;
     return true;
 }

@@ -69,6 +69,10 @@ public:
     // over by another writer, so no batch may start until the liveness is
     // refreshed and the claims confirmed again.
     bool may_deliver() const;
+    // may_deliver(), and the liveness has not lapsed since `epoch`: claims
+    // confirmed in that epoch still hold. A batch is written only while this
+    // is true of the epoch its claims were confirmed in.
+    bool may_deliver(std::uint64_t epoch) const;
     // Changes each time the owners became fresh again after they were not:
     // their claims must be confirmed again before their lines are delivered.
     std::uint64_t liveness_epoch() const { return epoch_.load(std::memory_order_acquire); }

@@ -363,12 +363,14 @@ void Flusher::run() {
             epoch_ = epoch;
         }
         // No batch starts while another writer could be taking this
-        // writer's claims over unseen.
+        // writer's claims over unseen, nor on claims of an earlier epoch.
         std::vector<Slot> slots;
-        if (dedup_.may_deliver()) {
+        if (dedup_.may_deliver(epoch_)) {
             for (const auto& [slot, p] : pending_) {
                 if (due(p, slot.first, now)) slots.push_back(slot);
             }
+        } else if (dedup_.liveness_epoch() != epoch_) {
+            continue;  // refreshed since the check above: confirm again first
         }
         if (slots.empty()) {
             if (stopping_) return;
@@ -451,6 +453,7 @@ void Flusher::confirm(Spool& spool, Batch& b, std::string& bytes, std::vector<st
     kept.spool.id = b.spool.id;
     kept.spool.object_key = b.spool.object_key;
     kept.accepted = b.accepted;
+    kept.epoch = b.epoch;
     std::string kept_bytes;
     std::vector<std::string> kept_keys;
     std::size_t at = 0;
@@ -537,10 +540,14 @@ bool Flusher::append_batch(Spool& spool, Batch& b, bool& found_landed, bool& con
         } keep{b, left, bytes.size(), crc};
         auto before_write = [&](const AppendIntent& in) {
             // Before every write, retries included: a claim of this batch may
-            // have been taken over since it started if the liveness lapsed.
-            if (!dedup_.may_deliver()) {
+            // have been taken over since it started if the liveness lapsed,
+            // even if it is fresh again now.
+            if (!dedup_.may_deliver(b.epoch)) {
                 throw Error(ErrorCode::Storage,
-                            "the dedup store cannot confirm this writer's liveness: the batch waits for it");
+                            dedup_.may_deliver()
+                                ? "this writer's liveness lapsed while the batch was on its way: its claims are "
+                                  "confirmed again before it is written"
+                                : "the dedup store cannot confirm this writer's liveness: the batch waits for it");
             }
             spool.record_intent(b.spool, in, bytes.size(), crc);
             crash_point("flusher.after_intent");
@@ -647,6 +654,7 @@ void Flusher::deliver(const Slot& slot, std::unique_lock<std::mutex>& lock) {
         p.batches.push_back(std::move(b));
     }
     Batch work = p.batches.front();
+    work.epoch = epoch_;  // what run() confirmed the queues in
     const std::size_t lines_before = work.spool.lines.size();
     const std::uint64_t bytes_before = work.bytes;
     p.in_flight = true;

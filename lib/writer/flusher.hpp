@@ -114,6 +114,7 @@ public:
         bool complete = true;             // every line its INTENT names is here (adopted ones may not be)
         std::uint64_t written_bytes = 0;  // the batch as its INTENT records it
         std::uint32_t written_crc = 0;
+        std::uint64_t epoch = 0;  // the liveness epoch its Ready states hold in
     };
     struct Pending {
         std::deque<Line> lines;     // in sequence order

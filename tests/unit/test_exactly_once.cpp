@@ -6,9 +6,11 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <filesystem>
+#include <mutex>
 #include <set>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "common/crash_point.hpp"
 #include "crash_harness.hpp"
@@ -16,6 +18,7 @@
 #include "memory_sink.hpp"
 #include "shared_sink.hpp"
 #include "test_util.hpp"
+#include "training_output/dedup_store.hpp"
 #include "training_output/error.hpp"
 #include "training_output/training_output.hpp"
 
@@ -311,4 +314,125 @@ TEST_CASE("exactly once: writers of two destinations started in one directory ke
     TrainingOutput sa(explicit_a), sb(explicit_b);
     CHECK(glucose(sa, "Shared on purpose.") == Outcome::Written);
     CHECK(glucose(sb, "Shared on purpose.") != Outcome::Written);
+}
+
+namespace {
+
+// A store with an owner liveness (like Redis) that the test cuts off and
+// restores, and whose claims it hands to another owner: what Redis does once
+// the writer's liveness key expired and another writer claims the content.
+class PartitionedStore : public DedupStore {
+public:
+    ClaimState claim(const std::string& key, const std::string& owner, std::chrono::seconds ttl) override {
+        check();
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            keys_.push_back(key);
+        }
+        return inner_->claim(key, owner, ttl);
+    }
+    void commit(const std::vector<std::string>& keys, std::chrono::seconds ttl) override {
+        check();
+        inner_->commit(keys, ttl);
+    }
+    void register_owner(const OwnerRecord& owner) override {
+        check();
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            owners_.push_back(owner.id);
+        }
+        inner_->register_owner(owner);
+    }
+    void refresh_owners(const std::vector<OwnerRecord>&) override {
+        if (cut) {
+            ++failed_refreshes;
+            check();
+        }
+        ++refreshes;
+    }
+    void retire_owner(const std::string& owner) override {
+        check();
+        inner_->retire_owner(owner);
+    }
+    std::chrono::seconds owner_ttl() const override { return std::chrono::seconds(3); }
+    const char* kind() const noexcept override { return "memory"; }
+
+    // Another writer takes over every claim of this store's owners.
+    void take_over(const std::string& other) {
+        std::vector<std::string> keys, owners;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            keys = keys_;
+            owners = owners_;
+        }
+        for (const auto& o : owners) inner_->retire_owner(o);
+        inner_->register_owner({other, "elsewhere"});
+        for (const auto& k : keys) REQUIRE(inner_->claim(k, other, std::chrono::hours(1)) == ClaimState::Claimed);
+    }
+
+    std::atomic<bool> cut{false};
+    std::atomic<int> refreshes{0}, failed_refreshes{0};
+
+private:
+    void check() const {
+        if (cut) throw Error(ErrorCode::DedupStore, "the store is cut off");
+    }
+    std::unique_ptr<DedupStore> inner_ = make_memory_dedup_store();
+    std::mutex mutex_;
+    std::vector<std::string> keys_, owners_;
+};
+
+template <class Pred>
+void wait_for(Pred pred) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (!pred() && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    REQUIRE(pred());
+}
+
+}  // namespace
+
+TEST_CASE(
+    "exactly once: a liveness that lapses and comes back while a batch is on its way: the batch is confirmed again",
+    "[unit][dedup][liveness]") {
+    // The batch is taken with its claims confirmed; its first request to the
+    // object store is slow. Meanwhile the writer loses its dedup store for
+    // longer than its liveness lasts, another writer takes the claims over,
+    // and the store comes back (the liveness is fresh again). The batch must
+    // not be written on the claims it had before the lapse.
+    tdo_test::TempDir dir;
+    MemorySink memory;
+    std::atomic<bool> in_request{false}, release{false};
+    memory.set_fault_hook([&](MemorySink::Op, const std::string& key) -> std::optional<MemorySink::Fault> {
+        if (key == kGlucoseKey && !release) {
+            in_request = true;
+            while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+        return std::nullopt;
+    });
+    auto store = std::make_unique<PartitionedStore>();
+    PartitionedStore& s = *store;
+    WriterComponents parts;
+    parts.sink = std::make_unique<tdo_test::SharedSink>(memory);
+    parts.dedup_store = std::move(store);
+    Config c = writer_config(dir);
+    c.flush_interval_ms = 1;
+    c.flush_timeout_ms = 10000;
+    TrainingOutput w(c, std::move(parts));
+    CHECK(glucose(w, "Taken over while on its way.") == Outcome::Written);
+    wait_for([&] { return in_request.load(); });
+
+    s.cut = true;
+    wait_for([&] { return s.failed_refreshes.load() > 0; });
+    s.take_over("another-writer");
+    const int before = s.refreshes;
+    s.cut = false;
+    wait_for([&] { return s.refreshes.load() > before; });  // fresh again
+    release = true;
+
+    w.flush();
+    CHECK(w.stats().lines_voided == 1);
+    const auto object = memory.object(kGlucoseKey);
+    CHECK_FALSE(object.has_value());  // the other writer delivers it
+    w.close();
 }
