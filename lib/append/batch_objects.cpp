@@ -11,13 +11,17 @@
 #include "common/crc32c.hpp"
 #include "common/json.hpp"
 #include "common/object_key.hpp"
+#include "common/random.hpp"
 #include "training_output/error.hpp"
 
 namespace training_output {
 namespace {
 
 constexpr const char* kFormat = "training_output.batches/1";
-constexpr int kReadAttempts = 20;  // a reader starts over when a compaction moved things under it
+// A reader starts over when a compaction moved things under it, after a
+// pause (full jitter, doubling from 10 ms up to 1 s: some 7 s in all, at most 15) so that
+// a compaction in progress can finish.
+constexpr int kReadAttempts = 20;
 
 std::string stem(const std::string& month_key) { return object_stem(month_key); }
 
@@ -471,7 +475,12 @@ CompactionResult BatchObjects::compact(const std::string& month_key) {
 
 std::string BatchObjects::read_month(const std::string& month_key) {
     const std::string mkey = batch_objects::manifest_key(month_key);
+    std::string why;  // what made the last attempt start over
     for (int attempt = 0; attempt < kReadAttempts; ++attempt) {
+        if (attempt > 0) {
+            std::this_thread::sleep_for(
+                random::full_jitter(attempt, std::chrono::milliseconds(10), std::chrono::milliseconds(1000)));
+        }
         const BatchManifest m = read_manifest(month_key);
         const std::vector<Listed> listing = list_batches(month_key);
         // While the file is converted to an appendable one (ObjectAppender),
@@ -494,8 +503,15 @@ std::string BatchObjects::read_month(const std::string& month_key) {
                 // meanwhile (then the file may be partly written again).
                 g = read(month_key);
                 if (!g.ok() && g.status != SinkStatus::NotFound) fail("could not read " + json::quote(month_key), g);
-                if (converting && sink_.head(conversion_copy_key(month_key)).status != SinkStatus::NotFound) continue;
-                if (g.status == SinkStatus::NotFound && (!m.etag.empty() || converting)) continue;
+                if (converting && sink_.head(conversion_copy_key(month_key)).status != SinkStatus::NotFound) {
+                    why = "a conversion's copy appeared while the file was read";
+                    continue;
+                }
+                if (g.status == SinkStatus::NotFound && (!m.etag.empty() || converting)) {
+                    why = "the file was missing though " + std::string(converting ? "a conversion" : "the manifest") +
+                          " names it";
+                    continue;
+                }
             }
             out = std::move(g.body);
             if (!out.empty() && out.back() != '\n') out += '\n';
@@ -506,19 +522,29 @@ std::string BatchObjects::read_month(const std::string& month_key) {
         }
         bool missing = false;
         out += read_batches(unfolded, missing);
-        if (missing) continue;  // folded and removed meanwhile
+        if (missing) {  // folded and removed meanwhile
+            why = "a listed batch object was gone when read";
+            continue;
+        }
         // Nothing moved under the reader: the manifest is the one it started
         // from, and a conversion neither began nor ended meanwhile.
         SinkResponse again = sink_.head(mkey);
         if (!again.ok() && again.status != SinkStatus::NotFound) fail("could not read " + json::quote(mkey), again);
-        if ((again.ok() ? again.etag : std::string()) != m.etag) continue;
+        if ((again.ok() ? again.etag : std::string()) != m.etag) {
+            why = "the manifest changed";
+            continue;
+        }
         const SinkResponse marker_now = sink_.head(marker_key);
         const bool same_marker = marker_now.status == marker.status && marker_now.etag == marker.etag;
         const bool done_then_gone = marker.ok() && !converting && marker_now.status == SinkStatus::NotFound;
-        if (!same_marker && !done_then_gone) continue;
+        if (!same_marker && !done_then_gone) {
+            why = "a conversion began or ended";
+            continue;
+        }
         return out;
     }
-    throw Error(ErrorCode::Storage, "the month " + json::quote(month_key) + " kept changing while it was read");
+    throw Error(ErrorCode::Storage, "the month " + json::quote(month_key) + " kept changing while it was read (" +
+                                        std::to_string(kReadAttempts) + " attempts; the last: " + why + ")");
 }
 
 }  // namespace training_output
