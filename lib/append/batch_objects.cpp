@@ -19,8 +19,8 @@ namespace {
 
 constexpr const char* kFormat = "training_output.batches/1";
 // A reader starts over when a compaction moved things under it, after a
-// pause (full jitter, doubling from 10 ms up to 1 s: some 7 s in all, at most 15) so that
-// a compaction in progress can finish.
+// pause (full jitter, doubling from 10 ms up to 1 s: some 7 s in all, at
+// most 15) so that a compaction in progress can finish.
 constexpr int kReadAttempts = 20;
 
 std::string stem(const std::string& month_key) { return object_stem(month_key); }
