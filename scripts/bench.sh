@@ -1,5 +1,13 @@
 #!/usr/bin/env bash
 # Builds the benchmarks (Release) and runs them; numbers go to docs/benchmarks.md.
+#   scripts/bench.sh default [DIR]                        the default configuration ({"output_dir": DIR}: SQLite
+#                                                        dedup file, local directory, redaction on) on the disk DIR
+#                                                        is on (default /var/tmp/tdo-bench): one thread, 4 threads,
+#                                                        4 processes, a quiet service, duplicates, a re-run, idle
+#                                                        writers; then the memory store and Redis beside it, and
+#                                                        the original module's Python formatter in the same run
+#   scripts/bench.sh prefilled [DIR] [PREFILL]           throughput into a dedup store holding PREFILL examples
+#                                                        (1,000,000) against an empty one
 #   scripts/bench.sh s3 [EXAMPLES_PER_WRITER] [ROUNDS]   end to end against Ceph RGW it starts on loopback
 #   scripts/bench.sh fleet [WRITERS] [SECONDS] [RATE] [MODE]
 #                                                        WRITERS writers in one process, each RATE examples/s
@@ -26,6 +34,7 @@ cmake --preset bench >/dev/null
 targets=("tdo_bench_$what")
 [ "$what" = appendable ] && targets=(tdo_bench_rgw_appendable)
 [ "$what" = spool ] && targets+=(training_output_c)
+[ "$what" = prefilled ] && targets=(tdo_bench_default)
 cmake --build --preset bench -j "$(nproc)" --target "${targets[@]}"
 case "$what" in
   s3)
@@ -59,6 +68,32 @@ case "$what" in
     trap 'scripts/services/rgw-stop.sh "$dir" --wipe >/dev/null' EXIT
     TDO_BENCH_ENDPOINT=http://127.0.0.1:${RGW_PORT:-7480} build/bench/tests/bench/tdo_bench_spool "$@"
     TDO_LIBRARY="$(ls build/bench/libtraining_output_c.so* | head -n1)" python3 tests/bench/bench_ctypes.py "${2:-100000}" ;;
+  default)
+    dir="${1:-/var/tmp/tdo-bench}"
+    mkdir -p "$dir"
+    b=build/bench/tests/bench/tdo_bench_default
+    echo "== the default configuration, on the disk of $dir ($(df --output=source,fstype "$dir" | tail -1 | tr -s ' '))"
+    python3 tests/bench/python_formatter.py 50000 3
+    $b "$dir" throughput 50000 3
+    $b "$dir" threads 4 200000
+    $b "$dir" processes 4 200000
+    $b "$dir" quiet 100
+    $b "$dir" duplicates 50000
+    $b "$dir" rerun 200000
+    $b "$dir" idle 100
+    echo "== not the default: the memory dedup store; redaction off; the Redis store (local redis-server)"
+    $b "$dir" throughput 50000 3 ',"dedup_store":"memory"'
+    $b "$dir" throughput 50000 3 ',"dedup_store":"memory","redact_phi":false'
+    port="${REDIS_PORT:-6391}"
+    export REDIS_PASSWORD="${REDIS_PASSWORD:-tdo-bench-secret}"
+    scripts/services/redis.sh start "$dir/redis" "$port" >/dev/null
+    trap 'scripts/services/redis.sh stop "$dir/redis" >/dev/null' EXIT
+    $b "$dir" throughput 50000 3 ",\"redis_url\":\"redis://:$REDIS_PASSWORD@127.0.0.1:$port/0\""
+    python3 tests/bench/python_formatter.py 50000 3 ;;
+  prefilled)
+    dir="${1:-/var/tmp/tdo-bench}"
+    mkdir -p "$dir"
+    build/bench/tests/bench/tdo_bench_default "$dir" prefilled "${2:-1000000}" 50000 ;;
   redact)
     build/bench/tests/bench/tdo_bench_redact "$@" ;;
   redis)

@@ -20,6 +20,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,14 @@ namespace training_output {
 class Logger;
 
 enum class ClaimState { Claimed, Own, Committed, Held };
+
+// What a store knows of a key without changing anything (lookup()).
+enum class KeyState {
+    Absent,     // no claim, no commit (or an expired commit)
+    Committed,  // the content is written
+    Own,        // claimed by the owner asked about
+    Other,      // claimed by another owner, alive or not
+};
 
 struct OwnerRecord {
     std::string id;          // the spool's id
@@ -75,6 +84,28 @@ public:
 
     // "memory", "sqlite", "redis".
     virtual const char* kind() const noexcept = 0;
+
+    // What the store knows of `key`, from one read and without a write, for
+    // stores where a read costs much less than a claim (SQLite: a point read;
+    // memory). nullopt: the store does not answer lookups (Redis: a round
+    // trip), or cannot now. Throws Error(DedupStore) when the store fails.
+    virtual std::optional<KeyState> lookup(const std::string& key, const std::string& owner) {
+        (void)key;
+        (void)owner;
+        return std::nullopt;
+    }
+
+    // True where claim() costs about as little as lookup() (memory): the
+    // writer claims on the caller's thread. False: the writer claims from a
+    // thread of its own, many keys a transaction or round trip, so that no
+    // call waits for a claim of its own.
+    virtual bool cheap_claims() const noexcept { return false; }
+
+    // Names the data the store holds, the same for every store object on the
+    // same data in one process ("sqlite:/abs/path", "redis://host:port/db"):
+    // writers of one process on the same data share what they know of recent
+    // commits. Empty: nothing is shared.
+    virtual std::string identity() const { return {}; }
 };
 
 // Process-local store (tests, single short-lived processes).
@@ -94,9 +125,11 @@ struct SqliteStoreOptions {
     bool own_file_for_others = false;
 };
 // SQLite in WAL mode: persistent, shared safely by the processes of one
-// machine. Claims go through a connection of their own, so that they never
-// wait behind the flusher's commits. Throws Error(DedupStore) when the
-// database cannot be opened.
+// machine. Keys are stored as 32 bytes (the SHA-256 behind "{namespace}:{hex}")
+// under a namespace number; lookups go through a read connection of their own,
+// so that they never wait behind the writes. A file of an earlier version is
+// converted at open. Throws Error(DedupStore) when the database cannot be
+// opened.
 std::unique_ptr<DedupStore> make_sqlite_dedup_store(const SqliteStoreOptions& options);
 
 // TLS for a rediss:// URL. Files are PEM; a client certificate needs its

@@ -1,6 +1,8 @@
 // TrainingDeduplicator: keys, the fail-open policy, and owner liveness.
 #include "dedup/deduplicator.hpp"
 
+#include <algorithm>
+
 #include "common/sha256.hpp"
 #include "training_output/error.hpp"
 
@@ -19,7 +21,13 @@ std::int64_t ns(std::chrono::seconds s) { return std::chrono::duration_cast<std:
 
 TrainingDeduplicator::TrainingDeduplicator(std::unique_ptr<DedupStore> store, DeduplicatorOptions options,
                                            const Logger* logger)
-    : store_(std::move(store)), options_(std::move(options)), logger_(logger), owner_ttl_(store_->owner_ttl()) {
+    : store_(std::move(store)),
+      options_(std::move(options)),
+      memory_(KeyMemory::for_store(
+          store_->identity().empty() ? std::string() : store_->identity() + "#" + options_.key_namespace,
+          options_.remembered_commits)),
+      logger_(logger),
+      owner_ttl_(store_->owner_ttl()) {
     if (owner_ttl_.count() > 0) refresher_ = std::thread([this] { refresher(); });
 }
 
@@ -39,6 +47,79 @@ std::string TrainingDeduplicator::key_for(const Sha256& hash) const {
     key.push_back(':');
     crypto::append_hex(key, hash.data(), hash.size());
     return key;
+}
+
+std::uint32_t TrainingDeduplicator::owner_tag(const std::string& owner) {
+    std::lock_guard<std::mutex> lock(tags_mutex_);
+    auto it = tags_.find(owner);
+    if (it != tags_.end()) return it->second;
+    const std::uint32_t tag = memory_->owner_tag(owner);
+    tags_.emplace(owner, tag);
+    return tag;
+}
+
+Precheck TrainingDeduplicator::precheck(const Sha256& hash, const std::string& owner) {
+    // While the store is known to fail, nothing is deduplicated (fail open):
+    // what is written then is written whatever this process saw before.
+    if (in_outage_.load(std::memory_order_relaxed)) return Precheck::New;
+    KeyMemory::Hash h;
+    std::copy(hash.begin(), hash.end(), h.begin());
+    const std::uint32_t me = owner_tag(owner);
+    switch (memory_->check_and_reserve(h, me, nullptr)) {
+        case KeyMemory::Seen::Committed: return Precheck::Duplicate;
+        case KeyMemory::Seen::InFlight: return Precheck::Pending;  // this owner's line, or another's here
+        case KeyMemory::Seen::None: break;
+    }
+    std::optional<KeyState> known;
+    try {
+        known = store_->lookup(key_for(hash), owner);
+        if (known) on_store_success();  // (nullopt: the store was not asked)
+    } catch (const std::exception& e) {
+        on_store_error("lookup", e);  // fail open: a new line
+    }
+    if (!known || *known == KeyState::Absent) return Precheck::New;
+    memory_->forget(h, me);
+    switch (*known) {
+        case KeyState::Committed: memory_->committed({h}, options_.committed_ttl.count()); return Precheck::Duplicate;
+        case KeyState::Own: return Precheck::Pending;  // a line of this owner holds it
+        case KeyState::Other: return Precheck::Held;   // settled by a claim: its owner may be gone
+        case KeyState::Absent: break;
+    }
+    return Precheck::New;
+}
+
+void TrainingDeduplicator::forget(const std::string& key, const std::string& owner) {
+    KeyMemory::Hash h;
+    if (KeyMemory::parse(key, h)) memory_->forget(h, owner_tag(owner));
+}
+
+void TrainingDeduplicator::settled_elsewhere(const std::string& key, const std::string& owner, ClaimOutcome outcome) {
+    KeyMemory::Hash h;
+    if (!KeyMemory::parse(key, h)) return;
+    memory_->forget(h, owner_tag(owner));
+    if (outcome == ClaimOutcome::Duplicate) {
+        memory_->committed({h}, options_.committed_ttl.count());
+    } else if (outcome == ClaimOutcome::Pending) {
+        memory_->held_elsewhere(h, 5);
+    }
+}
+
+void TrainingDeduplicator::forget_owner(const std::string& owner) { memory_->forget_owner(owner_tag(owner)); }
+
+std::vector<ClaimOutcome> TrainingDeduplicator::claim_group(const std::vector<std::string>& keys,
+                                                            const std::string& owner) {
+    if (keys.empty()) return {};
+    if (!owners_fresh() && !try_refresh()) return std::vector<ClaimOutcome>(keys.size(), ClaimOutcome::FailedOpen);
+    std::vector<ClaimOutcome> out;
+    out.reserve(keys.size());
+    try {
+        for (ClaimState s : store_->claim_batch(keys, owner, options_.claim_ttl)) out.push_back(outcome(s, false));
+        on_store_success();
+    } catch (const std::exception& e) {
+        on_store_error("claim", e);
+        out.assign(keys.size(), ClaimOutcome::FailedOpen);
+    }
+    return out;
 }
 
 ClaimOutcome TrainingDeduplicator::outcome(ClaimState state, bool confirming) {
@@ -90,6 +171,13 @@ std::vector<ClaimOutcome> TrainingDeduplicator::confirm_batch(const std::vector<
 
 bool TrainingDeduplicator::commit(const std::vector<std::string>& keys) {
     if (keys.empty()) return true;
+    std::vector<KeyMemory::Hash> landed;
+    landed.reserve(keys.size());
+    for (const auto& key : keys) {
+        KeyMemory::Hash h;
+        if (KeyMemory::parse(key, h)) landed.push_back(h);
+    }
+    memory_->committed(landed, options_.committed_ttl.count());
     try {
         store_->commit(keys, options_.committed_ttl);
         on_store_success();

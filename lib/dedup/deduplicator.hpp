@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "dedup/key_memory.hpp"
 #include "format/formatter.hpp"
 #include "training_output/dedup_store.hpp"
 #include "training_output/log.hpp"
@@ -27,10 +28,19 @@ enum class ClaimOutcome {
     FailedOpen,  // the store failed: deliver it anyway, confirm the claim before if it can
 };
 
+// What is known of new content before its line is spooled (precheck()).
+enum class Precheck {
+    New,        // nothing: reserved in flight for the owner; spool the line, then claim
+    Duplicate,  // written already: nothing to spool
+    Pending,    // a live spool of this process holds it, or the owner's own claim does
+    Held,       // another owner's claim in the store: spool the line and claim it now
+};
+
 struct DeduplicatorOptions {
     std::string key_namespace = "training";
     std::chrono::seconds claim_ttl{86400};
-    std::chrono::seconds committed_ttl{0};  // 0 = forever
+    std::chrono::seconds committed_ttl{0};     // 0 = forever
+    std::size_t remembered_commits = 1 << 16;  // recent commits answered from memory (per store, per process)
 };
 
 class TrainingDeduplicator {
@@ -42,6 +52,30 @@ public:
 
     std::string key_for(const Sha256& hash) const;
 
+    // Before the line of new content is spooled: what this process and the
+    // store (where a lookup is cheap) know of it, without a write. New
+    // reserves the key for `owner`: the caller spools the line and claims it
+    // (claim() or claim_group()), or calls forget() when it was not spooled.
+    // When the store fails, or is known to fail, New (fail open: nothing is
+    // deduplicated until it answers again).
+    Precheck precheck(const Sha256& hash, const std::string& owner);
+    // The key is no longer reserved for `owner` (its line was not spooled,
+    // was voided, or belongs to a spool now closed).
+    void forget(const std::string& key, const std::string& owner);
+    // A claim found the content written already (Duplicate) or held by
+    // another live writer (Pending): remembered so that the next copy of it
+    // in this process is answered without spooling it (a writer elsewhere
+    // holds it: for a few seconds, then the store is asked again).
+    void settled_elsewhere(const std::string& key, const std::string& owner, ClaimOutcome outcome);
+    // The spool `owner` closed: what it still holds, the store answers for.
+    void forget_owner(const std::string& owner);
+    // True where the store claims about as cheaply as it looks up: claim on
+    // the caller's thread; else claim_group() from a thread of the writer's.
+    bool cheap_claims() const { return store_->cheap_claims(); }
+    // Claims of new content for `owner`, many at once (one transaction or
+    // round trip): what claim() would answer for each, in order.
+    std::vector<ClaimOutcome> claim_group(const std::vector<std::string>& keys, const std::string& owner);
+
     // The claim of new content for `owner` (a held spool's id, whose line
     // is spooled): Claimed, or Duplicate (written), or Pending (held by a
     // live writer, this one included, and not delivered yet). While the
@@ -52,7 +86,9 @@ public:
     // store call: Claimed (free, or `owner`'s already: deliver), Duplicate
     // or Pending (void the line), FailedOpen for all when the store fails.
     std::vector<ClaimOutcome> confirm_batch(const std::vector<std::string>& keys, const std::string& owner);
-    // False when the store failed (counted and logged): try again later.
+    // The keys' lines are in their objects. False when the store failed
+    // (counted and logged): try again later. Remembered in this process
+    // either way.
     bool commit(const std::vector<std::string>& keys);
 
     // Owners this writer holds: registered now (retried if the store fails),
@@ -93,8 +129,13 @@ private:
     void refresher();
     static ClaimOutcome outcome(ClaimState state, bool confirming);
 
+    std::uint32_t owner_tag(const std::string& owner);
+
     std::unique_ptr<DedupStore> store_;
     DeduplicatorOptions options_;
+    std::shared_ptr<KeyMemory> memory_;
+    std::mutex tags_mutex_;
+    std::map<std::string, std::uint32_t> tags_;
     const Logger* logger_;
     const std::chrono::seconds owner_ttl_;
     std::atomic<std::uint64_t> store_errors_{0};

@@ -59,6 +59,19 @@ public:
         }
     }
 
+    std::optional<KeyState> lookup(const std::string& key, const std::string& owner) override {
+        const std::uint64_t h = hash(key);
+        Shard& s = shard(h);
+        std::lock_guard<std::mutex> lock(s.mutex);
+        const Slot* slot = s.find(h, key);
+        if (!slot) return KeyState::Absent;
+        if (slot->state == State::Committed) return slot->expires > now_ns() ? KeyState::Committed : KeyState::Absent;
+        if (slot->state != State::Claimed) return KeyState::Absent;
+        return slot->owner == owner_index(owner) ? KeyState::Own : KeyState::Other;
+    }
+
+    bool cheap_claims() const noexcept override { return true; }
+
     void register_owner(const OwnerRecord& owner) override {
         const std::uint32_t i = owner_index(owner.id);
         std::lock_guard<std::mutex> lock(owners_mutex_);

@@ -390,6 +390,7 @@ public:
     std::chrono::seconds owner_ttl() const override { return options_.owner_ttl; }
 
     const char* kind() const noexcept override { return "redis"; }
+    std::string identity() const override { return display_; }
 
 private:
     std::string prefix() const { return "redis dedup store " + display_ + ": "; }

@@ -1,14 +1,24 @@
 // SQLite dedup store: WAL mode, safe for the processes of one machine.
 //
-//   dedup(key, state, owner, expires_at)   state 0: claimed by `owner` (a spool id); 1: committed
-//   owners(id, path)                       registered spools; one is alive while its directory exists
+//   claims(ns, hash, owner, expires_at)  hash: the 32 bytes of a "{namespace}:{hex}" key under the
+//                                        namespace's number; owner: the claimant (spools.num), NULL
+//                                        once committed; expires_at: a commit's end (dedup_ttl_seconds)
+//   spools(num, id, path)                registered owners; one is alive while its directory exists
+//   namespaces(num, name), meta(name, value)
 //
 // A claim is an INSERT that only succeeds on a missing key (one statement,
-// exactly one claimant sees a change); on a conflict, one IMMEDIATE
-// transaction reads the row and takes it over when its owner is gone or its
-// commit expired. Claims use a connection of their own, so that they never
-// wait behind the flusher's commits in this process; commits are written in
-// small transactions, so that claims of other processes wait at most one.
+// exactly one claimant sees a change); on a conflict, the same transaction
+// reads the row and takes it over when its owner is gone or its commit
+// expired. Claims hold no expiry: a claim lives while its owner does, and the
+// claims of owners that are gone are swept in the background; so a claim
+// touches the table alone, not the expiry index. Writes (claims, commits,
+// housekeeping) go through one connection under one mutex; lookups through a
+// read connection of their own, which no write blocks (WAL).
+//
+// Durability: synchronous=NORMAL. A claim is never more durable than the
+// line that owns it must be: its line is spooled first, and a line whose
+// claim a power loss took is confirmed again when its spool is replayed (see
+// docs/design.md, "Claims and durability").
 #include <sqlite3.h>
 #include <sys/stat.h>
 
@@ -16,7 +26,10 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
+#include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <mutex>
 #include <thread>
 
@@ -29,9 +42,17 @@
 namespace training_output {
 namespace {
 
-constexpr std::size_t kCommitChunk = 256;  // keys per commit transaction
-constexpr int kPurgeBatch = 500;           // rows per purge transaction
-constexpr int kPurgeBatchesPerCall = 8;
+constexpr std::size_t kCommitChunk = 1024;  // keys per commit transaction
+constexpr int kPurgeBatch = 1000;           // rows per purge statement
+constexpr int kSweepRows = 2000;            // claims looked at per sweep for owners that are gone
+// A round of maintain() deletes expired commits for at least this long when
+// there are any (more when ingest outruns it), never longer than the cap.
+constexpr std::chrono::milliseconds kPurgeMin{20}, kPurgeMax{500};
+constexpr int kCacheKiB = 16384;  // each connection's page cache, at most
+// Lookups read one snapshot for up to this long (or this many lookups).
+constexpr std::chrono::milliseconds kReadSnapshot{2};
+constexpr int kReadSnapshotUses = 4096;
+constexpr const char* kSchemaVersion = "2";
 
 std::int64_t unix_now() {
     return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -175,6 +196,83 @@ private:
     sqlite3_stmt* rollback_ = nullptr;
 };
 
+// A mutex that lets its waiters in in the order they came: a caller's claim
+// waits for the chunk of a large commit being written, not for all of it.
+class FairMutex {
+public:
+    void lock() {
+        std::unique_lock<std::mutex> l(m_);
+        const std::uint64_t ticket = next_++;
+        cv_.wait(l, [&] { return serving_ == ticket; });
+    }
+    void unlock() {
+        {
+            std::lock_guard<std::mutex> l(m_);
+            ++serving_;
+        }
+        cv_.notify_all();
+    }
+
+private:
+    std::mutex m_;
+    std::condition_variable cv_;
+    std::uint64_t next_ = 0, serving_ = 0;
+};
+
+// A key as the table holds it: the namespace's name and the hash's bytes
+// ("{namespace}:{64 hex digits}"), or, for any other key, the text after the
+// last ':' under the namespace "<name>:" (no writer makes such keys; tests do).
+struct KeyParts {
+    std::string_view ns;
+    std::string raw_ns;  // set for the second form
+    unsigned char bytes[32];
+    std::string text;  // the second form's bytes
+    const void* data() const { return text.empty() ? static_cast<const void*>(bytes) : text.data(); }
+    int size() const { return text.empty() ? 32 : static_cast<int>(text.size()); }
+    std::string_view ns_name() const { return raw_ns.empty() ? ns : std::string_view(raw_ns); }
+};
+
+// Lower-case hex digits' values; -1 for any other byte.
+struct HexTable {
+    signed char v[256];
+    constexpr HexTable() : v() {
+        for (int i = 0; i < 256; ++i) v[i] = -1;
+        for (int i = 0; i < 10; ++i) v['0' + i] = static_cast<signed char>(i);
+        for (int i = 0; i < 6; ++i) v['a' + i] = static_cast<signed char>(10 + i);
+    }
+};
+constexpr HexTable kHex;
+
+int hex_value(char c) { return kHex.v[static_cast<unsigned char>(c)]; }
+
+KeyParts split_key(std::string_view key) {
+    KeyParts k;
+    const std::size_t colon = key.rfind(':');
+    const std::string_view ns = colon == std::string_view::npos ? std::string_view() : key.substr(0, colon);
+    const std::string_view tail = colon == std::string_view::npos ? key : key.substr(colon + 1);
+    k.ns = ns;
+    bool hex = tail.size() == 64;
+    for (std::size_t i = 0; hex && i < 32; ++i) {
+        const int hi = hex_value(tail[2 * i]), lo = hex_value(tail[2 * i + 1]);
+        hex = hi >= 0 && lo >= 0;
+        k.bytes[i] = static_cast<unsigned char>(hi << 4 | lo);
+    }
+    if (!hex) {
+        k.raw_ns = std::string(ns) + ":";
+        k.text = std::string(tail.empty() ? std::string_view("\0", 1) : tail);
+    }
+    return k;
+}
+
+// The owner number of an id that never registered: negative, so that it is
+// never a registered spool's (theirs count up from 1), and the same in every
+// process (an FNV-1a hash of the id).
+std::int64_t unregistered_number(const std::string& id) {
+    std::uint64_t h = 1469598103934665603ull;
+    for (unsigned char c : id) h = (h ^ c) * 1099511628211ull;
+    return -static_cast<std::int64_t>(h >> 1) - 1;
+}
+
 class SqliteDedupStore final : public DedupStore {
 public:
     explicit SqliteDedupStore(const SqliteStoreOptions& options) : path_(options.path) {
@@ -182,77 +280,127 @@ public:
         auto parent = std::filesystem::path(path_).parent_path();
         if (!parent.empty()) std::filesystem::create_directories(parent, ec);
         const std::int64_t busy = options.busy_timeout.count();
-        work_ = std::make_unique<Connection>(path_, busy);
+        write_ = std::make_unique<Connection>(path_, busy);
         create_schema(options.busy_timeout);
         if (!options.destination.empty()) remembered_destination_ = remember(options.destination);
-        claims_ = std::make_unique<Connection>(path_, busy);
+        read_ = std::make_unique<Connection>(path_, busy);
+        configure(*read_);
+        char* real = ::realpath(path_.c_str(), nullptr);
+        identity_ = "sqlite:" + std::string(real ? real : path_.c_str());
+        std::free(real);
 
-        Connection& c = *claims_;
-        insert_ = c.prepare(
-            "INSERT INTO dedup(key, state, owner, expires_at) VALUES(?1, 0, ?2, ?3) "
-            "ON CONFLICT(key) DO NOTHING");
-        select_ = c.prepare("SELECT state, owner, expires_at FROM dedup WHERE key = ?1");
-        take_ = c.prepare("UPDATE dedup SET state = 0, owner = ?2, expires_at = ?3 WHERE key = ?1");
-        owner_path_ = c.prepare("SELECT path FROM owners WHERE id = ?1");
-
-        Connection& w = *work_;
+        Connection& w = *write_;
+        insert_ = w.prepare("INSERT INTO claims(ns, hash, owner) VALUES(?1, ?2, ?3) ON CONFLICT(ns, hash) DO NOTHING");
+        select_ = w.prepare("SELECT owner, expires_at FROM claims WHERE ns = ?1 AND hash = ?2");
+        take_ = w.prepare("UPDATE claims SET owner = ?3, expires_at = NULL WHERE ns = ?1 AND hash = ?2");
+        owner_path_ = w.prepare("SELECT path FROM spools WHERE num = ?1");
         commit_ = w.prepare(
-            "INSERT INTO dedup(key, state, owner, expires_at) VALUES(?1, 1, NULL, ?2) "
-            "ON CONFLICT(key) DO UPDATE SET state = 1, owner = NULL, expires_at = excluded.expires_at");
+            "INSERT INTO claims(ns, hash, owner, expires_at) VALUES(?1, ?2, NULL, ?3) "
+            "ON CONFLICT(ns, hash) DO UPDATE SET owner = NULL, expires_at = excluded.expires_at");
         register_ = w.prepare(
-            "INSERT INTO owners(id, path) VALUES(?1, ?2) "
-            "ON CONFLICT(id) DO UPDATE SET path = excluded.path");
-        retire_ = w.prepare("DELETE FROM owners WHERE id = ?1");
-        purge_committed_ = w.prepare(
-            "DELETE FROM dedup WHERE key IN (SELECT key FROM dedup WHERE expires_at <= ?1 AND state = 1 LIMIT ?2)");
-        purge_claims_ = w.prepare(
-            "DELETE FROM dedup WHERE key IN (SELECT key FROM dedup WHERE expires_at <= ?1 AND state = 0 "
-            "AND owner NOT IN (SELECT id FROM owners) LIMIT ?2)");
-        list_owners_ = w.prepare("SELECT id, path FROM owners");
+            "INSERT INTO spools(id, path) VALUES(?1, ?2) ON CONFLICT(id) DO UPDATE SET path = excluded.path "
+            "RETURNING num");
+        owner_number_ = w.prepare("SELECT num FROM spools WHERE id = ?1");
+        retire_ = w.prepare("DELETE FROM spools WHERE id = ?1");
+        purge_ = w.prepare(
+            "DELETE FROM claims WHERE (ns, hash) IN "
+            "(SELECT ns, hash FROM claims WHERE expires_at <= ?1 LIMIT ?2)");
+        list_owners_ = w.prepare("SELECT num, id, path FROM spools");
+        sweep_ = w.prepare("SELECT ns, hash, owner FROM claims WHERE (ns, hash) > (?1, ?2) ORDER BY ns, hash LIMIT ?3");
+        drop_ = w.prepare("DELETE FROM claims WHERE ns = ?1 AND hash = ?2 AND owner = ?3");
+        lookup_ = read_->prepare("SELECT owner, expires_at FROM claims WHERE ns = ?1 AND hash = ?2");
     }
 
-    ClaimState claim(const std::string& key, const std::string& owner, std::chrono::seconds claim_ttl) override {
-        Waiting waiting(claims_waiting_);
-        std::lock_guard<std::mutex> lock(claims_mutex_);
-        Connection& c = *claims_;
+    ClaimState claim(const std::string& key, const std::string& owner, std::chrono::seconds) override {
+        const KeyParts k = split_key(key);
+        const std::int64_t ns = namespace_number(k.ns_name());
+        WriteLock lock(*this);
+        const std::int64_t me = owner_number(owner);
         // New content, the common case: one statement.
-        if (insert(key, owner, claim_ttl)) return ClaimState::Claimed;
-        return c.transaction("claim", [&] { return settle(key, owner, claim_ttl); });
+        if (insert(ns, k, me)) return ClaimState::Claimed;
+        return write_->transaction("claim", [&] { return settle(ns, k, me); });
     }
 
     // One transaction: one WAL commit for the whole batch.
     std::vector<ClaimState> claim_batch(const std::vector<std::string>& keys, const std::string& owner,
-                                        std::chrono::seconds claim_ttl) override {
+                                        std::chrono::seconds) override {
         std::vector<ClaimState> out;
         if (keys.empty()) return out;
-        Waiting waiting(claims_waiting_);
-        std::lock_guard<std::mutex> lock(claims_mutex_);
-        return claims_->transaction("claim", [&] {
+        std::vector<KeyParts> parts;
+        std::vector<std::int64_t> ns;
+        split_keys(keys, parts, ns);
+        WriteLock lock(*this);
+        const std::int64_t me = owner_number(owner);
+        return write_->transaction("claim", [&] {
             out.reserve(keys.size());
-            for (const auto& key : keys) {
-                out.push_back(insert(key, owner, claim_ttl) ? ClaimState::Claimed : settle(key, owner, claim_ttl));
+            for (std::size_t i = 0; i < parts.size(); ++i) {
+                out.push_back(insert(ns[i], parts[i], me) ? ClaimState::Claimed : settle(ns[i], parts[i], me));
             }
             return out;
         });
     }
 
+    std::optional<KeyState> lookup(const std::string& key, const std::string& owner) override {
+        const KeyParts k = split_key(key);
+        const std::int64_t ns = namespace_number(k.ns_name());
+        const std::int64_t me = known_owner_number(owner);
+        std::lock_guard<std::mutex> lock(read_mutex_);
+        Connection& c = *read_;
+        // One read transaction serves the lookups of up to kReadSnapshot:
+        // no lock calls and no page cache reset per lookup. What it misses
+        // in the meantime (a commit or claim of another writer) the claim
+        // finds.
+        const auto now = Clock::now();
+        const std::uint64_t writes = writes_.load(std::memory_order_acquire);
+        if (read_open_ &&
+            (now - read_since_ > kReadSnapshot || ++read_uses_ > kReadSnapshotUses || writes != read_writes_)) {
+            end_read();  // older than allowed, or this store wrote since (its own writes are seen at once)
+        }
+        if (!read_open_) {
+            read_->exec("BEGIN");
+            read_open_ = true;
+            read_since_ = now;
+            read_uses_ = 0;
+            read_writes_ = writes;
+        }
+        sqlite3_bind_int64(lookup_, 1, ns);
+        sqlite3_bind_blob(lookup_, 2, k.data(), k.size(), SQLITE_STATIC);
+        if (!c.row(lookup_, "lookup")) return KeyState::Absent;
+        const bool committed = sqlite3_column_type(lookup_, 0) == SQLITE_NULL;
+        const std::int64_t holder = sqlite3_column_int64(lookup_, 0);
+        const bool never = sqlite3_column_type(lookup_, 1) == SQLITE_NULL;
+        const std::int64_t expires = sqlite3_column_int64(lookup_, 1);
+        c.finish(lookup_, SQLITE_DONE, "lookup");
+        if (committed) return never || expires > unix_now() ? KeyState::Committed : KeyState::Absent;
+        return holder == me ? KeyState::Own : KeyState::Other;
+    }
+
+    // With read_mutex_ held.
+    void end_read() {
+        if (!read_open_) return;
+        read_open_ = false;
+        if (!sqlite3_get_autocommit(read_->db())) read_->exec("COMMIT");
+    }
+
     void commit(const std::vector<std::string>& keys, std::chrono::seconds ttl) override {
-        std::lock_guard<std::mutex> lock(work_mutex_);
-        for (std::size_t at = 0; at < keys.size(); at += kCommitChunk) {
-            // SQLite's write lock is not fair: between chunks, the callers'
-            // claims of this process go first.
-            for (int i = 0; i < 20 && at > 0 && claims_waiting_.load() > 0; ++i) {
-                std::this_thread::sleep_for(std::chrono::microseconds(50));
-            }
-            work_->transaction("commit", [&] {
-                for (std::size_t i = at; i < std::min(keys.size(), at + kCommitChunk); ++i) {
-                    if (keys[i].empty()) continue;
-                    Connection::bind_text(commit_, 1, keys[i]);
+        std::vector<KeyParts> parts;
+        std::vector<std::int64_t> ns;
+        split_keys(keys, parts, ns);
+        // In chunks, the lock taken for each: claims of other processes, and
+        // this one's (the lock is first come, first served), wait for one
+        // chunk at most.
+        for (std::size_t at = 0; at < parts.size(); at += kCommitChunk) {
+            WriteLock lock(*this);
+            committed_since_purge_ += std::min(kCommitChunk, parts.size() - at);
+            write_->transaction("commit", [&] {
+                for (std::size_t i = at; i < std::min(parts.size(), at + kCommitChunk); ++i) {
+                    sqlite3_bind_int64(commit_, 1, ns[i]);
+                    sqlite3_bind_blob(commit_, 2, parts[i].data(), parts[i].size(), SQLITE_STATIC);
                     if (ttl.count() > 0)
-                        sqlite3_bind_int64(commit_, 2, expiry(ttl));
+                        sqlite3_bind_int64(commit_, 3, expiry(ttl));
                     else
-                        sqlite3_bind_null(commit_, 2);
-                    work_->run(commit_, "commit");
+                        sqlite3_bind_null(commit_, 3);
+                    write_->run(commit_, "commit");
                 }
                 return true;
             });
@@ -260,65 +408,95 @@ public:
     }
 
     void register_owner(const OwnerRecord& owner) override {
-        std::lock_guard<std::mutex> lock(work_mutex_);
+        WriteLock lock(*this);
         Connection::bind_text(register_, 1, owner.id);
         Connection::bind_text(register_, 2, owner.spool_path);
-        work_->run(register_, "register owner");
+        std::int64_t num = 0;
+        if (write_->row(register_, "register owner")) {
+            num = sqlite3_column_int64(register_, 0);
+            while (sqlite3_step(register_) == SQLITE_ROW) {}
+            write_->finish(register_, SQLITE_DONE, "register owner");
+        }
+        std::lock_guard<std::mutex> owners(owners_mutex_);
+        owner_numbers_[owner.id] = num;
     }
 
     void retire_owner(const std::string& owner) override {
-        std::lock_guard<std::mutex> lock(work_mutex_);
+        WriteLock lock(*this);
         Connection::bind_text(retire_, 1, owner);
-        work_->run(retire_, "retire owner");
+        write_->run(retire_, "retire owner");
+        std::lock_guard<std::mutex> owners(owners_mutex_);
+        owner_numbers_.erase(owner);
     }
 
-    // Owners whose spool directory is gone, then expired rows (claims only
-    // of owners that are gone), in small transactions: claims of other
-    // processes wait at most one.
+    // Owners whose spool directory is gone; expired commits, in proportion
+    // to what was committed since the last round; claims of owners that are
+    // gone, a slice of the table a round; free pages given back.
     void maintain() override {
-        std::lock_guard<std::mutex> lock(work_mutex_);
+        {
+            // A snapshot no lookup ended holds the WAL from being checkpointed.
+            std::lock_guard<std::mutex> read(read_mutex_);
+            if (read_open_ && Clock::now() - read_since_ > kReadSnapshot) end_read();
+        }
+        WriteLock lock(*this);
         std::vector<std::string> gone;
-        while (work_->row(list_owners_, "list owners")) {
-            const auto* path = reinterpret_cast<const char*>(sqlite3_column_text(list_owners_, 1));
+        while (write_->row(list_owners_, "list owners")) {
+            const auto* path = reinterpret_cast<const char*>(sqlite3_column_text(list_owners_, 2));
             struct stat st;
             if (path && ::stat(path, &st) != 0 && errno == ENOENT) {
-                gone.emplace_back(reinterpret_cast<const char*>(sqlite3_column_text(list_owners_, 0)));
+                gone.emplace_back(reinterpret_cast<const char*>(sqlite3_column_text(list_owners_, 1)));
             }
         }
         for (const auto& id : gone) {
             Connection::bind_text(retire_, 1, id);
-            work_->run(retire_, "retire owner");
+            write_->run(retire_, "retire owner");
         }
-        for (sqlite3_stmt* purge : {purge_committed_, purge_claims_}) {
-            for (int i = 0; i < kPurgeBatchesPerCall; ++i) {
-                sqlite3_bind_int64(purge, 1, unix_now());
-                sqlite3_bind_int(purge, 2, kPurgeBatch);
-                work_->run(purge, "purge");
-                if (work_->changes() < kPurgeBatch) break;
-            }
-        }
+        purge_expired();
+        sweep_orphaned_claims();
+        write_->exec("PRAGMA incremental_vacuum(4096)");
     }
 
     const char* kind() const noexcept override { return "sqlite"; }
+    std::string identity() const override { return identity_; }
 
     // The destination this file remembers (the first writer's).
     const std::string& remembered_destination() const { return remembered_destination_; }
 
 private:
+    using Clock = std::chrono::steady_clock;
+
+    // write_mutex_, held; once released, lookups read a new snapshot (a
+    // store sees its own writes at once).
+    struct WriteLock {
+        explicit WriteLock(SqliteDedupStore& s) : s_(s) { s_.write_mutex_.lock(); }
+        ~WriteLock() {
+            s_.writes_.fetch_add(1, std::memory_order_release);
+            s_.write_mutex_.unlock();
+        }
+        WriteLock(const WriteLock&) = delete;
+        WriteLock& operator=(const WriteLock&) = delete;
+        SqliteDedupStore& s_;
+    };
+
+    static void configure(Connection& c) {
+        c.exec("PRAGMA synchronous=NORMAL");
+        c.exec(("PRAGMA cache_size=-" + std::to_string(kCacheKiB)).c_str());
+    }
+
     // Records `destination` unless the file remembers one; returns the one it remembers.
     std::string remember(const std::string& destination) {
-        return work_->transaction("open", [&] {
-            sqlite3_stmt* put = work_->prepare(
+        return write_->transaction("open", [&] {
+            sqlite3_stmt* put = write_->prepare(
                 "INSERT INTO meta(name, value) VALUES('destination', ?1) "
                 "ON CONFLICT(name) DO NOTHING");
             Connection::bind_text(put, 1, destination);
-            work_->run(put, "open");
-            sqlite3_stmt* get = work_->prepare("SELECT value FROM meta WHERE name = 'destination'");
+            write_->run(put, "open");
+            sqlite3_stmt* get = write_->prepare("SELECT value FROM meta WHERE name = 'destination'");
             std::string value;
-            if (work_->row(get, "open")) {
+            if (write_->row(get, "open")) {
                 const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(get, 0));
                 value = text ? text : "";
-                work_->finish(get, SQLITE_DONE, "open");
+                write_->finish(get, SQLITE_DONE, "open");
             }
             return value;
         });
@@ -331,24 +509,37 @@ private:
         const auto deadline = std::chrono::steady_clock::now() + busy_timeout;
         for (int attempt = 0;; ++attempt) {
             try {
-                work_->exec("PRAGMA journal_mode=WAL");
-                work_->exec("PRAGMA synchronous=NORMAL");
-                work_->exec(
-                    "CREATE TABLE IF NOT EXISTS dedup ("
-                    " key TEXT PRIMARY KEY,"
-                    " state INTEGER NOT NULL,"  // 0 claimed, 1 committed
-                    " owner TEXT,"              // the claimant: a spool's id
-                    " expires_at INTEGER"       // unix seconds; NULL = never
-                    ") WITHOUT ROWID;"
-                    "CREATE INDEX IF NOT EXISTS dedup_expires ON dedup(expires_at) WHERE expires_at IS NOT NULL;"
-                    "CREATE TABLE IF NOT EXISTS owners ("
-                    " id TEXT PRIMARY KEY,"
+                // Free pages go back to the file system (maintain()); only a
+                // new file takes the setting here (a converted one below).
+                write_->exec("PRAGMA auto_vacuum=INCREMENTAL");
+                write_->exec("PRAGMA journal_mode=WAL");
+                configure(*write_);
+                write_->exec(
+                    "BEGIN IMMEDIATE;"
+                    "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;"
+                    "CREATE TABLE IF NOT EXISTS namespaces (num INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);"
+                    // AUTOINCREMENT: a number is never given again, so that the
+                    // claims a retired owner left are never a new owner's.
+                    "CREATE TABLE IF NOT EXISTS spools ("
+                    " num INTEGER PRIMARY KEY AUTOINCREMENT,"
+                    " id TEXT NOT NULL UNIQUE,"
                     " path TEXT NOT NULL"  // the spool's directory: alive while it exists
+                    ");"
+                    "CREATE TABLE IF NOT EXISTS claims ("
+                    " ns INTEGER NOT NULL,"
+                    " hash BLOB NOT NULL,"
+                    " owner INTEGER,"       // spools.num; NULL: committed
+                    " expires_at INTEGER,"  // a commit with a TTL: unix seconds
+                    " PRIMARY KEY (ns, hash)"
                     ") WITHOUT ROWID;"
-                    "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID");
+                    "CREATE INDEX IF NOT EXISTS claims_expiry ON claims(expires_at) WHERE expires_at IS NOT NULL;"
+                    "COMMIT");
+                convert_version_1();
                 return;
             } catch (const Error&) {
-                const int code = sqlite3_extended_errcode(work_->db()) & 0xFF;
+                const int code = sqlite3_extended_errcode(write_->db()) & 0xFF;
+                if (!sqlite3_get_autocommit(write_->db()))
+                    sqlite3_exec(write_->db(), "ROLLBACK", nullptr, nullptr, nullptr);
                 if ((code != SQLITE_BUSY && code != SQLITE_LOCKED) || std::chrono::steady_clock::now() >= deadline) {
                     throw;
                 }
@@ -358,29 +549,161 @@ private:
         }
     }
 
-    // With claims_mutex_ held.
-    bool insert(const std::string& key, const std::string& owner, std::chrono::seconds ttl) {
-        Connection::bind_text(insert_, 1, key);
-        Connection::bind_text(insert_, 2, owner);
-        sqlite3_bind_int64(insert_, 3, expiry(ttl));
-        claims_->run(insert_, "claim");
-        return claims_->changes() == 1;
+    bool table_exists(const char* name) {
+        sqlite3_stmt* s = write_->prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1");
+        sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+        const bool found = write_->row(s, "open");
+        if (found) write_->finish(s, SQLITE_DONE, "open");
+        return found;
     }
 
-    // The key exists: whose is it? Inside a transaction, claims_mutex_ held.
-    ClaimState settle(const std::string& key, const std::string& owner, std::chrono::seconds ttl) {
-        Connection& c = *claims_;
-        Connection::bind_text(select_, 1, key);
-        if (!c.row(select_, "claim")) {  // deleted since (purged): free again
-            return insert(key, owner, ttl) ? ClaimState::Claimed : ClaimState::Held;
+    // A file of the first schema (text keys in `dedup`, owners by id):
+    // converted once, in one transaction (another process may be doing the
+    // same: the first one converts, the others find it done). Committed
+    // content and the claims of registered owners carry over; claims of
+    // owners that never registered were free to take anyway.
+    void convert_version_1() {
+        if (!table_exists("dedup")) return;
+        const bool converted = write_->transaction("convert", [&] {
+            if (!table_exists("dedup")) return false;
+            write_->exec(
+                "INSERT INTO spools(id, path) SELECT id, path FROM owners WHERE true "
+                "ON CONFLICT(id) DO NOTHING");
+            sqlite3_stmt* rows = write_->prepare(
+                "SELECT d.key, d.state, s.num, d.expires_at FROM dedup d LEFT JOIN spools s ON s.id = d.owner");
+            sqlite3_stmt* put = write_->prepare(
+                "INSERT INTO claims(ns, hash, owner, expires_at) VALUES(?1, ?2, ?3, ?4) "
+                "ON CONFLICT(ns, hash) DO NOTHING");
+            while (write_->row(rows, "convert")) {
+                const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(rows, 0));
+                const bool committed = sqlite3_column_int64(rows, 1) == 1;
+                if (!text || (!committed && sqlite3_column_type(rows, 2) == SQLITE_NULL)) continue;
+                const KeyParts k = split_key(text);
+                sqlite3_bind_int64(put, 1, namespace_number_locked(k.ns_name()));
+                sqlite3_bind_blob(put, 2, k.data(), k.size(), SQLITE_TRANSIENT);
+                if (committed) {
+                    sqlite3_bind_null(put, 3);
+                } else {
+                    sqlite3_bind_int64(put, 3, sqlite3_column_int64(rows, 2));
+                }
+                if (committed && sqlite3_column_type(rows, 3) != SQLITE_NULL) {
+                    sqlite3_bind_int64(put, 4, sqlite3_column_int64(rows, 3));
+                } else {
+                    sqlite3_bind_null(put, 4);
+                }
+                write_->run(put, "convert");
+            }
+            write_->exec("DROP TABLE dedup; DROP TABLE IF EXISTS owners");
+            return true;
+        });
+        if (!converted) return;
+        // Free pages go back to the file system from now on (a file made by
+        // the first version had no auto_vacuum): VACUUM rewrites it once.
+        write_->exec("PRAGMA auto_vacuum=INCREMENTAL");
+        write_->exec("VACUUM");
+    }
+
+    // The keys (empty ones skipped) and their namespaces' numbers; keys of
+    // one namespace, the usual case, resolve it once.
+    void split_keys(const std::vector<std::string>& keys, std::vector<KeyParts>& parts, std::vector<std::int64_t>& ns) {
+        parts.reserve(keys.size());
+        ns.reserve(keys.size());
+        std::string last;
+        std::int64_t last_num = 0;
+        for (const auto& key : keys) {
+            if (key.empty()) continue;
+            parts.push_back(split_key(key));
+            const std::string_view name = parts.back().ns_name();
+            if (last_num == 0 || name != last) {
+                last.assign(name.data(), name.size());
+                last_num = namespace_number(name);
+            }
+            ns.push_back(last_num);
         }
-        const std::int64_t state = sqlite3_column_int64(select_, 0);
-        const auto* holder_text = reinterpret_cast<const char*>(sqlite3_column_text(select_, 1));
-        const std::string holder = holder_text ? holder_text : "";
-        const bool never = sqlite3_column_type(select_, 2) == SQLITE_NULL;
-        const std::int64_t expires = sqlite3_column_int64(select_, 2);
+    }
+
+    std::int64_t namespace_number(std::string_view name) {
+        {
+            std::lock_guard<std::mutex> lock(owners_mutex_);
+            if (last_ns_num_ != 0 && name == last_ns_) return last_ns_num_;
+            auto it = namespaces_.find(std::string(name));
+            if (it != namespaces_.end()) return it->second;
+        }
+        WriteLock lock(*this);
+        return namespace_number_locked(name);
+    }
+
+    // With write_mutex_ held.
+    std::int64_t namespace_number_locked(std::string_view name) {
+        if (!namespace_put_) {  // prepared on first use: a conversion at open comes before the others
+            namespace_put_ = write_->prepare("INSERT INTO namespaces(name) VALUES(?1) ON CONFLICT(name) DO NOTHING");
+            namespace_get_ = write_->prepare("SELECT num FROM namespaces WHERE name = ?1");
+        }
+        sqlite3_bind_text(namespace_put_, 1, name.data(), static_cast<int>(name.size()), SQLITE_STATIC);
+        write_->run(namespace_put_, "namespace");
+        sqlite3_bind_text(namespace_get_, 1, name.data(), static_cast<int>(name.size()), SQLITE_STATIC);
+        std::int64_t num = 0;
+        if (write_->row(namespace_get_, "namespace")) {
+            num = sqlite3_column_int64(namespace_get_, 0);
+            write_->finish(namespace_get_, SQLITE_DONE, "namespace");
+        }
+        if (num == 0) write_->fail("namespace", SQLITE_ERROR, "no number for the namespace");
+        std::lock_guard<std::mutex> lock(owners_mutex_);
+        namespaces_[std::string(name)] = num;
+        last_ns_ = std::string(name);
+        last_ns_num_ = num;
+        return num;
+    }
+
+    // The owner's number, as registered (by any process); with write_mutex_ held.
+    std::int64_t owner_number(const std::string& id) {
+        {
+            std::lock_guard<std::mutex> lock(owners_mutex_);
+            auto it = owner_numbers_.find(id);
+            if (it != owner_numbers_.end()) return it->second;
+        }
+        Connection::bind_text(owner_number_, 1, id);
+        std::int64_t num = unregistered_number(id);
+        if (write_->row(owner_number_, "claim")) {
+            num = sqlite3_column_int64(owner_number_, 0);
+            write_->finish(owner_number_, SQLITE_DONE, "claim");
+            std::lock_guard<std::mutex> lock(owners_mutex_);
+            owner_numbers_[id] = num;
+        }
+        return num;
+    }
+
+    // For lookups: the number this store registered the owner under (any
+    // other owner's claims are Other to it anyway).
+    std::int64_t known_owner_number(const std::string& id) {
+        std::lock_guard<std::mutex> lock(owners_mutex_);
+        auto it = owner_numbers_.find(id);
+        return it != owner_numbers_.end() ? it->second : 0;
+    }
+
+    // With write_mutex_ held.
+    bool insert(std::int64_t ns, const KeyParts& k, std::int64_t owner) {
+        sqlite3_bind_int64(insert_, 1, ns);
+        sqlite3_bind_blob(insert_, 2, k.data(), k.size(), SQLITE_STATIC);
+        sqlite3_bind_int64(insert_, 3, owner);
+        write_->run(insert_, "claim");
+        return write_->changes() == 1;
+    }
+
+    // The key exists: whose is it? Inside a transaction, write_mutex_ held.
+    ClaimState settle(std::int64_t ns, const KeyParts& k, std::int64_t owner) {
+        Connection& c = *write_;
+        sqlite3_bind_int64(select_, 1, ns);
+        sqlite3_bind_blob(select_, 2, k.data(), k.size(), SQLITE_STATIC);
+        if (!c.row(select_, "claim")) {  // deleted since (purged): free again
+            return insert(ns, k, owner) ? ClaimState::Claimed : ClaimState::Held;
+        }
+        const bool committed = sqlite3_column_type(select_, 0) == SQLITE_NULL;
+        const std::int64_t holder = sqlite3_column_int64(select_, 0);
+        const bool never = sqlite3_column_type(select_, 1) == SQLITE_NULL;
+        const std::int64_t expires = sqlite3_column_int64(select_, 1);
         c.finish(select_, SQLITE_DONE, "claim");
-        if (state == 1) {
+        if (committed) {
             if (never || expires > unix_now()) return ClaimState::Committed;
         } else if (holder == owner) {
             return ClaimState::Own;
@@ -388,50 +711,124 @@ private:
             return ClaimState::Held;
         }
         // Its commit expired, or its owner's spool is gone: ours now.
-        Connection::bind_text(take_, 1, key);
-        Connection::bind_text(take_, 2, owner);
-        sqlite3_bind_int64(take_, 3, expiry(ttl));
+        sqlite3_bind_int64(take_, 1, ns);
+        sqlite3_bind_blob(take_, 2, k.data(), k.size(), SQLITE_STATIC);
+        sqlite3_bind_int64(take_, 3, owner);
         c.run(take_, "claim");
         return ClaimState::Claimed;
     }
 
     // A registered owner whose spool directory exists. A claim by an owner
     // that never registered (a token of an earlier version) is an orphan.
-    bool owner_alive(const std::string& owner) {
-        Connection::bind_text(owner_path_, 1, owner);
-        if (!claims_->row(owner_path_, "claim")) return false;
+    bool owner_alive(std::int64_t owner) {
+        if (owner <= 0) return false;
+        sqlite3_bind_int64(owner_path_, 1, owner);
+        if (!write_->row(owner_path_, "claim")) return false;
         const auto* path = reinterpret_cast<const char*>(sqlite3_column_text(owner_path_, 0));
         struct stat st;
         const bool alive = path && ::stat(path, &st) == 0;
-        claims_->finish(owner_path_, SQLITE_DONE, "claim");
+        write_->finish(owner_path_, SQLITE_DONE, "claim");
         return alive;
     }
 
-    struct Waiting {
-        explicit Waiting(std::atomic<int>& n) : n_(n) { ++n_; }
-        ~Waiting() { --n_; }
-        Waiting(const Waiting&) = delete;
-        Waiting& operator=(const Waiting&) = delete;
-        std::atomic<int>& n_;
-    };
+    // Expired commits: at least as many as were committed since the last
+    // round, and for at least kPurgeMin when there are more, never longer
+    // than kPurgeMax; so that with a TTL the file reaches a steady size.
+    void purge_expired() {
+        const auto start = Clock::now();
+        const std::uint64_t owed = committed_since_purge_;
+        committed_since_purge_ = 0;
+        std::uint64_t deleted = 0;
+        for (;;) {
+            sqlite3_bind_int64(purge_, 1, unix_now());
+            sqlite3_bind_int(purge_, 2, kPurgeBatch);
+            write_->run(purge_, "purge");
+            const int n = write_->changes();
+            deleted += static_cast<std::uint64_t>(n);
+            const auto spent = Clock::now() - start;
+            if (n < kPurgeBatch || spent >= kPurgeMax || (deleted >= owed && spent >= kPurgeMin)) break;
+        }
+    }
+
+    // Claims of owners that are gone (their spool removed without being
+    // settled): a slice of the table a round, in one transaction, so that no
+    // owner can register and claim between the reading of the owners and the
+    // deletion.
+    void sweep_orphaned_claims() {
+        write_->transaction("sweep", [&] {
+            std::vector<std::int64_t> alive;
+            while (write_->row(list_owners_, "sweep")) alive.push_back(sqlite3_column_int64(list_owners_, 0));
+            std::sort(alive.begin(), alive.end());
+            struct Row {
+                std::int64_t ns, owner;
+                std::string hash;
+            };
+            std::vector<Row> orphans;
+            sqlite3_bind_int64(sweep_, 1, sweep_ns_);
+            sqlite3_bind_blob(sweep_, 2, sweep_hash_.data(), static_cast<int>(sweep_hash_.size()), SQLITE_STATIC);
+            sqlite3_bind_int(sweep_, 3, kSweepRows);
+            int rows = 0;
+            while (write_->row(sweep_, "sweep")) {
+                ++rows;
+                const std::int64_t ns = sqlite3_column_int64(sweep_, 0);
+                const auto* bytes = static_cast<const char*>(sqlite3_column_blob(sweep_, 1));
+                std::string hash(bytes ? bytes : "", static_cast<std::size_t>(sqlite3_column_bytes(sweep_, 1)));
+                if (sqlite3_column_type(sweep_, 2) != SQLITE_NULL) {
+                    const std::int64_t owner = sqlite3_column_int64(sweep_, 2);
+                    if (!std::binary_search(alive.begin(), alive.end(), owner)) orphans.push_back({ns, owner, hash});
+                }
+                sweep_ns_ = ns;
+                sweep_hash_ = std::move(hash);
+            }
+            if (rows < kSweepRows) {  // the end of the table: the next round starts over
+                sweep_ns_ = 0;
+                sweep_hash_.clear();
+            }
+            for (const auto& o : orphans) {
+                sqlite3_bind_int64(drop_, 1, o.ns);
+                sqlite3_bind_blob(drop_, 2, o.hash.data(), static_cast<int>(o.hash.size()), SQLITE_STATIC);
+                sqlite3_bind_int64(drop_, 3, o.owner);
+                write_->run(drop_, "sweep");
+            }
+            return true;
+        });
+    }
 
     std::string path_;
+    std::string identity_;
     std::string remembered_destination_;
-    std::atomic<int> claims_waiting_{0};  // callers in claim(): commits let them in between chunks
-    std::mutex work_mutex_;               // work_: commits, owners, purges (the flusher)
-    std::unique_ptr<Connection> work_;
-    std::mutex claims_mutex_;  // claims_: the callers' claims
-    std::unique_ptr<Connection> claims_;
+    FairMutex write_mutex_;  // write_ and its statements
+    std::unique_ptr<Connection> write_;
+    std::mutex read_mutex_;  // read_: lookups
+    std::unique_ptr<Connection> read_;
+    bool read_open_ = false;  // a read transaction serves the lookups (under read_mutex_)
+    Clock::time_point read_since_{};
+    int read_uses_ = 0;
+    std::uint64_t read_writes_ = 0;         // writes_ when it began
+    std::atomic<std::uint64_t> writes_{0};  // write transactions of this store
+    std::mutex owners_mutex_;               // the maps below
+    std::map<std::string, std::int64_t> owner_numbers_;
+    std::map<std::string, std::int64_t> namespaces_;
+    std::string last_ns_;
+    std::int64_t last_ns_num_ = 0;
+    std::uint64_t committed_since_purge_ = 0;  // under write_mutex_
+    std::int64_t sweep_ns_ = 0;                // where the next sweep starts (under write_mutex_)
+    std::string sweep_hash_;
     sqlite3_stmt* insert_ = nullptr;
     sqlite3_stmt* select_ = nullptr;
     sqlite3_stmt* take_ = nullptr;
     sqlite3_stmt* owner_path_ = nullptr;
     sqlite3_stmt* commit_ = nullptr;
     sqlite3_stmt* register_ = nullptr;
+    sqlite3_stmt* owner_number_ = nullptr;
     sqlite3_stmt* retire_ = nullptr;
-    sqlite3_stmt* purge_committed_ = nullptr;
-    sqlite3_stmt* purge_claims_ = nullptr;
+    sqlite3_stmt* purge_ = nullptr;
     sqlite3_stmt* list_owners_ = nullptr;
+    sqlite3_stmt* sweep_ = nullptr;
+    sqlite3_stmt* drop_ = nullptr;
+    sqlite3_stmt* namespace_put_ = nullptr;
+    sqlite3_stmt* namespace_get_ = nullptr;
+    sqlite3_stmt* lookup_ = nullptr;
 };
 
 }  // namespace

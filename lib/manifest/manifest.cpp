@@ -2,6 +2,8 @@
 #include "manifest/manifest.hpp"
 
 #include <algorithm>
+#include <cstring>
+#include <utility>
 
 #include "common/json.hpp"
 #include "common/object_key.hpp"
@@ -14,8 +16,8 @@ namespace {
 constexpr const char* kFormat = "training_output.manifest/1";
 constexpr std::size_t kMaxDistinct = 1000;  // values per count; more are counted as "(other)"
 
-void bump(std::map<std::string, std::uint64_t>& counts, std::string_view value, std::uint64_t n = 1) {
-    auto it = counts.find(std::string(value));
+void bump(ManifestCounts::Counts& counts, std::string_view value, std::uint64_t n = 1) {
+    auto it = counts.find(value);
     if (it != counts.end()) {
         it->second += n;
     } else if (counts.size() < kMaxDistinct) {
@@ -31,34 +33,201 @@ std::string_view string_member(const rapidjson::Value& obj, const char* name, st
     return json::view(it->value);
 }
 
+// The members of a line's metadata object that a manifest counts, read
+// without building a document: only keys at the top of the object count.
+class MetadataFields : public rapidjson::BaseReaderHandler<rapidjson::UTF8<>, MetadataFields> {
+public:
+    std::string_view record_type = "unknown", split = "unknown", fingerprint = "unknown";
+    std::string schema = "1";
+
+    bool StartObject() { return open(); }
+    bool EndObject(rapidjson::SizeType) { return close(); }
+    bool StartArray() { return open(); }
+    bool EndArray(rapidjson::SizeType) { return close(); }
+    bool Key(const char* s, rapidjson::SizeType n, bool) {
+        pending_ = Field::None;
+        if (depth_ != 1) return true;
+        const std::string_view k(s, n);
+        Field f = k == "record_type"          ? Field::RecordType
+                  : k == "split"              ? Field::Split
+                  : k == "schema_version"     ? Field::Schema
+                  : k == "config_fingerprint" ? Field::Fingerprint
+                                              : Field::None;
+        // The first of a key that comes twice, as a document's FindMember would.
+        if (f != Field::None && (seen_ & bit(f))) f = Field::None;
+        if (f != Field::None) seen_ |= bit(f);
+        pending_ = f;
+        return true;
+    }
+    bool String(const char* s, rapidjson::SizeType n, bool) {
+        const std::string_view v(s, n);
+        switch (take()) {
+            case Field::RecordType: record_type = keep(v, 0); break;
+            case Field::Split: split = keep(v, 1); break;
+            case Field::Fingerprint: fingerprint = keep(v, 2); break;
+            default: break;
+        }
+        return true;
+    }
+    bool Int(int i) {
+        if (take() == Field::Schema) schema = std::to_string(i);
+        return true;
+    }
+    bool Default() {
+        take();
+        return true;
+    }
+
+private:
+    enum class Field { None, RecordType, Split, Schema, Fingerprint };
+    static unsigned bit(Field f) { return 1u << static_cast<unsigned>(f); }
+    Field take() { return std::exchange(pending_, Field::None); }
+    bool open() {
+        take();
+        ++depth_;
+        return true;
+    }
+    bool close() {
+        --depth_;
+        return true;
+    }
+    // Strings the reader hands over live only during the call: copied.
+    std::string_view keep(std::string_view v, int i) {
+        copies_[i].assign(v.data(), v.size());
+        return copies_[i];
+    }
+    int depth_ = 0;
+    unsigned seen_ = 0;
+    Field pending_ = Field::None;
+    std::string copies_[3];
+};
+
+// The end of the JSON string whose opening quote is at `at` (the index of
+// its closing quote), or npos; `escaped`: it holds a backslash.
+std::size_t string_end(std::string_view s, std::size_t at, bool& escaped) {
+    escaped = false;
+    for (std::size_t i = at + 1; i < s.size();) {
+        const void* q = std::memchr(s.data() + i, '"', s.size() - i);
+        if (!q) return std::string_view::npos;
+        const std::size_t end = static_cast<std::size_t>(static_cast<const char*>(q) - s.data());
+        std::size_t slashes = 0;
+        while (end - slashes > at + 1 && s[end - slashes - 1] == '\\') ++slashes;
+        if (slashes > 0) escaped = true;
+        if (slashes % 2 == 0) return end;
+        i = end + 1;
+    }
+    return std::string_view::npos;
+}
+
+// The four fields, read from the metadata object `obj` the way this library
+// writes it (every string escaped, no space between tokens), walking only its
+// top level: a string is skipped to its closing quote, an object or array to
+// its matching bracket. False for anything else (a string with an escape in a
+// counted field, a space, a line that ends early): the reader decides then.
+bool fast_metadata(std::string_view obj, MetadataFields& m) {
+    if (obj.empty() || obj[0] != '{') return false;
+    unsigned seen = 0;
+    std::size_t i = 1;
+    while (i < obj.size()) {
+        if (obj[i] == '}') return true;
+        if (obj[i] != '"') return false;
+        bool escaped = false;
+        const std::size_t key_end = string_end(obj, i, escaped);
+        if (key_end == std::string_view::npos || escaped || key_end + 1 >= obj.size() || obj[key_end + 1] != ':') {
+            return false;
+        }
+        const std::string_view key = obj.substr(i + 1, key_end - i - 1);
+        i = key_end + 2;
+        if (i >= obj.size()) return false;
+        const int field = key == "record_type"          ? 0
+                          : key == "split"              ? 1
+                          : key == "config_fingerprint" ? 2
+                          : key == "schema_version"     ? 3
+                                                        : -1;
+        const bool first = field >= 0 && !(seen & (1u << field));
+        if (field >= 0) seen |= 1u << field;
+        const char c = obj[i];
+        std::size_t value_end;  // one past the value
+        if (c == '"') {
+            const std::size_t e = string_end(obj, i, escaped);
+            if (e == std::string_view::npos) return false;
+            if (first && field >= 0 && field <= 2) {
+                if (escaped) return false;
+                const std::string_view v = obj.substr(i + 1, e - i - 1);
+                (field == 0 ? m.record_type : field == 1 ? m.split : m.fingerprint) = v;
+            }
+            value_end = e + 1;
+        } else if (c == '{' || c == '[') {
+            int depth = 0;
+            std::size_t j = i;
+            for (; j < obj.size(); ++j) {
+                const char d = obj[j];
+                if (d == '"') {
+                    j = string_end(obj, j, escaped);
+                    if (j == std::string_view::npos) return false;
+                } else if (d == '{' || d == '[') {
+                    ++depth;
+                } else if (d == '}' || d == ']') {
+                    if (--depth == 0) break;
+                }
+            }
+            if (j >= obj.size()) return false;
+            value_end = j + 1;
+        } else {
+            std::size_t j = i;
+            while (j < obj.size() && obj[j] != ',' && obj[j] != '}') ++j;
+            if (j >= obj.size()) return false;
+            const std::string_view v = obj.substr(i, j - i);
+            if (first && field >= 0 && field <= 2) {
+                // A counted string field that is not a string: "unknown".
+            } else if (first && field == 3) {
+                bool digits = !v.empty() && v.size() < 10;
+                for (std::size_t k = v[0] == '-' ? 1 : 0; digits && k < v.size(); ++k)
+                    digits = v[k] >= '0' && v[k] <= '9';
+                if (digits && v != "-") m.schema = std::string(v);
+            }
+            value_end = j;
+        }
+        i = value_end;
+        if (i < obj.size() && obj[i] == ',') ++i;
+    }
+    return false;
+}
+
 // One line's metadata: the object after the first "metadata": key. No
 // string of a line holds an unescaped quote, so the first match is the line's
 // own key, whatever the text says.
 void count_line(ManifestCounts& c, std::string_view line) {
     constexpr std::string_view kKey = "\"metadata\":{";
     const std::size_t at = line.find(kKey);
-    rapidjson::Document doc;
-    if (at != std::string_view::npos) {
+    MetadataFields m;
+    bool ok = false;
+    if (at != std::string_view::npos && fast_metadata(line.substr(at + kKey.size() - 1), m)) {
+        ok = true;
+    } else if (at != std::string_view::npos) {
+        m = MetadataFields();
         const std::string_view rest = line.substr(at + kKey.size() - 1);
+        rapidjson::MemoryStream in(rest.data(), rest.size());
+        rapidjson::Reader reader;
         // Iterative: a line of an older schema may nest its insights deeply.
-        doc.Parse<rapidjson::kParseStopWhenDoneFlag | rapidjson::kParseIterativeFlag>(rest.data(), rest.size());
+        ok = !reader.Parse<rapidjson::kParseStopWhenDoneFlag | rapidjson::kParseIterativeFlag>(in, m).IsError() &&
+             rest.front() == '{';
     }
-    if (at == std::string_view::npos || doc.HasParseError() || !doc.IsObject()) {
+    if (!ok) {
         bump(c.record_types, "unknown");
         bump(c.splits, "unknown");
         bump(c.schema_versions, "unknown");
         bump(c.config_fingerprints, "unknown");
         return;
     }
-    bump(c.record_types, string_member(doc, "record_type", "unknown"));
-    bump(c.splits, string_member(doc, "split", "unknown"));
-    auto v = doc.FindMember("schema_version");
-    bump(c.schema_versions, v != doc.MemberEnd() && v->value.IsInt() ? std::to_string(v->value.GetInt()) : "1");
-    bump(c.config_fingerprints, string_member(doc, "config_fingerprint", "unknown"));
+    bump(c.record_types, m.record_type);
+    bump(c.splits, m.split);
+    bump(c.schema_versions, m.schema);
+    bump(c.config_fingerprints, m.fingerprint);
 }
 
 void write_counts(rapidjson::Writer<rapidjson::StringBuffer>& w, const char* name,
-                  const std::map<std::string, std::uint64_t>& counts) {
+                  const ManifestCounts::Counts& counts) {
     w.Key(name);
     w.StartObject();
     for (const auto& [k, n] : counts) {
@@ -76,7 +245,7 @@ std::uint64_t uint_of(const rapidjson::Value& doc, const char* name) {
     return it->value.GetUint64();
 }
 
-void read_counts(const rapidjson::Value& doc, const char* name, std::map<std::string, std::uint64_t>& out) {
+void read_counts(const rapidjson::Value& doc, const char* name, ManifestCounts::Counts& out) {
     auto it = doc.FindMember(name);
     if (it == doc.MemberEnd() || !it->value.IsObject()) throw bad_manifest(std::string("\"") + name + "\" is missing");
     for (auto& m : it->value.GetObject()) {

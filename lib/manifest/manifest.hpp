@@ -28,7 +28,8 @@ namespace training_output {
 struct ManifestCounts {
     std::uint64_t lines = 0;
     std::uint64_t bytes = 0;
-    std::map<std::string, std::uint64_t> record_types, splits, schema_versions, config_fingerprints;
+    using Counts = std::map<std::string, std::uint64_t, std::less<>>;
+    Counts record_types, splits, schema_versions, config_fingerprints;
 
     // Counts the complete lines of `text` (what follows the last '\n' is not
     // counted); returns the bytes counted.

@@ -20,24 +20,28 @@ Segment::~Segment() {
     if (map) ::munmap(map, capacity);
 }
 
-bool Segment::map_file(std::uint64_t bytes, bool populate, bool writable_map) {
+bool Segment::map_file(std::uint64_t bytes, bool writable_map) {
     if (bytes == 0) return true;
     void* m = ::mmap(nullptr, bytes, PROT_READ | (writable_map ? PROT_WRITE : 0), MAP_SHARED, fd.get(), 0);
     if (m == MAP_FAILED) return false;
     map = static_cast<char*>(m);
     capacity = bytes;
     writable = writable_map;
-    if (populate) {
-        // Each page faulted in writable and dirty: the writes that follow
-        // take no fault until a sync. In one call where the kernel has
-        // MADV_POPULATE_WRITE (5.14), else by writing zeros over zeros.
-#ifdef MADV_POPULATE_WRITE
-        if (::madvise(map, bytes, MADV_POPULATE_WRITE) == 0) return true;
-#endif
-        volatile char* p = map;
-        for (std::uint64_t i = 0; i < bytes; i += 4096) p[i] = 0;
-    }
     return true;
+}
+
+void Segment::populate(std::uint64_t from, std::uint64_t bytes) {
+    if (!map || from >= capacity) return;
+    bytes = std::min(bytes, capacity - from);
+#ifdef MADV_POPULATE_WRITE
+    // Whole pages only; a failure (an older kernel) leaves it to the writes.
+    const std::uint64_t page = 4096;
+    const std::uint64_t start = from / page * page;
+    (void)::madvise(map + start, (from + bytes - start + page - 1) / page * page, MADV_POPULATE_WRITE);
+#else
+    (void)from;
+    (void)bytes;
+#endif
 }
 
 void Segment::make_read_only() {
@@ -56,7 +60,7 @@ std::shared_ptr<Segment> make_segment_file(const std::string& path, std::uint64_
     seg->fd = fs::Fd(::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
     if (!seg->fd.valid()) throw storage_error("cannot create spool segment", path);
     const int rc = ::posix_fallocate(seg->fd.get(), 0, static_cast<off_t>(capacity));
-    if (rc != 0 || !seg->map_file(capacity, true)) {
+    if (rc != 0 || !seg->map_file(capacity)) {
         errno = rc ? rc : errno;
         Error e = storage_error("cannot allocate spool segment", path);
         ::unlink(path.c_str());
@@ -74,7 +78,7 @@ std::shared_ptr<Segment> reuse_segment_file(const std::string& path, std::uint64
     if (static_cast<std::uint64_t>(st.st_size) < capacity || used > capacity) {
         throw Error(ErrorCode::Storage, "spool segment " + json::quote(path) + " is not the size it was made");
     }
-    if (!seg->map_file(capacity, true)) throw storage_error("cannot map spool segment", path);
+    if (!seg->map_file(capacity)) throw storage_error("cannot map spool segment", path);
     std::memset(seg->map, 0, used);
     return seg;
 }
@@ -86,8 +90,7 @@ std::shared_ptr<Segment> open_segment_file(const std::string& path, std::uint64_
     seg->fd = fs::Fd(::open(path.c_str(), O_RDWR | O_CLOEXEC));
     struct stat st;
     if (!seg->fd.valid() || ::fstat(seg->fd.get(), &st) != 0) throw storage_error("cannot open spool file", path);
-    if (!seg->map_file(static_cast<std::uint64_t>(st.st_size), false))
-        throw storage_error("cannot map spool file", path);
+    if (!seg->map_file(static_cast<std::uint64_t>(st.st_size))) throw storage_error("cannot map spool file", path);
     return seg;
 }
 

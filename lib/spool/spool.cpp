@@ -30,6 +30,7 @@ namespace {
 constexpr char kSparePrefix[] = "spare-";              // spare-<n>.seg: a segment prepared ahead
 constexpr char kInfoFile[] = "spool.json";             // the spool's id and destination
 constexpr std::size_t kMaxSpares = 2;                  // prepared at once (a new one and a reused one)
+constexpr std::uint64_t kPopulateAhead = 256u << 10;   // faulted in ahead of the writes
 constexpr std::uint64_t kControlFileBytes = 1u << 20;  // a control file is this large at most (about)
 constexpr std::size_t kIdBytes = 16;                   // a spool's id: 128 random bits
 
@@ -109,12 +110,7 @@ std::unique_ptr<Spool> Spool::create(const SpoolOptions& options, const Logger* 
         fs::fsync_dir(options.dir);
         std::unique_ptr<Spool> s(new Spool(options, final_path, id, logger));
         s->lock_fd_ = fd.release();
-        try {
-            // The first segment is ready before the first call, not made by it.
-            s->spares_.push_back(make_segment_file(s->spare_path(), s->options_.segment_bytes));
-        } catch (const Error&) {
-            // The disk may be full: the preparer tries again, the first call says so if it must.
-        }
+        // No segment yet: an idle writer holds none; the first line makes one.
         s->preparer_ = std::thread([p = s.get()] { p->preparer(); });
         return s;
     }
@@ -300,12 +296,22 @@ std::vector<SpoolPendingCommit> Spool::take_pending_commits() {
 // Called with the lock held, or before the preparer starts.
 std::string Spool::spare_path() { return path_ + "/" + kSparePrefix + std::to_string(next_spare_++) + ".seg"; }
 
-// Keeps segments allocated, mapped and faulted in ahead of need (a new one,
-// or landed ones reused), so that a call that fills a segment does not pay
-// for the next one; and maps full segments read-only.
+// Faults the current segment's next pages in ahead of the writes; keeps the
+// next segment allocated once the current one is half full (a new one, or a
+// landed one reused), so that a call that fills a segment does not pay for
+// the next one; and maps full segments read-only.
 void Spool::preparer() {
     std::unique_lock<std::mutex> lock(mutex_);
     while (!stopping_) {
+        if (populate_) {
+            auto seg = std::move(populate_);
+            const std::uint64_t from = populate_from_;
+            lock.unlock();
+            seg->populate(from, kPopulateAhead);
+            seg.reset();
+            lock.lock();
+            continue;
+        }
         if (!sealed_.empty()) {
             std::vector<std::shared_ptr<Segment>> sealed;
             sealed.swap(sealed_);
@@ -337,7 +343,7 @@ void Spool::preparer() {
             }
             continue;
         }
-        if (!spares_.empty()) {
+        if (!spares_.empty() || !want_spare_) {
             preparer_cv_.wait(lock);
             continue;
         }
@@ -367,7 +373,6 @@ void Spool::open_segment(std::uint64_t capacity) {
         seg = std::move(spares_.back());
         spares_.pop_back();
         seg->path = path;
-        preparer_cv_.notify_one();
     } else {
         seg = make_segment_file(path, capacity);
     }
@@ -380,6 +385,25 @@ void Spool::open_segment(std::uint64_t capacity) {
     written_ += kMagicBytes;
     segments_[seg->number] = seg;
     current_ = seg;
+    want_spare_ = false;  // asked for again once this one is half full
+    populate_ahead(*seg);
+}
+
+// Called with the lock held: once the writes come within half a chunk of the
+// pages faulted in, the preparer faults the next chunk in; once the segment
+// is half full, it makes the next one ready.
+void Spool::populate_ahead(Segment& seg) {
+    if (seg.size + kPopulateAhead / 2 >= seg.populated && seg.populated < seg.capacity && !populate_ &&
+        preparer_.joinable()) {
+        populate_ = current_;
+        populate_from_ = seg.populated;
+        seg.populated += kPopulateAhead;
+        preparer_cv_.notify_one();
+    }
+    if (!want_spare_ && spares_.empty() && seg.size > seg.capacity / 2 && preparer_.joinable()) {
+        want_spare_ = true;
+        preparer_cv_.notify_one();
+    }
 }
 
 // Called with the lock held: the current segment is complete; later records
@@ -443,6 +467,7 @@ SpoolLineRef Spool::append_line(std::string_view object_key, std::string_view de
         ++seg.live;
         ++live_lines_;
         position = written_;
+        populate_ahead(seg);
         if (logged) logged(ref);
     }
     crash_point("spool.after_line");
@@ -681,11 +706,15 @@ std::vector<std::string> Spool::delete_landed_segments(std::unique_lock<std::mut
     bool freed = false;
     while (!segments_.empty()) {
         auto it = segments_.begin();
-        const bool is_current = it->second == current_;
+        // The segment being written stays while it has room, drained or not:
+        // the next lines go on in it (no new segment, file or sync per line
+        // when traffic is quiet). Drained and half full, or taking half of
+        // what the spool may hold, it goes (the next line starts a new one).
         if (it->second->live > 0) break;
-        if (is_current) {
+        if (it->second == current_) {
             if (live_lines_ > 0) break;  // later lines would lose their records
-            current_.reset();            // everything landed: start afresh
+            if (current_->size <= current_->capacity / 2 && bytes_ <= options_.max_bytes / 2) break;
+            current_.reset();
         }
         if (!recycle(*it->second)) ::unlink(it->second->path.c_str());
         bytes_ -= std::min(bytes_, it->second->size);

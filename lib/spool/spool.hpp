@@ -18,7 +18,9 @@
 //
 // Records and their encoding: lib/spool/record.hpp. Segments are
 // preallocated and memory-mapped: logging a line is a copy into the page
-// cache, no system call. Control records are few and written with write(),
+// cache, no system call. The segment being written stays while the spool
+// drains and fills again: a quiet writer appends to one segment for a long
+// time instead of making one per line. Control records are few and written with write(),
 // so that syncing an INTENT does not sync the lines logged since the last
 // batch.
 //
@@ -199,6 +201,7 @@ private:
     void for_each_line(const std::vector<SpoolLineRef>& refs,
                        const std::function<void(std::string_view line, std::string_view dedup_key)>& fn) const;
     Segment& segment_for(std::uint64_t bytes, std::unique_lock<std::mutex>& lock);
+    void populate_ahead(Segment& seg);
     void open_segment(std::uint64_t capacity);
     bool recycle(const Segment& seg);
     std::string spare_path();
@@ -227,10 +230,13 @@ private:
     std::condition_variable syncer_cv_;
     std::condition_variable preparer_cv_;
     std::vector<std::shared_ptr<Segment>> spares_;  // the next segments, prepared ahead
-    std::uint64_t next_spare_ = 1;                  // names spare-<n>.seg
-    bool recycle_pending_ = false;                  // a landed segment waits for the preparer
-    std::string recycle_path_;                      // its name now
-    std::uint64_t recycle_bytes_ = 0;               // the bytes it used
+    bool want_spare_ = false;                       // the current segment is half full: prepare the next
+    std::shared_ptr<Segment> populate_;             // for the preparer: fault these pages in
+    std::uint64_t populate_from_ = 0;
+    std::uint64_t next_spare_ = 1;     // names spare-<n>.seg
+    bool recycle_pending_ = false;     // a landed segment waits for the preparer
+    std::string recycle_path_;         // its name now
+    std::uint64_t recycle_bytes_ = 0;  // the bytes it used
     std::map<std::uint64_t, std::shared_ptr<Segment>> segments_;
     std::shared_ptr<Segment> current_;
     std::vector<std::shared_ptr<Segment>> unsynced_;  // sealed, not yet fsynced

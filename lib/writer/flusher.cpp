@@ -167,6 +167,11 @@ void Flusher::settle(Handle h, LineState state, std::uint64_t claim_epoch) {
     if (wake) wake_.notify_one();
 }
 
+void Flusher::count_voided(std::size_t lines) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stats_.lines_voided += lines;
+}
+
 bool Flusher::flushed(const std::map<Spool*, std::uint64_t>& targets) const {
     for (const auto& [slot, p] : pending_) {
         auto t = targets.find(slot.first);

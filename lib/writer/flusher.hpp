@@ -161,6 +161,9 @@ public:
     // liveness epoch when the claim was made; a claim made before the
     // owners' liveness lapsed is confirmed again.
     void settle(Handle handle, LineState state, std::uint64_t claim_epoch);
+    // Lines settled Void after generate() answered (their claim found the
+    // content written or held elsewhere): counted in lines_voided.
+    void count_voided(std::size_t lines);
     // Every line added (or adopted) before the call is in its object, or
     // throws Error(Timeout) after the timeout, Error(Auth | Storage) at once
     // when the store refuses for good. Lines not delivered stay spooled.

@@ -19,6 +19,7 @@
 #include "s3/curl_s3_sink.hpp"
 #include "sink/directory_sink.hpp"
 #include "spool/spool.hpp"
+#include "writer/claimer.hpp"
 #include "writer/compactor.hpp"
 #include "writer/flusher.hpp"
 #include "writer/metrics.hpp"
@@ -260,6 +261,7 @@ struct TrainingOutput::Impl {
     } rejected_log;
     std::unique_ptr<Spool> spool;
     std::unique_ptr<Flusher> flusher;
+    std::unique_ptr<Claimer> claimer;      // stores whose claims are not cheap
     std::unique_ptr<Compactor> compactor;  // batches mode
     FlusherStats final_flusher_stats;      // kept after close()
     SpoolStats final_spool_stats;
@@ -351,6 +353,7 @@ struct TrainingOutput::Impl {
         flusher = std::make_unique<Flusher>(
             *appender, *batches, *dedup, logger, f, *spool,
             [so, this](std::uint64_t max_bytes) { return Spool::adopt_orphans(so, &logger, max_bytes); });
+        if (!dedup->cheap_claims()) claimer = std::make_unique<Claimer>(*dedup, *spool, *flusher, logger);
         if (batch_mode && config.s3_compaction_interval_seconds > 0) {
             compactor = std::make_unique<Compactor>(*batches, logger,
                                                     std::chrono::seconds(config.s3_compaction_interval_seconds),
@@ -474,10 +477,19 @@ struct TrainingOutput::Impl {
             return Outcome::Skipped;
         }
 
+        // What this process and the store know of the content, without a
+        // write: a duplicate is answered before anything is spooled.
+        const std::string& owner = spool->id();
+        const Precheck known = dedup->precheck(ex.content_hash, owner);
+        const std::string key = dedup->key_for(ex.content_hash);
+        if (known == Precheck::Duplicate || known == Precheck::Pending) {
+            crash_point("generate.after_void");  // decided, not answered
+            return duplicate(ex, key, known == Precheck::Pending ? ClaimOutcome::Pending : ClaimOutcome::Duplicate);
+        }
+
         // The line is spooled first, then its content claimed for this
         // spool: no claim ever exists without its line (a crash in between
         // leaves a line whose claim the adopter settles).
-        const std::string key = dedup->key_for(ex.content_hash);
         Flusher::Handle handle;
         SpoolLineRef ref;
         try {
@@ -485,13 +497,24 @@ struct TrainingOutput::Impl {
                                      [&](const SpoolLineRef& r) { handle = flusher->add(ex.object_key, r); });
         } catch (const Error& e) {
             // Not accepted, nothing claimed: the same content may come again.
+            if (known == Precheck::New) dedup->forget(key, owner);
             errors.fetch_add(1, std::memory_order_relaxed);
             logger.log(LogLevel::Warning, "training_output_failed",
                        {{"record_type", ex.record_type}, {"error", e.what()}, {"code", error_code_name(e.code())}});
             throw;
         }
+        if (known == Precheck::New && claimer && !config.dedup_pending_outcome) {
+            // New content: claimed from the claimer's thread with others.
+            // (A host that asked for TDO_PENDING acknowledges only WRITTEN
+            // and DUPLICATE: its calls wait for their claims, so that content
+            // another live writer holds is never answered WRITTEN.)
+            claimer->add(Claimer::Item{key, ex.object_key, ref, handle});
+            return accepted(ex, key);
+        }
+        // Claimed now: a store whose claims cost a lookup (memory), or
+        // content another owner's claim holds (taken over if it is gone).
         const std::uint64_t epoch = dedup->liveness_epoch();
-        const ClaimOutcome claim = dedup->claim(key, spool->id());
+        const ClaimOutcome claim = dedup->claim(key, owner);
         crash_point("generate.after_claim");
         if (claim == ClaimOutcome::Duplicate || claim == ClaimOutcome::Pending) {
             Flusher::LineState state = Flusher::LineState::Void;
@@ -503,32 +526,45 @@ struct TrainingOutput::Impl {
                 logger.log(LogLevel::Error, "training_output_spool_error", {{"error", e.what()}});
             }
             flusher->settle(handle, state, epoch);
+            dedup->settled_elsewhere(key, owner, claim);
             crash_point("generate.after_void");
-            duplicates.fetch_add(1, std::memory_order_relaxed);
-            metrics.duplicate(ex.record_type);
-            if (claim == ClaimOutcome::Pending) held_elsewhere.fetch_add(1, std::memory_order_relaxed);
+            return duplicate(ex, key, claim);
+        }
+        flusher->settle(handle,
+                        claim == ClaimOutcome::Claimed ? Flusher::LineState::Ready : Flusher::LineState::Unconfirmed,
+                        epoch);
+        return accepted(ex, key);
+    }
+
+    Outcome accepted(const TrainingExample& ex, const std::string& key) {
+        written.fetch_add(1, std::memory_order_relaxed);
+        redactions.fetch_add(ex.redactions, std::memory_order_relaxed);
+        metrics.generated(ex.record_type, ex.health_domain);
+        if (logger.enabled(LogLevel::Info)) {
+            logger.log(LogLevel::Info, "training_output_generated",
+                       {{"record_type", ex.record_type},
+                        {"correlation_id", ex.correlation_id},
+                        {"health_domain", ex.health_domain},
+                        {"object_key", ex.object_key},
+                        {"content_hash", key}});
+        }
+        return Outcome::Written;
+    }
+
+    // Duplicate: written already; Pending: held by a live writer's line.
+    Outcome duplicate(const TrainingExample& ex, const std::string& key, ClaimOutcome claim) {
+        duplicates.fetch_add(1, std::memory_order_relaxed);
+        metrics.duplicate(ex.record_type);
+        if (claim == ClaimOutcome::Pending) held_elsewhere.fetch_add(1, std::memory_order_relaxed);
+        if (logger.enabled(LogLevel::Info)) {
             logger.log(LogLevel::Info, "skipping_duplicate_training_example",
                        {{"record_type", ex.record_type},
                         {"correlation_id", ex.correlation_id},
                         {"content_hash", key},
                         {"health_domain", ex.health_domain},
                         {"delivered", claim == ClaimOutcome::Duplicate}});
-            return claim == ClaimOutcome::Pending && config.dedup_pending_outcome ? Outcome::Pending
-                                                                                  : Outcome::Duplicate;
         }
-        flusher->settle(handle,
-                        claim == ClaimOutcome::Claimed ? Flusher::LineState::Ready : Flusher::LineState::Unconfirmed,
-                        epoch);
-        written.fetch_add(1, std::memory_order_relaxed);
-        redactions.fetch_add(ex.redactions, std::memory_order_relaxed);
-        metrics.generated(ex.record_type, ex.health_domain);
-        logger.log(LogLevel::Info, "training_output_generated",
-                   {{"record_type", ex.record_type},
-                    {"correlation_id", ex.correlation_id},
-                    {"health_domain", ex.health_domain},
-                    {"object_key", ex.object_key},
-                    {"content_hash", key}});
-        return Outcome::Written;
+        return claim == ClaimOutcome::Pending && config.dedup_pending_outcome ? Outcome::Pending : Outcome::Duplicate;
     }
 };
 
@@ -593,6 +629,7 @@ void TrainingOutput::flush() {
         emit("flush", wall, std::chrono::steady_clock::now() - t0, {}, a, status);
     };
     try {
+        if (impl_->claimer) impl_->claimer->drain();  // every line accepted before is deliverable or void
         if (impl_->flusher) impl_->flusher->flush();
     } catch (const Error& e) {
         span(static_cast<int>(e.code()));
@@ -608,6 +645,8 @@ void TrainingOutput::close() {
     // its claim is settled before the flusher goes).
     while (impl_->active.load() != 0) std::this_thread::yield();
     if (!impl_->flusher) return;
+    // Every accepted line's claim settled before the last flush.
+    impl_->claimer.reset();
     auto stop = [this] {
         if (impl_->compactor) impl_->compactor->stop();
         impl_->final_flusher_stats = impl_->flusher->stats();
@@ -615,7 +654,8 @@ void TrainingOutput::close() {
         impl_->flusher.reset();
         const bool settled = impl_->spool->empty();
         const std::string id = impl_->spool->id();
-        impl_->spool.reset();  // unlocked: the next writer on the spool delivers what is left
+        impl_->spool.reset();            // unlocked: the next writer on the spool delivers what is left
+        impl_->dedup->forget_owner(id);  // what it holds, the store answers for now
         // Its claims are all committed: nothing of it is left to hold them.
         if (settled) impl_->dedup->release_owner(id);
     };

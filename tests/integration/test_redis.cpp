@@ -198,13 +198,16 @@ Outcome generate(TrainingOutput& w, const std::string& narrative) {
     return w.generate(narrative, tdo_test::message_json("StepsRecord"), tdo_test::result_json());
 }
 
-// Generates fresh content until the store deduplicates again (the first
-// call claims, the second is a duplicate), for at most `limit`.
+// Generates fresh content until the store answers again (its claim and its
+// commit, made by the time flush() returns, fail no more), for at most `limit`.
 bool wait_until_deduplicating(TrainingOutput& w, const std::string& tag, std::chrono::seconds limit) {
     const auto deadline = Clock::now() + limit;
     for (int i = 0; Clock::now() < deadline; ++i) {
         const std::string text = tag + " " + std::to_string(i);
-        if (generate(w, text) == Outcome::Written && generate(w, text) == Outcome::Duplicate) return true;
+        const auto errors = w.stats().dedup_store_errors;
+        if (generate(w, text) != Outcome::Written) return false;
+        w.flush();
+        if (w.stats().dedup_store_errors == errors) return true;
         std::this_thread::sleep_for(10ms);
     }
     return false;
@@ -361,15 +364,20 @@ TEST_CASE("Redis: duplicates across two processes with their own output director
     auto outputs = outputs_in({dir / "out0", dir / "out1"});
     CHECK(outputs.size() == static_cast<std::size_t>(shared + own));
     CHECK(std::set<std::string>(outputs.begin(), outputs.end()).size() == outputs.size());
-    std::uint64_t written = 0, duplicates = 0, errors = 0;
+    std::uint64_t written = 0, duplicates = 0, errors = 0, voided = 0;
     for (int p = 0; p < 2; ++p) {
         const std::string stats = tdo_test::read_file(dir / ("stats" + std::to_string(p)));
         written += stat_of(stats, "written");
         duplicates += stat_of(stats, "duplicates");
         errors += stat_of(stats, "dedup_store_errors");
+        voided += stat_of(stats, "lines_voided");
     }
-    CHECK(written == static_cast<std::uint64_t>(shared + own));
-    CHECK(duplicates == static_cast<std::uint64_t>(shared));
+    // Each call is answered once; a shared example the other process had
+    // accepted in the same instant is answered WRITTEN and its line voided
+    // (its claim found the other's): what was written and not voided is
+    // exactly what is in the objects.
+    CHECK(written + duplicates == static_cast<std::uint64_t>(shared + own + shared));
+    CHECK(written - voided == static_cast<std::uint64_t>(shared + own));
     CHECK(errors == 0);  // deduplicated by Redis, not written by failing open
 }
 
@@ -390,15 +398,19 @@ TEST_CASE("Redis: 2 processes x 8 threads racing on the same content: exactly on
     auto outputs = outputs_in({dir / "out0", dir / "out1"});
     CHECK(outputs.size() == kCount);
     CHECK(std::set<std::string>(outputs.begin(), outputs.end()).size() == kCount);
-    std::uint64_t written = 0, duplicates = 0, errors = 0;
+    std::uint64_t written = 0, duplicates = 0, errors = 0, voided = 0;
     for (int p = 0; p < 2; ++p) {
         const std::string stats = tdo_test::read_file(dir / ("stats" + std::to_string(p)));
         written += stat_of(stats, "written");
         duplicates += stat_of(stats, "duplicates");
         errors += stat_of(stats, "dedup_store_errors");
+        voided += stat_of(stats, "lines_voided");
     }
-    CHECK(written == kCount);
-    CHECK(duplicates == 2 * kThreads * kCount - kCount);
+    // Within a process the racing threads are told DUPLICATE at once; across
+    // the two, the loser's line is voided when its claim is made.
+    CHECK(written + duplicates == 2 * kThreads * kCount);
+    CHECK(written - voided == kCount);
+    CHECK(written <= 2 * kCount);
     CHECK(errors == 0);
 }
 
@@ -415,15 +427,18 @@ TEST_CASE("Redis: restarted mid-run: fail open during the gap, used again after"
     CHECK(w.stats().dedup_store_errors == 0);
 
     redis.stop();
-    // The gap: every example is written (fail open), no call waits past the timeout.
+    // The gap: every example is written (fail open), no call waits past the
+    // timeout. The first one's claim (made by the claimer) meets the outage;
+    // from then on nothing is deduplicated.
     Clock::duration slowest{};
     for (int i = 0; i < 50; ++i) {
         auto t0 = Clock::now();
-        CHECK(generate(w, "during the gap") == Outcome::Written);
+        CHECK(generate(w, "during the gap " + std::to_string(i % 25)) == Outcome::Written);
         slowest = std::max(slowest, Clock::now() - t0);
+        if (i == 0) w.flush();
     }
     CHECK(slowest < 300ms + 1s);  // the margin is for a busy machine under sanitizers
-    CHECK(w.stats().dedup_store_errors >= 50);
+    CHECK(w.stats().dedup_store_errors >= 2);
     CHECK(logs.count("training_output_dedup_store_unavailable") == 1);  // once per outage, not per call
     CHECK(logs.count("training_output_error") == 1);
     CHECK_THAT(logs.first("training_output_dedup_store_unavailable"), Catch::Contains("redis://:***@127.0.0.1"));
@@ -442,7 +457,7 @@ TEST_CASE("Redis: restarted mid-run: fail open during the gap, used again after"
 
     auto outputs = outputs_in({dir.path()});
     CHECK(outputs.count("before the restart") == 1);
-    CHECK(outputs.count("during the gap") == 50);  // written without dedup, as promised
+    for (int i = 0; i < 25; ++i) CHECK(outputs.count("during the gap " + std::to_string(i)) == 2);  // no dedup
     CHECK(outputs.count("after recovery") == 1);
     RawRedis raw(redis.url());
     CHECK(raw.keys(ns + ":*").size() >= 2);  // the restarted server is in use
@@ -468,7 +483,7 @@ TEST_CASE("Redis: down at open: the writer opens, fails open, and uses Redis onc
     CHECK(generate_training_output(w, "Slept well.", msg.c_str(), res.c_str()) == TDO_WRITTEN);  // no dedup yet
     char* stats = nullptr;
     REQUIRE(tdo_writer_stats(w, &stats) == TDO_OK);
-    CHECK(stat_of(stats, "dedup_store_errors") >= 2);
+    CHECK(stat_of(stats, "dedup_store_errors") >= 1);  // the two claims may be one store call
     tdo_free(stats);
 
     redis.start();

@@ -26,8 +26,8 @@ inline training_output::OwnerRecord make_owner(const std::string& dir, const std
 }
 
 // Polls until `claim` answers `want` or 5 s passed (a TTL running out).
-template <class Claim>
-bool eventually(Claim&& claim, ClaimState want) {
+template <class Claim, class State>
+bool eventually(Claim&& claim, State want) {
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
     while (std::chrono::steady_clock::now() < deadline) {
         if (claim() == want) return true;

@@ -211,6 +211,10 @@ TEST_CASE("C ABI: TDO_DEFAULT_WRITER is the process-wide writer from the environ
         for (int t = 0; t < 4; ++t) {
             threads.emplace_back([&, t] {
                 for (int i = 0; !stop; ++i) {
+                    // Paced like a processor (a call after each record it
+                    // processed): four threads that only call would give each
+                    // writer more lines than its close can deliver in time.
+                    if (i % 20 == 19) std::this_thread::sleep_for(std::chrono::milliseconds(1));
                     const std::string n = "Thread " + std::to_string(t) + " example " + std::to_string(i) + ".";
                     const int rc = generate_training_output(TDO_DEFAULT_WRITER, n.c_str(), kMessage, kResult);
                     (rc == TDO_WRITTEN ? written : rc == TDO_E_CLOSED ? closed : other)++;

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "common/sha256.hpp"
 #include "config/redis_url.hpp"
 #include "dedup/deduplicator.hpp"
 #include "dedup_conformance.hpp"
@@ -60,10 +61,128 @@ TEST_CASE("sqlite dedup: an owner is alive while its spool directory exists", "[
         sqlite3_finalize(s);
         return n;
     };
-    CHECK(count("SELECT count(*) FROM owners") == 1);
-    CHECK(count("SELECT count(*) FROM dedup WHERE key = 'training:y'") == 0);
-    CHECK(count("SELECT count(*) FROM dedup WHERE key = 'training:x'") == 1);
+    // Keys that are not a 64-digit hash are kept as their text after the
+    // last ':' (the writer's keys are kept as the hash's 32 bytes).
+    CHECK(count("SELECT count(*) FROM spools") == 1);
+    CHECK(count("SELECT count(*) FROM claims WHERE hash = CAST('y' AS BLOB)") == 0);
+    CHECK(count("SELECT count(*) FROM claims WHERE hash = CAST('x' AS BLOB)") == 1);
     sqlite3_close(db);
+}
+
+namespace {
+
+std::string hex_hash(const std::string& text) {
+    const crypto::Digest d = crypto::sha256(text);
+    return crypto::hex(d.data(), d.size());
+}
+
+// Runs a statement on a file of its own connection; the first column of its first row, or -1.
+std::int64_t sql_value(const std::string& path, const char* sql) {
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
+    sqlite3_stmt* s = nullptr;
+    REQUIRE(sqlite3_prepare_v2(db, sql, -1, &s, nullptr) == SQLITE_OK);
+    const std::int64_t v = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : -1;
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return v;
+}
+
+void sql_exec(const std::string& path, const std::string& sql) {
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
+    char* err = nullptr;
+    const int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err);
+    INFO((err ? err : ""));
+    sqlite3_free(err);
+    sqlite3_close(db);
+    REQUIRE(rc == SQLITE_OK);
+}
+
+}  // namespace
+
+TEST_CASE("sqlite dedup: a writer's key is 32 bytes; lookups answer without writing", "[unit][dedup]") {
+    tdo_test::TempDir dir;
+    auto store = make_store("sqlite", dir);
+    const auto me = tdo_test::make_owner(dir.path(), "me"), other = tdo_test::make_owner(dir.path(), "other");
+    store->register_owner(me);
+    store->register_owner(other);
+    const std::string k1 = "training:" + std::string(64, 'a'), k2 = "training:" + std::string(63, 'b') + "c";
+    CHECK(store->lookup(k1, me.id) == KeyState::Absent);
+    CHECK(store->claim(k1, me.id, 60s) == ClaimState::Claimed);
+    CHECK(store->lookup(k1, me.id) == KeyState::Own);
+    CHECK(store->lookup(k1, other.id) == KeyState::Other);
+    store->commit({k1}, 0s);
+    CHECK(store->lookup(k1, other.id) == KeyState::Committed);
+    store->commit({k2}, 1s);
+    CHECK(store->lookup(k2, me.id) == KeyState::Committed);
+    CHECK(tdo_test::eventually([&] { return *store->lookup(k2, me.id); }, KeyState::Absent));
+    const std::string path = dir / "dedup.sqlite3";
+    CHECK(sql_value(path, "SELECT count(*) FROM claims WHERE length(hash) = 32") == 2);
+    CHECK(sql_value(path, ("SELECT count(*) FROM claims WHERE hash = x'" + std::string(64, 'a') + "'").c_str()) == 1);
+    // A claim is not in the expiry index: claims carry no expiry.
+    CHECK(sql_value(path, "SELECT count(*) FROM claims WHERE expires_at IS NOT NULL") == 1);  // k2's commit
+    CHECK(store->identity().rfind("sqlite:/", 0) == 0);
+    CHECK_FALSE(store->cheap_claims());
+}
+
+TEST_CASE("sqlite dedup: a file of the first version is converted at open", "[unit][dedup]") {
+    tdo_test::TempDir dir;
+    const std::string path = dir / "dedup.sqlite3";
+    const auto live = tdo_test::make_owner(dir.path(), "live");
+    const std::string committed = "training:" + std::string(64, '1'), held = "training:" + std::string(64, '2'),
+                      orphan = "training:" + std::string(64, '3'), expired = "training:" + std::string(64, '4');
+    // The first version's schema and rows, as it wrote them.
+    sql_exec(path,
+             "PRAGMA journal_mode=WAL;"
+             "CREATE TABLE dedup (key TEXT PRIMARY KEY, state INTEGER NOT NULL, owner TEXT, expires_at INTEGER) "
+             "WITHOUT ROWID;"
+             "CREATE INDEX dedup_expires ON dedup(expires_at) WHERE expires_at IS NOT NULL;"
+             "CREATE TABLE owners (id TEXT PRIMARY KEY, path TEXT NOT NULL) WITHOUT ROWID;"
+             "CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;"
+             "INSERT INTO owners VALUES('" +
+                 live.id + "', '" + live.spool_path +
+                 "');"
+                 "INSERT INTO dedup VALUES('" +
+                 committed +
+                 "', 1, NULL, NULL);"
+                 "INSERT INTO dedup VALUES('" +
+                 expired +
+                 "', 1, NULL, 1);"
+                 "INSERT INTO dedup VALUES('" +
+                 held + "', 0, '" + live.id +
+                 "', 4102444800);"
+                 "INSERT INTO dedup VALUES('" +
+                 orphan + "', 0, 'never-registered', 4102444800);");
+    auto store = make_store("sqlite", dir);
+    const auto me = tdo_test::make_owner(dir.path(), "me");
+    store->register_owner(me);
+    CHECK(store->claim(committed, me.id, 60s) == ClaimState::Committed);
+    CHECK(store->claim(held, me.id, 60s) == ClaimState::Held);  // its owner's spool is still there
+    CHECK(store->claim(orphan, me.id, 60s) == ClaimState::Claimed);
+    CHECK(store->claim(expired, me.id, 60s) == ClaimState::Claimed);
+    CHECK(sql_value(path, "SELECT count(*) FROM sqlite_master WHERE name IN ('dedup', 'owners')") == 0);
+    CHECK(sql_value(path, "PRAGMA auto_vacuum") == 2);  // incremental
+    // Opening it again finds nothing to convert.
+    auto again = make_store("sqlite", dir);
+    CHECK(again->claim(committed, me.id, 60s) == ClaimState::Committed);
+}
+
+TEST_CASE("sqlite dedup: with a TTL, expired commits are purged and their pages given back", "[unit][dedup]") {
+    tdo_test::TempDir dir;
+    auto store = make_store("sqlite", dir);
+    const std::string path = dir / "dedup.sqlite3";
+    std::vector<std::string> keys;
+    for (int i = 0; i < 20000; ++i) {
+        keys.push_back("training:" + hex_hash("expiring " + std::to_string(i)));
+    }
+    store->commit(keys, 1s);
+    const std::int64_t pages_full = sql_value(path, "PRAGMA page_count");
+    std::this_thread::sleep_for(2100ms);
+    store->maintain();
+    CHECK(sql_value(path, "SELECT count(*) FROM claims") == 0);
+    CHECK(sql_value(path, "PRAGMA freelist_count") == 0);  // given back (auto_vacuum=incremental)
+    CHECK(sql_value(path, "PRAGMA page_count") < pages_full / 4);
 }
 
 TEST_CASE("memory dedup: many keys, long keys and keys that differ late", "[unit][dedup]") {
@@ -212,7 +331,7 @@ TEST_CASE("the deduplicator fails open when its store breaks", "[unit][dedup]") 
     // Another connection drops the table: every later statement fails.
     sqlite3* db = nullptr;
     REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
-    REQUIRE(sqlite3_exec(db, "DROP TABLE dedup", nullptr, nullptr, nullptr) == SQLITE_OK);
+    REQUIRE(sqlite3_exec(db, "DROP TABLE claims", nullptr, nullptr, nullptr) == SQLITE_OK);
     sqlite3_close(db);
 
     h[0] = 0xCD;
@@ -241,7 +360,7 @@ TEST_CASE("the deduplicator claims batches and fails open for all of a batch", "
                                     ClaimOutcome::Duplicate});
     sqlite3* db = nullptr;
     REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
-    REQUIRE(sqlite3_exec(db, "DROP TABLE dedup", nullptr, nullptr, nullptr) == SQLITE_OK);
+    REQUIRE(sqlite3_exec(db, "DROP TABLE claims", nullptr, nullptr, nullptr) == SQLITE_OK);
     sqlite3_close(db);
     CHECK(dedup.confirm_batch({"training:c", "training:d"}, me.id) ==
           std::vector<ClaimOutcome>{ClaimOutcome::FailedOpen, ClaimOutcome::FailedOpen});

@@ -254,6 +254,29 @@ TEST_CASE("spool: control files go once no segment holds a line they name, and r
     CHECK(a.recovered.undecided.empty());
 }
 
+TEST_CASE("spool: a drained spool goes on in its segment; no segment is made, faulted in or synced per line",
+          "[unit][spool]") {
+    tdo_test::TempDir dir;
+    auto o = spool_in(dir, SpoolFsync::Interval);
+    auto s = Spool::create(o, nullptr);
+    CHECK(files_with_prefix(o.dir, "seg-").empty());  // an idle writer has no segment yet
+    CHECK(files_with_prefix(o.dir, "spare-").empty());
+    std::vector<std::string> segments;
+    for (int i = 1; i <= 50; ++i) {
+        // One line, delivered: the spool drains after each (a quiet service).
+        const SpoolLineRef ref = s->append_line(kKey, "training:k" + std::to_string(i), line(i));
+        land(*s, batch_of(*s, {ref}), static_cast<std::uint64_t>(i));
+        CHECK(s->empty());
+        const auto now = files_with_prefix(o.dir, "seg-");
+        REQUIRE(now.size() == 1u);
+        if (segments.empty()) segments = now;
+        CHECK(now == segments);  // the same file every time
+        CHECK(ref.segment == 1u);
+    }
+    CHECK(files_with_prefix(o.dir, "spare-").empty());  // the segment is far from half full
+    CHECK(s->stats().segments == 1u);
+}
+
 TEST_CASE("spool: landed segments are reused, and nothing they held comes back", "[unit][spool]") {
     tdo_test::TempDir dir;
     auto o = spool_in(dir);
