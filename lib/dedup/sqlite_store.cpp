@@ -481,6 +481,12 @@ private:
     static void configure(Connection& c) {
         c.exec("PRAGMA synchronous=NORMAL");
         c.exec(("PRAGMA cache_size=-" + std::to_string(kCacheKiB)).c_str());
+        // Pages are read from the kernel's cache in place (shared by every
+        // connection and process on the file) rather than copied.
+        c.exec("PRAGMA mmap_size=268435456");
+        // Checkpoints in larger steps: a page that claims and commits touch
+        // again before it is copied back is copied back once.
+        c.exec("PRAGMA wal_autocheckpoint=8192");
     }
 
     // Records `destination` unless the file remembers one; returns the one it remembers.

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <ctime>
 
+#include "common/background.hpp"
 #include "common/crash_point.hpp"
 #include "common/fs.hpp"
 #include "common/json.hpp"
@@ -75,7 +76,9 @@ Spool::Spool(SpoolOptions options, std::string path, std::string id, const Logge
     if (options_.segment_bytes == 0) {
         options_.segment_bytes = std::clamp<std::uint64_t>(options_.max_bytes / 16, 64u << 10, 16u << 20);
     }
-    if (options_.fsync == SpoolFsync::Interval) syncer_ = std::thread([this] { syncer(); });
+    next_sync_ = Clock::now() + options_.fsync_interval;
+    job_ = Background::add([this] { background(); });
+    if (options_.fsync == SpoolFsync::Interval) job_->at(next_sync_);
 }
 
 std::unique_ptr<Spool> Spool::create(const SpoolOptions& options, const Logger* logger) {
@@ -111,7 +114,7 @@ std::unique_ptr<Spool> Spool::create(const SpoolOptions& options, const Logger* 
         std::unique_ptr<Spool> s(new Spool(options, final_path, id, logger));
         s->lock_fd_ = fd.release();
         // No segment yet: an idle writer holds none; the first line makes one.
-        s->preparer_ = std::thread([p = s.get()] { p->preparer(); });
+        s->prepares_ = true;
         return s;
     }
     throw Error(ErrorCode::Storage, "cannot create a spool directory in " + json::quote(options.dir));
@@ -185,10 +188,7 @@ Spool::~Spool() {
         std::lock_guard<std::mutex> lock(mutex_);
         stopping_ = true;
     }
-    syncer_cv_.notify_all();
-    preparer_cv_.notify_all();
-    if (syncer_.joinable()) syncer_.join();
-    if (preparer_.joinable()) preparer_.join();
+    job_.reset();  // waits for a call in progress
     std::unique_lock<std::mutex> lock(mutex_);
     spares_.clear();
     // Ours, and those of the writer whose spool this was, if it was adopted.
@@ -293,14 +293,16 @@ std::vector<SpoolPendingCommit> Spool::take_pending_commits() {
     return std::move(pending_commits_);
 }
 
-// Called with the lock held, or before the preparer starts.
+// Called with the lock held, or before the spool is shared.
 std::string Spool::spare_path() { return path_ + "/" + kSparePrefix + std::to_string(next_spare_++) + ".seg"; }
 
-// Faults the current segment's next pages in ahead of the writes; keeps the
-// next segment allocated once the current one is half full (a new one, or a
-// landed one reused), so that a call that fills a segment does not pay for
-// the next one; and maps full segments read-only.
-void Spool::preparer() {
+// On the process's background thread: faults the current segment's next
+// pages in ahead of the writes; keeps the next segment allocated once the
+// current one is half full (a new one, or a landed one reused), so that a
+// call that fills a segment does not pay for the next one; maps full
+// segments read-only; and, under spool_fsync=interval, syncs about once an
+// interval.
+void Spool::background() {
     std::unique_lock<std::mutex> lock(mutex_);
     while (!stopping_) {
         if (populate_) {
@@ -343,25 +345,42 @@ void Spool::preparer() {
             }
             continue;
         }
-        if (!spares_.empty() || !want_spare_) {
-            preparer_cv_.wait(lock);
+        if (spares_.empty() && want_spare_ && Clock::now() >= spare_retry_at_) {
+            const std::string path = spare_path();
+            lock.unlock();
+            std::shared_ptr<Segment> seg;
+            try {
+                seg = make_segment_file(path, options_.segment_bytes);
+            } catch (const Error& e) {
+                if (logger_) logger_->log(LogLevel::Warning, "training_output_spool_error", {{"error", e.what()}});
+            }
+            lock.lock();
+            if (seg) {
+                spares_.push_back(std::move(seg));
+            } else if (!stopping_) {                                       // (stopping: the destructor holds the job)
+                spare_retry_at_ = Clock::now() + std::chrono::seconds(1);  // the disk may be full: try again later
+                job_->at(spare_retry_at_);
+            }
             continue;
         }
-        const std::string path = spare_path();
-        lock.unlock();
-        std::shared_ptr<Segment> seg;
-        try {
-            seg = make_segment_file(path, options_.segment_bytes);
-        } catch (const Error& e) {
-            if (logger_) logger_->log(LogLevel::Warning, "training_output_spool_error", {{"error", e.what()}});
-        }
-        lock.lock();
-        if (seg) {
-            spares_.push_back(std::move(seg));
-        } else {
-            preparer_cv_.wait_for(lock, std::chrono::seconds(1));  // the disk may be full: try again later
+        break;
+    }
+    if (stopping_ || options_.fsync != SpoolFsync::Interval) return;
+    const auto now = Clock::now();
+    if (now >= next_sync_) {
+        next_sync_ = now + options_.fsync_interval;
+        if (written_ > synced_) {
+            const std::uint64_t target = written_;
+            lock.unlock();
+            try {
+                sync_through(target);
+            } catch (const Error& e) {
+                if (logger_) logger_->log(LogLevel::Error, "training_output_spool_error", {{"error", e.what()}});
+            }
+            lock.lock();
         }
     }
+    if (!stopping_) job_->at(next_sync_);
 }
 
 void Spool::open_segment(std::uint64_t capacity) {
@@ -393,16 +412,15 @@ void Spool::open_segment(std::uint64_t capacity) {
 // pages faulted in, the preparer faults the next chunk in; once the segment
 // is half full, it makes the next one ready.
 void Spool::populate_ahead(Segment& seg) {
-    if (seg.size + kPopulateAhead / 2 >= seg.populated && seg.populated < seg.capacity && !populate_ &&
-        preparer_.joinable()) {
+    if (seg.size + kPopulateAhead / 2 >= seg.populated && seg.populated < seg.capacity && !populate_ && prepares_) {
         populate_ = current_;
         populate_from_ = seg.populated;
         seg.populated += kPopulateAhead;
-        preparer_cv_.notify_one();
+        job_->poke();
     }
-    if (!want_spare_ && spares_.empty() && seg.size > seg.capacity / 2 && preparer_.joinable()) {
+    if (!want_spare_ && spares_.empty() && seg.size > seg.capacity / 2 && prepares_) {
         want_spare_ = true;
-        preparer_cv_.notify_one();
+        job_->poke();
     }
 }
 
@@ -411,9 +429,9 @@ void Spool::populate_ahead(Segment& seg) {
 void Spool::seal_current(std::unique_lock<std::mutex>&) {
     if (!current_) return;
     if (options_.fsync != SpoolFsync::Never) unsynced_.push_back(current_);  // synced with the next sync
-    if (preparer_.joinable()) {
+    if (prepares_) {
         sealed_.push_back(current_);
-        preparer_cv_.notify_one();
+        job_->poke();
     }
     current_.reset();
 }
@@ -741,14 +759,14 @@ std::vector<std::string> Spool::delete_landed_segments(std::unique_lock<std::mut
 // spare again, when it is a full-size one of this spool's own and there is
 // room among the spares. False: it is to be deleted.
 bool Spool::recycle(const Segment& seg) {
-    if (!preparer_.joinable() || stopping_ || recycle_pending_ || spares_.size() >= kMaxSpares) return false;
+    if (!prepares_ || stopping_ || recycle_pending_ || spares_.size() >= kMaxSpares) return false;
     if (seg.capacity != options_.segment_bytes || seg.seed == 0) return false;
     std::string path = spare_path();
     if (::rename(seg.path.c_str(), path.c_str()) != 0) return false;
     recycle_path_ = std::move(path);
     recycle_pending_ = true;
     recycle_bytes_ = seg.size;
-    preparer_cv_.notify_one();
+    job_->poke();
     return true;
 }
 
@@ -810,22 +828,6 @@ void Spool::sync_through(std::uint64_t position) {
         }
         synced_ = std::max(synced_, target);
         ++stats_.fsyncs;
-    }
-}
-
-void Spool::syncer() {
-    std::unique_lock<std::mutex> lock(mutex_);
-    while (!stopping_) {
-        syncer_cv_.wait_for(lock, options_.fsync_interval, [&] { return stopping_; });
-        if (stopping_ || written_ <= synced_) continue;
-        const std::uint64_t target = written_;
-        lock.unlock();
-        try {
-            sync_through(target);
-        } catch (const Error& e) {
-            if (logger_) logger_->log(LogLevel::Error, "training_output_spool_error", {{"error", e.what()}});
-        }
-        lock.lock();
     }
 }
 

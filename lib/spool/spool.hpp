@@ -48,6 +48,7 @@
 #include <vector>
 
 #include "append/object_appender.hpp"
+#include "common/background.hpp"
 #include "training_output/log.hpp"
 
 namespace training_output {
@@ -205,13 +206,12 @@ private:
     void open_segment(std::uint64_t capacity);
     bool recycle(const Segment& seg);
     std::string spare_path();
-    void preparer();
+    void background();
     void seal_current(std::unique_lock<std::mutex>& lock);
     void release_lines(const std::vector<SpoolLineRef>& refs);
     std::vector<std::string> delete_landed_segments(std::unique_lock<std::mutex>& lock);
     void remove_control_files(const std::vector<std::string>& paths);
     void sync_through(std::uint64_t position);
-    void syncer();
     void wait_for_room(std::uint64_t bytes, std::unique_lock<std::mutex>& lock);
     // Returns the number of the control file the record went to.
     std::uint64_t write_control(const std::function<std::string(std::uint32_t seed)>& encode, std::uint64_t max_seq,
@@ -225,10 +225,8 @@ private:
     int lock_fd_ = -1;
 
     mutable std::mutex mutex_;
-    std::condition_variable room_;       // segments deleted
-    std::condition_variable synced_cv_;  // an fsync finished
-    std::condition_variable syncer_cv_;
-    std::condition_variable preparer_cv_;
+    std::condition_variable room_;                  // segments deleted
+    std::condition_variable synced_cv_;             // an fsync finished
     std::vector<std::shared_ptr<Segment>> spares_;  // the next segments, prepared ahead
     bool want_spare_ = false;                       // the current segment is half full: prepare the next
     std::shared_ptr<Segment> populate_;             // for the preparer: fault these pages in
@@ -268,8 +266,12 @@ private:
     std::vector<SpoolRecovered> recovered_;
     std::vector<SpoolPendingCommit> pending_commits_;
     std::uint64_t recovered_bytes_ = 0;
-    std::thread syncer_;
-    std::thread preparer_;
+    // The background work (background()): on the process's shared thread.
+    using Clock = std::chrono::steady_clock;
+    std::unique_ptr<Background::Job> job_;
+    bool prepares_ = false;  // a writer's own spool prepares segments ahead (an adopted one only drains)
+    Clock::time_point next_sync_{};
+    Clock::time_point spare_retry_at_{};
 };
 
 }  // namespace training_output

@@ -7,12 +7,11 @@ namespace training_output {
 namespace {
 constexpr std::size_t kMaxGroup = 4096;  // keys a store call at most
 constexpr std::chrono::microseconds kNap{500};
+constexpr std::chrono::seconds kIdle{2};  // the thread ends after this long without a line
 }  // namespace
 
 Claimer::Claimer(TrainingDeduplicator& dedup, Spool& spool, Flusher& flusher, const Logger& logger)
-    : dedup_(dedup), spool_(spool), flusher_(flusher), logger_(logger) {
-    thread_ = std::thread([this] { run(); });
-}
+    : dedup_(dedup), spool_(spool), flusher_(flusher), logger_(logger) {}
 
 Claimer::~Claimer() {
     {
@@ -30,6 +29,13 @@ void Claimer::add(Item item) {
         queue_.push_back(std::move(item));
         ++added_;
         wake = idle_ && queue_.size() == 1;
+        if (!running_) {
+            // Started by the first line after an idle while: an idle writer
+            // holds no claimer thread.
+            if (thread_.joinable()) thread_.join();  // it has ended
+            running_ = true;
+            thread_ = std::thread([this] { run(); });
+        }
     }
     // Woken only from its idle wait: while lines keep coming, it takes them
     // a group at a time without a wake (a system call) per call.
@@ -50,10 +56,13 @@ void Claimer::run() {
     for (;;) {
         if (queue_.empty() && !stopping_) {
             idle_ = true;
-            wake_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+            wake_.wait_for(lock, kIdle, [&] { return stopping_ || !queue_.empty(); });
             idle_ = false;
         }
-        if (queue_.empty()) return;  // stopping, and everything settled
+        if (queue_.empty()) {  // stopping, or idle a while: everything settled
+            running_ = false;
+            return;
+        }
         std::vector<Item> group;
         if (queue_.size() <= kMaxGroup) {
             group.swap(queue_);

@@ -59,8 +59,9 @@ private:
     std::vector<Item> queue_;
     std::uint64_t added_ = 0, done_ = 0;  // items
     bool stopping_ = false;
-    bool idle_ = false;   // the thread waits for lines: the next add() wakes it
-    bool hurry_ = false;  // drain() waits: no nap
+    bool running_ = false;  // the thread runs (it ends after an idle while; add() starts it again)
+    bool idle_ = false;     // the thread waits for lines: the next add() wakes it
+    bool hurry_ = false;    // drain() waits: no nap
     std::thread thread_;
 };
 

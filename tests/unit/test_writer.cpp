@@ -1,6 +1,8 @@
 #include <catch2/catch.hpp>
+#include <map>
 #include <mutex>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "memory_sink.hpp"
@@ -369,4 +371,82 @@ TEST_CASE("writer: appends that meet other writers make the key's batches larger
         CHECK(batches >= 12);
     }
     CHECK(tdo_test::lines_of(memory.object(kKey).value()).size() == 200u);
+}
+
+namespace {
+
+// Every file under the spool directory and its size.
+std::map<std::string, std::uintmax_t> spool_files(const tdo_test::TempDir& dir) {
+    std::map<std::string, std::uintmax_t> out;
+    for (const auto& e : std::filesystem::recursive_directory_iterator(dir / ".spool")) {
+        if (e.is_regular_file()) out[e.path().string()] = e.file_size();
+    }
+    return out;
+}
+
+int threads_now() {
+    std::istringstream in(tdo_test::read_file("/proc/self/status"));
+    for (std::string line; std::getline(in, line);) {
+        if (line.rfind("Threads:", 0) == 0) return std::stoi(line.substr(8));
+    }
+    return -1;
+}
+
+}  // namespace
+
+TEST_CASE("writer: a duplicate after a flush touches no spool file; a re-run's duplicates neither",
+          "[unit][writer][dedup]") {
+    tdo_test::TempDir dir;
+    Config c = config_in(dir);
+    {
+        TrainingOutput w(c);
+        for (int i = 0; i < 20; ++i)
+            CHECK(w.generate("Seen before " + std::to_string(i) + ".", message_json("BloodGlucoseRecord"),
+                             result_json()) == Outcome::Written);
+        w.flush();
+        const auto files = spool_files(dir);
+        const auto record = w.stats();
+        // A redelivery: each is answered before anything is spooled.
+        for (int i = 0; i < 20; ++i)
+            CHECK(w.generate("Seen before " + std::to_string(i) + ".", message_json("BloodGlucoseRecord"),
+                             result_json()) == Outcome::Duplicate);
+        CHECK(spool_files(dir) == files);  // no LINE record, no VOID record, no new file
+        CHECK(w.stats().spool_bytes == record.spool_bytes);
+        CHECK(w.stats().lines_voided == 0);
+        w.close();
+    }
+    // A new writer on the same directory (a re-run after a crash): the store answers.
+    TrainingOutput again(c);
+    const auto files = spool_files(dir);
+    for (int i = 0; i < 20; ++i)
+        CHECK(again.generate("Seen before " + std::to_string(i) + ".", message_json("BloodGlucoseRecord"),
+                             result_json()) == Outcome::Duplicate);
+    CHECK(spool_files(dir) == files);
+    CHECK(again.stats().duplicates == 20);
+    again.close();
+    CHECK(tdo_test::lines_of(tdo_test::read_file(dir / kKey)).size() == 20u);
+}
+
+TEST_CASE("writer: idle writers hold no segment and share their background thread", "[unit][writer][threads]") {
+    std::vector<std::unique_ptr<tdo_test::TempDir>> dirs;
+    std::vector<std::unique_ptr<TrainingOutput>> writers;
+    const int before = threads_now();
+    constexpr int kWriters = 8;
+    for (int i = 0; i < kWriters; ++i) {
+        dirs.push_back(std::make_unique<tdo_test::TempDir>());
+        writers.push_back(std::make_unique<TrainingOutput>(config_in(*dirs.back())));
+    }
+    // A flusher each, and one thread for all their spools (fsyncs, pages
+    // faulted in ahead, segments prepared); no claimer until a line comes.
+    CHECK(threads_now() - before <= kWriters + 1);
+    for (const auto& d : dirs) {
+        int segments = 0;
+        for (const auto& e : std::filesystem::recursive_directory_iterator(*d / ".spool"))
+            segments += e.path().filename().string().rfind("seg-", 0) == 0 ||
+                        e.path().filename().string().rfind("spare-", 0) == 0;
+        CHECK(segments == 0);
+    }
+    CHECK(writers[0]->generate("One line.", message_json("BloodGlucoseRecord"), result_json()) == Outcome::Written);
+    writers[0]->flush();
+    for (auto& w : writers) w->close();
 }
