@@ -118,6 +118,30 @@ void append_hex(std::string& out, const std::uint8_t* data, std::size_t size) {
     }
 }
 
+namespace {
+// Lower-case hex digits' values; -1 for any other byte.
+struct HexValues {
+    signed char v[256];
+    constexpr HexValues() : v() {
+        for (int i = 0; i < 256; ++i) v[i] = -1;
+        for (int i = 0; i < 10; ++i) v['0' + i] = static_cast<signed char>(i);
+        for (int i = 0; i < 6; ++i) v['a' + i] = static_cast<signed char>(10 + i);
+    }
+};
+constexpr HexValues kHexValues;
+}  // namespace
+
+bool parse_hex(std::string_view text, std::uint8_t* out, std::size_t size) {
+    if (text.size() != 2 * size) return false;
+    for (std::size_t i = 0; i < size; ++i) {
+        const int hi = kHexValues.v[static_cast<unsigned char>(text[2 * i])];
+        const int lo = kHexValues.v[static_cast<unsigned char>(text[2 * i + 1])];
+        if (hi < 0 || lo < 0) return false;
+        out[i] = static_cast<std::uint8_t>(hi << 4 | lo);
+    }
+    return true;
+}
+
 std::string hex(const std::uint8_t* data, std::size_t size) {
     std::string out;
     append_hex(out, data, size);

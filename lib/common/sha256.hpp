@@ -50,5 +50,8 @@ std::string hex(const std::uint8_t* data, std::size_t size);
 // The same, appended to `out` (no string of its own).
 void append_hex(std::string& out, const std::uint8_t* data, std::size_t size);
 inline std::string hex(const Digest& d) { return hex(d.data(), d.size()); }
+// Lower-case hex digits back to `size` bytes: false unless `text` is exactly
+// 2 * size of them.
+bool parse_hex(std::string_view text, std::uint8_t* out, std::size_t size);
 
 }  // namespace training_output::crypto

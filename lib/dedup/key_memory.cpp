@@ -8,6 +8,8 @@
 #include <climits>
 #include <map>
 
+#include "common/sha256.hpp"
+
 namespace training_output {
 namespace {
 
@@ -31,18 +33,6 @@ Registry*& registry() {
     }();
     return r;
 }
-
-struct HexTable {
-    signed char v[256];
-    constexpr HexTable() : v() {
-        for (int i = 0; i < 256; ++i) v[i] = -1;
-        for (int i = 0; i < 10; ++i) v['0' + i] = static_cast<signed char>(i);
-        for (int i = 0; i < 6; ++i) v['a' + i] = static_cast<signed char>(10 + i);
-    }
-};
-constexpr HexTable kHex;
-
-int hex_value(char c) { return kHex.v[static_cast<unsigned char>(c)]; }
 
 }  // namespace
 
@@ -162,14 +152,7 @@ std::size_t KeyMemory::in_flight() const {
 
 bool KeyMemory::parse(std::string_view key, Hash& out) {
     const std::size_t colon = key.rfind(':');
-    if (colon == std::string_view::npos || key.size() - colon - 1 != 64) return false;
-    const char* hex = key.data() + colon + 1;
-    for (std::size_t i = 0; i < 32; ++i) {
-        const int hi = hex_value(hex[2 * i]), lo = hex_value(hex[2 * i + 1]);
-        if (hi < 0 || lo < 0) return false;
-        out[i] = static_cast<std::uint8_t>(hi << 4 | lo);
-    }
-    return true;
+    return colon != std::string_view::npos && crypto::parse_hex(key.substr(colon + 1), out.data(), out.size());
 }
 
 }  // namespace training_output

@@ -225,25 +225,12 @@ private:
 struct KeyParts {
     std::string_view ns;
     std::string raw_ns;  // set for the second form
-    unsigned char bytes[32];
+    std::uint8_t bytes[32];
     std::string text;  // the second form's bytes
     const void* data() const { return text.empty() ? static_cast<const void*>(bytes) : text.data(); }
     int size() const { return text.empty() ? 32 : static_cast<int>(text.size()); }
     std::string_view ns_name() const { return raw_ns.empty() ? ns : std::string_view(raw_ns); }
 };
-
-// Lower-case hex digits' values; -1 for any other byte.
-struct HexTable {
-    signed char v[256];
-    constexpr HexTable() : v() {
-        for (int i = 0; i < 256; ++i) v[i] = -1;
-        for (int i = 0; i < 10; ++i) v['0' + i] = static_cast<signed char>(i);
-        for (int i = 0; i < 6; ++i) v['a' + i] = static_cast<signed char>(10 + i);
-    }
-};
-constexpr HexTable kHex;
-
-int hex_value(char c) { return kHex.v[static_cast<unsigned char>(c)]; }
 
 KeyParts split_key(std::string_view key) {
     KeyParts k;
@@ -251,13 +238,7 @@ KeyParts split_key(std::string_view key) {
     const std::string_view ns = colon == std::string_view::npos ? std::string_view() : key.substr(0, colon);
     const std::string_view tail = colon == std::string_view::npos ? key : key.substr(colon + 1);
     k.ns = ns;
-    bool hex = tail.size() == 64;
-    for (std::size_t i = 0; hex && i < 32; ++i) {
-        const int hi = hex_value(tail[2 * i]), lo = hex_value(tail[2 * i + 1]);
-        hex = hi >= 0 && lo >= 0;
-        k.bytes[i] = static_cast<unsigned char>(hi << 4 | lo);
-    }
-    if (!hex) {
+    if (!crypto::parse_hex(tail, k.bytes, sizeof k.bytes)) {
         k.raw_ns = std::string(ns) + ":";
         k.text = std::string(tail.empty() ? std::string_view("\0", 1) : tail);
     }
@@ -771,7 +752,8 @@ private:
             };
             std::vector<Row> orphans;
             sqlite3_bind_int64(sweep_, 1, sweep_ns_);
-            sqlite3_bind_blob(sweep_, 2, sweep_hash_.data(), static_cast<int>(sweep_hash_.size()), SQLITE_STATIC);
+            // A copy: the cursor below moves on while the statement steps.
+            sqlite3_bind_blob(sweep_, 2, sweep_hash_.data(), static_cast<int>(sweep_hash_.size()), SQLITE_TRANSIENT);
             sqlite3_bind_int(sweep_, 3, kSweepRows);
             int rows = 0;
             while (write_->row(sweep_, "sweep")) {

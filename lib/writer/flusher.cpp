@@ -447,6 +447,7 @@ void Flusher::confirm(Spool& spool, Batch& b, std::string& bytes, std::vector<st
         const std::size_t i = index[j];
         if (outcomes[j] == ClaimOutcome::Duplicate || outcomes[j] == ClaimOutcome::Pending) {
             spool.record_void(b.spool.object_key, b.spool.lines[i]);
+            dedup_.settled_elsewhere(keys[i], spool.id(), outcomes[j]);
             voided[i] = true;
             ++count;
         } else if (outcomes[j] == ClaimOutcome::Claimed) {

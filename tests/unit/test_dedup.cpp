@@ -185,6 +185,31 @@ TEST_CASE("sqlite dedup: with a TTL, expired commits are purged and their pages 
     CHECK(sql_value(path, "PRAGMA page_count") < pages_full / 4);
 }
 
+TEST_CASE("sqlite dedup: the claims of owners that are gone are swept, a slice a round, nothing else",
+          "[unit][dedup]") {
+    tdo_test::TempDir dir;
+    auto store = make_store("sqlite", dir);
+    const std::string path = dir / "dedup.sqlite3";
+    const auto gone = tdo_test::make_owner(dir.path(), "gone"), live = tdo_test::make_owner(dir.path(), "live");
+    store->register_owner(gone);
+    store->register_owner(live);
+    std::vector<std::string> orphans, held, committed;
+    for (int i = 0; i < 5000; ++i) orphans.push_back("training:" + hex_hash("orphan " + std::to_string(i)));
+    for (int i = 0; i < 100; ++i) held.push_back("training:" + hex_hash("held " + std::to_string(i)));
+    for (int i = 0; i < 100; ++i) committed.push_back("training:" + hex_hash("committed " + std::to_string(i)));
+    store->claim_batch(orphans, gone.id, 60s);
+    store->claim_batch(held, live.id, 60s);
+    store->commit(committed, 0s);
+    std::filesystem::remove_all(gone.spool_path);  // its spool is gone, unsettled
+    // More rows than one round looks at: the rounds go on from where the last one stopped.
+    for (int round = 0; round < 4; ++round) store->maintain();
+    CHECK(sql_value(path, "SELECT count(*) FROM claims") == 200);
+    CHECK(sql_value(path, "SELECT count(*) FROM claims WHERE owner IS NULL") == 100);
+    CHECK(store->claim(held[7], gone.id, 60s) == ClaimState::Held);
+    CHECK(store->claim(committed[7], live.id, 60s) == ClaimState::Committed);
+    CHECK(store->claim(orphans[7], live.id, 60s) == ClaimState::Claimed);
+}
+
 TEST_CASE("memory dedup: many keys, long keys and keys that differ late", "[unit][dedup]") {
     auto store = make_memory_dedup_store();
     store->register_owner(OwnerRecord{"a", "/nonexistent/a"});
