@@ -179,7 +179,9 @@ TEST_CASE("sqlite dedup: with a TTL, expired commits are purged and their pages 
     store->commit(keys, 1s);
     const std::int64_t pages_full = sql_value(path, "PRAGMA page_count");
     std::this_thread::sleep_for(2100ms);
-    store->maintain();
+    // A round deletes at least what was committed since the last one, unless
+    // it runs out of its time (a slow machine, a sanitizer): then the next one goes on.
+    for (int round = 0; round < 50 && sql_value(path, "SELECT count(*) FROM claims") > 0; ++round) store->maintain();
     CHECK(sql_value(path, "SELECT count(*) FROM claims") == 0);
     CHECK(sql_value(path, "PRAGMA freelist_count") == 0);  // given back (auto_vacuum=incremental)
     CHECK(sql_value(path, "PRAGMA page_count") < pages_full / 4);
