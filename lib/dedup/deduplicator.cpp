@@ -58,21 +58,21 @@ std::uint32_t TrainingDeduplicator::owner_tag(const std::string& owner) {
     return tag;
 }
 
-Precheck TrainingDeduplicator::precheck(const Sha256& hash, const std::string& owner) {
+Precheck TrainingDeduplicator::precheck(const Sha256& hash, const std::string& key, const std::string& owner) {
     // While the store is known to fail, nothing is deduplicated (fail open):
     // what is written then is written whatever this process saw before.
     if (in_outage_.load(std::memory_order_relaxed)) return Precheck::New;
     KeyMemory::Hash h;
     std::copy(hash.begin(), hash.end(), h.begin());
     const std::uint32_t me = owner_tag(owner);
-    switch (memory_->check_and_reserve(h, me, nullptr)) {
+    switch (memory_->check_and_reserve(h, me)) {
         case KeyMemory::Seen::Committed: return Precheck::Duplicate;
         case KeyMemory::Seen::InFlight: return Precheck::Pending;  // this owner's line, or another's here
         case KeyMemory::Seen::None: break;
     }
     std::optional<KeyState> known;
     try {
-        known = store_->lookup(key_for(hash), owner);
+        known = store_->lookup(key, owner);
         if (known) on_store_success();  // (nullopt: the store was not asked)
     } catch (const std::exception& e) {
         on_store_error("lookup", e);  // fail open: a new line
@@ -108,12 +108,18 @@ void TrainingDeduplicator::forget_owner(const std::string& owner) { memory_->for
 
 std::vector<ClaimOutcome> TrainingDeduplicator::claim_group(const std::vector<std::string>& keys,
                                                             const std::string& owner) {
+    // After an outage, refresh here rather than wait for the refresher.
+    return claim_many(keys, owner, false, !owners_fresh() && !try_refresh());
+}
+
+std::vector<ClaimOutcome> TrainingDeduplicator::claim_many(const std::vector<std::string>& keys,
+                                                           const std::string& owner, bool confirming, bool not_fresh) {
     if (keys.empty()) return {};
-    if (!owners_fresh() && !try_refresh()) return std::vector<ClaimOutcome>(keys.size(), ClaimOutcome::FailedOpen);
+    if (not_fresh) return std::vector<ClaimOutcome>(keys.size(), ClaimOutcome::FailedOpen);
     std::vector<ClaimOutcome> out;
     out.reserve(keys.size());
     try {
-        for (ClaimState s : store_->claim_batch(keys, owner, options_.claim_ttl)) out.push_back(outcome(s, false));
+        for (ClaimState s : store_->claim_batch(keys, owner, options_.claim_ttl)) out.push_back(outcome(s, confirming));
         on_store_success();
     } catch (const std::exception& e) {
         on_store_error("claim", e);
@@ -155,18 +161,7 @@ ClaimOutcome TrainingDeduplicator::claim(const std::string& key, const std::stri
 
 std::vector<ClaimOutcome> TrainingDeduplicator::confirm_batch(const std::vector<std::string>& keys,
                                                               const std::string& owner) {
-    std::vector<ClaimOutcome> out;
-    if (keys.empty()) return out;
-    if (!owners_fresh()) return std::vector<ClaimOutcome>(keys.size(), ClaimOutcome::FailedOpen);
-    out.reserve(keys.size());
-    try {
-        for (ClaimState s : store_->claim_batch(keys, owner, options_.claim_ttl)) out.push_back(outcome(s, true));
-        on_store_success();
-    } catch (const std::exception& e) {
-        on_store_error("claim", e);
-        out.assign(keys.size(), ClaimOutcome::FailedOpen);
-    }
-    return out;
+    return claim_many(keys, owner, true, !owners_fresh());
 }
 
 bool TrainingDeduplicator::commit(const std::vector<std::string>& keys) {

@@ -52,13 +52,14 @@ public:
 
     std::string key_for(const Sha256& hash) const;
 
-    // Before the line of new content is spooled: what this process and the
+    // Before the line of new content is spooled (`key` is key_for(hash)):
+    // what this process and the
     // store (where a lookup is cheap) know of it, without a write. New
     // reserves the key for `owner`: the caller spools the line and claims it
     // (claim() or claim_group()), or calls forget() when it was not spooled.
     // When the store fails, or is known to fail, New (fail open: nothing is
     // deduplicated until it answers again).
-    Precheck precheck(const Sha256& hash, const std::string& owner);
+    Precheck precheck(const Sha256& hash, const std::string& key, const std::string& owner);
     // The key is no longer reserved for `owner` (its line was not spooled,
     // was voided, or belongs to a spool now closed).
     void forget(const std::string& key, const std::string& owner);
@@ -128,6 +129,10 @@ private:
     bool refresh();  // registers and refreshes every held owner; true when all are
     void refresher();
     static ClaimOutcome outcome(ClaimState state, bool confirming);
+    // claim_group() and confirm_batch(): one store call; FailedOpen for all
+    // when `not_fresh` or the store fails.
+    std::vector<ClaimOutcome> claim_many(const std::vector<std::string>& keys, const std::string& owner,
+                                         bool confirming, bool not_fresh);
 
     std::uint32_t owner_tag(const std::string& owner);
 

@@ -62,7 +62,7 @@ std::uint32_t KeyMemory::owner_tag(const std::string& owner) {
     return static_cast<std::uint32_t>(owners_.size());
 }
 
-KeyMemory::Seen KeyMemory::check_and_reserve(const Hash& key, std::uint32_t owner, std::uint32_t* holder) {
+KeyMemory::Seen KeyMemory::check_and_reserve(const Hash& key, std::uint32_t owner) {
     Shard& s = shard(key);
     std::lock_guard<std::mutex> lock(s.mutex);
     auto c = s.committed.find(key);
@@ -73,19 +73,11 @@ KeyMemory::Seen KeyMemory::check_and_reserve(const Hash& key, std::uint32_t owne
     if (!s.elsewhere.empty()) {
         auto e = s.elsewhere.find(key);
         if (e != s.elsewhere.end()) {
-            if (e->second > now_ns()) {
-                if (holder) *holder = 0;
-                return Seen::InFlight;
-            }
+            if (e->second > now_ns()) return Seen::InFlight;
             s.elsewhere.erase(e);
         }
     }
-    auto [it, inserted] = s.in_flight.emplace(key, owner);
-    if (!inserted) {
-        if (holder) *holder = it->second;
-        return Seen::InFlight;
-    }
-    return Seen::None;
+    return s.in_flight.emplace(key, owner).second ? Seen::None : Seen::InFlight;
 }
 
 void KeyMemory::forget(const Hash& key, std::uint32_t owner) {
@@ -139,15 +131,6 @@ void KeyMemory::forget_owner(std::uint32_t owner) {
             it = it->second == owner ? s.in_flight.erase(it) : std::next(it);
         }
     }
-}
-
-std::size_t KeyMemory::in_flight() const {
-    std::size_t n = 0;
-    for (const Shard& s : shards_) {
-        std::lock_guard<std::mutex> lock(s.mutex);
-        n += s.in_flight.size();
-    }
-    return n;
 }
 
 bool KeyMemory::parse(std::string_view key, Hash& out) {

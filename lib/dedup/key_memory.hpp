@@ -30,8 +30,8 @@ public:
     enum class Seen {
         None,       // nothing known: ask the store
         Committed,  // delivered recently
-        InFlight,   // accepted by a live spool of this process (`holder` says which), or
-                    // found held by a live writer elsewhere a short while ago
+        InFlight,   // accepted by a live spool of this process, or found held by a live
+                    // writer elsewhere a short while ago
     };
 
     // The memory of the writers of this process on `identity` (empty: a
@@ -45,7 +45,7 @@ public:
 
     // What is known of the key; when nothing is, it becomes in flight for
     // `owner` (the caller then spools its line, or forgets it again).
-    Seen check_and_reserve(const Hash& key, std::uint32_t owner, std::uint32_t* holder);
+    Seen check_and_reserve(const Hash& key, std::uint32_t owner);
     // The key is no longer in flight for `owner` (its line was voided, not
     // accepted, or its claim was not made).
     void forget(const Hash& key, std::uint32_t owner);
@@ -58,8 +58,6 @@ public:
     // Every key `owner` has in flight is forgotten (its spool is closed: the
     // store answers for them from now on).
     void forget_owner(std::uint32_t owner);
-
-    std::size_t in_flight() const;
 
     // "{namespace}:{64 hex digits}" -> the 32 bytes; false for any other key.
     static bool parse(std::string_view key, Hash& out);

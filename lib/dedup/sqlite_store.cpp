@@ -52,7 +52,6 @@ constexpr int kCacheKiB = 16384;  // each connection's page cache, at most
 // Lookups read one snapshot for up to this long (or this many lookups).
 constexpr std::chrono::milliseconds kReadSnapshot{2};
 constexpr int kReadSnapshotUses = 4096;
-constexpr const char* kSchemaVersion = "2";
 
 std::int64_t unix_now() {
     return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())

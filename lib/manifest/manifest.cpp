@@ -37,36 +37,44 @@ std::string_view string_member(const rapidjson::Value& obj, const char* name, st
 // without building a document: only keys at the top of the object count.
 class MetadataFields : public rapidjson::BaseReaderHandler<rapidjson::UTF8<>, MetadataFields> {
 public:
+    enum class Field { None, RecordType, Split, Schema, Fingerprint };
     std::string_view record_type = "unknown", split = "unknown", fingerprint = "unknown";
     std::string schema = "1";
+
+    static Field field_of(std::string_view key) {
+        return key == "record_type"          ? Field::RecordType
+               : key == "split"              ? Field::Split
+               : key == "schema_version"     ? Field::Schema
+               : key == "config_fingerprint" ? Field::Fingerprint
+                                             : Field::None;
+    }
+    // The field the key names, once: None for a key of no field, or one seen
+    // before (the first of a key that comes twice counts, as a document's
+    // FindMember would).
+    Field first(std::string_view key) {
+        const Field f = field_of(key);
+        if (f == Field::None || (seen_ & bit(f))) return Field::None;
+        seen_ |= bit(f);
+        return f;
+    }
+    // A string field's value (`v` must outlive the counting).
+    void set(Field f, std::string_view v) {
+        if (f == Field::RecordType) record_type = v;
+        if (f == Field::Split) split = v;
+        if (f == Field::Fingerprint) fingerprint = v;
+    }
 
     bool StartObject() { return open(); }
     bool EndObject(rapidjson::SizeType) { return close(); }
     bool StartArray() { return open(); }
     bool EndArray(rapidjson::SizeType) { return close(); }
     bool Key(const char* s, rapidjson::SizeType n, bool) {
-        pending_ = Field::None;
-        if (depth_ != 1) return true;
-        const std::string_view k(s, n);
-        Field f = k == "record_type"          ? Field::RecordType
-                  : k == "split"              ? Field::Split
-                  : k == "schema_version"     ? Field::Schema
-                  : k == "config_fingerprint" ? Field::Fingerprint
-                                              : Field::None;
-        // The first of a key that comes twice, as a document's FindMember would.
-        if (f != Field::None && (seen_ & bit(f))) f = Field::None;
-        if (f != Field::None) seen_ |= bit(f);
-        pending_ = f;
+        pending_ = depth_ == 1 ? first(std::string_view(s, n)) : Field::None;
         return true;
     }
     bool String(const char* s, rapidjson::SizeType n, bool) {
-        const std::string_view v(s, n);
-        switch (take()) {
-            case Field::RecordType: record_type = keep(v, 0); break;
-            case Field::Split: split = keep(v, 1); break;
-            case Field::Fingerprint: fingerprint = keep(v, 2); break;
-            default: break;
-        }
+        const Field f = take();
+        if (f != Field::None && f != Field::Schema) set(f, keep(std::string_view(s, n), static_cast<int>(f)));
         return true;
     }
     bool Int(int i) {
@@ -79,7 +87,6 @@ public:
     }
 
 private:
-    enum class Field { None, RecordType, Split, Schema, Fingerprint };
     static unsigned bit(Field f) { return 1u << static_cast<unsigned>(f); }
     Field take() { return std::exchange(pending_, Field::None); }
     bool open() {
@@ -99,7 +106,7 @@ private:
     int depth_ = 0;
     unsigned seen_ = 0;
     Field pending_ = Field::None;
-    std::string copies_[3];
+    std::string copies_[5];  // by Field
 };
 
 // The end of the JSON string whose opening quote is at `at` (the index of
@@ -125,8 +132,8 @@ std::size_t string_end(std::string_view s, std::size_t at, bool& escaped) {
 // its matching bracket. False for anything else (a string with an escape in a
 // counted field, a space, a line that ends early): the reader decides then.
 bool fast_metadata(std::string_view obj, MetadataFields& m) {
+    using Field = MetadataFields::Field;
     if (obj.empty() || obj[0] != '{') return false;
-    unsigned seen = 0;
     std::size_t i = 1;
     while (i < obj.size()) {
         if (obj[i] == '}') return true;
@@ -139,22 +146,15 @@ bool fast_metadata(std::string_view obj, MetadataFields& m) {
         const std::string_view key = obj.substr(i + 1, key_end - i - 1);
         i = key_end + 2;
         if (i >= obj.size()) return false;
-        const int field = key == "record_type"          ? 0
-                          : key == "split"              ? 1
-                          : key == "config_fingerprint" ? 2
-                          : key == "schema_version"     ? 3
-                                                        : -1;
-        const bool first = field >= 0 && !(seen & (1u << field));
-        if (field >= 0) seen |= 1u << field;
+        const Field field = m.first(key);
         const char c = obj[i];
         std::size_t value_end;  // one past the value
         if (c == '"') {
             const std::size_t e = string_end(obj, i, escaped);
             if (e == std::string_view::npos) return false;
-            if (first && field >= 0 && field <= 2) {
+            if (field != Field::None && field != Field::Schema) {
                 if (escaped) return false;
-                const std::string_view v = obj.substr(i + 1, e - i - 1);
-                (field == 0 ? m.record_type : field == 1 ? m.split : m.fingerprint) = v;
+                m.set(field, obj.substr(i + 1, e - i - 1));
             }
             value_end = e + 1;
         } else if (c == '{' || c == '[') {
@@ -178,9 +178,7 @@ bool fast_metadata(std::string_view obj, MetadataFields& m) {
             while (j < obj.size() && obj[j] != ',' && obj[j] != '}') ++j;
             if (j >= obj.size()) return false;
             const std::string_view v = obj.substr(i, j - i);
-            if (first && field >= 0 && field <= 2) {
-                // A counted string field that is not a string: "unknown".
-            } else if (first && field == 3) {
+            if (field == Field::Schema) {  // (a string field that is not a string stays "unknown")
                 bool digits = !v.empty() && v.size() < 10;
                 for (std::size_t k = v[0] == '-' ? 1 : 0; digits && k < v.size(); ++k)
                     digits = v[k] >= '0' && v[k] <= '9';

@@ -105,16 +105,7 @@ void Claimer::settle(std::vector<Item>& group) {
             case ClaimOutcome::Duplicate:
             case ClaimOutcome::Pending: {
                 // Written already, or another live writer's line holds it.
-                Flusher::LineState state = Flusher::LineState::Void;
-                try {
-                    spool_.record_void(item.object_key, item.ref);
-                } catch (const std::exception& e) {
-                    // Still live in the spool: confirming its claim before delivery voids it.
-                    state = Flusher::LineState::Unconfirmed;
-                    logger_.log(LogLevel::Error, "training_output_spool_error", {{"error", e.what()}});
-                }
-                flusher_.settle(item.handle, state, epoch);
-                if (state == Flusher::LineState::Void) {
+                if (flusher_.void_line(spool_, item.handle, item.object_key, item.ref, epoch)) {
                     dedup_.settled_elsewhere(item.key, spool_.id(), outcomes[i]);
                     crash_point("generate.after_void");
                     ++voided;

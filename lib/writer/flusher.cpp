@@ -167,6 +167,19 @@ void Flusher::settle(Handle h, LineState state, std::uint64_t claim_epoch) {
     if (wake) wake_.notify_one();
 }
 
+bool Flusher::void_line(Spool& spool, Handle handle, const std::string& object_key, const SpoolLineRef& ref,
+                        std::uint64_t claim_epoch) {
+    try {
+        spool.record_void(object_key, ref);
+    } catch (const std::exception& e) {
+        logger_.log(LogLevel::Error, "training_output_spool_error", {{"error", e.what()}});
+        settle(handle, LineState::Unconfirmed, claim_epoch);
+        return false;
+    }
+    settle(handle, LineState::Void, claim_epoch);
+    return true;
+}
+
 void Flusher::count_voided(std::size_t lines) {
     std::lock_guard<std::mutex> lock(mutex_);
     stats_.lines_voided += lines;

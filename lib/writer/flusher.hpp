@@ -161,6 +161,12 @@ public:
     // liveness epoch when the claim was made; a claim made before the
     // owners' liveness lapsed is confirmed again.
     void settle(Handle handle, LineState state, std::uint64_t claim_epoch);
+    // The line's content is written already or held elsewhere: a VOID record
+    // in `spool`, then settled Void. When the record cannot be written the
+    // line is settled Unconfirmed (confirming its claim before delivery
+    // voids it) and the error logged; returns false then.
+    bool void_line(Spool& spool, Handle handle, const std::string& object_key, const SpoolLineRef& ref,
+                   std::uint64_t claim_epoch);
     // Lines settled Void after generate() answered (their claim found the
     // content written or held elsewhere): counted in lines_voided.
     void count_voided(std::size_t lines);

@@ -480,8 +480,8 @@ struct TrainingOutput::Impl {
         // What this process and the store know of the content, without a
         // write: a duplicate is answered before anything is spooled.
         const std::string& owner = spool->id();
-        const Precheck known = dedup->precheck(ex.content_hash, owner);
         const std::string key = dedup->key_for(ex.content_hash);
+        const Precheck known = dedup->precheck(ex.content_hash, key, owner);
         if (known == Precheck::Duplicate || known == Precheck::Pending) {
             crash_point("generate.after_void");  // decided, not answered
             return duplicate(ex, key, known == Precheck::Pending ? ClaimOutcome::Pending : ClaimOutcome::Duplicate);
@@ -517,15 +517,7 @@ struct TrainingOutput::Impl {
         const ClaimOutcome claim = dedup->claim(key, owner);
         crash_point("generate.after_claim");
         if (claim == ClaimOutcome::Duplicate || claim == ClaimOutcome::Pending) {
-            Flusher::LineState state = Flusher::LineState::Void;
-            try {
-                spool->record_void(ex.object_key, ref);
-            } catch (const std::exception& e) {
-                // Still live in the spool: confirming its claim before delivery voids it.
-                state = Flusher::LineState::Unconfirmed;
-                logger.log(LogLevel::Error, "training_output_spool_error", {{"error", e.what()}});
-            }
-            flusher->settle(handle, state, epoch);
+            flusher->void_line(*spool, handle, ex.object_key, ref, epoch);
             dedup->settled_elsewhere(key, owner, claim);
             crash_point("generate.after_void");
             return duplicate(ex, key, claim);
