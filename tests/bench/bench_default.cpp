@@ -81,20 +81,12 @@ std::uint64_t write_bytes() {
     return 0;
 }
 
-long rss_kib() {
+// A number field of /proc/self/status ("VmRSS:" in KiB, "Threads:"); 0 when absent.
+long status_field(const std::string& name) {
     std::ifstream in("/proc/self/status");
     std::string line;
     while (std::getline(in, line)) {
-        if (line.rfind("VmRSS:", 0) == 0) return std::atol(line.c_str() + 6);
-    }
-    return 0;
-}
-
-int threads_now() {
-    std::ifstream in("/proc/self/status");
-    std::string line;
-    while (std::getline(in, line)) {
-        if (line.rfind("Threads:", 0) == 0) return std::atoi(line.c_str() + 8);
+        if (line.rfind(name, 0) == 0) return std::atol(line.c_str() + name.size());
     }
     return 0;
 }
@@ -290,16 +282,16 @@ int prefilled(int prefill, int calls) {
 }
 
 int idle(int writers) {
-    const long rss0 = rss_kib();
-    const int threads0 = threads_now();
+    const long rss0 = status_field("VmRSS:");
+    const int threads0 = static_cast<int>(status_field("Threads:"));
     std::vector<std::unique_ptr<to::TrainingOutput>> open;
     for (int i = 0; i < writers; ++i) {
         open.push_back(
             std::make_unique<to::TrainingOutput>(to::Config::from_json(config(fresh("idle-" + std::to_string(i))))));
     }
     std::this_thread::sleep_for(std::chrono::seconds(2));  // what their threads prepare in the background
-    const long rss1 = rss_kib();
-    const int threads1 = threads_now();
+    const long rss1 = status_field("VmRSS:");
+    const int threads1 = static_cast<int>(status_field("Threads:"));
     std::printf(
         "%d idle writers in one process, default configuration: %.1f MiB resident (%.2f MiB each), %d threads\n",
         writers, (rss1 - rss0) / 1024.0, (rss1 - rss0) / 1024.0 / writers, threads1 - threads0);
