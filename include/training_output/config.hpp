@@ -114,6 +114,8 @@ struct Config {
     std::string destination() const;
     // "<output_dir>/.dedup.sqlite3": dedup_db_path when none is given.
     std::string default_dedup_db_path() const;
+    // output_dir + "/.spool".
+    std::string default_spool_dir() const;
 
     // Resolved defaults (dedup_db_path from output_dir, ...). Called by the
     // parsers; call it yourself after filling a Config by hand.

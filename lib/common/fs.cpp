@@ -95,6 +95,19 @@ std::string parent_of(const std::string& path) {
     return path.substr(0, pos);
 }
 
+std::string absolute_path(const std::string& path, const char* key) {
+    std::error_code ec;
+    std::filesystem::path p = std::filesystem::absolute(path, ec);
+    if (!ec) p = std::filesystem::weakly_canonical(p, ec);
+    if (ec) {
+        throw Error(ErrorCode::Config, "configuration key " + json::quote(key) + ": cannot resolve " +
+                                           json::quote(path) + ": " + ec.message());
+    }
+    std::string out = p.string();
+    while (out.size() > 1 && out.back() == '/') out.pop_back();
+    return out;
+}
+
 void remove_tree(const std::string& path) {
     std::error_code ec;
     std::filesystem::remove_all(path, ec);

@@ -44,6 +44,12 @@ bool read_at(int fd, std::uint64_t offset, std::uint64_t size, std::string& out)
 // fsync of a directory (after creating, renaming or removing an entry).
 bool fsync_dir(const std::string& path);
 std::string parent_of(const std::string& path);
+// `path` made absolute (against the working directory) and canonical: the
+// part that exists with its symbolic links, "." and ".." resolved, the rest
+// normalized; no trailing '/'. The identity of a file for writers started in
+// different directories. Throws Error(Config) naming `key` when it cannot be
+// resolved.
+std::string absolute_path(const std::string& path, const char* key);
 // Removes a directory tree; ignores what is already gone.
 void remove_tree(const std::string& path);
 

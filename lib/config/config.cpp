@@ -365,10 +365,11 @@ void Config::finalize() {
     }
     if (!is_valid_utf8(pseudonymization_key_id)) throw config_error("pseudonymization_key_id", "must be UTF-8");
     if (dedup_db_path.empty()) dedup_db_path = default_dedup_db_path();
-    if (spool_dir.empty()) spool_dir = output_dir + "/.spool";
+    if (spool_dir.empty()) spool_dir = default_spool_dir();
 }
 
 std::string Config::default_dedup_db_path() const { return output_dir + "/.dedup.sqlite3"; }
+std::string Config::default_spool_dir() const { return output_dir + "/.spool"; }
 
 std::string Config::destination() const {
     std::string where;

@@ -12,6 +12,7 @@
 
 #include "append/object_appender.hpp"
 #include "common/crash_point.hpp"
+#include "common/fs.hpp"
 #include "common/json.hpp"
 #include "common/version.hpp"
 #include "dedup/deduplicator.hpp"
@@ -26,6 +27,21 @@
 
 namespace training_output {
 namespace {
+
+// The configuration with every path the writer registers or compares (the
+// output directory, the spool, the dedup file: claims name their owner's
+// spool by its path) absolute and canonical, so that writers started in
+// different directories, or naming one directory differently, agree on them.
+Config with_absolute_paths(Config c) {
+    c.finalize();
+    if (!c.enable_training_output) return c;  // no I/O at all
+    const bool default_db = c.dedup_db_path == c.default_dedup_db_path();
+    const bool default_spool = c.spool_dir == c.default_spool_dir();
+    c.output_dir = fs::absolute_path(c.output_dir, "output_dir");
+    c.dedup_db_path = default_db ? c.default_dedup_db_path() : fs::absolute_path(c.dedup_db_path, "dedup_db_path");
+    c.spool_dir = default_spool ? c.default_spool_dir() : fs::absolute_path(c.spool_dir, "spool_dir");
+    return c;
+}
 
 std::unique_ptr<DedupStore> open_store(const Config& c, const Logger& logger) {
     if (c.dedup_store == "memory") return make_memory_dedup_store();
@@ -299,7 +315,7 @@ struct TrainingOutput::Impl {
     };
 
     Impl(Config c, WriterComponents components)
-        : config((c.finalize(), std::move(c))),
+        : config(with_absolute_paths(std::move(c))),
           logger(config.log_level),
           formatter(formatter_options(config), config.templates_file.empty()
                                                    ? TemplateTable::builtin()

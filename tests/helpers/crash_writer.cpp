@@ -5,10 +5,13 @@
 // returns: "W <i>" (written: accepted), "D <i>" (duplicate), "E <i> <msg>"
 // (error). "done" after flush and close. With `threads` > 1, that many
 // threads share the one writer, thread t taking the examples i with
-// i % threads == t.
+// i % threads == t. With TDO_TEST_HOLD_BEFORE_FLUSH set in its environment,
+// it says "held" once every example has its outcome and waits for a line on
+// stdin before it flushes (it still holds the lines it accepted).
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -64,6 +67,11 @@ int main(int argc, char** argv) {
         for (int t = 1; t < threads; ++t) pool.emplace_back(run, t);
         run(0);
         for (auto& t : pool) t.join();
+        if (std::getenv("TDO_TEST_HOLD_BEFORE_FLUSH")) {
+            say("held");
+            char c;
+            while (::read(0, &c, 1) < 0 && errno == EINTR) {}
+        }
         writer.flush();
         writer.close();
     } catch (const to::Error& e) {

@@ -79,7 +79,8 @@ struct Worker {
     int fd = -1;
     std::string buf;
     bool done = false;
-    int reports = 0;  // outcomes reported since it started
+    bool held = false;  // said "held" (TDO_TEST_HOLD_BEFORE_FLUSH)
+    int reports = 0;    // outcomes reported since it started
 };
 
 inline void start(Worker& w, const std::string& helper, const std::string& config, const CrashRun& run) {
@@ -110,8 +111,8 @@ inline bool drain(Worker& w, CrashResult& r, bool block) {
         while ((nl = w.buf.find('\n')) != std::string::npos) {
             std::string line = w.buf.substr(0, nl);
             w.buf.erase(0, nl + 1);
-            if (line == "done") {
-                w.done = true;
+            if (line == "done" || line == "held") {
+                (line == "done" ? w.done : w.held) = true;
                 continue;
             }
             const char kind = line[0];

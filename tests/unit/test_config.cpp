@@ -7,6 +7,8 @@
 #include <set>
 #include <sstream>
 
+#include "common/fs.hpp"
+#include "test_util.hpp"
 #include "training_output/config.hpp"
 #include "training_output/error.hpp"
 
@@ -286,4 +288,24 @@ TEST_CASE("the README's table of status codes is the header's", "[unit][config][
         documented.insert(std::string((*it)[1]) + "=" + std::string((*it)[2]));
     }
     check_same(in_header, documented);
+}
+
+TEST_CASE("config: paths are made absolute and canonical at open, whatever names them", "[unit][config][paths]") {
+    tdo_test::TempDir dir;
+    std::filesystem::create_directories(dir / "real/out");
+    std::filesystem::create_directory_symlink(dir / "real", dir / "link");
+    const std::string canonical = std::filesystem::canonical(dir / "real/out").string();
+    for (const std::string& name :
+         {dir / "real/out", dir / "real/out/", dir / "link/out", dir / "real/./x/../out", dir / "link//out/."}) {
+        INFO(name);
+        CHECK(fs::absolute_path(name, "output_dir") == canonical);
+    }
+    // What does not exist yet is made absolute and normalized all the same.
+    CHECK(fs::absolute_path(dir / "link/new/../later/", "output_dir") ==
+          canonical.substr(0, canonical.size() - 4) + "/later");
+    const auto cwd = std::filesystem::current_path();
+    std::filesystem::current_path(dir / "link");
+    CHECK(fs::absolute_path("out", "output_dir") == canonical);
+    CHECK(fs::absolute_path("./out/../out", "spool_dir") == canonical);
+    std::filesystem::current_path(cwd);
 }

@@ -280,6 +280,68 @@ TEST_CASE("exactly once: a spool is adopted only by writers with its destination
     CHECK(tdo_test::lines_of(tdo_test::read_file(a_dir / kGlucoseKey)).size() == 1u);
 }
 
+TEST_CASE(
+    "exactly once: writers that name one directory by a relative and by an absolute path, from different working "
+    "directories, share its claims",
+    "[unit][crash][paths]") {
+    // Process A runs in X with output_dir "out" and holds 20 lines it has not
+    // delivered; process B, started elsewhere, names X/out by its absolute
+    // path and is handed the same 20 examples. B must see A's claims as held
+    // by a live writer (A's spool exists), not as a dead writer's to take over.
+    tdo_test::TempDir x;
+    const std::string common = ",\"log_level\":\"off\",\"directory_fsync\":false,\"flush_interval_ms\":600000";
+    // A waits for each claim (the claims are A's before B starts).
+    const std::string config_a = "{\"output_dir\":\"out\",\"dedup_pending_outcome\":true" + common + "}";
+    const std::string config_b = "{\"output_dir\":\"" + (x / "out") + "\"" + common + "}";
+    tdo_test::CrashRun run;
+    run.workers = 1;
+    run.per_worker = 20;
+    tdo_test::CrashResult result;
+    int go[2];
+    REQUIRE(::pipe(go) == 0);
+    const std::string helper = TDO_TEST_CRASH_WRITER;
+    auto start = [&](tdo_test::detail::Worker& w, const std::string& cwd, const std::string& config, bool hold) {
+        w.pid = tdo_test::detail::fork_with_stdout(&w.fd, [&] {
+            if (hold) {
+                ::dup2(go[0], 0);
+                ::setenv("TDO_TEST_HOLD_BEFORE_FLUSH", "1", 1);
+            }
+            ::close(go[0]);
+            ::close(go[1]);
+            if (::chdir(cwd.c_str()) != 0) std::_Exit(126);
+            ::execl(helper.c_str(), helper.c_str(), config.c_str(), "0", "0", "20", "0", static_cast<char*>(nullptr));
+        });
+    };
+    tdo_test::detail::Worker a, b;
+    start(a, x.path(), config_a, true);
+    ::close(go[0]);
+    for (int waited_ms = 0; !a.held; waited_ms += 10) {
+        REQUIRE(waited_ms < 60000);
+        REQUIRE(tdo_test::detail::drain(a, result, false));
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    CHECK(result.accepted.size() == 20u);
+    CHECK(std::filesystem::exists(x / "out/.dedup.sqlite3"));
+
+    tdo_test::TempDir elsewhere;
+    start(b, elsewhere.path(), config_b, false);
+    while (tdo_test::detail::drain(b, result, true)) {}
+    ::close(b.fd);
+    CHECK(tdo_test::wait_for(b.pid) == 0);
+    CHECK(b.done);
+
+    REQUIRE(::write(go[1], "\n", 1) == 1);
+    ::close(go[1]);
+    while (tdo_test::detail::drain(a, result, true)) {}
+    ::close(a.fd);
+    CHECK(tdo_test::wait_for(a.pid) == 0);
+    CHECK(a.done);
+    CHECK(result.errors == 0);
+    const std::string object = tdo_test::read_file(x / ("out/" + kStepsKey));
+    tdo_test::check_exactly_once(object, result, run);
+    CHECK(tdo_test::lines_of(object).size() == 20u);
+}
+
 TEST_CASE("exactly once: writers of two destinations started in one directory keep their own dedup memory",
           "[unit][dedup][destination]") {
     // Two prefixes (as two buckets would) in one output directory, on the
