@@ -10,14 +10,20 @@
 // When stderr is a terminal, a progress line there (lines read, written,
 // duplicates, errors, the rate, the backlog) is redrawn twice a second and
 // once at the end of the input; when it is not, nothing but errors goes there.
+// SIGINT or SIGTERM stops the reading: what was accepted is delivered (within
+// flush_timeout_ms), the summary is printed, and the exit status is 128 + the
+// signal (130 for SIGINT). A second signal exits at once; the spool keeps
+// what was accepted for the next run (or `drain`).
 #include <rapidjson/document.h>
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -34,6 +40,25 @@
 namespace to = training_output;
 
 namespace {
+
+volatile std::sig_atomic_t g_stop_signal = 0;
+
+extern "C" void on_stop_signal(int sig) {
+    if (g_stop_signal != 0) ::_exit(128 + sig);  // the second one: at once
+    g_stop_signal = sig;
+}
+
+// SIGINT and SIGTERM set g_stop_signal. Without SA_RESTART a read of the
+// input they interrupt returns, and the library's threads block them, so it
+// is this thread's read they interrupt.
+void catch_stop_signals() {
+    struct sigaction sa {};
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0;
+    ::sigaction(SIGINT, &sa, nullptr);
+    ::sigaction(SIGTERM, &sa, nullptr);
+}
 
 struct Counts {
     int written = 0, duplicate = 0, skipped = 0, disabled = 0, errors = 0;
@@ -158,7 +183,7 @@ int main(int argc, char** argv) {
         }
         if (!output_dir.empty()) {
             // Everything that was under the old output_dir by default follows it.
-            if (config.spool_dir == config.output_dir + "/.spool") config.spool_dir.clear();
+            if (config.spool_dir == config.default_spool_dir()) config.spool_dir.clear();
             if (config.dedup_db_path == config.default_dedup_db_path()) config.dedup_db_path.clear();
             config.output_dir = output_dir;
         }
@@ -198,7 +223,9 @@ int main(int argc, char** argv) {
     bool storage_failed = false;
     std::string line;
     int number = 0;
-    while (std::getline(in, line)) {
+    catch_stop_signals();
+    while (!g_stop_signal && std::getline(in, line)) {
+        if (g_stop_signal) break;  // a line the signal cut short is read again by the next run
         ++number;
         progress.update(*writer, number, running);
         if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
@@ -247,6 +274,11 @@ int main(int argc, char** argv) {
         }
     }
     progress.update(*writer, number, running, true);
+    if (g_stop_signal) {
+        progress.print(std::string("interrupted (") + (g_stop_signal == SIGINT ? "SIGINT" : "SIGTERM") + ") after " +
+                       std::to_string(number) +
+                       " lines: delivering what was accepted; a second signal exits at once (the spool keeps it)");
+    }
     try {
         writer->flush();
         progress.update(*writer, number, running, true);  // the backlog, delivered
@@ -282,5 +314,6 @@ int main(int argc, char** argv) {
     }
     std::printf("%-24s %8d %10d %8d %7d\n", "total", total.written, total.duplicate, total.skipped, total.errors);
     if (total.disabled) std::printf("(%d lines not written: enable_training_output is false)\n", total.disabled);
+    if (g_stop_signal) return 128 + g_stop_signal;
     return storage_failed ? 1 : 0;
 }

@@ -9,6 +9,8 @@
 #include <thread>
 #include <vector>
 
+#include "common/thread.hpp"
+
 namespace training_output {
 
 struct Background::Job::State {
@@ -87,7 +89,7 @@ std::unique_ptr<Background::Job> Background::add(std::function<void()> work) {
     s->jobs.push_back(state);
     if (!s->thread_running) {
         s->thread_running = true;
-        std::thread([s] { run(s); }).detach();
+        start_thread([s] { run(s); }).detach();
     }
     return std::unique_ptr<Job>(new Job(std::move(state)));
 }

@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "common/sha256.hpp"
+#include "common/thread.hpp"
 #include "training_output/error.hpp"
 
 namespace training_output {
@@ -28,7 +29,7 @@ TrainingDeduplicator::TrainingDeduplicator(std::unique_ptr<DedupStore> store, De
           options_.remembered_commits)),
       logger_(logger),
       owner_ttl_(store_->owner_ttl()) {
-    if (owner_ttl_.count() > 0) refresher_ = std::thread([this] { refresher(); });
+    if (owner_ttl_.count() > 0) refresher_ = start_thread([this] { refresher(); });
 }
 
 TrainingDeduplicator::~TrainingDeduplicator() {

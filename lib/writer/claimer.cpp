@@ -2,6 +2,7 @@
 #include "writer/claimer.hpp"
 
 #include "common/crash_point.hpp"
+#include "common/thread.hpp"
 
 namespace training_output {
 namespace {
@@ -34,7 +35,7 @@ void Claimer::add(Item item) {
             // holds no claimer thread.
             if (thread_.joinable()) thread_.join();  // it has ended
             running_ = true;
-            thread_ = std::thread([this] { run(); });
+            thread_ = start_thread([this] { run(); });
         }
     }
     // Woken only from its idle wait: while lines keep coming, it takes them

@@ -1,5 +1,6 @@
 #include "writer/compactor.hpp"
 
+#include "common/thread.hpp"
 #include "training_output/error.hpp"
 
 namespace training_output {
@@ -7,7 +8,7 @@ namespace training_output {
 Compactor::Compactor(BatchObjects& batches, const Logger& logger, std::chrono::milliseconds interval,
                      std::function<void()> stop_work)
     : batches_(batches), logger_(logger), interval_(interval), stop_work_(std::move(stop_work)) {
-    thread_ = std::thread([this] { run(); });
+    thread_ = start_thread([this] { run(); });
 }
 
 Compactor::~Compactor() { stop(); }

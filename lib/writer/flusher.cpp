@@ -4,6 +4,7 @@
 #include "common/crc32c.hpp"
 #include "common/json.hpp"
 #include "common/random.hpp"
+#include "common/thread.hpp"
 
 namespace training_output {
 
@@ -56,7 +57,7 @@ Flusher::Flusher(ObjectAppender& appender, BatchObjects& batches, TrainingDedupl
     adopt_now();
     next_adopt_ = Clock::now() + options_.adopt_interval;
     next_maintain_ = Clock::now() + options_.maintain_interval;
-    thread_ = std::thread([this] { run(); });
+    thread_ = start_thread([this] { run(); });
 }
 
 Flusher::~Flusher() {
