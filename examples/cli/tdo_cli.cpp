@@ -13,7 +13,7 @@
 // SIGINT or SIGTERM stops the reading: what was accepted is delivered (within
 // flush_timeout_ms), the summary is printed, and the exit status is 128 + the
 // signal (130 for SIGINT). A second signal exits at once; the spool keeps
-// what was accepted for the next run (or `drain`).
+// what was accepted for the next run.
 #include <rapidjson/document.h>
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
