@@ -25,6 +25,14 @@ inline training_output::OwnerRecord make_owner(const std::string& dir, const std
     return o;
 }
 
+// make_owner(), registered with `store`.
+template <class Store>
+training_output::OwnerRecord registered_owner(Store& store, const std::string& dir, const std::string& name) {
+    auto o = make_owner(dir, name);
+    store.register_owner(o);
+    return o;
+}
+
 // Polls until `claim` answers `want` or 5 s passed (a TTL running out).
 template <class Claim, class State>
 bool eventually(Claim&& claim, State want) {
@@ -40,10 +48,8 @@ bool eventually(Claim&& claim, State want) {
 inline void check_dedup_conformance(training_output::DedupStore& store, const std::string& ns, const std::string& dir) {
     using namespace std::chrono_literals;
     const auto k = [&](const char* name) { return ns + ":" + name; };
-    const auto a = make_owner(dir, ns + "-a"), b = make_owner(dir, ns + "-b"), c = make_owner(dir, ns + "-c");
-    store.register_owner(a);
-    store.register_owner(b);
-    store.register_owner(c);
+    const auto a = registered_owner(store, dir, ns + "-a"), b = registered_owner(store, dir, ns + "-b"),
+               c = registered_owner(store, dir, ns + "-c");
 
     CHECK(store.claim(k("a"), a.id, 60s) == ClaimState::Claimed);
     CHECK(store.claim(k("a"), a.id, 60s) == ClaimState::Own);   // its own already (an adopter confirming)
@@ -96,9 +102,7 @@ inline void check_dedup_two_writers(training_output::DedupStore& a, training_out
                                     const std::string& ns, const std::string& dir) {
     using namespace std::chrono_literals;
     const std::string x = ns + ":x", pending = ns + ":pending";
-    const auto oa = make_owner(dir, ns + "-wa"), ob = make_owner(dir, ns + "-wb");
-    a.register_owner(oa);
-    b.register_owner(ob);
+    const auto oa = registered_owner(a, dir, ns + "-wa"), ob = registered_owner(b, dir, ns + "-wb");
     CHECK(a.claim(x, oa.id, 60s) == ClaimState::Claimed);
     a.commit({x}, 0s);
     CHECK(b.claim(x, ob.id, 60s) == ClaimState::Committed);

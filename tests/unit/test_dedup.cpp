@@ -37,9 +37,8 @@ TEST_CASE("dedup stores: claims owned by spools, commits, expiry, batches", "[un
 TEST_CASE("sqlite dedup: an owner is alive while its spool directory exists", "[unit][dedup]") {
     tdo_test::TempDir dir;
     auto store = make_store("sqlite", dir);
-    const auto a = tdo_test::make_owner(dir.path(), "a"), b = tdo_test::make_owner(dir.path(), "b");
-    store->register_owner(a);
-    store->register_owner(b);
+    const auto a = tdo_test::registered_owner(*store, dir.path(), "a"),
+               b = tdo_test::registered_owner(*store, dir.path(), "b");
     CHECK(store->claim("training:x", a.id, 1s) == ClaimState::Claimed);
     CHECK(store->claim("training:y", a.id, 1s) == ClaimState::Claimed);
     // Its claim TTL ran out, but its spool is still there (an orphan on this
@@ -104,9 +103,8 @@ void sql_exec(const std::string& path, const std::string& sql) {
 TEST_CASE("sqlite dedup: a writer's key is 32 bytes; lookups answer without writing", "[unit][dedup]") {
     tdo_test::TempDir dir;
     auto store = make_store("sqlite", dir);
-    const auto me = tdo_test::make_owner(dir.path(), "me"), other = tdo_test::make_owner(dir.path(), "other");
-    store->register_owner(me);
-    store->register_owner(other);
+    const auto me = tdo_test::registered_owner(*store, dir.path(), "me"),
+               other = tdo_test::registered_owner(*store, dir.path(), "other");
     const std::string k1 = "training:" + std::string(64, 'a'), k2 = "training:" + std::string(63, 'b') + "c";
     CHECK(store->lookup(k1, me.id) == KeyState::Absent);
     CHECK(store->claim(k1, me.id, 60s) == ClaimState::Claimed);
@@ -155,8 +153,7 @@ TEST_CASE("sqlite dedup: a file of the first version is converted at open", "[un
                  "INSERT INTO dedup VALUES('" +
                  orphan + "', 0, 'never-registered', 4102444800);");
     auto store = make_store("sqlite", dir);
-    const auto me = tdo_test::make_owner(dir.path(), "me");
-    store->register_owner(me);
+    const auto me = tdo_test::registered_owner(*store, dir.path(), "me");
     CHECK(store->claim(committed, me.id, 60s) == ClaimState::Committed);
     CHECK(store->claim(held, me.id, 60s) == ClaimState::Held);  // its owner's spool is still there
     CHECK(store->claim(orphan, me.id, 60s) == ClaimState::Claimed);
@@ -192,9 +189,8 @@ TEST_CASE("sqlite dedup: the claims of owners that are gone are swept, a slice a
     tdo_test::TempDir dir;
     auto store = make_store("sqlite", dir);
     const std::string path = dir / "dedup.sqlite3";
-    const auto gone = tdo_test::make_owner(dir.path(), "gone"), live = tdo_test::make_owner(dir.path(), "live");
-    store->register_owner(gone);
-    store->register_owner(live);
+    const auto gone = tdo_test::registered_owner(*store, dir.path(), "gone"),
+               live = tdo_test::registered_owner(*store, dir.path(), "live");
     std::vector<std::string> orphans, held, committed;
     for (int i = 0; i < 5000; ++i) orphans.push_back("training:" + hex_hash("orphan " + std::to_string(i)));
     for (int i = 0; i < 100; ++i) held.push_back("training:" + hex_hash("held " + std::to_string(i)));
@@ -244,8 +240,7 @@ TEST_CASE("sqlite dedup: two writers on one file, and a reopen", "[unit][dedup]"
         tdo_test::check_dedup_two_writers(*a, *b, "training", dir.path());
     }
     auto store = make_store("sqlite", dir);
-    const auto c = tdo_test::make_owner(dir.path(), "c");
-    store->register_owner(c);
+    const auto c = tdo_test::registered_owner(*store, dir.path(), "c");
     CHECK(store->claim("training:x", c.id, 60s) == ClaimState::Committed);   // committed before the reopen
     CHECK(store->claim("training:pending", c.id, 60s) == ClaimState::Held);  // a live owner's, from before
     CHECK(store->claim("training:z", c.id, 60s) == ClaimState::Claimed);
@@ -254,8 +249,7 @@ TEST_CASE("sqlite dedup: two writers on one file, and a reopen", "[unit][dedup]"
 TEST_CASE("sqlite dedup: claims go on while a large commit is written", "[unit][dedup][concurrency]") {
     tdo_test::TempDir dir;
     auto store = make_store("sqlite", dir);
-    const auto me = tdo_test::make_owner(dir.path(), "me");
-    store->register_owner(me);
+    const auto me = tdo_test::registered_owner(*store, dir.path(), "me");
     std::vector<std::string> keys;
     for (int i = 0; i < 30000; ++i) keys.push_back("training:committed-" + std::to_string(i));
     std::atomic<bool> committing{false}, committed{false};
