@@ -243,6 +243,21 @@ int tdo_writer_close(tdo_writer* writer) {
     return status;
 }
 
+int tdo_drain(const char* config_json, char** out_report_json) {
+    TDO_TRY
+    if (out_report_json) *out_report_json = nullptr;
+    Config config = config_json ? Config::from_json(config_json) : Config::from_environment();
+    const training_output::DrainReport r = TrainingOutput::drain(std::move(config));
+    if (out_report_json) {
+        *out_report_json = copy_out("{\"spools_adopted\":" + std::to_string(r.spools_adopted) +
+                                    ",\"lines_recovered\":" + std::to_string(r.lines_recovered) +
+                                    ",\"lines_appended\":" + std::to_string(r.lines_appended) +
+                                    ",\"lines_voided\":" + std::to_string(r.lines_voided) + "}");
+    }
+    return TDO_OK;
+    TDO_CATCH
+}
+
 int tdo_writer_stats(tdo_writer* writer, char** out_json) {
     TDO_TRY
     if (!out_json) return fail(TDO_E_INVALID_ARGUMENT, "tdo_writer_stats: out_json is NULL");

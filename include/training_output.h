@@ -43,7 +43,7 @@
 #include <stddef.h>
 
 #define TDO_VERSION_MAJOR 0
-#define TDO_VERSION_MINOR 2
+#define TDO_VERSION_MINOR 3
 #define TDO_VERSION_PATCH 0
 #define TDO_VERSION_NUMBER (TDO_VERSION_MAJOR * 10000 + TDO_VERSION_MINOR * 100 + TDO_VERSION_PATCH)
 
@@ -173,6 +173,19 @@ TDO_API int tdo_writer_close(tdo_writer* writer);
  * errors, dedup_store_errors, ...). *out_json must be freed with tdo_free().
  */
 TDO_API int tdo_writer_stats(tdo_writer* writer, char** out_json);
+
+/*
+ * Delivers what writers of this configuration left in their spools (they
+ * died, or closed before they could deliver): opens a writer on
+ * `config_json` (NULL: the environment), adopts every orphaned spool,
+ * delivers its lines and closes. Spools of live writers are left to them.
+ * TDO_OK when nothing orphaned is left; otherwise the error, and
+ * tdo_last_error() says why (TDO_E_TIMEOUT after flush_timeout_ms,
+ * TDO_E_STORAGE when a spool could not be adopted). When `out_report_json`
+ * is not NULL it receives {"spools_adopted":N,"lines_recovered":N,
+ * "lines_appended":N,"lines_voided":N} on success (release with tdo_free()).
+ */
+TDO_API int tdo_drain(const char* config_json, char** out_report_json);
 
 /* A batch that landed (tdo_writer_set_delivery_callback). */
 typedef struct tdo_delivery {

@@ -4,6 +4,8 @@
 // per health domain.
 //
 // Usage: training-output-cli [--config FILE] [--output-dir DIR] [--log-level LEVEL] [--metrics] [INPUT|-]
+//        training-output-cli drain [--config FILE] [--output-dir DIR] [--log-level LEVEL]
+// (drain: delivers what writers of the configuration left in their spools.)
 // Without --config the configuration comes from the environment (ETL_*).
 // --metrics prints the writer's metrics (Prometheus text) at exit. The exit
 // status is 1 when something could not be delivered (it stays in the spool).
@@ -141,8 +143,48 @@ private:
 
 int usage() {
     std::cerr
-        << "usage: training-output-cli [--config FILE] [--output-dir DIR] [--log-level LEVEL] [--metrics] [INPUT|-]\n";
+        << "usage: training-output-cli [--config FILE] [--output-dir DIR] [--log-level LEVEL] [--metrics] [INPUT|-]\n"
+           "       training-output-cli drain [--config FILE] [--output-dir DIR] [--log-level LEVEL]\n";
     return 2;
+}
+
+// The configuration: from FILE (JSON) or the environment, with --output-dir
+// and --log-level over it. Throws to::Error; "cannot read FILE" as Error(Config).
+to::Config load_config(const std::string& config_file, const std::string& output_dir, const std::string& log_level) {
+    to::Config config;
+    if (!config_file.empty()) {
+        std::ifstream in(config_file);
+        if (!in) throw to::Error(to::ErrorCode::Config, "cannot read " + config_file);
+        std::stringstream ss;
+        ss << in.rdbuf();
+        config = to::Config::from_json(ss.str());
+    } else {
+        config = to::Config::from_environment();
+    }
+    if (!output_dir.empty()) {
+        // Everything that was under the old output_dir by default follows it.
+        if (config.spool_dir == config.default_spool_dir()) config.spool_dir.clear();
+        if (config.dedup_db_path == config.default_dedup_db_path()) config.dedup_db_path.clear();
+        config.output_dir = output_dir;
+    }
+    if (!log_level.empty()) config.log_level = to::parse_log_level(log_level);
+    config.finalize();
+    return config;
+}
+
+// `drain`: delivers what writers of the configuration left in their spools.
+int drain(const to::Config& config) {
+    try {
+        const to::DrainReport r = to::TrainingOutput::drain(config);
+        std::printf("spools adopted %llu, lines found %llu, in their objects %llu, already delivered %llu\n",
+                    static_cast<unsigned long long>(r.spools_adopted),
+                    static_cast<unsigned long long>(r.lines_recovered),
+                    static_cast<unsigned long long>(r.lines_appended), static_cast<unsigned long long>(r.lines_voided));
+        return 0;
+    } catch (const to::Error& e) {
+        std::cerr << "drain: " << e.what() << " (" << to::error_code_name(e.code()) << ")\n";
+        return 1;
+    }
 }
 
 }  // namespace
@@ -150,7 +192,8 @@ int usage() {
 int main(int argc, char** argv) {
     std::string config_file, output_dir, log_level, input = "-";
     bool print_metrics = false;
-    for (int i = 1; i < argc; ++i) {
+    const bool drain_only = argc > 1 && std::string(argv[1]) == "drain";
+    for (int i = drain_only ? 2 : 1; i < argc; ++i) {
         std::string a = argv[i];
         if (a == "--metrics") {
             print_metrics = true;
@@ -159,7 +202,7 @@ int main(int argc, char** argv) {
         } else if (a == "-h" || a == "--help") {
             usage();
             return 0;
-        } else if (!a.empty() && a[0] == '-' && a != "-") {
+        } else if ((!a.empty() && a[0] == '-' && a != "-") || drain_only) {
             return usage();
         } else {
             input = a;
@@ -168,27 +211,8 @@ int main(int argc, char** argv) {
 
     std::unique_ptr<to::TrainingOutput> writer;
     try {
-        to::Config config;
-        if (!config_file.empty()) {
-            std::ifstream in(config_file);
-            if (!in) {
-                std::cerr << "cannot read " << config_file << "\n";
-                return 1;
-            }
-            std::stringstream ss;
-            ss << in.rdbuf();
-            config = to::Config::from_json(ss.str());
-        } else {
-            config = to::Config::from_environment();
-        }
-        if (!output_dir.empty()) {
-            // Everything that was under the old output_dir by default follows it.
-            if (config.spool_dir == config.default_spool_dir()) config.spool_dir.clear();
-            if (config.dedup_db_path == config.default_dedup_db_path()) config.dedup_db_path.clear();
-            config.output_dir = output_dir;
-        }
-        if (!log_level.empty()) config.log_level = to::parse_log_level(log_level);
-        config.finalize();
+        const to::Config config = load_config(config_file, output_dir, log_level);
+        if (drain_only) return drain(config);
         writer = std::make_unique<to::TrainingOutput>(config);
     } catch (const to::Error& e) {
         std::cerr << "cannot open the writer: " << e.what() << " (" << to::error_code_name(e.code()) << ")\n";

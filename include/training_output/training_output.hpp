@@ -52,6 +52,14 @@ struct WriterStats {
     std::uint64_t spool_fsync_errors = 0;    // failed fsyncs of the spool (its lines stay accepted)
 };
 
+// What TrainingOutput::drain() did, since the writer opened.
+struct DrainReport {
+    std::uint64_t spools_adopted = 0;   // orphaned spools taken over
+    std::uint64_t lines_recovered = 0;  // lines found in them
+    std::uint64_t lines_appended = 0;   // lines now in their objects
+    std::uint64_t lines_voided = 0;     // found to be duplicates (delivered before, or by another writer)
+};
+
 // A batch that landed (TrainingOutput::set_delivery_callback).
 struct Delivery {
     std::string object_key;   // the monthly file, or (s3_append_mode=batches) the batch's own object
@@ -97,6 +105,16 @@ public:
     // (as flush()) when lines could not be delivered: they stay in the spool,
     // and the next writer that opens on it delivers them.
     void close();
+
+    // Adopts every orphaned spool of this configuration (of a writer that
+    // died, or closed before it could deliver) and delivers what they hold,
+    // then returns what this writer adopted and delivered since it opened.
+    // Throws as flush(), or Error(Storage) saying how many spools could not
+    // be adopted (a spool whose replay fails stays for a later writer; the
+    // log says why). Spools of live writers are left to them.
+    DrainReport drain();
+    // Opens a writer on `config`, drain()s and closes it.
+    static DrainReport drain(Config config);
 
     // Called once for each batch that lands from now on, on the writer's
     // background thread, after the batch is recorded as delivered (so

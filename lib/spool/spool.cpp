@@ -120,6 +120,21 @@ std::unique_ptr<Spool> Spool::create(const SpoolOptions& options, const Logger* 
     throw Error(ErrorCode::Storage, "cannot create a spool directory in " + json::quote(options.dir));
 }
 
+std::size_t Spool::count_orphans(const SpoolOptions& options) {
+    std::size_t count = 0;
+    for (const auto& name : list_dir(options.dir)) {
+        if (name.rfind("w-", 0) != 0) continue;
+        const std::string dir = options.dir + "/" + name;
+        const auto destination = read_destination(dir);
+        if (destination && *destination != options.destination) continue;
+        const int fd = lock_existing(dir + "/lock");
+        if (fd < 0) continue;  // a live writer's (or one being removed)
+        ::close(fd);
+        ++count;
+    }
+    return count;
+}
+
 std::vector<std::unique_ptr<Spool>> Spool::adopt_orphans(const SpoolOptions& options, const Logger* logger,
                                                          std::uint64_t max_bytes) {
     std::vector<std::unique_ptr<Spool>> out;

@@ -145,6 +145,9 @@ public:
     // the rest wait for a later call.
     static std::vector<std::unique_ptr<Spool>> adopt_orphans(const SpoolOptions& options, const Logger* logger,
                                                              std::uint64_t max_bytes = UINT64_MAX);
+    // How many subdirectories of options.dir with the same destination have
+    // no owner now (their locks are free): what adopt_orphans() would take.
+    static std::size_t count_orphans(const SpoolOptions& options);
 
     ~Spool();  // unlocks; a settled spool's subdirectory is removed
     Spool(const Spool&) = delete;

@@ -131,6 +131,14 @@ void Flusher::adopt_now() {
     wake_.notify_one();
 }
 
+void Flusher::adopt_soon() {
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        next_adopt_ = Clock::now();
+    }
+    wake_.notify_one();
+}
+
 Flusher::Handle Flusher::add(const std::string& object_key, const SpoolLineRef& ref) {
     std::lock_guard<std::mutex> lock(mutex_);
     // Runs of lines go to one object: keep where the last one went

@@ -178,6 +178,9 @@ public:
     // the spool; the next writer that opens on it delivers them.
     void close();
     FlusherStats stats() const;
+    // Looks for orphaned spools to adopt now rather than at the next
+    // adopt_interval (on the flusher's thread).
+    void adopt_soon();
 
 private:
     struct PendingCommit {

@@ -646,6 +646,45 @@ void TrainingOutput::flush() {
     span(0);
 }
 
+DrainReport TrainingOutput::drain() {
+    if (!impl_) throw Error(ErrorCode::Forked, "this writer was opened in another process (before a fork())");
+    impl_->check_process();
+    Impl::Call call(*impl_);
+    DrainReport r;
+    if (!impl_->flusher) return r;  // enable_training_output is false
+    const SpoolOptions so = spool_options(impl_->config);
+    for (;;) {
+        flush();
+        const std::size_t left = Spool::count_orphans(so);
+        if (left == 0) break;
+        // Adoption stops at spool_max_bytes of lines a round; those are delivered, then the next.
+        const std::uint64_t adopted = impl_->flusher->stats().spools_adopted;
+        impl_->flusher->adopt_soon();
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+        while (impl_->flusher->stats().spools_adopted == adopted && std::chrono::steady_clock::now() < deadline) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+        if (impl_->flusher->stats().spools_adopted == adopted) {
+            throw Error(ErrorCode::Storage, std::to_string(left) + " orphaned spool(s) in " + json::quote(so.dir) +
+                                                " could not be adopted (the log says why); they stay for a "
+                                                "later writer");
+        }
+    }
+    const FlusherStats f = impl_->flusher->stats();
+    r.spools_adopted = f.spools_adopted;
+    r.lines_recovered = f.lines_recovered;
+    r.lines_appended = f.lines_appended;
+    r.lines_voided = f.lines_voided;
+    return r;
+}
+
+DrainReport TrainingOutput::drain(Config config) {
+    TrainingOutput writer(std::move(config));
+    const DrainReport r = writer.drain();
+    writer.close();
+    return r;
+}
+
 void TrainingOutput::close() {
     if (!impl_ || abandon_if_forked(impl_)) return;
     if (impl_->closed.exchange(true)) return;

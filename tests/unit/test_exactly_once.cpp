@@ -342,6 +342,45 @@ TEST_CASE(
     CHECK(tdo_test::lines_of(object).size() == 20u);
 }
 
+TEST_CASE("exactly once: drain delivers a SIGKILLed writer's spool and leaves a live writer's alone",
+          "[unit][crash][drain]") {
+    tdo_test::TempDir dir;
+    const std::string config = local_config(dir, ",\"flush_interval_ms\":600000");
+    tdo_test::CrashRun run;
+    run.workers = 1;
+    run.per_worker = 300;
+    run.delay_us = 5000;  // killed well before its last example
+    tdo_test::CrashResult result;
+    // A live writer of the same configuration, opened while the other one
+    // runs (a writer adopts what is orphaned when it opens, and every 10 s
+    // after), holds a line of its own.
+    TrainingOutput live(Config::from_json(config));
+    CHECK(live.generate("Live writer example.", tdo_test::message_json("StepsRecord"), tdo_test::result_json()) ==
+          Outcome::Written);
+    tdo_test::detail::Worker w;
+    tdo_test::detail::start(w, TDO_TEST_CRASH_WRITER, config, run);
+    while (result.reported.size() < 100) {
+        REQUIRE(tdo_test::detail::drain(w, result, false));
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    ::kill(w.pid, SIGKILL);
+    ::waitpid(w.pid, nullptr, 0);
+    tdo_test::detail::drain(w, result, true);
+    ::close(w.fd);
+    REQUIRE_FALSE(w.done);
+
+    const DrainReport report = TrainingOutput::drain(Config::from_json(config));
+    CHECK(report.spools_adopted == 1);
+    CHECK(report.lines_appended + report.lines_voided >= result.accepted.size());
+    const std::string object = tdo_test::read_file(dir / kStepsKey);
+    tdo_test::check_exactly_once(object, result, run);
+    CHECK(tdo_test::lines_of(object).size() == result.accepted.size());  // the live writer's line is still its own
+    live.close();
+    CHECK(tdo_test::lines_of(tdo_test::read_file(dir / kStepsKey)).size() == result.accepted.size() + 1);
+    // Nothing left: a second drain adopts nothing.
+    CHECK(TrainingOutput::drain(Config::from_json(config)).spools_adopted == 0);
+}
+
 TEST_CASE("exactly once: writers of two destinations started in one directory keep their own dedup memory",
           "[unit][dedup][destination]") {
     // Two prefixes (as two buckets would) in one output directory, on the

@@ -36,9 +36,9 @@ __all__ = [
 
 # The ABI this wrapper was written against: same major, at least this minor.
 _ABI_MAJOR = 0
-_ABI_MINOR = 2
+_ABI_MINOR = 3
 # The package's version: the C header's (a test checks them against each other).
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 # The build directories of a source checkout, as the README names them (the
 # presets' build/<preset>, and build/ itself); sanitizer builds last, as they
 # load only with their runtime preloaded.
@@ -145,6 +145,7 @@ _FUNCTIONS = [
     ("tdo_writer_flush", [ctypes.c_void_p], ctypes.c_int, _check_status),
     ("tdo_writer_close", [ctypes.c_void_p], ctypes.c_int, _check_status),
     ("tdo_writer_stats", [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)], ctypes.c_int, _check_status),
+    ("tdo_drain", [ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p)], ctypes.c_int, _check_status),
     ("tdo_shutdown", [], ctypes.c_int, _check_status),
     ("tdo_last_error", [], ctypes.c_char_p, None),
     ("tdo_status_name", [ctypes.c_int], ctypes.c_char_p, None),
@@ -219,6 +220,21 @@ def _last_error() -> str:
 
 def _status_name(status: int) -> str:
     return (_lib.tdo_status_name(status) or b"").decode()
+
+
+def drain(config: Union[Mapping[str, Any], str, None] = None, library: Optional[str] = None) -> Dict[str, int]:
+    """Delivers what writers of this configuration left in their spools (they died, or closed
+    before they could deliver): adopts every orphaned spool, delivers its lines, and returns
+    {"spools_adopted", "lines_recovered", "lines_appended", "lines_voided"}. Raises
+    TrainingOutputError (TIMEOUT, STORAGE) when something is left. Spools of live writers are
+    left to them."""
+    lib = load_library(library)
+    out = ctypes.c_void_p()
+    lib.tdo_drain(_json(config, "config"), ctypes.byref(out))
+    try:
+        return json.loads(ctypes.string_at(out.value).decode())
+    finally:
+        lib.tdo_free(out)
 
 
 def last_skip_reason() -> str:
