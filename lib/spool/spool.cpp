@@ -54,6 +54,25 @@ std::optional<std::string> read_destination(const std::string& dir) {
     return std::string(json::view(doc["destination"]));
 }
 
+// The lock of the orphaned spool `name` in options.dir: a spool directory
+// meant for the same destination (a spool of an earlier version records none
+// and is anyone's) whose owner is gone. -1 for anything else (a live writer's
+// spool, one being removed, another destination's).
+int lock_orphan(const SpoolOptions& options, const std::string& name) {
+    if (name.rfind("w-", 0) != 0) return -1;
+    const std::string dir = options.dir + "/" + name;
+    auto destination = read_destination(dir);
+    if (destination && *destination != options.destination) return -1;
+    const int fd = lock_existing(dir + "/lock");
+    if (fd < 0) return -1;
+    destination = read_destination(dir);  // as it is now that it is ours
+    if (destination && *destination != options.destination) {
+        ::close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 }  // namespace
 
 SpoolFsync parse_spool_fsync(const std::string& text) {
@@ -123,12 +142,8 @@ std::unique_ptr<Spool> Spool::create(const SpoolOptions& options, const Logger* 
 std::size_t Spool::count_orphans(const SpoolOptions& options) {
     std::size_t count = 0;
     for (const auto& name : list_dir(options.dir)) {
-        if (name.rfind("w-", 0) != 0) continue;
-        const std::string dir = options.dir + "/" + name;
-        const auto destination = read_destination(dir);
-        if (destination && *destination != options.destination) continue;
-        const int fd = lock_existing(dir + "/lock");
-        if (fd < 0) continue;  // a live writer's (or one being removed)
+        const int fd = lock_orphan(options, name);
+        if (fd < 0) continue;
         ::close(fd);
         ++count;
     }
@@ -154,18 +169,8 @@ std::vector<std::unique_ptr<Spool>> Spool::adopt_orphans(const SpoolOptions& opt
             }
             continue;
         }
-        if (name.rfind("w-", 0) != 0) continue;
-        // Only what is meant for the same destination (a spool of an earlier
-        // version records none and is anyone's).
-        auto destination = read_destination(dir);
-        if (destination && *destination != options.destination) continue;
-        int fd = lock_existing(dir + "/lock");
-        if (fd < 0) continue;                 // a live writer's, or being removed
-        destination = read_destination(dir);  // as it is now that it is ours
-        if (destination && *destination != options.destination) {
-            ::close(fd);
-            continue;
-        }
+        const int fd = lock_orphan(options, name);
+        if (fd < 0) continue;
         std::unique_ptr<Spool> s(new Spool(options, dir, name.substr(2), logger));
         s->lock_fd_ = fd;
         const auto replay_started = std::chrono::steady_clock::now();
