@@ -8,14 +8,13 @@ Run: test_cli_drain.py CLI WORK_DIR   (TDO_LIBRARY: the C library, for the Pytho
 """
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "capi", "python"))
 import training_output as tdo  # noqa: E402
-from test_cli_signals import complete, lines_written, wait_until_writing, write_input  # noqa: E402
+from test_cli_signals import complete, fresh_input, lines_written, wait_until_writing  # noqa: E402
 
 ENV = dict(os.environ, ETL_LOG_LEVEL="off")
 
@@ -53,10 +52,7 @@ def check_drained(out, before, report):
 
 def main():
     cli, work = sys.argv[1:3]
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
-    data = os.path.join(work, "input.jsonl")
-    write_input(data)
+    data = fresh_input(work)
 
     out = os.path.join(work, "cli")
     before = killed_run(cli, out, data)

@@ -27,6 +27,15 @@ def write_input(path):
             }) + "\n")
 
 
+def fresh_input(work):
+    """An empty WORK_DIR with the 200,000-line input in it; the input's path."""
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    data = os.path.join(work, "input.jsonl")
+    write_input(data)
+    return data
+
+
 def lines_written(out):
     outputs = []
     for path in glob.glob(os.path.join(out, "training", "**", "*.jsonl"), recursive=True):
@@ -65,10 +74,7 @@ def complete(cli, out, data):
 
 def main():
     cli, work = sys.argv[1:3]
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
-    data = os.path.join(work, "input.jsonl")
-    write_input(data)
+    data = fresh_input(work)
 
     # One SIGINT: a summary, the accepted lines delivered, status 130, within 5 s.
     out = os.path.join(work, "once")
