@@ -12,6 +12,7 @@
 
 #include "common/json.hpp"
 #include "common/random.hpp"
+#include "common/thread.hpp"
 #include "s3/http_client.hpp"
 #include "s3/s3_response.hpp"
 #include "s3/s3_xml.hpp"
@@ -183,9 +184,19 @@ struct CurlS3Sink::Impl {
     std::atomic<bool> etag_style_confirmed{false};
     std::atomic<bool> multi_delete{true};  // DeleteObjects works (until a server says it has none)
 
-    std::mutex probe_mutex;
+    std::mutex probe_mutex;  // one probe at a time
     std::atomic<bool> probed{false};
-    SinkCapabilities caps;  // guarded by probe_mutex until probed
+    mutable std::mutex caps_mutex;  // never held across a request
+    SinkCapabilities caps;          // under caps_mutex
+
+    // The probe runs on its own thread: open waits for its first answer at
+    // most options.probe_wait, then returns (safe capabilities until then).
+    std::thread prober;
+    std::mutex prober_mutex;
+    std::condition_variable prober_cv;
+    bool first_probe_done = false;   // under prober_mutex
+    bool open_returned = false;      // under prober_mutex: an error found later is logged
+    std::exception_ptr probe_error;  // under prober_mutex
 
     std::atomic<std::uint64_t> requests{0}, retries{0}, bytes_sent{0}, body_bytes_sent{0}, bytes_received{0};
     std::atomic<std::uint64_t> by_operation[kOps][kStatuses] = {};  // each answer, retries included
@@ -598,18 +609,40 @@ struct CurlS3Sink::Impl {
     }
 
     void probe(CurlS3Sink& sink);
+    void probe_until_answered(CurlS3Sink& sink);
+
+    // Ends the probe's thread (its request in progress aborts).
+    void stop_prober(CurlS3Sink& sink) {
+        if (!prober.joinable()) return;
+        sink.cancel();
+        prober.join();
+    }
 };
 
 CurlS3Sink::CurlS3Sink(S3SinkOptions options, const Logger* logger)
     : impl_(std::make_unique<Impl>(std::move(options), logger)) {
-    probe();
-    if (impl_->options.native_append == NativeAppend::On && impl_->probed.load() && !impl_->caps.native_append) {
-        throw Error(ErrorCode::Config, "configuration key \"s3_append_mode\": native, but " + impl_->describe() +
-                                           " has no native appends (its probe found none); use auto or copy");
+    Impl& m = *impl_;
+    if (m.probed.load()) return;  // nothing to probe
+    m.prober = start_thread([this] { impl_->probe_until_answered(*this); });
+    std::exception_ptr error;
+    {
+        std::unique_lock<std::mutex> lock(m.prober_mutex);
+        m.prober_cv.wait_for(lock, m.options.probe_wait, [&] { return m.first_probe_done; });
+        m.open_returned = true;
+        error = m.probe_error;
+    }
+    if (!error && m.options.native_append == NativeAppend::On && m.probed.load() && !capabilities().native_append) {
+        error = std::make_exception_ptr(
+            Error(ErrorCode::Config, "configuration key \"s3_append_mode\": native, but " + m.describe() +
+                                         " has no native appends (its probe found none); use auto or copy"));
+    }
+    if (error) {
+        m.stop_prober(*this);
+        std::rethrow_exception(error);
     }
 }
 
-CurlS3Sink::~CurlS3Sink() = default;
+CurlS3Sink::~CurlS3Sink() { impl_->stop_prober(*this); }
 
 SinkResponse CurlS3Sink::head(const std::string& key) {
     Impl::Call c{Op::Head, "HEAD", key, {}, {}, {}, false};
@@ -827,11 +860,9 @@ SinkResponse CurlS3Sink::create_bucket() {
 }
 
 SinkCapabilities CurlS3Sink::capabilities() const {
-    // Not probed yet (the server did not answer every step): try again when
-    // it is time; until then, the safe answer (conditional PUT, no
-    // conditional Complete: appends take a lease).
-    if (!impl_->probed.load()) impl_->probe(const_cast<CurlS3Sink&>(*this));
-    std::lock_guard<std::mutex> lock(impl_->probe_mutex);
+    // Until the probe has its answers, the safe ones (conditional PUT, no
+    // conditional Complete: appends take a lease). Never waits for the probe.
+    std::lock_guard<std::mutex> lock(impl_->caps_mutex);
     return impl_->caps;
 }
 
@@ -874,14 +905,46 @@ S3SinkStats CurlS3Sink::stats() const {
 // conditional writes; an error, a timeout or a reset says nothing. Until every
 // step has its answer, the capabilities stay the safe ones (conditional
 // writes, appends under a lease) and the probe runs again later.
-void CurlS3Sink::probe() { impl_->probe(*this); }
+// It runs on a thread of its own (probe_until_answered), never on the
+// thread that opens the writer or appends.
+void CurlS3Sink::Impl::probe_until_answered(CurlS3Sink& sink) {
+    for (;;) {
+        std::exception_ptr error;
+        try {
+            probe(sink);
+        } catch (...) {
+            error = std::current_exception();  // rejected credentials, no such bucket
+        }
+        bool log_error = false;
+        {
+            std::lock_guard<std::mutex> lock(prober_mutex);
+            first_probe_done = true;
+            probe_error = error;
+            log_error = error && open_returned;
+        }
+        prober_cv.notify_all();
+        if (log_error && logger) {
+            try {
+                std::rethrow_exception(error);
+            } catch (const std::exception& e) {
+                logger->log(LogLevel::Error, "training_output_s3_probe_failed",
+                            {{"endpoint", describe()},
+                             {"error", e.what()},
+                             {"detail", "appends fail with the same error; the lines stay spooled"}});
+            }
+        }
+        if (error || probed.load()) return;
+        std::unique_lock<std::mutex> lock(cancel_mutex);
+        if (cancel_cv.wait_until(lock, next_probe, [&] { return cancelled.load(); })) return;
+    }
+}
 
 void CurlS3Sink::Impl::probe(CurlS3Sink& sink) {
     Impl& m = *this;
     if (m.probed.load()) return;
     std::lock_guard<std::mutex> lock(m.probe_mutex);
-    if (m.probed.load() || std::chrono::steady_clock::now() < m.next_probe) return;
-    // One attempt per request: opening a writer must not wait out retries.
+    if (m.probed.load() || m.cancelled.load()) return;
+    // One attempt per request: an unanswered step defers the whole probe.
     t_single_attempt = true;
     struct Reset {
         ~Reset() { t_single_attempt = false; }
@@ -912,7 +975,7 @@ void CurlS3Sink::Impl::probe(CurlS3Sink& sink) {
                            {"detail", "until the probe is answered, appends use conditions and a lease"}});
         }
     };
-    SinkCapabilities found = m.caps;  // what the options fixed
+    SinkCapabilities found = sink.capabilities();  // what the options fixed
     // Each step returns false when an answer decided nothing (undecided() ran).
     auto defer_probe = [&](const SinkResponse& r) {
         undecided(r);
@@ -981,7 +1044,10 @@ void CurlS3Sink::Impl::probe(CurlS3Sink& sink) {
     if (m.options.conditional_writes == ConditionalWrites::Auto && !probe_conditions()) return;
     found.multipart_copy = true;  // found out on first use: NotImplemented is remembered by the appender
     found.min_part_size = 5ull << 20;
-    m.caps = found;
+    {
+        std::lock_guard<std::mutex> caps_lock(m.caps_mutex);
+        m.caps = found;
+    }
     m.probed = true;
     if (m.logger && m.options.native_append == NativeAppend::On && !found.native_append) {
         m.logger->log(LogLevel::Error, "training_output_s3_no_native_append",

@@ -47,6 +47,10 @@ struct S3SinkOptions {
     // error at open (Error(Config)); Off: never use it, no probe for it.
     NativeAppend native_append = NativeAppend::Auto;
     std::string probe_prefix = ".training_output/probe/";
+    // The probe runs on its own thread; the constructor waits this long for
+    // its first answer (so that rejected credentials are an error at open),
+    // then returns with the safe capabilities while the probe goes on.
+    std::chrono::milliseconds probe_wait{500};
 };
 
 struct S3SinkStats {
@@ -66,9 +70,11 @@ struct S3SinkStats {
 
 class CurlS3Sink final : public S3Sink {
 public:
-    // Throws Error(Config) for unusable options and Error(Auth) when the
-    // server rejects the credentials while probing. An unreachable server is
-    // not an error here: the probe runs again before the first write.
+    // Throws Error(Config) for unusable options, and Error(Auth) (or
+    // Error(Storage): no such bucket) when the server answers the probe so
+    // within probe_wait. Never waits longer: a server that has not answered
+    // by then is probed from a thread of the sink's, with backoff, and
+    // until it answers the capabilities are the safe ones.
     explicit CurlS3Sink(S3SinkOptions options, const Logger* logger = nullptr);
     ~CurlS3Sink() override;
 
@@ -98,8 +104,6 @@ public:
     // Creates the bucket (tests, first-time setup); an existing bucket of
     // ours is fine.
     SinkResponse create_bucket();
-    // Runs the capability probe now if it has not run (Auto only).
-    void probe();
     S3SinkStats stats() const;
 
 private:

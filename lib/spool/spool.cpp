@@ -471,10 +471,19 @@ void Spool::wait_for_room(std::uint64_t bytes, std::unique_lock<std::mutex>& loc
                " bytes in " + json::quote(path_) + "): the object store is not taking lines as fast as they come";
     };
     if (options_.full_policy == SpoolFullPolicy::Reject) throw Error(ErrorCode::Backpressure, describe());
-    if (!room_.wait_for(lock, options_.block_timeout, [&] { return !full(); })) {
+    if (!room_.wait_for(lock, options_.block_timeout, [&] { return !full() || stop_waiting_; })) {
         throw Error(ErrorCode::Timeout,
                     describe() + "; waited " + std::to_string(options_.block_timeout.count()) + " ms for room");
     }
+    if (full()) throw Error(ErrorCode::Closed, "the writer is closing: " + describe());
+}
+
+void Spool::stop_waiting() {
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        stop_waiting_ = true;
+    }
+    room_.notify_all();
 }
 
 SpoolLineRef Spool::append_line(std::string_view object_key, std::string_view dedup_key, std::string_view line,

@@ -160,11 +160,16 @@ public:
     // spool's lock once the record is in place, so that lines reach it in
     // sequence order. When the spool is full: waits (block) up to the
     // timeout, then throws Error(Timeout); or throws Error(Backpressure) at
-    // once (reject). Throws Error(Storage) when no record could be written.
+    // once (reject); after stop_waiting(), throws Error(Closed) instead of
+    // waiting. Throws Error(Storage) when no record could be written.
     // A failed fsync (spool_fsync=always) is logged and counted, not thrown:
     // the record is written, the line is accepted.
     SpoolLineRef append_line(std::string_view object_key, std::string_view dedup_key, std::string_view line,
                              const std::function<void(const SpoolLineRef&)>& logged = {});
+
+    // The writer is closing: calls waiting for room, and any that would
+    // wait, throw Error(Closed) now (their lines are not taken).
+    void stop_waiting();
 
     // Reads logged lines back (checksums verified). Throws Error(Storage).
     std::vector<SpooledLine> read(const std::vector<SpoolLineRef>& refs) const;
@@ -229,6 +234,7 @@ private:
 
     mutable std::mutex mutex_;
     std::condition_variable room_;                  // segments deleted
+    bool stop_waiting_ = false;                     // closing: no call waits for room
     std::condition_variable synced_cv_;             // an fsync finished
     std::vector<std::shared_ptr<Segment>> spares_;  // the next segments, prepared ahead
     bool want_spare_ = false;                       // the current segment is half full: prepare the next

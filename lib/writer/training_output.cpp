@@ -689,7 +689,9 @@ void TrainingOutput::close() {
     if (!impl_ || abandon_if_forked(impl_)) return;
     if (impl_->closed.exchange(true)) return;
     // Calls in progress finish first (a line between its spool record and
-    // its claim is settled before the flusher goes).
+    // its claim is settled before the flusher goes); those waiting for room
+    // in a full spool are refused now, not when their wait times out.
+    if (impl_->spool) impl_->spool->stop_waiting();
     while (impl_->active.load() != 0) std::this_thread::yield();
     if (!impl_->flusher) return;
     // Every accepted line's claim settled before the last flush.

@@ -64,6 +64,7 @@ S3SinkOptions options(const std::string& endpoint) {
     o.retry_base = std::chrono::milliseconds(1);
     o.retry_max = std::chrono::milliseconds(5);
     o.request_timeout = std::chrono::milliseconds(5000);
+    o.probe_wait = std::chrono::seconds(30);  // the tests read what the probe found
     return o;
 }
 
