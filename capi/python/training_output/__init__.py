@@ -18,7 +18,9 @@ import ctypes.util
 import enum
 import json
 import os
+import sys
 import threading
+import weakref
 from typing import Any, Callable, Dict, Mapping, Optional, Union
 
 __all__ = [
@@ -342,8 +344,41 @@ def set_span_callback(callback: Optional[Callable[[Dict[str, Any]], None]]) -> N
         _span_ref = ref
 
 
+# The writers open in this process, closed when it exits normally: at the interpreter's exit, and
+# when a multiprocessing worker ends (a forked worker leaves with os._exit, past atexit, but runs
+# multiprocessing's exit finalizers first; multiprocessing.util runs them at atexit otherwise).
+_open_writers: "weakref.WeakSet[TrainingOutput]" = weakref.WeakSet()
+_open_writers_lock = threading.Lock()
+_exit_hook_pid = None
+
+
+def _close_at_exit() -> None:
+    pid = os.getpid()
+    with _open_writers_lock:
+        writers = [w for w in list(_open_writers) if w._pid == pid]
+    for w in writers:
+        try:
+            w.close()
+        except Exception as e:  # nothing to raise to at exit: say what stays spooled
+            sys.stderr.write("training_output: closing a writer at exit: %s\n" % e)
+
+
+def _close_at_exit_of_this_process(writer: "TrainingOutput") -> None:
+    global _exit_hook_pid
+    with _open_writers_lock:
+        _open_writers.add(writer)
+        if _exit_hook_pid == writer._pid:
+            return
+        _exit_hook_pid = writer._pid  # a forked child registers its own (the parent's is ignored in it)
+    from multiprocessing import util
+    util.Finalize(None, _close_at_exit, exitpriority=10)
+
+
 class TrainingOutput:
-    """A writer. Use as a context manager, or call close()."""
+    """A writer. Use as a context manager, or call close(). A writer still open when its process
+    exits normally (the interpreter's exit, a multiprocessing worker's end) is closed then: its
+    lines are delivered within flush_timeout_ms, and what is left stays spooled (for the next
+    writer of the configuration, or drain())."""
 
     def __init__(self, config: Union[Mapping[str, Any], str, None] = None, library: Optional[str] = None,
                  on_delivery: Optional[Callable[[Dict[str, Any]], None]] = None):
@@ -352,8 +387,10 @@ class TrainingOutput:
         self._lib = load_library(library)
         self._delivery_ref = _delivery_trampoline(on_delivery) if on_delivery else None
         self._handle = ctypes.c_void_p()
+        self._pid = os.getpid()
         options = _OpenOptions(ctypes.sizeof(_OpenOptions), self._delivery_ref or _DELIVERY_CALLBACK(), None)
         self._lib.tdo_writer_open_ex(ctypes.byref(self._handle), _json(config, "config"), ctypes.byref(options))
+        _close_at_exit_of_this_process(self)
 
     def generate(self, narrative: str, message_data: Union[Mapping[str, Any], str],
                  result: Union[Mapping[str, Any], str, None] = None) -> Outcome:
