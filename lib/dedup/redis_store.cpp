@@ -31,11 +31,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <condition_variable>
 #include <cstdint>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <utility>
 #include <vector>
@@ -614,6 +616,12 @@ private:
         }
         append_command(cmds, {"PING"});
         ++count;
+        const bool check_policy = !policy_checked_.load();
+        if (check_policy) {
+            append_command(cmds, {"CONFIG", "GET", "maxmemory-policy"});
+            append_command(cmds, {"CONFIG", "GET", "maxmemory"});
+            count += 2;
+        }
         auto replies = conn->exchange(cmds, count, deadline);
         std::size_t i = 0;
         if (!url_.password.empty()) {
@@ -640,7 +648,47 @@ private:
             if (text.rfind("LOADING", 0) == 0) throw ConnectionError(text);  // restarting: try again later
             throw RejectedError("PING refused: " + text);
         }
+        if (check_policy && !policy_checked_.exchange(true)) warn_of_eviction(*replies[i + 1], *replies[i + 2]);
         return conn;
+    }
+
+    // Claims, commits and the owners' liveness keys must stay until they are
+    // deleted or expire: a policy that evicts keys when memory is full (the
+    // volatile-* ones, the default of several managed services, evict exactly
+    // the liveness keys and the commits with a TTL; allkeys-* any key) lets
+    // another writer take live claims over, or write content again. Read
+    // once, at the first connection (at open); CONFIG may be refused (an ACL
+    // user, a managed service that renames it): then said at info level.
+    void warn_of_eviction(const redisReply& policy_reply, const redisReply& maxmemory_reply) const {
+        if (!options_.logger) return;
+        auto value = [](const redisReply& r) {
+            if (r.type == REDIS_REPLY_ARRAY && r.elements == 2 && r.element[1]->type == REDIS_REPLY_STRING)
+                return std::optional<std::string>(reply_text(*r.element[1]));
+            return std::optional<std::string>();
+        };
+        const auto policy = value(policy_reply);
+        const auto maxmemory = value(maxmemory_reply);
+        if (policy && *policy == "noeviction") return;
+        const std::string need =
+            "the store needs maxmemory-policy noeviction: an evicted claim, commit or liveness key lets another "
+            "writer write the same content again";
+        if (!policy) {
+            options_.logger->log(
+                LogLevel::Info, "training_output_redis_eviction_policy",
+                {{"url", display_},
+                 {"maxmemory_policy", "unknown"},
+                 {"detail", "cannot read maxmemory-policy (" + scrub(reply_text(policy_reply)) + "); " + need}});
+            return;
+        }
+        const bool unlimited = maxmemory && *maxmemory == "0";  // Redis never evicts then
+        options_.logger->log(unlimited ? LogLevel::Info : LogLevel::Warning, "training_output_redis_eviction_policy",
+                             {{"url", display_},
+                              {"maxmemory_policy", *policy},
+                              {"maxmemory", maxmemory ? *maxmemory : "unknown"},
+                              {"detail", (unlimited ? "maxmemory is 0 (no limit), so nothing is evicted now; if a "
+                                                      "limit is set, "
+                                                    : "when memory fills, Redis evicts keys: ") +
+                                             need}});
     }
 
     // Server messages do not echo passwords; make sure of it anyway.
@@ -655,7 +703,8 @@ private:
     const RedisUrl url_;
     const std::string display_;
     RedisStoreOptions options_;
-    std::unique_ptr<RedisTls> tls_;  // rediss:// only, set up once
+    std::unique_ptr<RedisTls> tls_;                    // rediss:// only, set up once
+    mutable std::atomic<bool> policy_checked_{false};  // maxmemory-policy read (at the first connection)
 
     std::mutex mutex_;
     std::condition_variable available_;

@@ -569,6 +569,50 @@ TEST_CASE("Redis: an ACL user allowed only what the store needs", "[integration]
     CHECK(w.stats().lines_appended == 1);
 }
 
+TEST_CASE("Redis: a maxmemory-policy that can evict the store's keys is warned of at open", "[integration][redis]") {
+    OwnRedis redis;  // a server of the test's own: its configuration changes
+    redis.start();
+    RawRedis admin(redis.url());
+    struct Case {
+        const char* policy;
+        const char* maxmemory;
+        const char* level;  // of training_output_redis_eviction_policy; "" = none
+    } cases[] = {{"noeviction", "100mb", ""},
+                 {"volatile-lru", "100mb", "warning"},
+                 {"allkeys-lfu", "100mb", "warning"},
+                 {"volatile-ttl", "0", "info"}};
+    for (const auto& c : cases) {
+        INFO(c.policy << ", maxmemory " << c.maxmemory);
+        REQUIRE(admin.cmd({"CONFIG", "SET", "maxmemory-policy", c.policy}) == "OK");
+        REQUIRE(admin.cmd({"CONFIG", "SET", "maxmemory", c.maxmemory}) == "OK");
+        LogCapture logs;
+        tdo_test::TempDir dir;
+        TrainingOutput w(Config::from_json(writer_json(dir.path(), redis.url(), unique_namespace())));
+        const std::string event = logs.first("training_output_redis_eviction_policy");
+        if (*c.level == 0) {
+            CHECK(logs.count("training_output_redis_eviction_policy") == 0);
+        } else {
+            CHECK(logs.count("training_output_redis_eviction_policy") == 1);
+            CHECK_THAT(event, Catch::Contains(std::string("\"level\":\"") + c.level + "\"") &&
+                                  Catch::Contains(std::string("\"maxmemory_policy\":\"") + c.policy + "\"") &&
+                                  Catch::Contains("noeviction"));
+            CHECK_THAT(event, !Catch::Contains(TDO_TEST_REDIS_PASSWORD));
+        }
+        CHECK(generate(w, std::string("Warned of ") + c.policy + ".") == Outcome::Written);
+        w.close();
+    }
+    // A user that may not read the configuration: said at info level, the writer works.
+    LogCapture logs;
+    tdo_test::TempDir dir;
+    TrainingOutput w(Config::from_json(writer_json(dir.path(), acl_url(), unique_namespace("tdo-acl"))));
+    CHECK_THAT(logs.first("training_output_redis_eviction_policy"),
+               Catch::Contains("\"level\":\"info\"") && Catch::Contains("cannot read maxmemory-policy") &&
+                   Catch::Contains("NOPERM"));
+    CHECK(generate(w, "Read by a user without CONFIG.") == Outcome::Written);
+    w.close();
+    CHECK(w.stats().dedup_store_errors == 0);
+}
+
 TEST_CASE("Redis: a unix socket and a database number", "[integration][redis]") {
     tdo_test::TempDir owners;
     const std::string ns = unique_namespace();
