@@ -13,6 +13,8 @@ if [ "$what" = test ]; then
   pkgs+=(clang-format-14)
   # A real Redis for the Redis dedup store's tests (redis-cli comes with redis-tools).
   pkgs+=(redis-server redis-tools)
+  # strace: a test reads the system calls of a run (the directory sink's journal is synced).
+  pkgs+=(strace)
   # The openssl command: the Redis-over-TLS tests make their CA and certificates with it.
   pkgs+=(openssl)
   # Ceph RGW, the S3 server that checks signatures and conditional writes.

@@ -671,10 +671,11 @@ ObjectAppender::Lease ObjectAppender::acquire_lease(const std::string& key, cons
         // Most often nobody took it since we released it: one request.
         WriteConditions take;
         take.if_match = released_etag;
+        const auto sent = std::chrono::steady_clock::now();
         SinkResponse t = sink_.put(lease.key, lease_body(lease), attrs, take);
         if (t.ok()) {
             lease.etag = t.etag;
-            lease.taken = std::chrono::steady_clock::now();
+            lease.taken = sent;
             lease.after_ours = true;
             return lease;
         }
@@ -687,10 +688,11 @@ ObjectAppender::Lease ObjectAppender::acquire_lease(const std::string& key, cons
         check_cancelled();
         WriteConditions create;
         create.if_none_match_any = true;
+        const auto sent = std::chrono::steady_clock::now();
         SinkResponse r = sink_.put(lease.key, lease_body(lease), attrs, create);
         if (r.ok()) {
             lease.etag = r.etag;
-            lease.taken = std::chrono::steady_clock::now();
+            lease.taken = sent;
             return lease;
         }
         if (r.status == SinkStatus::Auth || r.status == SinkStatus::Fatal) give_up(lease.key, r);
@@ -728,6 +730,7 @@ ObjectAppender::Lease ObjectAppender::acquire_lease(const std::string& key, cons
         if (released || expired) {
             WriteConditions take;
             take.if_match = held.etag;
+            const auto taken_sent = std::chrono::steady_clock::now();
             SinkResponse t = sink_.put(lease.key, lease_body(lease), attrs, take);
             if (t.ok()) {
                 lease.found_converting = was_converting;
@@ -739,7 +742,7 @@ ObjectAppender::Lease ObjectAppender::acquire_lease(const std::string& key, cons
                                        std::chrono::duration_cast<std::chrono::milliseconds>(age).count())}});
                 }
                 lease.etag = t.etag;
-                lease.taken = std::chrono::steady_clock::now();
+                lease.taken = taken_sent;
                 return lease;
             }
         }

@@ -436,7 +436,11 @@ private:
             if (::truncate(path.c_str(), before.st_size) == 0) ::unlink(journal.c_str());
             return r;
         }
+        // The journal's removal is durable before the append is reported: a
+        // journal that came back after a power loss would roll back an append
+        // already answered (its lines committed as delivered).
         ::unlink(journal.c_str());
+        if (fsync_) fs::fsync_dir(internal_ + "/journal");
         struct stat st;
         if (::fstat(fd.get(), &st) != 0) return io_failure("cannot stat", path);
         SinkResponse r = ok();

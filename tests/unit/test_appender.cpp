@@ -604,6 +604,44 @@ TEST_CASE("appender: always_lease takes a lease even where Complete is condition
     CHECK(sink.request_count(Op::Put) == 6);
 }
 
+namespace {
+
+// Answers a lease's first PUT (taking it) `delay` late, after it landed.
+class SlowLeaseAnswers : public MemorySink {
+public:
+    SlowLeaseAnswers(SinkCapabilities caps, std::chrono::milliseconds delay) : MemorySink(caps), delay_(delay) {}
+    SinkResponse put(const std::string& key, std::string_view body, const ObjectAttributes& attributes,
+                     const WriteConditions& conditions) override {
+        SinkResponse r = MemorySink::put(key, body, attributes, conditions);
+        if (key.find("/leases/") != std::string::npos) {
+            lease_puts.fetch_add(1);
+            if (body.find("\"renewal\":0") != std::string::npos) std::this_thread::sleep_for(delay_);
+        }
+        return r;
+    }
+    std::atomic<int> lease_puts{0};
+
+private:
+    std::chrono::milliseconds delay_;
+};
+
+}  // namespace
+
+TEST_CASE("appender: a lease's age starts when the request to take it was sent, not when its answer came",
+          "[unit][append][lease]") {
+    // The lease landed at once, its answer came 1.2 s later: others count its
+    // age from when they saw it, so more than half of a 2 s lease is gone
+    // when the write is sent. The holder renews it first.
+    SlowLeaseAnswers sink(SinkCapabilities{true, true, true, 1024}, std::chrono::milliseconds(1200));
+    AppendOptions o = fast();
+    o.always_lease = true;
+    o.lease_ttl = std::chrono::seconds(2);
+    ObjectAppender appender(sink, o);
+    appender.append("k", "a\n");
+    CHECK(sink.object("k") == std::optional<std::string>("a\n"));
+    CHECK(sink.lease_puts.load() == 3);  // taken, renewed before the write, released
+}
+
 TEST_CASE("native appends: an object seen appendable is appended to natively before the probe is answered",
           "[unit][append][native]") {
     // The safe capabilities of an unanswered probe (conditional PUT, no
