@@ -491,6 +491,7 @@ std::string BatchObjects::read_month(const std::string& month_key) {
             fail("could not read " + json::quote(marker_key), marker);
         const bool converting = marker.ok() && marker.body.find("\"done\":true") == std::string::npos;
         std::string out;
+        std::optional<std::string> file_etag;  // of the file, when it was read (not its copy)
         if (m.etag.empty() || m.file_bytes > 0) {
             auto read = [&](const std::string& key) {
                 return m.etag.empty() ? sink_.get(key) : sink_.get(key, ByteRange{0, m.file_bytes - 1});
@@ -512,6 +513,7 @@ std::string BatchObjects::read_month(const std::string& month_key) {
                           " names it";
                     continue;
                 }
+                file_etag = g.ok() ? g.etag : std::string();
             }
             out = std::move(g.body);
             if (!out.empty() && out.back() != '\n') out += '\n';
@@ -540,6 +542,18 @@ std::string BatchObjects::read_month(const std::string& month_key) {
         if (!same_marker && !done_then_gone) {
             why = "a conversion began or ended";
             continue;
+        }
+        // A whole conversion may have begun and ended between the two looks
+        // at its marker: it rewrote the file, which the reader may have read
+        // half written. The file's ETag tells (a fold's append changes it
+        // too: read again).
+        if (file_etag) {
+            SinkResponse h = sink_.head(month_key);
+            if (!h.ok() && h.status != SinkStatus::NotFound) fail("could not read " + json::quote(month_key), h);
+            if ((h.ok() ? h.etag : std::string()) != *file_etag) {
+                why = "the file changed while it was read";
+                continue;
+            }
         }
         return out;
     }

@@ -33,8 +33,9 @@
 // Readers (read_month): the manifest, the listing, the manifest again (the
 // same ETag, or start over), then M's first file_bytes bytes (all of M when
 // there is no manifest) and every listed batch object not folded (a GET that
-// finds none: start over). After a compaction with no batch objects left, M
-// alone is the month.
+// finds none: start over), and M's ETag again (a conversion that began and
+// ended meanwhile rewrote M: start over). After a compaction with no batch
+// objects left, M alone is the month.
 #pragma once
 
 #include <chrono>

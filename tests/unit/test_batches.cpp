@@ -359,3 +359,37 @@ TEST_CASE("writer: the batches mode needs an S3 store", "[unit][batches][config]
         CHECK_THAT(e.what(), Catch::Contains("s3_append_mode") && Catch::Contains("S3 store"));
     }
 }
+
+TEST_CASE("readers: a whole conversion of the monthly file between the reader's two looks at its marker is seen",
+          "[unit][batches][convert]") {
+    MemorySink sink;
+    ObjectAppender appender(sink, fast());
+    BatchObjects b(sink, appender, {});
+    const std::string month = batch_of("m", 1, 6);
+    REQUIRE(sink.put(kMonth, month, {}, {}).ok());  // a plain monthly file, from another mode
+    const std::string half = month.substr(0, month.size() / 2);
+    // The reader finds no conversion marker; while it reads the file, a
+    // conversion starts (the file removed and written again: the reader's
+    // GET gets half of it) and ends (its marker gone) before the reader
+    // looks at the marker again.
+    bool inside = false;
+    int file_gets = 0;
+    sink.set_fault_hook([&](Op op, const std::string& key) -> std::optional<MemorySink::Fault> {
+        if (inside) return std::nullopt;
+        inside = true;
+        if (op == Op::Get && key == kMonth && file_gets++ == 0) {
+            sink.put(conversion_marker_key(kMonth), "{\"owner\":\"x\",\"converting\":true}\n", {}, {});
+            sink.put(conversion_copy_key(kMonth), month, {}, {});
+            sink.remove(kMonth);
+            sink.put(kMonth, half, {}, {});
+        } else if (op == Op::Head && key == batch_objects::manifest_key(kMonth) && file_gets == 1) {
+            sink.put(kMonth, month, {}, {});
+            sink.remove(conversion_copy_key(kMonth));
+            sink.remove(conversion_marker_key(kMonth));
+        }
+        inside = false;
+        return std::nullopt;
+    });
+    CHECK(line_set(b.read_month(kMonth)) == line_set(month));
+    CHECK(file_gets == 2);  // it read again
+}
