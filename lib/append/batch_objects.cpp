@@ -202,7 +202,6 @@ AppendResult BatchObjects::land(const std::string& month_key, const std::string&
                                 std::optional<UndecidedWrite>* left_undecided) {
     AppendResult result;
     result.attempts = 1;
-    if (batch.empty()) return result;
     const AppendIntent in = batch_objects::intent(month_key, batch_key);
     if (before_write) before_write(in);
     // From here the batch may land: if this fails, it stays undecided (a
@@ -212,10 +211,20 @@ AppendResult BatchObjects::land(const std::string& month_key, const std::string&
     }
     WriteConditions create;
     create.if_none_match_any = true;
+    // The name is taken: by this batch (an earlier write of it), or by a
+    // fence, which a batch of lines never lands under.
+    auto fenced = [&](const SinkResponse& existing) {
+        if (batch.empty() || existing.size != 0) return;
+        if (left_undecided) left_undecided->reset();  // none of it can land
+        throw Error(ErrorCode::Storage, "the batch object " + json::quote(batch_key) +
+                                            " was fenced: a writer that took its spool over found its lines "
+                                            "delivered elsewhere");
+    };
     if (!sink_.capabilities().conditional_writes) {
         // Conditions are ignored here: look first (a rewrite would be the same bytes anyway).
         SinkResponse h = sink_.head(batch_key);
         if (h.ok()) {
+            fenced(h);
             result.found_landed = true;
             if (left_undecided) left_undecided->reset();
             std::lock_guard<std::mutex> lock(written_mutex_);
@@ -224,6 +233,10 @@ AppendResult BatchObjects::land(const std::string& month_key, const std::string&
         }
     }
     SinkResponse r = sink_.put(batch_key, batch, options_.attributes, create);
+    if (r.status == SinkStatus::PreconditionFailed && !batch.empty()) {
+        SinkResponse h = sink_.head(batch_key);
+        if (h.ok()) fenced(h);
+    }
     if (r.ok() || r.status == SinkStatus::PreconditionFailed) {
         if (r.ok()) crash_point("append.after_write");  // landed; the writer has not seen it yet
         {
@@ -239,9 +252,9 @@ AppendResult BatchObjects::land(const std::string& month_key, const std::string&
     fail("could not write the batch object " + json::quote(batch_key), r);
 }
 
-Landed BatchObjects::check_landed(const AppendIntent& intent) {
+Landed BatchObjects::check_landed(const AppendIntent& intent, std::uint64_t bytes) {
     SinkResponse h = sink_.head(intent.etag);
-    if (h.ok()) return Landed::Yes;
+    if (h.ok()) return h.size == 0 && bytes > 0 ? Landed::No : Landed::Yes;
     if (h.status != SinkStatus::NotFound) return Landed::Unknown;
     const auto name = batch_objects::parse(intent.key, intent.etag);
     if (!name) return Landed::Unknown;
@@ -431,6 +444,22 @@ bool BatchObjects::fold_round(const std::string& month_key, BatchManifest& m, co
     bool missing = false;
     const std::string body = read_batches(take, missing);
     if (missing) throw Error(ErrorCode::Storage, "a batch object vanished while it was being folded");
+    if (body.empty() && !undecided) {
+        // Only fences (empty batch objects): recorded as folded, nothing
+        // appended. A first manifest counts the file as it is (written in
+        // another mode before).
+        if (m.etag.empty()) {
+            SinkResponse h = sink_.head(month_key);
+            if (!h.ok() && h.status != SinkStatus::NotFound) fail("could not read " + json::quote(month_key), h);
+            m.file_bytes = h.ok() ? h.size : 0;
+        }
+        commit_fold(month_key, m, m.file_bytes, still_ours);
+        result.folds += 1;
+        result.batches += take.size();
+        for (const auto* b : take) copies.push_back(b->key);
+        result.deleted += remove_all(copies);
+        return more;
+    }
     const std::uint32_t crc = crc32c::compute(body);
     if (undecided && (body.size() != undecided->bytes || crc != undecided->crc)) {
         throw Error(ErrorCode::Storage, "an earlier fold may still land, and its batch objects no longer make it up");

@@ -115,13 +115,19 @@ public:
     // Writes `batch` as the object `batch_key` (see ObjectAppender::append
     // for `before_write`, `undecided` and `left_undecided`; the intent is
     // batch_objects::intent()). found_landed: an earlier write of it was there.
+    // An empty batch is written as an empty object: a fence, so that an
+    // earlier write under the name never lands (readers and compactions
+    // find nothing in it).
     AppendResult land(const std::string& month_key, const std::string& batch_key, std::string_view batch,
                       const std::function<void(const AppendIntent&)>& before_write,
                       std::optional<UndecidedWrite>* left_undecided = nullptr);
 
-    // Did the batch of this INTENT land? Its object exists, or it was folded.
-    // Never No: a write of it may land late, and is then the same bytes.
-    Landed check_landed(const AppendIntent& intent);
+    // Did the batch of this INTENT (of `bytes` bytes) land? Its object
+    // exists, or it was folded: Yes. An empty object under its name is a
+    // fence (written by a writer that found its lines delivered elsewhere):
+    // No, and none of it can land any more. Else NotYet: a write of it may
+    // land late.
+    Landed check_landed(const AppendIntent& intent, std::uint64_t bytes);
 
     // Folds the month's batch objects into its file (rounds of up to
     // compaction_max_bytes, while the lease stays ours). Throws Error when

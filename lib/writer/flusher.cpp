@@ -452,7 +452,8 @@ void Flusher::drop_finished_spools(std::unique_lock<std::mutex>& lock) {
 // Claims that need confirming (adopted lines, lines claimed while the store
 // failed or the owners' liveness lapsed), in one store call: a line whose
 // content another owner delivers, or that is written already, is voided.
-void Flusher::confirm(Spool& spool, Batch& b, std::string& bytes, std::vector<std::string>& keys) {
+void Flusher::confirm(Spool& spool, Batch& b, std::string& bytes, std::vector<std::string>& keys,
+                      std::vector<Voided>* later) {
     std::vector<std::string> asked;
     std::vector<std::size_t> index;
     for (std::size_t i = 0; i < b.spool.lines.size(); ++i) {
@@ -468,8 +469,12 @@ void Flusher::confirm(Spool& spool, Batch& b, std::string& bytes, std::vector<st
     for (std::size_t j = 0; j < outcomes.size(); ++j) {
         const std::size_t i = index[j];
         if (outcomes[j] == ClaimOutcome::Duplicate || outcomes[j] == ClaimOutcome::Pending) {
-            spool.record_void(b.spool.object_key, b.spool.lines[i]);
-            dedup_.settled_elsewhere(keys[i], spool.id(), outcomes[j]);
+            Voided v{b.spool.lines[i], keys[i], outcomes[j]};
+            if (later) {
+                later->push_back(std::move(v));
+            } else {
+                record_voided(spool, b.spool.object_key, {v});
+            }
             voided[i] = true;
             ++count;
         } else if (outcomes[j] == ClaimOutcome::Claimed) {
@@ -505,6 +510,13 @@ void Flusher::confirm(Spool& spool, Batch& b, std::string& bytes, std::vector<st
                  {"detail", "their content is written already or being delivered by another writer"}});
 }
 
+void Flusher::record_voided(Spool& spool, const std::string& object_key, const std::vector<Voided>& voided) {
+    for (const auto& v : voided) {
+        spool.record_void(object_key, v.ref);
+        dedup_.settled_elsewhere(v.key, spool.id(), v.outcome);
+    }
+}
+
 bool Flusher::append_batch(Spool& spool, Batch& b, bool& found_landed, bool& contended) {
     if (b.spool.id == 0) b.spool.id = spool.new_batch_id();
     const auto started = Clock::now();
@@ -519,7 +531,7 @@ bool Flusher::append_batch(Spool& spool, Batch& b, bool& found_landed, bool& con
     bool landed = false;
     std::optional<UndecidedWrite> undecided;  // an earlier write of it that may still land
     if (b.intent) {
-        const Landed l = batch_objects::is_intent(*b.intent) ? batches_.check_landed(*b.intent)
+        const Landed l = batch_objects::is_intent(*b.intent) ? batches_.check_landed(*b.intent, b.written_bytes)
                          : b.complete                        ? appender_.check_landed(*b.intent, bytes)
                                       : appender_.check_landed(*b.intent, b.written_bytes, b.written_crc);
         if (l == Landed::Unknown) throw Error(ErrorCode::Storage, "cannot tell whether a batch landed");
@@ -533,21 +545,49 @@ bool Flusher::append_batch(Spool& spool, Batch& b, bool& found_landed, bool& con
         if (landed) crash_point("flusher.after_check");
         if (l == Landed::NotYet) undecided = UndecidedWrite{*b.intent, b.written_bytes, b.written_crc};
     }
+    // A batch object that may still land: the lines found delivered
+    // elsewhere, voided once what is written under its name settled it.
+    std::vector<Voided> voided_later;
+    std::optional<Batch> as_before;  // restored if that write fails
+    std::string bytes_before;
+    std::vector<std::string> keys_before;
+    struct Restore {
+        std::optional<Batch>& as_before;
+        Batch& b;
+        ~Restore() {
+            if (as_before) b = std::move(*as_before);
+        }
+    } restore{as_before, b};
     if (!landed) {
         if (!undecided) {
             // Nothing of it can land any more: it may change. Its claims
-            // are confirmed (a batch that may still land is written as it
-            // was, whatever its claims say: it may be in the object already).
+            // are confirmed (a batch that may still land in the monthly
+            // object is written as it was, whatever its claims say: it may be
+            // in the object already, and another writer's append since moved
+            // the object's ETag, so that it cannot land).
             b.intent.reset();
             b.complete = true;
             confirm(spool, b, bytes, keys);
             if (b.spool.lines.empty()) return false;
+        } else if (batch_objects::is_intent(undecided->intent)) {
+            // A batch object that may still land keeps its name, and its
+            // claims are confirmed all the same: its writer may have died,
+            // or lapsed, and another writer taken its content over and
+            // written it in a batch object of its own (nothing else moved).
+            // What is written under the name now, its lines still ours (or,
+            // when none is, an empty object that fences the name), and the
+            // earlier write both go with If-None-Match: *: only one lands.
+            as_before = b;
+            confirm(spool, b, bytes, keys, &voided_later);
+            if (voided_later.empty()) as_before.reset();  // unchanged: the same write again
         }
         crash_point("flusher.after_confirm");
         const std::uint32_t crc = crc32c::compute(bytes);
-        // What of it may still land if this fails (none: the failures were
-        // decided; the INTENT in the spool stays, to be checked after a crash).
-        std::optional<UndecidedWrite> left;
+        // What of it may still land if this fails: the earlier write, if no
+        // new one was sent (the liveness check before it failed), else the
+        // new one; none when the failures were decided (the INTENT in the
+        // spool stays, to be checked after a crash).
+        std::optional<UndecidedWrite> left = undecided;
         struct Keep {
             Batch& b;
             std::optional<UndecidedWrite>& left;
@@ -577,7 +617,9 @@ bool Flusher::append_batch(Spool& spool, Batch& b, bool& found_landed, bool& con
                                   "confirmed again before it is written"
                                 : "the dedup store cannot confirm this writer's liveness: the batch waits for it");
             }
-            spool.record_intent(b.spool, in, bytes.size(), crc);
+            // (A fence of no lines keeps the earlier INTENT: a replay checks
+            // its name again, and finds the fence, not the batch.)
+            if (!bytes.empty()) spool.record_intent(b.spool, in, bytes.size(), crc);
             crash_point("flusher.after_intent");
         };
         // A batch object keeps its name (its INTENT's) until it landed.
@@ -594,6 +636,9 @@ bool Flusher::append_batch(Spool& spool, Batch& b, bool& found_landed, bool& con
         where.offset = as_object ? 0 : r.offset;
         contended = r.contended;
         crash_point("flusher.after_land");
+        // Settled under its name: the lines delivered elsewhere are voided now.
+        record_voided(spool, b.spool.object_key, voided_later);
+        as_before.reset();
     }
     // The commit before DONE: a crash in between finds the batch landed
     // again and commits then. A failed commit is recorded in the DONE and
@@ -606,6 +651,7 @@ bool Flusher::append_batch(Spool& spool, Batch& b, bool& found_landed, bool& con
     crash_point("flusher.after_commit");
     spool.record_done(b.spool, committed ? std::vector<std::string>() : commit_keys);
     crash_point("flusher.after_done");
+    if (b.spool.lines.empty()) return false;  // only a fence was written
     if (options_.on_landed) {
         // What landed is the batch as its INTENT recorded it: the bytes at
         // hand, unless lines of it were missing from an adopted spool.

@@ -200,7 +200,18 @@ private:
     // batch's lines were all voided before anything was written.
     // `contended`: other writers were in the way of the append (congestion).
     bool append_batch(Spool& spool, Batch& batch, bool& found_landed, bool& contended);
-    void confirm(Spool& spool, Batch& batch, std::string& bytes, std::vector<std::string>& keys);
+    // A line confirm() found delivered elsewhere, whose VOID record waits.
+    struct Voided {
+        SpoolLineRef ref;
+        std::string key;
+        ClaimOutcome outcome;
+    };
+    // With `later`, the voided lines are left out of the batch but not yet
+    // recorded as voided: the caller records them (record_voided) once the
+    // batch's write settled it.
+    void confirm(Spool& spool, Batch& batch, std::string& bytes, std::vector<std::string>& keys,
+                 std::vector<Voided>* later = nullptr);
+    void record_voided(Spool& spool, const std::string& object_key, const std::vector<Voided>& voided);
     void retry_commits(std::unique_lock<std::mutex>& lock);
     void reconfirm_all();
     bool flushed(const std::map<Spool*, std::uint64_t>& targets) const;

@@ -3,8 +3,12 @@
 // the Redis dedup store (local directory), and against RGW with the SQLite
 // and the Redis store. The local directory with SQLite is in the unit tests.
 #include <catch2/catch.hpp>
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <random>
+#include <thread>
 
 #include "../unit/crash_points.hpp"
 #include "../unit/test_util.hpp"
@@ -125,4 +129,55 @@ TEST_CASE("crash points: a writer killed while it converts a plain monthly objec
         CHECK(sink->head(conversion_marker_key(kStepsKey)).status == SinkStatus::NotFound);
         CHECK(sink->head(conversion_copy_key(kStepsKey)).status == SinkStatus::NotFound);
     }
+}
+
+TEST_CASE(
+    "crash points: batches mode, a writer killed after its INTENT whose content another writer took over: its spool, "
+    "adopted later, writes nothing twice",
+    "[integration][rgw-redis][crash-points][batches]") {
+    // Writer A (machine X) is killed right after its first batch's INTENT,
+    // before the batch object is written. Machine X stays down past the
+    // owner TTL: A's liveness key expires. Writer C (machine Y) is handed the
+    // same examples, takes A's claims over and writes them in a batch object
+    // of its own. Then X comes back, and a writer there adopts A's spool: the
+    // undecided batch's claims are confirmed before anything is written under
+    // its name (an empty object fences it), so each line is in the month once.
+    std::string bucket;
+    auto sink = tdo_test::fresh_bucket(tdo_test::rgw(), bucket);
+    tdo_test::TempDir x, y;
+    const std::string extra = kFastFlush + redis_settings() +
+                              ",\"s3_append_mode\":\"batches\",\"s3_compaction_interval_seconds\":0,"
+                              "\"dedup_owner_ttl_seconds\":10,\"s3_request_timeout_ms\":4000,\"s3_lease_seconds\":5";
+    const std::string on_x = tdo_test::writer_config(tdo_test::rgw(), bucket, x.path(), extra);
+    const std::string on_y = tdo_test::writer_config(tdo_test::rgw(), bucket, y.path(), extra);
+    const int examples = 5;
+    tdo_test::WriterRun a = tdo_test::run_crash_writer(on_x, 0, examples, "flusher.after_intent:1");
+    REQUIRE(a.killed);
+    REQUIRE_FALSE(tdo_test::list_dir(x / ".spool").empty());
+    std::this_thread::sleep_for(std::chrono::seconds(11));  // A's liveness key expires
+    tdo_test::WriterRun c = tdo_test::run_crash_writer(on_y, 0, examples, "");
+    REQUIRE(c.done);
+    CHECK(c.errors == 0);
+    CHECK(c.answered.size() == static_cast<std::size_t>(examples));
+    // X is back: a writer there adopts A's spool (and is handed the examples again).
+    tdo_test::WriterRun d = tdo_test::run_crash_writer(on_x, 0, examples, "");
+    REQUIRE(d.done);
+    CHECK(d.errors == 0);
+    CHECK(tdo_test::list_dir(x / ".spool").empty());
+    std::map<int, int> seen;
+    for (const auto& line : tdo_test::lines_of(tdo_test::month_of(*sink, kStepsKey))) {
+        int w = -1, i = -1;
+        auto doc = tdo_test::parse(line);
+        REQUIRE(doc.IsObject());
+        REQUIRE(std::sscanf(doc["output"].GetString(), "Worker %d example %d.", &w, &i) == 2);
+        ++seen[i];
+    }
+    CHECK(seen.size() == static_cast<std::size_t>(examples));
+    for (const auto& [i, n] : seen) {
+        INFO("example " << i);
+        CHECK(n == 1);
+    }
+    // Compacted, the monthly file alone holds each line once.
+    tdo_test::compact(*sink, kStepsKey);
+    CHECK(tdo_test::lines_of(sink->get(kStepsKey).body).size() == static_cast<std::size_t>(examples));
 }

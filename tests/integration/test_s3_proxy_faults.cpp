@@ -6,14 +6,18 @@
 
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <cstdlib>
 #include <map>
+#include <random>
 #include <set>
 #include <thread>
 
 #include "../unit/crash_harness.hpp"
 #include "../unit/test_util.hpp"
+#include "config/redis_url.hpp"
 #include "fault_proxy.hpp"
 #include "s3_test_servers.hpp"
+#include "tcp_proxy.hpp"
 #include "training_output/error.hpp"
 #include "training_output/training_output.hpp"
 
@@ -362,4 +366,65 @@ TEST_CASE(
     }
     // Whatever failed on the way, the manifest never claims a line the file lacks.
     check_manifest(*sink, kStepsKey, false);
+}
+
+TEST_CASE(
+    "RGW and Redis through proxies, batches mode: a batch held by the network while its writer's liveness lapsed keeps "
+    "its name, and its late write never lands over content another writer took over",
+    "[integration][rgw-redis][proxy][batches]") {
+    // Writer A's batch object PUTs are held by the network; A loses Redis
+    // (a partition), its liveness lapses and its key expires. Writer C is
+    // handed the same examples, takes them over and writes them. A gets
+    // Redis back: its batch, whose first write may still land, keeps its
+    // name (a failed liveness check before a retry used to drop that), its
+    // claims are confirmed, and the name is fenced. Then the held requests
+    // reach the store: refused, every line is in the month once.
+    const char* redis_env = std::getenv("TDO_TEST_REDIS_URL");
+    REQUIRE(redis_env);
+    TcpProxy redis(parse_redis_url(redis_env).port);
+    FaultProxy s3(rgw_port());
+    std::string bucket;
+    auto sink = fresh_bucket(rgw(), bucket);
+    TempDir x, y;
+    const std::string ns =
+        "tdo-held-" + std::to_string(::getpid()) + "-" + std::to_string(std::random_device{}() % 100000);
+    auto settings = [&](const std::string& url) {
+        return ",\"dedup_store\":\"redis\",\"redis_url\":\"" + url + "\",\"dedup_namespace\":\"" + ns +
+               "\",\"s3_append_mode\":\"batches\",\"s3_compaction_interval_seconds\":0,\"dedup_owner_ttl_seconds\":10,"
+               "\"s3_request_timeout_ms\":3000,\"redis_timeout_ms\":300,\"flush_interval_ms\":20,\"flush_timeout_ms\":"
+               "3000";
+    };
+    const std::string a_redis =
+        std::string("redis://:") + TDO_TEST_REDIS_PASSWORD + "@127.0.0.1:" + std::to_string(redis.port()) + "/0";
+    s3.add({"PUT", ".batches/", "", "", "", 0, -1, Fault::Hold, 0, {}});  // every batch object PUT, for now
+    const int examples = 3;
+    auto text = [](int i) { return "Held by the network, line " + std::to_string(i) + "."; };
+    {
+        TrainingOutput a(Config::from_json(writer_config(through(s3), bucket, x.path(), settings(a_redis))));
+        for (int i = 0; i < examples; ++i) CHECK(steps(a, text(i)) == Outcome::Written);
+        const auto held_by = Clock::now() + std::chrono::seconds(10);
+        while (s3.held() == 0 && Clock::now() < held_by) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        REQUIRE(s3.held() >= 1);
+        redis.cut();
+        std::this_thread::sleep_for(std::chrono::seconds(11));  // A's liveness key expires
+        {
+            TrainingOutput c(Config::from_json(writer_config(rgw(), bucket, y.path(), settings(redis_env))));
+            for (int i = 0; i < examples; ++i) CHECK(steps(c, text(i)) == Outcome::Written);  // taken over
+            c.close();
+        }
+        s3.clear();  // new requests go through; those held stay held
+        redis.restore();
+        a.flush();
+        CHECK(a.stats().lines_voided == static_cast<std::uint64_t>(examples));
+        a.close();
+    }
+    s3.release_held();
+    s3.drain();
+    const auto outputs = output_counts(*sink, kStepsKey);
+    CHECK(outputs.size() == static_cast<std::size_t>(examples));
+    for (int i = 0; i < examples; ++i) {
+        INFO(text(i));
+        CHECK(outputs.count(text(i)) == 1);
+        if (outputs.count(text(i))) CHECK(outputs.at(text(i)) == 1);
+    }
 }

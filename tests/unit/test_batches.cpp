@@ -126,8 +126,8 @@ TEST_CASE("batch objects: one PUT per batch, and a retry of a batch that landed 
     // The same batch again (a retry after a lost answer, a replay): 412, landed.
     r = b.land(kMonth, key, batch_of("a", 1, 3), {});
     CHECK(r.found_landed);
-    CHECK(b.check_landed(intents[0]) == Landed::Yes);
-    CHECK(b.check_landed(batch_objects::intent(kMonth, batch_objects::key(kMonth, kSpoolA, 9))) == Landed::NotYet);
+    CHECK(b.check_landed(intents[0], 1) == Landed::Yes);
+    CHECK(b.check_landed(batch_objects::intent(kMonth, batch_objects::key(kMonth, kSpoolA, 9)), 1) == Landed::NotYet);
     CHECK(b.take_months_written() == std::set<std::string>{kMonth});
     CHECK(b.take_months_written().empty());
 }
@@ -151,9 +151,49 @@ TEST_CASE("batch objects: a PUT whose answer was lost stays undecided and is wri
     CHECK(left->intent.etag == key);
     CHECK(left->bytes == batch_of("a", 1, 3).size());
     sink.set_fault_hook({});
-    CHECK(b.check_landed(left->intent) == Landed::Yes);
+    CHECK(b.check_landed(left->intent, left->bytes) == Landed::Yes);
     CHECK(b.land(kMonth, key, batch_of("a", 1, 3), {}).found_landed);
     CHECK(line_set(b.read_month(kMonth)) == line_set(batch_of("a", 1, 3)));
+}
+
+TEST_CASE("batch objects: an empty batch fences its name; the batch never lands under it, and compactions fold it away",
+          "[unit][batches]") {
+    MemorySink sink;
+    ObjectAppender appender(sink, fast());
+    BatchObjects b(sink, appender, {});
+    REQUIRE(sink.put(kMonth, batch_of("earlier", 1, 2), {}, {}).ok());  // the month so far, from another mode
+    const std::string fenced = batch_objects::key(kMonth, kSpoolA, 1);
+    const std::string body = batch_of("a", 1, 3);
+    // A writer that found this batch's lines delivered elsewhere fences its name.
+    CHECK_FALSE(b.land(kMonth, fenced, "", {}).found_landed);
+    REQUIRE(sink.object(fenced) == std::optional<std::string>(""));
+    const AppendIntent in = batch_objects::intent(kMonth, fenced);
+    CHECK(b.check_landed(in, body.size()) == Landed::No);
+    // A late write of the batch (its writer's request, or a retry) does not land, and says so.
+    std::optional<UndecidedWrite> left = UndecidedWrite{in, body.size(), 0};
+    try {
+        b.land(kMonth, fenced, body, {}, &left);
+        FAIL("expected the fenced name to refuse the batch");
+    } catch (const Error& e) {
+        CHECK_THAT(e.what(), Catch::Contains("fenced"));
+    }
+    CHECK_FALSE(left);  // none of it can land
+    CHECK(sink.object(fenced) == std::optional<std::string>(""));
+    // Readers find nothing in it; a compaction of fences alone keeps the month as it was.
+    b.land(kMonth, batch_objects::key(kMonth, kSpoolB, 1), "", {});
+    CHECK(line_set(b.read_month(kMonth)) == line_set(batch_of("earlier", 1, 2)));
+    CompactionResult r = b.compact(kMonth);
+    CHECK(r.folds == 1);
+    CHECK(r.deleted == 2);
+    CHECK(batch_object_count(sink) == 0);
+    CHECK(sink.object(kMonth) == std::optional<std::string>(batch_of("earlier", 1, 2)));
+    CHECK(line_set(b.read_month(kMonth)) == line_set(batch_of("earlier", 1, 2)));
+    CHECK(b.read_manifest(kMonth).folded_in(BatchName{kSpoolA, 1}));
+    // Lines landed later are read and folded after it.
+    b.land(kMonth, batch_objects::key(kMonth, kSpoolA, 4), batch_of("a", 4, 2), {});
+    CHECK(line_set(b.read_month(kMonth)) == line_set(batch_of("earlier", 1, 2) + batch_of("a", 4, 2)));
+    b.compact(kMonth);
+    CHECK(line_set(sink.object(kMonth).value()) == line_set(batch_of("earlier", 1, 2) + batch_of("a", 4, 2)));
 }
 
 TEST_CASE("compaction folds batch objects into the monthly file, and readers see every line once before and after",
