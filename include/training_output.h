@@ -118,6 +118,10 @@ TDO_API const char* tdo_version_string(void);
  * (see README); NULL reads the configuration from the environment (ETL_*).
  * On success *out receives the writer and TDO_OK is returned; on error *out
  * is set to NULL (and passing that NULL on is an error, TDO_E_INVALID_ARGUMENT).
+ * Open does not wait on the network past its own bounds: at most 500 ms for
+ * the S3 store's first answers (its capability probe goes on in the
+ * background) and redis_timeout_ms for Redis (name resolution aside); a
+ * store that does not answer is not an error at open.
  */
 TDO_API int tdo_writer_open(tdo_writer** out, const char* config_json);
 
