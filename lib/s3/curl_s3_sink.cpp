@@ -189,8 +189,10 @@ struct CurlS3Sink::Impl {
     mutable std::mutex caps_mutex;  // never held across a request
     SinkCapabilities caps;          // under caps_mutex
 
-    // The probe runs on its own thread: open waits for its first answer at
-    // most options.probe_wait, then returns (safe capabilities until then).
+    // The first probe runs on its own thread: open waits for it at most
+    // options.probe_wait, then returns (safe capabilities until then). Later
+    // ones run from capabilities(), on the appending thread, when one is due
+    // and none is running (never waiting for one).
     std::thread prober;
     std::mutex prober_mutex;
     std::condition_variable prober_cv;
@@ -534,24 +536,28 @@ struct CurlS3Sink::Impl {
         for (const auto& [name, value] : a.metadata) c.headers.emplace_back("x-amz-meta-" + lower(name), value);
     }
 
-    void add_conditions(Call& c, const WriteConditions& w) {
+    static void add_conditions(Call& c, const WriteConditions& w, bool quoted_form) {
         if (w.if_none_match_any) c.headers.emplace_back("if-none-match", "*");
-        if (!w.if_match.empty()) c.headers.emplace_back("if-match", quoted(w.if_match));
+        if (!w.if_match.empty())
+            c.headers.emplace_back("if-match", quoted_form ? "\"" + w.if_match + "\"" : w.if_match);
     }
 
     // Ceph RGW answers 412 to a quoted If-Match that matches: when the object
     // still has the ETag we sent, the other form is the one this server reads.
-    bool try_other_etag_form(const std::string& key, const std::string& etag) {
-        if (etag_style_confirmed.load()) return false;
+    // `used`: the form the refused request carried. Requests in flight at
+    // once (the probe, appends, a compaction) may all be refused so: the form
+    // flips once, from the one they used, never back.
+    bool try_other_etag_form(const std::string& key, const std::string& etag, bool used) {
+        if (etag_style_confirmed.load()) return quote_etags.load() != used;  // settled since: retry in that form
         Call h{Op::Head, "HEAD", key, {}, {}, {}, false};
         http::Response resp;
         SinkResponse r = call(h, &resp);
         if (!r.ok() || s3resp::unquote_etag(resp.header("etag")) != etag) return false;
-        quote_etags = !quote_etags.load();
+        bool expected = used;
+        const bool flipped = quote_etags.compare_exchange_strong(expected, !used);
         etag_style_confirmed = true;
-        if (logger) {
-            logger->log(LogLevel::Info, "training_output_s3_etag_form",
-                        {{"quoted", quote_etags.load()}, {"endpoint", describe()}});
+        if (flipped && logger) {
+            logger->log(LogLevel::Info, "training_output_s3_etag_form", {{"quoted", !used}, {"endpoint", describe()}});
         }
         return true;
     }
@@ -561,14 +567,15 @@ struct CurlS3Sink::Impl {
     SinkResponse conditional_call(const std::string& key, const WriteConditions& w, Build build, http::Response* raw) {
         for (int round = 0;; ++round) {
             Call c = build();
-            add_conditions(c, w);
+            const bool quoted_form = quote_etags.load();
+            add_conditions(c, w, quoted_form);
             Extra x;
             x.single_attempt = w.single_attempt;
             x.timeout = w.timeout;
             x.server_works = c.op == Op::Complete;
             SinkResponse r = call(c, raw, x);
             if (round == 0 && r.status == SinkStatus::PreconditionFailed && !w.if_match.empty() &&
-                try_other_etag_form(key, w.if_match)) {
+                try_other_etag_form(key, w.if_match, quoted_form)) {
                 continue;
             }
             // Only a PUT confirms the form: servers that ignore If-Match on
@@ -608,8 +615,9 @@ struct CurlS3Sink::Impl {
         return r;
     }
 
-    void probe(CurlS3Sink& sink);
-    void probe_until_answered(CurlS3Sink& sink);
+    void probe(CurlS3Sink& sink, std::unique_lock<std::mutex>& held);
+    void first_probe(CurlS3Sink& sink);
+    std::atomic<bool> first_probe_over{false};  // later probes wait for it to end
 
     // Ends the probe's thread (its request in progress aborts).
     void stop_prober(CurlS3Sink& sink) {
@@ -623,7 +631,7 @@ CurlS3Sink::CurlS3Sink(S3SinkOptions options, const Logger* logger)
     : impl_(std::make_unique<Impl>(std::move(options), logger)) {
     Impl& m = *impl_;
     if (m.probed.load()) return;  // nothing to probe
-    m.prober = start_thread([this] { impl_->probe_until_answered(*this); });
+    m.prober = start_thread([this] { impl_->first_probe(*this); });
     std::exception_ptr error;
     {
         std::unique_lock<std::mutex> lock(m.prober_mutex);
@@ -861,7 +869,12 @@ SinkResponse CurlS3Sink::create_bucket() {
 
 SinkCapabilities CurlS3Sink::capabilities() const {
     // Until the probe has its answers, the safe ones (conditional PUT, no
-    // conditional Complete: appends take a lease). Never waits for the probe.
+    // conditional Complete: appends take a lease). Not probed yet: it runs
+    // again here when it is time, unless a probe is running (never waited for).
+    if (!impl_->probed.load() && impl_->first_probe_over.load()) {
+        std::unique_lock<std::mutex> lock(impl_->probe_mutex, std::try_to_lock);
+        if (lock.owns_lock()) impl_->probe(const_cast<CurlS3Sink&>(*this), lock);
+    }
     std::lock_guard<std::mutex> lock(impl_->caps_mutex);
     return impl_->caps;
 }
@@ -905,45 +918,44 @@ S3SinkStats CurlS3Sink::stats() const {
 // conditional writes; an error, a timeout or a reset says nothing. Until every
 // step has its answer, the capabilities stay the safe ones (conditional
 // writes, appends under a lease) and the probe runs again later.
-// It runs on a thread of its own (probe_until_answered), never on the
-// thread that opens the writer or appends.
-void CurlS3Sink::Impl::probe_until_answered(CurlS3Sink& sink) {
-    for (;;) {
-        std::exception_ptr error;
+// The first one runs on a thread of its own (first_probe), so that open
+// never waits on the network longer than probe_wait.
+void CurlS3Sink::Impl::first_probe(CurlS3Sink& sink) {
+    std::exception_ptr error;
+    {
+        std::unique_lock<std::mutex> held(probe_mutex);
         try {
-            probe(sink);
+            probe(sink, held);
         } catch (...) {
             error = std::current_exception();  // rejected credentials, no such bucket
         }
-        bool log_error = false;
-        {
-            std::lock_guard<std::mutex> lock(prober_mutex);
-            first_probe_done = true;
-            probe_error = error;
-            log_error = error && open_returned;
+    }
+    first_probe_over = true;
+    bool log_error = false;
+    {
+        std::lock_guard<std::mutex> lock(prober_mutex);
+        first_probe_done = true;
+        probe_error = error;
+        log_error = error && open_returned;
+    }
+    prober_cv.notify_all();
+    if (log_error && logger) {
+        try {
+            std::rethrow_exception(error);
+        } catch (const std::exception& e) {
+            logger->log(LogLevel::Error, "training_output_s3_probe_failed",
+                        {{"endpoint", describe()},
+                         {"error", e.what()},
+                         {"detail", "appends fail with the same error; the lines stay spooled"}});
         }
-        prober_cv.notify_all();
-        if (log_error && logger) {
-            try {
-                std::rethrow_exception(error);
-            } catch (const std::exception& e) {
-                logger->log(LogLevel::Error, "training_output_s3_probe_failed",
-                            {{"endpoint", describe()},
-                             {"error", e.what()},
-                             {"detail", "appends fail with the same error; the lines stay spooled"}});
-            }
-        }
-        if (error || probed.load()) return;
-        std::unique_lock<std::mutex> lock(cancel_mutex);
-        if (cancel_cv.wait_until(lock, next_probe, [&] { return cancelled.load(); })) return;
     }
 }
 
-void CurlS3Sink::Impl::probe(CurlS3Sink& sink) {
+// With probe_mutex held.
+void CurlS3Sink::Impl::probe(CurlS3Sink& sink, std::unique_lock<std::mutex>& held) {
     Impl& m = *this;
-    if (m.probed.load()) return;
-    std::lock_guard<std::mutex> lock(m.probe_mutex);
-    if (m.probed.load() || m.cancelled.load()) return;
+    (void)held;
+    if (m.probed.load() || m.cancelled.load() || std::chrono::steady_clock::now() < m.next_probe) return;
     // One attempt per request: an unanswered step defers the whole probe.
     t_single_attempt = true;
     struct Reset {

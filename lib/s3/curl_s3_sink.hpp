@@ -47,9 +47,9 @@ struct S3SinkOptions {
     // error at open (Error(Config)); Off: never use it, no probe for it.
     NativeAppend native_append = NativeAppend::Auto;
     std::string probe_prefix = ".training_output/probe/";
-    // The probe runs on its own thread; the constructor waits this long for
-    // its first answer (so that rejected credentials are an error at open),
-    // then returns with the safe capabilities while the probe goes on.
+    // The first probe runs on its own thread; the constructor waits this long
+    // for it (so that rejected credentials are an error at open), then
+    // returns with the safe capabilities while the probe goes on.
     std::chrono::milliseconds probe_wait{500};
 };
 
@@ -72,9 +72,10 @@ class CurlS3Sink final : public S3Sink {
 public:
     // Throws Error(Config) for unusable options, and Error(Auth) (or
     // Error(Storage): no such bucket) when the server answers the probe so
-    // within probe_wait. Never waits longer: a server that has not answered
-    // by then is probed from a thread of the sink's, with backoff, and
-    // until it answers the capabilities are the safe ones.
+    // within probe_wait. Never waits longer: the first probe goes on on a
+    // thread of the sink's; a probe that got no answer runs again from
+    // capabilities(), with backoff; until one is answered the capabilities
+    // are the safe ones.
     explicit CurlS3Sink(S3SinkOptions options, const Logger* logger = nullptr);
     ~CurlS3Sink() override;
 

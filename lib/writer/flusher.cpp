@@ -549,8 +549,6 @@ bool Flusher::append_batch(Spool& spool, Batch& b, bool& found_landed, bool& con
     // elsewhere, voided once what is written under its name settled it.
     std::vector<Voided> voided_later;
     std::optional<Batch> as_before;  // restored if that write fails
-    std::string bytes_before;
-    std::vector<std::string> keys_before;
     struct Restore {
         std::optional<Batch>& as_before;
         Batch& b;
