@@ -40,6 +40,13 @@ bool all_hex(std::string_view s) {
     throw Error(r.status == SinkStatus::Auth ? ErrorCode::Auth : ErrorCode::Storage, what + ": " + r.describe());
 }
 
+// HEAD of `key`: its answer, NotFound included; any other failure throws.
+SinkResponse head_or_missing(S3Sink& sink, const std::string& key) {
+    SinkResponse h = sink.head(key);
+    if (!h.ok() && h.status != SinkStatus::NotFound) fail("could not read " + json::quote(key), h);
+    return h;
+}
+
 std::uint64_t uint_member(const rapidjson::Value& o, const char* name) {
     auto it = o.FindMember(name);
     if (it == o.MemberEnd() || !it->value.IsUint64()) {
@@ -449,8 +456,7 @@ bool BatchObjects::fold_round(const std::string& month_key, BatchManifest& m, co
         // appended. A first manifest counts the file as it is (written in
         // another mode before).
         if (m.etag.empty()) {
-            SinkResponse h = sink_.head(month_key);
-            if (!h.ok() && h.status != SinkStatus::NotFound) fail("could not read " + json::quote(month_key), h);
+            const SinkResponse h = head_or_missing(sink_, month_key);
             m.file_bytes = h.ok() ? h.size : 0;
         }
         commit_fold(month_key, m, m.file_bytes, still_ours);
@@ -559,8 +565,7 @@ std::string BatchObjects::read_month(const std::string& month_key) {
         }
         // Nothing moved under the reader: the manifest is the one it started
         // from, and a conversion neither began nor ended meanwhile.
-        SinkResponse again = sink_.head(mkey);
-        if (!again.ok() && again.status != SinkStatus::NotFound) fail("could not read " + json::quote(mkey), again);
+        const SinkResponse again = head_or_missing(sink_, mkey);
         if ((again.ok() ? again.etag : std::string()) != m.etag) {
             why = "the manifest changed";
             continue;
@@ -577,8 +582,7 @@ std::string BatchObjects::read_month(const std::string& month_key) {
         // half written. The file's ETag tells (a fold's append changes it
         // too: read again).
         if (file_etag) {
-            SinkResponse h = sink_.head(month_key);
-            if (!h.ok() && h.status != SinkStatus::NotFound) fail("could not read " + json::quote(month_key), h);
+            const SinkResponse h = head_or_missing(sink_, month_key);
             if ((h.ok() ? h.etag : std::string()) != *file_etag) {
                 why = "the file changed while it was read";
                 continue;

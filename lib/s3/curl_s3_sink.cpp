@@ -196,9 +196,9 @@ struct CurlS3Sink::Impl {
     std::thread prober;
     std::mutex prober_mutex;
     std::condition_variable prober_cv;
-    bool first_probe_done = false;   // under prober_mutex
-    bool open_returned = false;      // under prober_mutex: an error found later is logged
-    std::exception_ptr probe_error;  // under prober_mutex
+    std::atomic<bool> first_probe_done{false};  // set under prober_mutex; later probes wait for it
+    bool open_returned = false;                 // under prober_mutex: an error found later is logged
+    std::exception_ptr probe_error;             // under prober_mutex
 
     std::atomic<std::uint64_t> requests{0}, retries{0}, bytes_sent{0}, body_bytes_sent{0}, bytes_received{0};
     std::atomic<std::uint64_t> by_operation[kOps][kStatuses] = {};  // each answer, retries included
@@ -617,7 +617,6 @@ struct CurlS3Sink::Impl {
 
     void probe(CurlS3Sink& sink, std::unique_lock<std::mutex>& held);
     void first_probe(CurlS3Sink& sink);
-    std::atomic<bool> first_probe_over{false};  // later probes wait for it to end
 
     // Ends the probe's thread (its request in progress aborts).
     void stop_prober(CurlS3Sink& sink) {
@@ -635,7 +634,7 @@ CurlS3Sink::CurlS3Sink(S3SinkOptions options, const Logger* logger)
     std::exception_ptr error;
     {
         std::unique_lock<std::mutex> lock(m.prober_mutex);
-        m.prober_cv.wait_for(lock, m.options.probe_wait, [&] { return m.first_probe_done; });
+        m.prober_cv.wait_for(lock, m.options.probe_wait, [&] { return m.first_probe_done.load(); });
         m.open_returned = true;
         error = m.probe_error;
     }
@@ -871,7 +870,7 @@ SinkCapabilities CurlS3Sink::capabilities() const {
     // Until the probe has its answers, the safe ones (conditional PUT, no
     // conditional Complete: appends take a lease). Not probed yet: it runs
     // again here when it is time, unless a probe is running (never waited for).
-    if (!impl_->probed.load() && impl_->first_probe_over.load()) {
+    if (!impl_->probed.load() && impl_->first_probe_done.load()) {
         std::unique_lock<std::mutex> lock(impl_->probe_mutex, std::try_to_lock);
         if (lock.owns_lock()) impl_->probe(const_cast<CurlS3Sink&>(*this), lock);
     }
@@ -930,7 +929,6 @@ void CurlS3Sink::Impl::first_probe(CurlS3Sink& sink) {
             error = std::current_exception();  // rejected credentials, no such bucket
         }
     }
-    first_probe_over = true;
     bool log_error = false;
     {
         std::lock_guard<std::mutex> lock(prober_mutex);
