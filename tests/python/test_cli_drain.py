@@ -27,7 +27,7 @@ def killed_run(cli, out, data):
     wait_until_writing(out, p)
     p.send_signal(signal.SIGKILL)
     p.wait(timeout=60)
-    return len(lines_written(out))
+    return len(lines_written(out, killed=True))
 
 
 def cli_drain(cli, out):

@@ -36,13 +36,20 @@ def fresh_input(work):
     return data
 
 
-def lines_written(out):
+def lines_written(out, killed=False):
+    """The outputs of every line in the month's files. killed: a writer was just
+    SIGKILLed, possibly in the middle of an append; the batch it was writing (the
+    file's last line has no newline) is rolled back by the next writer to touch
+    the file, so it is not counted."""
     outputs = []
     for path in glob.glob(os.path.join(out, "training", "**", "*.jsonl"), recursive=True):
         if "/_" in path[len(out):]:  # manifests and internal objects
             continue
         with open(path, encoding="utf-8") as f:
-            outputs += [json.loads(line)["output"] for line in f if line.strip()]
+            lines = f.read().split("\n")
+        torn = lines.pop()  # "" when the file ends with its newline
+        assert killed or not torn, f"{path} ends with a partial line"
+        outputs += [json.loads(line)["output"] for line in lines if line.strip()]
     return outputs
 
 
