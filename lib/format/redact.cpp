@@ -13,6 +13,7 @@
 #include <stdexcept>
 
 #include "common/crash_point.hpp"
+#include "format/redact_prefilter.hpp"
 
 namespace training_output {
 
@@ -110,11 +111,6 @@ constexpr std::string_view kMonths[] = {"january", "february", "march",     "apr
 constexpr std::string_view kMonthAbbrevs[] = {"jan", "feb", "mar", "apr", "may", "jun", "jul",
                                               "aug", "sep", "oct", "nov", "dec", "sept"};
 
-constexpr std::string_view kStates[] = {"AL", "AK", "AZ", "AR", "CA", "CO", "CT", "DE", "FL", "GA", "HI", "ID", "IL",
-                                        "IN", "IA", "KS", "KY", "LA", "ME", "MD", "MA", "MI", "MN", "MS", "MO", "MT",
-                                        "NE", "NV", "NH", "NJ", "NM", "NY", "NC", "ND", "OH", "OK", "OR", "PA", "RI",
-                                        "SC", "SD", "TN", "TX", "UT", "VT", "VA", "WA", "WV", "WI", "WY", "DC", "PR"};
-
 constexpr std::string_view kStreetSuffixes[] = {
     "street",  "st",       "avenue",  "ave", "av",     "road", "rd",     "boulevard", "blvd",    "drive",
     "dr",      "lane",     "ln",      "way", "court",  "ct",   "place",  "pl",        "terrace", "ter",
@@ -127,40 +123,7 @@ constexpr std::string_view kDirections[] = {"n",  "s",  "e",     "w",     "ne", 
 constexpr std::string_view kUnitWords[] = {"apt", "apartment", "suite", "ste",   "unit",
                                            "rm",  "room",      "fl",    "floor", "bldg"};
 
-// The words cue() and name() start at, lowercased (sorted).
-constexpr std::string_view kCues[] = {"accompanied", "account",   "acct",
-                                      "attended",    "call",      "cardiologist",
-                                      "cell",        "cellphone", "chart",
-                                      "clinician",   "contact",   "contacted",
-                                      "device",      "dietitian", "endocrinologist",
-                                      "fax",         "hospital",  "imei",
-                                      "medical",     "mobile",    "mr",
-                                      "mrn",         "mrno",      "name",
-                                      "nurse",       "pager",     "patient",
-                                      "phone",       "physician", "postal",
-                                      "postcode",    "provider",  "record",
-                                      "referred",    "reviewed",  "s",
-                                      "seen",        "serial",    "signed",
-                                      "social",      "ss",        "ssn",
-                                      "surgeon",     "tel",       "telephone",
-                                      "therapist",   "udi",       "zip",
-                                      "zipcode"};
-
-// Whether `w` (lowercase ASCII letters) is one of kCues: most words are
-// turned away by their first two letters and their length, without a compare.
-inline bool is_cue(std::string_view w) {
-    struct Index {
-        std::uint64_t lengths[27][27] = {};  // bit n: a cue of n letters starts with these two
-        Index() {
-            for (auto c : kCues) lengths[slot(c, 0)][slot(c, 1)] |= std::uint64_t(1) << c.size();
-        }
-        static int slot(std::string_view w, size_t k) { return k < w.size() ? w[k] - 'a' : 26; }
-    };
-    static const Index index;
-    if (w.empty() || w.size() > 63) return false;
-    if (!(index.lengths[Index::slot(w, 0)][Index::slot(w, 1)] >> w.size() & 1)) return false;
-    return std::binary_search(std::begin(kCues), std::end(kCues), w);
-}
+using redact::is_cue;
 
 // Capitalized words that follow a name cue without being a name.
 constexpr std::string_view kNotNames[] = {"dr",
@@ -343,8 +306,8 @@ public:
                    date_day_first(i, m) || ssn_shape(i, m) || phone_shape(i, m) || address(i, m) ||
                    zip_after_address(i, m);
         }
-        return url(i, m) || email(i, m) || ipv6(i, m) || bare_domain(i, m) || date_month_first(i, m) || cue(i, m) ||
-               name(i, m);
+        return url(i, m) || email(i, m) || ipv6(i, m) || bare_domain(i, m) || date_month_first(i, m) ||
+               (may_cue(i) && (cue(i, m) || name(i, m)));
     }
 
     size_t last_address_end = static_cast<size_t>(-1);
@@ -355,6 +318,15 @@ public:
     size_t plain(size_t i) const { return is_digit(s_[i]) ? plain_number(i) : plain_word(i); }
 
 private:
+    // Whether cue() or name() may match at the letter at i: every word they
+    // start at is a cue when lowercased, or has a capital (a title, "SN", a
+    // state).
+    bool may_cue(size_t i) const {
+        size_t e = i;
+        while (e < n_ && is_lower(s_[e])) ++e;
+        if (e < n_ && is_upper(s_[e])) return true;
+        return e - i > kMaxWord || is_cue(std::string_view(reinterpret_cast<const char*>(s_ + i), e - i));
+    }
     //
     // A word of lowercase letters (or a capital and lowercase letters) that is
     // no cue of cue() or name() and no month, followed by a space or
@@ -1101,7 +1073,7 @@ private:
 
         // A state abbreviation and a ZIP code: "Springfield, IL 62704".
         if (e == i + 2 && is_upper(s_[i]) && is_upper(s_[i + 1]) &&
-            in_list(std::string_view(reinterpret_cast<const char*>(s_ + i), 2), kStates)) {
+            redact::is_state(std::string_view(reinterpret_cast<const char*>(s_ + i), 2))) {
             size_t p = i;
             while (p > 0 && s_[p - 1] == ' ') --p;
             if (p == 0 || p == i) return false;
@@ -1316,8 +1288,54 @@ private:
 
 }  // namespace
 
+namespace {
+
+void replace(std::string& out, const unsigned char* s, size_t& copied, const Match& m, RedactionCounts& counts) {
+    out.append(reinterpret_cast<const char*>(s + copied), m.begin - copied);
+    out.append(phi_placeholder(m.type));
+    ++counts.by_type[static_cast<int>(m.type)];
+    copied = m.end;
+}
+
+}  // namespace
+
 RedactionCounts redact_phi(std::string_view text, std::string& out) {
     if (fault_point("redact_phi")) throw std::runtime_error("redaction failed (fault point)");
+    RedactionCounts counts;
+    Scanner scan(text);
+    const auto* s = scan.data();
+    const size_t n = scan.size();
+    size_t copied = 0;  // also where the scanner goes on after an identifier
+    // The first pass cannot know where an address ends, and a number up to 3
+    // bytes after one may be its ZIP code: those are looked at too.
+    size_t zip_from = 0, zip_to = 0;
+    auto add_zip_starts = [&](size_t base, std::uint64_t& c) {
+        for (size_t q = std::max(zip_from, base); q < zip_to && q < base + 64; ++q)
+            if (is_digit(s[q]) && !is_alnum(s[q - 1])) c |= std::uint64_t(1) << (q - base);
+    };
+    redact::FirstPass first(text);
+    for (size_t base = 0; base < n; base += 64) {
+        std::uint64_t c = first.candidates(base);
+        add_zip_starts(base, c);
+        while (c) {
+            const size_t i = base + static_cast<size_t>(__builtin_ctzll(c));
+            c &= c - 1;
+            if (i < copied || scan.plain(i)) continue;
+            Match m;
+            if (!scan.match(i, m)) continue;
+            if (m.type == PhiType::Address) {
+                scan.last_address_end = zip_from = m.end;
+                zip_to = std::min(n, m.end + 4);
+                add_zip_starts(base, c);
+            }
+            replace(out, s, copied, m, counts);
+        }
+    }
+    out.append(reinterpret_cast<const char*>(s + copied), n - copied);
+    return counts;
+}
+
+RedactionCounts redact_phi_at_every_start(std::string_view text, std::string& out) {
     RedactionCounts counts;
     Scanner scan(text);
     const auto* s = scan.data();
@@ -1340,11 +1358,9 @@ RedactionCounts redact_phi(std::string_view text, std::string& out) {
             }
             Match m;
             if (scan.match(i, m)) {
-                out.append(reinterpret_cast<const char*>(s + copied), m.begin - copied);
-                out.append(phi_placeholder(m.type));
-                ++counts.by_type[static_cast<int>(m.type)];
                 if (m.type == PhiType::Address) scan.last_address_end = m.end;
-                i = copied = m.end;
+                replace(out, s, copied, m, counts);
+                i = copied;
                 continue;
             }
         }

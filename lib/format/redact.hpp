@@ -31,4 +31,9 @@ struct RedactionCounts {
 // point). Deterministic.
 RedactionCounts redact_phi(std::string_view text, std::string& out);
 
+// The same result, from the scanner run at every word start instead of only
+// where the first pass (format/redact_prefilter.hpp) leaves it to: the
+// definition redact_phi() is tested against.
+RedactionCounts redact_phi_at_every_start(std::string_view text, std::string& out);
+
 }  // namespace training_output

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_example.hpp"
 #include "format/redact.hpp"
 
 namespace to = training_output;
@@ -47,7 +48,10 @@ std::string narrative(const std::vector<std::string>& a, const std::vector<std::
 
 volatile std::uint32_t sink_counts = 0;
 
-void run(const char* what, const std::vector<std::string>& examples, int rounds, int runs) {
+using Redactor = to::RedactionCounts (*)(std::string_view, std::string&);
+
+void run(const char* what, const std::vector<std::string>& examples, int rounds, int runs,
+         Redactor redact = to::redact_phi) {
     std::size_t bytes = 0;
     for (const auto& e : examples) bytes += e.size();
     std::vector<double> ns_per_example;
@@ -59,7 +63,7 @@ void run(const char* what, const std::vector<std::string>& examples, int rounds,
         for (int k = 0; k < rounds; ++k) {
             for (const auto& e : examples) {
                 out.clear();
-                found += to::redact_phi(e, out).total();
+                found += redact(e, out).total();
             }
         }
         const double ns = std::chrono::duration<double, std::nano>(Clock::now() - t0).count();
@@ -69,7 +73,7 @@ void run(const char* what, const std::vector<std::string>& examples, int rounds,
     std::sort(ns_per_example.begin(), ns_per_example.end());
     const double med = ns_per_example[ns_per_example.size() / 2];
     const double avg_bytes = static_cast<double>(bytes) / static_cast<double>(examples.size());
-    std::printf("%-34s %5zu examples, %7.0f B avg: %10.0f ns/example  %7.1f MB/s  (%u identifiers/round)\n", what,
+    std::printf("%-42s %5zu examples, %7.0f B avg: %10.0f ns/example  %7.1f MB/s  (%u identifiers/round)\n", what,
                 examples.size(), avg_bytes, med, avg_bytes / med * 1e3, found / static_cast<unsigned>(rounds));
 }
 
@@ -81,10 +85,25 @@ int main(int argc, char** argv) {
     const std::string dir = TDO_PHI_DATA_DIR;
     const auto planted = texts(dir + "/planted.jsonl");
     const auto vitals = texts(dir + "/vitals.jsonl");
+    const std::vector<std::string> ordinary = {bench::narrative("user-1042", 7)};
     std::printf("redact_phi, median of %d runs\n", runs);
-    run("planted.jsonl (identifiers)", planted, rounds, runs);
-    run("vitals.jsonl (none)", vitals, rounds, runs);
-    run("2 KB narrative", {narrative(planted, vitals, 2048)}, rounds * 20, runs);
-    run("64 KB narrative", {narrative(planted, vitals, 65536)}, std::max(1, rounds / 2), runs);
+    // Each input twice, one run of each after the other: redact_phi(), then
+    // the scanner at every word start (no first pass), the same-run baseline.
+    struct Input {
+        const char* what;
+        std::vector<std::string> examples;
+        int rounds;
+    };
+    const Input inputs[] = {
+        {"benchmark narrative (bench_example.hpp)", ordinary, rounds * 20},
+        {"planted.jsonl (identifiers)", planted, rounds},
+        {"vitals.jsonl (none)", vitals, rounds},
+        {"2 KB narrative", {narrative(planted, vitals, 2048)}, rounds * 20},
+        {"64 KB narrative", {narrative(planted, vitals, 65536)}, std::max(1, rounds / 2)},
+    };
+    for (const auto& in : inputs) {
+        run(in.what, in.examples, in.rounds, runs);
+        run("  the same, every word start", in.examples, in.rounds, runs, to::redact_phi_at_every_start);
+    }
     return 0;
 }

@@ -1,6 +1,8 @@
 // Fuzzes the PHI redactor: on any valid UTF-8 text it returns valid UTF-8,
 // the same output twice, and as many placeholders as it counts; a text
-// without digits, '@', ':' or '/' keeps every reading and number it had.
+// without digits, '@', ':' or '/' keeps every reading and number it had; and
+// its first pass changes nothing (the same result as the scanner run at
+// every word start).
 #include <cstdint>
 #include <cstdlib>
 #include <string>
@@ -18,6 +20,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const to::RedactionCounts c = to::redact_phi(in, out);
     if (!to::is_valid_utf8(out)) std::abort();
     if (to::redact_phi(in, again).by_type != c.by_type || again != out) std::abort();
+    std::string every;
+    if (to::redact_phi_at_every_start(in, every).by_type != c.by_type || every != out) std::abort();
     // Each identifier became one placeholder: the output has at least that many.
     for (int t = 0; t < to::kPhiTypeCount; ++t) {
         const std::string_view p = to::phi_placeholder(static_cast<to::PhiType>(t));

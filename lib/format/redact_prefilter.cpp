@@ -1,0 +1,372 @@
+#include "format/redact_prefilter.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <iterator>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+namespace training_output::redact {
+
+namespace {
+
+using std::size_t;
+using std::uint64_t;
+
+constexpr size_t kMaxWord = 40;  // the scanner's longest cue, unit or name word
+
+// The words the cue and name matchers start at, lowercased (sorted).
+constexpr std::string_view kCues[] = {"accompanied", "account",   "acct",
+                                      "attended",    "call",      "cardiologist",
+                                      "cell",        "cellphone", "chart",
+                                      "clinician",   "contact",   "contacted",
+                                      "device",      "dietitian", "endocrinologist",
+                                      "fax",         "hospital",  "imei",
+                                      "medical",     "mobile",    "mr",
+                                      "mrn",         "mrno",      "name",
+                                      "nurse",       "pager",     "patient",
+                                      "phone",       "physician", "postal",
+                                      "postcode",    "provider",  "record",
+                                      "referred",    "reviewed",  "s",
+                                      "seen",        "serial",    "signed",
+                                      "social",      "ss",        "ssn",
+                                      "surgeon",     "tel",       "telephone",
+                                      "therapist",   "udi",       "zip",
+                                      "zipcode"};
+
+// Titles and months: with the cues, every word a matcher of words starts at
+// (sorted).
+constexpr std::string_view kTitlesAndMonths[] = {
+    "apr",     "april", "aug",  "august",   "dec",  "december", "doctor", "dr",  "drs",    "feb",  "february", "jan",
+    "january", "jul",   "july", "jun",      "june", "mar",      "march",  "may", "messrs", "miss", "mr",       "mrs",
+    "ms",      "mx",    "nov",  "november", "oct",  "october",  "prof",   "pt",  "sep",    "sept", "september"};
+
+// Bit n of lengths[a][b]: a word of n letters of the list starts with letters
+// a, b (26: none), in either case.
+struct WordIndex {
+    uint64_t lengths[27][27] = {};
+};
+constexpr int slot(std::string_view w, size_t k) { return k < w.size() ? (w[k] | 0x20) - 'a' : 26; }
+template <size_t N>
+constexpr void index_words(WordIndex& x, const std::string_view (&list)[N]) {
+    for (auto c : list) x.lengths[slot(c, 0)][slot(c, 1)] |= uint64_t(1) << c.size();
+}
+constexpr WordIndex make_cue_index() {
+    WordIndex x{};
+    index_words(x, kCues);
+    return x;
+}
+constexpr WordIndex make_starter_index() {
+    WordIndex x{};
+    index_words(x, kCues);
+    index_words(x, kTitlesAndMonths);
+    return x;
+}
+constexpr WordIndex kCueIndex = make_cue_index();
+constexpr WordIndex kStarterIndex = make_starter_index();
+
+bool is_lower(unsigned char c) { return c >= 'a' && c <= 'z'; }
+bool is_upper(unsigned char c) { return c >= 'A' && c <= 'Z'; }
+bool is_letter(unsigned char c) { return (c | 0x20) >= 'a' && (c | 0x20) <= 'z'; }
+bool is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
+bool is_alnum(unsigned char c) { return is_letter(c) || is_digit(c); }
+bool is_hex(unsigned char c) { return is_digit(c) || ((c | 0x20) >= 'a' && (c | 0x20) <= 'f'); }
+bool local_char(unsigned char c) {  // of an email's local part (the scanner's email())
+    return is_alnum(c) || c == '.' || c == '_' || c == '%' || c == '+' || c == '-';
+}
+
+// What may follow a word at which no email, domain, URL or IPv6 address
+// starts: anything but '.', ':', '@' and the characters of those runs.
+constexpr bool plain_follower(unsigned char c) {
+    switch (c) {
+        case 0:
+        case ' ':
+        case ',':
+        case ';':
+        case ')':
+        case '!':
+        case '?':
+        case '"':
+        case '\n':
+        case '\t':
+        case '\r': return true;
+        default: return false;
+    }
+}
+constexpr std::array<bool, 256> make_follower_table() {
+    std::array<bool, 256> t{};
+    for (int c = 0; c < 256; ++c) t[static_cast<size_t>(c)] = plain_follower(static_cast<unsigned char>(c));
+    return t;
+}
+constexpr std::array<bool, 256> kPlainFollower = make_follower_table();
+
+constexpr std::string_view kStates[] = {"AK", "AL", "AR", "AZ", "CA", "CO", "CT", "DC", "DE", "FL", "GA", "HI", "IA",
+                                        "ID", "IL", "IN", "KS", "KY", "LA", "MA", "MD", "ME", "MI", "MN", "MO", "MS",
+                                        "MT", "NC", "ND", "NE", "NH", "NJ", "NM", "NV", "NY", "OH", "OK", "OR", "PA",
+                                        "PR", "RI", "SC", "SD", "TN", "TX", "UT", "VA", "VT", "WA", "WI", "WV", "WY"};
+
+}  // namespace
+
+bool is_state(std::string_view w) noexcept { return std::binary_search(std::begin(kStates), std::end(kStates), w); }
+
+bool is_cue(std::string_view w) noexcept {
+    if (w.empty() || w.size() > 63) return false;
+    for (char c : w)
+        if (c < 'a' || c > 'z') return false;
+    if (!(kCueIndex.lengths[slot(w, 0)][slot(w, 1)] >> w.size() & 1)) return false;
+    return std::binary_search(std::begin(kCues), std::end(kCues), w);
+}
+
+BlockMasks block_masks_bytewise(const unsigned char* s, size_t n, size_t base) noexcept {
+    BlockMasks m;
+    const size_t end = std::min(n - base, size_t(64));
+    for (size_t k = 0; k < end; ++k) {
+        const unsigned char c = s[base + k];
+        const uint64_t bit = uint64_t(1) << k;
+        if (c >= 'a' && c <= 'z') m.lower |= bit;
+        if (c >= 'A' && c <= 'Z') m.upper |= bit;
+        if (c >= '0' && c <= '9') m.digit |= bit;
+        if (c >= 0x80) m.high |= bit;
+        if (c == '+' || c == '(') m.plus_paren |= bit;
+        if ((c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')) m.hex_letter |= bit;
+        if (c == '.' || c == '_' || c == '%' || c == '+' || c == '-') m.local |= bit;
+        if (c == '.') m.dot |= bit;
+        if (c == ':') m.colon |= bit;
+        if (c == '@') m.at_sign |= bit;
+    }
+    return m;
+}
+
+#if defined(__SSE2__)
+namespace {
+// Bit k: x[k] is in [lo, lo + span].
+inline uint64_t in_range(__m128i x, unsigned char lo, unsigned char span) {
+    const __m128i t = _mm_sub_epi8(x, _mm_set1_epi8(static_cast<char>(lo)));
+    const __m128i in = _mm_cmpeq_epi8(_mm_min_epu8(t, _mm_set1_epi8(static_cast<char>(span))), t);
+    return static_cast<std::uint32_t>(_mm_movemask_epi8(in));
+}
+}  // namespace
+
+BlockMasks block_masks(const unsigned char* s, size_t n, size_t base) noexcept {
+    alignas(16) unsigned char tail[64];
+    const unsigned char* p = s + base;
+    if (n - base < 64) {  // the last block: read past the end of nothing
+        std::memset(tail, 0, sizeof tail);
+        std::memcpy(tail, p, n - base);
+        p = tail;
+    }
+    BlockMasks m;
+    for (int j = 0; j < 4; ++j) {
+        const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * j));
+        const int shift = 16 * j;
+        m.lower |= in_range(x, 'a', 25) << shift;
+        m.upper |= in_range(x, 'A', 25) << shift;
+        m.digit |= in_range(x, '0', 9) << shift;
+        m.high |= uint64_t(static_cast<std::uint32_t>(_mm_movemask_epi8(x))) << shift;
+        const __m128i pp = _mm_or_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8('+')), _mm_cmpeq_epi8(x, _mm_set1_epi8('(')));
+        m.plus_paren |= uint64_t(static_cast<std::uint32_t>(_mm_movemask_epi8(pp))) << shift;
+        m.hex_letter |= in_range(_mm_or_si128(x, _mm_set1_epi8(0x20)), 'a', 5) << shift;
+        const __m128i dot = _mm_cmpeq_epi8(x, _mm_set1_epi8('.'));
+        const __m128i local = _mm_or_si128(
+            _mm_or_si128(dot, _mm_cmpeq_epi8(x, _mm_set1_epi8('_'))),
+            _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8('%')), _mm_cmpeq_epi8(x, _mm_set1_epi8('+'))),
+                         _mm_cmpeq_epi8(x, _mm_set1_epi8('-'))));
+        m.local |= uint64_t(static_cast<std::uint32_t>(_mm_movemask_epi8(local))) << shift;
+        m.dot |= uint64_t(static_cast<std::uint32_t>(_mm_movemask_epi8(dot))) << shift;
+        m.colon |= uint64_t(static_cast<std::uint32_t>(_mm_movemask_epi8(_mm_cmpeq_epi8(x, _mm_set1_epi8(':')))))
+                   << shift;
+        m.at_sign |= uint64_t(static_cast<std::uint32_t>(_mm_movemask_epi8(_mm_cmpeq_epi8(x, _mm_set1_epi8('@')))))
+                     << shift;
+    }
+    return m;
+}
+#else
+BlockMasks block_masks(const unsigned char* s, size_t n, size_t base) noexcept {
+    return block_masks_bytewise(s, n, base);
+}
+#endif
+
+FirstPass::FirstPass(std::string_view text) noexcept
+    : s_(reinterpret_cast<const unsigned char*>(text.data())), n_(text.size()) {}
+
+const FirstPass::Run& FirstPass::local_run(size_t p) {
+    if (p < run_.end) return run_;  // inside the run scanned last: it ends there too
+    run_ = Run{};
+    size_t j = p;
+    for (; j < n_ && local_char(s_[j]); ++j)
+        if (s_[j] == '.' && j + 1 < n_ && is_alnum(s_[j + 1])) run_.inner_dot = true;
+    run_.end = j;
+    run_.at_sign = j < n_ && s_[j] == '@';
+    return run_;
+}
+
+// A word at p (letters [p, e)) followed by other punctuation: whether no
+// email, domain, URL or IPv6 address starts at p. A URL's scheme (http,
+// https, ftp) ends in ':' and "www." has a dot; an IPv6 address is hex digits then ':'; a domain (an
+// email's too) has a '.' followed by a letter or digit inside its run of
+// letters, digits, '.' and '-', which is part of the run of an email's local
+// part; an email's local part is followed by '@'.
+bool FirstPass::no_address_at(size_t p, size_t e) {
+    if (at(e) == ':' && is_scheme(p, e - p)) return false;
+    size_t j = p;
+    while (j < n_ && is_hex(s_[j])) ++j;
+    if (at(j) == ':') return false;
+    const Run& run = local_run(p);
+    return !run.inner_dot && !run.at_sign;
+}
+
+// Whether a matcher of words may start at the word [p, p + len): the cue
+// and name matchers start at a cue (any case), a title or a month
+// (capitalized), a state or "SN" (two capitals); a word of more than 40
+// letters is left to them too.
+bool FirstPass::special_word(size_t p, size_t len) const {
+    if (len > kMaxWord) return true;
+    const bool capital = is_upper(s_[p]);
+    if (len == 2 && capital && is_upper(s_[p + 1])) {
+        const char two[2] = {static_cast<char>(s_[p]), static_cast<char>(s_[p + 1])};
+        if (is_state(std::string_view(two, 2)) || (two[0] == 'S' && two[1] == 'N')) return true;
+    }
+    const WordIndex& index = capital ? kStarterIndex : kCueIndex;
+    const int second = len > 1 ? (s_[p + 1] | 0x20) - 'a' : 26;
+    if (!(index.lengths[(s_[p] | 0x20) - 'a'][second] >> len & 1)) return false;
+    char buf[kMaxWord];
+    for (size_t q = 0; q < len; ++q) buf[q] = static_cast<char>(s_[p + q] | 0x20);
+    const std::string_view w(buf, len);
+    return is_cue(w) || (capital && std::binary_search(std::begin(kTitlesAndMonths), std::end(kTitlesAndMonths), w));
+}
+
+bool FirstPass::is_scheme(size_t p, size_t len) const {
+    if (len < 3 || len > 5) return false;
+    char buf[5];
+    for (size_t q = 0; q < len; ++q) buf[q] = static_cast<char>(s_[p + q] | 0x20);
+    const std::string_view w(buf, len);
+    return w == "http" || w == "https" || w == "ftp";
+}
+
+// Whether no matcher can start at the letter at p = base + k, a word start;
+// `letters` is the block's mask of ASCII letters: no special_word(), and no
+// email, domain, URL or IPv6 address.
+bool FirstPass::plain_word(size_t base, size_t k, uint64_t letters) {
+    const uint64_t rest = ~letters >> k;
+    size_t e;
+    if (rest != 0) {
+        e = base + k + static_cast<size_t>(__builtin_ctzll(rest));
+    } else {  // the word goes on into the next block
+        e = base + 64;
+        while (e < n_ && is_letter(s_[e])) ++e;
+    }
+    const size_t p = base + k;
+    if (special_word(p, e - p)) return false;
+    return plain_follower(at(e)) || no_address_at(p, e);
+}
+
+// Whether no matcher can start at the number at p (a word start), unless it
+// is a ZIP code right after an address (redact_phi() looks at those itself).
+// A number followed by punctuation of plain_follower() or '%', or by a space
+// and a lowercase word other than "of", is what the scanner's plain_number()
+// turns away. Beside those: a number followed by a non-ASCII character
+// ("36.6°C"), two groups of digits joined by '.', '-' or '/' ("142.3 mg",
+// "38-57 ms", "128/82") that no third group follows, a number joined to a
+// word ("30-day", "160/day") or glued to a unit ("7h": not an ordinal, not
+// hex digits before a ':'), a time ("07:30", "1:45:00"), none of them
+// followed by the '@' of an email. An IP address has three dots, a numeric
+// date and an SSN three groups, a phone number three groups or more, an IPv6
+// address hex digits and two colons or more (seven without "::"), an address
+// or a day before a month a space after the number.
+bool FirstPass::plain_number(size_t p) {
+    auto digits_end = [&](size_t j) {
+        while (j < n_ && is_digit(s_[j])) ++j;
+        return j;
+    };
+    // A second group of digits after the one at e: whether it may go on into
+    // a third (a date, an SSN, a phone number, an IP address) or be hex.
+    auto third_group = [&](size_t e) {
+        const size_t e2 = digits_end(e + 1);
+        const unsigned char h = at(e2), after = at(e2 + 1);
+        return h == '.' || h == '-' || h == '/' || h == ':' || (h == ' ' && (is_digit(after) || after == '('));
+    };
+    const size_t e = digits_end(p);
+    const unsigned char f = at(e), g = at(e + 1);
+    if (f == ' ') return is_lower(g) && !(g == 'o' && at(e + 2) == 'f');
+    if (plain_follower(f) || f == '%' || f >= 0x80) return true;
+    if (f == '.' || f == '-' || f == '/') {  // "142.3 mg", "38-57 ms", "128/82", "30-day", "160/day"
+        if (is_digit(g) ? third_group(e) : g == '(') return false;
+    } else if (f == ':') {  // "07:30", "1:45:00"
+        if (!is_digit(g)) return false;
+        size_t e2 = digits_end(e + 1);
+        if (at(e2) == ':' && is_digit(at(e2 + 1))) e2 = digits_end(e2 + 1);
+        if (at(e2) == ':' || is_hex(at(e2))) return false;
+    } else if (is_letter(f)) {  // "7h", "32m", "5km"; not an ordinal ("3rd of March")
+        const unsigned char a = f | 0x20, b = g | 0x20;
+        if ((a == 's' && b == 't') || (a == 'n' && b == 'd') || (a == 'r' && b == 'd') || (a == 't' && b == 'h'))
+            return false;
+        size_t j = p;
+        while (j < n_ && is_hex(s_[j])) ++j;
+        if (at(j) == ':') return false;
+    } else {
+        return false;
+    }
+    return !local_run(p).at_sign;
+}
+
+// How many bits of `mask` are set from bit k on, before the first clear one
+// (64 - k if all are).
+static unsigned ones_from(uint64_t mask, unsigned k) {
+    const uint64_t rest = ~mask >> k;
+    return rest ? static_cast<unsigned>(__builtin_ctzll(rest)) : 64 - k;
+}
+
+uint64_t FirstPass::candidates(size_t base) noexcept {
+    const BlockMasks m = block_masks(s_, n_, base);
+    const unsigned char before = base > 0 ? s_[base - 1] : ' ';
+    const uint64_t letters = m.lower | m.upper;
+    const uint64_t prev_alnum = (letters | m.digit) << 1 | uint64_t(is_alnum(before));
+    const uint64_t prev_high = m.high << 1 | uint64_t(before >= 0x80);
+    const uint64_t next_digit = m.digit >> 1 | uint64_t(base + 64 < n_ && is_digit(s_[base + 64])) << 63;
+    const unsigned char* b = s_ + base;
+
+    // The quick tests, a word or number at a time, settle most starts; the
+    // ones they leave get the whole test below.
+    uint64_t unsettled = 0;
+    const uint64_t alnum = letters | m.digit, local = alnum | m.local, hex = m.digit | m.hex_letter;
+    const uint64_t inner_dot = m.dot & (alnum >> 1 | uint64_t(1) << 63);  // at 63: maybe
+    for (uint64_t words = letters & ~prev_alnum & ~prev_high; words; words &= words - 1) {
+        const unsigned k = static_cast<unsigned>(__builtin_ctzll(words));
+        const unsigned end = k + ones_from(letters, k);  // < 64 unless the word goes on into the next block
+        const unsigned len = end - k;
+        const bool capital = m.upper >> k & 1;
+        const unsigned second = len > 1 ? (b[k + 1] | 0x20) - 'a' : 26;
+        bool plain = end < 64 && len <= kMaxWord &&
+                     !((capital ? kStarterIndex : kCueIndex).lengths[(b[k] | 0x20) - 'a'][second] >> len & 1) &&
+                     !(len == 2 && (m.upper >> k & 3) == 3);
+        if (plain && !kPlainFollower[at(base + end)]) {  // no_address_at(), on the masks
+            const unsigned local_end = k + ones_from(local, k), hex_end = k + ones_from(hex, k);
+            const unsigned char first = b[k] | 0x20;
+            plain = local_end < 64 && hex_end < 64 && !(m.colon >> hex_end & 1) &&
+                    !((m.colon >> end & 1) && len >= 3 && len <= 5 && (first == 'h' || first == 'f')) &&
+                    !(m.at_sign >> local_end & 1) && !((inner_dot & ((uint64_t(1) << local_end) - 1)) >> k);
+        }
+        if (!plain) unsettled |= uint64_t(1) << k;
+    }
+    for (uint64_t numbers = m.digit & ~prev_alnum; numbers; numbers &= numbers - 1) {
+        const unsigned k = static_cast<unsigned>(__builtin_ctzll(numbers));
+        const uint64_t rest = ~m.digit >> k;
+        const unsigned end = rest ? k + static_cast<unsigned>(__builtin_ctzll(rest)) : 64;
+        const unsigned char f = at(base + end), g = at(base + end + 1);
+        const bool plain = end < 64 && (f == ' ' ? is_lower(g) && !(g == 'o' && at(base + end + 2) == 'f')
+                                                 : kPlainFollower[f] || f == '%');
+        if (!plain) unsettled |= uint64_t(1) << k;
+    }
+    uint64_t out = m.plus_paren & ~prev_alnum & next_digit;
+    for (; unsettled; unsettled &= unsettled - 1) {  // in increasing order, as local_run() needs
+        const size_t k = static_cast<size_t>(__builtin_ctzll(unsettled));
+        const bool plain = (m.digit >> k & 1) ? plain_number(base + k) : plain_word(base, k, letters);
+        if (!plain) out |= uint64_t(1) << k;
+    }
+    return out;
+}
+
+}  // namespace training_output::redact
