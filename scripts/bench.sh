@@ -20,8 +20,9 @@
 #   scripts/bench.sh spool [LATENCY_CALLS] [THROUGHPUT_CALLS]
 #       generate() latency with RGW healthy and with S3 down; single-thread
 #       throughput through the C++ API, the C ABI and ctypes
-#   scripts/bench.sh redact [ROUNDS] [RUNS]              redact_phi() over the PHI corpora and a 2 KB and a
-#                                                        64 KB narrative (no server)
+#   scripts/bench.sh redact [ROUNDS] [RUNS]              redact_phi() over the benchmark narrative, the PHI
+#                                                        corpora and a 2 KB and a 64 KB narrative, each
+#                                                        also without the first pass (no server)
 #   scripts/bench.sh redis [CLAIMS] [THREADS]            the Redis dedup store against a redis-server it
 #                                                        starts on loopback, then redis-benchmark's SET
 #                                                        on the same server as the ceiling
