@@ -19,6 +19,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -42,6 +43,23 @@ struct OwnerRecord {
     std::string id;          // the spool's id
     std::string spool_path;  // where it is (diagnostics; SQLite: its liveness)
 };
+
+// A batch an owner may be writing as an object of its own (the batches
+// append mode): its object's key, its size and its lines' keys.
+struct InflightBatch {
+    std::string object_key;
+    std::uint64_t bytes = 0;
+    std::vector<std::string> keys;
+};
+
+// Called by a store that is about to take keys over from an owner that is
+// gone (by its liveness TTL), once per such owner and claim call, with the
+// owner's id, outside any store call: the writer settles that owner's
+// inflight() batches (each one's name fenced, or its keys committed where it
+// landed), so that a write of the gone owner's that the network still holds
+// never lands beside the taker's. False: the keys stay held for now (the
+// claim answers Held). Must not throw.
+using TakeoverGuard = std::function<bool(const std::string& gone_owner)>;
 
 class DedupStore {
 public:
@@ -81,6 +99,32 @@ public:
     // Housekeeping off the callers' threads (SQLite: expired rows, deleted in
     // small batches). Called every few seconds by the writer's flusher.
     virtual void maintain() {}
+
+    // Batches written as objects of their own, for stores where an owner's
+    // claims are taken over once its liveness TTL lapses (Redis): recorded
+    // before each write of the batch, for `ttl` (the claims' TTL), and
+    // cleared once its keys are committed; read by the writer that takes the
+    // owner's keys over (TakeoverGuard). Stores whose owners live while
+    // their spool directory exists (SQLite, memory) keep nothing: a writer
+    // that died there has its spool adopted, not its claims taken over, and
+    // the adopter settles its batches. Throw Error(DedupStore) when the
+    // store fails.
+    virtual void record_inflight(const std::string& owner, const InflightBatch& batch, std::chrono::seconds ttl) {
+        (void)owner;
+        (void)batch;
+        (void)ttl;
+    }
+    virtual std::vector<InflightBatch> inflight(const std::string& owner) {
+        (void)owner;
+        return {};
+    }
+    virtual void clear_inflight(const std::string& owner, const std::vector<std::string>& object_keys) {
+        (void)owner;
+        (void)object_keys;
+    }
+    // The guard called before a take-over (none: keys are taken over at
+    // once). May be set and reset while the store is in use.
+    virtual void set_takeover_guard(TakeoverGuard guard) { (void)guard; }
 
     // "memory", "sqlite", "redis".
     virtual const char* kind() const noexcept = 0;

@@ -133,6 +133,17 @@ std::optional<BatchName> parse(const std::string& month_key, const std::string& 
     return BatchName{std::string(spool), std::strtoull(std::string(seq).c_str(), nullptr, 16)};
 }
 
+std::optional<std::string> month_of(const std::string& batch_key) {
+    const std::string marker = ".batches/";
+    const auto at = batch_key.rfind(marker);
+    if (at == std::string::npos) return std::nullopt;
+    const std::string stem = batch_key.substr(0, at);
+    for (std::string month : {stem + ".jsonl", stem}) {
+        if (parse(month, batch_key)) return month;
+    }
+    return std::nullopt;
+}
+
 AppendIntent intent(const std::string& month_key, const std::string& batch_key) {
     return AppendIntent{month_key, batch_key, 0};
 }
@@ -223,9 +234,9 @@ AppendResult BatchObjects::land(const std::string& month_key, const std::string&
     auto fenced = [&](const SinkResponse& existing) {
         if (batch.empty() || existing.size != 0) return;
         if (left_undecided) left_undecided->reset();  // none of it can land
-        throw Error(ErrorCode::Storage, "the batch object " + json::quote(batch_key) +
-                                            " was fenced: a writer that took its spool over found its lines "
-                                            "delivered elsewhere");
+        throw FencedName(ErrorCode::Storage, "the batch object " + json::quote(batch_key) +
+                                                 " was fenced (by a writer that found its lines delivered elsewhere, "
+                                                 "or that took claims of its spool over): its lines take another name");
     };
     if (!sink_.capabilities().conditional_writes) {
         // Conditions are ignored here: look first (a rewrite would be the same bytes anyway).

@@ -8,7 +8,8 @@
 //   <stem>.jsonl                                   the compacted file
 //
 // A batch is one PUT of its own object, named by its spool and the sequence
-// number of its first line: the name is in the batch's INTENT (in place of
+// number of its first line (its spool's id and an 'f' per fence when a
+// writer that took claims of the spool over fenced its first name): the name is in the batch's INTENT (in place of
 // an ETag), so that a retry, a replay after a crash and a late copy of the
 // request all write the same bytes under the same name (If-None-Match: *
 // where the store enforces it: the second one is a 412). No lease, no read,
@@ -49,10 +50,18 @@
 #include <string_view>
 
 #include "append/object_appender.hpp"
+#include "training_output/error.hpp"
 #include "training_output/log.hpp"
 #include "training_output/s3_sink.hpp"
 
 namespace training_output {
+
+// land() of lines under a name an empty object fences: none of them can
+// land there; they need another name.
+class FencedName : public Error {
+public:
+    using Error::Error;
+};
 
 struct BatchName {
     std::string spool;      // the spool's id (hex)
@@ -62,8 +71,14 @@ struct BatchName {
 namespace batch_objects {
 std::string prefix(const std::string& month_key);        // "<stem>.batches/"
 std::string manifest_key(const std::string& month_key);  // "<stem>.batches.json"
+// The batch's object: "<stem>.batches/<spool>-<first seq, 16 hex digits>.jsonl".
+// A batch whose name was fenced while it still had lines is written under
+// its spool's id followed by one 'f' per fence: a name no spool has (ids
+// have a fixed length), with a folded mark of its own.
 std::string key(const std::string& month_key, const std::string& spool, std::uint64_t first_seq);
 std::optional<BatchName> parse(const std::string& month_key, const std::string& key);
+// The monthly file a batch object's key belongs to (nullopt: not one).
+std::optional<std::string> month_of(const std::string& batch_key);
 // The INTENT of a batch written as its own object: its `etag` holds the
 // object's key (an ETag never contains '/').
 AppendIntent intent(const std::string& month_key, const std::string& batch_key);

@@ -121,6 +121,7 @@ public:
     void maintain();
 
     std::uint64_t store_errors() const { return store_errors_.load(std::memory_order_relaxed); }
+    std::chrono::seconds claim_ttl() const { return options_.claim_ttl; }
     DedupStore& store() { return *store_; }
 
 private:

@@ -3,8 +3,12 @@
 // claim    EVAL on the key: free -> SET key <owner> EX <claim_ttl>; answers
 //          claimed (free or ours), committed ("1"), or the other owner's id
 // then, only for keys another owner holds: EXISTS <prefix><that owner>
-//          (its liveness), and for an owner that is gone, EVAL on the key:
+//          (its liveness), and for an owner that is gone, once the writer's
+//          guard settled that owner's inflight batches, EVAL on the key:
 //          take it over if it still holds that owner's id
+// inflight EVAL on <prefix><id>:batches: a line per batch object the owner
+//          may be writing (its key, size and keys), with the claims' TTL;
+//          removed once committed; GET by a taker
 // commit   SET key 1 [EX <ttl>]                      (pipelined for a batch)
 // owners   SET <prefix><id> <spool path> EX <owner_ttl>, refreshed while the
 //          spool is held; DEL when it is gone
@@ -35,7 +39,9 @@
 #include <cerrno>
 #include <condition_variable>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
@@ -86,6 +92,19 @@ const char kTakeOverScript[] =
     "if v == ARGV[1] then return 3 end "
     "if v == '1' then return 0 end "
     "return 2";
+
+// KEYS[1] an owner's inflight batches; ARGV[1] a line to add; ARGV[2] the TTL.
+const char kInflightAddScript[] =
+    "local v = redis.call('GET', KEYS[1]) or '' "
+    "redis.call('SET', KEYS[1], v .. ARGV[1], 'EX', ARGV[2]) return 1";
+// The same; ARGV[1] an object key whose lines go.
+const char kInflightRemoveScript[] =
+    "local v = redis.call('GET', KEYS[1]) if not v then return 0 end "
+    "local keep = {} local head = ARGV[1] .. '\\t' "
+    "for line in string.gmatch(v, '[^\\n]+') do "
+    "if string.sub(line, 1, #head) ~= head then keep[#keep + 1] = line end end "
+    "if #keep == 0 then redis.call('DEL', KEYS[1]) "
+    "else redis.call('SET', KEYS[1], table.concat(keep, '\\n') .. '\\n', 'EX', ARGV[2]) end return 1";
 
 ClaimState claim_state(long long answer) {
     switch (answer) {
@@ -291,48 +310,65 @@ public:
         return claim_batch({key}, owner, claim_ttl)[0];
     }
 
-    // One pipelined round trip; two more only for keys another owner holds.
+    // One pipelined round trip; two more only for keys another owner holds
+    // (and, before a take-over, the guard).
     std::vector<ClaimState> claim_batch(const std::vector<std::string>& keys, const std::string& owner,
                                         std::chrono::seconds claim_ttl) override {
         if (keys.empty()) return {};
-        return call("claim", [&](Connection& c, Clock::time_point deadline) {
-            const std::string seconds = std::to_string(std::max<std::int64_t>(claim_ttl.count(), 1));
+        const std::string seconds = std::to_string(std::max<std::int64_t>(claim_ttl.count(), 1));
+        std::vector<std::string> gone_owner(keys.size());  // of a key held by an owner that is gone
+        std::vector<ClaimState> out = call("claim", [&](Connection& c, Clock::time_point deadline) {
             std::string cmds;
             cmds.reserve(keys.size() * (keys.front().size() + owner.size() + sizeof kClaimScript + 32));
             for (const auto& key : keys) append_command(cmds, {"EVAL", kClaimScript, "1", key, owner, seconds});
             auto replies = c.exchange(cmds, keys.size(), deadline);
-            std::vector<ClaimState> out(keys.size(), ClaimState::Claimed);
+            std::vector<ClaimState> states(keys.size(), ClaimState::Claimed);
             std::vector<std::size_t> held;  // by another owner: is it alive?
             for (std::size_t i = 0; i < keys.size(); ++i) {
                 const redisReply& r = *replies[i];
                 if (r.type == REDIS_REPLY_ERROR) throw AnswerError(reply_text(r));
                 if (r.type == REDIS_REPLY_INTEGER) {
-                    out[i] = claim_state(r.integer);
+                    states[i] = claim_state(r.integer);
                 } else if (r.type == REDIS_REPLY_STRING) {
-                    out[i] = ClaimState::Held;
+                    states[i] = ClaimState::Held;
                     held.push_back(i);
                 } else {
                     throw AnswerError("unexpected reply to the claim script");
                 }
             }
-            if (held.empty()) return out;
+            if (held.empty()) return states;
             cmds.clear();
             for (std::size_t i : held)
                 append_command(cmds, {"EXISTS", options_.owner_key_prefix + reply_text(*replies[i])});
             auto alive = c.exchange(cmds, held.size(), deadline);
-            std::vector<std::size_t> gone;
-            std::string takeovers;
             for (std::size_t j = 0; j < held.size(); ++j) {
                 const redisReply& r = *alive[j];
                 if (r.type == REDIS_REPLY_ERROR) throw AnswerError(reply_text(r));
                 if (r.type != REDIS_REPLY_INTEGER) throw AnswerError("unexpected reply to EXISTS");
-                if (r.integer != 0) continue;
-                const std::size_t i = held[j];
-                gone.push_back(i);
-                append_command(takeovers,
-                               {"EVAL", kTakeOverScript, "1", keys[i], owner, seconds, reply_text(*replies[i])});
+                if (r.integer == 0) gone_owner[held[j]] = reply_text(*replies[held[j]]);
             }
-            if (gone.empty()) return out;
+            return states;
+        });
+        // The guard settles each gone owner's batches first (S3 requests:
+        // no connection of the store is held meanwhile).
+        TakeoverGuard guard;
+        {
+            std::lock_guard<std::mutex> lock(guard_mutex_);
+            guard = guard_;
+        }
+        std::map<std::string, bool> settled;
+        std::vector<std::size_t> gone;
+        for (std::size_t i = 0; i < keys.size(); ++i) {
+            if (gone_owner[i].empty()) continue;
+            auto it = settled.find(gone_owner[i]);
+            if (it == settled.end()) it = settled.emplace(gone_owner[i], !guard || guard(gone_owner[i])).first;
+            if (it->second) gone.push_back(i);  // else it stays held for now
+        }
+        if (gone.empty()) return out;
+        call("take over", [&](Connection& c, Clock::time_point deadline) {
+            std::string takeovers;
+            for (std::size_t i : gone)
+                append_command(takeovers, {"EVAL", kTakeOverScript, "1", keys[i], owner, seconds, gone_owner[i]});
             auto taken = c.exchange(takeovers, gone.size(), deadline);
             for (std::size_t j = 0; j < gone.size(); ++j) {
                 const redisReply& r = *taken[j];
@@ -340,8 +376,84 @@ public:
                 if (r.type != REDIS_REPLY_INTEGER) throw AnswerError("unexpected reply to the take-over script");
                 out[gone[j]] = claim_state(r.integer);
             }
-            return out;
+            return true;
         });
+        return out;
+    }
+
+    // An owner's inflight batches: one string, `<owner key>:batches`, a line
+    // "<object key>\t<bytes>[\t<key>]...\n" per batch, changed by scripts
+    // (GET, SET, DEL: what an ACL user is allowed), with the claims' TTL.
+    void record_inflight(const std::string& owner, const InflightBatch& batch, std::chrono::seconds ttl) override {
+        std::string line = batch.object_key + '\t' + std::to_string(batch.bytes);
+        for (const auto& k : batch.keys) {
+            line += '\t';
+            line += k;
+        }
+        line += '\n';
+        const std::int64_t seconds = std::max<std::int64_t>(ttl.count(), 1);
+        inflight_ttl_ = seconds;
+        call("record inflight", [&](Connection& c, Clock::time_point deadline) {
+            std::string cmd;
+            append_command(cmd, {"EVAL", kInflightAddScript, "1", inflight_key(owner), line, std::to_string(seconds)});
+            auto replies = c.exchange(cmd, 1, deadline);
+            if (replies[0]->type == REDIS_REPLY_ERROR) throw AnswerError(reply_text(*replies[0]));
+            return true;
+        });
+    }
+
+    std::vector<InflightBatch> inflight(const std::string& owner) override {
+        const std::string text = call("read inflight", [&](Connection& c, Clock::time_point deadline) {
+            std::string cmd;
+            append_command(cmd, {"GET", inflight_key(owner)});
+            auto replies = c.exchange(cmd, 1, deadline);
+            const redisReply& r = *replies[0];
+            if (r.type == REDIS_REPLY_ERROR) throw AnswerError(reply_text(r));
+            return r.type == REDIS_REPLY_STRING ? reply_text(r) : std::string();
+        });
+        std::vector<InflightBatch> out;
+        std::size_t at = 0;
+        while (at < text.size()) {
+            std::size_t end = text.find('\n', at);
+            if (end == std::string::npos) end = text.size();
+            std::vector<std::string> fields;
+            for (std::size_t f = at; f <= end;) {
+                std::size_t tab = text.find('\t', f);
+                if (tab == std::string::npos || tab > end) tab = end;
+                fields.push_back(text.substr(f, tab - f));
+                f = tab + 1;
+            }
+            at = end + 1;
+            if (fields.size() < 2 || fields[0].empty()) continue;
+            const bool again =
+                std::any_of(out.begin(), out.end(), [&](const InflightBatch& b) { return b.object_key == fields[0]; });
+            if (again) continue;  // recorded by each attempt: the same batch
+            InflightBatch b;
+            b.object_key = fields[0];
+            b.bytes = std::strtoull(fields[1].c_str(), nullptr, 10);
+            b.keys.assign(fields.begin() + 2, fields.end());
+            out.push_back(std::move(b));
+        }
+        return out;
+    }
+
+    void clear_inflight(const std::string& owner, const std::vector<std::string>& object_keys) override {
+        if (object_keys.empty()) return;
+        call("clear inflight", [&](Connection& c, Clock::time_point deadline) {
+            const std::string key = inflight_key(owner), seconds = std::to_string(inflight_ttl_.load());
+            std::string cmds;
+            for (const auto& k : object_keys)
+                append_command(cmds, {"EVAL", kInflightRemoveScript, "1", key, k, seconds});
+            for (const auto& r : c.exchange(cmds, object_keys.size(), deadline)) {
+                if (r->type == REDIS_REPLY_ERROR) throw AnswerError(reply_text(*r));
+            }
+            return true;
+        });
+    }
+
+    void set_takeover_guard(TakeoverGuard guard) override {
+        std::lock_guard<std::mutex> lock(guard_mutex_);
+        guard_ = std::move(guard);
     }
 
     void commit(const std::vector<std::string>& keys, std::chrono::seconds ttl) override {
@@ -396,6 +508,7 @@ public:
 
 private:
     std::string prefix() const { return "redis dedup store " + display_ + ": "; }
+    std::string inflight_key(const std::string& owner) const { return options_.owner_key_prefix + owner + ":batches"; }
 
     // The TLS context every connection of the store shares. Throws
     // Error(Config) naming the configuration key of a file that cannot be used.
@@ -718,6 +831,10 @@ private:
     Clock::time_point down_since_{};
     Clock::time_point retry_at_{};
     std::string last_error_;
+
+    std::mutex guard_mutex_;
+    TakeoverGuard guard_;
+    std::atomic<std::int64_t> inflight_ttl_{86400};  // the claims' TTL, as the last record gave it
 };
 
 }  // namespace

@@ -54,6 +54,9 @@ Flusher::Flusher(ObjectAppender& appender, BatchObjects& batches, TrainingDedupl
       own_(own),
       adopt_(std::move(adopt)) {
     epoch_ = dedup_.liveness_epoch();
+    if (options_.batch_objects) {
+        dedup_.store().set_takeover_guard([this](const std::string& gone) { return settle_inflight_of(gone); });
+    }
     adopt_now();
     next_adopt_ = Clock::now() + options_.adopt_interval;
     next_maintain_ = Clock::now() + options_.maintain_interval;
@@ -67,6 +70,59 @@ Flusher::~Flusher() {
     }
     wake_.notify_all();
     if (thread_.joinable()) thread_.join();
+    if (options_.batch_objects) dedup_.store().set_takeover_guard(nullptr);
+}
+
+// The dedup store is about to take claims over from `gone`, an owner whose
+// liveness lapsed: each batch object it named before writing is settled
+// first. One that landed (or was folded) is delivered: its keys are
+// committed, so that the taker finds them written. One that has not is
+// fenced: an empty object under its name, with If-None-Match: *, so that a
+// write of it the network still holds is refused when it arrives (412).
+// False when that cannot be done now: the claims stay the gone owner's, and
+// the next claim tries again.
+bool Flusher::settle_inflight_of(const std::string& gone) {
+    try {
+        std::vector<std::string> settled;
+        std::int64_t fenced = 0, landed = 0;
+        for (const InflightBatch& b : dedup_.store().inflight(gone)) {
+            const auto month = batch_objects::month_of(b.object_key);
+            if (month) {
+                const AppendIntent in = batch_objects::intent(*month, b.object_key);
+                Landed l = batches_.check_landed(in, b.bytes);
+                if (l == Landed::NotYet) {
+                    batches_.land(*month, b.object_key, std::string_view(), nullptr);  // 412: something is there
+                    l = batches_.check_landed(in, b.bytes);
+                }
+                if (l == Landed::Yes) {
+                    if (!dedup_.commit(b.keys)) return false;
+                    ++landed;
+                } else if (l == Landed::No) {
+                    ++fenced;
+                } else {
+                    return false;
+                }
+            }
+            settled.push_back(b.object_key);
+        }
+        if (settled.empty()) return true;
+        dedup_.store().clear_inflight(gone, settled);
+        logger_.log(LogLevel::Info, "training_output_takeover_settled",
+                    {{"owner", gone}, {"batches_fenced", fenced}, {"batches_landed", landed}});
+        return true;
+    } catch (const std::exception& e) {
+        logger_.log(LogLevel::Warning, "training_output_takeover_deferred", {{"owner", gone}, {"error", e.what()}});
+        return false;
+    }
+}
+
+void Flusher::forget_inflight(const std::string& owner, const std::string& object_key) {
+    try {
+        dedup_.store().clear_inflight(owner, {object_key});
+    } catch (const std::exception&) {
+        // Kept until the claims' TTL: a writer that takes this one's claims
+        // over finds the batch landed and commits its keys again (harmless).
+    }
 }
 
 // Takes over the spools of writers that died and queues what they hold.
@@ -619,15 +675,34 @@ bool Flusher::append_batch(Spool& spool, Batch& b, bool& found_landed, bool& con
             // its name again, and finds the fence, not the batch.)
             if (!bytes.empty()) spool.record_intent(b.spool, in, bytes.size(), crc);
             crash_point("flusher.after_intent");
+            // A batch object is named in the dedup store too, with its keys,
+            // where a writer that takes this one's claims over when its
+            // liveness lapsed (Redis) finds it, and fences the name before
+            // writing them (the DedupStore's TakeoverGuard).
+            if (batch_objects::is_intent(in) && !bytes.empty()) {
+                InflightBatch inflight{in.etag, bytes.size(), {}};
+                for (const auto& k : keys)
+                    if (!k.empty()) inflight.keys.push_back(k);
+                dedup_.store().record_inflight(spool.id(), inflight, dedup_.claim_ttl());
+            }
         };
         // A batch object keeps its name (its INTENT's) until it landed.
         const bool as_object = undecided ? batch_objects::is_intent(undecided->intent) : options_.batch_objects;
         const std::string batch_key =
             !as_object  ? std::string()
             : undecided ? undecided->intent.etag
-                        : batch_objects::key(b.spool.object_key, spool.id(), b.spool.lines.front().seq);
-        AppendResult r = as_object ? batches_.land(b.spool.object_key, batch_key, bytes, before_write, &left)
-                                   : appender_.append(b.spool.object_key, bytes, before_write, undecided, &left);
+                        : batch_objects::key(b.spool.object_key, spool.id() + std::string(b.fenced_names, 'f'),
+                                             b.spool.lines.front().seq);
+        AppendResult r;
+        try {
+            r = as_object ? batches_.land(b.spool.object_key, batch_key, bytes, before_write, &left)
+                          : appender_.append(b.spool.object_key, bytes, before_write, undecided, &left);
+        } catch (const FencedName&) {
+            // The next attempt (its claims confirmed again) takes another name.
+            ++b.fenced_names;
+            if (as_before) ++as_before->fenced_names;
+            throw;
+        }
         found_landed = r.found_landed;
         where.batch_object = as_object;
         where.key = as_object ? batch_key : b.spool.object_key;
@@ -650,6 +725,7 @@ bool Flusher::append_batch(Spool& spool, Batch& b, bool& found_landed, bool& con
     }
     const bool committed = dedup_.commit(commit_keys);
     crash_point("flusher.after_commit");
+    if (committed && where.batch_object) forget_inflight(spool.id(), where.key);
     spool.record_done(b.spool, committed ? std::vector<std::string>() : commit_keys);
     crash_point("flusher.after_done");
     if (b.spool.lines.empty()) return false;  // only a fence was written

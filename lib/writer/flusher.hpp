@@ -115,6 +115,10 @@ public:
         std::uint64_t written_bytes = 0;  // the batch as its INTENT records it
         std::uint32_t written_crc = 0;
         std::uint64_t epoch = 0;  // the liveness epoch its Ready states hold in
+        // Batch objects: how many times its name was found fenced while it
+        // still had lines (a writer that took claims over from this spool
+        // fenced it): the next name's spool part gets one 'f' more.
+        unsigned fenced_names = 0;
     };
     struct Pending {
         std::deque<Line> lines;     // in sequence order
@@ -200,6 +204,10 @@ private:
     // batch's lines were all voided before anything was written.
     // `contended`: other writers were in the way of the append (congestion).
     bool append_batch(Spool& spool, Batch& batch, bool& found_landed, bool& contended);
+    // The DedupStore's TakeoverGuard (batches mode).
+    bool settle_inflight_of(const std::string& gone);
+    // The batch object's record in the dedup store, once its keys are committed (best effort).
+    void forget_inflight(const std::string& owner, const std::string& object_key);
     // A line confirm() found delivered elsewhere, whose VOID record waits.
     struct Voided {
         SpoolLineRef ref;

@@ -290,6 +290,75 @@ TEST_CASE("Redis: an owner whose liveness key expired loses its claims to a live
     CHECK(raw.cmd({"EXISTS", ns + ":owner:b"}) == "0");
 }
 
+TEST_CASE("Redis: batch objects an owner may be writing are kept until cleared, and settled before a take-over",
+          "[integration][redis]") {
+    tdo_test::TempDir dir;
+    for (const bool acl : {false, true}) {
+        INFO((acl ? "an ACL user" : "the default user"));
+        const std::string ns = acl ? unique_namespace("tdo-acl") : unique_namespace();
+        RedisStoreOptions o;
+        o.url = acl ? acl_url() : redis_url();
+        o.owner_key_prefix = ns + ":owner:";
+        o.owner_ttl = 1s;
+        auto store = make_redis_dedup_store(o);
+        RawRedis raw(redis_url());
+        const auto a = tdo_test::make_owner(dir.path(), acl ? "acl-a" : "a");
+        const auto b = tdo_test::make_owner(dir.path(), acl ? "acl-b" : "b");
+        store->register_owner(a);
+        store->register_owner(b);
+        CHECK(store->inflight(a.id).empty());
+        store->record_inflight(a.id, {"m.batches/1.jsonl", 120, {ns + ":k1", ns + ":k2"}}, 600s);
+        store->record_inflight(a.id, {"m.batches/2.jsonl", 60, {ns + ":k3"}}, 600s);
+        store->record_inflight(a.id, {"m.batches/1.jsonl", 120, {ns + ":k1", ns + ":k2"}}, 600s);  // a retry
+        auto in = store->inflight(a.id);
+        REQUIRE(in.size() == 2);
+        CHECK(in[0].object_key == "m.batches/1.jsonl");
+        CHECK(in[0].bytes == 120);
+        CHECK(in[0].keys == std::vector<std::string>{ns + ":k1", ns + ":k2"});
+        CHECK(in[1].object_key == "m.batches/2.jsonl");
+        CHECK(in[1].keys == std::vector<std::string>{ns + ":k3"});
+        const int ttl = std::stoi(raw.cmd({"TTL", ns + ":owner:" + a.id + ":batches"}));
+        CHECK(ttl > 500);
+        CHECK(ttl <= 600);
+        store->clear_inflight(a.id, {"m.batches/1.jsonl"});
+        in = store->inflight(a.id);
+        REQUIRE(in.size() == 1);
+        CHECK(in[0].object_key == "m.batches/2.jsonl");
+        CHECK(store->inflight(b.id).empty());
+
+        // a's claims, a's liveness lapsed: the guard is asked about a, once
+        // per claim call, before anything is taken over.
+        CHECK(store->claim_batch({ns + ":k3", ns + ":k4"}, a.id, 60s) ==
+              std::vector<ClaimState>{ClaimState::Claimed, ClaimState::Claimed});
+        const auto deadline = Clock::now() + 5s;
+        while (raw.cmd({"EXISTS", ns + ":owner:" + a.id}) == "1" && Clock::now() < deadline) {
+            store->refresh_owners({b});
+            std::this_thread::sleep_for(100ms);
+        }
+        REQUIRE(raw.cmd({"EXISTS", ns + ":owner:" + a.id}) == "0");
+        store->refresh_owners({b});
+        std::vector<std::string> asked;
+        bool allow = false;
+        store->set_takeover_guard([&](const std::string& gone) {
+            asked.push_back(gone);
+            return allow;
+        });
+        CHECK(store->claim_batch({ns + ":k3", ns + ":k4", ns + ":k5"}, b.id, 60s) ==
+              std::vector<ClaimState>{ClaimState::Held, ClaimState::Held, ClaimState::Claimed});
+        CHECK(asked == std::vector<std::string>{a.id});
+        CHECK(raw.cmd({"GET", ns + ":k3"}) == a.id);  // not taken
+        allow = true;
+        CHECK(store->claim_batch({ns + ":k3", ns + ":k4"}, b.id, 60s) ==
+              std::vector<ClaimState>{ClaimState::Claimed, ClaimState::Claimed});
+        CHECK(asked == std::vector<std::string>{a.id, a.id});
+        CHECK(raw.cmd({"GET", ns + ":k3"}) == b.id);
+        store->set_takeover_guard(nullptr);
+        store->clear_inflight(a.id, {"m.batches/2.jsonl"});
+        CHECK(store->inflight(a.id).empty());
+        CHECK(raw.cmd({"EXISTS", ns + ":owner:" + a.id + ":batches"}) == "0");
+    }
+}
+
 TEST_CASE("Redis: what the store keeps: owners, committed keys, TTLs", "[integration][redis]") {
     const std::string ns = unique_namespace();
     auto store = open_store(redis_url(), 2000ms, 8, ns);

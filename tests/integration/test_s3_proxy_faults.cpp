@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cstdlib>
@@ -426,5 +427,104 @@ TEST_CASE(
         INFO(text(i));
         CHECK(outputs.count(text(i)) == 1);
         if (outputs.count(text(i))) CHECK(outputs.at(text(i)) == 1);
+    }
+}
+
+TEST_CASE(
+    "RGW and Redis through a proxy, batches mode: the batch object request of a writer killed while the network held "
+    "it arrives after another writer took its content over: refused, every line once",
+    "[integration][rgw-redis][proxy][batches]") {
+    // Writer A (a process) writes 5 examples; the PUT of its first batch
+    // object is held by the network, and A is killed; its machine stays down
+    // past dedup_owner_ttl_seconds. Writer C is handed some of the examples
+    // again (all of them, or all but the first), takes their claims over and
+    // writes them. Then A's request reaches the store; then A's machine is
+    // back and a writer adopts its spool. Before, every example C wrote was
+    // in the month twice: C now fences the batch name A recorded in Redis
+    // before it takes the claims over, and the adopter writes what is still
+    // A's under another name.
+    const int first = GENERATE(0, 1);
+    INFO("C is handed examples " << first << " to 4");
+    const char* redis_env = std::getenv("TDO_TEST_REDIS_URL");
+    REQUIRE(redis_env);
+    FaultProxy s3(rgw_port());
+    std::string bucket;
+    auto sink = fresh_bucket(rgw(), bucket);
+    TempDir x, y;
+    const std::string ns =
+        "tdo-killed-held-" + std::to_string(::getpid()) + "-" + std::to_string(std::random_device{}() % 100000);
+    const std::string settings = ",\"dedup_store\":\"redis\",\"redis_url\":\"" + std::string(redis_env) +
+                                 "\",\"dedup_namespace\":\"" + ns +
+                                 "\",\"s3_append_mode\":\"batches\",\"s3_compaction_interval_seconds\":0,"
+                                 "\"dedup_owner_ttl_seconds\":10,\"s3_request_timeout_ms\":3000,"
+                                 "\"flush_interval_ms\":20";
+    const std::string a_config = writer_config(through(s3), bucket, x.path(), settings);
+    s3.add({"PUT", ".batches/", "", "", "", 0, 1, Fault::Hold, 0, {}});  // A's first batch object
+    constexpr int kExamples = 5;
+    CrashRun run;
+    run.workers = 1;
+    run.per_worker = kExamples;
+    run.delay_us = 0;
+    CrashResult result;
+    detail::Worker w;
+    detail::start(w, TDO_TEST_CRASH_WRITER, a_config, run);
+    const auto deadline = Clock::now() + std::chrono::seconds(30);
+    while ((s3.held() == 0 || result.accepted.size() < static_cast<std::size_t>(kExamples)) &&
+           Clock::now() < deadline) {
+        detail::drain(w, result, false);
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    REQUIRE(s3.held() == 1);
+    ::kill(w.pid, SIGKILL);
+    ::waitpid(w.pid, nullptr, 0);
+    detail::drain(w, result, true);
+    ::close(w.fd);
+    REQUIRE(result.accepted.size() == static_cast<std::size_t>(kExamples));
+    std::this_thread::sleep_for(std::chrono::seconds(11));  // A's liveness key expires
+    auto text = [](int i) { return "Worker 0 example " + std::to_string(i) + "."; };
+    {
+        TrainingOutput c(Config::from_json(writer_config(rgw(), bucket, y.path(), settings)));
+        for (int i = first; i < kExamples; ++i) {
+            CHECK(c.generate(text(i), "{\"record_type\":\"StepsRecord\",\"user_id\":\"0\"}",
+                             "{\"record_count\":5,\"processing_timestamp\":\"2025-11-18T10:30:00Z\"}") ==
+                  Outcome::Written);  // taken over
+        }
+        c.close();
+        CHECK(c.stats().lines_appended == static_cast<std::uint64_t>(kExamples - first));
+    }
+    // A's first batch's name is fenced: an empty object under it.
+    ListPage page;
+    REQUIRE(sink->list(batch_objects::prefix(kStepsKey), "", page).ok());
+    CHECK(std::count_if(page.objects.begin(), page.objects.end(), [](const auto& o) { return o.size == 0; }) == 1);
+    s3.clear();
+    s3.release_held();
+    s3.drain();
+    auto count_wrong = [&](int from) {
+        auto outputs = output_counts(*sink, kStepsKey);
+        int wrong = 0;
+        for (int i = from; i < kExamples; ++i) {
+            INFO(text(i));
+            CHECK(outputs[text(i)] == 1);
+            wrong += outputs[text(i)] != 1;
+        }
+        return wrong;
+    };
+    CHECK(count_wrong(first) == 0);
+    {
+        TrainingOutput adopter(Config::from_json(a_config));  // A's machine is back
+        adopter.flush();
+        adopter.close();
+    }
+    CHECK(count_wrong(0) == 0);
+    CHECK(output_counts(*sink, kStepsKey).size() == static_cast<std::size_t>(kExamples));
+    if (first == 1) {
+        // Example 0, A's first line, was still A's: written under A's spool
+        // id and an 'f' (the only spool part of odd length), the fenced
+        // name's batch renamed.
+        REQUIRE(sink->list(batch_objects::prefix(kStepsKey), "", page).ok());
+        CHECK(std::count_if(page.objects.begin(), page.objects.end(), [](const auto& o) {
+                  const auto name = batch_objects::parse(kStepsKey, o.key);
+                  return name && name->spool.size() % 2 == 1 && name->spool.back() == 'f' && o.size > 0;
+              }) == 1);
     }
 }
