@@ -93,10 +93,12 @@ const char kTakeOverScript[] =
     "if v == '1' then return 0 end "
     "return 2";
 
-// KEYS[1] an owner's inflight batches; ARGV[1] a line to add; ARGV[2] the TTL.
+// KEYS[1] an owner's inflight batches; ARGV[1] a line to add (unless its
+// object's line is there: a retry); ARGV[2] its object key; ARGV[3] the TTL.
 const char kInflightAddScript[] =
-    "local v = redis.call('GET', KEYS[1]) or '' "
-    "redis.call('SET', KEYS[1], v .. ARGV[1], 'EX', ARGV[2]) return 1";
+    "local v = redis.call('GET', KEYS[1]) or '' local head = ARGV[2] .. '\\t' "
+    "if string.sub(v, 1, #head) == head or string.find(v, '\\n' .. head, 1, true) then return 0 end "
+    "redis.call('SET', KEYS[1], v .. ARGV[1], 'EX', ARGV[3]) return 1";
 // The same; ARGV[1] an object key whose lines go.
 const char kInflightRemoveScript[] =
     "local v = redis.call('GET', KEYS[1]) if not v then return 0 end "
@@ -395,7 +397,8 @@ public:
         inflight_ttl_ = seconds;
         call("record inflight", [&](Connection& c, Clock::time_point deadline) {
             std::string cmd;
-            append_command(cmd, {"EVAL", kInflightAddScript, "1", inflight_key(owner), line, std::to_string(seconds)});
+            append_command(cmd, {"EVAL", kInflightAddScript, "1", inflight_key(owner), line, batch.object_key,
+                                 std::to_string(seconds)});
             auto replies = c.exchange(cmd, 1, deadline);
             if (replies[0]->type == REDIS_REPLY_ERROR) throw AnswerError(reply_text(*replies[0]));
             return true;
@@ -427,7 +430,7 @@ public:
             if (fields.size() < 2 || fields[0].empty()) continue;
             const bool again =
                 std::any_of(out.begin(), out.end(), [&](const InflightBatch& b) { return b.object_key == fields[0]; });
-            if (again) continue;  // recorded by each attempt: the same batch
+            if (again) continue;  // the same batch twice (not expected: a retry's line is not added)
             InflightBatch b;
             b.object_key = fields[0];
             b.bytes = std::strtoull(fields[1].c_str(), nullptr, 10);

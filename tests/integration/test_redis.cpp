@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -310,6 +312,8 @@ TEST_CASE("Redis: batch objects an owner may be writing are kept until cleared, 
         store->record_inflight(a.id, {"m.batches/1.jsonl", 120, {ns + ":k1", ns + ":k2"}}, 600s);
         store->record_inflight(a.id, {"m.batches/2.jsonl", 60, {ns + ":k3"}}, 600s);
         store->record_inflight(a.id, {"m.batches/1.jsonl", 120, {ns + ":k1", ns + ":k2"}}, 600s);  // a retry
+        const std::string value = raw.cmd({"GET", ns + ":owner:" + a.id + ":batches"});
+        CHECK(std::count(value.begin(), value.end(), '\n') == 2);  // the retry added nothing
         auto in = store->inflight(a.id);
         REQUIRE(in.size() == 2);
         CHECK(in[0].object_key == "m.batches/1.jsonl");
