@@ -57,8 +57,9 @@ struct InflightBatch {
 // owner's id, outside any store call: the writer settles that owner's
 // inflight() batches (each one's name fenced, or its keys committed where it
 // landed), so that a write of the gone owner's that the network still holds
-// never lands beside the taker's. False: the keys stay held for now (the
-// claim answers Held). Must not throw.
+// never lands beside the taker's. False: nothing is taken over now, and the
+// claim call fails with Error(DedupStore) (the writer fails open, as for any
+// store failure, and confirms the claims again later). Must not throw.
 using TakeoverGuard = std::function<bool(const std::string& gone_owner)>;
 
 class DedupStore {

@@ -364,7 +364,17 @@ public:
             if (gone_owner[i].empty()) continue;
             auto it = settled.find(gone_owner[i]);
             if (it == settled.end()) it = settled.emplace(gone_owner[i], !guard || guard(gone_owner[i])).first;
-            if (it->second) gone.push_back(i);  // else it stays held for now
+            if (!it->second) {
+                // Not Held (that would void the caller's line, which nobody
+                // may deliver if that owner never comes back): the call
+                // fails, like any store failure, and the claims are
+                // confirmed again later.
+                throw Error(ErrorCode::DedupStore,
+                            prefix() +
+                                "the batches of a writer whose claims are to be taken over could not be "
+                                "settled yet; the claims are asked for again later");
+            }
+            gone.push_back(i);
         }
         if (gone.empty()) return out;
         call("take over", [&](Connection& c, Clock::time_point deadline) {
