@@ -337,22 +337,9 @@ private:
         size_t e = i + 1;
         while (e < n_ && is_lower(s_[e])) ++e;
         if (e - i > kMaxWord) return 0;
-        switch (at(e)) {
-            case 0:
-            case ' ':
-            case ',':
-            case ';':
-            case ')':
-            case '!':
-            case '?':
-            case '"':
-            case '\n':
-            case '\t':
-            case '\r': break;
-            case '.':  // the end of a sentence, not a domain or an email's local part
-                if (at(e + 1) == 0 || at(e + 1) == ' ' || at(e + 1) == '\n') break;
-                return 0;
-            default: return 0;
+        if (!redact::plain_follower(at(e))) {
+            // Or the end of a sentence, not a domain or an email's local part.
+            if (at(e) != '.' || !(at(e + 1) == 0 || at(e + 1) == ' ' || at(e + 1) == '\n')) return 0;
         }
         if (is_lower(s_[i])) {
             return is_cue(std::string_view(reinterpret_cast<const char*>(s_ + i), e - i)) ? 0 : e;

@@ -78,24 +78,6 @@ bool local_char(unsigned char c) {  // of an email's local part (the scanner's e
     return is_alnum(c) || c == '.' || c == '_' || c == '%' || c == '+' || c == '-';
 }
 
-// What may follow a word at which no email, domain, URL or IPv6 address
-// starts: anything but '.', ':', '@' and the characters of those runs.
-constexpr bool plain_follower(unsigned char c) {
-    switch (c) {
-        case 0:
-        case ' ':
-        case ',':
-        case ';':
-        case ')':
-        case '!':
-        case '?':
-        case '"':
-        case '\n':
-        case '\t':
-        case '\r': return true;
-        default: return false;
-    }
-}
 constexpr std::array<bool, 256> make_follower_table() {
     std::array<bool, 256> t{};
     for (int c = 0; c < 256; ++c) t[static_cast<size_t>(c)] = plain_follower(static_cast<unsigned char>(c));

@@ -22,6 +22,26 @@ bool is_cue(std::string_view w) noexcept;
 // Whether `w` is the abbreviation of a US state (two capitals, "DC", "PR").
 bool is_state(std::string_view w) noexcept;
 
+// What may follow a word at which no email, domain, URL or IPv6 address
+// starts (none of '.', ':', '@' and the characters of those runs): the end
+// (0), a space, a tab, a line break, ',', ';', ')', '!', '?', '"'.
+constexpr bool plain_follower(unsigned char c) {
+    switch (c) {
+        case 0:
+        case ' ':
+        case ',':
+        case ';':
+        case ')':
+        case '!':
+        case '?':
+        case '"':
+        case '\n':
+        case '\t':
+        case '\r': return true;
+        default: return false;
+    }
+}
+
 // The byte classes of s[base, base + 64): bit k describes s[base + k]; bits
 // past n are 0.
 struct BlockMasks {
