@@ -119,9 +119,12 @@ public:
         (void)owner;
         return {};
     }
-    virtual void clear_inflight(const std::string& owner, const std::vector<std::string>& object_keys) {
+    // (What is left of the owner's records keeps `ttl`, the claims' TTL.)
+    virtual void clear_inflight(const std::string& owner, const std::vector<std::string>& object_keys,
+                                std::chrono::seconds ttl) {
         (void)owner;
         (void)object_keys;
+        (void)ttl;
     }
     // The guard called before a take-over (none: keys are taken over at
     // once). May be set and reset while the store is in use.

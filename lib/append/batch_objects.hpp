@@ -9,11 +9,12 @@
 //
 // A batch is one PUT of its own object, named by its spool and the sequence
 // number of its first line (its spool's id and an 'f' per fence when a
-// writer that took claims of the spool over fenced its first name): the name is in the batch's INTENT (in place of
-// an ETag), so that a retry, a replay after a crash and a late copy of the
-// request all write the same bytes under the same name (If-None-Match: *
-// where the store enforces it: the second one is a 412). No lease, no read,
-// no copy, no contention: O(batch).
+// writer that took claims of the spool over fenced its first name): the
+// name is in the batch's INTENT (in place of an ETag), so that a retry, a
+// replay after a crash and a late copy of the request all write the same
+// bytes under the same name (If-None-Match: * where the store enforces it:
+// the second one is a 412). No lease, no read, no copy, no contention:
+// O(batch).
 //
 // A compaction folds batch objects into the monthly file: under a lease on
 // the manifest (one compactor at a time), it lists the batch objects, reads

@@ -404,7 +404,6 @@ public:
         }
         line += '\n';
         const std::int64_t seconds = std::max<std::int64_t>(ttl.count(), 1);
-        inflight_ttl_ = seconds;
         call("record inflight", [&](Connection& c, Clock::time_point deadline) {
             std::string cmd;
             append_command(cmd, {"EVAL", kInflightAddScript, "1", inflight_key(owner), line, batch.object_key,
@@ -438,9 +437,6 @@ public:
             }
             at = end + 1;
             if (fields.size() < 2 || fields[0].empty()) continue;
-            const bool again =
-                std::any_of(out.begin(), out.end(), [&](const InflightBatch& b) { return b.object_key == fields[0]; });
-            if (again) continue;  // the same batch twice (not expected: a retry's line is not added)
             InflightBatch b;
             b.object_key = fields[0];
             b.bytes = std::strtoull(fields[1].c_str(), nullptr, 10);
@@ -450,10 +446,12 @@ public:
         return out;
     }
 
-    void clear_inflight(const std::string& owner, const std::vector<std::string>& object_keys) override {
+    void clear_inflight(const std::string& owner, const std::vector<std::string>& object_keys,
+                        std::chrono::seconds ttl) override {
         if (object_keys.empty()) return;
         call("clear inflight", [&](Connection& c, Clock::time_point deadline) {
-            const std::string key = inflight_key(owner), seconds = std::to_string(inflight_ttl_.load());
+            const std::string key = inflight_key(owner);
+            const std::string seconds = std::to_string(std::max<std::int64_t>(ttl.count(), 1));
             std::string cmds;
             for (const auto& k : object_keys)
                 append_command(cmds, {"EVAL", kInflightRemoveScript, "1", key, k, seconds});
@@ -847,7 +845,6 @@ private:
 
     std::mutex guard_mutex_;
     TakeoverGuard guard_;
-    std::atomic<std::int64_t> inflight_ttl_{86400};  // the claims' TTL, as the last record gave it
 };
 
 }  // namespace

@@ -106,7 +106,7 @@ bool Flusher::settle_inflight_of(const std::string& gone) {
             settled.push_back(b.object_key);
         }
         if (settled.empty()) return true;
-        dedup_.store().clear_inflight(gone, settled);
+        dedup_.store().clear_inflight(gone, settled, dedup_.claim_ttl());
         logger_.log(LogLevel::Info, "training_output_takeover_settled",
                     {{"owner", gone}, {"batches_fenced", fenced}, {"batches_landed", landed}});
         return true;
@@ -118,7 +118,7 @@ bool Flusher::settle_inflight_of(const std::string& gone) {
 
 void Flusher::forget_inflight(const std::string& owner, const std::string& object_key) {
     try {
-        dedup_.store().clear_inflight(owner, {object_key});
+        dedup_.store().clear_inflight(owner, {object_key}, dedup_.claim_ttl());
     } catch (const std::exception&) {
         // Kept until the claims' TTL: a writer that takes this one's claims
         // over finds the batch landed and commits its keys again (harmless).

@@ -324,7 +324,7 @@ TEST_CASE("Redis: batch objects an owner may be writing are kept until cleared, 
         const int ttl = std::stoi(raw.cmd({"TTL", ns + ":owner:" + a.id + ":batches"}));
         CHECK(ttl > 500);
         CHECK(ttl <= 600);
-        store->clear_inflight(a.id, {"m.batches/1.jsonl"});
+        store->clear_inflight(a.id, {"m.batches/1.jsonl"}, 600s);
         in = store->inflight(a.id);
         REQUIRE(in.size() == 1);
         CHECK(in[0].object_key == "m.batches/2.jsonl");
@@ -359,7 +359,7 @@ TEST_CASE("Redis: batch objects an owner may be writing are kept until cleared, 
         CHECK(asked == std::vector<std::string>{a.id, a.id});
         CHECK(raw.cmd({"GET", ns + ":k3"}) == b.id);
         store->set_takeover_guard(nullptr);
-        store->clear_inflight(a.id, {"m.batches/2.jsonl"});
+        store->clear_inflight(a.id, {"m.batches/2.jsonl"}, 600s);
         CHECK(store->inflight(a.id).empty());
         CHECK(raw.cmd({"EXISTS", ns + ":owner:" + a.id + ":batches"}) == "0");
     }
