@@ -8,6 +8,10 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define TDO_REDACT_AVX512 1
+#endif
 
 namespace training_output::redact {
 
@@ -44,15 +48,27 @@ constexpr std::string_view kTitlesAndMonths[] = {
     "january", "jul",   "july", "jun",      "june", "mar",      "march",  "may", "messrs", "miss", "mr",       "mrs",
     "ms",      "mx",    "nov",  "november", "oct",  "october",  "prof",   "pt",  "sep",    "sept", "september"};
 
-// Bit n of lengths[a][b]: a word of n letters of the list starts with letters
-// a, b (26: none), in either case.
+// Bit n of lengths[a][b & 31]: a word of n letters of the list may start with
+// the letter a (0-25) then the byte b, in either case. A letter's low five bits
+// are 1-26 in both cases; a word of one letter is listed under every b, since
+// what follows it is no letter of it (and bit 1 is set for no longer word).
 struct WordIndex {
-    uint64_t lengths[27][27] = {};
+    uint64_t lengths[26][32] = {};
+
+    bool may_list(unsigned char first, unsigned char second, size_t len) const {
+        return len < 64 && (lengths[(first | 0x20) - 'a'][second & 31] >> len & 1);
+    }
 };
-constexpr int slot(std::string_view w, size_t k) { return k < w.size() ? (w[k] | 0x20) - 'a' : 26; }
 template <size_t N>
 constexpr void index_words(WordIndex& x, const std::string_view (&list)[N]) {
-    for (auto c : list) x.lengths[slot(c, 0)][slot(c, 1)] |= uint64_t(1) << c.size();
+    for (auto c : list) {
+        const int a = (c[0] | 0x20) - 'a';
+        if (c.size() == 1) {
+            for (auto& row : x.lengths[a]) row |= uint64_t(1) << 1;
+        } else {
+            x.lengths[a][c[1] & 31] |= uint64_t(1) << c.size();
+        }
+    }
 }
 constexpr WordIndex make_cue_index() {
     WordIndex x{};
@@ -65,8 +81,9 @@ constexpr WordIndex make_starter_index() {
     index_words(x, kTitlesAndMonths);
     return x;
 }
-constexpr WordIndex kCueIndex = make_cue_index();
-constexpr WordIndex kStarterIndex = make_starter_index();
+// [0]: the cues (what a lowercase word may be); [1]: with the titles and
+// months (what a capitalized one may be).
+constexpr WordIndex kIndex[2] = {make_cue_index(), make_starter_index()};
 
 bool is_lower(unsigned char c) { return c >= 'a' && c <= 'z'; }
 bool is_upper(unsigned char c) { return c >= 'A' && c <= 'Z'; }
@@ -98,7 +115,9 @@ bool is_cue(std::string_view w) noexcept {
     if (w.empty() || w.size() > 63) return false;
     for (char c : w)
         if (c < 'a' || c > 'z') return false;
-    if (!(kCueIndex.lengths[slot(w, 0)][slot(w, 1)] >> w.size() & 1)) return false;
+    if (!kIndex[0].may_list(static_cast<unsigned char>(w[0]), w.size() > 1 ? static_cast<unsigned char>(w[1]) : 0,
+                            w.size()))
+        return false;
     return std::binary_search(std::begin(kCues), std::end(kCues), w);
 }
 
@@ -118,21 +137,31 @@ BlockMasks block_masks_bytewise(const unsigned char* s, size_t n, size_t base) n
         if (c == '.') m.dot |= bit;
         if (c == ':') m.colon |= bit;
         if (c == '@') m.at_sign |= bit;
+        if (plain_follower(c)) m.follower |= bit;
     }
+    if (end < 64) m.follower |= ~uint64_t(0) << end;
     return m;
 }
 
-#if defined(__SSE2__)
 namespace {
+
+#if defined(__SSE2__)
 // Bit k: x[k] is in [lo, lo + span].
 inline uint64_t in_range(__m128i x, unsigned char lo, unsigned char span) {
     const __m128i t = _mm_sub_epi8(x, _mm_set1_epi8(static_cast<char>(lo)));
     const __m128i in = _mm_cmpeq_epi8(_mm_min_epu8(t, _mm_set1_epi8(static_cast<char>(span))), t);
     return static_cast<std::uint32_t>(_mm_movemask_epi8(in));
 }
-}  // namespace
 
-BlockMasks block_masks(const unsigned char* s, size_t n, size_t base) noexcept {
+// plain_follower() of each byte: 0, ' ', ',', ';', ')', '!', '?', '"', '\n', '\t', '\r'.
+inline __m128i follower_bytes(__m128i x) {
+    auto eq = [&](char c) { return _mm_cmpeq_epi8(x, _mm_set1_epi8(c)); };
+    const __m128i controls = _mm_or_si128(_mm_or_si128(eq(0), eq('\n')), _mm_or_si128(eq('\t'), eq('\r')));
+    const __m128i punct = _mm_or_si128(_mm_or_si128(eq(','), eq(';')), _mm_or_si128(eq(')'), eq('!')));
+    return _mm_or_si128(_mm_or_si128(controls, punct), _mm_or_si128(_mm_or_si128(eq(' '), eq('?')), eq('"')));
+}
+
+BlockMasks block_masks_sse2(const unsigned char* s, size_t n, size_t base) noexcept {
     alignas(16) unsigned char tail[64];
     const unsigned char* p = s + base;
     if (n - base < 64) {  // the last block: read past the end of nothing
@@ -162,14 +191,77 @@ BlockMasks block_masks(const unsigned char* s, size_t n, size_t base) noexcept {
                    << shift;
         m.at_sign |= uint64_t(static_cast<std::uint32_t>(_mm_movemask_epi8(_mm_cmpeq_epi8(x, _mm_set1_epi8('@')))))
                      << shift;
+        m.follower |= uint64_t(static_cast<std::uint32_t>(_mm_movemask_epi8(follower_bytes(x)))) << shift;
     }
     return m;
 }
-#else
-BlockMasks block_masks(const unsigned char* s, size_t n, size_t base) noexcept {
-    return block_masks_bytewise(s, n, base);
+#endif
+
+#if defined(TDO_REDACT_AVX512)
+#define TDO_AVX512 __attribute__((target("avx512f,avx512bw,bmi2")))
+TDO_AVX512 inline __mmask64 eq512(__m512i x, char c) { return _mm512_cmpeq_epi8_mask(x, _mm512_set1_epi8(c)); }
+TDO_AVX512 inline __mmask64 in512(__m512i x, char lo, char span) {
+    return _mm512_cmple_epu8_mask(_mm512_sub_epi8(x, _mm512_set1_epi8(lo)), _mm512_set1_epi8(span));
+}
+
+// The 64 bytes in one register, each class one compare into a mask register;
+// the last block is read with a masked load (no byte past the text is touched).
+TDO_AVX512 BlockMasks block_masks_avx512(const unsigned char* s, size_t n, size_t base) noexcept {
+    const size_t left = n - base;
+    const __mmask64 valid = left >= 64 ? ~__mmask64(0) : _bzhi_u64(~uint64_t(0), static_cast<unsigned>(left));
+    const __m512i x = _mm512_maskz_loadu_epi8(valid, s + base);
+    BlockMasks m;
+    m.lower = in512(x, 'a', 25);
+    m.upper = in512(x, 'A', 25);
+    m.digit = in512(x, '0', 9);
+    m.high = _mm512_movepi8_mask(x);
+    m.plus_paren = eq512(x, '+') | eq512(x, '(');
+    m.hex_letter = in512(_mm512_or_si512(x, _mm512_set1_epi8(0x20)), 'a', 5);
+    m.dot = eq512(x, '.');
+    m.local = m.dot | eq512(x, '_') | eq512(x, '%') | eq512(x, '+') | eq512(x, '-');
+    m.colon = eq512(x, ':');
+    m.at_sign = eq512(x, '@');
+    m.follower = eq512(x, 0) | eq512(x, ' ') | eq512(x, ',') | eq512(x, ';') | eq512(x, ')') | eq512(x, '!') |
+                 eq512(x, '?') | eq512(x, '"') | eq512(x, '\n') | eq512(x, '\t') | eq512(x, '\r');
+    return m;
+}
+#undef TDO_AVX512
+
+bool has_avx512bw() {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("bmi2");
 }
 #endif
+
+using MasksFn = BlockMasks (*)(const unsigned char*, size_t, size_t) noexcept;
+
+MasksFn pick_block_masks() {
+#if defined(TDO_REDACT_AVX512)
+    if (has_avx512bw()) return block_masks_avx512;
+#endif
+#if defined(__SSE2__)
+    return block_masks_sse2;
+#else
+    return block_masks_bytewise;
+#endif
+}
+
+const MasksFn kBlockMasks = pick_block_masks();
+
+}  // namespace
+
+BlockMasks block_masks(const unsigned char* s, size_t n, size_t base) noexcept { return kBlockMasks(s, n, base); }
+
+std::vector<BlockMaskVersion> block_mask_versions() {
+    std::vector<BlockMaskVersion> v;
+#if defined(__SSE2__)
+    v.push_back({"sse2", block_masks_sse2});
+#endif
+#if defined(TDO_REDACT_AVX512)
+    if (has_avx512bw()) v.push_back({"avx512bw", block_masks_avx512});
+#endif
+    return v;
+}
 
 FirstPass::FirstPass(std::string_view text) noexcept
     : s_(reinterpret_cast<const unsigned char*>(text.data())), n_(text.size()) {}
@@ -211,9 +303,7 @@ bool FirstPass::special_word(size_t p, size_t len) const {
         const char two[2] = {static_cast<char>(s_[p]), static_cast<char>(s_[p + 1])};
         if (is_state(std::string_view(two, 2)) || (two[0] == 'S' && two[1] == 'N')) return true;
     }
-    const WordIndex& index = capital ? kStarterIndex : kCueIndex;
-    const int second = len > 1 ? (s_[p + 1] | 0x20) - 'a' : 26;
-    if (!(index.lengths[(s_[p] | 0x20) - 'a'][second] >> len & 1)) return false;
+    if (!kIndex[capital].may_list(s_[p], at(p + 1), len)) return false;
     char buf[kMaxWord];
     for (size_t q = 0; q < len; ++q) buf[q] = static_cast<char>(s_[p + q] | 0x20);
     const std::string_view w(buf, len);
@@ -317,14 +407,16 @@ uint64_t FirstPass::candidates(size_t base) noexcept {
     const uint64_t inner_dot = m.dot & (alnum >> 1 | uint64_t(1) << 63);  // at 63: maybe
     for (uint64_t words = letters & ~prev_alnum & ~prev_high; words; words &= words - 1) {
         const unsigned k = static_cast<unsigned>(__builtin_ctzll(words));
-        const unsigned end = k + ones_from(letters, k);  // < 64 unless the word goes on into the next block
-        const unsigned len = end - k;
-        const bool capital = m.upper >> k & 1;
-        const unsigned second = len > 1 ? (b[k + 1] | 0x20) - 'a' : 26;
-        bool plain = end < 64 && len <= kMaxWord &&
-                     !((capital ? kStarterIndex : kCueIndex).lengths[(b[k] | 0x20) - 'a'][second] >> len & 1) &&
+        const uint64_t rest = ~letters >> k;
+        if (rest == 0) {  // the word goes on into the next block
+            unsettled |= uint64_t(1) << k;
+            continue;
+        }
+        const unsigned len = static_cast<unsigned>(__builtin_ctzll(rest)), end = k + len;  // end < 64
+        // b[k + 1] is in the block or the byte after it (the end < 64).
+        bool plain = len <= kMaxWord && !kIndex[m.upper >> k & 1].may_list(b[k], b[k + 1], len) &&
                      !(len == 2 && (m.upper >> k & 3) == 3);
-        if (plain && !kPlainFollower[at(base + end)]) {  // no_address_at(), on the masks
+        if (plain && !(m.follower >> end & 1)) {  // no_address_at(), on the masks
             const unsigned local_end = k + ones_from(local, k), hex_end = k + ones_from(hex, k);
             const unsigned char first = b[k] | 0x20;
             plain = local_end < 64 && hex_end < 64 && !(m.colon >> hex_end & 1) &&

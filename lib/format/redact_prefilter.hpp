@@ -3,7 +3,7 @@
 // no cue ("phone", "patient"), title or month, not two capitals, and not
 // followed by the '.', ':' or '@' of an email, domain, URL or IPv6 address.
 // The pass finds the word starts of 64 bytes at a time from byte-class masks
-// (SSE2 where the CPU has it), turns such words away by their length, their
+// (AVX-512BW or SSE2, whichever the CPU has), turns such words away by their length, their
 // first two letters and the byte after them, and leaves the rest (numbers,
 // '+' and '(' before a digit, the words it could not turn away) to the
 // matchers. redact_phi_at_every_start() (format/redact.hpp), the scanner run
@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
+#include <vector>
 
 namespace training_output::redact {
 
@@ -55,11 +56,19 @@ struct BlockMasks {
     std::uint64_t dot = 0;         // '.'
     std::uint64_t colon = 0;       // ':'
     std::uint64_t at_sign = 0;     // '@'
+    std::uint64_t follower = 0;    // plain_follower(): bits past n are set (the end is one)
 };
+// The widest version the CPU runs (AVX-512BW, else SSE2), picked once.
 BlockMasks block_masks(const unsigned char* s, std::size_t n, std::size_t base) noexcept;
 // The same a byte at a time: what CPUs without SSE2 use, and what the tests
-// compare the vector version with.
+// compare the vector versions with.
 BlockMasks block_masks_bytewise(const unsigned char* s, std::size_t n, std::size_t base) noexcept;
+// Every vector version this CPU runs, for the tests.
+struct BlockMaskVersion {
+    const char* name;
+    BlockMasks (*fn)(const unsigned char*, std::size_t, std::size_t) noexcept;
+};
+std::vector<BlockMaskVersion> block_mask_versions();
 
 // The pass over one text (which must outlive it).
 class FirstPass {
