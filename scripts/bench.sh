@@ -8,6 +8,10 @@
 #                                                        the original module's Python formatter in the same run
 #   scripts/bench.sh prefilled [DIR] [PREFILL]           throughput into a dedup store holding PREFILL examples
 #                                                        (1,000,000) against an empty one
+#   scripts/bench.sh store-pattern [DIR] [PREFILL] [KEYS] [GROUP]
+#                                                        the dedup store's access pattern (a lookup, a claim, a
+#                                                        commit a key) in SQLite and in LMDB, empty and holding
+#                                                        PREFILL keys (an evaluation, not the library's store)
 #   scripts/bench.sh s3 [EXAMPLES_PER_WRITER] [ROUNDS]   end to end against Ceph RGW it starts on loopback
 #   scripts/bench.sh fleet [WRITERS] [SECONDS] [RATE] [MODE]
 #                                                        WRITERS writers in one process, each RATE examples/s
@@ -30,12 +34,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 what="${1:-s3}"
 shift || true
-scripts/install-deps.sh test
+scripts/install-deps.sh bench
 cmake --preset bench >/dev/null
 targets=("tdo_bench_$what")
 [ "$what" = appendable ] && targets=(tdo_bench_rgw_appendable)
 [ "$what" = spool ] && targets+=(training_output_c)
 [ "$what" = prefilled ] && targets=(tdo_bench_default)
+[ "$what" = store-pattern ] && targets=(tdo_bench_store_pattern)
 cmake --build --preset bench -j "$(nproc)" --target "${targets[@]}"
 case "$what" in
   s3)
@@ -97,6 +102,10 @@ case "$what" in
     build/bench/tests/bench/tdo_bench_default "$dir" prefilled "${2:-1000000}" 50000 ;;
   redact)
     build/bench/tests/bench/tdo_bench_redact "$@" ;;
+  store-pattern)
+    dir="${1:-/var/tmp/tdo-bench}"
+    mkdir -p "$dir"
+    build/bench/tests/bench/tdo_bench_store_pattern "$dir" "${2:-1000000}" "${3:-50000}" "${4:-256}" ;;
   redis)
     dir="$PWD/build/bench/redis"
     port="${REDIS_PORT:-6391}"

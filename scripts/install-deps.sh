@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Installs the Debian packages a task needs, only when something is missing.
-# Usage: scripts/install-deps.sh build|test
+# Usage: scripts/install-deps.sh build|test|bench (bench: what test needs, and LMDB for one benchmark)
 set -euo pipefail
 what="${1:-build}"
 
 pkgs=(build-essential cmake pkg-config libcurl4-openssl-dev libssl-dev libsqlite3-dev libhiredis-dev rapidjson-dev)
+if [ "$what" = bench ]; then
+  # tests/bench/bench_store_pattern.cpp compares the dedup store's access pattern in SQLite and LMDB.
+  pkgs+=(liblmdb-dev)
+  what=test
+fi
 if [ "$what" = test ]; then
   pkgs+=(catch2 python3 python3-pandas python3-botocore)
   # pip installs the Python wrapper offline into a venv (test python_pip_install).

@@ -564,8 +564,11 @@ TrainingExample TrainingDataFormatter::format_json(std::string_view narrative, s
     rapidjson::MemoryPoolAllocator<> rpa(result_parse_buf, sizeof result_parse_buf);
     using PoolDocument = rapidjson::GenericDocument<rapidjson::UTF8<>, rapidjson::MemoryPoolAllocator<>,
                                                     rapidjson::MemoryPoolAllocator<>>;
-    PoolDocument message(&mva, sizeof message_parse_buf, &mpa);
-    PoolDocument result(&rva, sizeof result_parse_buf, &rpa);
+    // The parse stack's first block must fit in its buffer beside the pool's
+    // chunk header, or every call allocates a chunk of 64 KiB for it.
+    constexpr std::size_t kHeader = 64;
+    PoolDocument message(&mva, sizeof message_parse_buf - kHeader, &mpa);
+    PoolDocument result(&rva, sizeof result_parse_buf - kHeader, &rpa);
 
     thread_local std::string message_text, result_text;
     parse_json(message, message_data_json, message_text, "message_data");

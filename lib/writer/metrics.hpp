@@ -53,8 +53,10 @@ private:
 
     mutable std::mutex mutex_;
     std::map<std::pair<std::string, std::string>, std::uint64_t> generated_;  // (record type, domain)
-    std::map<std::string, std::uint64_t> duplicates_;                         // record type
-    std::map<std::string, std::uint64_t> object_sizes_;                       // domain: the last size seen
+    std::uint64_t* last_generated_ = nullptr;  // the count generated() added to last (map nodes stay put)
+    std::string last_record_type_, last_domain_;
+    std::map<std::string, std::uint64_t> duplicates_;    // record type
+    std::map<std::string, std::uint64_t> object_sizes_;  // domain: the last size seen
 };
 
 }  // namespace training_output

@@ -399,6 +399,29 @@ std::map<std::string, double> samples_of(const std::string& text) {
 
 }  // namespace
 
+TEST_CASE("C ABI: examples of record types in turn are each counted under their own labels", "[unit][capi][metrics]") {
+    tdo_test::TempDir dir;
+    tdo_writer* w = nullptr;
+    REQUIRE(tdo_writer_open(&w, config_for(dir).c_str()) == TDO_OK);
+    const char* sleep = "{\"record_type\":\"SleepSessionRecord\"}";
+    for (int i = 0; i < 5; ++i) {
+        const std::string text = "Example " + std::to_string(i) + ".";
+        CHECK(generate_training_output(w, text.c_str(), i % 2 ? sleep : kMessage, "{}") == TDO_WRITTEN);
+    }
+    CHECK(generate_training_output(w, "Example 5.", sleep, "{}") == TDO_WRITTEN);
+    char* text = nullptr;
+    REQUIRE(tdo_writer_metrics(w, &text) == TDO_OK);
+    const auto s = samples_of(text);
+    tdo_free(text);
+    tdo_writer_close(w);
+    CHECK(
+        s.at(
+            "etl_training_examples_generated_total{record_type=\"StepsRecord\",health_domain=\"physical_activity\"}") ==
+        3);
+    CHECK(s.at("etl_training_examples_generated_total{record_type=\"SleepSessionRecord\",health_domain=\"sleep_"
+               "wellness\"}") == 3);
+}
+
 TEST_CASE("C ABI: metrics in the Prometheus text format, counted as the calls went", "[unit][capi][metrics]") {
     tdo_test::TempDir dir;
     tdo_writer* w = nullptr;

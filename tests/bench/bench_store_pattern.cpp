@@ -1,0 +1,239 @@
+// The dedup store's access pattern, without the rest of the writer: what a
+// key costs in SQLite (the store's schema and settings) and in LMDB, into an
+// empty store and into one holding PREFILL keys. Per key: a point read (the
+// precheck), a claim (insert if absent, with an owner) in a group of GROUP
+// keys, then a commit (the owner cleared) in a chunk of the same keys. What
+// is counted: keys a second, and what each key made the store write (pages,
+// from the process's write_bytes).
+//
+//   tdo_bench_store_pattern DIR [PREFILL] [KEYS] [GROUP]
+//
+// This is an evaluation, not the library's store: it shows where the time of
+// a key goes as the store grows (docs/benchmarks.md, "A store holding a
+// million keys").
+#include <lmdb.h>
+#include <sqlite3.h>
+
+#include <array>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace {
+
+using Key = std::array<unsigned char, 32>;
+
+std::vector<Key> keys(std::uint64_t seed, std::size_t n) {
+    std::mt19937_64 rng(seed);
+    std::vector<Key> out(n);
+    for (auto& k : out) {
+        for (std::size_t i = 0; i < k.size(); i += 8) {
+            const std::uint64_t v = rng();
+            std::memcpy(k.data() + i, &v, 8);
+        }
+    }
+    return out;
+}
+
+// Bytes this process has had written to storage (or to the page cache, to be).
+long long write_bytes() {
+    std::ifstream io("/proc/self/io");
+    std::string name;
+    long long v = 0;
+    while (io >> name >> v)
+        if (name == "write_bytes:") return v;
+    return 0;
+}
+
+void die(const char* what, const char* msg) {
+    std::fprintf(stderr, "%s: %s\n", what, msg);
+    std::exit(1);
+}
+
+// --- SQLite: the store's schema and pragmas (lib/dedup/sqlite_store.cpp) ----
+
+struct Sqlite {
+    sqlite3* db = nullptr;
+    sqlite3_stmt *lookup = nullptr, *claim = nullptr, *commit = nullptr, *begin = nullptr, *end = nullptr;
+
+    void exec(const char* sql) {
+        char* err = nullptr;
+        if (sqlite3_exec(db, sql, nullptr, nullptr, &err) != SQLITE_OK) die(sql, err ? err : "?");
+    }
+    sqlite3_stmt* prepare(const char* sql) {
+        sqlite3_stmt* s = nullptr;
+        if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, nullptr) != SQLITE_OK)
+            die(sql, sqlite3_errmsg(db));
+        return s;
+    }
+    explicit Sqlite(const std::string& path) {
+        if (sqlite3_open(path.c_str(), &db) != SQLITE_OK) die("open", sqlite3_errmsg(db));
+        exec("PRAGMA journal_mode=WAL");
+        exec("PRAGMA synchronous=NORMAL");
+        exec("PRAGMA cache_size=-16384");
+        exec("PRAGMA mmap_size=268435456");
+        exec("PRAGMA wal_autocheckpoint=8192");
+        exec(
+            "CREATE TABLE IF NOT EXISTS claims (ns INTEGER NOT NULL, hash BLOB NOT NULL, owner INTEGER,"
+            " expires_at INTEGER, PRIMARY KEY (ns, hash)) WITHOUT ROWID");
+        lookup = prepare("SELECT owner FROM claims WHERE ns = 1 AND hash = ?1");
+        claim = prepare("INSERT INTO claims(ns, hash, owner) VALUES(1, ?1, 7) ON CONFLICT(ns, hash) DO NOTHING");
+        commit = prepare("UPDATE claims SET owner = NULL WHERE ns = 1 AND hash = ?1 AND owner = 7");
+        begin = prepare("BEGIN IMMEDIATE");
+        end = prepare("COMMIT");
+    }
+    ~Sqlite() {
+        for (auto* s : {lookup, claim, commit, begin, end}) sqlite3_finalize(s);
+        sqlite3_close(db);
+    }
+    void step(sqlite3_stmt* s) {
+        const int rc = sqlite3_step(s);
+        if (rc != SQLITE_DONE && rc != SQLITE_ROW) die("step", sqlite3_errmsg(db));
+        sqlite3_reset(s);
+    }
+    void each(sqlite3_stmt* s, const Key* k, std::size_t n) {
+        step(begin);
+        for (std::size_t i = 0; i < n; ++i) {
+            sqlite3_bind_blob(s, 1, k[i].data(), 32, SQLITE_STATIC);
+            step(s);
+        }
+        step(end);
+    }
+    bool look(const Key& k) {
+        sqlite3_bind_blob(lookup, 1, k.data(), 32, SQLITE_STATIC);
+        const bool found = sqlite3_step(lookup) == SQLITE_ROW;
+        sqlite3_reset(lookup);
+        return found;
+    }
+    void claims(const Key* k, std::size_t n) { each(claim, k, n); }
+    void commits(const Key* k, std::size_t n) { each(commit, k, n); }
+};
+
+// --- LMDB: key -> owner (8 bytes; 0: committed) ----------------------------
+
+struct Lmdb {
+    MDB_env* env = nullptr;
+    MDB_dbi dbi = 0;
+    MDB_txn* reader = nullptr;
+
+    static void check(int rc, const char* what) {
+        if (rc != MDB_SUCCESS) die(what, mdb_strerror(rc));
+    }
+    Lmdb(const std::string& dir, unsigned flags) {
+        check(mdb_env_create(&env), "env_create");
+        check(mdb_env_set_mapsize(env, std::size_t(8) << 30), "mapsize");
+        check(mdb_env_open(env, dir.c_str(), flags | MDB_NOSUBDIR, 0644), "env_open");
+        MDB_txn* t = nullptr;
+        check(mdb_txn_begin(env, nullptr, 0, &t), "begin");
+        check(mdb_dbi_open(t, nullptr, 0, &dbi), "dbi_open");
+        check(mdb_txn_commit(t), "commit");
+        check(mdb_txn_begin(env, nullptr, MDB_RDONLY, &reader), "reader");
+    }
+    ~Lmdb() {
+        mdb_txn_abort(reader);
+        mdb_env_close(env);
+    }
+    bool look(const Key& k) {
+        MDB_val key{32, const_cast<unsigned char*>(k.data())}, v;
+        return mdb_get(reader, dbi, &key, &v) == MDB_SUCCESS;
+    }
+    void fresh_reader() {  // a snapshot at most a group old, as the store's
+        mdb_txn_reset(reader);
+        check(mdb_txn_renew(reader), "renew");
+    }
+    void claims(const Key* k, std::size_t n) {
+        MDB_txn* t = nullptr;
+        check(mdb_txn_begin(env, nullptr, 0, &t), "begin");
+        std::uint64_t owner = 7;
+        for (std::size_t i = 0; i < n; ++i) {
+            MDB_val key{32, const_cast<unsigned char*>(k[i].data())}, v{8, &owner};
+            const int rc = mdb_put(t, dbi, &key, &v, MDB_NOOVERWRITE);
+            if (rc != MDB_SUCCESS && rc != MDB_KEYEXIST) check(rc, "put");
+        }
+        check(mdb_txn_commit(t), "commit");
+        fresh_reader();
+    }
+    void commits(const Key* k, std::size_t n) {
+        MDB_txn* t = nullptr;
+        check(mdb_txn_begin(env, nullptr, 0, &t), "begin");
+        std::uint64_t none = 0;
+        for (std::size_t i = 0; i < n; ++i) {
+            MDB_val key{32, const_cast<unsigned char*>(k[i].data())}, v{8, &none};
+            check(mdb_put(t, dbi, &key, &v, 0), "put");
+        }
+        check(mdb_txn_commit(t), "commit");
+    }
+};
+
+template <class Store>
+void fill(Store& s, std::size_t n) {
+    const auto k = keys(1, n);
+    for (std::size_t at = 0; at < n; at += 50000) {
+        const std::size_t m = std::min<std::size_t>(50000, n - at);
+        s.claims(&k[at], m);
+        s.commits(&k[at], m);
+    }
+}
+
+template <class Store>
+void measure(const char* name, Store& s, std::size_t n, std::size_t group, std::size_t prefill) {
+    const auto k = keys(2 + prefill, n);
+    const long long w0 = write_bytes();
+    const auto t0 = std::chrono::steady_clock::now();
+    std::size_t found = 0;
+    for (std::size_t at = 0; at < n; at += group) {
+        const std::size_t m = std::min(group, n - at);
+        for (std::size_t i = 0; i < m; ++i) found += s.look(k[at + i]);
+        s.claims(&k[at], m);
+        s.commits(&k[at], m);
+    }
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const long long w = write_bytes() - w0;
+    std::printf("%-34s holding %8zu: %8.0f keys/s, %6.1f KiB written a key%s\n", name, prefill, n / secs,
+                w / 1024.0 / double(n), found ? " (some found!)" : "");
+}
+
+template <class Open>
+void run(const char* name, const std::string& path, std::size_t prefill, std::size_t n, std::size_t group, Open open) {
+    std::remove(path.c_str());
+    std::remove((path + "-wal").c_str());
+    std::remove((path + "-shm").c_str());
+    std::remove((path + "-lock").c_str());
+    {
+        auto s = open(path);
+        if (prefill) fill(*s, prefill);
+    }
+    std::system("sync");
+    auto s = open(path);
+    measure(name, *s, n, group, prefill);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    if (argc < 2) {
+        std::fprintf(stderr, "usage: %s DIR [PREFILL] [KEYS] [GROUP]\n", argv[0]);
+        return 2;
+    }
+    const std::string dir = argv[1];
+    const std::size_t prefill = argc > 2 ? std::strtoull(argv[2], nullptr, 10) : 1000000;
+    const std::size_t n = argc > 3 ? std::strtoull(argv[3], nullptr, 10) : 50000;
+    const std::size_t group = argc > 4 ? std::strtoull(argv[4], nullptr, 10) : 256;
+    std::printf("%zu keys, a lookup each, claimed and committed in groups of %zu\n", n, group);
+    for (std::size_t p : {std::size_t(0), prefill}) {
+        run("SQLite (the store's settings)", dir + "/pattern.sqlite3", p, n, group,
+            [](const std::string& path) { return std::make_unique<Sqlite>(path); });
+        run("LMDB, synced each transaction", dir + "/pattern.lmdb", p, n, group,
+            [](const std::string& path) { return std::make_unique<Lmdb>(path, 0u); });
+        run("LMDB, MDB_NOMETASYNC", dir + "/pattern.lmdb", p, n, group,
+            [](const std::string& path) { return std::make_unique<Lmdb>(path, unsigned(MDB_NOMETASYNC)); });
+        run("LMDB, MDB_NOSYNC (not crash-safe)", dir + "/pattern.lmdb", p, n, group,
+            [](const std::string& path) { return std::make_unique<Lmdb>(path, unsigned(MDB_NOSYNC)); });
+    }
+}
