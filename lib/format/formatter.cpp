@@ -5,7 +5,7 @@
 #include "common/json.hpp"
 #include "common/sha256.hpp"
 #include "format/formatter.hpp"
-#include "format/redact.hpp"
+#include "redact/redact.hpp"
 #include "training_output/error.hpp"
 
 namespace training_output {

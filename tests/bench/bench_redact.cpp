@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "bench_example.hpp"
-#include "format/redact.hpp"
+#include "redact/redact.hpp"
 
 namespace to = training_output;
 using Clock = std::chrono::steady_clock;

@@ -9,7 +9,7 @@
 #include <string_view>
 
 #include "format/formatter.hpp"
-#include "format/redact.hpp"
+#include "redact/redact.hpp"
 
 namespace to = training_output;
 

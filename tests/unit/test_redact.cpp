@@ -12,7 +12,7 @@
 
 #include "common/crash_point.hpp"
 #include "format/formatter.hpp"
-#include "format/redact.hpp"
+#include "redact/redact.hpp"
 
 using namespace training_output;
 

@@ -1,4 +1,4 @@
-// The first pass of redaction (format/redact_prefilter.hpp) changes where the
+// The first pass of redaction (redact/first_pass.hpp) changes where the
 // matchers look, never what they find: redact_phi() and the scanner run at
 // every word start agree on every corpus text and on random texts made of the
 // pieces identifiers, readings and their neighbours are made of.
@@ -15,8 +15,9 @@
 #include <vector>
 
 #include "bench_example.hpp"
-#include "format/redact.hpp"
-#include "format/redact_prefilter.hpp"
+#include "redact/first_pass.hpp"
+#include "redact/lexicon.hpp"
+#include "redact/redact.hpp"
 
 using namespace training_output;
 

@@ -6,7 +6,7 @@
 // (AVX-512BW or SSE2, whichever the CPU has), turns such words away by their length, their
 // first two letters and the byte after them, and leaves the rest (numbers,
 // '+' and '(' before a digit, the words it could not turn away) to the
-// matchers. redact_phi_at_every_start() (format/redact.hpp), the scanner run
+// matchers. redact_phi_at_every_start() (redact/redact.hpp), the scanner run
 // at every word start, is what the result is tested against.
 #pragma once
 
@@ -16,12 +16,6 @@
 #include <vector>
 
 namespace training_output::redact {
-
-// Whether `w` (lowercase ASCII letters) is a word the cue and name matchers
-// start at ("phone", "mrn", "patient", "seen", ...).
-bool is_cue(std::string_view w) noexcept;
-// Whether `w` is the abbreviation of a US state (two capitals, "DC", "PR").
-bool is_state(std::string_view w) noexcept;
 
 // What may follow a word at which no email, domain, URL or IPv6 address
 // starts (none of '.', ':', '@' and the characters of those runs): the end

@@ -1,9 +1,11 @@
-#include "format/redact_prefilter.hpp"
+#include "redact/first_pass.hpp"
 
 #include <algorithm>
 #include <array>
 #include <cstring>
 #include <iterator>
+
+#include "redact/lexicon.hpp"
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -19,34 +21,6 @@ namespace {
 
 using std::size_t;
 using std::uint64_t;
-
-constexpr size_t kMaxWord = 40;  // the scanner's longest cue, unit or name word
-
-// The words the cue and name matchers start at, lowercased (sorted).
-constexpr std::string_view kCues[] = {"accompanied", "account",   "acct",
-                                      "attended",    "call",      "cardiologist",
-                                      "cell",        "cellphone", "chart",
-                                      "clinician",   "contact",   "contacted",
-                                      "device",      "dietitian", "endocrinologist",
-                                      "fax",         "hospital",  "imei",
-                                      "medical",     "mobile",    "mr",
-                                      "mrn",         "mrno",      "name",
-                                      "nurse",       "pager",     "patient",
-                                      "phone",       "physician", "postal",
-                                      "postcode",    "provider",  "record",
-                                      "referred",    "reviewed",  "s",
-                                      "seen",        "serial",    "signed",
-                                      "social",      "ss",        "ssn",
-                                      "surgeon",     "tel",       "telephone",
-                                      "therapist",   "udi",       "zip",
-                                      "zipcode"};
-
-// Titles and months: with the cues, every word a matcher of words starts at
-// (sorted).
-constexpr std::string_view kTitlesAndMonths[] = {
-    "apr",     "april", "aug",  "august",   "dec",  "december", "doctor", "dr",  "drs",    "feb",  "february", "jan",
-    "january", "jul",   "july", "jun",      "june", "mar",      "march",  "may", "messrs", "miss", "mr",       "mrs",
-    "ms",      "mx",    "nov",  "november", "oct",  "october",  "prof",   "pt",  "sep",    "sept", "september"};
 
 // Bit n of lengths[a][b & 31]: a word of n letters of the list may start with
 // the letter a (0-25) then the byte b, in either case. A letter's low five bits
@@ -78,22 +52,14 @@ constexpr WordIndex make_cue_index() {
 constexpr WordIndex make_starter_index() {
     WordIndex x{};
     index_words(x, kCues);
-    index_words(x, kTitlesAndMonths);
+    index_words(x, kTitles);
+    index_words(x, kMonths);
+    index_words(x, kMonthAbbrevs);
     return x;
 }
 // [0]: the cues (what a lowercase word may be); [1]: with the titles and
 // months (what a capitalized one may be).
 constexpr WordIndex kIndex[2] = {make_cue_index(), make_starter_index()};
-
-bool is_lower(unsigned char c) { return c >= 'a' && c <= 'z'; }
-bool is_upper(unsigned char c) { return c >= 'A' && c <= 'Z'; }
-bool is_letter(unsigned char c) { return (c | 0x20) >= 'a' && (c | 0x20) <= 'z'; }
-bool is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
-bool is_alnum(unsigned char c) { return is_letter(c) || is_digit(c); }
-bool is_hex(unsigned char c) { return is_digit(c) || ((c | 0x20) >= 'a' && (c | 0x20) <= 'f'); }
-bool local_char(unsigned char c) {  // of an email's local part (the scanner's email())
-    return is_alnum(c) || c == '.' || c == '_' || c == '%' || c == '+' || c == '-';
-}
 
 constexpr std::array<bool, 256> make_follower_table() {
     std::array<bool, 256> t{};
@@ -102,14 +68,7 @@ constexpr std::array<bool, 256> make_follower_table() {
 }
 constexpr std::array<bool, 256> kPlainFollower = make_follower_table();
 
-constexpr std::string_view kStates[] = {"AK", "AL", "AR", "AZ", "CA", "CO", "CT", "DC", "DE", "FL", "GA", "HI", "IA",
-                                        "ID", "IL", "IN", "KS", "KY", "LA", "MA", "MD", "ME", "MI", "MN", "MO", "MS",
-                                        "MT", "NC", "ND", "NE", "NH", "NJ", "NM", "NV", "NY", "OH", "OK", "OR", "PA",
-                                        "PR", "RI", "SC", "SD", "TN", "TX", "UT", "VA", "VT", "WA", "WI", "WV", "WY"};
-
 }  // namespace
-
-bool is_state(std::string_view w) noexcept { return std::binary_search(std::begin(kStates), std::end(kStates), w); }
 
 bool is_cue(std::string_view w) noexcept {
     if (w.empty() || w.size() > 63) return false;
@@ -307,7 +266,7 @@ bool FirstPass::special_word(size_t p, size_t len) const {
     char buf[kMaxWord];
     for (size_t q = 0; q < len; ++q) buf[q] = static_cast<char>(s_[p + q] | 0x20);
     const std::string_view w(buf, len);
-    return is_cue(w) || (capital && std::binary_search(std::begin(kTitlesAndMonths), std::end(kTitlesAndMonths), w));
+    return is_cue(w) || (capital && is_title_or_month(w));
 }
 
 bool FirstPass::is_scheme(size_t p, size_t len) const {
@@ -328,7 +287,7 @@ bool FirstPass::plain_word(size_t base, size_t k, uint64_t letters) {
         e = base + k + static_cast<size_t>(__builtin_ctzll(rest));
     } else {  // the word goes on into the next block
         e = base + 64;
-        while (e < n_ && is_letter(s_[e])) ++e;
+        while (e < n_ && is_alpha(s_[e])) ++e;
     }
     const size_t p = base + k;
     if (special_word(p, e - p)) return false;
@@ -371,7 +330,7 @@ bool FirstPass::plain_number(size_t p) {
         size_t e2 = digits_end(e + 1);
         if (at(e2) == ':' && is_digit(at(e2 + 1))) e2 = digits_end(e2 + 1);
         if (at(e2) == ':' || is_hex(at(e2))) return false;
-    } else if (is_letter(f)) {  // "7h", "32m", "5km"; not an ordinal ("3rd of March")
+    } else if (is_alpha(f)) {  // "7h", "32m", "5km"; not an ordinal ("3rd of March")
         const unsigned char a = f | 0x20, b = g | 0x20;
         if ((a == 's' && b == 't') || (a == 'n' && b == 'd') || (a == 'r' && b == 'd') || (a == 't' && b == 'h'))
             return false;
