@@ -1,10 +1,21 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need, builds, runs every test.
+#   scripts/test.sh           every test, in every configuration of TDO_TEST_CONFIGS
+#   scripts/test.sh quick     the everyday loop: the tests labelled quick (no server, about a
+#                             minute on 2 cores), in the ci configuration only
 #   TDO_TEST_CONFIGS  which presets to build and test (default: "ci asan tsan"; tsan runs the
 #                     tests of threads, spools, writers and dedup stores under ThreadSanitizer)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh test
+if [ "${1:-}" = quick ]; then
+  # The npm packages are installed once; the full run reinstalls them exactly as locked.
+  [ -d tests/node/node_modules ] || npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
+  cmake --preset ci >/dev/null
+  cmake --build --preset ci -j "$(nproc)"
+  ctest --preset ci -L '^quick$' -j "$(nproc)"
+  exit 0
+fi
 # Test-only npm packages, exactly as locked.
 npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
 

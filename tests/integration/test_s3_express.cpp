@@ -84,7 +84,7 @@ const std::string kKey = "training/metabolic_diabetes/2025/11/health_journal_202
 }  // namespace
 
 TEST_CASE("S3 Express: a directory bucket's session, S3 semantics, and appends at the object's size",
-          "[unit][s3][s3express]") {
+          "[unit][s3][s3express][slow]") {
     FakeExpress fake;
     CurlS3Sink sink(options(fake.endpoint()));
     // The probe finds appends by offset, enforced (and, as AWS documents it, atomic: no lease).
@@ -139,7 +139,7 @@ TEST_CASE("S3 Express: a wrong access key is an authentication error at open, ne
 }
 
 TEST_CASE("S3 Express: writers append natively without a lease: 4 processes, every line once",
-          "[unit][s3][s3express][writer]") {
+          "[unit][s3][s3express][writer][slow]") {
     FakeExpress fake;
     tdo_test::TempDir dir;
     const std::string config = writer_config(fake, dir.path());
@@ -166,7 +166,7 @@ TEST_CASE("S3 Express: writers append natively without a lease: 4 processes, eve
 }
 
 TEST_CASE("S3 Express: an object at its part limit is appended to once by copy, then natively again",
-          "[unit][s3][s3express][writer]") {
+          "[unit][s3][s3express][writer][slow]") {
     FakeExpress fake({"--max-parts", "5"});
     tdo_test::TempDir dir;
     {

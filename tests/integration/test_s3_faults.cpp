@@ -247,7 +247,7 @@ TEST_CASE("S3 client: a Complete that takes any If-Match does not decide the ETa
     CHECK(header(reqs[3], "if-match") == "cur");
 }
 
-TEST_CASE("S3 client: configuration errors", "[unit][s3]") {
+TEST_CASE("S3 client: configuration errors", "[unit][s3][slow]") {
     S3SinkOptions o = options("ftp://x");
     CHECK_THROWS_WITH(CurlS3Sink(o), Catch::Contains("s3_endpoint_url"));
     o = options("http://127.0.0.1:9");
@@ -265,7 +265,7 @@ TEST_CASE("S3 client: configuration errors", "[unit][s3]") {
 }
 
 TEST_CASE("S3 client: a server-side copy may send nothing for longer than the stall limit, a PUT may not",
-          "[unit][s3]") {
+          "[unit][s3][slow]") {
     // The server answers after 2.5 s of silence; the stall limit is 1 s.
     FakeS3 fake(R"([{"status":200,"delay_ms":2500,"body":"<CopyPartResult><ETag>\"e1\"</ETag></CopyPartResult>"},
                     {"status":200,"delay_ms":2500,"headers":{"ETag":"\"e2\""}}])");

@@ -557,7 +557,7 @@ TEST_CASE("native appends: an undecided append keeps its position until the obje
 }
 
 TEST_CASE("native appends where the position check is not atomic (RGW) are made under a lease",
-          "[unit][append][native][lease]") {
+          "[unit][append][native][lease][slow]") {
     SinkCapabilities caps = native_caps();
     caps.native_append_atomic = false;
     MemorySink sink(caps);
@@ -592,7 +592,7 @@ TEST_CASE("native appends: 8 threads with their own appenders on one key, every 
     if (caps.native_append_atomic) CHECK(sink.request_count(Op::Put) == 0);
 }
 
-TEST_CASE("appender: always_lease takes a lease even where Complete is conditional", "[unit][append][lease]") {
+TEST_CASE("appender: always_lease takes a lease even where Complete is conditional", "[unit][append][lease][slow]") {
     MemorySink sink(SinkCapabilities{true, true, true, 1024});
     AppendOptions o = fast();
     o.always_lease = true;

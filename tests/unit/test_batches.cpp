@@ -325,7 +325,7 @@ TEST_CASE("readers during a compaction see every line exactly once at every step
 }
 
 TEST_CASE("compaction: one compactor at a time, another finds the lease held and leaves",
-          "[unit][batches][compaction]") {
+          "[unit][batches][compaction][slow]") {
     MemorySink sink;
     ObjectAppender appender(sink, fast());
     BatchObjects b(sink, appender, {});

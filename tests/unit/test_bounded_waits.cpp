@@ -73,7 +73,7 @@ Config directory_config(const tdo_test::TempDir& dir) {
 }  // namespace
 
 TEST_CASE("bounded waits: a key locked by a hung process does not hold close() past its timeout",
-          "[unit][bounded][sink]") {
+          "[unit][bounded][sink][slow]") {
     tdo_test::TempDir dir;
     Config c = directory_config(dir);
     c.flush_timeout_ms = 3000;
@@ -96,7 +96,8 @@ TEST_CASE("bounded waits: a key locked by a hung process does not hold close() p
     CHECK(tdo_test::lines_of(tdo_test::read_file(dir / key)).size() == 1u);
 }
 
-TEST_CASE("bounded waits: calls blocked on a full spool do not hold close() past its bound", "[unit][bounded][spool]") {
+TEST_CASE("bounded waits: calls blocked on a full spool do not hold close() past its bound",
+          "[unit][bounded][spool][slow]") {
     tdo_test::TempDir dir;
     Config c = directory_config(dir);
     c.flush_timeout_ms = 1000;
@@ -208,7 +209,7 @@ private:
 }  // namespace
 
 TEST_CASE("bounded waits: open, generate and close keep their bounds against an S3 endpoint that never answers",
-          "[unit][bounded][s3]") {
+          "[unit][bounded][s3][slow]") {
     const bool trickle = GENERATE(false, true);
     INFO((trickle ? "trickling" : "silent") << " endpoint");
     UnansweringEndpoint endpoint(trickle);

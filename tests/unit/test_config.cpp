@@ -290,7 +290,7 @@ TEST_CASE("the README's table of status codes is the header's", "[unit][config][
     check_same(in_header, documented);
 }
 
-TEST_CASE("config: paths are made absolute and canonical at open, whatever names them", "[unit][config][paths]") {
+TEST_CASE("config: paths are made absolute and canonical at open, whatever names them", "[unit][config][paths][slow]") {
     tdo_test::TempDir dir;
     std::filesystem::create_directories(dir / "real/out");
     std::filesystem::create_directory_symlink(dir / "real", dir / "link");

@@ -25,7 +25,7 @@ std::unique_ptr<DedupStore> make_store(const std::string& kind, const tdo_test::
 
 }  // namespace
 
-TEST_CASE("dedup stores: claims owned by spools, commits, expiry, batches", "[unit][dedup]") {
+TEST_CASE("dedup stores: claims owned by spools, commits, expiry, batches", "[unit][dedup][slow]") {
     auto kind = GENERATE(std::string("memory"), std::string("sqlite"));
     tdo_test::TempDir dir;
     auto store = make_store(kind, dir);
@@ -124,7 +124,7 @@ TEST_CASE("sqlite dedup: a writer's key is 32 bytes; lookups answer without writ
     CHECK_FALSE(store->cheap_claims());
 }
 
-TEST_CASE("sqlite dedup: a file of the first version is converted at open", "[unit][dedup]") {
+TEST_CASE("sqlite dedup: a file of the first version is converted at open", "[unit][dedup][slow]") {
     tdo_test::TempDir dir;
     const std::string path = dir / "dedup.sqlite3";
     const auto live = tdo_test::make_owner(dir.path(), "live");
@@ -165,7 +165,7 @@ TEST_CASE("sqlite dedup: a file of the first version is converted at open", "[un
     CHECK(again->claim(committed, me.id, 60s) == ClaimState::Committed);
 }
 
-TEST_CASE("sqlite dedup: with a TTL, expired commits are purged and their pages given back", "[unit][dedup]") {
+TEST_CASE("sqlite dedup: with a TTL, expired commits are purged and their pages given back", "[unit][dedup][slow]") {
     tdo_test::TempDir dir;
     auto store = make_store("sqlite", dir);
     const std::string path = dir / "dedup.sqlite3";
@@ -478,7 +478,7 @@ TEST_CASE("redis_url: errors name the key and never show the password", "[unit][
     }
 }
 
-TEST_CASE("redis store: a server that cannot be reached at open is not an error", "[unit][dedup][redis]") {
+TEST_CASE("redis store: a server that cannot be reached at open is not an error", "[unit][dedup][redis][slow]") {
     // A port nobody listens on: bind one, then close it.
     const std::string url = "redis://:hunter2x@127.0.0.1:" + std::to_string(tdo_test::free_port()) + "/0";
 
@@ -521,7 +521,7 @@ TEST_CASE("redis store: a server that cannot be reached at open is not an error"
 }
 
 TEST_CASE("SQLite store: processes opening a new database at the same moment all get in",
-          "[unit][dedup][concurrency]") {
+          "[unit][dedup][concurrency][slow]") {
     for (int round = 0; round < 10; ++round) {
         tdo_test::TempDir dir;
         const std::string config = "{\"output_dir\":\"" + dir.path() + "\",\"log_level\":\"off\"}";

@@ -88,7 +88,7 @@ TEST_CASE("exactly once: 8 threads on one writer, SIGKILLed at random, then adop
 TEST_CASE(
     "exactly once: a processor killed while it waits for room in a full spool, then handed every example "
     "again, loses none",
-    "[unit][crash][redelivery]") {
+    "[unit][crash][redelivery][slow]") {
     // The monthly file cannot be created (a file stands where its directory
     // goes), so the spool fills and the next call waits for room; the
     // processor is killed there. The redelivered examples must all land once
@@ -382,7 +382,7 @@ TEST_CASE("exactly once: drain delivers a SIGKILLed writer's spool and leaves a 
 }
 
 TEST_CASE("exactly once: writers of two destinations started in one directory keep their own dedup memory",
-          "[unit][dedup][destination]") {
+          "[unit][dedup][destination][slow]") {
     // Two prefixes (as two buckets would) in one output directory, on the
     // default dedup file: content written for one is not a duplicate for the other.
     tdo_test::TempDir dir;

@@ -489,7 +489,7 @@ TEST_CASE("spool: full, block waits for room, up to its timeout", "[unit][spool]
 }
 
 TEST_CASE("spool: writers opening at once on a directory full of orphans deliver each exactly once",
-          "[unit][spool][concurrency]") {
+          "[unit][spool][concurrency][slow]") {
     tdo_test::TempDir dir;
     const auto o = spool_in(dir);
     const int kOrphans = 12, kLines = 50;

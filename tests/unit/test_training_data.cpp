@@ -416,7 +416,7 @@ TEST_CASE("chat format: system, user and assistant messages, the same dedup as a
 }
 
 TEST_CASE("manifests count what is in their file, and the delivery callback reports each batch once",
-          "[unit][training-data][manifest]") {
+          "[unit][training-data][manifest][slow]") {
     tdo_test::TempDir dir;
     Config c = dir_config(dir);
     c.validation_fraction = 0.3;

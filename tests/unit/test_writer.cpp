@@ -321,7 +321,7 @@ TEST_CASE("writer rejects examples above max_line_bytes", "[unit][writer]") {
     CHECK(tdo_test::jsonl_files(dir.path()).empty());
 }
 
-TEST_CASE("writer after close refuses work", "[unit][writer]") {
+TEST_CASE("writer after close refuses work", "[unit][writer][slow]") {
     tdo_test::TempDir dir;
     TrainingOutput w(config_in(dir));
     w.close();
