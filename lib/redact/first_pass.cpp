@@ -372,8 +372,8 @@ uint64_t FirstPass::candidates(size_t base) noexcept {
             continue;
         }
         const unsigned len = static_cast<unsigned>(__builtin_ctzll(rest)), end = k + len;  // end < 64
-        // b[k + 1] is in the block or the byte after it (the end < 64).
-        bool plain = len <= kMaxWord && !kIndex[m.upper >> k & 1].may_list(b[k], b[k + 1], len) &&
+        // A word of one letter is indexed under every next byte (and b[k + 1] may be past the text).
+        bool plain = len <= kMaxWord && !kIndex[m.upper >> k & 1].may_list(b[k], len > 1 ? b[k + 1] : 0, len) &&
                      !(len == 2 && (m.upper >> k & 3) == 3);
         if (plain && !(m.follower >> end & 1)) {  // no_address_at(), on the masks
             const unsigned local_end = k + ones_from(local, k), hex_end = k + ones_from(hex, k);
