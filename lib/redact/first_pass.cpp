@@ -357,7 +357,15 @@ uint64_t FirstPass::candidates(size_t base) noexcept {
     const uint64_t prev_alnum = (letters | m.digit) << 1 | uint64_t(is_alnum(before));
     const uint64_t prev_high = m.high << 1 | uint64_t(before >= 0x80);
     const uint64_t next_digit = m.digit >> 1 | uint64_t(base + 64 < n_ && is_digit(s_[base + 64])) << 63;
+    // The block's bytes, and the one after it (b[k + 1] of a word ending the block): in
+    // place, or for the last block a zero-padded copy, so that no read goes past the text.
+    unsigned char tail[65];
     const unsigned char* b = s_ + base;
+    if (n_ - base < sizeof tail) {
+        std::memset(tail, 0, sizeof tail);
+        std::memcpy(tail, b, n_ - base);
+        b = tail;
+    }
 
     // The quick tests, a word or number at a time, settle most starts; the
     // ones they leave get the whole test below.
@@ -372,8 +380,7 @@ uint64_t FirstPass::candidates(size_t base) noexcept {
             continue;
         }
         const unsigned len = static_cast<unsigned>(__builtin_ctzll(rest)), end = k + len;  // end < 64
-        // A word of one letter is indexed under every next byte (and b[k + 1] may be past the text).
-        bool plain = len <= kMaxWord && !kIndex[m.upper >> k & 1].may_list(b[k], len > 1 ? b[k + 1] : 0, len) &&
+        bool plain = len <= kMaxWord && !kIndex[m.upper >> k & 1].may_list(b[k], b[k + 1], len) &&
                      !(len == 2 && (m.upper >> k & 3) == 3);
         if (plain && !(m.follower >> end & 1)) {  // no_address_at(), on the masks
             const unsigned local_end = k + ones_from(local, k), hex_end = k + ones_from(hex, k);
