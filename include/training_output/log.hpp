@@ -5,10 +5,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
-#include <initializer_list>
-#include <string>
 #include <string_view>
-#include <variant>
 
 namespace training_output {
 
@@ -17,21 +14,6 @@ enum class LogLevel : int { Debug = 10, Info = 20, Warning = 30, Error = 40, Off
 // "debug" | "info" | "warning" (or "warn") | "error" | "off"; throws Error(Config).
 LogLevel parse_log_level(std::string_view text);
 const char* log_level_name(LogLevel level) noexcept;
-
-// One field of an event. Strings are escaped; never put secrets in a field.
-struct LogField {
-    using Value = std::variant<std::string_view, std::int64_t, double, bool>;
-    std::string_view name;
-    Value value;
-    LogField(std::string_view n, std::string_view v) : name(n), value(v) {}
-    LogField(std::string_view n, const std::string& v) : name(n), value(std::string_view(v)) {}
-    LogField(std::string_view n, const char* v) : name(n), value(std::string_view(v)) {}
-    LogField(std::string_view n, std::int64_t v) : name(n), value(v) {}
-    LogField(std::string_view n, int v) : name(n), value(static_cast<std::int64_t>(v)) {}
-    LogField(std::string_view n, std::uint64_t v) : name(n), value(static_cast<std::int64_t>(v)) {}
-    LogField(std::string_view n, double v) : name(n), value(v) {}
-    LogField(std::string_view n, bool v) : name(n), value(v) {}
-};
 
 // Receives (level, event name, the whole event as one JSON object).
 using LogCallback = std::function<void(LogLevel, std::string_view event, std::string_view json)>;
@@ -54,24 +36,5 @@ using SpanCallback = std::function<void(const Span&)>;
 // An empty callback stops the spans. Once this returns, the callback it
 // replaced is not running and will not be called again.
 void set_span_callback(SpanCallback callback);
-// A span callback is set (cheap: check before building a span).
-bool tracing() noexcept;
-void emit_span(const Span& span) noexcept;
-
-// A writer's logger: its own stderr threshold, the process-wide callback.
-class Logger {
-public:
-    explicit Logger(LogLevel stderr_level = LogLevel::Warning) : stderr_level_(stderr_level) {}
-    void set_level(LogLevel level) { stderr_level_ = level; }
-    LogLevel level() const { return stderr_level_; }
-
-    // True when an event at `level` would go anywhere (cheap; check before
-    // building expensive fields).
-    bool enabled(LogLevel level) const;
-    void log(LogLevel level, std::string_view event, std::initializer_list<LogField> fields) const;
-
-private:
-    LogLevel stderr_level_;
-};
 
 }  // namespace training_output

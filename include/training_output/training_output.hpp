@@ -15,10 +15,10 @@
 #include <string_view>
 
 #include "training_output/config.hpp"
-#include "training_output/dedup_store.hpp"
 #include "training_output/error.hpp"
 #include "training_output/example.hpp"
-#include "training_output/s3_sink.hpp"
+#include "training_output/sys/dedup_store.hpp"
+#include "training_output/sys/s3_sink.hpp"
 
 namespace training_output {
 

@@ -51,9 +51,9 @@
 #include <string_view>
 
 #include "append/object_appender.hpp"
+#include "log/logger.hpp"
 #include "training_output/error.hpp"
-#include "training_output/log.hpp"
-#include "training_output/s3_sink.hpp"
+#include "training_output/sys/s3_sink.hpp"
 
 namespace training_output {
 

@@ -16,8 +16,8 @@
 
 #include "dedup/key_memory.hpp"
 #include "format/formatter.hpp"
-#include "training_output/dedup_store.hpp"
-#include "training_output/log.hpp"
+#include "log/logger.hpp"
+#include "training_output/sys/dedup_store.hpp"
 
 namespace training_output {
 

@@ -18,7 +18,7 @@
 #include <string_view>
 #include <vector>
 
-#include "training_output/dedup_store.hpp"
+#include "training_output/sys/dedup_store.hpp"
 
 namespace training_output {
 namespace {

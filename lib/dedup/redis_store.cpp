@@ -51,9 +51,10 @@
 #include "common/random.hpp"
 #include "config/redis_url.hpp"
 #include "dedup/redis_tls.hpp"
-#include "training_output/dedup_store.hpp"
+#include "log/logger.hpp"
 #include "training_output/error.hpp"
 #include "training_output/log.hpp"
+#include "training_output/sys/dedup_store.hpp"
 
 namespace training_output {
 namespace {

@@ -15,7 +15,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "training_output/dedup_store.hpp"
+#include "training_output/sys/dedup_store.hpp"
 
 struct ssl_st;
 struct ssl_ctx_st;

@@ -36,8 +36,8 @@
 #include "common/json.hpp"
 #include "common/random.hpp"
 #include "common/sha256.hpp"
-#include "training_output/dedup_store.hpp"
 #include "training_output/error.hpp"
+#include "training_output/sys/dedup_store.hpp"
 
 namespace training_output {
 namespace {

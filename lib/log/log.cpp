@@ -1,4 +1,4 @@
-#include "training_output/log.hpp"
+#include "log/logger.hpp"
 
 #include <atomic>
 #include <chrono>

@@ -20,8 +20,8 @@
 #include <string>
 #include <string_view>
 
-#include "training_output/log.hpp"
-#include "training_output/s3_sink.hpp"
+#include "log/logger.hpp"
+#include "training_output/sys/s3_sink.hpp"
 
 namespace training_output {
 

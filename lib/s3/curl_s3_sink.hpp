@@ -14,9 +14,9 @@
 #include <string>
 #include <vector>
 
+#include "log/logger.hpp"
 #include "s3/sigv4.hpp"
-#include "training_output/log.hpp"
-#include "training_output/s3_sink.hpp"
+#include "training_output/sys/s3_sink.hpp"
 
 namespace training_output {
 

@@ -7,7 +7,7 @@
 #include <string>
 #include <string_view>
 
-#include "training_output/s3_sink.hpp"
+#include "training_output/sys/s3_sink.hpp"
 
 namespace training_output::s3xml {
 

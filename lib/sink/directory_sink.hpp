@@ -11,7 +11,7 @@
 #include <memory>
 #include <string>
 
-#include "training_output/s3_sink.hpp"
+#include "training_output/sys/s3_sink.hpp"
 
 namespace training_output {
 

@@ -1,4 +1,4 @@
-#include "training_output/s3_sink.hpp"
+#include "training_output/sys/s3_sink.hpp"
 
 namespace training_output {
 

@@ -49,7 +49,7 @@
 
 #include "append/object_appender.hpp"
 #include "common/background.hpp"
-#include "training_output/log.hpp"
+#include "log/logger.hpp"
 
 namespace training_output {
 

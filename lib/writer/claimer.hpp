@@ -21,8 +21,8 @@
 #include <vector>
 
 #include "dedup/deduplicator.hpp"
+#include "log/logger.hpp"
 #include "spool/spool.hpp"
-#include "training_output/log.hpp"
 #include "writer/flusher.hpp"
 
 namespace training_output {

@@ -13,7 +13,7 @@
 #include <thread>
 
 #include "append/batch_objects.hpp"
-#include "training_output/log.hpp"
+#include "log/logger.hpp"
 
 namespace training_output {
 

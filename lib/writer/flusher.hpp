@@ -38,9 +38,9 @@
 #include "append/batch_objects.hpp"
 #include "append/object_appender.hpp"
 #include "dedup/deduplicator.hpp"
+#include "log/logger.hpp"
 #include "spool/spool.hpp"
 #include "training_output/error.hpp"
-#include "training_output/log.hpp"
 
 namespace training_output {
 

@@ -22,7 +22,7 @@
 #include <vector>
 
 #include "config/redis_url.hpp"
-#include "training_output/dedup_store.hpp"
+#include "training_output/sys/dedup_store.hpp"
 
 namespace to = training_output;
 using Clock = std::chrono::steady_clock;

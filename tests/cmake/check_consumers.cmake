@@ -30,7 +30,7 @@ run(${CMAKE_COMMAND} --install ${BUILD_DIR} --prefix ${prefix})
 # The installed headers are the public ones, and nothing else.
 file(GLOB_RECURSE installed RELATIVE ${prefix}/include ${prefix}/include/*)
 file(GLOB public RELATIVE ${SOURCE_DIR}/include ${SOURCE_DIR}/include/training_output.h
-     ${SOURCE_DIR}/include/training_output/*.hpp)
+     ${SOURCE_DIR}/include/training_output/*.hpp ${SOURCE_DIR}/include/training_output/sys/*.hpp)
 list(SORT installed)
 list(SORT public)
 if(NOT installed STREQUAL public)

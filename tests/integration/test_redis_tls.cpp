@@ -15,9 +15,9 @@
 
 #include "../unit/dedup_conformance.hpp"
 #include "../unit/test_util.hpp"
+#include "log/logger.hpp"
 #include "training_output.h"
 #include "training_output/error.hpp"
-#include "training_output/log.hpp"
 #include "training_output/training_output.hpp"
 
 using namespace training_output;

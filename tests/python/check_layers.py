@@ -32,8 +32,8 @@ PUBLIC = {
     "log.hpp": "log",
     "config.hpp": "config",
     "example.hpp": "format",
-    "s3_sink.hpp": "sink",
-    "dedup_store.hpp": "dedup",
+    "sys/s3_sink.hpp": "sink",
+    "sys/dedup_store.hpp": "dedup",
     "training_output.hpp": "writer",
 }
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
@@ -42,7 +42,8 @@ INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
 def main():
     root = pathlib.Path(sys.argv[1])
     problems = []
-    installed = {p.name for p in (root / "include" / "training_output").glob("*")}
+    public_dir = root / "include" / "training_output"
+    installed = {str(p.relative_to(public_dir)) for p in public_dir.rglob("*") if p.is_file()}
     if installed != set(PUBLIC):
         problems.append(f"include/training_output/ holds {sorted(installed)}, the public set is {sorted(PUBLIC)}")
     lib_dirs = {p.name for p in (root / "lib").iterdir() if p.is_dir()}
@@ -57,7 +58,7 @@ def main():
                 if layer != "capi":
                     problems.append(f"{rel}: includes the C ABI's header (only capi/ may)")
                 continue
-            top, _, name = inc.partition("/")
+            top, _, name = inc.partition("/")  # name: "config.hpp", "sys/s3_sink.hpp"
             if top == "training_output":
                 owner = PUBLIC.get(name)
                 if owner is None:

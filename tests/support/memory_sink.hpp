@@ -14,7 +14,7 @@
 #include <optional>
 #include <string>
 
-#include "training_output/s3_sink.hpp"
+#include "training_output/sys/s3_sink.hpp"
 
 namespace training_output {
 

@@ -12,7 +12,7 @@
 #include <thread>
 #include <vector>
 
-#include "training_output/dedup_store.hpp"
+#include "training_output/sys/dedup_store.hpp"
 
 namespace tdo_test {
 

@@ -4,7 +4,7 @@
 
 #include <catch2/catch.hpp>
 
-#include "training_output/s3_sink.hpp"
+#include "training_output/sys/s3_sink.hpp"
 
 namespace tdo_test {
 

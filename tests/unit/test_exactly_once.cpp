@@ -18,8 +18,8 @@
 #include "memory_sink.hpp"
 #include "shared_sink.hpp"
 #include "test_util.hpp"
-#include "training_output/dedup_store.hpp"
 #include "training_output/error.hpp"
+#include "training_output/sys/dedup_store.hpp"
 #include "training_output/training_output.hpp"
 
 using namespace training_output;

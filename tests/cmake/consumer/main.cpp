@@ -4,7 +4,7 @@
 #include <map>
 #include <mutex>
 
-#include "training_output/dedup_store.hpp"
+#include "training_output/sys/dedup_store.hpp"
 #include "training_output/training_output.hpp"
 
 namespace {
