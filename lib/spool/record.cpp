@@ -95,8 +95,8 @@ void encode_line_at(char* r, std::uint64_t payload_bytes, std::uint32_t seed, st
     p = put_bytes_at(p, dedup_key);
     p = put_u32_at(p, static_cast<std::uint32_t>(line.size()));
     if (!line.empty()) std::memcpy(p, line.data(), line.size());
-    // The line is checksummed from the caller's buffer, still in cache; read back from
-    // the mapped segment it cost ten times more (a page fresh from the page cache).
+    // The line is checksummed from the caller's buffer, which is in cache, not read
+    // back from the mapped segment.
     const std::uint32_t head = crc32c::compute(std::string_view(r + 4, static_cast<std::size_t>(p - (r + 4))), seed);
     put_u32_at(r, crc32c::compute(line, head));
 }
