@@ -260,7 +260,8 @@ inline constexpr std::string_view kStates[] = {
     "OK", "OR", "PA", "PR", "RI", "SC", "SD", "TN", "TX", "UT", "VA", "VT", "WA", "WI", "WV", "WY"};
 
 // Whether `w` (lowercase ASCII letters) is a word the cue and name matchers
-// start at ("phone", "mrn", "patient", "seen", ...).
+// start at ("phone", "mrn", "patient", "seen", ...). In first_pass.cpp, beside
+// the word index it asks first.
 bool is_cue(std::string_view w) noexcept;
 // Whether `w` is the abbreviation of a US state (two capitals, "DC", "PR").
 inline bool is_state(std::string_view w) noexcept {
