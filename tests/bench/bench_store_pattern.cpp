@@ -147,28 +147,21 @@ struct Lmdb {
         mdb_txn_reset(reader);
         check(mdb_txn_renew(reader), "renew");
     }
-    void claims(const Key* k, std::size_t n) {
+    // One transaction: every key of `k` put with `value` (claims: only where
+    // it is missing), then the reader moved on to it.
+    void put_all(const Key* k, std::size_t n, std::uint64_t value, unsigned flags) {
         MDB_txn* t = nullptr;
         check(mdb_txn_begin(env, nullptr, 0, &t), "begin");
-        std::uint64_t owner = 7;
         for (std::size_t i = 0; i < n; ++i) {
-            MDB_val key{32, const_cast<unsigned char*>(k[i].data())}, v{8, &owner};
-            const int rc = mdb_put(t, dbi, &key, &v, MDB_NOOVERWRITE);
+            MDB_val key{32, const_cast<unsigned char*>(k[i].data())}, v{8, &value};
+            const int rc = mdb_put(t, dbi, &key, &v, flags);
             if (rc != MDB_SUCCESS && rc != MDB_KEYEXIST) check(rc, "put");
         }
         check(mdb_txn_commit(t), "commit");
         fresh_reader();
     }
-    void commits(const Key* k, std::size_t n) {
-        MDB_txn* t = nullptr;
-        check(mdb_txn_begin(env, nullptr, 0, &t), "begin");
-        std::uint64_t none = 0;
-        for (std::size_t i = 0; i < n; ++i) {
-            MDB_val key{32, const_cast<unsigned char*>(k[i].data())}, v{8, &none};
-            check(mdb_put(t, dbi, &key, &v, 0), "put");
-        }
-        check(mdb_txn_commit(t), "commit");
-    }
+    void claims(const Key* k, std::size_t n) { put_all(k, n, 7, MDB_NOOVERWRITE); }
+    void commits(const Key* k, std::size_t n) { put_all(k, n, 0, 0); }
 };
 
 template <class Store>
