@@ -1,7 +1,6 @@
 #include "redact/first_pass.hpp"
 
 #include <algorithm>
-#include <array>
 #include <cstring>
 #include <iterator>
 
@@ -60,13 +59,6 @@ constexpr WordIndex make_starter_index() {
 // [0]: the cues (what a lowercase word may be); [1]: with the titles and
 // months (what a capitalized one may be).
 constexpr WordIndex kIndex[2] = {make_cue_index(), make_starter_index()};
-
-constexpr std::array<bool, 256> make_follower_table() {
-    std::array<bool, 256> t{};
-    for (int c = 0; c < 256; ++c) t[static_cast<size_t>(c)] = plain_follower(static_cast<unsigned char>(c));
-    return t;
-}
-constexpr std::array<bool, 256> kPlainFollower = make_follower_table();
 
 }  // namespace
 
@@ -397,7 +389,7 @@ uint64_t FirstPass::candidates(size_t base) noexcept {
         const unsigned end = rest ? k + static_cast<unsigned>(__builtin_ctzll(rest)) : 64;
         const unsigned char f = at(base + end), g = at(base + end + 1);
         const bool plain = end < 64 && (f == ' ' ? is_lower(g) && !(g == 'o' && at(base + end + 2) == 'f')
-                                                 : kPlainFollower[f] || f == '%');
+                                                 : (m.follower >> end & 1) || f == '%');
         if (!plain) unsettled |= uint64_t(1) << k;
     }
     uint64_t out = m.plus_paren & ~prev_alnum & next_digit;
