@@ -15,6 +15,7 @@
 #include <sqlite3.h>
 
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -23,6 +24,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -72,13 +74,48 @@ struct Sqlite {
             die(sql, sqlite3_errmsg(db));
         return s;
     }
-    explicit Sqlite(const std::string& path) {
+    // With `background`: checkpoints on a thread of their own (a connection
+    // of its own, PASSIVE), asked for at 1,024 WAL frames; the store's
+    // connection copies back what is left at 8,192, so that the WAL starts
+    // over (a checkpoint beside a writer that never pauses never catches up
+    // alone: the WAL would grow without end).
+    std::thread checkpointer;
+    std::atomic<bool> stop{false}, poked{false};
+    std::string wal;
+    const char* wal_path() const { return wal.c_str(); }
+    explicit Sqlite(const std::string& path, bool background = false) : wal(path + "-wal") {
         if (sqlite3_open(path.c_str(), &db) != SQLITE_OK) die("open", sqlite3_errmsg(db));
         exec("PRAGMA journal_mode=WAL");
         exec("PRAGMA synchronous=NORMAL");
         exec("PRAGMA cache_size=-16384");
         exec("PRAGMA mmap_size=268435456");
-        exec("PRAGMA wal_autocheckpoint=8192");
+        exec(background ? "PRAGMA wal_autocheckpoint=0" : "PRAGMA wal_autocheckpoint=8192");
+        if (background) {
+            sqlite3_wal_hook(
+                db,
+                [](void* self, sqlite3* c, const char*, int frames) {
+                    auto* s = static_cast<Sqlite*>(self);
+                    if (frames >= 8192) {
+                        sqlite3_wal_checkpoint_v2(c, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+                    } else if (frames >= 1024) {
+                        s->poked = true;
+                    }
+                    return SQLITE_OK;
+                },
+                this);
+            checkpointer = std::thread([this, path] {
+                sqlite3* c = nullptr;
+                sqlite3_open(path.c_str(), &c);
+                sqlite3_exec(c, "PRAGMA synchronous=NORMAL", nullptr, nullptr, nullptr);
+                while (!stop.load()) {
+                    if (poked.exchange(false)) {
+                        sqlite3_wal_checkpoint_v2(c, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+                    }
+                    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+                }
+                sqlite3_close(c);
+            });
+        }
         exec(
             "CREATE TABLE IF NOT EXISTS claims (ns INTEGER NOT NULL, hash BLOB NOT NULL, owner INTEGER,"
             " expires_at INTEGER, PRIMARY KEY (ns, hash)) WITHOUT ROWID");
@@ -89,6 +126,8 @@ struct Sqlite {
         end = prepare("COMMIT");
     }
     ~Sqlite() {
+        stop = true;
+        if (checkpointer.joinable()) checkpointer.join();
         for (auto* s : {lookup, claim, commit, begin, end}) sqlite3_finalize(s);
         sqlite3_close(db);
     }
@@ -118,6 +157,7 @@ struct Sqlite {
 // --- LMDB: key -> owner (8 bytes; 0: committed) ----------------------------
 
 struct Lmdb {
+    const char* wal_path() const { return nullptr; }
     MDB_env* env = nullptr;
     MDB_dbi dbi = 0;
     MDB_txn* reader = nullptr;
@@ -190,6 +230,10 @@ void measure(const char* name, Store& s, std::size_t n, std::size_t group, std::
     const long long w = write_bytes() - w0;
     std::printf("%-34s holding %8zu: %8.0f keys/s, %6.1f KiB written a key%s\n", name, prefill, n / secs,
                 w / 1024.0 / double(n), found ? " (some found!)" : "");
+    if (s.wal_path()) {  // its size before the store closes (and deletes it)
+        std::ifstream f(s.wal_path(), std::ios::ate | std::ios::binary);
+        std::printf("%-34s the WAL at the end: %.1f MiB\n", "", static_cast<double>(f.tellg()) / (1 << 20));
+    }
 }
 
 template <class Open>
@@ -222,6 +266,8 @@ int main(int argc, char** argv) {
     for (std::size_t p : {std::size_t(0), prefill}) {
         run("SQLite (the store's settings)", dir + "/pattern.sqlite3", p, n, group,
             [](const std::string& path) { return std::make_unique<Sqlite>(path); });
+        run("SQLite, checkpoints on a thread", dir + "/pattern.sqlite3", p, n, group,
+            [](const std::string& path) { return std::make_unique<Sqlite>(path, true); });
         run("LMDB, synced each transaction", dir + "/pattern.lmdb", p, n, group,
             [](const std::string& path) { return std::make_unique<Lmdb>(path, 0u); });
         run("LMDB, MDB_NOMETASYNC", dir + "/pattern.lmdb", p, n, group,
