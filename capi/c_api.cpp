@@ -258,6 +258,15 @@ int tdo_drain(const char* config_json, char** out_report_json) {
     TDO_CATCH
 }
 
+int tdo_config_describe(char** out_json) {
+    TDO_TRY
+    if (!out_json) return fail(TDO_E_INVALID_ARGUMENT, "tdo_config_describe: out_json is NULL");
+    *out_json = nullptr;
+    *out_json = copy_out(Config::describe());
+    return TDO_OK;
+    TDO_CATCH
+}
+
 int tdo_writer_stats(tdo_writer* writer, char** out_json) {
     TDO_TRY
     if (!out_json) return fail(TDO_E_INVALID_ARGUMENT, "tdo_writer_stats: out_json is NULL");

@@ -43,7 +43,7 @@
 #include <stddef.h>
 
 #define TDO_VERSION_MAJOR 0
-#define TDO_VERSION_MINOR 3
+#define TDO_VERSION_MINOR 4
 #define TDO_VERSION_PATCH 0
 #define TDO_VERSION_NUMBER (TDO_VERSION_MAJOR * 10000 + TDO_VERSION_MINOR * 100 + TDO_VERSION_PATCH)
 
@@ -107,6 +107,14 @@ typedef struct tdo_writer tdo_writer;
 #else
 #define TDO_DEFAULT_WRITER ((tdo_writer*)(size_t)1)
 #endif
+
+/*
+ * Every configuration key this library understands, as JSON: its type,
+ * default, range or allowed values, environment variable and description
+ * (docs/configuration.md is generated from it). *out_json must be freed with
+ * tdo_free().
+ */
+TDO_API int tdo_config_describe(char** out_json);
 
 /* Version of the library actually loaded (compare with TDO_VERSION_NUMBER). */
 TDO_API int tdo_version_number(void);

@@ -1,6 +1,7 @@
 // Configuration of a writer: a JSON document, or the environment (ETL_ + the
-// key in upper case) when none is given. Every key, its type and its default
-// is in the table in lib/config/config.cpp and in the README.
+// key in upper case) when none is given. Every key, its type, range and
+// default is in the table in lib/config/keys.cpp, which describe() returns
+// and docs/configuration.md is generated from.
 #pragma once
 
 #include <cstdint>
@@ -128,6 +129,13 @@ struct Config {
 
     // The keys this version understands (for docs and tests).
     static std::vector<std::string> keys();
+
+    // Every key as JSON: {"version": "...", "keys": [{"name", "section",
+    // "type" (bool | int | number | string | object), "env" (its ETL_
+    // variable), "default" (null: none), "default_text" (a default other keys
+    // decide, in words), "min" and "max" (int), "allowed" (the only values),
+    // "description" (Markdown)}, ...]}, in the docs' order.
+    static std::string describe();
 };
 
 }  // namespace training_output

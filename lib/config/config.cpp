@@ -1,104 +1,25 @@
-// Configuration: one table of keys, read from a JSON document or from the
-// environment (ETL_ + the key in upper case).
+// Configuration: the table of keys (keys.cpp), read from a JSON document or
+// from the environment (ETL_ + the key in upper case).
 #include "training_output/config.hpp"
 
 #include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
-#include <initializer_list>
 #include <variant>
 
 #include "common/json.hpp"
 #include "common/utf8.hpp"
+#include "config/keys.hpp"
 #include "config/redis_url.hpp"
 #include "training_output/error.hpp"
 
 namespace training_output {
 namespace {
 
-struct LogLevelField {};
-struct DomainScoresField {};
-using Target = std::variant<bool Config::*, std::int64_t Config::*, std::string Config::*, double Config::*,
-                            std::optional<double> Config::*, LogLevelField, DomainScoresField>;
-
-struct Key {
-    const char* name;
-    Target target;
-    std::int64_t min = 0;          // integers: smallest accepted value
-    std::int64_t max = INT32_MAX;  // and largest: every value fits the arithmetic done with it
-};
-
-constexpr std::int64_t kSecond = 1000, kMinute = 60 * kSecond, kHour = 60 * kMinute, kDay = 24 * kHour;
-constexpr std::int64_t kDaySeconds = 86400, kYearSeconds = 365 * kDaySeconds;
-constexpr std::int64_t kMiB = 1 << 20, kGiB = kMiB << 10;
-
-// Every key a writer understands. Order is the README's.
-const Key kKeys[] = {
-    {"enable_training_output", &Config::enable_training_output},
-    {"include_training_metadata", &Config::include_training_metadata},
-    {"training_data_prefix", &Config::training_data_prefix},
-    {"templates_file", &Config::templates_file},
-    {"max_line_bytes", &Config::max_line_bytes, 256, 64 * kMiB},
-    {"output_format", &Config::output_format},
-    {"redact_phi", &Config::redact_phi},
-    {"pseudonymize_ids", &Config::pseudonymize_ids},
-    {"pseudonymization_key", &Config::pseudonymization_key},
-    {"pseudonymization_key_id", &Config::pseudonymization_key_id},
-    {"min_quality_score", &Config::min_quality_score},
-    {"min_quality_score_by_domain", DomainScoresField{}},
-    {"validation_fraction", &Config::validation_fraction},
-    {"split_objects", &Config::split_objects},
-    {"write_manifests", &Config::write_manifests},
-    {"output_dir", &Config::output_dir},
-    {"directory_fsync", &Config::directory_fsync},
-    {"dedup_store", &Config::dedup_store},
-    {"dedup_db_path", &Config::dedup_db_path},
-    {"dedup_namespace", &Config::dedup_namespace},
-    {"dedup_claim_ttl_seconds", &Config::dedup_claim_ttl_seconds, 1, 10 * kYearSeconds},
-    {"dedup_ttl_seconds", &Config::dedup_ttl_seconds, 0, 100 * kYearSeconds},
-    {"dedup_busy_timeout_ms", &Config::dedup_busy_timeout_ms, 0, kHour},
-    {"dedup_pending_outcome", &Config::dedup_pending_outcome},
-    {"dedup_owner_ttl_seconds", &Config::dedup_owner_ttl_seconds, 10, kDaySeconds},
-    {"redis_url", &Config::redis_url},
-    {"redis_timeout_ms", &Config::redis_timeout_ms, 1, 10 * kMinute},
-    {"redis_pool_size", &Config::redis_pool_size, 1, 1024},
-    {"redis_tls_ca_file", &Config::redis_tls_ca_file},
-    {"redis_tls_cert_file", &Config::redis_tls_cert_file},
-    {"redis_tls_key_file", &Config::redis_tls_key_file},
-    {"redis_tls_server_name", &Config::redis_tls_server_name},
-    {"redis_tls_verify", &Config::redis_tls_verify},
-    {"s3_endpoint_url", &Config::s3_endpoint_url},
-    {"s3_access_key", &Config::s3_access_key},
-    {"s3_secret_key", &Config::s3_secret_key},
-    {"s3_session_token", &Config::s3_session_token},
-    {"s3_bucket_name", &Config::s3_bucket_name},
-    {"s3_region", &Config::s3_region},
-    {"s3_addressing_style", &Config::s3_addressing_style},
-    {"s3_ca_file", &Config::s3_ca_file},
-    {"s3_verify_tls", &Config::s3_verify_tls},
-    {"s3_connect_timeout_ms", &Config::s3_connect_timeout_ms, 1, 10 * kMinute},
-    {"s3_request_timeout_ms", &Config::s3_request_timeout_ms, 1, kDay},
-    {"s3_max_attempts", &Config::s3_max_attempts, 1, 100},
-    {"s3_retry_base_ms", &Config::s3_retry_base_ms, 1, 10 * kMinute},
-    {"s3_retry_max_ms", &Config::s3_retry_max_ms, 1, kHour},
-    {"s3_conditional_writes", &Config::s3_conditional_writes},
-    {"s3_append_mode", &Config::s3_append_mode},
-    {"s3_convert_plain_objects", &Config::s3_convert_plain_objects},
-    {"s3_compaction_interval_seconds", &Config::s3_compaction_interval_seconds, 0, 7 * kDaySeconds},
-    {"s3_compaction_max_bytes", &Config::s3_compaction_max_bytes, 1 << 20, 4 * kGiB},
-    {"s3_multipart_threshold", &Config::s3_multipart_threshold, 5 << 20, 5 * kGiB},
-    {"s3_lease_seconds", &Config::s3_lease_seconds, 5, kHour / kSecond},
-    {"flush_max_bytes", &Config::flush_max_bytes, 1, kGiB},
-    {"flush_interval_ms", &Config::flush_interval_ms, 1, kHour},
-    {"flush_timeout_ms", &Config::flush_timeout_ms, 1, kDay},
-    {"spool_dir", &Config::spool_dir},
-    {"spool_fsync", &Config::spool_fsync},
-    {"spool_max_bytes", &Config::spool_max_bytes, 1 << 16, 1024 * kGiB},
-    {"spool_full_policy", &Config::spool_full_policy},
-    {"spool_block_timeout_ms", &Config::spool_block_timeout_ms, 0, kDay},
-    {"log_level", LogLevelField{}},
-};
+using config::DomainScoresField;
+using config::Key;
+using config::LogLevelField;
 
 Error config_error(const std::string& key, const std::string& why) {
     return Error(ErrorCode::Config, "configuration key " + json::quote(key) + ": " + why);
@@ -296,9 +217,13 @@ void Config::finalize() {
                            "must be at most 512 bytes, got " + std::to_string(training_data_prefix.size()));
     }
     if (dedup_store.empty()) dedup_store = redis_url.empty() ? "sqlite" : "redis";
-    if (dedup_store != "sqlite" && dedup_store != "memory" && dedup_store != "redis") {
-        throw config_error("dedup_store",
-                           "expected \"sqlite\", \"memory\" or \"redis\", got " + json::quote(dedup_store));
+    // Strings with a list of allowed values: one of them.
+    for (const Key& k : config::all_keys()) {
+        auto* member = std::get_if<std::string Config::*>(&k.target);
+        if (!member || config::allowed(k, this->*(*member))) continue;
+        std::string list = k.allowed;
+        for (std::size_t at; (at = list.find('|')) != std::string::npos;) list.replace(at, 1, ", ");
+        throw config_error(k.name, "expected one of " + list + ", got " + json::quote(this->*(*member)));
     }
     if (dedup_store == "redis") {
         if (redis_url.empty()) throw config_error("redis_url", "required when dedup_store is \"redis\"");
@@ -319,27 +244,13 @@ void Config::finalize() {
             throw config_error("dedup_namespace", "must not contain spaces or control characters");
     }
     if (output_dir.empty()) throw config_error("output_dir", "must not be empty");
-    auto one_of = [](const std::string& key, const std::string& value, std::initializer_list<const char*> allowed) {
-        std::string list;
-        for (const char* a : allowed) {
-            if (value == a) return;
-            list += (list.empty() ? "" : ", ") + std::string(a);
-        }
-        throw config_error(key, "expected one of " + list + ", got " + json::quote(value));
-    };
-    one_of("s3_addressing_style", s3_addressing_style, {"auto", "path", "virtual"});
-    one_of("s3_conditional_writes", s3_conditional_writes, {"auto", "true", "false"});
-    one_of("s3_append_mode", s3_append_mode, {"auto", "native", "copy", "lease", "batches"});
 
     if (s3_retry_max_ms < s3_retry_base_ms) throw config_error("s3_retry_max_ms", "must be at least s3_retry_base_ms");
-    one_of("spool_fsync", spool_fsync, {"interval", "always", "never"});
-    one_of("spool_full_policy", spool_full_policy, {"block", "reject"});
     if (spool_max_bytes < 2 * max_line_bytes) {
         throw config_error("spool_max_bytes", "must be at least twice max_line_bytes (" +
                                                   std::to_string(max_line_bytes) + "), got " +
                                                   std::to_string(spool_max_bytes));
     }
-    one_of("output_format", output_format, {"alpaca", "chat"});
     // Quality scores are between 0 and 1 (the processors' contract).
     if (min_quality_score && !(*min_quality_score >= 0.0 && *min_quality_score <= 1.0)) {
         throw config_error("min_quality_score", "must be between 0 and 1, got " + std::to_string(*min_quality_score));
@@ -396,7 +307,7 @@ Config Config::from_json(std::string_view text) {
     for (auto& m : doc.GetObject()) {
         std::string_view name = json::view(m.name);
         const Key* key = nullptr;
-        for (const auto& k : kKeys) {
+        for (const Key& k : config::all_keys()) {
             if (name == k.name) {
                 key = &k;
                 break;
@@ -412,7 +323,7 @@ Config Config::from_json(std::string_view text) {
 
 Config Config::from_environment() {
     Config c;
-    for (const auto& k : kKeys) {
+    for (const Key& k : config::all_keys()) {
         std::string var = env_name(k.name);
         const char* value = std::getenv(var.c_str());
         if (value && *value) apply_text(c, k, value, var);  // empty = unset
@@ -425,7 +336,7 @@ Config Config::from_environment() {
 
 std::vector<std::string> Config::keys() {
     std::vector<std::string> out;
-    for (const auto& k : kKeys) out.emplace_back(k.name);
+    for (const Key& k : config::all_keys()) out.emplace_back(k.name);
     return out;
 }
 

@@ -38,6 +38,20 @@ class WrapperTest(unittest.TestCase):
     def test_version_matches_header(self):
         self.assertRegex(tdo.library_version(), r"^\d+\.\d+\.\d+$")
 
+    def test_describe_config_is_the_table_of_keys(self):
+        described = tdo.describe_config()
+        self.assertEqual(described["version"], tdo.library_version())
+        by_name = {k["name"]: k for k in described["keys"]}
+        self.assertEqual(by_name["spool_fsync"]["allowed"], ["interval", "always", "never"])
+        self.assertEqual(by_name["max_line_bytes"]["default"], 1048576)
+        self.assertEqual(by_name["max_line_bytes"]["env"], "ETL_MAX_LINE_BYTES")
+        self.assertIsNone(by_name["s3_endpoint_url"]["default"])
+        # Every key it names is one a writer accepts.
+        with self.assertRaises(tdo.TrainingOutputError):
+            tdo.TrainingOutput({**self.config, "no_such_key": 1})
+        tdo.TrainingOutput({**self.config, **{k: v["default"] for k, v in by_name.items()
+                                              if v["type"] == "bool"}}).close()
+
     def test_outcomes(self):
         with tdo.TrainingOutput(self.config) as w:
             self.assertEqual(w.generate("Slept well.", MESSAGE, RESULT), tdo.Outcome.WRITTEN)

@@ -9,6 +9,7 @@
 
 #include "test_util.hpp"
 #include "training_output.h"
+#include "training_output/config.hpp"
 
 namespace {
 
@@ -20,6 +21,20 @@ const char* kMessage = "{\"record_type\":\"StepsRecord\",\"user_id\":\"u\"}";
 const char* kResult = "{\"record_count\":3,\"processing_timestamp\":\"2025-11-18T10:30:00Z\"}";
 
 }  // namespace
+
+TEST_CASE("C ABI: tdo_config_describe names every key, freed with tdo_free", "[unit][capi][config]") {
+    char* out = nullptr;
+    REQUIRE(tdo_config_describe(&out) == TDO_OK);
+    REQUIRE(out != nullptr);
+    const std::string text = out;
+    tdo_free(out);
+    for (const auto& key : training_output::Config::keys()) {
+        INFO(key);
+        CHECK(text.find("\"name\":\"" + key + "\"") != std::string::npos);
+    }
+    CHECK(tdo_config_describe(nullptr) == TDO_E_INVALID_ARGUMENT);
+    CHECK(std::string(tdo_last_error()).find("out_json") != std::string::npos);
+}
 
 TEST_CASE("C ABI: versions", "[unit][capi]") {
     CHECK(tdo_version_number() == TDO_VERSION_NUMBER);

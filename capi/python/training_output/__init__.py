@@ -31,6 +31,7 @@ __all__ = [
     "TrainingOutputError",
     "set_log_callback",
     "set_span_callback",
+    "describe_config",
     "last_skip_reason",
     "library_version",
     "load_library",
@@ -38,9 +39,9 @@ __all__ = [
 
 # The ABI this wrapper was written against: same major, at least this minor.
 _ABI_MAJOR = 0
-_ABI_MINOR = 3
+_ABI_MINOR = 4
 # The package's version: the C header's (a test checks them against each other).
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 # The build directories of a source checkout, as the README names them (the
 # presets' build/<preset>, and build/ itself); sanitizer builds last, as they
 # load only with their runtime preloaded.
@@ -147,6 +148,7 @@ _FUNCTIONS = [
     ("tdo_writer_flush", [ctypes.c_void_p], ctypes.c_int, _check_status),
     ("tdo_writer_close", [ctypes.c_void_p], ctypes.c_int, _check_status),
     ("tdo_writer_stats", [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)], ctypes.c_int, _check_status),
+    ("tdo_config_describe", [ctypes.POINTER(ctypes.c_void_p)], ctypes.c_int, _check_status),
     ("tdo_drain", [ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p)], ctypes.c_int, _check_status),
     ("tdo_shutdown", [], ctypes.c_int, _check_status),
     ("tdo_last_error", [], ctypes.c_char_p, None),
@@ -233,6 +235,19 @@ def drain(config: Union[Mapping[str, Any], str, None] = None, library: Optional[
     lib = load_library(library)
     out = ctypes.c_void_p()
     lib.tdo_drain(_json(config, "config"), ctypes.byref(out))
+    try:
+        return json.loads(ctypes.string_at(out.value).decode())
+    finally:
+        lib.tdo_free(out)
+
+
+def describe_config(library: Optional[str] = None) -> Dict[str, Any]:
+    """Every configuration key the loaded library understands: {"version", "keys": [{"name",
+    "section", "type", "env", "default", "default_text"?, "min"?, "max"?, "allowed"?,
+    "description"}, ...]} (docs/configuration.md is generated from it)."""
+    lib = load_library(library)
+    out = ctypes.c_void_p()
+    lib.tdo_config_describe(ctypes.byref(out))
     try:
         return json.loads(ctypes.string_at(out.value).decode())
     finally:
