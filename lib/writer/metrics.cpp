@@ -3,6 +3,8 @@
 
 #include <cstdio>
 
+#include "writer/stats_table.hpp"
+
 namespace training_output {
 namespace {
 
@@ -156,15 +158,6 @@ std::string WriterMetrics::prometheus(const Sources& in) const {
              static_cast<double>(duration_ns_.load(std::memory_order_relaxed)) / 1e9);
     t.sample("etl_training_output_duration_seconds_count", {}, static_cast<double>(cumulative));
 
-    t.family("etl_training_examples_skipped_total", "counter",
-             "Examples not written, by reason (outcomes, not errors).");
-    const std::pair<const char*, std::uint64_t> reasons[] = {{"empty_narrative", s.skipped_empty_narrative},
-                                                             {"low_quality", s.skipped_low_quality},
-                                                             {"no_quality_score", s.skipped_no_quality_score},
-                                                             {"redaction_failed", s.skipped_redaction_failed}};
-    for (const auto& [reason, n] : reasons) {
-        t.sample("etl_training_examples_skipped_total", {{"reason", reason}}, static_cast<double>(n));
-    }
     t.family("etl_training_errors_total", "counter", "Calls that returned an error, by status code.");
     for (int i = 1; i < 128; ++i) {
         const std::uint64_t n = errors_[i].load(std::memory_order_relaxed);
@@ -172,41 +165,23 @@ std::string WriterMetrics::prometheus(const Sources& in) const {
             t.sample("etl_training_errors_total", {{"code", error_code_name(static_cast<ErrorCode>(-i))}},
                      static_cast<double>(n));
     }
-    t.counter("etl_training_disabled_total", "Calls while enable_training_output is false.",
-              static_cast<double>(s.disabled));
-    t.counter("etl_training_redactions_total", "Identifiers replaced by placeholders in the examples accepted.",
-              static_cast<double>(s.redactions));
-    t.counter("etl_training_dedup_store_errors_total", "Dedup store failures (each one failed open).",
-              static_cast<double>(s.dedup_store_errors));
-    t.counter("etl_training_batches_appended_total", "Batches that landed in their objects.",
-              static_cast<double>(s.batches_appended));
-    t.counter("etl_training_lines_appended_total", "Lines that landed in their objects.",
-              static_cast<double>(s.lines_appended));
-    t.counter("etl_training_bytes_appended_total", "Bytes that landed in their objects.",
-              static_cast<double>(s.bytes_appended));
-    t.counter("etl_training_batches_found_landed_total",
-              "Batches found in their objects already (after a crash or a lost answer).",
-              static_cast<double>(s.batches_found_landed));
-    t.counter("etl_training_append_failures_total", "Batch appends that failed (and were retried).",
-              static_cast<double>(s.append_failures));
-    t.counter("etl_training_append_conflicts_total", "Appends another writer won a race with.",
-              static_cast<double>(s.append_conflicts));
+    // WriterStats' exported counters (stats_table.hpp); a labelled family's
+    // rows follow each other, its first one carrying the help text.
+    for (const StatField& f : kStatFields) {
+        if (!f.metric) continue;
+        if (f.help) t.family(f.metric, f.type, f.help);
+        const double v = static_cast<double>(s.*(f.field));
+        if (f.label) {
+            t.sample(f.metric, {{f.label, f.value}}, v);
+        } else {
+            t.sample(f.metric, {}, v);
+        }
+    }
     t.counter("etl_training_lease_waits_total", "Leases that were not free at the first try.",
               static_cast<double>(in.lease_waits));
     t.counter("etl_training_lease_wait_seconds_total", "Time spent waiting for leases.", in.lease_wait_seconds);
-    t.counter("etl_training_spools_adopted_total", "Spools of writers that died, taken over.",
-              static_cast<double>(s.spools_adopted));
-    t.counter("etl_training_lines_recovered_total", "Lines found in adopted spools.",
-              static_cast<double>(s.lines_recovered));
-    t.gauge("etl_training_backlog_lines", "Lines accepted and not in their objects yet.",
-            static_cast<double>(s.pending_lines));
-    t.gauge("etl_training_backlog_bytes", "Bytes accepted and not in their objects yet.",
-            static_cast<double>(s.pending_bytes));
     t.gauge("etl_training_backlog_age_seconds", "Age of the oldest line not in its object yet (0: none).",
             in.backlog_age_seconds);
-    t.gauge("etl_training_spool_bytes", "Size of this writer's spool on disk.", static_cast<double>(s.spool_bytes));
-    t.counter("etl_training_spool_fsync_errors_total", "Failed fsyncs of the spool.",
-              static_cast<double>(s.spool_fsync_errors));
     if (in.s3) {
         t.family("etl_training_s3_requests_total", "counter", "S3 requests, by operation and outcome (each attempt).");
         for (const auto& r : in.s3->by_operation) {

@@ -24,6 +24,7 @@
 #include "writer/compactor.hpp"
 #include "writer/flusher.hpp"
 #include "writer/metrics.hpp"
+#include "writer/stats_table.hpp"
 
 namespace training_output {
 namespace {
@@ -772,38 +773,9 @@ std::string TrainingOutput::stats_json() const {
     rapidjson::StringBuffer buffer;
     rapidjson::Writer<rapidjson::StringBuffer> w(buffer);
     w.StartObject();
-    const std::pair<const char*, std::uint64_t> fields[] = {
-        {"written", s.written},
-        {"duplicates", s.duplicates},
-        {"held_elsewhere", s.held_elsewhere},
-        {"skipped", s.skipped},
-        {"skipped_empty_narrative", s.skipped_empty_narrative},
-        {"skipped_low_quality", s.skipped_low_quality},
-        {"skipped_no_quality_score", s.skipped_no_quality_score},
-        {"skipped_redaction_failed", s.skipped_redaction_failed},
-        {"redactions", s.redactions},
-        {"disabled", s.disabled},
-        {"errors", s.errors},
-        {"dedup_store_errors", s.dedup_store_errors},
-        {"lines_appended", s.lines_appended},
-        {"bytes_appended", s.bytes_appended},
-        {"batches_appended", s.batches_appended},
-        {"append_conflicts", s.append_conflicts},
-        {"append_failures", s.append_failures},
-        {"pending_lines", s.pending_lines},
-        {"pending_bytes", s.pending_bytes},
-        {"batches_found_landed", s.batches_found_landed},
-        {"spools_adopted", s.spools_adopted},
-        {"lines_recovered", s.lines_recovered},
-        {"torn_records", s.torn_records},
-        {"lines_voided", s.lines_voided},
-        {"pending_commits", s.pending_commits},
-        {"spool_fsync_errors", s.spool_fsync_errors},
-        {"spool_bytes", s.spool_bytes},
-    };
-    for (const auto& [name, value] : fields) {
-        w.Key(name);
-        w.Uint64(value);
+    for (const StatField& f : kStatFields) {
+        w.Key(f.name);
+        w.Uint64(s.*(f.field));
     }
     w.EndObject();
     return std::string(buffer.GetString(), buffer.GetSize());

@@ -2,6 +2,7 @@
 #include <cstdlib>
 #include <map>
 #include <mutex>
+#include <regex>
 #include <set>
 #include <thread>
 #include <tuple>
@@ -457,7 +458,36 @@ TEST_CASE("C ABI: metrics in the Prometheus text format, counted as the calls we
     tdo_free(text);
     CHECK(tdo_writer_metrics(w, nullptr) == TDO_E_INVALID_ARGUMENT);
     CHECK(tdo_writer_metrics(nullptr, &text) == TDO_E_INVALID_ARGUMENT);
+    char* stats_text = nullptr;
+    REQUIRE(tdo_writer_stats(w, &stats_text) == TDO_OK);
+    const std::string stats = stats_text;
+    tdo_free(stats_text);
     tdo_writer_close(w);
+
+    // The counters are declared once (lib/writer/stats_table.hpp): the
+    // stats and the metrics say the same.
+    auto stat = [&](const std::string& name) {
+        std::smatch m;
+        REQUIRE(std::regex_search(stats, m, std::regex("\"" + name + "\":([0-9]+)")));
+        return std::stod(m[1]);
+    };
+    {
+        const auto s = samples_of(metrics);
+        CHECK(stat("lines_appended") == 3);
+        for (const auto& [field, sample] : std::map<std::string, std::string>{
+                 {"lines_appended", "etl_training_lines_appended_total"},
+                 {"bytes_appended", "etl_training_bytes_appended_total"},
+                 {"batches_appended", "etl_training_batches_appended_total"},
+                 {"redactions", "etl_training_redactions_total"},
+                 {"skipped_low_quality", "etl_training_examples_skipped_total{reason=\"low_quality\"}"},
+                 {"skipped_empty_narrative", "etl_training_examples_skipped_total{reason=\"empty_narrative\"}"},
+                 {"disabled", "etl_training_disabled_total"},
+                 {"pending_lines", "etl_training_backlog_lines"}}) {
+            INFO(field);
+            CHECK(stat(field) == s.at(sample));
+        }
+        CHECK(stat("bytes_appended") > 0);
+    }
 
     for (const char* family :
          {"etl_training_examples_generated_total counter", "etl_training_output_duration_seconds histogram",
