@@ -123,7 +123,8 @@ TDO_API const char* tdo_version_string(void);
 
 /*
  * Opens a writer. `config_json` is a JSON object of configuration keys
- * (see README); NULL reads the configuration from the environment (ETL_*).
+ * (docs/configuration.md, or tdo_config_describe()); NULL reads the
+ * configuration from the environment (ETL_*).
  * On success *out receives the writer and TDO_OK is returned; on error *out
  * is set to NULL (and passing that NULL on is an error, TDO_E_INVALID_ARGUMENT).
  * Open does not wait on the network past its own bounds: at most 500 ms for
@@ -153,8 +154,8 @@ TDO_API int generate_training_output(tdo_writer* writer, const char* narrative, 
  * The writer's metrics in the Prometheus text exposition format (0.0.4):
  * etl_training_examples_generated_total, etl_training_output_duration_seconds,
  * etl_training_deduplication_hits_total, etl_training_file_size_bytes and the
- * rest listed in the README. *out_text must be freed with tdo_free(). The
- * library opens no port: the host serves or pushes the text.
+ * rest listed in docs/observability.md. *out_text must be freed with
+ * tdo_free(). The library opens no port: the host serves or pushes the text.
  */
 TDO_API int tdo_writer_metrics(tdo_writer* writer, char** out_text);
 

@@ -128,7 +128,7 @@ public:
 
     WriterStats stats() const;
     // The writer's metrics in the Prometheus text exposition format (0.0.4):
-    // the names and labels are in the README. The library opens no port.
+    // the names and labels are in docs/observability.md. The library opens no port.
     std::string metrics_text() const;
     // Why the last generate() on the calling thread returned Outcome::Skipped
     // ("empty_narrative", "low_quality", "no_quality_score",

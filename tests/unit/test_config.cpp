@@ -219,9 +219,10 @@ std::set<std::string> names_in_code(const std::string& path, const std::regex& l
     return out;
 }
 
-// The `names` in the first cell of each row of a README section's tables.
-std::set<std::string> names_in_readme_table(const std::string& heading) {
-    const std::string readme = source_text(TDO_SOURCE_DIR "/README.md");
+// The `names` in the first cell of each row of a section's tables, in a
+// Markdown file of the tree.
+std::set<std::string> names_in_doc_table(const char* file, const std::string& heading) {
+    const std::string readme = source_text(std::string(TDO_SOURCE_DIR "/") + file);
     const auto start = readme.find("\n" + heading + "\n");
     REQUIRE(start != std::string::npos);
     const std::string section = readme.substr(start, readme.find("\n## ", start + 1) - start);
@@ -237,11 +238,11 @@ std::set<std::string> names_in_readme_table(const std::string& heading) {
 
 void check_same(const std::set<std::string>& in_code, const std::set<std::string>& documented) {
     for (const auto& e : in_code) {
-        INFO(e << " is in the code, not in the README's table");
+        INFO(e << " is in the code, not in the docs' table");
         CHECK(documented.count(e) == 1);
     }
     for (const auto& e : documented) {
-        INFO(e << " is in the README's table, not in the code");
+        INFO(e << " is in the docs' table, not in the code");
         CHECK(in_code.count(e) == 1);
     }
 }
@@ -335,16 +336,18 @@ TEST_CASE("config: describe() is the table the parsers read", "[unit][config]") 
     CHECK(lists == 8);
 }
 
-TEST_CASE("every log event the library emits is in the README's table, and only those", "[unit][config][logs]") {
+TEST_CASE("every log event the library emits is in docs/observability.md's table, and only those",
+          "[unit][config][logs]") {
     // The events in the code: every "training_output_*" literal under lib/
     // (and the one established name without the prefix).
     const auto in_code = names_in_code(
         TDO_SOURCE_DIR "/lib", std::regex("\"(training_output_[a-z0-9_]+|skipping_duplicate_training_example)\""));
     CHECK(in_code.size() > 30);
-    check_same(in_code, names_in_readme_table("## Logs"));
+    check_same(in_code, names_in_doc_table("docs/observability.md", "## Logs"));
 }
 
-TEST_CASE("every metric the library exports is in the README's table, and only those", "[unit][config][metrics]") {
+TEST_CASE("every metric the library exports is in docs/observability.md's table, and only those",
+          "[unit][config][metrics]") {
     // The families in the code (metrics.cpp, and stats_table.hpp for WriterStats' counters); a histogram's _bucket,
     // _sum and _count samples belong to it.
     std::set<std::string> in_code;
@@ -352,7 +355,7 @@ TEST_CASE("every metric the library exports is in the README's table, and only t
         in_code.insert(std::regex_replace(n, std::regex("_(bucket|sum|count)$"), ""));
     }
     CHECK(in_code.size() > 20);
-    check_same(in_code, names_in_readme_table("## Metrics"));
+    check_same(in_code, names_in_doc_table("docs/observability.md", "## Metrics"));
 }
 
 TEST_CASE("the README's table of status codes is the header's", "[unit][config][capi]") {
