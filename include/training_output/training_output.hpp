@@ -42,14 +42,15 @@ struct WriterStats {
     std::uint64_t append_failures = 0;   // batches that failed (and were retried)
     std::uint64_t pending_lines = 0;     // accepted, not yet in their objects
     std::uint64_t pending_bytes = 0;
-    std::uint64_t batches_found_landed = 0;  // found in their object already (after a crash or timeout)
-    std::uint64_t spools_adopted = 0;        // spools of writers that died, taken over
-    std::uint64_t lines_recovered = 0;       // lines found in them
-    std::uint64_t torn_records = 0;          // records dropped from them (bad checksum: a torn write)
-    std::uint64_t lines_voided = 0;          // spooled lines found to be duplicates when their claims were confirmed
-    std::uint64_t pending_commits = 0;       // dedup keys of landed lines not yet recorded as written
-    std::uint64_t spool_bytes = 0;           // this writer's spool on disk
-    std::uint64_t spool_fsync_errors = 0;    // failed fsyncs of the spool (its lines stay accepted)
+    std::uint64_t batches_found_landed = 0;    // found in their object already (after a crash or timeout)
+    std::uint64_t spools_adopted = 0;          // spools of writers that died, taken over
+    std::uint64_t lines_recovered = 0;         // lines found in them
+    std::uint64_t torn_records = 0;            // records dropped from them (bad checksum: a torn write)
+    std::uint64_t lines_voided = 0;            // spooled lines found to be duplicates when their claims were confirmed
+    std::uint64_t pending_commits = 0;         // dedup keys of landed lines not yet recorded as written
+    std::uint64_t spool_bytes = 0;             // this writer's spool on disk
+    std::uint64_t spool_fsync_errors = 0;      // failed fsyncs of the spool (its lines stay accepted)
+    std::uint64_t calls_waiting_for_room = 0;  // calls waiting now for room in a full spool (block policy)
 };
 
 // What TrainingOutput::drain() did, since the writer opened.

@@ -471,7 +471,10 @@ void Spool::wait_for_room(std::uint64_t bytes, std::unique_lock<std::mutex>& loc
                " bytes in " + json::quote(path_) + "): the object store is not taking lines as fast as they come";
     };
     if (options_.full_policy == SpoolFullPolicy::Reject) throw Error(ErrorCode::Backpressure, describe());
-    if (!room_.wait_for(lock, options_.block_timeout, [&] { return !full() || stop_waiting_; })) {
+    ++waiting_for_room_;
+    const bool room = room_.wait_for(lock, options_.block_timeout, [&] { return !full() || stop_waiting_; });
+    --waiting_for_room_;
+    if (!room) {
         throw Error(ErrorCode::Timeout,
                     describe() + "; waited " + std::to_string(options_.block_timeout.count()) + " ms for room");
     }
@@ -875,6 +878,7 @@ SpoolStats Spool::stats() const {
     SpoolStats s = stats_;
     s.bytes = bytes_;
     s.segments = segments_.size();
+    s.waiting_for_room = waiting_for_room_;
     return s;
 }
 

@@ -128,8 +128,9 @@ struct SpoolStats {
     std::uint64_t torn_records = 0;      // dropped at replay (bad checksum or length)
     std::uint64_t rejected_records = 0;  // control records at replay that did not match the lines they name
     std::uint64_t fsyncs = 0;
-    std::uint64_t fsync_errors = 0;     // failed fsyncs (the lines stay in the spool, in the kernel)
-    std::uint64_t segments_reused = 0;  // landed segments prepared again instead of new files
+    std::uint64_t fsync_errors = 0;      // failed fsyncs (the lines stay in the spool, in the kernel)
+    std::uint64_t segments_reused = 0;   // landed segments prepared again instead of new files
+    std::uint64_t waiting_for_room = 0;  // calls waiting for room in a full spool now (spool_full_policy=block)
 };
 
 class Spool {
@@ -235,6 +236,7 @@ private:
     mutable std::mutex mutex_;
     std::condition_variable room_;                  // segments deleted
     bool stop_waiting_ = false;                     // closing: no call waits for room
+    std::uint64_t waiting_for_room_ = 0;            // calls in wait_for_room() now
     std::condition_variable synced_cv_;             // an fsync finished
     std::vector<std::shared_ptr<Segment>> spares_;  // the next segments, prepared ahead
     bool want_spare_ = false;                       // the current segment is half full: prepare the next

@@ -68,6 +68,8 @@ inline constexpr StatField kStatFields[] = {
      "Size of this writer's spool on disk."},
     {"spool_fsync_errors", &WriterStats::spool_fsync_errors, "etl_training_spool_fsync_errors_total", "counter",
      "Failed fsyncs of the spool."},
+    {"calls_waiting_for_room", &WriterStats::calls_waiting_for_room, "etl_training_calls_waiting_for_room", "gauge",
+     "Calls waiting now for room in a full spool (spool_full_policy block)."},
 };
 
 // Every field has its row (WriterStats holds counters only).

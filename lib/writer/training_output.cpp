@@ -764,6 +764,7 @@ WriterStats TrainingOutput::stats() const {
     const SpoolStats spool = impl_->spool ? impl_->spool->stats() : impl_->final_spool_stats;
     s.spool_bytes = impl_->spool ? spool.bytes : 0;
     s.spool_fsync_errors = spool.fsync_errors;
+    s.calls_waiting_for_room = impl_->spool ? spool.waiting_for_room : 0;
     s.append_conflicts = impl_->appender ? impl_->appender->conflicts() : 0;
     return s;
 }

@@ -127,12 +127,13 @@ TEST_CASE("bounded waits: calls blocked on a full spool do not hold close() past
             }
         };
         std::thread a(write, 0), b(write, 1);
-        const auto full_by = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-        while (w.stats().pending_bytes + 2 * 4096 < static_cast<std::uint64_t>(c.spool_max_bytes) &&
-               std::chrono::steady_clock::now() < full_by) {
-            std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        // Wait until the spool is full and both calls wait for room (the
+        // spool says so): nothing more can be accepted before close().
+        const auto waiting_by = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+        while (w.stats().calls_waiting_for_room < 2 && std::chrono::steady_clock::now() < waiting_by) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
         }
-        std::this_thread::sleep_for(std::chrono::milliseconds(200));  // both calls are waiting for room now
+        REQUIRE(w.stats().calls_waiting_for_room == 2);
         const int before_close = written.load();
         const auto t0 = std::chrono::steady_clock::now();
         try {
