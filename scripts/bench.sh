@@ -11,7 +11,8 @@
 #   scripts/bench.sh store-pattern [DIR] [PREFILL] [KEYS] [GROUP]
 #                                                        the dedup store's access pattern (a lookup, a claim, a
 #                                                        commit a key) in SQLite and in LMDB, empty and holding
-#                                                        PREFILL keys (an evaluation, not the library's store)
+#                                                        PREFILL keys (an evaluation, not the library's store;
+#                                                        TDO_BENCH_SQLITE_ONLY=1: the SQLite variants only)
 #   scripts/bench.sh s3 [EXAMPLES_PER_WRITER] [ROUNDS]   end to end against Ceph RGW it starts on loopback
 #   scripts/bench.sh fleet [WRITERS] [SECONDS] [RATE] [MODE]
 #                                                        WRITERS writers in one process, each RATE examples/s

@@ -154,6 +154,73 @@ struct Sqlite {
     void commits(const Key* k, std::size_t n) { each(commit, k, n); }
 };
 
+// --- SQLite in two levels: claims and recent commits in a small table, --------
+// merged into the large one in key order once it holds `merge_at` commits (an
+// LSM tree's first level, in SQLite). A claim reads the large table first.
+
+struct SqliteTiered {
+    Sqlite s;
+    std::size_t merge_at;
+    std::size_t recent_commits = 0;
+    sqlite3_stmt *look_recent = nullptr, *claim_recent = nullptr, *commit_recent = nullptr;
+    sqlite3_stmt *merge_insert = nullptr, *merge_delete = nullptr;
+    const char* wal_path() const { return s.wal_path(); }
+    SqliteTiered(const std::string& path, std::size_t merge_at_commits) : s(path), merge_at(merge_at_commits) {
+        s.exec(
+            "CREATE TABLE IF NOT EXISTS recent (ns INTEGER NOT NULL, hash BLOB NOT NULL, owner INTEGER,"
+            " expires_at INTEGER, PRIMARY KEY (ns, hash)) WITHOUT ROWID");
+        look_recent = s.prepare("SELECT owner FROM recent WHERE ns = 1 AND hash = ?1");
+        claim_recent =
+            s.prepare("INSERT INTO recent(ns, hash, owner) VALUES(1, ?1, 7) ON CONFLICT(ns, hash) DO NOTHING");
+        commit_recent = s.prepare("UPDATE recent SET owner = NULL WHERE ns = 1 AND hash = ?1 AND owner = 7");
+        merge_insert = s.prepare(
+            "INSERT INTO claims(ns, hash, owner, expires_at) SELECT ns, hash, owner, expires_at FROM recent"
+            " WHERE owner IS NULL AND ns = 1 AND hash >= ?1 AND hash < ?2 ORDER BY ns, hash"
+            " ON CONFLICT(ns, hash) DO UPDATE SET owner = NULL, expires_at = excluded.expires_at");
+        merge_delete = s.prepare("DELETE FROM recent WHERE owner IS NULL AND ns = 1 AND hash >= ?1 AND hash < ?2");
+    }
+    ~SqliteTiered() {
+        for (auto* st : {look_recent, claim_recent, commit_recent, merge_insert, merge_delete}) sqlite3_finalize(st);
+    }
+    bool look(const Key& k) {
+        sqlite3_bind_blob(look_recent, 1, k.data(), 32, SQLITE_STATIC);
+        const bool found = sqlite3_step(look_recent) == SQLITE_ROW;
+        sqlite3_reset(look_recent);
+        return found || s.look(k);
+    }
+    void claims(const Key* k, std::size_t n) {
+        s.step(s.begin);
+        for (std::size_t i = 0; i < n; ++i) {
+            if (s.look(k[i])) continue;  // committed in the large table
+            sqlite3_bind_blob(claim_recent, 1, k[i].data(), 32, SQLITE_STATIC);
+            s.step(claim_recent);
+        }
+        s.step(s.end);
+    }
+    void commits(const Key* k, std::size_t n) {
+        s.each(commit_recent, k, n);
+        recent_commits += n;
+        if (recent_commits >= merge_at) merge();
+    }
+    // In 16 transactions by the key's first byte: a claim waits for one at most.
+    void merge() {
+        for (int part = 0; part < 16; ++part) {
+            const unsigned char low[1] = {static_cast<unsigned char>(part * 16)};
+            unsigned char high[33];
+            std::memset(high, 0xFF, sizeof high);
+            high[0] = static_cast<unsigned char>(part * 16 + 15);
+            s.step(s.begin);
+            for (auto* st : {merge_insert, merge_delete}) {
+                sqlite3_bind_blob(st, 1, low, 1, SQLITE_STATIC);
+                sqlite3_bind_blob(st, 2, high, 33, SQLITE_STATIC);
+                s.step(st);
+            }
+            s.step(s.end);
+        }
+        recent_commits = 0;
+    }
+};
+
 // --- LMDB: key -> owner (8 bytes; 0: committed) ----------------------------
 
 struct Lmdb {
@@ -268,6 +335,11 @@ int main(int argc, char** argv) {
             [](const std::string& path) { return std::make_unique<Sqlite>(path); });
         run("SQLite, checkpoints on a thread", dir + "/pattern.sqlite3", p, n, group,
             [](const std::string& path) { return std::make_unique<Sqlite>(path, true); });
+        run("SQLite, two levels (merge at 65,536)", dir + "/pattern.sqlite3", p, n, group,
+            [](const std::string& path) { return std::make_unique<SqliteTiered>(path, 65536); });
+        run("SQLite, two levels (merge at 262,144)", dir + "/pattern.sqlite3", p, n, group,
+            [](const std::string& path) { return std::make_unique<SqliteTiered>(path, 262144); });
+        if (std::getenv("TDO_BENCH_SQLITE_ONLY")) continue;
         run("LMDB, synced each transaction", dir + "/pattern.lmdb", p, n, group,
             [](const std::string& path) { return std::make_unique<Lmdb>(path, 0u); });
         run("LMDB, MDB_NOMETASYNC", dir + "/pattern.lmdb", p, n, group,
