@@ -39,8 +39,8 @@ struct Config {
     std::string output_dir = "./training-data";
 
     // Dedup.
-    std::string dedup_store;    // sqlite | memory | redis; empty: redis if redis_url is set, else sqlite
-    std::string dedup_db_path;  // default <output_dir>/.dedup.sqlite3
+    std::string dedup_store;    // sqlite | memory | redis | log; empty: redis if redis_url is set, else sqlite
+    std::string dedup_db_path;  // default <output_dir>/.dedup.sqlite3 (log: .dedup-<destination hash>.log)
     std::string dedup_namespace = "training";
     std::int64_t dedup_claim_ttl_seconds = 86400;  // a claim whose line never lands expires
     std::int64_t dedup_ttl_seconds = 0;            // committed entries: 0 = forever
@@ -113,7 +113,8 @@ struct Config {
     // <name>", then " prefix <training_data_prefix>"): a writer's spool is
     // adopted only by writers with the same destination.
     std::string destination() const;
-    // "<output_dir>/.dedup.sqlite3": dedup_db_path when none is given.
+    // "<output_dir>/.dedup.sqlite3" (dedup_store "log": ".dedup.log", which the
+    // writer names after the destination): dedup_db_path when none is given.
     std::string default_dedup_db_path() const;
     // output_dir + "/.spool".
     std::string default_spool_dir() const;

@@ -279,7 +279,9 @@ void Config::finalize() {
     if (spool_dir.empty()) spool_dir = default_spool_dir();
 }
 
-std::string Config::default_dedup_db_path() const { return output_dir + "/.dedup.sqlite3"; }
+std::string Config::default_dedup_db_path() const {
+    return output_dir + (dedup_store == "log" ? "/.dedup.log" : "/.dedup.sqlite3");
+}
 std::string Config::default_spool_dir() const { return output_dir + "/.spool"; }
 
 std::string Config::destination() const {

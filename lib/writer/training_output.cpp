@@ -14,6 +14,7 @@
 #include "common/crash_point.hpp"
 #include "common/fs.hpp"
 #include "common/json.hpp"
+#include "common/sha256.hpp"
 #include "common/version.hpp"
 #include "dedup/deduplicator.hpp"
 #include "manifest/manifest.hpp"
@@ -46,6 +47,17 @@ Config with_absolute_paths(Config c) {
 
 std::unique_ptr<DedupStore> open_store(const Config& c, const Logger& logger) {
     if (c.dedup_store == "memory") return make_memory_dedup_store();
+    if (c.dedup_store == "log") {
+        LogStoreOptions o;
+        o.path = c.dedup_db_path;
+        // The default file is one destination's: named after it, so that the
+        // writers of two destinations in one directory never share one.
+        if (c.dedup_db_path == c.default_dedup_db_path()) {
+            const crypto::Digest d = crypto::sha256(c.destination());
+            o.path = c.output_dir + "/.dedup-" + crypto::hex(d.data(), d.size()).substr(0, 12) + ".log";
+        }
+        return make_log_dedup_store(o);
+    }
     if (c.dedup_store == "redis") {
         RedisStoreOptions o;
         o.url = c.redis_url;

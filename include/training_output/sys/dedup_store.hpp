@@ -130,7 +130,7 @@ public:
     // once). May be set and reset while the store is in use.
     virtual void set_takeover_guard(TakeoverGuard guard) { (void)guard; }
 
-    // "memory", "sqlite", "redis".
+    // "memory", "sqlite", "redis", "log".
     virtual const char* kind() const noexcept = 0;
 
     // What the store knows of `key`, from one read and without a write, for
@@ -179,6 +179,17 @@ struct SqliteStoreOptions {
 // converted at open. Throws Error(DedupStore) when the database cannot be
 // opened.
 std::unique_ptr<DedupStore> make_sqlite_dedup_store(const SqliteStoreOptions& options);
+
+struct LogStoreOptions {
+    std::string path;                           // created if missing
+    std::uint64_t compact_at_bytes = 64 << 20;  // maintain() compacts a file larger than this (and mostly dead)
+};
+// An append-only file of claims and commits, shared safely by the processes
+// of one machine, with every key indexed in each process's memory (about 100
+// bytes a key): a claim or a commit costs the same whatever the store holds.
+// Compacted in maintain(). Throws Error(DedupStore) when the file cannot be
+// opened or is not a dedup log.
+std::unique_ptr<DedupStore> make_log_dedup_store(const LogStoreOptions& options);
 
 // TLS for a rediss:// URL. Files are PEM; a client certificate needs its
 // key. Errors about them name the configuration keys (redis_tls_*); the key
