@@ -59,6 +59,7 @@
 #include "common/fs.hpp"
 #include "common/json.hpp"
 #include "common/sha256.hpp"
+#include "dedup/owner_number.hpp"
 #include "training_output/error.hpp"
 #include "training_output/sys/dedup_store.hpp"
 
@@ -219,14 +220,6 @@ void put_record(std::string& out, const std::string& body) {
     put32(out, static_cast<std::uint32_t>(body.size()));
     put32(out, crc32c::compute(body));
     out += body;
-}
-
-// The owner number of an id that never registered: negative, so never a
-// registered owner's, the same in every process (as the SQLite store's).
-std::int64_t unregistered_number(const std::string& id) {
-    std::uint64_t h = 1469598103934665603ull;
-    for (unsigned char c : id) h = (h ^ c) * 1099511628211ull;
-    return -static_cast<std::int64_t>(h >> 1) - 1;
 }
 
 class LogDedupStore final : public DedupStore {
@@ -640,7 +633,7 @@ private:
 
     std::int64_t owner_number(const std::string& id) const {
         auto it = owner_by_id_.find(id);
-        return it != owner_by_id_.end() ? it->second : unregistered_number(id);
+        return it != owner_by_id_.end() ? it->second : dedup::unregistered_owner_number(id);
     }
 
     // Registered, and its spool directory exists.

@@ -36,6 +36,7 @@
 #include "common/json.hpp"
 #include "common/random.hpp"
 #include "common/sha256.hpp"
+#include "dedup/owner_number.hpp"
 #include "training_output/error.hpp"
 #include "training_output/sys/dedup_store.hpp"
 
@@ -242,15 +243,6 @@ KeyParts split_key(std::string_view key) {
         k.text = std::string(tail.empty() ? std::string_view("\0", 1) : tail);
     }
     return k;
-}
-
-// The owner number of an id that never registered: negative, so that it is
-// never a registered spool's (theirs count up from 1), and the same in every
-// process (an FNV-1a hash of the id).
-std::int64_t unregistered_number(const std::string& id) {
-    std::uint64_t h = 1469598103934665603ull;
-    for (unsigned char c : id) h = (h ^ c) * 1099511628211ull;
-    return -static_cast<std::int64_t>(h >> 1) - 1;
 }
 
 class SqliteDedupStore final : public DedupStore {
@@ -649,7 +641,7 @@ private:
             if (it != owner_numbers_.end()) return it->second;
         }
         Connection::bind_text(owner_number_, 1, id);
-        std::int64_t num = unregistered_number(id);
+        std::int64_t num = dedup::unregistered_owner_number(id);
         if (write_->row(owner_number_, "claim")) {
             num = sqlite3_column_int64(owner_number_, 0);
             write_->finish(owner_number_, SQLITE_DONE, "claim");

@@ -1,17 +1,22 @@
-// What every DedupStore must do; run against the memory and SQLite stores
+// What every DedupStore must do; run against the memory, SQLite and log stores
 // (unit tests) and Redis (integration tests). Keys and owners are made under
 // a namespace, so that a shared server needs no cleaning between tests.
 #pragma once
+
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
+#include <map>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "test_util.hpp"
 #include "training_output/sys/dedup_store.hpp"
 
 namespace tdo_test {
@@ -153,6 +158,52 @@ inline void check_dedup_threads(training_output::DedupStore& store, const std::s
     int wrong = 0;
     for (auto& w : wins) wrong += w != 1;
     CHECK(wrong == 0);
+}
+
+// `procs` processes (fork), each with a store of its own from `open` and an
+// owner of its own, claim keys k0..k<keys-1> and commit what they win; each
+// one's wins go to a file under `dir`. `also` runs in each process after
+// every claim (with the claim's answer). Exactly one process wins each key.
+template <class Open, class Also>
+void check_dedup_processes(const std::string& dir, Open&& open, Also&& also, int procs = 4, int keys = 300) {
+    using namespace std::chrono_literals;
+    std::vector<pid_t> pids;
+    for (int p = 0; p < procs; ++p) {
+        pid_t pid = fork();
+        REQUIRE(pid >= 0);
+        if (pid == 0) {
+            int code = 0;
+            try {
+                auto store = open();
+                const auto me = make_owner(dir, "p" + std::to_string(getpid()));
+                store->register_owner(me);
+                std::ofstream wins(dir + "/wins-" + std::to_string(getpid()));
+                for (int k = 0; k < keys; ++k) {
+                    const std::string key = "training:k" + std::to_string(k);
+                    const ClaimState got = store->claim(key, me.id, 600s);
+                    if (got == ClaimState::Claimed) {
+                        store->commit({key}, 0s);
+                        wins << k << "\n" << std::flush;
+                    }
+                    also(*store, key, k, got);
+                }
+            } catch (...) {
+                code = 3;
+            }
+            std::_Exit(code);
+        }
+        pids.push_back(pid);
+    }
+    for (pid_t pid : pids) CHECK(wait_for(pid) == 0);
+    std::map<int, int> wins;
+    for (pid_t pid : pids) {
+        for (const auto& line : lines_of(read_file(dir + "/wins-" + std::to_string(pid)))) wins[std::stoi(line)]++;
+    }
+    CHECK(wins.size() == static_cast<std::size_t>(keys));
+    for (const auto& [k, n] : wins) {
+        INFO(k);
+        CHECK(n == 1);
+    }
 }
 
 }  // namespace tdo_test

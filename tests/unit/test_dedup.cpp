@@ -296,43 +296,12 @@ TEST_CASE("several processes claiming through one sqlite file: exactly one wins 
     tdo_test::TempDir dir;
     const std::string path = dir / "dedup.sqlite3";
     { make_sqlite_dedup_store(SqliteStoreOptions{path, 5000ms, {}, false}); }  // create the schema once
-    constexpr int kProcs = 4, kKeys = 300;
-    std::vector<pid_t> pids;
-    for (int p = 0; p < kProcs; ++p) {
-        pid_t pid = fork();
-        REQUIRE(pid >= 0);
-        if (pid == 0) {
-            int code = 0;
-            try {
-                auto store = make_sqlite_dedup_store(SqliteStoreOptions{path, 10000ms, {}, false});
-                const auto me = tdo_test::make_owner(dir.path(), "p" + std::to_string(getpid()));
-                store->register_owner(me);
-                for (int k = 0; k < kKeys; ++k) {
-                    if (store->claim("training:k" + std::to_string(k), me.id, 600s) == ClaimState::Claimed) {
-                        store->commit({"training:k" + std::to_string(k)}, 0s);
-                        // Record the win in a file per process.
-                        std::ofstream(dir / ("wins-" + std::to_string(getpid())), std::ios::app) << k << "\n";
-                    }
-                }
-            } catch (...) {
-                code = 3;
-            }
-            std::_Exit(code);
-        }
-        pids.push_back(pid);
-    }
-    for (pid_t pid : pids) CHECK(tdo_test::wait_for(pid) == 0);
-    std::map<int, int> wins;
-    for (pid_t pid : pids) {
-        for (const auto& line : tdo_test::lines_of(tdo_test::read_file(dir / ("wins-" + std::to_string(pid))))) {
-            wins[std::stoi(line)]++;
-        }
-    }
-    CHECK(wins.size() == kKeys);
-    for (const auto& [k, n] : wins) {
-        INFO(k);
-        CHECK(n == 1);
-    }
+    tdo_test::check_dedup_processes(
+        dir.path(),
+        [&] {
+            return make_sqlite_dedup_store(SqliteStoreOptions{path, 10000ms, {}, false});
+        },
+        [](DedupStore&, const std::string&, int, ClaimState) {});
 }
 
 TEST_CASE("the deduplicator fails open when its store breaks", "[unit][dedup]") {
