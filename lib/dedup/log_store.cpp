@@ -70,7 +70,7 @@ constexpr char kMagic[8] = {'T', 'D', 'O', 'D', 'E', 'D', 'U', 'P'};
 constexpr std::uint32_t kVersion = 1;
 constexpr std::size_t kHeaderBytes = 16;
 constexpr std::size_t kRecordHeader = 8;          // length, CRC
-constexpr std::uint32_t kMaxBody = 1 << 20;       // a record's body, at most (an owner's path is the longest part)
+constexpr std::uint32_t kMaxBody = 64 << 10;      // a record's body, at most (an owner's path is the longest part)
 constexpr std::size_t kReadChunk = 1 << 20;       // what catch-up reads at once
 constexpr std::size_t kLiveRecordBytes = 8 + 45;  // a CLAIM or COMMIT record
 constexpr std::chrono::milliseconds kReadEvery{2};
@@ -425,6 +425,7 @@ private:
         next_owner_ = 1;
         applied_ = 0;
         pending_.clear();
+        sealed_ = false;
     }
 
     std::uint64_t file_size() const {
@@ -438,8 +439,29 @@ private:
     // and cut off. A SEALED record: the path holds a new file; read it whole.
     void catch_up(bool locked) {
         for (;;) {
-            const ReadEnd end = read_new(locked);
-            if (end != ReadEnd::Sealed) return;
+            if (!sealed_ && read_new(locked) == ReadEnd::End) return;
+            sealed_ = true;
+            struct stat ours, at_path;
+            const bool replaced = ::fstat(fd_.get(), &ours) == 0 && ::stat(path_.c_str(), &at_path) == 0 &&
+                                  (ours.st_ino != at_path.st_ino || ours.st_dev != at_path.st_dev);
+            if (!replaced) {
+                // Not renamed (yet): without the lock, a compaction is under
+                // way; look again later. Under it, the compactor is done: if
+                // SEALED is still the file's last record (9 bytes, the
+                // smallest there is) it died before its rename, and the
+                // record goes; if not, it cut the record off itself (its
+                // rename failed) and others may have written since. Either
+                // way, read on from where the record was.
+                if (!locked) return;
+                if (file_size() == sealed_at_ + kRecordHeader + 1 &&
+                    ::ftruncate(fd_.get(), static_cast<off_t>(sealed_at_)) != 0) {
+                    fail("cannot be repaired");
+                }
+                applied_ = sealed_at_;
+                pending_.clear();
+                sealed_ = false;
+                continue;
+            }
             fs::Fd old = std::move(fd_);
             open_file();
             if (locked) {  // the caller's Flock unlocks the new file: lock it in the old one's place
@@ -481,7 +503,10 @@ private:
                 }
                 at += kRecordHeader + size;
                 applied_ += kRecordHeader + size;
-                if (apply(body)) return ReadEnd::Sealed;
+                if (apply(body)) {
+                    sealed_at_ = applied_ - kRecordHeader - size;
+                    return ReadEnd::Sealed;
+                }
             }
             const bool short_read = pending_.size() < kReadChunk;
             if (torn || (short_read && at < pending_.size())) {
@@ -711,8 +736,10 @@ private:
     std::mutex mutex_;  // everything below
     fs::Fd fd_;
     std::uint64_t applied_ = 0;  // bytes of the file read and applied
-    std::string pending_;        // catch-up's read buffer
-    bool dirty_ = false;         // written since the last fdatasync
+    bool sealed_ = false;        // SEALED read: the path holds (or is about to hold) a new file
+    std::uint64_t sealed_at_ = 0;
+    std::string pending_;  // catch-up's read buffer
+    bool dirty_ = false;   // written since the last fdatasync
     std::chrono::steady_clock::time_point read_at_{};
     KeyTable index_;
     std::map<std::string, std::uint32_t> namespaces_;

@@ -10,6 +10,7 @@
 #include <map>
 #include <thread>
 
+#include "common/crc32c.hpp"
 #include "dedup_conformance.hpp"
 #include "test_util.hpp"
 #include "training_output/config.hpp"
@@ -203,4 +204,34 @@ TEST_CASE("log dedup: a file whose creator died before its header was whole is s
     store.reset();
     auto again = open_log(dir / "dedup.log");
     CHECK(again->claim("training:a", me.id, 60s) == ClaimState::Committed);
+}
+
+TEST_CASE("log dedup: a compactor that died between SEALED and its rename leaves a store that goes on",
+          "[unit][dedup][log]") {
+    tdo_test::TempDir dir;
+    const std::string path = dir / "dedup.log";
+    {
+        auto store = open_log(path);
+        store->commit({"training:before"}, 0s);
+    }
+    // What the compactor had done: SEALED appended to the file, the new one
+    // written beside it, not renamed.
+    {
+        std::ofstream f(path, std::ios::app | std::ios::binary);
+        const std::string body(1, '\x06');
+        const std::uint32_t size = 1, crc = crc32c::compute(body);
+        f.write(reinterpret_cast<const char*>(&size), 4);
+        f.write(reinterpret_cast<const char*>(&crc), 4);
+        f << body;
+    }
+    tdo_test::write_file(path + ".compact", "half a file");
+    auto store = open_log(path);
+    const auto me = tdo_test::registered_owner(*store, dir.path(), "me");
+    CHECK(store->claim("training:before", me.id, 60s) == ClaimState::Committed);
+    CHECK(store->claim("training:after", me.id, 60s) == ClaimState::Claimed);
+    store->commit({"training:after"}, 0s);
+    store.reset();
+    auto again = open_log(path);
+    CHECK(again->claim("training:after", me.id, 60s) == ClaimState::Committed);
+    CHECK(again->claim("training:before", me.id, 60s) == ClaimState::Committed);
 }
