@@ -294,8 +294,12 @@ public:
         return out;
     }
 
+    // Never waits: while a claim or commit of this process holds the store
+    // (it may be waiting for another process's lock), the answer is "cannot
+    // now", and the content takes the path of content not seen before.
     std::optional<KeyState> lookup(const std::string& key, const std::string& owner) override {
-        std::lock_guard<std::mutex> lock(mutex_);
+        std::unique_lock<std::mutex> lock(mutex_, std::try_to_lock);
+        if (!lock.owns_lock()) return std::nullopt;
         const auto now = std::chrono::steady_clock::now();
         if (now - read_at_ >= kReadEvery) {
             catch_up(false);
