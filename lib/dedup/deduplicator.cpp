@@ -97,11 +97,12 @@ void TrainingDeduplicator::forget(const std::string& key, const std::string& own
 void TrainingDeduplicator::settled_elsewhere(const std::string& key, const std::string& owner, ClaimOutcome outcome) {
     KeyMemory::Hash h;
     if (!KeyMemory::parse(key, h)) return;
-    memory_->forget(h, owner_tag(owner));
     if (outcome == ClaimOutcome::Duplicate) {
-        memory_->committed({h}, options_.committed_ttl.count());
+        memory_->settle_elsewhere(h, owner_tag(owner), KeyMemory::Settled::Committed, options_.committed_ttl.count());
     } else if (outcome == ClaimOutcome::Pending) {
-        memory_->held_elsewhere(h, 5);
+        memory_->settle_elsewhere(h, owner_tag(owner), KeyMemory::Settled::Held, 5);
+    } else {
+        memory_->forget(h, owner_tag(owner));
     }
 }
 

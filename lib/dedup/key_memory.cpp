@@ -87,32 +87,43 @@ void KeyMemory::forget(const Hash& key, std::uint32_t owner) {
     if (it != s.in_flight.end() && it->second == owner) s.in_flight.erase(it);
 }
 
+namespace {
+
+std::int64_t commit_end(std::int64_t ttl_seconds, std::int64_t now) {
+    return ttl_seconds > 0 && ttl_seconds < INT64_MAX / 2000000000 ? now + ttl_seconds * 1000000000 : INT64_MAX;
+}
+
+}  // namespace
+
 void KeyMemory::committed(const std::vector<Hash>& keys, std::int64_t ttl_seconds) {
-    const std::int64_t until =
-        ttl_seconds > 0 && ttl_seconds < INT64_MAX / 2000000000 ? now_ns() + ttl_seconds * 1000000000 : INT64_MAX;
+    const std::int64_t until = commit_end(ttl_seconds, now_ns());
     for (const Hash& key : keys) {
         Shard& s = shard(key);
         std::lock_guard<std::mutex> lock(s.mutex);
         s.in_flight.erase(key);
-        auto [it, inserted] = s.committed.emplace(key, until);
-        if (!inserted) {
-            it->second = until;
-            continue;
-        }
-        // The oldest goes once the shard is full.
-        if (s.order.size() < per_shard_) {
-            s.order.push_back(key);
-        } else {
-            s.committed.erase(s.order[s.next]);
-            s.order[s.next] = key;
-            s.next = (s.next + 1) % per_shard_;
-        }
+        remember_committed(s, key, until);
     }
 }
 
-void KeyMemory::held_elsewhere(const Hash& key, std::int64_t seconds) {
-    Shard& s = shard(key);
-    std::lock_guard<std::mutex> lock(s.mutex);
+// With s.mutex held.
+void KeyMemory::remember_committed(Shard& s, const Hash& key, std::int64_t until) {
+    auto [it, inserted] = s.committed.emplace(key, until);
+    if (!inserted) {
+        it->second = until;
+        return;
+    }
+    // The oldest goes once the shard is full.
+    if (s.order.size() < per_shard_) {
+        s.order.push_back(key);
+    } else {
+        s.committed.erase(s.order[s.next]);
+        s.order[s.next] = key;
+        s.next = (s.next + 1) % per_shard_;
+    }
+}
+
+// With s.mutex held.
+void KeyMemory::remember_elsewhere(Shard& s, const Hash& key, std::int64_t seconds) {
     const std::int64_t now = now_ns();
     // Bounded like the commits: expired entries go first, then the map is cleared.
     if (s.elsewhere.size() >= per_shard_) {
@@ -122,6 +133,27 @@ void KeyMemory::held_elsewhere(const Hash& key, std::int64_t seconds) {
         if (s.elsewhere.size() >= per_shard_) s.elsewhere.clear();
     }
     s.elsewhere[key] = now + seconds * 1000000000;
+}
+
+void KeyMemory::held_elsewhere(const Hash& key, std::int64_t seconds) {
+    Shard& s = shard(key);
+    std::lock_guard<std::mutex> lock(s.mutex);
+    remember_elsewhere(s, key, seconds);
+}
+
+// In one step under the shard's lock: a call that comes meanwhile finds the
+// key in flight, or settled, never free (it would be accepted, and voided).
+void KeyMemory::settle_elsewhere(const Hash& key, std::uint32_t owner, Settled how, std::int64_t seconds) {
+    Shard& s = shard(key);
+    std::lock_guard<std::mutex> lock(s.mutex);
+    auto it = s.in_flight.find(key);
+    if (how == Settled::Committed) {
+        if (it != s.in_flight.end()) s.in_flight.erase(it);  // written: no line needs to hold it (as committed())
+        remember_committed(s, key, commit_end(seconds, now_ns()));
+    } else {
+        if (it != s.in_flight.end() && it->second == owner) s.in_flight.erase(it);
+        remember_elsewhere(s, key, seconds);
+    }
 }
 
 void KeyMemory::forget_owner(std::uint32_t owner) {

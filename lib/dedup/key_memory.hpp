@@ -55,6 +55,11 @@ public:
     // The store says another live writer holds the key: for `seconds`, it is
     // answered as in flight without asking the store again.
     void held_elsewhere(const Hash& key, std::int64_t seconds);
+    // The line `owner` had in flight for the key was voided: its content is
+    // written (Committed: remembered for `seconds`, 0: until it falls out of
+    // the memory) or held by another live writer (Held: for `seconds`).
+    enum class Settled { Committed, Held };
+    void settle_elsewhere(const Hash& key, std::uint32_t owner, Settled how, std::int64_t seconds);
     // Every key `owner` has in flight is forgotten (its spool is closed: the
     // store answers for them from now on).
     void forget_owner(std::uint32_t owner);
@@ -81,6 +86,8 @@ private:
     };
     static constexpr std::size_t kShards = 16;
     Shard& shard(const Hash& h) { return shards_[h[31] % kShards]; }
+    void remember_committed(Shard& s, const Hash& key, std::int64_t until);
+    void remember_elsewhere(Shard& s, const Hash& key, std::int64_t seconds);
 
     const std::size_t per_shard_;
     std::array<Shard, kShards> shards_;

@@ -9,6 +9,7 @@
 #include "common/sha256.hpp"
 #include "config/redis_url.hpp"
 #include "dedup/deduplicator.hpp"
+#include "dedup/key_memory.hpp"
 #include "dedup_conformance.hpp"
 #include "test_util.hpp"
 #include "training_output/error.hpp"
@@ -501,4 +502,35 @@ TEST_CASE("SQLite store: processes opening a new database at the same moment all
         }
         for (pid_t pid : pids) CHECK(tdo_test::wait_for(pid) == 0);
     }
+}
+
+TEST_CASE("the process's memory of keys: a line voided as held elsewhere never lets another call in meanwhile",
+          "[unit][dedup][concurrency]") {
+    // A line of owner 1 is voided because another process holds its content
+    // (settled elsewhere, Pending): from its reservation on, a racing call of
+    // owner 2 must see the key in flight, never free. The memory must not
+    // forget the reservation before it remembers the key as held.
+    const std::uint32_t me = 1, other = 2;
+    std::atomic<int> let_in{0};
+    for (int round = 0; round < 2000; ++round) {
+        auto memory = std::make_shared<KeyMemory>(1024);
+        KeyMemory::Hash h{};
+        h[0] = static_cast<std::uint8_t>(round);
+        h[1] = static_cast<std::uint8_t>(round >> 8);
+        REQUIRE(memory->check_and_reserve(h, me) == KeyMemory::Seen::None);
+        std::atomic<bool> stop{false};
+        std::thread racer([&] {
+            while (!stop.load(std::memory_order_relaxed)) {
+                if (memory->check_and_reserve(h, other) == KeyMemory::Seen::None) {
+                    ++let_in;
+                    memory->forget(h, other);
+                }
+            }
+        });
+        memory->settle_elsewhere(h, me, KeyMemory::Settled::Held, 5);
+        stop = true;
+        racer.join();
+        CHECK(memory->check_and_reserve(h, other) == KeyMemory::Seen::InFlight);
+    }
+    CHECK(let_in.load() == 0);
 }
