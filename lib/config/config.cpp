@@ -25,12 +25,6 @@ Error config_error(const std::string& key, const std::string& why) {
     return Error(ErrorCode::Config, "configuration key " + json::quote(key) + ": " + why);
 }
 
-std::string env_name(const char* key) {
-    std::string name = "ETL_";
-    for (const char* p = key; *p; ++p) name.push_back(static_cast<char>(std::toupper(static_cast<unsigned char>(*p))));
-    return name;
-}
-
 void set_int(Config& c, const Key& k, std::int64_t Config::*m, std::int64_t v) {
     if (v < k.min)
         throw config_error(k.name, "must be at least " + std::to_string(k.min) + ", got " + std::to_string(v));
@@ -221,8 +215,8 @@ void Config::finalize() {
     for (const Key& k : config::all_keys()) {
         auto* member = std::get_if<std::string Config::*>(&k.target);
         if (!member || config::allowed(k, this->*(*member))) continue;
-        std::string list = k.allowed;
-        for (std::size_t at; (at = list.find('|')) != std::string::npos;) list.replace(at, 1, ", ");
+        std::string list;
+        for (const auto& v : config::allowed_values(k)) list += (list.empty() ? "" : ", ") + v;
         throw config_error(k.name, "expected one of " + list + ", got " + json::quote(this->*(*member)));
     }
     if (dedup_store == "redis") {
@@ -326,7 +320,7 @@ Config Config::from_json(std::string_view text) {
 Config Config::from_environment() {
     Config c;
     for (const Key& k : config::all_keys()) {
-        std::string var = env_name(k.name);
+        std::string var = config::env_name(k);
         const char* value = std::getenv(var.c_str());
         if (value && *value) apply_text(c, k, value, var);  // empty = unset
     }

@@ -62,9 +62,7 @@ std::string Config::describe() {
         w.Key("type");
         w.String(config::type_name(k));
         w.Key("env");
-        std::string env = "ETL_";
-        for (const char* p = k.name; *p; ++p) env.push_back(static_cast<char>(*p >= 'a' && *p <= 'z' ? *p - 32 : *p));
-        string(w, env);
+        string(w, config::env_name(k));
         w.Key("default");
         default_value(w, k, defaults);
         if (k.derived_default) {
@@ -80,13 +78,7 @@ std::string Config::describe() {
         if (k.allowed) {
             w.Key("allowed");
             w.StartArray();
-            std::string list = k.allowed;
-            for (std::size_t at = 0;;) {
-                const std::size_t bar = list.find('|', at);
-                string(w, list.substr(at, bar == std::string::npos ? std::string::npos : bar - at));
-                if (bar == std::string::npos) break;
-                at = bar + 1;
-            }
+            for (const auto& v : config::allowed_values(k)) string(w, v);
             w.EndArray();
         }
         w.Key("description");

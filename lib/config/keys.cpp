@@ -1,6 +1,8 @@
 // The table of configuration keys (see keys.hpp). Order is the docs'.
 #include "config/keys.hpp"
 
+#include <algorithm>
+#include <cctype>
 #include <cstring>
 
 namespace training_output::config {
@@ -194,15 +196,29 @@ const char* type_name(const Key& key) {
     }
 }
 
-bool allowed(const Key& key, const std::string& value) {
-    if (!key.allowed) return true;
+std::vector<std::string> allowed_values(const Key& key) {
+    std::vector<std::string> out;
+    if (!key.allowed) return out;
     for (const char* p = key.allowed;;) {
         const char* end = std::strchr(p, '|');
-        const std::size_t n = end ? static_cast<std::size_t>(end - p) : std::strlen(p);
-        if (value.size() == n && value.compare(0, n, p, n) == 0) return true;
-        if (!end) return false;
+        out.emplace_back(p, end ? static_cast<std::size_t>(end - p) : std::strlen(p));
+        if (!end) return out;
         p = end + 1;
     }
+}
+
+bool allowed(const Key& key, const std::string& value) {
+    if (!key.allowed) return true;
+    const auto values = allowed_values(key);
+    return std::find(values.begin(), values.end(), value) != values.end();
+}
+
+std::string env_name(const Key& key) {
+    std::string name = "ETL_";
+    for (const char* p = key.name; *p; ++p) {
+        name.push_back(static_cast<char>(std::toupper(static_cast<unsigned char>(*p))));
+    }
+    return name;
 }
 
 }  // namespace training_output::config

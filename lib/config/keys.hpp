@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <variant>
+#include <vector>
 
 #include "training_output/config.hpp"
 
@@ -44,7 +45,13 @@ inline KeyRange all_keys() { return {}; }
 // The key's type, as messages and docs name it: "bool", "int", "number", "string" or "object".
 const char* type_name(const Key& key);
 
+// The values key.allowed lists, in order (none: any value).
+std::vector<std::string> allowed_values(const Key& key);
+
 // True when `value` is one of key.allowed (or the key allows any).
 bool allowed(const Key& key, const std::string& value);
+
+// The environment variable of the key: "ETL_" + its name in upper case.
+std::string env_name(const Key& key);
 
 }  // namespace training_output::config

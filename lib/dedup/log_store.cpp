@@ -59,7 +59,7 @@
 #include "common/fs.hpp"
 #include "common/json.hpp"
 #include "common/sha256.hpp"
-#include "dedup/owner_number.hpp"
+#include "dedup/local_store.hpp"
 #include "training_output/error.hpp"
 #include "training_output/sys/dedup_store.hpp"
 
@@ -76,11 +76,6 @@ constexpr std::size_t kLiveRecordBytes = 8 + 45;  // a CLAIM or COMMIT record
 constexpr std::chrono::milliseconds kReadEvery{2};
 
 enum Type : std::uint8_t { kNamespace = 1, kOwner = 2, kRetire = 3, kClaim = 4, kCommit = 5, kSealed = 6 };
-
-std::int64_t unix_now() {
-    return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
-        .count();
-}
 
 struct Key {
     std::uint32_t ns = 0;
@@ -197,6 +192,14 @@ struct Owner {
     std::string id, path;
 };
 
+// flock(LOCK_EX), through signals; false on an error (errno set).
+bool lock_exclusive(int fd) {
+    while (::flock(fd, LOCK_EX) != 0) {
+        if (errno != EINTR) return false;
+    }
+    return true;
+}
+
 // Little-endian appends and reads.
 void put32(std::string& out, std::uint32_t v) {
     for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>(v >> (8 * i)));
@@ -222,6 +225,41 @@ void put_record(std::string& out, const std::string& body) {
     out += body;
 }
 
+// Each record as the file holds it (the format above), appended to `out`.
+std::string file_header() {
+    std::string header(kMagic, sizeof kMagic);
+    put32(header, kVersion);
+    put32(header, 0);
+    return header;
+}
+void put_namespace(std::string& out, std::uint32_t num, const std::string& name) {
+    std::string body(1, static_cast<char>(kNamespace));
+    put32(body, num);
+    body += name;
+    put_record(out, body);
+}
+void put_owner(std::string& out, std::int64_t num, const std::string& id, const std::string& path) {
+    std::string body(1, static_cast<char>(kOwner));
+    put64(body, num);
+    put32(body, static_cast<std::uint32_t>(id.size()));
+    body += id;
+    body += path;
+    put_record(out, body);
+}
+void put_retire(std::string& out, std::int64_t num) {
+    std::string body(1, static_cast<char>(kRetire));
+    put64(body, num);
+    put_record(out, body);
+}
+// CLAIM (owner) or COMMIT (its end), by the entry.
+void put_entry(std::string& out, const Key& k, const Entry& e) {
+    std::string body(1, static_cast<char>(e.committed ? kCommit : kClaim));
+    put32(body, k.ns);
+    put64(body, e.committed ? e.expires : e.owner);
+    body.append(reinterpret_cast<const char*>(k.bytes), 32);
+    put_record(out, body);
+}
+
 class LogDedupStore final : public DedupStore {
 public:
     explicit LogDedupStore(const LogStoreOptions& options)
@@ -233,9 +271,7 @@ public:
         Flock f(*this);
         if (file_size() < kHeaderBytes) {  // new, or its creator died before the header was whole
             if (::ftruncate(fd_.get(), 0) != 0) fail("cannot be written");
-            std::string header(kMagic, sizeof kMagic);
-            put32(header, kVersion);
-            put32(header, 0);
+            const std::string header = file_header();
             if (::pwrite(fd_.get(), header.data(), header.size(), 0) != static_cast<ssize_t>(header.size())) {
                 fail("cannot be written");
             }
@@ -260,7 +296,7 @@ public:
         Flock f(*this);
         catch_up(true);
         const std::int64_t me = owner_number(owner);
-        const std::int64_t now = unix_now();
+        const std::int64_t now = dedup::unix_now();
         std::vector<ClaimState> out;
         out.reserve(keys.size());
         std::string records;
@@ -282,12 +318,9 @@ public:
                     continue;
                 }
             }
-            std::string body(1, static_cast<char>(kClaim));
-            put32(body, k.ns);
-            put64(body, me);
-            body.append(reinterpret_cast<const char*>(k.bytes), 32);
-            put_record(records, body);
-            index_.set(k, Entry{me, 0, false});  // taken now: a later copy of the key in this batch is Own
+            const Entry claimed{me, 0, false};
+            put_entry(records, k, claimed);
+            index_.set(k, claimed);  // taken now: a later copy of the key in this batch is Own
             out.push_back(ClaimState::Claimed);
         }
         append(records);
@@ -311,7 +344,7 @@ public:
         const Entry* e_ = index_.find(k, found);
         if (!e_) return KeyState::Absent;
         const Entry& e = *e_;
-        if (e.committed) return e.expires > unix_now() ? KeyState::Committed : KeyState::Absent;
+        if (e.committed) return e.expires > dedup::unix_now() ? KeyState::Committed : KeyState::Absent;
         auto id = owner_by_id_.find(owner);
         return id != owner_by_id_.end() && id->second == e.owner ? KeyState::Own : KeyState::Other;
     }
@@ -321,19 +354,14 @@ public:
         std::lock_guard<std::mutex> lock(mutex_);
         Flock f(*this);
         catch_up(true);
-        const std::int64_t now = unix_now();
-        const std::int64_t expires =
-            ttl.count() <= 0 ? INT64_MAX : (ttl.count() > INT64_MAX - now ? INT64_MAX : now + ttl.count());
+        const std::int64_t expires = ttl.count() <= 0 ? INT64_MAX : dedup::expiry(ttl);
         std::string records;
         for (const auto& text : keys) {
             if (text.empty()) continue;
             const Key k = key_of(text, records);
-            std::string body(1, static_cast<char>(kCommit));
-            put32(body, k.ns);
-            put64(body, expires);
-            body.append(reinterpret_cast<const char*>(k.bytes), 32);
-            put_record(records, body);
-            index_.set(k, Entry{0, expires, true});
+            const Entry committed{0, expires, true};
+            put_entry(records, k, committed);
+            index_.set(k, committed);
         }
         append(records);
     }
@@ -345,12 +373,8 @@ public:
         auto it = owner_by_id_.find(owner.id);
         if (it != owner_by_id_.end() && owners_[it->second].path == owner.spool_path) return;
         const std::int64_t num = it != owner_by_id_.end() ? it->second : next_owner_;
-        std::string body(1, static_cast<char>(kOwner)), records;
-        put64(body, num);
-        put32(body, static_cast<std::uint32_t>(owner.id.size()));
-        body += owner.id;
-        body += owner.spool_path;
-        put_record(records, body);
+        std::string records;
+        put_owner(records, num, owner.id, owner.spool_path);
         apply_owner(num, owner.id, owner.spool_path);
         append(records);
     }
@@ -361,9 +385,8 @@ public:
         catch_up(true);
         auto it = owner_by_id_.find(owner);
         if (it == owner_by_id_.end()) return;
-        std::string body(1, static_cast<char>(kRetire)), records;
-        put64(body, it->second);
-        put_record(records, body);
+        std::string records;
+        put_retire(records, it->second);
         apply_retire(it->second);
         append(records);
     }
@@ -379,9 +402,7 @@ public:
         for (auto it = owners_.begin(); it != owners_.end();) {
             struct stat st;
             if (::stat(it->second.path.c_str(), &st) != 0 && errno == ENOENT) {
-                std::string body(1, static_cast<char>(kRetire));
-                put64(body, it->first);
-                put_record(records, body);
+                put_retire(records, it->first);
                 owner_by_id_.erase(it->second.id);
                 it = owners_.erase(it);
             } else {
@@ -389,7 +410,7 @@ public:
             }
         }
         append(records);
-        const std::int64_t now = unix_now();
+        const std::int64_t now = dedup::unix_now();
         index_.drop_if(
             [&](const Key&, const Entry& e) { return e.committed ? e.expires <= now : owners_.count(e.owner) == 0; });
         if (dirty_ && ::fdatasync(fd_.get()) == 0) dirty_ = false;
@@ -403,9 +424,7 @@ private:
     // flock(LOCK_EX) on the file for a scope (mutex_ held).
     struct Flock {
         explicit Flock(LogDedupStore& s) : s_(s) {
-            while (::flock(s_.fd_.get(), LOCK_EX) != 0) {
-                if (errno != EINTR) s_.fail("cannot be locked");
-            }
+            if (!lock_exclusive(s_.fd_.get())) s_.fail("cannot be locked");
         }
         ~Flock() { ::flock(s_.fd_.get(), LOCK_UN); }
         Flock(const Flock&) = delete;
@@ -469,7 +488,7 @@ private:
             fs::Fd old = std::move(fd_);
             open_file();
             if (locked) {  // the caller's Flock unlocks the new file: lock it in the old one's place
-                while (::flock(fd_.get(), LOCK_EX) != 0 && errno == EINTR) {}
+                lock_exclusive(fd_.get());
                 ::flock(old.get(), LOCK_UN);
             }
         }
@@ -613,7 +632,7 @@ private:
     void reload() {
         fd_.reset();
         open_file();
-        while (::flock(fd_.get(), LOCK_EX) != 0 && errno == EINTR) {}
+        lock_exclusive(fd_.get());
         catch_up(true);
     }
 
@@ -628,10 +647,7 @@ private:
             return k;
         }
         const std::uint32_t num = next_ns_++;
-        std::string body(1, static_cast<char>(kNamespace));
-        put32(body, num);
-        body += ns_name;
-        put_record(records, body);
+        put_namespace(records, num, ns_name);
         namespaces_[ns_name] = num;
         k.ns = num;
         return k;
@@ -679,30 +695,10 @@ private:
         const std::string tmp = path_ + ".compact";
         fs::Fd out(::open(tmp.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
         if (!out.valid()) return;  // tried again at the next round
-        std::string data(kMagic, sizeof kMagic);
-        put32(data, kVersion);
-        put32(data, 0);
-        for (const auto& [name, num] : namespaces_) {
-            std::string body(1, static_cast<char>(kNamespace));
-            put32(body, num);
-            body += name;
-            put_record(data, body);
-        }
-        for (const auto& [num, o] : owners_) {
-            std::string body(1, static_cast<char>(kOwner));
-            put64(body, num);
-            put32(body, static_cast<std::uint32_t>(o.id.size()));
-            body += o.id;
-            body += o.path;
-            put_record(data, body);
-        }
-        index_.for_each([&](const Key& k, const Entry& e) {
-            std::string body(1, static_cast<char>(e.committed ? kCommit : kClaim));
-            put32(body, k.ns);
-            put64(body, e.committed ? e.expires : e.owner);
-            body.append(reinterpret_cast<const char*>(k.bytes), 32);
-            put_record(data, body);
-        });
+        std::string data = file_header();
+        for (const auto& [name, num] : namespaces_) put_namespace(data, num, name);
+        for (const auto& [num, o] : owners_) put_owner(data, num, o.id, o.path);
+        index_.for_each([&](const Key& k, const Entry& e) { put_entry(data, k, e); });
         if (!fs::write_all(out.get(), data) || ::fsync(out.get()) != 0) {
             ::unlink(tmp.c_str());
             return;
@@ -726,7 +722,7 @@ private:
         }
         fs::fsync_dir(fs::parent_of(path_));
         // Ours is the new file, as written (its lock taken before the old one's goes).
-        while (::flock(out.get(), LOCK_EX) != 0 && errno == EINTR) {}
+        lock_exclusive(out.get());
         ::flock(fd_.get(), LOCK_UN);
         fd_ = std::move(out);
         applied_ = data.size();

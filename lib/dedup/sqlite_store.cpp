@@ -36,12 +36,15 @@
 #include "common/json.hpp"
 #include "common/random.hpp"
 #include "common/sha256.hpp"
-#include "dedup/owner_number.hpp"
+#include "dedup/local_store.hpp"
 #include "training_output/error.hpp"
 #include "training_output/sys/dedup_store.hpp"
 
 namespace training_output {
 namespace {
+
+using dedup::expiry;
+using dedup::unix_now;
 
 constexpr std::size_t kCommitChunk = 1024;  // keys per commit transaction
 constexpr int kPurgeBatch = 1000;           // rows per purge statement
@@ -53,17 +56,6 @@ constexpr int kCacheKiB = 16384;  // each connection's page cache, at most
 // Lookups read one snapshot for up to this long (or this many lookups).
 constexpr std::chrono::milliseconds kReadSnapshot{2};
 constexpr int kReadSnapshotUses = 4096;
-
-std::int64_t unix_now() {
-    return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
-        .count();
-}
-
-// Saturating: a TTL of many years never wraps into the past.
-std::int64_t expiry(std::chrono::seconds ttl) {
-    const std::int64_t now = unix_now();
-    return ttl.count() > INT64_MAX - now ? INT64_MAX : now + ttl.count();
-}
 
 class Statement {
 public:
