@@ -252,7 +252,8 @@ int tdo_drain(const char* config_json, char** out_report_json) {
         *out_report_json = copy_out("{\"spools_adopted\":" + std::to_string(r.spools_adopted) +
                                     ",\"lines_recovered\":" + std::to_string(r.lines_recovered) +
                                     ",\"lines_appended\":" + std::to_string(r.lines_appended) +
-                                    ",\"lines_voided\":" + std::to_string(r.lines_voided) + "}");
+                                    ",\"lines_voided\":" + std::to_string(r.lines_voided) +
+                                    ",\"lines_found_landed\":" + std::to_string(r.lines_found_landed) + "}");
     }
     return TDO_OK;
     TDO_CATCH

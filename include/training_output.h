@@ -196,7 +196,10 @@ TDO_API int tdo_writer_stats(tdo_writer* writer, char** out_json);
  * tdo_last_error() says why (TDO_E_TIMEOUT after flush_timeout_ms,
  * TDO_E_STORAGE when a spool could not be adopted). When `out_report_json`
  * is not NULL it receives {"spools_adopted":N,"lines_recovered":N,
- * "lines_appended":N,"lines_voided":N} on success (release with tdo_free()).
+ * "lines_appended":N,"lines_voided":N,"lines_found_landed":N} on success
+ * (release with tdo_free()). lines_found_landed counts the lines, of
+ * lines_appended, that a writer killed while it delivered had appended
+ * already: found in their objects, not written again.
  */
 TDO_API int tdo_drain(const char* config_json, char** out_report_json);
 

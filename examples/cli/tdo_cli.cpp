@@ -176,10 +176,12 @@ to::Config load_config(const std::string& config_file, const std::string& output
 int drain(const to::Config& config) {
     try {
         const to::DrainReport r = to::TrainingOutput::drain(config);
-        std::printf("spools adopted %llu, lines found %llu, in their objects %llu, already delivered %llu\n",
-                    static_cast<unsigned long long>(r.spools_adopted),
-                    static_cast<unsigned long long>(r.lines_recovered),
-                    static_cast<unsigned long long>(r.lines_appended), static_cast<unsigned long long>(r.lines_voided));
+        std::printf(
+            "spools adopted %llu, lines found %llu, in their objects %llu, already delivered %llu, "
+            "found in their objects already %llu\n",
+            static_cast<unsigned long long>(r.spools_adopted), static_cast<unsigned long long>(r.lines_recovered),
+            static_cast<unsigned long long>(r.lines_appended), static_cast<unsigned long long>(r.lines_voided),
+            static_cast<unsigned long long>(r.lines_found_landed));
         return 0;
     } catch (const to::Error& e) {
         std::cerr << "drain: " << e.what() << " (" << to::error_code_name(e.code()) << ")\n";

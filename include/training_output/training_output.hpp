@@ -51,14 +51,17 @@ struct WriterStats {
     std::uint64_t spool_bytes = 0;             // this writer's spool on disk
     std::uint64_t spool_fsync_errors = 0;      // failed fsyncs of the spool (its lines stay accepted)
     std::uint64_t calls_waiting_for_room = 0;  // calls waiting now for room in a full spool (block policy)
+    std::uint64_t lines_found_landed = 0;      // of lines_appended, those found in their objects already
 };
 
 // What TrainingOutput::drain() did, since the writer opened.
 struct DrainReport {
-    std::uint64_t spools_adopted = 0;   // orphaned spools taken over
-    std::uint64_t lines_recovered = 0;  // lines found in them
-    std::uint64_t lines_appended = 0;   // lines now in their objects
-    std::uint64_t lines_voided = 0;     // found to be duplicates (delivered before, or by another writer)
+    std::uint64_t spools_adopted = 0;      // orphaned spools taken over
+    std::uint64_t lines_recovered = 0;     // lines found in them
+    std::uint64_t lines_appended = 0;      // lines now in their objects
+    std::uint64_t lines_voided = 0;        // found to be duplicates (delivered before, or by another writer)
+    std::uint64_t lines_found_landed = 0;  // of lines_appended, those a writer killed while it delivered
+                                           // had appended already (found, not written again)
 };
 
 // A batch that landed (TrainingOutput::set_delivery_callback).

@@ -865,7 +865,10 @@ void Flusher::deliver(const Slot& slot, std::unique_lock<std::mutex>& lock) {
             stats_.pending_lines -= work.spool.lines.size();
             stats_.pending_bytes -= work.bytes;
             ++stats_.batches_appended;
-            if (found_landed) ++stats_.batches_found_landed;
+            if (found_landed) {
+                ++stats_.batches_found_landed;
+                stats_.lines_found_landed += work.spool.lines.size();
+            }
         }
         progress_.notify_all();
         return;

@@ -86,6 +86,7 @@ struct FlusherStats {
     std::uint64_t pending_lines = 0;
     std::uint64_t pending_bytes = 0;
     std::uint64_t batches_found_landed = 0;  // an earlier attempt or a dead writer had appended them
+    std::uint64_t lines_found_landed = 0;    // their lines (counted in lines_appended too)
     std::uint64_t spools_adopted = 0;
     std::uint64_t lines_recovered = 0;  // from adopted spools
     std::uint64_t torn_records = 0;     // dropped from adopted spools (bad checksum)

@@ -57,6 +57,8 @@ inline constexpr StatField kStatFields[] = {
      "Bytes accepted and not in their objects yet."},
     {"batches_found_landed", &WriterStats::batches_found_landed, "etl_training_batches_found_landed_total", "counter",
      "Batches found in their objects already (after a crash or a lost answer)."},
+    {"lines_found_landed", &WriterStats::lines_found_landed, "etl_training_lines_found_landed_total", "counter",
+     "Lines of those batches (counted in lines appended too)."},
     {"spools_adopted", &WriterStats::spools_adopted, "etl_training_spools_adopted_total", "counter",
      "Spools of writers that died, taken over."},
     {"lines_recovered", &WriterStats::lines_recovered, "etl_training_lines_recovered_total", "counter",

@@ -688,6 +688,7 @@ DrainReport TrainingOutput::drain() {
     r.lines_recovered = f.lines_recovered;
     r.lines_appended = f.lines_appended;
     r.lines_voided = f.lines_voided;
+    r.lines_found_landed = f.lines_found_landed;
     return r;
 }
 
@@ -767,6 +768,7 @@ WriterStats TrainingOutput::stats() const {
         s.pending_lines = f.pending_lines;
         s.pending_bytes = f.pending_bytes;
         s.batches_found_landed = f.batches_found_landed;
+        s.lines_found_landed = f.lines_found_landed;
         s.spools_adopted = f.spools_adopted;
         s.lines_recovered = f.lines_recovered;
         s.torn_records = f.torn_records;

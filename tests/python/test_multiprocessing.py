@@ -5,8 +5,8 @@ When the pool is closed and joined, each worker exits normally, and the
 wrapper closes its writers on the way out (a forked worker leaves with
 os._exit, past atexit): every line is delivered, each once, and nothing is
 left to drain. A `with Pool()` block ends with terminate(): the workers are
-killed with their lines spooled, nothing is lost, and drain() delivers the
-rest. A plain process that exits without closing its writer delivers too.
+killed with their lines spooled (or while they deliver them), nothing is
+lost, and drain() delivers the rest. A plain process that exits without closing its writer delivers too.
 
 Run: TDO_LIBRARY=build/libtraining_output_c.so python3 tests/python/test_multiprocessing.py
 """
@@ -90,7 +90,10 @@ class PoolTest(unittest.TestCase):
         self.assertEqual(outcomes.count("WRITTEN"), LINES)
         delivered = len(self.written())
         report = tdo.drain(self.config)
-        self.assertEqual(report["lines_appended"], LINES - delivered)
+        # A worker may have been killed while it closed: a batch it appended
+        # without recording so is found in the object by the drain, not
+        # written again, and counted apart.
+        self.assertEqual(report["lines_appended"] - report["lines_found_landed"], LINES - delivered)
         self.assert_each_once(LINES)
 
     def test_a_process_that_exits_without_closing_delivers(self):

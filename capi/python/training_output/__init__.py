@@ -229,7 +229,8 @@ def _status_name(status: int) -> str:
 def drain(config: Union[Mapping[str, Any], str, None] = None, library: Optional[str] = None) -> Dict[str, int]:
     """Delivers what writers of this configuration left in their spools (they died, or closed
     before they could deliver): adopts every orphaned spool, delivers its lines, and returns
-    {"spools_adopted", "lines_recovered", "lines_appended", "lines_voided"}. Raises
+    {"spools_adopted", "lines_recovered", "lines_appended", "lines_voided", "lines_found_landed"}
+    (lines_found_landed: of lines_appended, those found in their objects already). Raises
     TrainingOutputError (TIMEOUT, STORAGE) when something is left. Spools of live writers are
     left to them."""
     lib = load_library(library)
