@@ -15,12 +15,12 @@
 #include <vector>
 
 #include "log/logger.hpp"
+#include "s3/endpoint.hpp"
 #include "s3/sigv4.hpp"
 #include "training_output/sys/s3_sink.hpp"
 
 namespace training_output {
 
-enum class AddressingStyle { Auto, Path, Virtual };
 enum class ConditionalWrites { Auto, On, Off };
 enum class NativeAppend { Auto, On, Off };
 
@@ -112,7 +112,6 @@ private:
     std::unique_ptr<Impl> impl_;
 };
 
-AddressingStyle parse_addressing_style(const std::string& text);      // throws Error(Config)
 ConditionalWrites parse_conditional_writes(const std::string& text);  // throws Error(Config)
 NativeAppend parse_native_append(const std::string& s3_append_mode);  // throws Error(Config)
 
