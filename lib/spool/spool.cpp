@@ -627,6 +627,10 @@ void Spool::record_done(const SpoolBatch& batch, const std::vector<std::string>&
     std::uint64_t max_seq = 0;
     r.seqs = seqs_of(batch, max_seq);
     r.uncommitted = uncommitted;
+    if (fault_point("spool.record_done")) {  // tests: a disk that fails (ENOSPC, EIO) once the batch landed
+        errno = EIO;
+        throw storage_error("cannot write spool control file", path_);
+    }
     // Durable with the next INTENT; if a crash loses it, that batch's INTENT
     // is checked again and found landed.
     const std::uint64_t file = write_control([&](std::uint32_t seed) { return encode_done(r, seed); }, max_seq, false);

@@ -709,12 +709,18 @@ bool Flusher::append_batch(Spool& spool, Batch& b, bool& found_landed, bool& con
         where.offset = as_object ? 0 : r.offset;
         contended = r.contended;
         crash_point("flusher.after_land");
+        // Should what follows fail (a VOID or its DONE cannot be written), the
+        // next attempt finds it in its object: by name (a batch whose first
+        // line was voided is not named by its first line), or by its bytes
+        // where it starts.
+        if (as_object) {
+            left = UndecidedWrite{batch_objects::intent(b.spool.object_key, batch_key), bytes.size(), crc};
+        } else if (!bytes.empty()) {
+            left = UndecidedWrite{AppendIntent{b.spool.object_key, "", r.offset}, bytes.size(), crc};
+        }
         // Settled under its name: the lines delivered elsewhere are voided now.
         record_voided(spool, b.spool.object_key, voided_later);
         as_before.reset();
-        // Should what follows fail, the next attempt finds it there by name
-        // (a batch whose first line was voided is not named by its first line).
-        if (as_object) left = UndecidedWrite{batch_objects::intent(b.spool.object_key, batch_key), bytes.size(), crc};
     }
     // The commit before DONE: a crash in between finds the batch landed
     // again and commits then. A failed commit is recorded in the DONE and

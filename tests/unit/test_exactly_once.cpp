@@ -212,6 +212,30 @@ TEST_CASE("exactly once: a line whose record is written is accepted even if the 
     CHECK(tdo_test::list_dir(dir / ".spool").empty());  // nothing pinned forever
 }
 
+TEST_CASE("exactly once: a batch that landed but whose DONE could not be written is not appended again",
+          "[unit][spool][done]") {
+    // The spool's disk fails (ENOSPC, EIO) right after a batch landed: its
+    // DONE cannot be written and the attempt fails. The next attempt must
+    // find the batch in its object, not append it a second time.
+    tdo_test::TempDir dir;
+    Config c = writer_config(dir);
+    c.s3_retry_base_ms = 1;
+    TrainingOutput w(c);
+    for (int i = 0; i < 3; ++i)
+        CHECK(glucose(w, "Landed, then the disk failed " + std::to_string(i) + ".") == Outcome::Written);
+    arm_fault("spool.record_done", 1);
+    w.flush();
+    arm_fault("spool.record_done", 0);
+    auto lines = tdo_test::lines_of(tdo_test::read_file(dir / kGlucoseKey));
+    CHECK(lines.size() == 3u);
+    CHECK(std::set<std::string>(lines.begin(), lines.end()).size() == lines.size());
+    CHECK(w.stats().append_failures == 1);
+    CHECK(w.stats().batches_found_landed == 1);
+    CHECK(w.stats().lines_appended == 3);
+    w.close();
+    CHECK(tdo_test::list_dir(dir / ".spool").empty());
+}
+
 TEST_CASE("exactly once: content held by a live writer that has not delivered it is PENDING when asked for",
           "[unit][dedup][pending]") {
     tdo_test::TempDir dir;
