@@ -21,9 +21,9 @@
 #include <vector>
 
 #include "dedup/deduplicator.hpp"
+#include "delivery/flusher.hpp"
 #include "log/logger.hpp"
 #include "spool/spool.hpp"
-#include "writer/flusher.hpp"
 
 namespace training_output {
 

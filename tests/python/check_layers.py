@@ -23,8 +23,10 @@ LAYERS = {
     "append": ["common", "log", "config", "sink"],
     "manifest": ["common", "log", "config", "sink", "append", "format"],
     "spool": ["common", "log", "config", "sink", "append"],
-    "writer": ["common", "log", "config", "format", "dedup", "sink", "s3", "append", "manifest", "spool"],
-    "capi": ["common", "log", "config", "format", "dedup", "sink", "s3", "append", "manifest", "spool", "writer"],
+    "delivery": ["common", "log", "config", "format", "dedup", "sink", "append", "spool"],
+    "writer": ["common", "log", "config", "format", "dedup", "sink", "s3", "append", "manifest", "spool", "delivery"],
+    "capi": ["common", "log", "config", "format", "dedup", "sink", "s3", "append", "manifest", "spool", "delivery",
+             "writer"],
 }
 # The installed C++ headers, and the layer each belongs to.
 PUBLIC = {

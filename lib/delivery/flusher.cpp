@@ -1,7 +1,5 @@
-#include "writer/flusher.hpp"
+#include "delivery/flusher.hpp"
 
-#include "common/crash_point.hpp"
-#include "common/crc32c.hpp"
 #include "common/json.hpp"
 #include "common/random.hpp"
 #include "common/thread.hpp"
@@ -73,58 +71,6 @@ Flusher::~Flusher() {
     if (options_.batch_objects) dedup_.store().set_takeover_guard(nullptr);
 }
 
-// The dedup store is about to take claims over from `gone`, an owner whose
-// liveness lapsed: each batch object it named before writing is settled
-// first. One that landed (or was folded) is delivered: its keys are
-// committed, so that the taker finds them written. One that has not is
-// fenced: an empty object under its name, with If-None-Match: *, so that a
-// write of it the network still holds is refused when it arrives (412).
-// False when that cannot be done now: the claims stay the gone owner's, and
-// the next claim tries again.
-bool Flusher::settle_inflight_of(const std::string& gone) {
-    try {
-        std::vector<std::string> settled;
-        std::int64_t fenced = 0, landed = 0;
-        for (const InflightBatch& b : dedup_.store().inflight(gone)) {
-            const auto month = batch_objects::month_of(b.object_key);
-            if (month) {
-                const AppendIntent in = batch_objects::intent(*month, b.object_key);
-                Landed l = batches_.check_landed(in, b.bytes);
-                if (l == Landed::NotYet) {
-                    batches_.land(*month, b.object_key, std::string_view(), nullptr);  // 412: something is there
-                    l = batches_.check_landed(in, b.bytes);
-                }
-                if (l == Landed::Yes) {
-                    if (!dedup_.commit(b.keys)) return false;
-                    ++landed;
-                } else if (l == Landed::No) {
-                    ++fenced;
-                } else {
-                    return false;
-                }
-            }
-            settled.push_back(b.object_key);
-        }
-        if (settled.empty()) return true;
-        dedup_.store().clear_inflight(gone, settled, dedup_.claim_ttl());
-        logger_.log(LogLevel::Info, "training_output_takeover_settled",
-                    {{"owner", gone}, {"batches_fenced", fenced}, {"batches_landed", landed}});
-        return true;
-    } catch (const std::exception& e) {
-        logger_.log(LogLevel::Warning, "training_output_takeover_deferred", {{"owner", gone}, {"error", e.what()}});
-        return false;
-    }
-}
-
-void Flusher::forget_inflight(const std::string& owner, const std::string& object_key) {
-    try {
-        dedup_.store().clear_inflight(owner, {object_key}, dedup_.claim_ttl());
-    } catch (const std::exception&) {
-        // Kept until the claims' TTL: a writer that takes this one's claims
-        // over finds the batch landed and commits its keys again (harmless).
-    }
-}
-
 // Takes over the spools of writers that died and queues what they hold.
 void Flusher::adopt_now() {
     if (!adopt_) return;
@@ -165,6 +111,7 @@ void Flusher::adopt_now() {
                 b.complete = u.complete;
                 b.written_bytes = u.bytes;
                 b.written_crc = u.crc;
+                b.state = BatchState::MayHaveLanded;  // its INTENT has no DONE: checked first
                 stats_.pending_lines += b.spool.lines.size();
                 stats_.pending_bytes += b.bytes;
                 stats_.lines_recovered += b.spool.lines.size();
@@ -505,255 +452,6 @@ void Flusher::drop_finished_spools(std::unique_lock<std::mutex>& lock) {
     lock.lock();
 }
 
-// Claims that need confirming (adopted lines, lines claimed while the store
-// failed or the owners' liveness lapsed), in one store call: a line whose
-// content another owner delivers, or that is written already, is voided.
-void Flusher::confirm(Spool& spool, Batch& b, std::string& bytes, std::vector<std::string>& keys,
-                      std::vector<Voided>* later) {
-    std::vector<std::string> asked;
-    std::vector<std::size_t> index;
-    for (std::size_t i = 0; i < b.spool.lines.size(); ++i) {
-        if (b.states[i] == LineState::Unconfirmed && !keys[i].empty()) {
-            asked.push_back(keys[i]);
-            index.push_back(i);
-        }
-    }
-    if (asked.empty()) return;
-    const auto outcomes = dedup_.confirm_batch(asked, spool.id());
-    std::vector<bool> voided(b.spool.lines.size(), false);
-    std::size_t count = 0;
-    for (std::size_t j = 0; j < outcomes.size(); ++j) {
-        const std::size_t i = index[j];
-        if (outcomes[j] == ClaimOutcome::Duplicate || outcomes[j] == ClaimOutcome::Pending) {
-            Voided v{b.spool.lines[i], keys[i], outcomes[j]};
-            if (later) {
-                later->push_back(std::move(v));
-            } else {
-                record_voided(spool, b.spool.object_key, {v});
-            }
-            voided[i] = true;
-            ++count;
-        } else if (outcomes[j] == ClaimOutcome::Claimed) {
-            b.states[i] = LineState::Ready;
-        }
-    }
-    if (count == 0) return;
-    Batch kept;
-    kept.spool.id = b.spool.id;
-    kept.spool.object_key = b.spool.object_key;
-    kept.accepted = b.accepted;
-    kept.epoch = b.epoch;
-    std::string kept_bytes;
-    std::vector<std::string> kept_keys;
-    std::size_t at = 0;
-    for (std::size_t i = 0; i < b.spool.lines.size(); ++i) {
-        const auto& ref = b.spool.lines[i];
-        if (!voided[i]) {
-            kept.spool.lines.push_back(ref);
-            kept.states.push_back(b.states[i]);
-            kept.bytes += ref.line_bytes;
-            kept_bytes.append(bytes, at, ref.line_bytes);
-            kept_keys.push_back(std::move(keys[i]));
-        }
-        at += ref.line_bytes;
-    }
-    b = std::move(kept);
-    bytes = std::move(kept_bytes);
-    keys = std::move(kept_keys);
-    logger_.log(LogLevel::Info, "training_output_lines_voided",
-                {{"object_key", b.spool.object_key},
-                 {"lines", static_cast<std::uint64_t>(count)},
-                 {"detail", "their content is written already or being delivered by another writer"}});
-}
-
-void Flusher::record_voided(Spool& spool, const std::string& object_key, const std::vector<Voided>& voided) {
-    for (const auto& v : voided) {
-        spool.record_void(object_key, v.ref);
-        dedup_.settled_elsewhere(v.key, spool.id(), v.outcome);
-    }
-}
-
-bool Flusher::append_batch(Spool& spool, Batch& b, bool& found_landed, bool& contended) {
-    if (b.spool.id == 0) b.spool.id = spool.new_batch_id();
-    const auto started = Clock::now();
-    const bool complete_at_start = b.complete;  // every line its INTENT names is here
-    const std::uint64_t written_at_start = b.written_bytes;
-    LandedBatch where;
-    std::string bytes;
-    bytes.reserve(b.bytes);
-    std::vector<std::string> keys;
-    keys.reserve(b.spool.lines.size());
-    spool.read_batch(b.spool.lines, bytes, keys);
-    bool landed = false;
-    std::optional<UndecidedWrite> undecided;  // an earlier write of it that may still land
-    if (b.intent) {
-        const Landed l = batch_objects::is_intent(*b.intent) ? batches_.check_landed(*b.intent, b.written_bytes)
-                         : b.complete                        ? appender_.check_landed(*b.intent, bytes)
-                                      : appender_.check_landed(*b.intent, b.written_bytes, b.written_crc);
-        if (l == Landed::Unknown) throw Error(ErrorCode::Storage, "cannot tell whether a batch landed");
-        landed = l == Landed::Yes;
-        found_landed = landed;
-        if (landed) {
-            where.batch_object = batch_objects::is_intent(*b.intent);
-            where.key = where.batch_object ? b.intent->etag : b.spool.object_key;
-            where.offset = where.batch_object ? 0 : b.intent->size;
-        }
-        if (landed) crash_point("flusher.after_check");
-        if (l == Landed::NotYet) undecided = UndecidedWrite{*b.intent, b.written_bytes, b.written_crc};
-    }
-    // A batch object that may still land: the lines found delivered
-    // elsewhere, voided once what is written under its name settled it.
-    std::vector<Voided> voided_later;
-    std::optional<Batch> as_before;  // restored if that write fails
-    struct Restore {
-        std::optional<Batch>& as_before;
-        Batch& b;
-        ~Restore() {
-            if (as_before) b = std::move(*as_before);
-        }
-    } restore{as_before, b};
-    if (!landed) {
-        if (!undecided) {
-            // Nothing of it can land any more: it may change. Its claims
-            // are confirmed (a batch that may still land in the monthly
-            // object is written as it was, whatever its claims say: it may be
-            // in the object already, and another writer's append since moved
-            // the object's ETag, so that it cannot land).
-            b.intent.reset();
-            b.complete = true;
-            confirm(spool, b, bytes, keys);
-            if (b.spool.lines.empty()) return false;
-        } else if (batch_objects::is_intent(undecided->intent)) {
-            // A batch object that may still land keeps its name, and its
-            // claims are confirmed all the same: its writer may have died,
-            // or lapsed, and another writer taken its content over and
-            // written it in a batch object of its own (nothing else moved).
-            // What is written under the name now, its lines still ours (or,
-            // when none is, an empty object that fences the name), and the
-            // earlier write both go with If-None-Match: *: only one lands.
-            as_before = b;
-            confirm(spool, b, bytes, keys, &voided_later);
-            if (voided_later.empty()) as_before.reset();  // unchanged: the same write again
-        }
-        crash_point("flusher.after_confirm");
-        const std::uint32_t crc = crc32c::compute(bytes);
-        // What of it may still land if this fails: the earlier write, if no
-        // new one was sent (the liveness check before it failed), else the
-        // new one; none when the failures were decided (the INTENT in the
-        // spool stays, to be checked after a crash).
-        std::optional<UndecidedWrite> left = undecided;
-        struct Keep {
-            Batch& b;
-            std::optional<UndecidedWrite>& left;
-            std::uint64_t bytes;
-            std::uint32_t crc;
-            ~Keep() {
-                if (left) {
-                    b.intent = left->intent;
-                    b.written_bytes = left->bytes;
-                    b.written_crc = left->crc;
-                    // Checked by its bytes when the write that may land is this one.
-                    b.complete = left->bytes == bytes && left->crc == crc;
-                } else {
-                    b.intent.reset();
-                    b.complete = true;
-                }
-            }
-        } keep{b, left, bytes.size(), crc};
-        auto before_write = [&](const AppendIntent& in) {
-            // Before every write, retries included: a claim of this batch may
-            // have been taken over since it started if the liveness lapsed,
-            // even if it is fresh again now.
-            if (!dedup_.may_deliver(b.epoch)) {
-                throw Error(ErrorCode::Storage,
-                            dedup_.may_deliver()
-                                ? "this writer's liveness lapsed while the batch was on its way: its claims are "
-                                  "confirmed again before it is written"
-                                : "the dedup store cannot confirm this writer's liveness: the batch waits for it");
-            }
-            // (A fence of no lines keeps the earlier INTENT: a replay checks
-            // its name again, and finds the fence, not the batch.)
-            if (!bytes.empty()) spool.record_intent(b.spool, in, bytes.size(), crc);
-            crash_point("flusher.after_intent");
-            // A batch object is named in the dedup store too, with its keys,
-            // where a writer that takes this one's claims over when its
-            // liveness lapsed (Redis) finds it, and fences the name before
-            // writing them (the DedupStore's TakeoverGuard).
-            if (batch_objects::is_intent(in) && !bytes.empty()) {
-                InflightBatch inflight{in.etag, bytes.size(), {}};
-                for (const auto& k : keys)
-                    if (!k.empty()) inflight.keys.push_back(k);
-                dedup_.store().record_inflight(spool.id(), inflight, dedup_.claim_ttl());
-            }
-        };
-        // A batch object keeps its name (its INTENT's) until it landed.
-        const bool as_object = undecided ? batch_objects::is_intent(undecided->intent) : options_.batch_objects;
-        const std::string batch_key =
-            !as_object  ? std::string()
-            : undecided ? undecided->intent.etag
-                        : batch_objects::key(b.spool.object_key, spool.id() + std::string(b.fenced_names, 'f'),
-                                             b.spool.lines.front().seq);
-        AppendResult r;
-        try {
-            r = as_object ? batches_.land(b.spool.object_key, batch_key, bytes, before_write, &left)
-                          : appender_.append(b.spool.object_key, bytes, before_write, undecided, &left);
-        } catch (const FencedName&) {
-            // The next attempt (its claims confirmed again) takes another name.
-            ++b.fenced_names;
-            if (as_before) ++as_before->fenced_names;
-            throw;
-        }
-        found_landed = r.found_landed;
-        where.batch_object = as_object;
-        where.key = as_object ? batch_key : b.spool.object_key;
-        where.offset = as_object ? 0 : r.offset;
-        contended = r.contended;
-        crash_point("flusher.after_land");
-        // Should what follows fail (a VOID or its DONE cannot be written), the
-        // next attempt finds it in its object: by name (a batch whose first
-        // line was voided is not named by its first line), or by its bytes
-        // where it starts.
-        if (as_object) {
-            left = UndecidedWrite{batch_objects::intent(b.spool.object_key, batch_key), bytes.size(), crc};
-        } else if (!bytes.empty()) {
-            left = UndecidedWrite{AppendIntent{b.spool.object_key, "", r.offset}, bytes.size(), crc};
-        }
-        // Settled under its name: the lines delivered elsewhere are voided now.
-        record_voided(spool, b.spool.object_key, voided_later);
-        as_before.reset();
-    }
-    // The commit before DONE: a crash in between finds the batch landed
-    // again and commits then. A failed commit is recorded in the DONE and
-    // retried until it is made.
-    std::vector<std::string> commit_keys;
-    for (auto& k : keys) {
-        if (!k.empty()) commit_keys.push_back(std::move(k));
-    }
-    const bool committed = dedup_.commit(commit_keys);
-    crash_point("flusher.after_commit");
-    if (committed && where.batch_object) forget_inflight(spool.id(), where.key);
-    spool.record_done(b.spool, committed ? std::vector<std::string>() : commit_keys);
-    crash_point("flusher.after_done");
-    if (b.spool.lines.empty()) return false;  // only a fence was written
-    if (options_.on_landed) {
-        // What landed is the batch as its INTENT recorded it: the bytes at
-        // hand, unless lines of it were missing from an adopted spool.
-        const bool exact = complete_at_start || !found_landed;
-        where.size = exact ? bytes.size() : written_at_start;
-        where.bytes = exact ? std::string_view(bytes) : std::string_view();
-        where.lines = b.spool.lines.size();
-        where.seconds = std::chrono::duration<double>(Clock::now() - started).count();
-        options_.on_landed(where);
-    }
-    if (!committed) {
-        std::lock_guard<std::mutex> lock(mutex_);
-        stats_.pending_commits += commit_keys.size();
-        commits_.push_back(PendingCommit{&spool, b.spool.id, std::move(commit_keys)});
-        if (commits_.size() == 1) commits_retry_at_ = Clock::now() + options_.retry_base;
-    }
-    return true;
-}
-
 void Flusher::retry_commits(std::unique_lock<std::mutex>& lock) {
     std::vector<PendingCommit> work;
     work.swap(commits_);
@@ -784,131 +482,142 @@ void Flusher::retry_commits(std::unique_lock<std::mutex>& lock) {
     }
 }
 
+// The next batch of a key's queue: its oldest settled lines, up to
+// max_bytes (at least one). False when none is ready.
+bool Flusher::take_batch(Pending& p, const std::string& key) {
+    Batch b;
+    b.spool.object_key = key;
+    while (!p.lines.empty()) {
+        const Line& l = p.lines.front();
+        if (l.state == LineState::Void) {
+            p.lines.pop_front();
+            continue;
+        }
+        if (l.state == LineState::Claiming) break;
+        if (!b.spool.lines.empty() && b.bytes + l.ref.line_bytes > options_.max_bytes) break;
+        if (b.spool.lines.empty()) b.accepted = l.accepted;
+        b.spool.lines.push_back(l.ref);
+        b.states.push_back(l.state);
+        b.bytes += l.ref.line_bytes;
+        p.bytes -= l.ref.line_bytes;
+        p.lines.pop_front();
+    }
+    if (b.spool.lines.empty()) return false;
+    p.batches.push_back(std::move(b));
+    return true;
+}
+
 // Appends the front batch of one slot (called and returning with the lock held).
 void Flusher::deliver(const Slot& slot, std::unique_lock<std::mutex>& lock) {
     Spool& spool = *slot.first;
-    const std::string& key = slot.second;
     Pending& p = pending_[slot];
-    if (p.batches.empty()) {
-        Batch b;
-        b.spool.object_key = key;
-        while (!p.lines.empty()) {
-            const Line& l = p.lines.front();
-            if (l.state == LineState::Void) {
-                p.lines.pop_front();
-                continue;
-            }
-            if (l.state == LineState::Claiming) break;
-            if (!b.spool.lines.empty() && b.bytes + l.ref.line_bytes > options_.max_bytes) break;
-            if (b.spool.lines.empty()) b.accepted = l.accepted;
-            b.spool.lines.push_back(l.ref);
-            b.states.push_back(l.state);
-            b.bytes += l.ref.line_bytes;
-            p.bytes -= l.ref.line_bytes;
-            p.lines.pop_front();
-        }
-        if (b.spool.lines.empty()) return;
-        p.batches.push_back(std::move(b));
-    }
+    if (p.batches.empty() && !take_batch(p, slot.second)) return;
     Batch work = p.batches.front();
     work.epoch = epoch_;  // what run() confirmed the queues in
-    const std::size_t lines_before = work.spool.lines.size();
-    const std::uint64_t bytes_before = work.bytes;
+    Outcome o;
+    o.lines_before = work.spool.lines.size();
+    o.bytes_before = work.bytes;
     p.in_flight = true;
-    const std::uint64_t attempt = ++attempts_;
-    const std::uint64_t flush_calls = flush_calls_;
-    const auto attempt_started = Clock::now();
+    o.attempt = ++attempts_;
+    o.flush_calls = flush_calls_;
+    o.started = Clock::now();
     lock.unlock();
 
-    std::string error;
-    ErrorCode code = ErrorCode::Storage;
-    bool found_landed = false, appended = false, contended = false;
     try {
-        appended = append_batch(spool, work, found_landed, contended);
+        o.appended = append_batch(spool, work, o.found_landed, o.contended);
     } catch (const Error& e) {
-        error = e.what();
-        code = e.code();
+        o.error = e.what();
+        o.code = e.code();
     } catch (const std::exception& e) {
-        error = e.what();
+        o.error = e.what();
     }
 
     lock.lock();
     Pending& q = pending_[slot];
     q.in_flight = false;
     // Lines voided while confirming are gone either way.
-    const std::size_t voided = lines_before - work.spool.lines.size();
+    const std::size_t voided = o.lines_before - work.spool.lines.size();
     stats_.lines_voided += voided;
     stats_.pending_lines -= voided;
-    stats_.pending_bytes -= bytes_before - work.bytes;
-    if (error.empty()) {
-        q.batches.pop_front();
-        if (q.failures > 0) {
-            const int failures = q.failures;
-            const double seconds = std::chrono::duration<double>(Clock::now() - q.first_failure).count();
-            lock.unlock();
-            logger_.log(LogLevel::Warning, "training_output_append_recovered",
-                        {{"object_key", key},
-                         {"lines", static_cast<std::uint64_t>(work.spool.lines.size())},
-                         {"bytes", work.bytes},
-                         {"failures", static_cast<std::int64_t>(failures)},
-                         {"seconds", seconds},
-                         {"detail", "the batch landed after failed attempts"}});
-            lock.lock();
-        }
-        q.failures = 0;
-        q.permanent = false;
-        q.last_error.clear();
-        if (contended) {
-            // Without overflow for any configured interval: at most 8 times it.
-            const auto most = options_.interval.count() <= INT64_MAX / 8 ? options_.interval * 8 : options_.interval;
-            q.interval = std::min(interval_of(q) <= most / 2 ? interval_of(q) * 2 : most, most);
-        } else if (q.interval > options_.interval) {
-            q.interval = std::max<std::chrono::milliseconds>(options_.interval, q.interval - options_.interval / 2);
-        }
-        if (appended) {
-            stats_.lines_appended += work.spool.lines.size();
-            stats_.bytes_appended += work.bytes;
-            stats_.pending_lines -= work.spool.lines.size();
-            stats_.pending_bytes -= work.bytes;
-            ++stats_.batches_appended;
-            if (found_landed) {
-                ++stats_.batches_found_landed;
-                stats_.lines_found_landed += work.spool.lines.size();
-            }
-        }
-        progress_.notify_all();
-        return;
-    }
-    // What this attempt learned (its id, its INTENT, lines voided) stays with
-    // the batch: the next attempt first finds out whether this one wrote.
-    q.batches.front() = std::move(work);
-    ++stats_.append_failures;
-    q.last_error = error;
-    q.last_code = code;
-    q.permanent = code == ErrorCode::Auth;
-    q.failed_attempt = attempt;
-    // A flush() that came in during this attempt gets an attempt of its own now.
-    q.retry_at =
-        flush_calls_ != flush_calls
-            ? Clock::now()
-            : Clock::now() + random::full_jitter(std::min(q.failures + 1, 10), options_.retry_base, options_.retry_max);
-    if (q.failures++ == 0) {
-        q.first_failure = attempt_started;
-        const auto retry_in = std::chrono::duration_cast<std::chrono::milliseconds>(q.retry_at - Clock::now());
-        lock.unlock();
-        // Once per run of failures: training_output_append_recovered ends it.
-        logger_.log(q.permanent ? LogLevel::Error : LogLevel::Warning, "training_output_failed",
-                    {{"object_key", key},
-                     {"lines", static_cast<std::uint64_t>(lines_before)},
-                     {"bytes", bytes_before},
-                     {"error", error},
-                     {"code", error_code_name(code)},
-                     {"seconds", std::chrono::duration<double>(Clock::now() - attempt_started).count()},
-                     {"retry_in_ms", static_cast<std::int64_t>(std::max<std::int64_t>(0, retry_in.count()))},
-                     {"detail", "the lines stay in the spool; retrying with backoff"}});
-        lock.lock();
+    stats_.pending_bytes -= o.bytes_before - work.bytes;
+    if (o.error.empty()) {
+        delivered(q, slot.second, work, o, lock);
+    } else {
+        failed(q, slot.second, std::move(work), o, lock);
     }
     progress_.notify_all();
+}
+
+// After an attempt that delivered its batch (or voided all of it).
+void Flusher::delivered(Pending& q, const std::string& key, const Batch& work, const Outcome& o,
+                        std::unique_lock<std::mutex>& lock) {
+    q.batches.pop_front();
+    if (q.failures > 0) {
+        const int failures = q.failures;
+        const double seconds = std::chrono::duration<double>(Clock::now() - q.first_failure).count();
+        lock.unlock();
+        logger_.log(LogLevel::Warning, "training_output_append_recovered",
+                    {{"object_key", key},
+                     {"lines", static_cast<std::uint64_t>(work.spool.lines.size())},
+                     {"bytes", work.bytes},
+                     {"failures", static_cast<std::int64_t>(failures)},
+                     {"seconds", seconds},
+                     {"detail", "the batch landed after failed attempts"}});
+        lock.lock();
+    }
+    q.failures = 0;
+    q.permanent = false;
+    q.last_error.clear();
+    if (o.contended) {
+        // Without overflow for any configured interval: at most 8 times it.
+        const auto most = options_.interval.count() <= INT64_MAX / 8 ? options_.interval * 8 : options_.interval;
+        q.interval = std::min(interval_of(q) <= most / 2 ? interval_of(q) * 2 : most, most);
+    } else if (q.interval > options_.interval) {
+        q.interval = std::max<std::chrono::milliseconds>(options_.interval, q.interval - options_.interval / 2);
+    }
+    if (!o.appended) return;
+    stats_.lines_appended += work.spool.lines.size();
+    stats_.bytes_appended += work.bytes;
+    stats_.pending_lines -= work.spool.lines.size();
+    stats_.pending_bytes -= work.bytes;
+    ++stats_.batches_appended;
+    if (o.found_landed) {
+        ++stats_.batches_found_landed;
+        stats_.lines_found_landed += work.spool.lines.size();
+    }
+}
+
+// After an attempt that failed: what it learned (its id, its INTENT, lines
+// voided) stays with the batch, and the next attempt first finds out
+// whether this one wrote.
+void Flusher::failed(Pending& q, const std::string& key, Batch work, const Outcome& o,
+                     std::unique_lock<std::mutex>& lock) {
+    q.batches.front() = std::move(work);
+    ++stats_.append_failures;
+    q.last_error = o.error;
+    q.last_code = o.code;
+    q.permanent = o.code == ErrorCode::Auth;
+    q.failed_attempt = o.attempt;
+    // A flush() that came in during this attempt gets an attempt of its own now.
+    q.retry_at =
+        flush_calls_ != o.flush_calls
+            ? Clock::now()
+            : Clock::now() + random::full_jitter(std::min(q.failures + 1, 10), options_.retry_base, options_.retry_max);
+    if (q.failures++ > 0) return;
+    q.first_failure = o.started;
+    const auto retry_in = std::chrono::duration_cast<std::chrono::milliseconds>(q.retry_at - Clock::now());
+    lock.unlock();
+    // Once per run of failures: training_output_append_recovered ends it.
+    logger_.log(q.permanent ? LogLevel::Error : LogLevel::Warning, "training_output_failed",
+                {{"object_key", key},
+                 {"lines", static_cast<std::uint64_t>(o.lines_before)},
+                 {"bytes", o.bytes_before},
+                 {"error", o.error},
+                 {"code", error_code_name(o.code)},
+                 {"seconds", std::chrono::duration<double>(Clock::now() - o.started).count()},
+                 {"retry_in_ms", static_cast<std::int64_t>(std::max<std::int64_t>(0, retry_in.count()))},
+                 {"detail", "the lines stay in the spool; retrying with backoff"}});
+    lock.lock();
 }
 
 }  // namespace training_output

@@ -38,6 +38,7 @@
 #include "append/batch_objects.hpp"
 #include "append/object_appender.hpp"
 #include "dedup/deduplicator.hpp"
+#include "delivery/batch_state.hpp"
 #include "log/logger.hpp"
 #include "spool/spool.hpp"
 #include "training_output/error.hpp"
@@ -120,6 +121,7 @@ public:
         // still had lines (a writer that took claims over from this spool
         // fenced it): the next name's spool part gets one 'f' more.
         unsigned fenced_names = 0;
+        BatchState state = BatchState::Queued;  // changed by set_state() only
     };
     struct Pending {
         std::deque<Line> lines;     // in sequence order
@@ -201,10 +203,45 @@ private:
     std::chrono::milliseconds interval_of(const Pending& p) const;
     std::chrono::steady_clock::time_point next_wake(std::chrono::steady_clock::time_point now) const;
     void deliver(const Slot& slot, std::unique_lock<std::mutex>& lock);
-    // The work of one delivery, without the lock. Returns false when the
-    // batch's lines were all voided before anything was written.
-    // `contended`: other writers were in the way of the append (congestion).
+    bool take_batch(Pending& p, const std::string& key);
+    // What one delivery attempt did, for the queue's bookkeeping.
+    struct Outcome {
+        std::size_t lines_before = 0;
+        std::uint64_t bytes_before = 0;
+        std::uint64_t attempt = 0;      // its number
+        std::uint64_t flush_calls = 0;  // flush() calls started before it
+        std::chrono::steady_clock::time_point started;
+        bool appended = false, found_landed = false, contended = false;
+        std::string error;  // empty: it succeeded
+        ErrorCode code = ErrorCode::Storage;
+    };
+    void delivered(Pending& q, const std::string& key, const Batch& work, const Outcome& o,
+                   std::unique_lock<std::mutex>& lock);
+    void failed(Pending& q, const std::string& key, Batch work, const Outcome& o, std::unique_lock<std::mutex>& lock);
+    // deliver.cpp: one batch's way to its object, without the lock.
+    // What one attempt read of the batch, and learned on its way.
+    struct Attempt {
+        std::string bytes;                        // its lines, as written
+        std::vector<std::string> keys;            // their dedup keys ("" for none)
+        LandedBatch where;                        // where it landed
+        std::optional<UndecidedWrite> undecided;  // an earlier write of it that may still land
+        std::chrono::steady_clock::time_point started;
+        bool complete_at_start = true;  // every line its INTENT names is here
+        std::uint64_t written_at_start = 0;
+    };
+    // The work of one delivery. Returns false when the batch's lines were
+    // all voided before anything was written. `contended`: other writers
+    // were in the way of the append (congestion).
     bool append_batch(Spool& spool, Batch& batch, bool& found_landed, bool& contended);
+    bool check_earlier(Batch& batch, Attempt& a);
+    bool write(Spool& spool, Batch& batch, Attempt& a, bool& found_landed, bool& contended);
+    void land(Spool& spool, Batch& batch, Attempt& a, std::optional<Batch>& as_before, bool& found_landed,
+              bool& contended);
+    void before_write(Spool& spool, Batch& batch, const Attempt& a, const AppendIntent& intent, std::uint32_t crc);
+    bool finish(Spool& spool, Batch& batch, Attempt& a, bool found_landed);
+    // The one place a batch's state changes: logs the transition (debug),
+    // and one the protocol does not make (error).
+    void set_state(Batch& batch, BatchState to) const;
     // The DedupStore's TakeoverGuard (batches mode).
     bool settle_inflight_of(const std::string& gone);
     // The batch object's record in the dedup store, once its keys are committed (best effort).
