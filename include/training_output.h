@@ -233,8 +233,11 @@ TDO_API int tdo_writer_open_ex(tdo_writer** out, const char* config_json, const 
 
 /*
  * Calls `callback` once for each batch of `writer` that lands from now on,
- * on the writer's background thread, after the batch is recorded as
- * delivered: never for a batch that did not land, never twice for one. A
+ * in landing order, on a thread of the writer's (not the one that delivers:
+ * a slow callback holds back no delivery until 64 calls wait), after the
+ * batch is recorded as delivered: never for a batch that did not land,
+ * never twice for one. tdo_writer_flush() returns once the calls for what
+ * it delivered are made. A
  * batch that a writer that died had landed is reported by the writer that
  * adopts its spool. NULL stops the calls. Once this returns, the callback it
  * replaced is not running and will not be called again. The callback must

@@ -32,12 +32,12 @@ const Key kKeys[] = {
     {"training_data_prefix", &Config::training_data_prefix, kWritten, 0, INT32_MAX, nullptr, nullptr,
      "first segments of every object key"},
     {"templates_file", &Config::templates_file, kWritten, 0, INT32_MAX, nullptr, nullptr,
-     "JSON file overriding instructions and input descriptions ([Templates](../README.md#templates))"},
+     "JSON file overriding instructions and input descriptions ([Templates](guide.md#templates))"},
     {"max_line_bytes", &Config::max_line_bytes, kWritten, 256, 64 * kMiB, nullptr, nullptr,
      "longer examples are rejected with `TDO_E_INVALID_INPUT`"},
     {"output_format", &Config::output_format, kWritten, 0, INT32_MAX, "alpaca|chat", nullptr,
      "`alpaca` (`instruction`, `input`, `output`, `metadata`) or `chat` (`messages`: system, user, assistant; "
-     "`metadata`) ([Output format](../README.md#output-format))"},
+     "`metadata`) ([Output format](guide.md#output-format))"},
     {"redact_phi", &Config::redact_phi, kData, 0, INT32_MAX, nullptr, nullptr,
      "identifiers in narratives and in the strings of `clinical_insights` become typed placeholders (`[EMAIL]`, "
      "`[DATE]`, ...) before the content hash; an example the redaction cannot run on is skipped (`redaction_failed`), "
@@ -72,7 +72,7 @@ const Key kKeys[] = {
     {"dedup_store", &Config::dedup_store, kDedup, 0, INT32_MAX, "sqlite|memory|redis|log",
      "`\"sqlite\"`, or `\"redis\"` when `redis_url` is set",
      "`sqlite` (persistent, shared by the processes of a machine), `redis` (shared by a fleet, "
-     "[Redis](../README.md#redis-one-dedup-store-for-a-fleet)), `memory`, or `log` (persistent, shared by the "
+     "[Redis](guide.md#redis-one-dedup-store-for-a-fleet)), `memory`, or `log` (persistent, shared by the "
      "processes of a machine: an append-only file with every key indexed in memory, about 100 bytes a key; a claim "
      "costs the same whatever the store holds; new in 0.4, not the default yet)"},
     {"dedup_db_path", &Config::dedup_db_path, kDedup, 0, INT32_MAX, nullptr,
@@ -91,7 +91,7 @@ const Key kKeys[] = {
      "SQLite: how long to wait for another process's lock"},
     {"dedup_pending_outcome", &Config::dedup_pending_outcome, kDedup, 0, INT32_MAX, nullptr, nullptr,
      "answer `TDO_PENDING` (4) instead of `TDO_DUPLICATE` when the content is held by a live writer that has not "
-     "delivered it yet (see [Delivery](../README.md#delivery)); calls then wait for their own claim"},
+     "delivered it yet (see [Delivery](guide.md#delivery)); calls then wait for their own claim"},
     {"dedup_owner_ttl_seconds", &Config::dedup_owner_ttl_seconds, kDedup, 10, kDaySeconds, nullptr, nullptr,
      "Redis: how long a writer's spool stays alive without a refresh (refreshed every sixth of it); then another "
      "writer may take over its claims (at least 10)"},
@@ -104,7 +104,7 @@ const Key kKeys[] = {
      "Redis: connections per writer; more threads than this take turns"},
     {"redis_tls_ca_file", &Config::redis_tls_ca_file, kRedis, 0, INT32_MAX, nullptr, nullptr,
      "`rediss://`: PEM file of the CAs that sign the server's certificate; none: the system's default CAs ([Redis over "
-     "TLS](../README.md#redis-over-tls))"},
+     "TLS](guide.md#redis-over-tls))"},
     {"redis_tls_cert_file", &Config::redis_tls_cert_file, kRedis, 0, INT32_MAX, nullptr, nullptr,
      "`rediss://`: client certificate (PEM), with `redis_tls_key_file`"},
     {"redis_tls_key_file", &Config::redis_tls_key_file, kRedis, 0, INT32_MAX, nullptr, nullptr,

@@ -359,7 +359,7 @@ bool Flusher::finish(Spool& spool, Batch& b, Attempt& a, bool found_landed) {
     set_state(b, BatchState::Done);
     crash_point("flusher.after_done");
     if (b.spool.lines.empty()) return false;  // only a fence was written
-    if (options_.on_landed) {
+    if (events_) {
         // What landed is the batch as its INTENT recorded it: the bytes at
         // hand, unless lines of it were missing from an adopted spool.
         const bool exact = a.complete_at_start || !found_landed;
@@ -367,7 +367,8 @@ bool Flusher::finish(Spool& spool, Batch& b, Attempt& a, bool found_landed) {
         a.where.bytes = exact ? std::string_view(a.bytes) : std::string_view();
         a.where.lines = b.spool.lines.size();
         a.where.seconds = std::chrono::duration<double>(Clock::now() - a.started).count();
-        options_.on_landed(a.where);
+        a.where.done_at = std::chrono::system_clock::now();
+        events_->post(a.where);
     }
     if (!committed) {
         std::lock_guard<std::mutex> lock(mutex_);

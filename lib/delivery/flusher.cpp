@@ -52,6 +52,7 @@ Flusher::Flusher(ObjectAppender& appender, BatchObjects& batches, TrainingDedupl
       own_(own),
       adopt_(std::move(adopt)) {
     epoch_ = dedup_.liveness_epoch();
+    if (options_.on_landed) events_ = std::make_unique<LandedEvents>(options_.on_landed);
     if (options_.batch_objects) {
         dedup_.store().set_takeover_guard([this](const std::string& gone) { return settle_inflight_of(gone); });
     }
@@ -206,6 +207,11 @@ bool Flusher::flushed(const std::map<Spool*, std::uint64_t>& targets) const {
 }
 
 void Flusher::flush() {
+    flush_lines();
+    if (events_) events_->drain();  // what follows each batch delivered, done too
+}
+
+void Flusher::flush_lines() {
     std::unique_lock<std::mutex> lock(mutex_);
     std::map<Spool*, std::uint64_t> targets;
     for (const auto& [slot, p] : pending_) {
@@ -266,6 +272,7 @@ void Flusher::close() {
     // Out of time: an append still retrying stops at its next backoff.
     if (failure) appender_.cancel();
     if (thread_.joinable()) thread_.join();
+    if (events_) events_->drain();
     std::uint64_t left = 0, commits = 0;
     {
         std::lock_guard<std::mutex> lock(mutex_);

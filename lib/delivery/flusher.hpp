@@ -39,23 +39,12 @@
 #include "append/object_appender.hpp"
 #include "dedup/deduplicator.hpp"
 #include "delivery/batch_state.hpp"
+#include "delivery/events.hpp"
 #include "log/logger.hpp"
 #include "spool/spool.hpp"
 #include "training_output/error.hpp"
 
 namespace training_output {
-
-// A batch that landed (and whose DONE is recorded), for the writer's
-// manifests and delivery notifications.
-struct LandedBatch {
-    std::string key;           // where it landed: the monthly file, or its batch object
-    std::uint64_t offset = 0;  // where it starts there
-    std::uint64_t size = 0;    // its bytes
-    std::string_view bytes;    // exactly them, or empty when not at hand
-    std::size_t lines = 0;
-    bool batch_object = false;  // s3_append_mode=batches: its own object, folded later
-    double seconds = 0;         // from the start of its delivery to its DONE
-};
 
 struct FlusherOptions {
     std::uint64_t max_bytes = 8u << 20;
@@ -72,10 +61,11 @@ struct FlusherOptions {
     // s3_append_mode=batches: each batch is written as its own object
     // (BatchObjects), folded into the key's object by compactions.
     bool batch_objects = false;
-    // Called on the flusher's thread once per batch that landed, after its
-    // DONE: never for one that did not, never twice for one (a batch a dead
-    // writer landed without recording its DONE is reported by its adopter).
-    // Must not throw.
+    // Called once per batch that landed, after its DONE, in landing order,
+    // on a thread of its own (LandedEvents): never for one that did not,
+    // never twice for one (a batch a dead writer landed without recording
+    // its DONE is reported by its adopter). flush() returns once the calls
+    // for what it delivered are made. Must not throw.
     std::function<void(const LandedBatch&)> on_landed;
 };
 
@@ -198,6 +188,7 @@ private:
     using Slot = std::pair<Spool*, std::string>;  // spool, object key
 
     void run();
+    void flush_lines();
     void adopt_now();
     bool due(const Pending& p, Spool* spool, std::chrono::steady_clock::time_point now) const;
     std::chrono::milliseconds interval_of(const Pending& p) const;
@@ -288,6 +279,7 @@ private:
     std::uint64_t flush_calls_ = 0;  // flush() calls started
     bool stopping_ = false;
     FlusherStats stats_;
+    std::unique_ptr<LandedEvents> events_;  // options_.on_landed's, when set
     std::thread thread_;
 };
 

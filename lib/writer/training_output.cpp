@@ -426,7 +426,7 @@ struct TrainingOutput::Impl {
                     .add("manifest_version", d.manifest_version);
                 const auto took =
                     std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double>(l.seconds));
-                emit("batch_append", std::chrono::system_clock::now() - took, took, {}, a, 0);
+                emit("batch_append", l.done_at - took, took, {}, a, 0);
             }
             logger.log(LogLevel::Info, "training_output_batch_landed",
                        {{"object_key", l.key},

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """No dependency runs upward: every #include "..." in include/, lib/ and capi/
-is checked against the layers below (README "Layout"). A layer may include
+is checked against the layers below (README "Layout", docs/design.md). A layer may include
 its own headers, those of the layers it lists, and the public headers that
 belong to those layers. Installed headers include only installed headers.
 

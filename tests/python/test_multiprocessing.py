@@ -1,4 +1,4 @@
-"""Writers in multiprocessing workers: the README's pool example.
+"""Writers in multiprocessing workers: the pool example of docs/guide.md.
 
 A worker opens its writer in the pool's initializer and never closes it.
 When the pool is closed and joined, each worker exits normally, and the

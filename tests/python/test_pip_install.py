@@ -78,7 +78,7 @@ def main():
         print(f"pip install: {r['file']} (version {r['version']}) wrote an example")
         run(*pip, "uninstall", "-y", "training-output", env=env, cwd=work)
         # Editable, from the checkout: the library is found in its build directory
-        # when it lies in one of those the README names.
+        # when it lies in one of those docs/guide.md names.
         build = os.path.relpath(os.path.dirname(library), ROOT)
         run(*pip, "install", "--no-index", "--no-build-isolation", "-e", PACKAGE, env=env, cwd=work)
         try:

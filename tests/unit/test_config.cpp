@@ -358,7 +358,7 @@ TEST_CASE("every metric the library exports is in docs/observability.md's table,
     check_same(in_code, names_in_doc_table("docs/observability.md", "## Metrics"));
 }
 
-TEST_CASE("the README's table of status codes is the header's", "[unit][config][capi]") {
+TEST_CASE("the guide's table of status codes is the header's", "[unit][config][capi]") {
     std::set<std::string> in_header;
     const std::string header = source_text(TDO_SOURCE_DIR "/include/training_output.h");
     const std::regex define("\n#define (TDO_E_[A-Z_]+) (-[0-9]+)");
@@ -366,7 +366,7 @@ TEST_CASE("the README's table of status codes is the header's", "[unit][config][
         in_header.insert(std::string((*it)[1]) + "=" + std::string((*it)[2]));
     }
     CHECK(in_header.size() >= 13);
-    const std::string readme = source_text(TDO_SOURCE_DIR "/README.md");
+    const std::string readme = source_text(TDO_SOURCE_DIR "/docs/guide.md");
     std::set<std::string> documented;
     const std::regex row("\n\\| `(TDO_E_[A-Z_]+)` \\| (-[0-9]+) \\|");
     for (std::sregex_iterator it(readme.begin(), readme.end(), row), end; it != end; ++it) {

@@ -4,13 +4,18 @@
 #include <rapidjson/document.h>
 #include <catch2/catch.hpp>
 
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <mutex>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/crash_point.hpp"
 #include "delivery/batch_state.hpp"
+#include "delivery/events.hpp"
 #include "memory_sink.hpp"
 #include "shared_sink.hpp"
 #include "test_util.hpp"
@@ -165,4 +170,104 @@ TEST_CASE("delivery: the states' table", "[unit][delivery]") {
     // A batch that may have landed is never queued as new without a check.
     CHECK_FALSE(batch_transition_allowed(S::Committed, S::Queued));
     CHECK_FALSE(batch_transition_allowed(S::Landed, S::Queued));
+}
+
+TEST_CASE("delivery: what follows a landed batch runs in order, off the delivery thread, bounded",
+          "[unit][delivery][events]") {
+    std::mutex m;
+    std::condition_variable cv;
+    std::vector<std::string> served;
+    bool hold = true;
+    auto* events = new LandedEvents(
+        [&](const LandedBatch& b) {
+            std::unique_lock<std::mutex> lock(m);
+            cv.wait(lock, [&] { return !hold || b.key != "first"; });
+            served.push_back(b.key + ":" + std::string(b.bytes));
+        },
+        2);
+    std::string bytes = "a\n";
+    LandedBatch b;
+    b.key = "first";
+    b.bytes = bytes;
+    events->post(b);
+    bytes = "overwritten";  // the event keeps its own copy
+    b.key = "second";
+    b.bytes = "b\n";
+    events->post(b);
+    // The queue holds 2: a third post waits until the first was served.
+    std::atomic<bool> third_posted{false};
+    std::thread poster([&] {
+        LandedBatch c;
+        c.key = "third";
+        c.bytes = "c\n";
+        events->post(c);
+        third_posted = true;
+    });
+    SECTION("drain() waits for what was posted; the handler keeps the landing order") {
+        {
+            std::lock_guard<std::mutex> lock(m);
+            CHECK(served.empty());
+        }
+        CHECK_FALSE(third_posted.load());  // no room while "first" is held
+        {
+            std::lock_guard<std::mutex> lock(m);
+            hold = false;
+        }
+        cv.notify_all();
+        poster.join();
+        events->drain();
+        const std::vector<std::string> expect = {"first:a\n", "second:b\n", "third:c\n"};
+        std::lock_guard<std::mutex> lock(m);
+        CHECK(served == expect);
+    }
+    SECTION("the destructor serves what waits") {
+        {
+            std::lock_guard<std::mutex> lock(m);
+            hold = false;
+        }
+        cv.notify_all();
+        poster.join();
+        delete events;
+        events = nullptr;
+        std::lock_guard<std::mutex> lock(m);
+        CHECK(served.size() == 3u);
+    }
+    delete events;
+}
+
+TEST_CASE("delivery: a host's slow delivery callback does not hold the next batch back", "[unit][delivery][events]") {
+    tdo_test::TempDir dir;
+    Config c = config_in(dir);
+    c.flush_interval_ms = 1;
+    std::mutex m;
+    std::condition_variable cv;
+    bool release = false;
+    std::atomic<int> called{0};
+    WriterComponents parts;
+    parts.on_delivery = [&](const Delivery&) {
+        ++called;
+        std::unique_lock<std::mutex> lock(m);
+        cv.wait(lock, [&] { return release; });
+    };
+    TrainingOutput w(c, std::move(parts));
+    CHECK(glucose(w, "The first batch: its callback is slow.") == Outcome::Written);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (called.load() == 0 && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    REQUIRE(called.load() == 1);
+    // The callback still runs: the second batch lands all the same.
+    CHECK(w.generate("Steps after the first batch.", tdo_test::message_json("StepsRecord"), tdo_test::result_json()) ==
+          Outcome::Written);
+    while (w.stats().lines_appended < 2 && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    CHECK(w.stats().lines_appended == 2);
+    CHECK(called.load() == 1);
+    {
+        std::lock_guard<std::mutex> lock(m);
+        release = true;
+    }
+    cv.notify_all();
+    w.flush();  // returns once the second batch's callback was made too
+    CHECK(called.load() == 2);
+    w.close();
 }

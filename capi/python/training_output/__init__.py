@@ -42,7 +42,7 @@ _ABI_MAJOR = 0
 _ABI_MINOR = 4
 # The package's version: the C header's (a test checks them against each other).
 __version__ = "0.4.0"
-# The build directories of a source checkout, as the README names them (the
+# The build directories of a source checkout, as docs/guide.md names them (the
 # presets' build/<preset>, and build/ itself); sanitizer builds last, as they
 # load only with their runtime preloaded.
 BUILD_DIRS = ("build", "build/release", "build/dev", "build/ci", "build/clang", "build/bench", "build/asan", "build/tsan")
