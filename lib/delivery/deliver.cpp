@@ -368,7 +368,8 @@ bool Flusher::finish(Spool& spool, Batch& b, Attempt& a, bool found_landed) {
         a.where.lines = b.spool.lines.size();
         a.where.seconds = std::chrono::duration<double>(Clock::now() - a.started).count();
         a.where.done_at = std::chrono::system_clock::now();
-        events_->post(a.where);
+        // Its bytes go with it (the attempt is over): nothing is copied.
+        events_->post(a.where, exact ? std::move(a.bytes) : std::string());
     }
     if (!committed) {
         std::lock_guard<std::mutex> lock(mutex_);

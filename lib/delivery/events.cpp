@@ -21,16 +21,16 @@ LandedEvents::~LandedEvents() {
     if (thread_.joinable()) thread_.join();
 }
 
-void LandedEvents::post(const LandedBatch& batch) {
+void LandedEvents::post(const LandedBatch& batch, std::string bytes) {
     std::unique_lock<std::mutex> lock(mutex_);
     // Room for it (one event always fits, however large).
     served_.wait(lock, [&] {
-        return queue_.empty() || (queue_.size() < max_events_ && queued_bytes_ + batch.bytes.size() <= max_bytes_);
+        return queue_.empty() || (queue_.size() < max_events_ && queued_bytes_ + bytes.size() <= max_bytes_);
     });
     Event& e = queue_.emplace_back();
-    e.bytes.assign(batch.bytes.data(), batch.bytes.size());
     e.batch = batch;
-    e.batch.bytes = e.bytes;
+    e.bytes = std::move(bytes);
+    if (!batch.bytes.empty()) e.batch.bytes = e.bytes;
     queued_bytes_ += e.bytes.size();
     ++posted_;
     if (!running_) {

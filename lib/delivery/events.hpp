@@ -41,8 +41,9 @@ public:
     LandedEvents(const LandedEvents&) = delete;
     LandedEvents& operator=(const LandedEvents&) = delete;
 
-    // Queues `batch` (its bytes copied) for the handler.
-    void post(const LandedBatch& batch);
+    // Queues `batch` for the handler, with `bytes`: the batch's bytes when
+    // batch.bytes is not empty (the event's view of them is set to these).
+    void post(const LandedBatch& batch, std::string bytes);
     // Returns once every event posted before the call was served.
     void drain();
 

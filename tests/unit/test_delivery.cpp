@@ -185,22 +185,21 @@ TEST_CASE("delivery: what follows a landed batch runs in order, off the delivery
             served.push_back(b.key + ":" + std::string(b.bytes));
         },
         2);
-    std::string bytes = "a\n";
     LandedBatch b;
     b.key = "first";
+    std::string bytes = "a\n";
     b.bytes = bytes;
-    events->post(b);
-    bytes = "overwritten";  // the event keeps its own copy
+    events->post(b, bytes);
     b.key = "second";
     b.bytes = "b\n";
-    events->post(b);
+    events->post(b, "b\n");
     // The queue holds 2: a third post waits until the first was served.
     std::atomic<bool> third_posted{false};
     std::thread poster([&] {
         LandedBatch c;
         c.key = "third";
         c.bytes = "c\n";
-        events->post(c);
+        events->post(c, "c\n");
         third_posted = true;
     });
     SECTION("drain() waits for what was posted; the handler keeps the landing order") {
