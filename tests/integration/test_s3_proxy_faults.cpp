@@ -222,7 +222,10 @@ TEST_CASE("RGW through a proxy: a Complete that stalls past the lease never land
     TrainingOutput a(Config::from_json(writer_config(through(proxy), bucket, a_dir.path(), extra)));
     TrainingOutput b(Config::from_json(writer_config(rgw(), bucket, b_dir.path(), extra)));
     CHECK(steps(a, "Written by A.") == Outcome::Written);
-    std::this_thread::sleep_for(std::chrono::milliseconds(500));  // A's Complete is on its way
+    // A's write is on its way: the proxy holds it.
+    const auto held_by = Clock::now() + std::chrono::seconds(30);
+    while (proxy.faults() == 0 && Clock::now() < held_by) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    REQUIRE(proxy.faults() == 1);
     CHECK(steps(b, "Written by B.") == Outcome::Written);
     b.flush();
     a.flush();
