@@ -114,7 +114,8 @@ const Key kKeys[] = {
     {"redis_tls_verify", &Config::redis_tls_verify, kRedis, 0, INT32_MAX, nullptr, nullptr,
      "`rediss://`: `false` accepts any server certificate (tests only)"},
     {"log_level", LogLevelField{}, kLogs, 0, INT32_MAX, "debug|info|warning|error|off", nullptr,
-     "stderr threshold: `debug`, `info`, `warning`, `error`, `off`"},
+     "stderr threshold: `debug`, `info`, `warning`, `error`, `off` (`warn` and `none` are read as `warning` and "
+     "`off`)"},
     {"flush_max_bytes", &Config::flush_max_bytes, kBatching, 1, kGiB, nullptr, nullptr,
      "a key's pending bytes that trigger an append"},
     {"flush_interval_ms", &Config::flush_interval_ms, kBatching, 1, kHour, nullptr, nullptr,

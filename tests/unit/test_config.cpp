@@ -86,6 +86,9 @@ TEST_CASE("configuration errors name the key", "[unit][config]") {
     CHECK_THAT(error_of([] { Config::from_json(R"({"dedup_claim_ttl_seconds": 0})"); }), Catch::Contains("at least 1"));
     CHECK_THAT(error_of([] { Config::from_json(R"({"dedup_store": "postgres"})"); }), Catch::Contains("dedup_store"));
     CHECK_THAT(error_of([] { Config::from_json(R"({"log_level": "loud"})"); }), Catch::Contains("log_level"));
+    // The two spellings the description names beside the allowed values.
+    CHECK(Config::from_json(R"({"log_level": "warn"})").log_level == LogLevel::Warning);
+    CHECK(Config::from_json(R"({"log_level": "none"})").log_level == LogLevel::Off);
     CHECK_THAT(error_of([] { Config::from_json(R"({"training_data_prefix": "a/../b"})"); }),
                Catch::Contains("training_data_prefix"));
     CHECK_THAT(error_of([] { Config::from_json(R"({"training_data_prefix": "a//b"})"); }),
