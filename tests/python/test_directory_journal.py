@@ -63,7 +63,9 @@ def main():
             re.search(r'unlinkat\(AT_FDCWD, "' + re.escape(journal_dir) + r'/[0-9a-f]+"', text)
         if tid in pending:
             pending.discard(tid)
-            if not re.match(r'fsync\(\d+<' + re.escape(journal_dir) + r'>\)', text):
+            # "fsync(N<dir>) = 0", or "fsync(N<dir> <unfinished ...>" when another
+            # thread's call came in between (strace then prints its end apart).
+            if not re.match(r'fsync\(\d+<' + re.escape(journal_dir) + r'>(\)| <unfinished \.\.\.>)', text):
                 unsynced += 1
         if removal:
             removals += 1
