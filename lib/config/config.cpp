@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <variant>
 
+#include "common/ascii.hpp"
 #include "common/json.hpp"
 #include "common/utf8.hpp"
 #include "config/keys.hpp"
@@ -95,8 +96,7 @@ void apply_text(Config& c, const Key& k, const std::string& text, const std::str
                      "environment variable " + var + ": expected " + expected + ", got " + json::quote(text));
     };
     if (auto* b = std::get_if<bool Config::*>(&k.target)) {
-        std::string t;
-        for (char ch : text) t.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(ch))));
+        const std::string t = ascii_lower(text);
         if (t == "true" || t == "1" || t == "yes" || t == "on")
             c.*(*b) = true;
         else if (t == "false" || t == "0" || t == "no" || t == "off")
@@ -287,8 +287,7 @@ std::string Config::destination() const {
     } else {
         std::string endpoint = s3_endpoint_url;
         while (!endpoint.empty() && endpoint.back() == '/') endpoint.pop_back();
-        for (char& ch : endpoint) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-        where = "s3 " + endpoint + " bucket " + s3_bucket_name;
+        where = "s3 " + ascii_lower(endpoint) + " bucket " + s3_bucket_name;
     }
     return where + " prefix " + training_data_prefix;
 }

@@ -4,6 +4,7 @@
 
 #include <cctype>
 
+#include "common/ascii.hpp"
 #include "common/json.hpp"
 #include "training_output/error.hpp"
 
@@ -73,12 +74,6 @@ void parse_query(std::string_view query, RedisUrl& u, bool db_in_path) {
     }
 }
 
-std::string lower(std::string_view s) {
-    std::string out;
-    for (char ch : s) out.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(ch))));
-    return out;
-}
-
 }  // namespace
 
 std::string RedisUrl::redacted() const {
@@ -96,7 +91,7 @@ RedisUrl parse_redis_url(std::string_view url) {
     if (colon == std::string_view::npos) {
         bad("expected redis[s]://[[user]:password@]host[:port][/db] or unix:///path[?db=N]");
     }
-    std::string scheme = lower(url.substr(0, colon));
+    std::string scheme = ascii_lower(url.substr(0, colon));
     if (scheme != "redis" && scheme != "rediss" && scheme != "unix") {
         bad("unknown scheme " + json::quote(scheme) + ", expected redis://, rediss:// (TLS) or unix://");
     }

@@ -4,6 +4,7 @@
 // server reads the other ETag form (curl_s3_sink_impl.hpp).
 #include <cstdlib>
 
+#include "common/ascii.hpp"
 #include "common/json.hpp"
 #include "common/random.hpp"
 #include "s3/curl_s3_sink_impl.hpp"
@@ -172,7 +173,7 @@ void CurlS3Sink::Impl::correct_clock(const http::Response& resp, const SinkRespo
 
 void CurlS3Sink::Impl::add_attributes(Call& c, const ObjectAttributes& a) {
     if (!a.content_type.empty()) c.headers.emplace_back("content-type", a.content_type);
-    for (const auto& [name, value] : a.metadata) c.headers.emplace_back("x-amz-meta-" + s3::ascii_lower(name), value);
+    for (const auto& [name, value] : a.metadata) c.headers.emplace_back("x-amz-meta-" + ascii_lower(name), value);
 }
 
 void CurlS3Sink::Impl::add_conditions(Call& c, const WriteConditions& w, bool quoted_form) {

@@ -3,6 +3,7 @@
 
 #include <cctype>
 
+#include "common/ascii.hpp"
 #include "common/json.hpp"
 #include "training_output/error.hpp"
 
@@ -17,11 +18,6 @@ AddressingStyle parse_addressing_style(const std::string& text) {
 }
 
 namespace s3 {
-
-std::string ascii_lower(std::string s) {
-    for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    return s;
-}
 
 Endpoint parse_endpoint(const std::string& url) {
     auto bad = [&](const char* why) {

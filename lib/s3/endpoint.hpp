@@ -35,7 +35,5 @@ bool is_directory_bucket(const std::string& bucket);
 // for Virtual with a bucket that cannot.
 bool virtual_host(AddressingStyle style, const Endpoint& endpoint, const std::string& bucket);
 
-std::string ascii_lower(std::string s);
-
 }  // namespace s3
 }  // namespace training_output

@@ -1,5 +1,6 @@
 #include "s3/http_client.hpp"
 
+#include "common/ascii.hpp"
 #include "common/crash_point.hpp"
 
 #include <curl/curl.h>
@@ -59,8 +60,7 @@ std::size_t write_header(char* data, std::size_t size, std::size_t count, void* 
     }
     auto colon = line.find(':');
     if (colon == std::string_view::npos) return size * count;
-    std::string name(line.substr(0, colon));
-    for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    std::string name = ascii_lower(line.substr(0, colon));
     std::string_view value = line.substr(colon + 1);
     while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
     while (!value.empty() && (value.back() == '\r' || value.back() == '\n' || value.back() == ' '))
