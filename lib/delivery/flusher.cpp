@@ -521,7 +521,7 @@ void Flusher::deliver(const Slot& slot, std::unique_lock<std::mutex>& lock) {
     if (p.batches.empty() && !take_batch(p, slot.second)) return;
     Batch work = p.batches.front();
     work.epoch = epoch_;  // what run() confirmed the queues in
-    Outcome o;
+    AttemptOutcome o;
     o.lines_before = work.spool.lines.size();
     o.bytes_before = work.bytes;
     p.in_flight = true;
@@ -556,7 +556,7 @@ void Flusher::deliver(const Slot& slot, std::unique_lock<std::mutex>& lock) {
 }
 
 // After an attempt that delivered its batch (or voided all of it).
-void Flusher::delivered(Pending& q, const std::string& key, const Batch& work, const Outcome& o,
+void Flusher::delivered(Pending& q, const std::string& key, const Batch& work, const AttemptOutcome& o,
                         std::unique_lock<std::mutex>& lock) {
     q.batches.pop_front();
     if (q.failures > 0) {
@@ -597,7 +597,7 @@ void Flusher::delivered(Pending& q, const std::string& key, const Batch& work, c
 // After an attempt that failed: what it learned (its id, its INTENT, lines
 // voided) stays with the batch, and the next attempt first finds out
 // whether this one wrote.
-void Flusher::failed(Pending& q, const std::string& key, Batch work, const Outcome& o,
+void Flusher::failed(Pending& q, const std::string& key, Batch work, const AttemptOutcome& o,
                      std::unique_lock<std::mutex>& lock) {
     q.batches.front() = std::move(work);
     ++stats_.append_failures;

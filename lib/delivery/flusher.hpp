@@ -196,7 +196,7 @@ private:
     void deliver(const Slot& slot, std::unique_lock<std::mutex>& lock);
     bool take_batch(Pending& p, const std::string& key);
     // What one delivery attempt did, for the queue's bookkeeping.
-    struct Outcome {
+    struct AttemptOutcome {
         std::size_t lines_before = 0;
         std::uint64_t bytes_before = 0;
         std::uint64_t attempt = 0;      // its number
@@ -206,9 +206,10 @@ private:
         std::string error;  // empty: it succeeded
         ErrorCode code = ErrorCode::Storage;
     };
-    void delivered(Pending& q, const std::string& key, const Batch& work, const Outcome& o,
+    void delivered(Pending& q, const std::string& key, const Batch& work, const AttemptOutcome& o,
                    std::unique_lock<std::mutex>& lock);
-    void failed(Pending& q, const std::string& key, Batch work, const Outcome& o, std::unique_lock<std::mutex>& lock);
+    void failed(Pending& q, const std::string& key, Batch work, const AttemptOutcome& o,
+                std::unique_lock<std::mutex>& lock);
     // deliver.cpp: one batch's way to its object, without the lock.
     // What one attempt read of the batch, and learned on its way.
     struct Attempt {
