@@ -216,12 +216,10 @@ BatchObjects::BatchObjects(S3Sink& sink, ObjectAppender& appender, BatchObjectsO
     : sink_(sink), appender_(appender), options_(std::move(options)), logger_(logger) {}
 
 AppendResult BatchObjects::land(const std::string& month_key, const std::string& batch_key, std::string_view batch,
-                                const std::function<void(const AppendIntent&)>& before_write,
                                 std::optional<UndecidedWrite>* left_undecided) {
     AppendResult result;
     result.attempts = 1;
     const AppendIntent in = batch_objects::intent(month_key, batch_key);
-    if (before_write) before_write(in);
     // From here the batch may land: if this fails, it stays undecided (a
     // write of it may still land, and it is always these bytes).
     if (left_undecided) {
@@ -484,17 +482,22 @@ bool BatchObjects::fold_round(const std::string& month_key, BatchManifest& m, co
     m.folding->bytes = body.size();
     m.folding->crc = crc;
     const bool first = m.etag.empty();
-    AppendResult r = appender_.append(
-        month_key, body,
-        [&](const AppendIntent& in) {
+    std::uint64_t end = 0;
+    {
+        // (Its lease on M, if it takes one, ends with it.)
+        AppendJob job(appender_, month_key, body, undecided);
+        while (const AppendIntent* in = job.prepare()) {
+            // The fold's INTENT, in the manifest, before each write of it.
             if (!still_ours()) throw Error(ErrorCode::Storage, "the compaction lease was lost");
-            m.folding->intent = in;
-            if (first) m.file_bytes = in.size;  // what M held before: the month's, from an earlier mode
+            m.folding->intent = *in;
+            if (first) m.file_bytes = in->size;  // what M held before: the month's, from an earlier mode
             write_manifest(month_key, m);
-        },
-        undecided);
-    commit_fold(month_key, m, r.offset + body.size(), still_ours);
-    if (options_.on_fold) options_.on_fold(month_key, r.offset + body.size(), body);
+            job.write_once();
+        }
+        end = job.result().offset + body.size();
+    }
+    commit_fold(month_key, m, end, still_ours);
+    if (options_.on_fold) options_.on_fold(month_key, end, body);
     result.folds += 1;
     result.batches += take.size();
     result.bytes += body.size();

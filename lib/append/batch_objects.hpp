@@ -128,14 +128,15 @@ class BatchObjects {
 public:
     BatchObjects(S3Sink& sink, ObjectAppender& appender, BatchObjectsOptions options, const Logger* logger = nullptr);
 
-    // Writes `batch` as the object `batch_key` (see ObjectAppender::append
-    // for `before_write`, `undecided` and `left_undecided`; the intent is
-    // batch_objects::intent()). found_landed: an earlier write of it was there.
+    // Writes `batch` as the object `batch_key`, once, its INTENT
+    // (batch_objects::intent()) recorded by the caller. found_landed: an
+    // earlier write of it was there. Throws Error(Storage | Auth | Timeout |
+    // Closed) when it was not written; then `left_undecided` (when given)
+    // is the write of it that may still land (FencedName: none).
     // An empty batch is written as an empty object: a fence, so that an
     // earlier write under the name never lands (readers and compactions
     // find nothing in it).
     AppendResult land(const std::string& month_key, const std::string& batch_key, std::string_view batch,
-                      const std::function<void(const AppendIntent&)>& before_write,
                       std::optional<UndecidedWrite>* left_undecided = nullptr);
 
     // Did the batch of this INTENT (of `bytes` bytes) land? Its object

@@ -51,116 +51,10 @@ void ObjectAppender::cancel() {
 }
 
 AppendResult ObjectAppender::append(const std::string& key, std::string_view batch,
-                                    const std::function<void(const AppendIntent&)>& before_write,
-                                    const std::optional<UndecidedWrite>& undecided_write,
-                                    std::optional<UndecidedWrite>* left_undecided) {
-    std::optional<UndecidedWrite> undecided = undecided_write;
-    // On every way out: what of this batch may still land (nothing once it is written).
-    struct Report {
-        std::optional<UndecidedWrite>* out;
-        std::optional<UndecidedWrite>* undecided;
-        ~Report() {
-            if (out) *out = *undecided;
-        }
-    } report{left_undecided, &undecided};
-    if (batch.empty()) return {};
-    check_cancelled();
-    const SinkCapabilities caps = sink_.capabilities();
-    bool native = false;
-    if (caps.native_append) {
-        std::lock_guard<std::mutex> lock(ends_mutex_);
-        native = plain_.count(key) == 0;
-    }
-    std::optional<Lease> lease;
-    // One owner token for the whole append: a lease object that names it is
-    // ours, whatever answers were lost on the way.
-    const std::string owner = random::token_hex(16);
-    auto take_lease = [&] {
-        if (lease) return;
-        const auto asked = std::chrono::steady_clock::now();
-        lease = acquire_lease(key, owner, options_.lease_wait);
-        if (lease->found_converting) {
-            // Its last holder died converting the object: finished first.
-            finish_conversion(key, &*lease);
-            lease->found_converting = false;
-        }
-        if (logger_) {
-            logger_->log(LogLevel::Debug, "training_output_lease_taken",
-                         {{"key", key},
-                          {"waited_ms", static_cast<std::int64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                                                      std::chrono::steady_clock::now() - asked)
-                                                                      .count())}});
-        }
-    };
-    auto finish = [&](AppendResult r) {
-        r.contended = (lease && lease->contended) || r.attempts > 1;
-        return r;
-    };
-    bool keep_lease = false;  // a write that could still land: the lease runs out instead
-    struct Release {
-        ObjectAppender* self;
-        std::optional<Lease>* lease;
-        bool* keep;
-        ~Release() {
-            if (*lease && !*keep) self->release_lease(**lease);
-        }
-    } release{this, &lease, &keep_lease};
-
-    // A lease where the store's own guard does not keep writers apart: native
-    // appends whose position check is not atomic (RGW: two appends at one
-    // position that it processes at once can both succeed, the second
-    // overwriting the first), or a Complete that ignores If-Match.
-    SinkResponse last_failure;
-    // Nothing when the object is plain: it is appended to as one.
-    auto append_natively = [&]() -> std::optional<AppendResult> {
-        if (caps.conditional_writes && (options_.always_lease || !caps.native_append_atomic)) take_lease();
-        return append_native(key, batch, before_write, undecided, last_failure, lease ? &*lease : nullptr, keep_lease);
-    };
-    // Once a native append declined the batch (a plain object; an object
-    // at its part limit), this batch goes by copy.
-    bool native_declined = false;
-    if (native) {
-        if (auto done = append_natively()) return finish(*done);
-        native_declined = true;
-    }
-    if (caps.conditional_writes && (options_.always_lease || !caps.conditional_complete)) take_lease();
-    Lease* held = lease ? &*lease : nullptr;
-    for (int attempt = 0; attempt < options_.max_attempts; ++attempt) {
-        if (attempt > 0) backoff(attempt);
-        AppendIntent intent;
-        SinkResponse failure;
-        Step step =
-            this->attempt(key, batch, before_write, intent, undecided, failure, held, keep_lease, !native_declined);
-        if (step == Step::Native) {
-            // An appendable object, seen before the probe said the store has
-            // native appends: appended to as such (copying would make it plain).
-            if (auto done = append_natively()) return finish(*done);
-            native_declined = true;
-            held = lease ? &*lease : nullptr;
-            continue;
-        }
-        if (step == Step::Done || step == Step::FoundLanded) undecided.reset();
-        if (keep_lease) {
-            throw Error(ErrorCode::Storage, "appending to " + json::quote(key) +
-                                                ": a CompleteMultipartUpload may still land; the lease is left to run "
-                                                "out before anyone appends again: " +
-                                                failure.describe());
-        }
-        if (step == Step::Done) return finish(AppendResult{intent.size, attempt + 1, false});
-        if (step == Step::FoundLanded) return finish(AppendResult{intent.size, attempt + 1, true});
-        if (step == Step::Ambiguous) {
-            // This attempt may land later: the next ones stay conditional on
-            // the object as it wrote against, until it moves on.
-            undecided = UndecidedWrite{intent, batch.size(), crc32c::compute(batch)};
-        }
-        if (failure.status == SinkStatus::Auth || failure.status == SinkStatus::Fatal) give_up(key, failure);
-        if (failure.status == SinkStatus::PreconditionFailed || failure.status == SinkStatus::Conflict ||
-            failure.status == SinkStatus::NotFound) {
-            count_conflict(key, attempt, failure);
-        }
-        last_failure = std::move(failure);
-    }
-    give_up_after(key, options_.max_attempts, last_failure);
+                                    const std::optional<UndecidedWrite>& undecided) {
+    AppendJob job(*this, key, batch, undecided);
+    while (job.prepare()) job.write_once();
+    return job.result();
 }
 
 void ObjectAppender::count_conflict(const std::string& key, int attempt, const SinkResponse& answer) {
@@ -171,51 +65,112 @@ void ObjectAppender::count_conflict(const std::string& key, int attempt, const S
     }
 }
 
-ObjectAppender::Step ObjectAppender::attempt(const std::string& key, std::string_view batch,
-                                             const std::function<void(const AppendIntent&)>& before_write,
-                                             AppendIntent& intent, std::optional<UndecidedWrite>& undecided,
-                                             SinkResponse& failure, Lease* lease, bool& keep_lease, bool allow_native) {
-    check_cancelled();
-    const bool conditional = sink_.capabilities().conditional_writes;
-    intent = AppendIntent{key, "", 0};
-    SinkResponse h = sink_.head(key);
+// The copy path (module comment, steps 1-4): one attempt is a HEAD, then a
+// PUT of the batch where the object is missing, of old+batch (after a GET)
+// where it is small, or a multipart copy where it is large. True when a
+// write is ready; false when the attempt ended before one (after_copy() took
+// its step), or the batch goes natively after all.
+bool AppendJob::prepare_copy() {
+    if (copy_attempt_ >= a_.options_.max_attempts) give_up_after(key_, a_.options_.max_attempts, last_failure_);
+    if (copy_attempt_ > 0) a_.backoff(copy_attempt_);
+    SinkResponse failure;
+    const Step step = prepare_copy_attempt(failure);
+    if (write_ != Write::None) return true;
+    after_copy(step, std::move(failure));
+    return false;
+}
+
+// The first half of a copy attempt: up to the write, which it leaves ready
+// (write_), or the step the attempt ended with.
+ObjectAppender::Step AppendJob::prepare_copy_attempt(SinkResponse& failure) {
+    a_.check_cancelled();
+    const bool conditional = a_.sink_.capabilities().conditional_writes;
+    intent_ = AppendIntent{key_, "", 0};
+    SinkResponse h = a_.sink_.head(key_);
     if (!h.ok() && h.status != SinkStatus::NotFound) {
         failure = std::move(h);
         return Step::Retry;  // nothing was written
     }
-    if (auto settled = settle_undecided(h, batch, undecided, intent, failure)) return *settled;
-    if (allow_native && h.ok() && h.appendable && options_.native_when_appendable) return Step::Native;
+    if (auto settled = a_.settle_undecided(h, batch_, undecided_, intent_, failure)) return *settled;
+    if (!native_declined_ && h.ok() && h.appendable && a_.options_.native_when_appendable) return Step::Native;
     if (h.status == SinkStatus::NotFound) {
-        if (before_write) before_write(intent);  // durable before the lease is checked
-        if (!lease_still_ours(lease, failure)) return Step::Retry;
-        WriteConditions c;
-        c.if_none_match_any = conditional;
-        return put_whole(key, batch, c, failure);
+        body_.clear();
+        conditions_ = WriteConditions{};
+        conditions_.if_none_match_any = conditional;
+        write_ = Write::Put;
+        return Step::Retry;
     }
-    if (h.size > 0 && h.size >= threshold() && multipart_copy_works_.load(std::memory_order_relaxed)) {
-        intent.etag = h.etag;
-        intent.size = h.size;
-        return append_multipart(key, batch, intent, failure, lease, before_write, keep_lease);
+    if (h.size > 0 && h.size >= a_.threshold() && a_.multipart_copy_works_.load(std::memory_order_relaxed)) {
+        intent_.etag = h.etag;
+        intent_.size = h.size;
+        return prepare_multipart(failure);
     }
-    SinkResponse g = sink_.get(key);
+    SinkResponse g = a_.sink_.get(key_);
     if (!g.ok()) {
         failure = std::move(g);
         return Step::Retry;
     }
-    if (undecided && g.etag != undecided->intent.etag) {
+    if (undecided_ && g.etag != undecided_->intent.etag) {
         failure = transient("the object changed while it was read");
         return Step::Retry;  // the next attempt checks the earlier write
     }
-    std::string body = std::move(g.body);
-    if (!body.empty() && body.back() != '\n') body.push_back('\n');  // never glue two lines together
-    intent.etag = g.etag;
-    intent.size = body.size();
-    if (before_write) before_write(intent);
-    if (!lease_still_ours(lease, failure)) return Step::Retry;
-    body.append(batch.data(), batch.size());
-    WriteConditions c;
-    if (conditional) c.if_match = g.etag;
-    return put_whole(key, body, c, failure);
+    body_ = std::move(g.body);
+    if (!body_.empty() && body_.back() != '\n') body_.push_back('\n');  // never glue two lines together
+    intent_.etag = g.etag;
+    intent_.size = body_.size();
+    body_.append(batch_.data(), batch_.size());
+    conditions_ = WriteConditions{};
+    if (conditional) conditions_.if_match = g.etag;
+    write_ = Write::Put;
+    return Step::Retry;
+}
+
+// The second half: the lease checked, then the PUT or the Complete.
+void AppendJob::write_copy() {
+    SinkResponse failure;
+    Step step = Step::Retry;
+    if (write_ == Write::Complete) {
+        step = complete_multipart(failure);
+    } else if (a_.lease_still_ours(lease(), failure)) {
+        // (No body of its own: the object was missing, the batch is all of it.)
+        step = a_.put_whole(key_, body_.empty() ? batch_ : std::string_view(body_), conditions_, failure);
+    }
+    write_ = Write::None;
+    body_.clear();
+    after_copy(step, std::move(failure));
+}
+
+// What a copy attempt's step means for the batch.
+void AppendJob::after_copy(Step step, SinkResponse failure) {
+    if (step == Step::Native) {
+        // An appendable object, seen before the probe said the store has
+        // native appends: appended to as such (copying would make it plain).
+        enter_native();
+        return;
+    }
+    if (step == Step::Done || step == Step::FoundLanded) undecided_.reset();
+    if (keep_lease_) {
+        throw Error(ErrorCode::Storage, "appending to " + json::quote(key_) +
+                                            ": a CompleteMultipartUpload may still land; the lease is left to run "
+                                            "out before anyone appends again: " +
+                                            failure.describe());
+    }
+    if (step == Step::Done || step == Step::FoundLanded) {
+        finish(intent_.size, copy_attempt_ + 1, step == Step::FoundLanded);
+        return;
+    }
+    if (step == Step::Ambiguous) {
+        // This attempt may land later: the next ones stay conditional on
+        // the object as it wrote against, until it moves on.
+        undecided_ = UndecidedWrite{intent_, batch_.size(), crc32c::compute(batch_)};
+    }
+    if (failure.status == SinkStatus::Auth || failure.status == SinkStatus::Fatal) give_up(key_, failure);
+    if (failure.status == SinkStatus::PreconditionFailed || failure.status == SinkStatus::Conflict ||
+        failure.status == SinkStatus::NotFound) {
+        a_.count_conflict(key_, copy_attempt_, failure);
+    }
+    last_failure_ = std::move(failure);
+    ++copy_attempt_;
 }
 
 ObjectAppender::Step ObjectAppender::put_whole(const std::string& key, std::string_view body,
@@ -230,84 +185,98 @@ ObjectAppender::Step ObjectAppender::put_whole(const std::string& key, std::stri
     return step;
 }
 
-// Called with intent = the object's ETag and size; on return its size is
-// where the batch goes (after a "\n" the object lacked).
-ObjectAppender::Step ObjectAppender::append_multipart(const std::string& key, std::string_view batch,
-                                                      AppendIntent& intent, SinkResponse& failure, Lease* lease,
-                                                      const std::function<void(const AppendIntent&)>& before_write,
-                                                      bool& keep_lease) {
-    const bool conditional = sink_.capabilities().conditional_writes;
-    const std::uint64_t size = intent.size;
+void AppendJob::abort_upload() {
+    a_.sink_.abort_multipart(key_, upload_id_);  // best effort; servers expire uploads too
+}
+
+// Called with intent_ = the object's ETag and size; on return its size is
+// where the batch goes (after a "\n" the object lacked), and the upload's
+// parts are in place for the Complete.
+ObjectAppender::Step AppendJob::prepare_multipart(SinkResponse& failure) {
+    S3Sink& sink = a_.sink_;
+    const bool conditional = sink.capabilities().conditional_writes;
+    const std::uint64_t size = intent_.size;
     // Never glue two lines together: the object's last byte.
-    SinkResponse tail = sink_.get(key, ByteRange{size - 1, size - 1});
+    SinkResponse tail = sink.get(key_, ByteRange{size - 1, size - 1});
     if (!tail.ok()) {
         failure = std::move(tail);
         if (failure.status == SinkStatus::NotFound) failure.status = SinkStatus::Conflict;
         return Step::Retry;
     }
-    if (tail.etag != intent.etag) {
+    if (tail.etag != intent_.etag) {
         failure = SinkResponse{};
         failure.status = SinkStatus::Conflict;
         failure.detail = "the object changed while it was read";
         return Step::Retry;
     }
     std::string with_newline;
-    std::string_view part = batch;
+    std::string_view part = batch_;
     if (tail.body != "\n") {
-        with_newline = "\n" + std::string(batch);
+        with_newline = "\n" + std::string(batch_);
         part = with_newline;
-        intent.size = size + 1;
+        intent_.size = size + 1;
     }
 
-    SinkResponse c = sink_.create_multipart(key, options_.attributes);
+    SinkResponse c = sink.create_multipart(key_, a_.options_.attributes);
     if (!c.ok()) {
-        if (c.status == SinkStatus::NotImplemented) multipart_copy_works_ = false;
+        if (c.status == SinkStatus::NotImplemented) a_.multipart_copy_works_ = false;
         failure = std::move(c);
         if (failure.status == SinkStatus::NotImplemented) failure.status = SinkStatus::Transient;
         return Step::Retry;
     }
-    const std::string upload_id = c.upload_id;
-    auto abandon = [&](SinkResponse r, Step step) {
-        sink_.abort_multipart(key, upload_id);  // best effort; servers expire uploads too
+    upload_id_ = c.upload_id;
+    auto abandon = [&](SinkResponse r) {
+        abort_upload();
         failure = std::move(r);
-        return step;
+        return Step::Retry;
     };
 
-    std::vector<CompletedPart> parts;
+    parts_.clear();
     // The existing object, copied server-side (several parts above 5 GiB).
     std::uint64_t pieces = (size + kMaxCopyPart - 1) / kMaxCopyPart;
     std::uint64_t piece = (size + pieces - 1) / pieces;
     for (std::uint64_t first = 0; first < size; first += piece) {
         std::optional<ByteRange> range;
         if (pieces > 1) range = ByteRange{first, std::min(first + piece, size) - 1};
-        int number = static_cast<int>(parts.size()) + 1;
-        SinkResponse r = sink_.upload_part_copy(key, upload_id, number, key, conditional ? intent.etag : "", range);
+        int number = static_cast<int>(parts_.size()) + 1;
+        SinkResponse r = sink.upload_part_copy(key_, upload_id_, number, key_, conditional ? intent_.etag : "", range);
         if (!r.ok()) {
             if (r.status == SinkStatus::NotImplemented) {
-                multipart_copy_works_ = false;
-                if (logger_) {
-                    logger_->log(LogLevel::Warning, "training_output_multipart_copy_unsupported",
-                                 {{"sink", sink_.describe()}, {"answer", r.describe()}});
+                a_.multipart_copy_works_ = false;
+                if (a_.logger_) {
+                    a_.logger_->log(LogLevel::Warning, "training_output_multipart_copy_unsupported",
+                                    {{"sink", sink.describe()}, {"answer", r.describe()}});
                 }
                 r.status = SinkStatus::Transient;
             }
-            return abandon(std::move(r), Step::Retry);
+            return abandon(std::move(r));
         }
-        parts.push_back({number, r.etag});
+        parts_.push_back({number, r.etag});
     }
-    int number = static_cast<int>(parts.size()) + 1;
-    SinkResponse u = sink_.upload_part(key, upload_id, number, part);
-    if (!u.ok()) return abandon(std::move(u), Step::Retry);
-    parts.push_back({number, u.etag});
+    int number = static_cast<int>(parts_.size()) + 1;
+    SinkResponse u = sink.upload_part(key_, upload_id_, number, part);
+    if (!u.ok()) return abandon(std::move(u));
+    parts_.push_back({number, u.etag});
+    write_ = Write::Complete;
+    return Step::Retry;
+}
 
-    if (before_write) before_write(intent);  // durable before the lease is checked
-    if (!lease_still_ours(lease, failure)) return abandon(std::move(failure), Step::Retry);
-    if (lease) {
+// The Complete of the upload prepare_multipart() made, its intent recorded.
+ObjectAppender::Step AppendJob::complete_multipart(SinkResponse& failure) {
+    S3Sink& sink = a_.sink_;
+    const bool conditional = sink.capabilities().conditional_writes;
+    auto abandon = [&](SinkResponse r, Step step) {
+        abort_upload();
+        failure = std::move(r);
+        return step;
+    };
+    if (!a_.lease_still_ours(lease(), failure)) return abandon(std::move(failure), Step::Retry);
+    if (lease_) {
         // The server ignores If-Match on Complete: just before it, the object
         // must still be the one copied (a write of a writer that died, sent
         // before it did, may have landed since).
-        SinkResponse now = sink_.head(key);
-        if (!now.ok() || now.etag != intent.etag) {
+        SinkResponse now = sink.head(key_);
+        if (!now.ok() || now.etag != intent_.etag) {
             SinkResponse r = now.ok() ? SinkResponse{} : std::move(now);
             if (r.ok()) {
                 r.status = SinkStatus::Conflict;
@@ -316,9 +285,9 @@ ObjectAppender::Step ObjectAppender::append_multipart(const std::string& key, st
             return abandon(std::move(r), Step::Retry);
         }
     }
-    WriteConditions cond = under_lease(lease);
-    if (conditional) cond.if_match = intent.etag;
-    SinkResponse done = sink_.complete_multipart(key, upload_id, parts, cond);
+    WriteConditions cond = a_.under_lease(lease());
+    if (conditional) cond.if_match = intent_.etag;
+    SinkResponse done = sink.complete_multipart(key_, upload_id_, parts_, cond);
     if (done.ok()) {
         crash_point("append.after_write");
         return Step::Done;
@@ -328,15 +297,15 @@ ObjectAppender::Step ObjectAppender::append_multipart(const std::string& key, st
     // aborted upload can never be completed: once the abort is answered, the
     // Complete either landed already (the upload is gone: NoSuchUpload) or
     // never will.
-    SinkResponse a = sink_.abort_multipart(key, upload_id);
+    SinkResponse a = sink.abort_multipart(key_, upload_id_);
     failure = std::move(done);
     if (a.ok()) return Step::Retry;                                // decided: it did not land
     if (a.status == SinkStatus::NotFound) return Step::Ambiguous;  // it did, or it expired: look
-    if (lease) {
+    if (lease_) {
         // Neither: a late Complete could still land, and the server would
         // not check its If-Match. The lease is kept (it runs out instead of
         // being released), so that no other writer appends before it could.
-        keep_lease = true;
+        keep_lease_ = true;
         failure.detail += "; its upload could not be aborted (" + a.describe() + ")";
     }
     return Step::Ambiguous;

@@ -49,6 +49,7 @@
 #include <set>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "log/logger.hpp"
 #include "training_output/sys/s3_sink.hpp"
@@ -120,17 +121,11 @@ class ObjectAppender {
 public:
     ObjectAppender(S3Sink& sink, AppendOptions options, const Logger* logger = nullptr);
 
-    // `before_write` is called with the intent of every attempt, before the
-    // request that could change the object. `undecided`: an earlier write
-    // of this same batch that may still land (check_landed() said NotYet);
-    // the append stays conditional on it until the object moved on. Throws
-    // Error(Storage | Auth | Timeout | Closed) when the batch could not be
-    // appended; then `left_undecided` (when given) receives the write of it
-    // that may still land, if any (none: the object is unchanged by it).
+    // Appends `batch` to `key` through an AppendJob, for a caller with
+    // nothing to record before each write (tests, benchmarks). Throws as
+    // AppendJob does.
     AppendResult append(const std::string& key, std::string_view batch,
-                        const std::function<void(const AppendIntent&)>& before_write = {},
-                        const std::optional<UndecidedWrite>& undecided = std::nullopt,
-                        std::optional<UndecidedWrite>* left_undecided = nullptr);
+                        const std::optional<UndecidedWrite>& undecided = std::nullopt);
 
     // Did `batch`, recorded with `intent`, land?
     Landed check_landed(const AppendIntent& intent, std::string_view batch);
@@ -180,24 +175,17 @@ private:
     void release_lease(const Lease& lease);
     std::string lease_body(const Lease& lease) const;
     enum class Step { Done, Retry, Ambiguous, FoundLanded, Native };
-    Step attempt(const std::string& key, std::string_view batch,
-                 const std::function<void(const AppendIntent&)>& before_write, AppendIntent& intent,
-                 std::optional<UndecidedWrite>& undecided, SinkResponse& failure, Lease* lease, bool& keep_lease,
-                 bool allow_native);
+    friend class AppendJob;
     Step put_whole(const std::string& key, std::string_view body, const WriteConditions& conditions,
                    SinkResponse& failure);
-    Step append_multipart(const std::string& key, std::string_view batch, AppendIntent& intent, SinkResponse& failure,
-                          Lease* lease, const std::function<void(const AppendIntent&)>& before_write, bool& keep_lease);
     Landed check_undecided(const UndecidedWrite& u, std::string_view batch);
     // Another writer won the attempt: counted, and logged at debug.
     void count_conflict(const std::string& key, int attempt, const SinkResponse& answer);
     std::optional<Step> settle_undecided(const SinkResponse& head, std::string_view batch,
                                          std::optional<UndecidedWrite>& undecided, AppendIntent& intent,
                                          SinkResponse& failure);
-    std::optional<AppendResult> append_native(const std::string& key, std::string_view batch,
-                                              const std::function<void(const AppendIntent&)>& before_write,
-                                              std::optional<UndecidedWrite>& undecided, SinkResponse& last_failure,
-                                              Lease* lease, bool& keep_lease);
+    // A key found to hold a plain object: appended to by copy from now on.
+    void found_plain(const std::string& key);
     // conversion.cpp. Under `lease` (none: nothing is converted).
     bool convert_to_appendable(const std::string& key, const SinkResponse& head, Lease* lease);
     // Finishes a conversion an earlier writer left (its marker exists): true
@@ -234,6 +222,94 @@ private:
     std::mutex ends_mutex_;
     std::map<std::string, std::uint64_t> ends_;
     std::set<std::string> plain_;
+};
+
+// One batch's append to one object, an attempt at a time, with nothing
+// called upward: the caller records each intent durably between the two
+// halves of an attempt, before anything could change the object.
+//
+//   AppendJob job(appender, key, batch, undecided);
+//   while (const AppendIntent* intent = job.prepare()) {  // nullptr: finished
+//       record(*intent);
+//       job.write_once();
+//   }
+//   AppendResult r = job.result();
+//
+// prepare() reads the object (and takes the key's lease, uploads a copy's
+// parts) until the next write is ready, backing off between attempts; it
+// settles an earlier write that may still land (`undecided`: check_landed()
+// said NotYet): the append stays conditional on it until the object moved
+// on. write_once() sends the write. Both throw Error(Storage | Auth |
+// Timeout | Closed) when the batch cannot be appended; undecided() is then
+// the write of it that may still land, if any (none: the object is unchanged
+// by it). The key's lease, if one was taken, is released when the job ends,
+// unless a write sent under it may still land (it runs out instead).
+class AppendJob {
+public:
+    AppendJob(ObjectAppender& appender, const std::string& key, std::string_view batch,
+              std::optional<UndecidedWrite> undecided = std::nullopt);
+    ~AppendJob();
+    AppendJob(const AppendJob&) = delete;
+    AppendJob& operator=(const AppendJob&) = delete;
+
+    // The intent of the next write, or nullptr once the batch is appended
+    // (or found appended by an earlier write of it).
+    const AppendIntent* prepare();
+    // Sends the write prepare() made ready (its intent recorded).
+    void write_once();
+    // Once prepare() returned nullptr.
+    const AppendResult& result() const { return result_; }
+    const std::optional<UndecidedWrite>& undecided() const { return undecided_; }
+
+private:
+    using Step = ObjectAppender::Step;
+    enum class Mode { Start, Native, Copy, Finished };
+    enum class Write { None, Put, Complete, Native };
+    void start();
+    void enter_native();
+    void leave_native();  // the object takes no native appends: by copy
+    void enter_copy();
+    void take_lease();
+    ObjectAppender::Lease* lease() { return lease_ ? &*lease_ : nullptr; }
+    void finish(std::uint64_t offset, int attempts, bool found_landed);
+    // object_appender.cpp: the copy path's two halves, and what an attempt's step means.
+    bool prepare_copy();
+    Step prepare_copy_attempt(SinkResponse& failure);
+    Step prepare_multipart(SinkResponse& failure);
+    void write_copy();
+    Step complete_multipart(SinkResponse& failure);
+    void after_copy(Step step, SinkResponse failure);
+    void abort_upload();
+    // native.cpp
+    bool prepare_native();
+    void write_native();
+    // While appending natively under a lease: a write that may still land
+    // when this fails keeps the lease (see append_native in native.cpp).
+    void keep_lease_if_undecided();
+
+    ObjectAppender& a_;
+    const std::string key_;
+    std::string_view batch_;
+    std::optional<UndecidedWrite> undecided_;
+    // One owner token for the whole append: a lease object that names it is
+    // ours, whatever answers were lost on the way.
+    std::string owner_;
+    std::optional<ObjectAppender::Lease> lease_;
+    bool keep_lease_ = false;  // a write that could still land: the lease runs out instead
+    Mode mode_ = Mode::Start;
+    int copy_attempt_ = 0, native_attempt_ = 0;
+    bool copy_started_ = false;
+    bool native_declined_ = false;  // this batch goes by copy
+    bool converted_ = false;        // a plain object was made appendable (once per native run)
+    SinkResponse last_failure_;
+    // The write prepare() made ready.
+    Write write_ = Write::None;
+    AppendIntent intent_;
+    std::string body_;  // a PUT's whole body, when it is more than the batch
+    WriteConditions conditions_;
+    std::string upload_id_;
+    std::vector<CompletedPart> parts_;
+    AppendResult result_;
 };
 
 }  // namespace training_output

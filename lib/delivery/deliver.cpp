@@ -159,8 +159,8 @@ void Flusher::set_state(Batch& b, BatchState to) const {
 
 // One attempt, straight through: an earlier write that may have landed is
 // checked first; if it did not, the claims that need it are confirmed, the
-// INTENT recorded and the batch written once (the appender retries within
-// the attempt); then its keys are committed and its DONE recorded.
+// INTENT recorded and the batch written (each retry of the write after its
+// INTENT); then its keys are committed and its DONE recorded.
 bool Flusher::append_batch(Spool& spool, Batch& b, bool& found_landed, bool& contended) {
     if (b.spool.id == 0) b.spool.id = spool.new_batch_id();
     Attempt a;
@@ -272,7 +272,8 @@ bool Flusher::write(Spool& spool, Batch& b, Attempt& a, bool& found_landed, bool
     return true;
 }
 
-// Writes the batch once (the appender retries within). On every way out,
+// Writes the batch: as its own object, once, or appended to the monthly
+// object, each attempt's write after its INTENT. On every way out,
 // `b` keeps what of it may still land: the earlier write, if no new one was
 // sent (the liveness check before it failed), else the new one; none when
 // the failures were decided (the INTENT in the spool stays, to be checked
@@ -306,7 +307,6 @@ void Flusher::land(Spool& spool, Batch& b, Attempt& a, std::optional<Batch>& as_
             }
         }
     } keep{*this, b, left, a.bytes.size(), crc};
-    auto each_write = [&](const AppendIntent& in) { before_write(spool, b, a, in, crc); };
     // A batch object keeps its name (its INTENT's) until it landed.
     const bool as_object = a.undecided ? batch_objects::is_intent(a.undecided->intent) : options_.batch_objects;
     const std::string batch_key =
@@ -316,8 +316,12 @@ void Flusher::land(Spool& spool, Batch& b, Attempt& a, std::optional<Batch>& as_
                                            b.spool.lines.front().seq);
     AppendResult r;
     try {
-        r = as_object ? batches_.land(b.spool.object_key, batch_key, a.bytes, each_write, &left)
-                      : appender_.append(b.spool.object_key, a.bytes, each_write, a.undecided, &left);
+        if (as_object) {
+            before_write(spool, b, a, batch_objects::intent(b.spool.object_key, batch_key), crc);
+            r = batches_.land(b.spool.object_key, batch_key, a.bytes, &left);
+        } else {
+            r = append_to_object(spool, b, a, crc, left);
+        }
     } catch (const FencedName&) {
         // The next attempt (its claims confirmed again) takes another name.
         ++b.fenced_names;
@@ -336,6 +340,25 @@ void Flusher::land(Spool& spool, Batch& b, Attempt& a, std::optional<Batch>& as_
     } else if (!a.bytes.empty()) {
         left = UndecidedWrite{AppendIntent{b.spool.object_key, "", r.offset}, a.bytes.size(), crc};
     }
+}
+
+// The attempt loop of an append to the monthly object: each write the
+// appender makes ready is sent once its INTENT is recorded. On every way
+// out, `left` is the write of it that may still land.
+AppendResult Flusher::append_to_object(Spool& spool, Batch& b, const Attempt& a, std::uint32_t crc,
+                                       std::optional<UndecidedWrite>& left) {
+    AppendJob job(appender_, b.spool.object_key, a.bytes, a.undecided);
+    try {
+        while (const AppendIntent* in = job.prepare()) {
+            before_write(spool, b, a, *in, crc);
+            job.write_once();
+        }
+    } catch (...) {
+        left = job.undecided();
+        throw;
+    }
+    left = job.undecided();
+    return job.result();
 }
 
 // The commit before DONE: a crash in between finds the batch landed again

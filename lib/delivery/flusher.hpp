@@ -230,6 +230,8 @@ private:
     void land(Spool& spool, Batch& batch, Attempt& a, std::optional<Batch>& as_before, bool& found_landed,
               bool& contended);
     void before_write(Spool& spool, Batch& batch, const Attempt& a, const AppendIntent& intent, std::uint32_t crc);
+    AppendResult append_to_object(Spool& spool, Batch& batch, const Attempt& a, std::uint32_t crc,
+                                  std::optional<UndecidedWrite>& left);
     bool finish(Spool& spool, Batch& batch, Attempt& a, bool found_landed);
     // The one place a batch's state changes: logs the transition (debug),
     // and one the protocol does not make (error).

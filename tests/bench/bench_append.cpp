@@ -150,7 +150,7 @@ int main(int argc, char** argv) {
                         batch_objects.land(key,
                                            to::batch_objects::key(key, "0123456789abcdef0123456789abcdef",
                                                                   1 + static_cast<std::uint64_t>(i) * 20),
-                                           batch, {});
+                                           batch);
                     } else {
                         appender.append(key, batch);
                     }

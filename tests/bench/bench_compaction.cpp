@@ -77,9 +77,8 @@ int main(int argc, char** argv) {
                 for (int i = 0; i < kLinesPerBatch; ++i) body += line(b, i);
                 const int spool = b % spools;
                 try {
-                    batches.land(kKey,
-                                 to::batch_objects::key(kKey, spool_id(spool), 1 + std::uint64_t(b / spools) * 100),
-                                 body, {});
+                    batches.land(
+                        kKey, to::batch_objects::key(kKey, spool_id(spool), 1 + std::uint64_t(b / spools) * 100), body);
                 } catch (const std::exception& e) {
                     if (failed++ == 0) std::fprintf(stderr, "land: %s\n", e.what());
                 }

@@ -1,5 +1,6 @@
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <functional>
 #include <set>
 #include <thread>
 
@@ -38,6 +39,27 @@ SinkResponse http(SinkStatus s, int code, const char* s3code) {
     return r;
 }
 
+// An append through its job, as delivery runs it: `record` sees each
+// write's intent before the write; `left`, on every way out, what of the
+// batch may still land.
+AppendResult append_recording(ObjectAppender& appender, const std::string& key, std::string_view batch,
+                              const std::function<void(const AppendIntent&)>& record,
+                              std::optional<UndecidedWrite> undecided = std::nullopt,
+                              std::optional<UndecidedWrite>* left = nullptr) {
+    AppendJob job(appender, key, batch, std::move(undecided));
+    try {
+        while (const AppendIntent* in = job.prepare()) {
+            record(*in);
+            job.write_once();
+        }
+    } catch (...) {
+        if (left) *left = job.undecided();
+        throw;
+    }
+    if (left) *left = job.undecided();
+    return job.result();
+}
+
 std::multiset<std::string> line_set(const std::string& body) {
     auto lines = tdo_test::lines_of(body);
     return {lines.begin(), lines.end()};
@@ -49,9 +71,9 @@ TEST_CASE("appender creates, then appends below the multipart threshold", "[unit
     MemorySink sink(SinkCapabilities{true, true, true, 1024});
     ObjectAppender appender(sink, fast());
     std::vector<AppendIntent> intents;
-    auto r1 = appender.append("k", "a\n", [&](const AppendIntent& i) { intents.push_back(i); });
+    auto r1 = append_recording(appender, "k", "a\n", [&](const AppendIntent& i) { intents.push_back(i); });
     CHECK(r1.offset == 0);
-    auto r2 = appender.append("k", "b\nc\n", [&](const AppendIntent& i) { intents.push_back(i); });
+    auto r2 = append_recording(appender, "k", "b\nc\n", [&](const AppendIntent& i) { intents.push_back(i); });
     CHECK(r2.offset == 2);
     CHECK(sink.object("k") == std::optional<std::string>("a\nb\nc\n"));
     REQUIRE(intents.size() == 2);
@@ -350,7 +372,7 @@ TEST_CASE("appender: an earlier write that may still land keeps the batch condit
     ObjectAppender appender(sink, o);
     CHECK(appender.check_landed(earlier, "batch\n") == Landed::NotYet);
     if (late_first) REQUIRE(late_write().ok());
-    auto r = appender.append("k", "batch\n", {}, UndecidedWrite{earlier, 6, crc32c::compute("batch\n")});
+    auto r = appender.append("k", "batch\n", UndecidedWrite{earlier, 6, crc32c::compute("batch\n")});
     CHECK(r.found_landed == late_first);
     if (!late_first) CHECK(late_write().status == SinkStatus::PreconditionFailed);  // too late: refused
     CHECK(sink.object("k") == std::optional<std::string>("old\nbatch\n"));
@@ -365,7 +387,7 @@ TEST_CASE("appender: an earlier write that can no longer land is decided by the 
     REQUIRE(sink.put("k", "old\nsomeone else\n", ObjectAttributes{}, WriteConditions{}).ok());  // moved on
     ObjectAppender appender(sink, fast());
     CHECK(appender.check_landed(earlier, "batch\n") == Landed::No);
-    auto r = appender.append("k", "batch\n", {}, UndecidedWrite{earlier, 6, crc32c::compute("batch\n")});
+    auto r = appender.append("k", "batch\n", UndecidedWrite{earlier, 6, crc32c::compute("batch\n")});
     CHECK_FALSE(r.found_landed);
     CHECK(sink.object("k") == std::optional<std::string>("old\nsomeone else\nbatch\n"));
     // A creation (no ETag) that may still land is decided once the object exists.
@@ -382,7 +404,7 @@ TEST_CASE("appender: the multipart path adds the newline an object lacks", "[uni
     REQUIRE(sink.put("k", "no newline at the end", ObjectAttributes{}, WriteConditions{}).ok());
     ObjectAppender appender(sink, fast());
     std::optional<AppendIntent> recorded;
-    auto r = appender.append("k", "next\n", [&](const AppendIntent& in) { recorded = in; });
+    auto r = append_recording(appender, "k", "next\n", [&](const AppendIntent& in) { recorded = in; });
     CHECK(sink.object("k") == std::optional<std::string>("no newline at the end\nnext\n"));
     REQUIRE(recorded);
     CHECK(recorded->size == 22);  // where the batch itself starts
@@ -455,9 +477,9 @@ TEST_CASE("native appends: one request per batch for a sole writer, no read, no 
     ObjectAppender appender(sink, fast());
     std::vector<AppendIntent> intents;
     auto record = [&](const AppendIntent& i) { intents.push_back(i); };
-    CHECK(appender.append("k", "a\n", record).offset == 0);
-    CHECK(appender.append("k", "b\nc\n", record).offset == 2);
-    CHECK(appender.append("k", "d\n", record).offset == 6);
+    CHECK(append_recording(appender, "k", "a\n", record).offset == 0);
+    CHECK(append_recording(appender, "k", "b\nc\n", record).offset == 2);
+    CHECK(append_recording(appender, "k", "d\n", record).offset == 6);
     CHECK(sink.object("k") == std::optional<std::string>("a\nb\nc\nd\n"));
     CHECK(sink.head("k").appendable);
     CHECK(sink.request_count(Op::Append) == 3);
@@ -522,13 +544,14 @@ TEST_CASE("native appends: a lost answer is settled by the position, never writt
     });
     std::vector<AppendIntent> intents;
     std::optional<UndecidedWrite> left;
-    CHECK_THROWS_AS(first_try.append(
-                        "k", "batch\n", [&](const AppendIntent& i) { intents.push_back(i); }, std::nullopt, &left),
-                    Error);
+    CHECK_THROWS_AS(
+        append_recording(
+            first_try, "k", "batch\n", [&](const AppendIntent& i) { intents.push_back(i); }, std::nullopt, &left),
+        Error);
     REQUIRE(left.has_value());
     sink.set_fault_hook({});
     if (other_between) REQUIRE(sink.append_at("k", "other\n", sink.head("k").size, ObjectAttributes{}).ok());
-    auto r = appender.append("k", "batch\n", {}, left);
+    auto r = appender.append("k", "batch\n", left);
     CHECK(r.found_landed == landed);
     const std::string body = sink.object("k").value();
     std::multiset<std::string> expected{"old", "old2", "batch"};
@@ -550,7 +573,7 @@ TEST_CASE("native appends: an undecided append keeps its position until the obje
     ObjectAppender appender(sink, fast());
     CHECK(appender.check_landed(earlier, "batch\n") == Landed::NotYet);
     if (late_first) REQUIRE(late_write().ok());
-    auto r = appender.append("k", "batch\n", {}, UndecidedWrite{earlier, 6, crc32c::compute("batch\n")});
+    auto r = appender.append("k", "batch\n", UndecidedWrite{earlier, 6, crc32c::compute("batch\n")});
     CHECK(r.found_landed == late_first);
     if (!late_first) CHECK(late_write().status == SinkStatus::Conflict);  // too late: refused
     CHECK(sink.object("k") == std::optional<std::string>("old\nbatch\n"));
@@ -726,7 +749,8 @@ TEST_CASE("native appends: a conversion cut short at every request is finished b
         {
             ObjectAppender a(sink, o);
             try {
-                a.append("k", "b1\n", {}, std::nullopt, &left);
+                append_recording(
+                    a, "k", "b1\n", [](const AppendIntent&) {}, std::nullopt, &left);
                 done = true;
             } catch (const Error&) {}
         }
@@ -746,7 +770,7 @@ TEST_CASE("native appends: a conversion cut short at every request is finished b
         if (!done) {
             // An earlier write of it that may still land is checked first, as the flusher does.
             const Landed l = left ? b.check_landed(left->intent, "b1\n") : Landed::No;
-            if (l != Landed::Yes) b.append("k", "b1\n", {}, l == Landed::NotYet ? left : std::nullopt);
+            if (l != Landed::Yes) b.append("k", "b1\n", l == Landed::NotYet ? left : std::nullopt);
         }
         b.append("k", "b2\n");
         CHECK(sink.object("k").value() == month + "b1\nb2\n");

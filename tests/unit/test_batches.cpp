@@ -49,7 +49,7 @@ std::string land_some(BatchObjects& b, int batches, int per, std::uint64_t first
         for (int i = 0; i < batches; ++i) {
             const std::uint64_t seq = first_seq + static_cast<std::uint64_t>(i * per);
             const std::string body = batch_of(spool.substr(0, 4), static_cast<int>(seq), per);
-            b.land(kMonth, batch_objects::key(kMonth, spool, seq), body, {});
+            b.land(kMonth, batch_objects::key(kMonth, spool, seq), body);
             all += body;
         }
     }
@@ -114,7 +114,8 @@ TEST_CASE("batch objects: one PUT per batch, and a retry of a batch that landed 
     BatchObjects b(sink, appender, {});
     const std::string key = batch_objects::key(kMonth, kSpoolA, 1);
     std::vector<AppendIntent> intents;
-    AppendResult r = b.land(kMonth, key, batch_of("a", 1, 3), [&](const AppendIntent& in) { intents.push_back(in); });
+    intents.push_back(batch_objects::intent(kMonth, key));  // recorded before the write, as delivery does
+    AppendResult r = b.land(kMonth, key, batch_of("a", 1, 3));
     CHECK_FALSE(r.found_landed);
     CHECK_FALSE(r.contended);
     REQUIRE(intents.size() == 1);
@@ -124,7 +125,7 @@ TEST_CASE("batch objects: one PUT per batch, and a retry of a batch that landed 
     CHECK(sink.request_count(Op::Get) == 0);
     CHECK(sink.object(key).value() == batch_of("a", 1, 3));
     // The same batch again (a retry after a lost answer, a replay): 412, landed.
-    r = b.land(kMonth, key, batch_of("a", 1, 3), {});
+    r = b.land(kMonth, key, batch_of("a", 1, 3));
     CHECK(r.found_landed);
     CHECK(b.check_landed(intents[0], 1) == Landed::Yes);
     CHECK(b.check_landed(batch_objects::intent(kMonth, batch_objects::key(kMonth, kSpoolA, 9)), 1) == Landed::NotYet);
@@ -146,13 +147,13 @@ TEST_CASE("batch objects: a PUT whose answer was lost stays undecided and is wri
         return MemorySink::Fault{r, true};  // it landed; the answer did not come
     });
     std::optional<UndecidedWrite> left;
-    CHECK_THROWS_AS(b.land(kMonth, key, batch_of("a", 1, 3), {}, &left), Error);
+    CHECK_THROWS_AS(b.land(kMonth, key, batch_of("a", 1, 3), &left), Error);
     REQUIRE(left);
     CHECK(left->intent.etag == key);
     CHECK(left->bytes == batch_of("a", 1, 3).size());
     sink.set_fault_hook({});
     CHECK(b.check_landed(left->intent, left->bytes) == Landed::Yes);
-    CHECK(b.land(kMonth, key, batch_of("a", 1, 3), {}).found_landed);
+    CHECK(b.land(kMonth, key, batch_of("a", 1, 3)).found_landed);
     CHECK(line_set(b.read_month(kMonth)) == line_set(batch_of("a", 1, 3)));
 }
 
@@ -165,14 +166,14 @@ TEST_CASE("batch objects: an empty batch fences its name; the batch never lands 
     const std::string fenced = batch_objects::key(kMonth, kSpoolA, 1);
     const std::string body = batch_of("a", 1, 3);
     // A writer that found this batch's lines delivered elsewhere fences its name.
-    CHECK_FALSE(b.land(kMonth, fenced, "", {}).found_landed);
+    CHECK_FALSE(b.land(kMonth, fenced, "").found_landed);
     REQUIRE(sink.object(fenced) == std::optional<std::string>(""));
     const AppendIntent in = batch_objects::intent(kMonth, fenced);
     CHECK(b.check_landed(in, body.size()) == Landed::No);
     // A late write of the batch (its writer's request, or a retry) does not land, and says so.
     std::optional<UndecidedWrite> left = UndecidedWrite{in, body.size(), 0};
     try {
-        b.land(kMonth, fenced, body, {}, &left);
+        b.land(kMonth, fenced, body, &left);
         FAIL("expected the fenced name to refuse the batch");
     } catch (const Error& e) {
         CHECK_THAT(e.what(), Catch::Contains("fenced"));
@@ -180,7 +181,7 @@ TEST_CASE("batch objects: an empty batch fences its name; the batch never lands 
     CHECK_FALSE(left);  // none of it can land
     CHECK(sink.object(fenced) == std::optional<std::string>(""));
     // Readers find nothing in it; a compaction of fences alone keeps the month as it was.
-    b.land(kMonth, batch_objects::key(kMonth, kSpoolB, 1), "", {});
+    b.land(kMonth, batch_objects::key(kMonth, kSpoolB, 1), "");
     CHECK(line_set(b.read_month(kMonth)) == line_set(batch_of("earlier", 1, 2)));
     CompactionResult r = b.compact(kMonth);
     CHECK(r.folds == 1);
@@ -190,7 +191,7 @@ TEST_CASE("batch objects: an empty batch fences its name; the batch never lands 
     CHECK(line_set(b.read_month(kMonth)) == line_set(batch_of("earlier", 1, 2)));
     CHECK(b.read_manifest(kMonth).folded_in(BatchName{kSpoolA, 1}));
     // Lines landed later are read and folded after it.
-    b.land(kMonth, batch_objects::key(kMonth, kSpoolA, 4), batch_of("a", 4, 2), {});
+    b.land(kMonth, batch_objects::key(kMonth, kSpoolA, 4), batch_of("a", 4, 2));
     CHECK(line_set(b.read_month(kMonth)) == line_set(batch_of("earlier", 1, 2) + batch_of("a", 4, 2)));
     b.compact(kMonth);
     CHECK(line_set(sink.object(kMonth).value()) == line_set(batch_of("earlier", 1, 2) + batch_of("a", 4, 2)));
@@ -224,7 +225,7 @@ TEST_CASE("compaction folds batch objects into the monthly file, and readers see
     // More batches, then a late copy of a folded one (a request that
     // arrived after its sender retried): never folded twice, removed.
     const std::string more = land_some(b, 2, 4, 21);
-    b.land(kMonth, batch_objects::key(kMonth, kSpoolA, 5), batch_of("0123", 5, 4), {});
+    b.land(kMonth, batch_objects::key(kMonth, kSpoolA, 5), batch_of("0123", 5, 4));
     CHECK(line_set(b.read_month(kMonth)) == line_set(all + more));
     r = b.compact(kMonth);
     CHECK(r.batches == 4);
