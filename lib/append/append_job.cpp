@@ -12,15 +12,20 @@ namespace training_output {
 
 using namespace append_detail;
 
-AppendJob::AppendJob(ObjectAppender& appender, const std::string& key, std::string_view batch,
-                     std::optional<UndecidedWrite> undecided)
-    : a_(appender), key_(key), batch_(batch), undecided_(std::move(undecided)), owner_(random::token_hex(16)) {}
+AppendJob::AppendJob(ObjectAppender& appender, const std::string& key, std::string_view batch, std::uint32_t crc,
+                     std::optional<BatchIntent> undecided)
+    : a_(appender),
+      key_(key),
+      batch_(batch),
+      crc_(crc),
+      undecided_(std::move(undecided)),
+      owner_(random::token_hex(16)) {}
 
 AppendJob::~AppendJob() {
     if (lease_ && !keep_lease_) a_.release_lease(*lease_);
 }
 
-const AppendIntent* AppendJob::prepare() {
+const BatchIntent* AppendJob::prepare() {
     try {
         if (mode_ == Mode::Start) start();
         while (mode_ != Mode::Finished) {

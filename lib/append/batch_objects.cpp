@@ -144,12 +144,8 @@ std::optional<std::string> month_of(const std::string& batch_key) {
     return std::nullopt;
 }
 
-AppendIntent intent(const std::string& month_key, const std::string& batch_key) {
-    return AppendIntent{month_key, batch_key, 0};
-}
-
-bool is_intent(const AppendIntent& intent) {
-    return intent.etag.find('/') != std::string::npos && parse(intent.key, intent.etag).has_value();
+BatchIntent intent(const std::string& month_key, const std::string& batch_key, std::uint64_t bytes, std::uint32_t crc) {
+    return BatchIntent{month_key, "", 0, batch_key, bytes, crc};
 }
 
 }  // namespace batch_objects
@@ -170,8 +166,9 @@ std::string BatchManifest::encode() const {
     } else {
         out += "{\"etag\":";
         json::append_quoted(out, folding->intent.etag);
-        out += ",\"offset\":" + std::to_string(folding->intent.size) + ",\"bytes\":" + std::to_string(folding->bytes) +
-               ",\"crc32c\":" + std::to_string(folding->crc) + ",\"upto\":";
+        out += ",\"offset\":" + std::to_string(folding->intent.offset) +
+               ",\"bytes\":" + std::to_string(folding->intent.bytes) +
+               ",\"crc32c\":" + std::to_string(folding->intent.crc) + ",\"upto\":";
         put_seq_map(out, folding->upto);
         out += '}';
     }
@@ -199,11 +196,11 @@ BatchManifest BatchManifest::decode(std::string_view text) {
             throw Error(ErrorCode::Storage, "batches manifest: the fold's \"etag\" is missing");
         }
         fold.intent.etag = std::string(json::view(etag->value));
-        fold.intent.size = uint_member(f->value, "offset");
-        fold.bytes = uint_member(f->value, "bytes");
+        fold.intent.offset = uint_member(f->value, "offset");
+        fold.intent.bytes = uint_member(f->value, "bytes");
         const std::uint64_t crc = uint_member(f->value, "crc32c");
         if (crc > 0xFFFFFFFFu) throw Error(ErrorCode::Storage, "batches manifest: the fold's CRC is out of range");
-        fold.crc = static_cast<std::uint32_t>(crc);
+        fold.intent.crc = static_cast<std::uint32_t>(crc);
         fold.upto = seq_map(f->value, "upto");
         m.folding = std::move(fold);
     } else if (f != doc.MemberEnd() && !f->value.IsNull()) {
@@ -216,14 +213,13 @@ BatchObjects::BatchObjects(S3Sink& sink, ObjectAppender& appender, BatchObjectsO
     : sink_(sink), appender_(appender), options_(std::move(options)), logger_(logger) {}
 
 AppendResult BatchObjects::land(const std::string& month_key, const std::string& batch_key, std::string_view batch,
-                                std::optional<UndecidedWrite>* left_undecided) {
+                                std::optional<BatchIntent>* left_undecided) {
     AppendResult result;
     result.attempts = 1;
-    const AppendIntent in = batch_objects::intent(month_key, batch_key);
     // From here the batch may land: if this fails, it stays undecided (a
     // write of it may still land, and it is always these bytes).
     if (left_undecided) {
-        *left_undecided = UndecidedWrite{in, batch.size(), crc32c::compute(batch)};
+        *left_undecided = batch_objects::intent(month_key, batch_key, batch.size(), crc32c::compute(batch));
     }
     WriteConditions create;
     create.if_none_match_any = true;
@@ -268,11 +264,11 @@ AppendResult BatchObjects::land(const std::string& month_key, const std::string&
     fail("could not write the batch object " + json::quote(batch_key), r);
 }
 
-Landed BatchObjects::check_landed(const AppendIntent& intent, std::uint64_t bytes) {
-    SinkResponse h = sink_.head(intent.etag);
-    if (h.ok()) return h.size == 0 && bytes > 0 ? Landed::No : Landed::Yes;
+Landed BatchObjects::check_landed(const BatchIntent& intent) {
+    SinkResponse h = sink_.head(intent.batch_object);
+    if (h.ok()) return h.size == 0 && intent.bytes > 0 ? Landed::No : Landed::Yes;
     if (h.status != SinkStatus::NotFound) return Landed::Unknown;
-    const auto name = batch_objects::parse(intent.key, intent.etag);
+    const auto name = batch_objects::parse(intent.key, intent.batch_object);
     if (!name) return Landed::Unknown;
     try {
         // Written before its object is deleted: a batch object that is gone
@@ -408,18 +404,18 @@ void BatchObjects::commit_fold(const std::string& month_key, BatchManifest& m, s
 
 bool BatchObjects::fold_round(const std::string& month_key, BatchManifest& m, const std::vector<Listed>& listing,
                               const std::function<bool()>& still_ours, CompactionResult& result) {
-    std::optional<UndecidedWrite> undecided;
+    std::optional<BatchIntent> undecided;
     std::vector<const Listed*> take;
     if (m.folding) {
         // A fold an earlier compactor left: finished as it was planned.
-        const Landed l = appender_.check_landed(m.folding->intent, m.folding->bytes, m.folding->crc);
+        const Landed l = appender_.check_landed(m.folding->intent);
         if (l == Landed::Unknown) throw Error(ErrorCode::Storage, "cannot tell whether an earlier fold landed");
         for (const auto& b : listing) {
             auto up = m.folding->upto.find(b.name.spool);
             if (!m.folded_in(b.name) && up != m.folding->upto.end() && b.name.seq <= up->second) take.push_back(&b);
         }
         if (l == Landed::Yes) {
-            const std::uint64_t end = m.folding->intent.size + m.folding->bytes;
+            const std::uint64_t end = m.folding->intent.offset + m.folding->intent.bytes;
             commit_fold(month_key, m, end, still_ours);
             if (options_.on_fold) options_.on_fold(month_key, end, std::string_view());  // read back from M
             result.finished_earlier = true;
@@ -429,7 +425,7 @@ bool BatchObjects::fold_round(const std::string& month_key, BatchManifest& m, co
             result.deleted += remove_all(keys);
             return true;  // the rest is planned next
         }
-        if (l == Landed::NotYet) undecided = UndecidedWrite{m.folding->intent, m.folding->bytes, m.folding->crc};
+        if (l == Landed::NotYet) undecided = m.folding->intent;
         if (l == Landed::No) m.folding.reset();  // nothing of it can land: planned again below
     }
     std::vector<std::string> copies;  // batch objects folded already (late copies of requests)
@@ -479,18 +475,16 @@ bool BatchObjects::fold_round(const std::string& month_key, BatchManifest& m, co
     if (undecided && (body.size() != undecided->bytes || crc != undecided->crc)) {
         throw Error(ErrorCode::Storage, "an earlier fold may still land, and its batch objects no longer make it up");
     }
-    m.folding->bytes = body.size();
-    m.folding->crc = crc;
     const bool first = m.etag.empty();
     std::uint64_t end = 0;
     {
         // (Its lease on M, if it takes one, ends with it.)
-        AppendJob job(appender_, month_key, body, undecided);
-        while (const AppendIntent* in = job.prepare()) {
+        AppendJob job(appender_, month_key, body, crc, undecided);
+        while (const BatchIntent* in = job.prepare()) {
             // The fold's INTENT, in the manifest, before each write of it.
             if (!still_ours()) throw Error(ErrorCode::Storage, "the compaction lease was lost");
             m.folding->intent = *in;
-            if (first) m.file_bytes = in->size;  // what M held before: the month's, from an earlier mode
+            if (first) m.file_bytes = in->offset;  // what M held before: the month's, from an earlier mode
             write_manifest(month_key, m);
             job.write_once();
         }

@@ -10,7 +10,7 @@
 // A batch is one PUT of its own object, named by its spool and the sequence
 // number of its first line (its spool's id and an 'f' per fence when a
 // writer that took claims of the spool over fenced its first name): the
-// name is in the batch's INTENT (in place of an ETag), so that a retry, a
+// name is in the batch's INTENT (its batch_object), so that a retry, a
 // replay after a crash and a late copy of the request all write the same
 // bytes under the same name (If-None-Match: * where the store enforces it:
 // the second one is a 412). No lease, no read, no copy, no contention:
@@ -80,10 +80,9 @@ std::string key(const std::string& month_key, const std::string& spool, std::uin
 std::optional<BatchName> parse(const std::string& month_key, const std::string& key);
 // The monthly file a batch object's key belongs to (nullopt: not one).
 std::optional<std::string> month_of(const std::string& batch_key);
-// The INTENT of a batch written as its own object: its `etag` holds the
-// object's key (an ETag never contains '/').
-AppendIntent intent(const std::string& month_key, const std::string& batch_key);
-bool is_intent(const AppendIntent& intent);
+// The INTENT of a batch of `bytes` bytes (CRC-32C `crc`) written as its own object.
+BatchIntent intent(const std::string& month_key, const std::string& batch_key, std::uint64_t bytes = 0,
+                   std::uint32_t crc = 0);
 }  // namespace batch_objects
 
 struct BatchManifest {
@@ -91,9 +90,7 @@ struct BatchManifest {
     std::uint64_t file_bytes = 0;                 // M's bytes that belong to the month
     std::map<std::string, std::uint64_t> folded;  // per spool: the highest first seq folded into M
     struct Fold {
-        AppendIntent intent;  // where in M
-        std::uint64_t bytes = 0;
-        std::uint32_t crc = 0;
+        BatchIntent intent;                         // where in M, and what
         std::map<std::string, std::uint64_t> upto;  // per spool: its batches above `folded`, up to this
     };
     std::optional<Fold> folding;
@@ -137,14 +134,14 @@ public:
     // earlier write under the name never lands (readers and compactions
     // find nothing in it).
     AppendResult land(const std::string& month_key, const std::string& batch_key, std::string_view batch,
-                      std::optional<UndecidedWrite>* left_undecided = nullptr);
+                      std::optional<BatchIntent>* left_undecided = nullptr);
 
     // Did the batch of this INTENT (of `bytes` bytes) land? Its object
     // exists, or it was folded: Yes. An empty object under its name is a
     // fence (written by a writer that found its lines delivered elsewhere):
     // No, and none of it can land any more. Else NotYet: a write of it may
     // land late.
-    Landed check_landed(const AppendIntent& intent, std::uint64_t bytes);
+    Landed check_landed(const BatchIntent& intent);
 
     // Folds the month's batch objects into its file (rounds of up to
     // compaction_max_bytes, while the lease stays ours). Throws Error when

@@ -3,7 +3,6 @@
 #include "append/appender_internal.hpp"
 #include "append/object_appender.hpp"
 #include "common/crash_point.hpp"
-#include "common/crc32c.hpp"
 #include "common/random.hpp"
 
 namespace training_output {
@@ -50,7 +49,7 @@ bool AppendJob::prepare_native() {
     if (native_attempt_ >= options.max_attempts) give_up_after(key_, options.max_attempts, last_failure_);
     if (native_attempt_ > 0) a_.backoff(native_attempt_);
     a_.check_cancelled();
-    intent_ = AppendIntent{key_, "", 0};
+    intent_ = BatchIntent{key_, "", 0, "", batch_.size(), crc_};
     auto failed = [&](SinkResponse r) {
         last_failure_ = std::move(r);
         ++native_attempt_;
@@ -60,16 +59,16 @@ bool AppendJob::prepare_native() {
     // there (its last byte is a newline), else asked.
     auto known = undecided_ ? std::nullopt : a_.known_end(key_);
     if (known) {
-        intent_.size = *known;
+        intent_.offset = *known;
         write_ = Write::Native;
         return true;
     }
     SinkResponse h = sink.head(key_);
     if (!h.ok() && h.status != SinkStatus::NotFound) return failed(std::move(h));
     SinkResponse failure;
-    if (auto settled = a_.settle_undecided(h, batch_, undecided_, intent_, failure)) {
+    if (auto settled = a_.settle_undecided(h, batch_, crc_, undecided_, intent_, failure)) {
         if (*settled != Step::FoundLanded) return failed(std::move(failure));
-        finish(intent_.size, native_attempt_ + 1, true);
+        finish(intent_.offset, native_attempt_ + 1, true);
         return false;
     }
     if (h.ok() && !h.appendable) {
@@ -85,22 +84,22 @@ bool AppendJob::prepare_native() {
         leave_native();
         return false;
     }
-    intent_.size = h.ok() ? h.size : 0;
-    if (intent_.size > 0) {
+    intent_.offset = h.ok() ? h.size : 0;
+    if (intent_.offset > 0) {
         // The newline guard: a "\n" of its own first where the object lacks
         // one (at worst, should its answer be lost and it land later, an
         // empty line; never two lines glued together).
-        SinkResponse t = sink.get(key_, ByteRange{intent_.size - 1, intent_.size - 1});
+        SinkResponse t = sink.get(key_, ByteRange{intent_.offset - 1, intent_.offset - 1});
         if (!t.ok()) return failed(std::move(t));
         if (t.body != "\n") {
             // Under the lease's rules like any append (on RGW an append at a
             // taken offset may overwrite what is there).
             SinkResponse nl;
             if (a_.lease_still_ours(lease(), nl)) {
-                nl = sink.append_at(key_, "\n", intent_.size, options.attributes, a_.under_lease(lease()));
+                nl = sink.append_at(key_, "\n", intent_.offset, options.attributes, a_.under_lease(lease()));
             }
             if (!nl.ok()) return failed(std::move(nl));
-            intent_.size += 1;
+            intent_.offset += 1;
         }
     }
     write_ = Write::Native;
@@ -116,13 +115,13 @@ void AppendJob::write_native() {
         ++native_attempt_;
         return;
     }
-    SinkResponse r = a_.sink_.append_at(key_, batch_, intent_.size, a_.options_.attributes, a_.under_lease(lease()));
+    SinkResponse r = a_.sink_.append_at(key_, batch_, intent_.offset, a_.options_.attributes, a_.under_lease(lease()));
     if (r.ok()) {
         crash_point("append.after_write");  // landed; the writer has not seen it yet
         undecided_.reset();
-        const bool end_known = r.appendable && r.size == intent_.size + batch_.size();
+        const bool end_known = r.appendable && r.size == intent_.offset + batch_.size();
         a_.remember_end(key_, end_known ? std::optional<std::uint64_t>(r.size) : std::nullopt);
-        finish(intent_.size, native_attempt_ + 1, false);
+        finish(intent_.offset, native_attempt_ + 1, false);
         return;
     }
     a_.remember_end(key_, std::nullopt);
@@ -144,7 +143,7 @@ void AppendJob::write_native() {
     }
     // This append may land later: the next ones go to the same offset until
     // the object is longer.
-    if (r.may_have_applied) undecided_ = UndecidedWrite{intent_, batch_.size(), crc32c::compute(batch_)};
+    if (r.may_have_applied) undecided_ = intent_;
     if (r.status == SinkStatus::Auth || r.status == SinkStatus::Fatal || r.status == SinkStatus::NotImplemented) {
         give_up(key_, r);
     }

@@ -51,8 +51,8 @@ void ObjectAppender::cancel() {
 }
 
 AppendResult ObjectAppender::append(const std::string& key, std::string_view batch,
-                                    const std::optional<UndecidedWrite>& undecided) {
-    AppendJob job(*this, key, batch, undecided);
+                                    const std::optional<BatchIntent>& undecided) {
+    AppendJob job(*this, key, batch, crc32c::compute(batch), undecided);
     while (job.prepare()) job.write_once();
     return job.result();
 }
@@ -85,13 +85,13 @@ bool AppendJob::prepare_copy() {
 ObjectAppender::Step AppendJob::prepare_copy_attempt(SinkResponse& failure) {
     a_.check_cancelled();
     const bool conditional = a_.sink_.capabilities().conditional_writes;
-    intent_ = AppendIntent{key_, "", 0};
+    intent_ = BatchIntent{key_, "", 0, "", batch_.size(), crc_};
     SinkResponse h = a_.sink_.head(key_);
     if (!h.ok() && h.status != SinkStatus::NotFound) {
         failure = std::move(h);
         return Step::Retry;  // nothing was written
     }
-    if (auto settled = a_.settle_undecided(h, batch_, undecided_, intent_, failure)) return *settled;
+    if (auto settled = a_.settle_undecided(h, batch_, crc_, undecided_, intent_, failure)) return *settled;
     if (!native_declined_ && h.ok() && h.appendable && a_.options_.native_when_appendable) return Step::Native;
     if (h.status == SinkStatus::NotFound) {
         body_.clear();
@@ -102,7 +102,7 @@ ObjectAppender::Step AppendJob::prepare_copy_attempt(SinkResponse& failure) {
     }
     if (h.size > 0 && h.size >= a_.threshold() && a_.multipart_copy_works_.load(std::memory_order_relaxed)) {
         intent_.etag = h.etag;
-        intent_.size = h.size;
+        intent_.offset = h.size;
         return prepare_multipart(failure);
     }
     SinkResponse g = a_.sink_.get(key_);
@@ -110,14 +110,14 @@ ObjectAppender::Step AppendJob::prepare_copy_attempt(SinkResponse& failure) {
         failure = std::move(g);
         return Step::Retry;
     }
-    if (undecided_ && g.etag != undecided_->intent.etag) {
+    if (undecided_ && g.etag != undecided_->etag) {
         failure = transient("the object changed while it was read");
         return Step::Retry;  // the next attempt checks the earlier write
     }
     body_ = std::move(g.body);
     if (!body_.empty() && body_.back() != '\n') body_.push_back('\n');  // never glue two lines together
     intent_.etag = g.etag;
-    intent_.size = body_.size();
+    intent_.offset = body_.size();
     body_.append(batch_.data(), batch_.size());
     conditions_ = WriteConditions{};
     if (conditional) conditions_.if_match = g.etag;
@@ -156,13 +156,13 @@ void AppendJob::after_copy(Step step, SinkResponse failure) {
                                             failure.describe());
     }
     if (step == Step::Done || step == Step::FoundLanded) {
-        finish(intent_.size, copy_attempt_ + 1, step == Step::FoundLanded);
+        finish(intent_.offset, copy_attempt_ + 1, step == Step::FoundLanded);
         return;
     }
     if (step == Step::Ambiguous) {
         // This attempt may land later: the next ones stay conditional on
         // the object as it wrote against, until it moves on.
-        undecided_ = UndecidedWrite{intent_, batch_.size(), crc32c::compute(batch_)};
+        undecided_ = intent_;
     }
     if (failure.status == SinkStatus::Auth || failure.status == SinkStatus::Fatal) give_up(key_, failure);
     if (failure.status == SinkStatus::PreconditionFailed || failure.status == SinkStatus::Conflict ||
@@ -189,13 +189,13 @@ void AppendJob::abort_upload() {
     a_.sink_.abort_multipart(key_, upload_id_);  // best effort; servers expire uploads too
 }
 
-// Called with intent_ = the object's ETag and size; on return its size is
+// Called with intent_ = the object's ETag and size; on return its offset is
 // where the batch goes (after a "\n" the object lacked), and the upload's
 // parts are in place for the Complete.
 ObjectAppender::Step AppendJob::prepare_multipart(SinkResponse& failure) {
     S3Sink& sink = a_.sink_;
     const bool conditional = sink.capabilities().conditional_writes;
-    const std::uint64_t size = intent_.size;
+    const std::uint64_t size = intent_.offset;
     // Never glue two lines together: the object's last byte.
     SinkResponse tail = sink.get(key_, ByteRange{size - 1, size - 1});
     if (!tail.ok()) {
@@ -214,7 +214,7 @@ ObjectAppender::Step AppendJob::prepare_multipart(SinkResponse& failure) {
     if (tail.body != "\n") {
         with_newline = "\n" + std::string(batch_);
         part = with_newline;
-        intent_.size = size + 1;
+        intent_.offset = size + 1;
     }
 
     SinkResponse c = sink.create_multipart(key_, a_.options_.attributes);

@@ -51,27 +51,11 @@
 #include <string_view>
 #include <vector>
 
+#include "append/batch_intent.hpp"
 #include "log/logger.hpp"
 #include "training_output/sys/s3_sink.hpp"
 
 namespace training_output {
-
-// Where a batch is about to be written: the object's ETag and size before it.
-// Recorded durably before the write, it lets recovery after a crash tell
-// whether the batch landed (the bytes [size, size+|batch|) are the batch).
-struct AppendIntent {
-    std::string key;
-    std::string etag;  // empty when the object did not exist, and for a native append
-    std::uint64_t size = 0;
-};
-
-// An earlier write of a batch that may still land: where (its INTENT) and
-// what (its size and CRC-32C, as written).
-struct UndecidedWrite {
-    AppendIntent intent;
-    std::uint64_t bytes = 0;
-    std::uint32_t crc = 0;
-};
 
 enum class Landed {
     Yes,      // the batch is in the object at its recorded offset
@@ -125,13 +109,13 @@ public:
     // nothing to record before each write (tests, benchmarks). Throws as
     // AppendJob does.
     AppendResult append(const std::string& key, std::string_view batch,
-                        const std::optional<UndecidedWrite>& undecided = std::nullopt);
+                        const std::optional<BatchIntent>& undecided = std::nullopt);
 
-    // Did `batch`, recorded with `intent`, land?
-    Landed check_landed(const AppendIntent& intent, std::string_view batch);
-    // The same for a batch known only by its size and CRC-32C (some of its
-    // lines were lost with a spool's torn tail).
-    Landed check_landed(const AppendIntent& intent, std::uint64_t batch_bytes, std::uint32_t batch_crc);
+    // Did `batch`, written with `intent`, land? Compared byte for byte.
+    Landed check_landed(const BatchIntent& intent, std::string_view batch);
+    // The same for a batch known only by its intent's size and CRC-32C
+    // (some of its lines were lost with a spool's torn tail).
+    Landed check_landed(const BatchIntent& intent);
 
     std::uint64_t conflicts() const { return conflicts_.load(std::memory_order_relaxed); }
     // Leases that were not free at the first try, and the time spent waiting for them.
@@ -178,11 +162,11 @@ private:
     friend class AppendJob;
     Step put_whole(const std::string& key, std::string_view body, const WriteConditions& conditions,
                    SinkResponse& failure);
-    Landed check_undecided(const UndecidedWrite& u, std::string_view batch);
+    Landed check_undecided(const BatchIntent& u, std::string_view batch, std::uint32_t crc);
     // Another writer won the attempt: counted, and logged at debug.
     void count_conflict(const std::string& key, int attempt, const SinkResponse& answer);
-    std::optional<Step> settle_undecided(const SinkResponse& head, std::string_view batch,
-                                         std::optional<UndecidedWrite>& undecided, AppendIntent& intent,
+    std::optional<Step> settle_undecided(const SinkResponse& head, std::string_view batch, std::uint32_t crc,
+                                         std::optional<BatchIntent>& undecided, BatchIntent& intent,
                                          SinkResponse& failure);
     // A key found to hold a plain object: appended to by copy from now on.
     void found_plain(const std::string& key);
@@ -195,7 +179,7 @@ private:
     std::optional<std::uint64_t> known_end(const std::string& key);
     bool lease_still_ours(Lease* lease, SinkResponse& failure);
     WriteConditions under_lease(const Lease* lease) const;
-    Landed check_landed_by(const AppendIntent& intent, std::uint64_t batch_bytes,
+    Landed check_landed_by(const BatchIntent& intent, std::uint64_t batch_bytes,
                            const std::function<bool(std::string_view)>& matches);
     std::uint64_t threshold() const;
     void backoff(int attempt);
@@ -228,8 +212,8 @@ private:
 // called upward: the caller records each intent durably between the two
 // halves of an attempt, before anything could change the object.
 //
-//   AppendJob job(appender, key, batch, undecided);
-//   while (const AppendIntent* intent = job.prepare()) {  // nullptr: finished
+//   AppendJob job(appender, key, batch, crc32c::compute(batch), undecided);
+//   while (const BatchIntent* intent = job.prepare()) {  // nullptr: finished
 //       record(*intent);
 //       job.write_once();
 //   }
@@ -246,20 +230,21 @@ private:
 // unless a write sent under it may still land (it runs out instead).
 class AppendJob {
 public:
-    AppendJob(ObjectAppender& appender, const std::string& key, std::string_view batch,
-              std::optional<UndecidedWrite> undecided = std::nullopt);
+    // `crc`: the batch's CRC-32C (crc32c::compute(batch)).
+    AppendJob(ObjectAppender& appender, const std::string& key, std::string_view batch, std::uint32_t crc,
+              std::optional<BatchIntent> undecided = std::nullopt);
     ~AppendJob();
     AppendJob(const AppendJob&) = delete;
     AppendJob& operator=(const AppendJob&) = delete;
 
     // The intent of the next write, or nullptr once the batch is appended
     // (or found appended by an earlier write of it).
-    const AppendIntent* prepare();
+    const BatchIntent* prepare();
     // Sends the write prepare() made ready (its intent recorded).
     void write_once();
     // Once prepare() returned nullptr.
     const AppendResult& result() const { return result_; }
-    const std::optional<UndecidedWrite>& undecided() const { return undecided_; }
+    const std::optional<BatchIntent>& undecided() const { return undecided_; }
 
 private:
     using Step = ObjectAppender::Step;
@@ -290,7 +275,8 @@ private:
     ObjectAppender& a_;
     const std::string key_;
     std::string_view batch_;
-    std::optional<UndecidedWrite> undecided_;
+    std::uint32_t crc_;
+    std::optional<BatchIntent> undecided_;
     // One owner token for the whole append: a lease object that names it is
     // ours, whatever answers were lost on the way.
     std::string owner_;
@@ -304,8 +290,8 @@ private:
     SinkResponse last_failure_;
     // The write prepare() made ready.
     Write write_ = Write::None;
-    AppendIntent intent_;
-    std::string body_;  // a PUT's whole body, when it is more than the batch
+    BatchIntent intent_;  // with the batch's size and CRC
+    std::string body_;    // a PUT's whole body, when it is more than the batch
     WriteConditions conditions_;
     std::string upload_id_;
     std::vector<CompletedPart> parts_;

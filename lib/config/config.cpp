@@ -11,6 +11,7 @@
 #include "common/ascii.hpp"
 #include "common/json.hpp"
 #include "common/utf8.hpp"
+#include "config/choices.hpp"
 #include "config/keys.hpp"
 #include "config/redis_url.hpp"
 #include "training_output/error.hpp"
@@ -219,12 +220,13 @@ void Config::finalize() {
         for (const auto& v : config::allowed_values(k)) list += (list.empty() ? "" : ", ") + v;
         throw config_error(k.name, "expected one of " + list + ", got " + json::quote(this->*(*member)));
     }
-    if (dedup_store == "redis") {
+    const Choices choices = choices_of(*this);
+    if (choices.dedup_store == DedupStoreKind::Redis) {
         if (redis_url.empty()) throw config_error("redis_url", "required when dedup_store is \"redis\"");
         const bool tls = parse_redis_url(redis_url).tls;  // throws naming the key, never quoting the URL
         check_redis_tls(*this, tls);
     }
-    if (dedup_store == "redis" && !s3_endpoint_url.empty() &&
+    if (choices.dedup_store == DedupStoreKind::Redis && !s3_endpoint_url.empty() &&
         dedup_owner_ttl_seconds < (2 * s3_request_timeout_ms + 999) / 1000) {
         // A request that starts while the liveness is fresh (half its TTL
         // left) must end before another writer can take its claims over.

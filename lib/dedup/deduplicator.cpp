@@ -2,6 +2,7 @@
 #include "dedup/deduplicator.hpp"
 
 #include <algorithm>
+#include <utility>
 
 #include "common/sha256.hpp"
 #include "common/thread.hpp"
@@ -11,6 +12,7 @@ namespace training_output {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+constexpr std::size_t kMaxOwnersToSettle = 256;
 
 std::int64_t now_ns() {
     return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
@@ -123,6 +125,9 @@ std::vector<ClaimOutcome> TrainingDeduplicator::claim_many(const std::vector<std
     try {
         for (ClaimState s : store_->claim_batch(keys, owner, options_.claim_ttl)) out.push_back(outcome(s, confirming));
         on_store_success();
+    } catch (const OwnersToSettle& e) {
+        on_owners_to_settle(e);
+        out.assign(keys.size(), ClaimOutcome::FailedOpen);
     } catch (const std::exception& e) {
         on_store_error("claim", e);
         out.assign(keys.size(), ClaimOutcome::FailedOpen);
@@ -155,6 +160,9 @@ ClaimOutcome TrainingDeduplicator::claim(const std::string& key, const std::stri
         ClaimState state = store_->claim(key, owner, options_.claim_ttl);
         on_store_success();
         return outcome(state, false);
+    } catch (const OwnersToSettle& e) {
+        on_owners_to_settle(e);
+        return ClaimOutcome::FailedOpen;
     } catch (const std::exception& e) {
         on_store_error("claim", e);
         return ClaimOutcome::FailedOpen;
@@ -301,6 +309,26 @@ void TrainingDeduplicator::on_store_error(const char* operation, const std::exce
                       {"store", store_->kind()},
                       {"detail", "dedup store failed; writing examples without dedup until it recovers"}});
     }
+}
+
+// Not a failure of the store: its answer is that these owners' batches are
+// to be settled before their claims are taken over.
+void TrainingDeduplicator::on_owners_to_settle(const OwnersToSettle& e) {
+    on_store_success();
+    settle_later(e.owners());
+}
+
+void TrainingDeduplicator::settle_later(const std::vector<std::string>& owners) {
+    std::lock_guard<std::mutex> lock(settle_mutex_);
+    for (const auto& o : owners) {
+        if (to_settle_.size() >= kMaxOwnersToSettle) break;  // the rest are named again by the next claim
+        if (std::find(to_settle_.begin(), to_settle_.end(), o) == to_settle_.end()) to_settle_.push_back(o);
+    }
+}
+
+std::vector<std::string> TrainingDeduplicator::take_owners_to_settle() {
+    std::lock_guard<std::mutex> lock(settle_mutex_);
+    return std::exchange(to_settle_, {});
 }
 
 void TrainingDeduplicator::on_store_success() {

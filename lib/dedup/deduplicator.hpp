@@ -124,7 +124,15 @@ public:
     std::chrono::seconds claim_ttl() const { return options_.claim_ttl; }
     DedupStore& store() { return *store_; }
 
+    // Gone owners whose claims a claim would have taken over, had they no
+    // batches in flight (OwnersToSettle; those claims failed open): the
+    // delivery settles them, then confirms the claims. Each once; handed
+    // back with settle_later() when they could not be settled yet.
+    std::vector<std::string> take_owners_to_settle();
+    void settle_later(const std::vector<std::string>& owners);
+
 private:
+    void on_owners_to_settle(const OwnersToSettle& e);
     void on_store_error(const char* operation, const std::exception& e);
     void on_store_success();
     bool refresh();  // registers and refreshes every held owner; true when all are
@@ -146,6 +154,8 @@ private:
     const std::chrono::seconds owner_ttl_;
     std::atomic<std::uint64_t> store_errors_{0};
     std::atomic<bool> in_outage_{false};
+    std::mutex settle_mutex_;
+    std::vector<std::string> to_settle_;  // under settle_mutex_; a few hundred at most
 
     mutable std::mutex owners_mutex_;
     std::map<std::string, std::string> owners_;  // held: id -> spool path

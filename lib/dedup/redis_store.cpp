@@ -3,9 +3,10 @@
 // claim    EVAL on the key: free -> SET key <owner> EX <claim_ttl>; answers
 //          claimed (free or ours), committed ("1"), or the other owner's id
 // then, only for keys another owner holds: EXISTS <prefix><that owner>
-//          (its liveness), and for an owner that is gone, once the writer's
-//          guard settled that owner's inflight batches, EVAL on the key:
-//          take it over if it still holds that owner's id
+//          (its liveness), and for an owner that is gone, EXISTS on its
+//          inflight batches (any: OwnersToSettle, the writer settles them
+//          first), then EVAL on the key: take it over if it still holds that
+//          owner's id
 // inflight EVAL on <prefix><id>:batches: a line per batch object the owner
 //          may be writing (its key, size and keys), with the claims' TTL;
 //          removed once committed; GET by a taker
@@ -313,8 +314,8 @@ public:
         return claim_batch({key}, owner, claim_ttl)[0];
     }
 
-    // One pipelined round trip; two more only for keys another owner holds
-    // (and, before a take-over, the guard).
+    // One pipelined round trip; one more only for keys another owner holds,
+    // and two more before a take-over.
     std::vector<ClaimState> claim_batch(const std::vector<std::string>& keys, const std::string& owner,
                                         std::chrono::seconds claim_ttl) override {
         if (keys.empty()) return {};
@@ -352,32 +353,32 @@ public:
             }
             return states;
         });
-        // The guard settles each gone owner's batches first (S3 requests:
-        // no connection of the store is held meanwhile).
-        TakeoverGuard guard;
-        {
-            std::lock_guard<std::mutex> lock(guard_mutex_);
-            guard = guard_;
-        }
-        std::map<std::string, bool> settled;
         std::vector<std::size_t> gone;
+        std::vector<std::string> owners;  // gone, once each
         for (std::size_t i = 0; i < keys.size(); ++i) {
             if (gone_owner[i].empty()) continue;
-            auto it = settled.find(gone_owner[i]);
-            if (it == settled.end()) it = settled.emplace(gone_owner[i], !guard || guard(gone_owner[i])).first;
-            if (!it->second) {
-                // Not Held (that would void the caller's line, which nobody
-                // may deliver if that owner never comes back): the call
-                // fails, like any store failure, and the claims are
-                // confirmed again later.
-                throw Error(ErrorCode::DedupStore,
-                            prefix() +
-                                "the batches of a writer whose claims are to be taken over could not be "
-                                "settled yet; the claims are asked for again later");
-            }
             gone.push_back(i);
+            if (std::find(owners.begin(), owners.end(), gone_owner[i]) == owners.end()) owners.push_back(gone_owner[i]);
         }
         if (gone.empty()) return out;
+        // A gone owner's batches in flight are settled by the writer first
+        // (OwnersToSettle): until then nothing of it is taken over. (Not Held:
+        // that would void the caller's line, which nobody may deliver if that
+        // owner never comes back.)
+        std::vector<std::string> unsettled = call("read inflight", [&](Connection& c, Clock::time_point deadline) {
+            std::string cmds;
+            for (const auto& o : owners) append_command(cmds, {"EXISTS", inflight_key(o)});
+            auto replies = c.exchange(cmds, owners.size(), deadline);
+            std::vector<std::string> found;
+            for (std::size_t j = 0; j < owners.size(); ++j) {
+                const redisReply& r = *replies[j];
+                if (r.type == REDIS_REPLY_ERROR) throw AnswerError(reply_text(r));
+                if (r.type != REDIS_REPLY_INTEGER) throw AnswerError("unexpected reply to EXISTS");
+                if (r.integer != 0) found.push_back(owners[j]);
+            }
+            return found;
+        });
+        if (!unsettled.empty()) throw OwnersToSettle(std::move(unsettled));
         call("take over", [&](Connection& c, Clock::time_point deadline) {
             std::string takeovers;
             for (std::size_t i : gone)
@@ -461,11 +462,6 @@ public:
             }
             return true;
         });
-    }
-
-    void set_takeover_guard(TakeoverGuard guard) override {
-        std::lock_guard<std::mutex> lock(guard_mutex_);
-        guard_ = std::move(guard);
     }
 
     void commit(const std::vector<std::string>& keys, std::chrono::seconds ttl) override {
@@ -843,9 +839,6 @@ private:
     Clock::time_point down_since_{};
     Clock::time_point retry_at_{};
     std::string last_error_;
-
-    std::mutex guard_mutex_;
-    TakeoverGuard guard_;
 };
 
 }  // namespace

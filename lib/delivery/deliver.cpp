@@ -13,14 +13,14 @@ namespace training_output {
 using Clock = std::chrono::steady_clock;
 using LineState = Flusher::LineState;
 
-// The dedup store is about to take claims over from `gone`, an owner whose
-// liveness lapsed: each batch object it named before writing is settled
-// first. One that landed (or was folded) is delivered: its keys are
+// The dedup store would take claims over from `gone`, an owner whose
+// liveness lapsed, once each batch object it named before writing is
+// settled (OwnersToSettle). One that landed (or was folded) is delivered: its keys are
 // committed, so that the taker finds them written. One that has not is
 // fenced: an empty object under its name, with If-None-Match: *, so that a
 // write of it the network still holds is refused when it arrives (412).
 // False when that cannot be done now: the claims stay the gone owner's, and
-// the next claim tries again.
+// the next confirmation tries again.
 bool Flusher::settle_inflight_of(const std::string& gone) {
     try {
         std::vector<std::string> settled;
@@ -28,11 +28,11 @@ bool Flusher::settle_inflight_of(const std::string& gone) {
         for (const InflightBatch& b : dedup_.store().inflight(gone)) {
             const auto month = batch_objects::month_of(b.object_key);
             if (month) {
-                const AppendIntent in = batch_objects::intent(*month, b.object_key);
-                Landed l = batches_.check_landed(in, b.bytes);
+                const BatchIntent in = batch_objects::intent(*month, b.object_key, b.bytes);
+                Landed l = batches_.check_landed(in);
                 if (l == Landed::NotYet) {
                     batches_.land(*month, b.object_key, std::string_view(), nullptr);  // 412: something is there
-                    l = batches_.check_landed(in, b.bytes);
+                    l = batches_.check_landed(in);
                 }
                 if (l == Landed::Yes) {
                     if (!dedup_.commit(b.keys)) return false;
@@ -54,6 +54,16 @@ bool Flusher::settle_inflight_of(const std::string& gone) {
         logger_.log(LogLevel::Warning, "training_output_takeover_deferred", {{"owner", gone}, {"error", e.what()}});
         return false;
     }
+}
+
+// The owners whose claims a claim found to take over once their batches
+// are settled: settled now, before claims are confirmed.
+void Flusher::settle_gone_owners() {
+    std::vector<std::string> later;
+    for (const auto& gone : dedup_.take_owners_to_settle()) {
+        if (!settle_inflight_of(gone)) later.push_back(gone);
+    }
+    if (!later.empty()) dedup_.settle_later(later);
 }
 
 void Flusher::forget_inflight(const std::string& owner, const std::string& object_key) {
@@ -80,6 +90,7 @@ void Flusher::confirm(Spool& spool, Batch& b, std::string& bytes, std::vector<st
     }
     if (asked.empty()) return;
     set_state(b, BatchState::Confirming);
+    settle_gone_owners();
     const auto outcomes = dedup_.confirm_batch(asked, spool.id());
     std::vector<bool> voided(b.spool.lines.size(), false);
     std::size_t count = 0;
@@ -166,7 +177,7 @@ bool Flusher::append_batch(Spool& spool, Batch& b, bool& found_landed, bool& con
     Attempt a;
     a.started = Clock::now();
     a.complete_at_start = b.complete;
-    a.written_at_start = b.written_bytes;
+    a.written_at_start = b.intent ? b.intent->bytes : 0;
     a.bytes.reserve(b.bytes);
     a.keys.reserve(b.spool.lines.size());
     spool.read_batch(b.spool.lines, a.bytes, a.keys);
@@ -178,16 +189,17 @@ bool Flusher::append_batch(Spool& spool, Batch& b, bool& found_landed, bool& con
 // Did the write its INTENT records land? Yes: where, in `a`. Not yet (it may
 // still): the write of it is `a.undecided`. Throws when the store cannot tell.
 bool Flusher::check_earlier(Batch& b, Attempt& a) {
-    const Landed l = batch_objects::is_intent(*b.intent) ? batches_.check_landed(*b.intent, b.written_bytes)
-                     : b.complete                        ? appender_.check_landed(*b.intent, a.bytes)
-                                  : appender_.check_landed(*b.intent, b.written_bytes, b.written_crc);
+    const BatchIntent& in = *b.intent;
+    const Landed l = in.as_object() ? batches_.check_landed(in)
+                     : b.complete   ? appender_.check_landed(in, a.bytes)
+                                    : appender_.check_landed(in);
     if (l == Landed::Unknown) throw Error(ErrorCode::Storage, "cannot tell whether a batch landed");
-    if (l == Landed::NotYet) a.undecided = UndecidedWrite{*b.intent, b.written_bytes, b.written_crc};
+    if (l == Landed::NotYet) a.undecided = in;
     if (l == Landed::No) set_state(b, BatchState::Queued);
     if (l != Landed::Yes) return false;
-    a.where.batch_object = batch_objects::is_intent(*b.intent);
-    a.where.key = a.where.batch_object ? b.intent->etag : b.spool.object_key;
-    a.where.offset = a.where.batch_object ? 0 : b.intent->size;
+    a.where.batch_object = in.as_object();
+    a.where.key = in.as_object() ? in.batch_object : b.spool.object_key;
+    a.where.offset = in.offset;
     set_state(b, BatchState::Landed);
     crash_point("flusher.after_check");
     return true;
@@ -195,7 +207,7 @@ bool Flusher::check_earlier(Batch& b, Attempt& a) {
 
 // Before every write of `b`, retries included: its claims still hold, its
 // INTENT is recorded (and a batch object named in the dedup store).
-void Flusher::before_write(Spool& spool, Batch& b, const Attempt& a, const AppendIntent& in, std::uint32_t crc) {
+void Flusher::before_write(Spool& spool, Batch& b, const Attempt& a, const BatchIntent& in) {
     // A claim of this batch may have been taken over since it started if the
     // liveness lapsed, even if it is fresh again now.
     if (!dedup_.may_deliver(b.epoch)) {
@@ -208,16 +220,16 @@ void Flusher::before_write(Spool& spool, Batch& b, const Attempt& a, const Appen
     // (A fence of no lines keeps the earlier INTENT: a replay checks its
     // name again, and finds the fence, not the batch.)
     if (!a.bytes.empty()) {
-        spool.record_intent(b.spool, in, a.bytes.size(), crc);
+        spool.record_intent(b.spool, in);
         set_state(b, BatchState::IntentRecorded);
     }
     crash_point("flusher.after_intent");
     // A batch object is named in the dedup store too, with its keys, where a
     // writer that takes this one's claims over when its liveness lapsed
-    // (Redis) finds it, and fences the name before writing them (the
-    // DedupStore's TakeoverGuard).
-    if (batch_objects::is_intent(in) && !a.bytes.empty()) {
-        InflightBatch inflight{in.etag, a.bytes.size(), {}};
+    // (Redis) finds it, and fences the name before writing them
+    // (settle_inflight_of(), when the store answers OwnersToSettle).
+    if (in.as_object() && !a.bytes.empty()) {
+        InflightBatch inflight{in.batch_object, a.bytes.size(), {}};
         for (const auto& k : a.keys)
             if (!k.empty()) inflight.keys.push_back(k);
         dedup_.store().record_inflight(spool.id(), inflight, dedup_.claim_ttl());
@@ -252,7 +264,7 @@ bool Flusher::write(Spool& spool, Batch& b, Attempt& a, bool& found_landed, bool
             set_state(b, BatchState::Voided);
             return false;
         }
-    } else if (batch_objects::is_intent(a.undecided->intent)) {
+    } else if (a.undecided->as_object()) {
         // A batch object that may still land keeps its name, and its claims
         // are confirmed all the same: its writer may have died, or lapsed,
         // and another writer taken its content over and written it in a
@@ -283,19 +295,17 @@ bool Flusher::write(Spool& spool, Batch& b, Attempt& a, bool& found_landed, bool
 void Flusher::land(Spool& spool, Batch& b, Attempt& a, std::optional<Batch>& as_before, bool& found_landed,
                    bool& contended) {
     const std::uint32_t crc = crc32c::compute(a.bytes);
-    std::optional<UndecidedWrite> left = a.undecided;
+    std::optional<BatchIntent> left = a.undecided;
     struct Keep {
         const Flusher& f;
         Batch& b;
-        std::optional<UndecidedWrite>& left;
+        std::optional<BatchIntent>& left;
         std::uint64_t bytes;
         std::uint32_t crc;
         int unwinding = std::uncaught_exceptions();
         ~Keep() {
             if (left) {
-                b.intent = left->intent;
-                b.written_bytes = left->bytes;
-                b.written_crc = left->crc;
+                b.intent = left;
                 // Checked by its bytes when the write that may land is this one.
                 b.complete = left->bytes == bytes && left->crc == crc;
             } else {
@@ -308,16 +318,16 @@ void Flusher::land(Spool& spool, Batch& b, Attempt& a, std::optional<Batch>& as_
         }
     } keep{*this, b, left, a.bytes.size(), crc};
     // A batch object keeps its name (its INTENT's) until it landed.
-    const bool as_object = a.undecided ? batch_objects::is_intent(a.undecided->intent) : options_.batch_objects;
+    const bool as_object = a.undecided ? a.undecided->as_object() : options_.batch_objects;
     const std::string batch_key =
         !as_object    ? std::string()
-        : a.undecided ? a.undecided->intent.etag
+        : a.undecided ? a.undecided->batch_object
                       : batch_objects::key(b.spool.object_key, spool.id() + std::string(b.fenced_names, 'f'),
                                            b.spool.lines.front().seq);
     AppendResult r;
     try {
         if (as_object) {
-            before_write(spool, b, a, batch_objects::intent(b.spool.object_key, batch_key), crc);
+            before_write(spool, b, a, batch_objects::intent(b.spool.object_key, batch_key, a.bytes.size(), crc));
             r = batches_.land(b.spool.object_key, batch_key, a.bytes, &left);
         } else {
             r = append_to_object(spool, b, a, crc, left);
@@ -336,9 +346,9 @@ void Flusher::land(Spool& spool, Batch& b, Attempt& a, std::optional<Batch>& as_
     set_state(b, BatchState::Landed);
     crash_point("flusher.after_land");
     if (as_object) {
-        left = UndecidedWrite{batch_objects::intent(b.spool.object_key, batch_key), a.bytes.size(), crc};
+        left = batch_objects::intent(b.spool.object_key, batch_key, a.bytes.size(), crc);
     } else if (!a.bytes.empty()) {
-        left = UndecidedWrite{AppendIntent{b.spool.object_key, "", r.offset}, a.bytes.size(), crc};
+        left = BatchIntent{b.spool.object_key, "", r.offset, "", a.bytes.size(), crc};
     }
 }
 
@@ -346,11 +356,11 @@ void Flusher::land(Spool& spool, Batch& b, Attempt& a, std::optional<Batch>& as_
 // appender makes ready is sent once its INTENT is recorded. On every way
 // out, `left` is the write of it that may still land.
 AppendResult Flusher::append_to_object(Spool& spool, Batch& b, const Attempt& a, std::uint32_t crc,
-                                       std::optional<UndecidedWrite>& left) {
-    AppendJob job(appender_, b.spool.object_key, a.bytes, a.undecided);
+                                       std::optional<BatchIntent>& left) {
+    AppendJob job(appender_, b.spool.object_key, a.bytes, crc, a.undecided);
     try {
-        while (const AppendIntent* in = job.prepare()) {
-            before_write(spool, b, a, *in, crc);
+        while (const BatchIntent* in = job.prepare()) {
+            before_write(spool, b, a, *in);
             job.write_once();
         }
     } catch (...) {

@@ -53,9 +53,6 @@ Flusher::Flusher(ObjectAppender& appender, BatchObjects& batches, TrainingDedupl
       adopt_(std::move(adopt)) {
     epoch_ = dedup_.liveness_epoch();
     if (options_.on_landed) events_ = std::make_unique<LandedEvents>(options_.on_landed);
-    if (options_.batch_objects) {
-        dedup_.store().set_takeover_guard([this](const std::string& gone) { return settle_inflight_of(gone); });
-    }
     adopt_now();
     next_adopt_ = Clock::now() + options_.adopt_interval;
     next_maintain_ = Clock::now() + options_.maintain_interval;
@@ -69,7 +66,6 @@ Flusher::~Flusher() {
     }
     wake_.notify_all();
     if (thread_.joinable()) thread_.join();
-    if (options_.batch_objects) dedup_.store().set_takeover_guard(nullptr);
 }
 
 // Takes over the spools of writers that died and queues what they hold.
@@ -110,8 +106,6 @@ void Flusher::adopt_now() {
                 b.accepted = due_now;
                 b.intent = u.intent;
                 b.complete = u.complete;
-                b.written_bytes = u.bytes;
-                b.written_crc = u.crc;
                 b.state = BatchState::MayHaveLanded;  // its INTENT has no DONE: checked first
                 stats_.pending_lines += b.spool.lines.size();
                 stats_.pending_bytes += b.bytes;

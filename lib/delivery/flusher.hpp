@@ -102,10 +102,8 @@ public:
         std::vector<LineState> states;                   // Ready or Unconfirmed, per line
         std::uint64_t bytes = 0;                         // of its lines
         std::chrono::steady_clock::time_point accepted;  // its oldest line's
-        std::optional<AppendIntent> intent;              // an attempt was recorded: it may have landed
-        bool complete = true;             // every line its INTENT names is here (adopted ones may not be)
-        std::uint64_t written_bytes = 0;  // the batch as its INTENT records it
-        std::uint32_t written_crc = 0;
+        std::optional<BatchIntent> intent;               // an attempt was recorded: it may have landed
+        bool complete = true;     // every line its INTENT names is here (adopted ones may not be)
         std::uint64_t epoch = 0;  // the liveness epoch its Ready states hold in
         // Batch objects: how many times its name was found fenced while it
         // still had lines (a writer that took claims over from this spool
@@ -213,10 +211,10 @@ private:
     // deliver.cpp: one batch's way to its object, without the lock.
     // What one attempt read of the batch, and learned on its way.
     struct Attempt {
-        std::string bytes;                        // its lines, as written
-        std::vector<std::string> keys;            // their dedup keys ("" for none)
-        LandedBatch where;                        // where it landed
-        std::optional<UndecidedWrite> undecided;  // an earlier write of it that may still land
+        std::string bytes;                     // its lines, as written
+        std::vector<std::string> keys;         // their dedup keys ("" for none)
+        LandedBatch where;                     // where it landed
+        std::optional<BatchIntent> undecided;  // an earlier write of it that may still land
         std::chrono::steady_clock::time_point started;
         bool complete_at_start = true;  // every line its INTENT names is here
         std::uint64_t written_at_start = 0;
@@ -229,15 +227,17 @@ private:
     bool write(Spool& spool, Batch& batch, Attempt& a, bool& found_landed, bool& contended);
     void land(Spool& spool, Batch& batch, Attempt& a, std::optional<Batch>& as_before, bool& found_landed,
               bool& contended);
-    void before_write(Spool& spool, Batch& batch, const Attempt& a, const AppendIntent& intent, std::uint32_t crc);
+    void before_write(Spool& spool, Batch& batch, const Attempt& a, const BatchIntent& intent);
     AppendResult append_to_object(Spool& spool, Batch& batch, const Attempt& a, std::uint32_t crc,
-                                  std::optional<UndecidedWrite>& left);
+                                  std::optional<BatchIntent>& left);
     bool finish(Spool& spool, Batch& batch, Attempt& a, bool found_landed);
     // The one place a batch's state changes: logs the transition (debug),
     // and one the protocol does not make (error).
     void set_state(Batch& batch, BatchState to) const;
-    // The DedupStore's TakeoverGuard (batches mode).
+    // A gone owner's batches in flight, settled before its claims are taken
+    // over (OwnersToSettle).
     bool settle_inflight_of(const std::string& gone);
+    void settle_gone_owners();
     // The batch object's record in the dedup store, once its keys are committed (best effort).
     void forget_inflight(const std::string& owner, const std::string& object_key);
     // A line confirm() found delivered elsewhere, whose VOID record waits.

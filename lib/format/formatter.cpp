@@ -124,13 +124,6 @@ struct PseudonymKey {
     crypto::HmacSha256 hmac;
 };
 
-OutputFormat parse_output_format(std::string_view text) {
-    if (text == "alpaca") return OutputFormat::Alpaca;
-    if (text == "chat") return OutputFormat::Chat;
-    throw Error(ErrorCode::Config,
-                "configuration key \"output_format\": expected one of alpaca, chat, got " + json::quote(text));
-}
-
 bool is_traceparent(std::string_view t) noexcept {
     if (t.size() != 55 || t[2] != '-' || t[35] != '-' || t[52] != '-') return false;
     auto hex = [&](std::size_t from, std::size_t to) {

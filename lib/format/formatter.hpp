@@ -15,6 +15,7 @@
 
 #include "common/time.hpp"
 #include "common/utf8.hpp"
+#include "config/choices.hpp"  // OutputFormat
 #include "training_output/example.hpp"
 
 namespace training_output {
@@ -85,9 +86,7 @@ std::string object_key_for(std::string_view prefix, std::string_view domain,
 Sha256 content_hash(std::string_view record_type, std::string_view input, std::string_view output);
 std::string to_hex(const Sha256& hash);
 
-enum class OutputFormat { Alpaca, Chat };
-struct PseudonymKey;                                      // the pseudonymization key, ready for HMAC (formatter.cpp)
-OutputFormat parse_output_format(std::string_view text);  // "alpaca" | "chat"; throws Error(Config)
+struct PseudonymKey;  // the pseudonymization key, ready for HMAC (formatter.cpp)
 
 struct FormatterOptions {
     bool include_metadata = true;

@@ -21,7 +21,8 @@
 
 namespace training_output {
 
-enum class ConditionalWrites { Auto, On, Off };
+// Native appends: asked for (On), never used (Off), or used where the
+// probe finds them (Auto).
 enum class NativeAppend { Auto, On, Off };
 
 struct S3SinkOptions {
@@ -111,8 +112,5 @@ private:
     struct Impl;
     std::unique_ptr<Impl> impl_;
 };
-
-ConditionalWrites parse_conditional_writes(const std::string& text);  // throws Error(Config)
-NativeAppend parse_native_append(const std::string& s3_append_mode);  // throws Error(Config)
 
 }  // namespace training_output

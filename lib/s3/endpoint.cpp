@@ -9,14 +9,6 @@
 
 namespace training_output {
 
-AddressingStyle parse_addressing_style(const std::string& text) {
-    if (text == "auto") return AddressingStyle::Auto;
-    if (text == "path") return AddressingStyle::Path;
-    if (text == "virtual") return AddressingStyle::Virtual;
-    throw Error(ErrorCode::Config,
-                "configuration key \"s3_addressing_style\": expected auto, path or virtual, got " + json::quote(text));
-}
-
 namespace s3 {
 
 Endpoint parse_endpoint(const std::string& url) {

@@ -5,11 +5,9 @@
 
 #include <string>
 
+#include "config/choices.hpp"  // AddressingStyle
+
 namespace training_output {
-
-enum class AddressingStyle { Auto, Path, Virtual };
-
-AddressingStyle parse_addressing_style(const std::string& text);  // throws Error(Config)
 
 namespace s3 {
 

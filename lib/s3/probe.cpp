@@ -8,24 +8,6 @@
 
 namespace training_output {
 
-NativeAppend parse_native_append(const std::string& text) {
-    if (text == "native") return NativeAppend::On;
-    // batches: a compaction appends to the monthly file as auto would.
-    if (text == "auto" || text == "batches") return NativeAppend::Auto;
-    if (text == "copy" || text == "lease") return NativeAppend::Off;
-    throw Error(ErrorCode::Config,
-                "configuration key \"s3_append_mode\": expected auto, native, copy, lease or batches, got " +
-                    json::quote(text));
-}
-
-ConditionalWrites parse_conditional_writes(const std::string& text) {
-    if (text == "auto") return ConditionalWrites::Auto;
-    if (text == "true") return ConditionalWrites::On;
-    if (text == "false") return ConditionalWrites::Off;
-    throw Error(ErrorCode::Config,
-                "configuration key \"s3_conditional_writes\": expected auto, true or false, got " + json::quote(text));
-}
-
 // What does this server enforce? A probe object under probe_prefix:
 //   PUT it; PUT If-None-Match:* must be refused; PUT If-Match (quoted, else
 //   bare) must pass; a one-part multipart upload completed with a wrong

@@ -6,6 +6,7 @@
 #include <optional>
 #include <set>
 
+#include "append/batch_objects.hpp"
 #include "common/json.hpp"
 #include "spool/record.hpp"
 
@@ -13,6 +14,18 @@ namespace training_output::spool {
 namespace {
 
 constexpr std::size_t kMaxNotes = 32;
+
+// An INTENT record's batch: a batch object's key is where the monthly
+// object's ETag would be (Spool::record_intent).
+BatchIntent intent_of(const IntentRecord& r) {
+    BatchIntent in{r.object_key, r.etag, r.object_size, "", r.batch_bytes, r.batch_crc};
+    if (r.etag.find('/') != std::string::npos && batch_objects::parse(r.object_key, r.etag)) {
+        in.batch_object = r.etag;
+        in.etag.clear();
+        in.offset = 0;
+    }
+    return in;
+}
 
 struct LineInfo {
     std::string_view key;
@@ -263,9 +276,7 @@ private:
         for (auto& [batch, in] : intents_) {
             SpoolRecovered::Undecided u;
             u.batch = batch;
-            u.intent = AppendIntent{in.object_key, in.etag, in.object_size};
-            u.bytes = in.batch_bytes;
-            u.crc = in.batch_crc;
+            u.intent = intent_of(in);
             for (std::uint64_t s : in.seqs) {
                 LineInfo* l = find(s);
                 if (!l || !l->live || taken[index_of(l)]) {
@@ -280,7 +291,7 @@ private:
         // Earlier versions: the last INTENT of a key names the front of its queue.
         for (auto& [key, in] : range_intents_) {
             SpoolRecovered::Undecided u;
-            u.intent = AppendIntent{in.object_key, in.etag, in.object_size};
+            u.intent = BatchIntent{in.object_key, in.etag, in.object_size, "", 0, 0};
             bool front = true;
             for (std::size_t i = 0; i < lines_.size(); ++i) {
                 const LineInfo& l = lines_[i];
@@ -289,7 +300,7 @@ private:
                 if (!front || l.ref.seq > in.last) break;
                 taken[i] = true;
                 u.lines.push_back(l.ref);
-                u.bytes += l.ref.line_bytes;
+                u.intent.bytes += l.ref.line_bytes;
             }
             if (!u.lines.empty()) entry(key).undecided.push_back(std::move(u));
         }

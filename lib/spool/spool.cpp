@@ -75,21 +75,6 @@ int lock_orphan(const SpoolOptions& options, const std::string& name) {
 
 }  // namespace
 
-SpoolFsync parse_spool_fsync(const std::string& text) {
-    if (text == "interval") return SpoolFsync::Interval;
-    if (text == "always") return SpoolFsync::Always;
-    if (text == "never") return SpoolFsync::Never;
-    throw Error(ErrorCode::Config,
-                "configuration key \"spool_fsync\": expected one of interval, always, never, got " + json::quote(text));
-}
-
-SpoolFullPolicy parse_spool_full_policy(const std::string& text) {
-    if (text == "block") return SpoolFullPolicy::Block;
-    if (text == "reject") return SpoolFullPolicy::Reject;
-    throw Error(ErrorCode::Config,
-                "configuration key \"spool_full_policy\": expected one of block, reject, got " + json::quote(text));
-}
-
 Spool::Spool(SpoolOptions options, std::string path, std::string id, const Logger* logger)
     : options_(std::move(options)), path_(std::move(path)), id_(std::move(id)), logger_(logger) {
     if (options_.segment_bytes == 0) {
@@ -605,14 +590,16 @@ std::vector<std::uint64_t> seqs_of(const SpoolBatch& batch, std::uint64_t& max_s
 }
 }  // namespace
 
-void Spool::record_intent(const SpoolBatch& batch, const AppendIntent& intent, std::uint64_t bytes, std::uint32_t crc) {
+void Spool::record_intent(const SpoolBatch& batch, const BatchIntent& intent) {
     IntentRecord r;
     r.batch = batch.id;
     r.object_key = batch.object_key;
-    r.etag = intent.etag;
-    r.object_size = intent.size;
-    r.batch_bytes = bytes;
-    r.batch_crc = crc;
+    // A batch object's key goes where the monthly object's ETag would (an
+    // ETag never contains '/'; replay tells them apart).
+    r.etag = intent.as_object() ? intent.batch_object : intent.etag;
+    r.object_size = intent.offset;
+    r.batch_bytes = intent.bytes;
+    r.batch_crc = intent.crc;
     std::uint64_t max_seq = 0;
     r.seqs = seqs_of(batch, max_seq);
     // One per batch: cheap enough to make durable under every policy but never.

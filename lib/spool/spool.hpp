@@ -47,8 +47,9 @@
 #include <thread>
 #include <vector>
 
-#include "append/object_appender.hpp"
+#include "append/batch_intent.hpp"
 #include "common/background.hpp"
+#include "config/choices.hpp"
 #include "log/logger.hpp"
 
 namespace training_output {
@@ -56,13 +57,6 @@ namespace training_output {
 namespace spool {
 struct Segment;
 }
-
-enum class SpoolFsync { Interval, Always, Never };
-enum class SpoolFullPolicy { Block, Reject };
-
-// "interval" | "always" | "never"; "block" | "reject". Throw Error(Config).
-SpoolFsync parse_spool_fsync(const std::string& text);
-SpoolFullPolicy parse_spool_full_policy(const std::string& text);
 
 struct SpoolOptions {
     std::string dir;  // shared by the writers of one machine
@@ -108,9 +102,7 @@ struct SpoolRecovered {
         std::uint64_t batch = 0;
         std::vector<SpoolLineRef> lines;  // those still in the spool, in batch order
         bool complete = true;             // all of the batch's lines are (else compare by checksum)
-        AppendIntent intent;
-        std::uint64_t bytes = 0;  // of the whole batch, as written
-        std::uint32_t crc = 0;    // CRC-32C of the whole batch
+        BatchIntent intent;               // its bytes and CRC-32C: of the whole batch, as written
     };
     std::vector<Undecided> undecided;  // in batch order
     std::vector<SpoolLineRef> lines;   // the other live lines, in order
@@ -181,9 +173,9 @@ public:
                     std::vector<std::string>& dedup_keys) const;
 
     std::uint64_t new_batch_id();
-    // The batch is about to be written at `intent` (durable unless
-    // spool_fsync=never). `bytes` and `crc` describe the batch as written.
-    void record_intent(const SpoolBatch& batch, const AppendIntent& intent, std::uint64_t bytes, std::uint32_t crc);
+    // The batch is about to be written as `intent` says (durable unless
+    // spool_fsync=never).
+    void record_intent(const SpoolBatch& batch, const BatchIntent& intent);
     // The batch landed: its lines are no longer live. `uncommitted`: dedup
     // keys whose commit failed, kept until record_committed().
     void record_done(const SpoolBatch& batch, const std::vector<std::string>& uncommitted = {});

@@ -108,7 +108,7 @@ DrainReport TrainingOutput::drain() {
     Impl::Call call(*impl_);
     DrainReport r;
     if (!impl_->flusher) return r;  // enable_training_output is false
-    const SpoolOptions so = wiring::spool_options(impl_->config);
+    const SpoolOptions so = wiring::spool_options(impl_->config, impl_->choices);
     for (;;) {
         flush();
         const std::size_t left = Spool::count_orphans(so);

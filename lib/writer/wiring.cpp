@@ -24,9 +24,9 @@ Config with_absolute_paths(Config c) {
     return c;
 }
 
-std::unique_ptr<DedupStore> open_store(const Config& c, const Logger& logger) {
-    if (c.dedup_store == "memory") return make_memory_dedup_store();
-    if (c.dedup_store == "log") {
+std::unique_ptr<DedupStore> open_store(const Config& c, const Choices& ch, const Logger& logger) {
+    if (ch.dedup_store == DedupStoreKind::Memory) return make_memory_dedup_store();
+    if (ch.dedup_store == DedupStoreKind::Log) {
         LogStoreOptions o;
         o.path = c.dedup_db_path;
         // The default file is one destination's: named after it, so that the
@@ -37,7 +37,7 @@ std::unique_ptr<DedupStore> open_store(const Config& c, const Logger& logger) {
         }
         return make_log_dedup_store(o);
     }
-    if (c.dedup_store == "redis") {
+    if (ch.dedup_store == DedupStoreKind::Redis) {
         RedisStoreOptions o;
         o.url = c.redis_url;
         o.timeout = std::chrono::milliseconds(c.redis_timeout_ms);
@@ -64,14 +64,14 @@ std::unique_ptr<DedupStore> open_store(const Config& c, const Logger& logger) {
     return make_sqlite_dedup_store(o);
 }
 
-std::unique_ptr<S3Sink> open_sink(const Config& c, const Logger& logger) {
+std::unique_ptr<S3Sink> open_sink(const Config& c, const Choices& ch, const Logger& logger) {
     if (c.s3_endpoint_url.empty()) return make_directory_sink(DirectorySinkOptions{c.output_dir, c.directory_fsync});
     S3SinkOptions o;
     o.endpoint_url = c.s3_endpoint_url;
     o.region = c.s3_region;
     o.bucket = c.s3_bucket_name;
     o.credentials = sigv4::Credentials{c.s3_access_key, c.s3_secret_key, c.s3_session_token};
-    o.addressing = parse_addressing_style(c.s3_addressing_style);
+    o.addressing = ch.s3_addressing_style;
     o.verify_tls = c.s3_verify_tls;
     o.ca_file = c.s3_ca_file;
     o.connect_timeout = std::chrono::milliseconds(c.s3_connect_timeout_ms);
@@ -79,29 +79,36 @@ std::unique_ptr<S3Sink> open_sink(const Config& c, const Logger& logger) {
     o.max_attempts = static_cast<int>(c.s3_max_attempts);
     o.retry_base = std::chrono::milliseconds(c.s3_retry_base_ms);
     o.retry_max = std::chrono::milliseconds(c.s3_retry_max_ms);
-    o.conditional_writes = parse_conditional_writes(c.s3_conditional_writes);
-    o.native_append = parse_native_append(c.s3_append_mode);
+    o.conditional_writes = ch.s3_conditional_writes;
+    switch (ch.s3_append_mode) {
+        case AppendMode::Native: o.native_append = NativeAppend::On; break;
+        // batches: a compaction appends to the monthly file as auto would.
+        case AppendMode::Auto:
+        case AppendMode::Batches: o.native_append = NativeAppend::Auto; break;
+        case AppendMode::Copy:
+        case AppendMode::Lease: o.native_append = NativeAppend::Off; break;
+    }
     return std::make_unique<CurlS3Sink>(o, &logger);
 }
 
-AppendOptions append_options(const Config& c) {
+AppendOptions append_options(const Config& c, const Choices& ch) {
     AppendOptions o;
     if (!c.s3_endpoint_url.empty()) o.multipart_threshold = static_cast<std::uint64_t>(c.s3_multipart_threshold);
     o.lease_ttl = std::chrono::seconds(c.s3_lease_seconds);
-    o.always_lease = c.s3_append_mode == "lease";
-    o.native_when_appendable =
-        c.s3_append_mode == "auto" || c.s3_append_mode == "native" || c.s3_append_mode == "batches";
+    o.always_lease = ch.s3_append_mode == AppendMode::Lease;
+    o.native_when_appendable = ch.s3_append_mode == AppendMode::Auto || ch.s3_append_mode == AppendMode::Native ||
+                               ch.s3_append_mode == AppendMode::Batches;
     o.convert_plain = o.native_when_appendable && c.s3_convert_plain_objects;
     o.attributes.content_type = "application/jsonl";
     o.attributes.metadata = {{"generator", std::string("training_output/") + library_version()}};
     return o;
 }
 
-FormatterOptions formatter_options(const Config& c) {
+FormatterOptions formatter_options(const Config& c, const Choices& ch) {
     FormatterOptions o;
     o.include_metadata = c.include_training_metadata;
     o.prefix = c.training_data_prefix;
-    o.format = parse_output_format(c.output_format);
+    o.format = ch.output_format;
     o.redact_phi = c.redact_phi;
     o.pseudonymize_ids = c.pseudonymize_ids;
     o.pseudonymization_key = c.pseudonymization_key;
@@ -113,13 +120,13 @@ FormatterOptions formatter_options(const Config& c) {
     return o;
 }
 
-SpoolOptions spool_options(const Config& c) {
+SpoolOptions spool_options(const Config& c, const Choices& ch) {
     SpoolOptions o;
     o.dir = c.spool_dir;
     o.destination = c.destination();
-    o.fsync = parse_spool_fsync(c.spool_fsync);
+    o.fsync = ch.spool_fsync;
     o.max_bytes = static_cast<std::uint64_t>(c.spool_max_bytes);
-    o.full_policy = parse_spool_full_policy(c.spool_full_policy);
+    o.full_policy = ch.spool_full_policy;
     o.block_timeout = std::chrono::milliseconds(c.spool_block_timeout_ms);
     return o;
 }
@@ -141,44 +148,46 @@ using namespace wiring;
 
 TrainingOutput::Impl::Impl(Config c, WriterComponents components)
     : config(with_absolute_paths(std::move(c))),
+      choices(choices_of(config)),
       logger(config.log_level),
-      formatter(formatter_options(config), config.templates_file.empty()
-                                               ? TemplateTable::builtin()
-                                               : TemplateTable::from_file_over_builtin(config.templates_file)) {
+      formatter(formatter_options(config, choices),
+                config.templates_file.empty() ? TemplateTable::builtin()
+                                              : TemplateTable::from_file_over_builtin(config.templates_file)) {
     if (!config.enable_training_output) {
         logger.log(LogLevel::Info, "training_output_disabled", {});
         return;  // no I/O at all
     }
-    if (config.s3_append_mode == "batches" && !components.sink && config.s3_endpoint_url.empty()) {
+    if (choices.s3_append_mode == AppendMode::Batches && !components.sink && config.s3_endpoint_url.empty()) {
         throw Error(ErrorCode::Config,
                     "configuration key \"s3_append_mode\": batches needs an S3 store "
                     "(s3_endpoint_url); a local directory is appended to in place");
     }
     delivery_callback = std::move(components.on_delivery);
-    sink = components.sink ? std::move(components.sink) : open_sink(config, logger);
-    auto store = components.dedup_store ? std::move(components.dedup_store) : open_store(config, logger);
+    sink = components.sink ? std::move(components.sink) : open_sink(config, choices, logger);
+    auto store = components.dedup_store ? std::move(components.dedup_store) : open_store(config, choices, logger);
     DeduplicatorOptions d;
     d.key_namespace = config.dedup_namespace;
     d.claim_ttl = std::chrono::seconds(config.dedup_claim_ttl_seconds);
     d.committed_ttl = std::chrono::seconds(config.dedup_ttl_seconds);
     const char* store_kind = store->kind();
     dedup = std::make_unique<TrainingDeduplicator>(std::move(store), d, &logger);
-    appender = std::make_unique<ObjectAppender>(*sink, append_options(config), &logger);
+    const AppendOptions ao = append_options(config, choices);
+    appender = std::make_unique<ObjectAppender>(*sink, ao, &logger);
     if (config.write_manifests) {
         ManifestOptions mo;
         mo.library_version = library_version();
-        mo.attributes = append_options(config).attributes;
+        mo.attributes = ao.attributes;
         manifests = std::make_unique<Manifests>(*sink, mo, &logger);
     }
     BatchObjectsOptions bo;
-    bo.attributes = append_options(config).attributes;
+    bo.attributes = ao.attributes;
     bo.on_fold = [this](const std::string& month_key, std::uint64_t end, std::string_view body) {
         if (manifests) manifests->advance(month_key, end, body);
         metrics.object_size(domain_of(month_key), end);
     };
     bo.compaction_max_bytes = static_cast<std::uint64_t>(config.s3_compaction_max_bytes);
     batches = std::make_unique<BatchObjects>(*sink, *appender, bo, &logger);
-    const bool batch_mode = config.s3_append_mode == "batches";
+    const bool batch_mode = choices.s3_append_mode == AppendMode::Batches;
     FlusherOptions f;
     f.batch_objects = batch_mode;
     f.max_bytes = static_cast<std::uint64_t>(config.flush_max_bytes);
@@ -187,7 +196,7 @@ TrainingOutput::Impl::Impl(Config c, WriterComponents components)
     f.hurry_bytes = static_cast<std::uint64_t>(config.spool_max_bytes) / 2;
     f.adopt_max_bytes = static_cast<std::uint64_t>(config.spool_max_bytes);
     f.on_landed = [this](const LandedBatch& l) { landed(l); };
-    const SpoolOptions so = spool_options(config);
+    const SpoolOptions so = spool_options(config, choices);
     spool = Spool::create(so, &logger);
     // Registered before its first claim: its claims are held while it lives.
     dedup->hold_owner(spool->id(), spool->path());

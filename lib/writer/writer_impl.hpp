@@ -38,6 +38,7 @@ extern thread_local const char* t_last_skip_reason;
 
 struct TrainingOutput::Impl {
     Config config;
+    Choices choices;  // config's enumerated values, parsed once
     Logger logger;
     TrainingDataFormatter formatter;
     std::unique_ptr<S3Sink> sink;

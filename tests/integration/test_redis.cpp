@@ -330,8 +330,8 @@ TEST_CASE("Redis: batch objects an owner may be writing are kept until cleared, 
         CHECK(in[0].object_key == "m.batches/2.jsonl");
         CHECK(store->inflight(b.id).empty());
 
-        // a's claims, a's liveness lapsed: the guard is asked about a, once
-        // per claim call, before anything is taken over.
+        // a's claims, a's liveness lapsed, a batch of a's still in flight:
+        // nothing is taken over, and the store names a to be settled first.
         CHECK(store->claim_batch({ns + ":k3", ns + ":k4"}, a.id, 60s) ==
               std::vector<ClaimState>{ClaimState::Claimed, ClaimState::Claimed});
         const auto deadline = Clock::now() + 5s;
@@ -341,27 +341,23 @@ TEST_CASE("Redis: batch objects an owner may be writing are kept until cleared, 
         }
         REQUIRE(raw.cmd({"EXISTS", ns + ":owner:" + a.id}) == "0");
         store->refresh_owners({b});
-        std::vector<std::string> asked;
-        bool allow = false;
-        store->set_takeover_guard([&](const std::string& gone) {
-            asked.push_back(gone);
-            return allow;
-        });
-        // Not settled: the call fails (the writer fails open and asks again
-        // later), and nothing is taken over.
-        CHECK_THROWS_AS(store->claim_batch({ns + ":k3", ns + ":k4", ns + ":k5"}, b.id, 60s), Error);
-        CHECK(asked == std::vector<std::string>{a.id});
+        try {
+            store->claim_batch({ns + ":k3", ns + ":k4", ns + ":k5"}, b.id, 60s);
+            FAIL("expected OwnersToSettle");
+        } catch (const OwnersToSettle& e) {
+            CHECK(e.owners() == std::vector<std::string>{a.id});
+            CHECK(e.code() == ErrorCode::DedupStore);
+        }
         CHECK(raw.cmd({"GET", ns + ":k3"}) == a.id);
         CHECK(raw.cmd({"GET", ns + ":k4"}) == a.id);
-        allow = true;
-        CHECK(store->claim_batch({ns + ":k3", ns + ":k4"}, b.id, 60s) ==
-              std::vector<ClaimState>{ClaimState::Claimed, ClaimState::Claimed});
-        CHECK(asked == std::vector<std::string>{a.id, a.id});
-        CHECK(raw.cmd({"GET", ns + ":k3"}) == b.id);
-        store->set_takeover_guard(nullptr);
+        CHECK_THROWS_AS(store->claim(ns + ":k3", b.id, 60s), OwnersToSettle);
+        // Settled (its records cleared): taken over.
         store->clear_inflight(a.id, {"m.batches/2.jsonl"}, 600s);
         CHECK(store->inflight(a.id).empty());
         CHECK(raw.cmd({"EXISTS", ns + ":owner:" + a.id + ":batches"}) == "0");
+        CHECK(store->claim_batch({ns + ":k3", ns + ":k4"}, b.id, 60s) ==
+              std::vector<ClaimState>{ClaimState::Claimed, ClaimState::Claimed});
+        CHECK(raw.cmd({"GET", ns + ":k3"}) == b.id);
     }
 }
 

@@ -67,13 +67,24 @@ void prefill(S3Sink& sink, const std::string& key, bool appendable = false) {
                 .ok());
 }
 
+// Each test's setting: a fresh bucket on RGW, reached through a fault proxy
+// (or directly, with rgw()), and a directory for a writer.
+struct ProxiedBucket {
+    FaultProxy proxy{rgw_port()};
+    std::string bucket;
+    std::unique_ptr<CurlS3Sink> sink = fresh_bucket(rgw(), bucket);
+    TempDir dir;
+    // A writer's configuration: through the proxy, in `dir`.
+    std::string proxied(const std::string& extra = "") const {
+        return writer_config(through(proxy), bucket, dir.path(), extra);
+    }
+};
+
 }  // namespace
 
-TEST_CASE("RGW through a proxy: a 503 to one probe request never lowers what the writer relies on",
-          "[integration][rgw][proxy]") {
-    FaultProxy proxy(rgw_port());
-    std::string bucket;
-    auto sink = fresh_bucket(rgw(), bucket);
+TEST_CASE_METHOD(ProxiedBucket,
+                 "RGW through a proxy: a 503 to one probe request never lowers what the writer relies on",
+                 "[integration][rgw][proxy]") {
     // The probe's If-None-Match:* request gets a 503 (on main: read as "no
     // conditional writes", and that writer appended without conditions).
     proxy.add({"PUT", ".training_output/probe/", "", "", "if-none-match", 0, -1, Fault::Status, 503, {}});
@@ -87,9 +98,9 @@ TEST_CASE("RGW through a proxy: a 503 to one probe request never lowers what the
     }
     // Two writer processes into one key, one of them probed through the
     // faulty proxy: every line of both, once.
-    TempDir a_dir, b_dir;
+    TempDir b_dir;  // the second writer's; the first one's is `dir`
     const std::string extra = ",\"flush_interval_ms\":50,\"flush_max_bytes\":8192,\"s3_lease_seconds\":5";
-    const std::string a_config = writer_config(through(proxy), bucket, a_dir.path(), extra);
+    const std::string a_config = proxied(extra);
     const std::string b_config = writer_config(rgw(), bucket, b_dir.path(), extra);
     const int count = 300;
     pid_t a = spawn({TDO_TEST_WRITER, a_config, "a", std::to_string(count), "0", "StepsRecord"});
@@ -105,23 +116,19 @@ TEST_CASE("RGW through a proxy: a 503 to one probe request never lowers what the
     CHECK(doubled == 0);
 }
 
-TEST_CASE("RGW through a proxy: a write of a killed writer that lands seconds later is not written twice",
-          "[integration][rgw][proxy]") {
+TEST_CASE_METHOD(ProxiedBucket,
+                 "RGW through a proxy: a write of a killed writer that lands seconds later is not written twice",
+                 "[integration][rgw][proxy]") {
     const std::string path = GENERATE(as<std::string>{}, "native append", "GET+PUT", "multipart", "batch object");
     INFO(path);
     const bool multipart = path == "multipart";
     const bool batch_object = path == "batch object";
-    FaultProxy proxy(rgw_port());
-    std::string bucket;
-    auto sink = fresh_bucket(rgw(), bucket);
     if (multipart) prefill(*sink, kStepsKey);
-    TempDir dir;
-    const std::string config = writer_config(through(proxy), bucket, dir.path(),
-                                             ",\"flush_interval_ms\":20,\"s3_lease_seconds\":5,\"s3_append_mode\":\"" +
-                                                 std::string(path == "native append" ? "auto"
-                                                             : batch_object          ? "batches"
-                                                                                     : "copy") +
-                                                 "\"");
+    const std::string config = proxied(",\"flush_interval_ms\":20,\"s3_lease_seconds\":5,\"s3_append_mode\":\"" +
+                                       std::string(path == "native append" ? "auto"
+                                                   : batch_object          ? "batches"
+                                                                           : "copy") +
+                                       "\"");
     // The writer's first write to the object is held by the network...
     proxy.add({multipart ? "POST" : "PUT",
                batch_object ? ".batches/" : "health_journal",
@@ -198,19 +205,17 @@ TEST_CASE("RGW through a proxy: a write of a killed writer that lands seconds la
     if (multipart) CHECK(line_counts(*sink, kStepsKey).size() > 20u);  // the prefix is intact
 }
 
-TEST_CASE("RGW through a proxy: a Complete that stalls past the lease never lands over another writer's append",
-          "[integration][rgw][proxy]") {
+TEST_CASE_METHOD(ProxiedBucket,
+                 "RGW through a proxy: a Complete that stalls past the lease never lands over another writer's append",
+                 "[integration][rgw][proxy]") {
     // Multipart: A's first Complete is held 7 s, then answered 503 (the S3
     // client used to retry it after the lease had passed to B, and it
     // overwrote B's append). Native: A's first append is answered by a reset
     // at once and reaches RGW 7 s later, after the lease.
     const bool native = GENERATE(false, true);
     INFO((native ? "native append" : "multipart Complete"));
-    FaultProxy proxy(rgw_port());
-    std::string bucket;
-    auto sink = fresh_bucket(rgw(), bucket);
     prefill(*sink, kStepsKey, native);
-    TempDir a_dir, b_dir;
+    TempDir b_dir;  // the second writer's; the first one's is `dir`
     // The plain object is appended to as such (multipart), not converted.
     const std::string extra = ",\"flush_interval_ms\":20,\"s3_lease_seconds\":5,\"s3_convert_plain_objects\":false";
     if (native) {
@@ -219,7 +224,7 @@ TEST_CASE("RGW through a proxy: a Complete that stalls past the lease never land
         proxy.add({"POST", "health_journal", "", "uploadId", "", 0, 1, Fault::StallThenStatus, 503,
                    std::chrono::milliseconds(7000)});
     }
-    TrainingOutput a(Config::from_json(writer_config(through(proxy), bucket, a_dir.path(), extra)));
+    TrainingOutput a(Config::from_json(proxied(extra)));
     TrainingOutput b(Config::from_json(writer_config(rgw(), bucket, b_dir.path(), extra)));
     CHECK(steps(a, "Written by A.") == Outcome::Written);
     // A's write is on its way: the proxy holds it.
@@ -239,18 +244,14 @@ TEST_CASE("RGW through a proxy: a Complete that stalls past the lease never land
     CHECK(sink->head(kStepsKey).appendable == native);
 }
 
-TEST_CASE("RGW through a proxy: writes that stall and fail do not hold flush() or close() past their bound",
-          "[integration][rgw][proxy][bounded]") {
-    FaultProxy proxy(rgw_port());
-    std::string bucket;
-    auto sink = fresh_bucket(rgw(), bucket);
+TEST_CASE_METHOD(ProxiedBucket,
+                 "RGW through a proxy: writes that stall and fail do not hold flush() or close() past their bound",
+                 "[integration][rgw][proxy][bounded]") {
     // Every write to the object or its lease: held 3 s, then 503.
     proxy.add(
         {"PUT", "health_journal", "", "", "", 0, -1, Fault::StallThenStatus, 503, std::chrono::milliseconds(3000)});
-    TempDir dir;
     const int timeout_ms = 4000;
-    TrainingOutput w(Config::from_json(
-        writer_config(through(proxy), bucket, dir.path(), ",\"flush_timeout_ms\":" + std::to_string(timeout_ms))));
+    TrainingOutput w(Config::from_json(proxied(",\"flush_timeout_ms\":" + std::to_string(timeout_ms))));
     CHECK(steps(w, "Never lands.") == Outcome::Written);
     auto t0 = Clock::now();
     CHECK_THROWS_AS(w.flush(), Error);
@@ -260,28 +261,24 @@ TEST_CASE("RGW through a proxy: writes that stall and fail do not hold flush() o
     CHECK(took < std::chrono::milliseconds(timeout_ms + 1000));
     // Nothing landed; the next writer (the same destination) delivers the line once.
     proxy.clear();
-    TrainingOutput next(Config::from_json(writer_config(through(proxy), bucket, dir.path())));
+    TrainingOutput next(Config::from_json(proxied()));
     next.close();
     CHECK(output_counts(*sink, kStepsKey)["Never lands."] == 1);
 }
 
-TEST_CASE(
-    "RGW through a proxy: an answer lost after the write, then a HEAD answered 200 with an error and no "
-    "ETag: nothing doubled",
-    "[integration][rgw][proxy]") {
+TEST_CASE_METHOD(ProxiedBucket,
+                 "RGW through a proxy: an answer lost after the write, then a HEAD answered 200 with an error and no "
+                 "ETag: nothing doubled",
+                 "[integration][rgw][proxy]") {
     const bool native = GENERATE(false, true);  // an appendable object, or a plain one (GET+PUT)
     INFO((native ? "native append" : "GET+PUT"));
-    FaultProxy proxy(rgw_port());
-    std::string bucket;
-    auto sink = fresh_bucket(rgw(), bucket);
     REQUIRE((native ? sink->append_at(kStepsKey, "{\"before\":1}\n", 0, ObjectAttributes{})
                     : sink->put(kStepsKey, "{\"before\":1}\n", ObjectAttributes{}, WriteConditions{}))
                 .ok());
     proxy.add({"PUT", "health_journal", ".training_output", "", "", 0, 1, Fault::ResetAfter, 0, {}});
     // The object's first HEAD is the write's own; the second, the check of whether it landed.
     proxy.add({"HEAD", "health_journal", ".training_output", "", "", 1, 1, Fault::ErrorIn200, 0, {}});
-    TempDir dir;
-    TrainingOutput w(Config::from_json(writer_config(through(proxy), bucket, dir.path())));
+    TrainingOutput w(Config::from_json(proxied()));
     for (int i = 0; i < 20; ++i) CHECK(steps(w, "Line " + std::to_string(i) + ".") == Outcome::Written);
     w.flush();
     w.close();
@@ -293,7 +290,8 @@ TEST_CASE(
     CHECK(wrong == 0);
 }
 
-TEST_CASE(
+TEST_CASE_METHOD(
+    ProxiedBucket,
     "RGW through a proxy: 20% of all requests fail, stall, land late or lie, and 4 writers x 2,500 examples "
     "land exactly once",
     "[integration][rgw][proxy][mixed]") {
@@ -309,12 +307,8 @@ TEST_CASE(
     const bool big = mode.find("6 MiB") != std::string::npos;
     const bool native = mode.rfind("native", 0) == 0;
     const bool batches = mode.rfind("batches", 0) == 0;
-    FaultProxy proxy(rgw_port());
-    std::string bucket;
-    auto sink = fresh_bucket(rgw(), bucket);
     if (big) prefill(*sink, kStepsKey, native);
     proxy.random_faults(0.2, static_cast<unsigned>(mode.size()), std::chrono::milliseconds(1500));
-    TempDir dir;
     const int workers = 4, count = 2500, flush_timeout_ms = 180000;
     std::string extra =
         ",\"flush_interval_ms\":200,\"flush_max_bytes\":262144,\"s3_lease_seconds\":5,\"s3_request_timeout_ms\":2000,"
@@ -329,7 +323,7 @@ TEST_CASE(
     } else if (!native) {
         extra += ",\"s3_append_mode\":\"lease\"";
     }
-    const std::string config = writer_config(through(proxy), bucket, dir.path(), extra);
+    const std::string config = proxied(extra);
     const auto t0 = Clock::now();
     std::vector<pid_t> pids;
     for (int p = 0; p < workers; ++p) {
@@ -372,7 +366,8 @@ TEST_CASE(
     check_manifest(*sink, kStepsKey, false);
 }
 
-TEST_CASE(
+TEST_CASE_METHOD(
+    ProxiedBucket,
     "RGW and Redis through proxies, batches mode: a batch held by the network while its writer's liveness lapsed keeps "
     "its name, and its late write never lands over content another writer took over",
     "[integration][rgw-redis][proxy][batches]") {
@@ -386,10 +381,7 @@ TEST_CASE(
     const char* redis_env = std::getenv("TDO_TEST_REDIS_URL");
     REQUIRE(redis_env);
     TcpProxy redis(parse_redis_url(redis_env).port);
-    FaultProxy s3(rgw_port());
-    std::string bucket;
-    auto sink = fresh_bucket(rgw(), bucket);
-    TempDir x, y;
+    TempDir y;  // writer C's; A's is `dir`
     const std::string ns =
         "tdo-held-" + std::to_string(::getpid()) + "-" + std::to_string(std::random_device{}() % 100000);
     auto settings = [&](const std::string& url) {
@@ -400,15 +392,15 @@ TEST_CASE(
     };
     const std::string a_redis =
         std::string("redis://:") + TDO_TEST_REDIS_PASSWORD + "@127.0.0.1:" + std::to_string(redis.port()) + "/0";
-    s3.add({"PUT", ".batches/", "", "", "", 0, -1, Fault::Hold, 0, {}});  // every batch object PUT, for now
+    proxy.add({"PUT", ".batches/", "", "", "", 0, -1, Fault::Hold, 0, {}});  // every batch object PUT, for now
     const int examples = 3;
     auto text = [](int i) { return "Held by the network, line " + std::to_string(i) + "."; };
     {
-        TrainingOutput a(Config::from_json(writer_config(through(s3), bucket, x.path(), settings(a_redis))));
+        TrainingOutput a(Config::from_json(proxied(settings(a_redis))));
         for (int i = 0; i < examples; ++i) CHECK(steps(a, text(i)) == Outcome::Written);
         const auto held_by = Clock::now() + std::chrono::seconds(10);
-        while (s3.held() == 0 && Clock::now() < held_by) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-        REQUIRE(s3.held() >= 1);
+        while (proxy.held() == 0 && Clock::now() < held_by) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        REQUIRE(proxy.held() >= 1);
         redis.cut();
         std::this_thread::sleep_for(std::chrono::seconds(11));  // A's liveness key expires
         {
@@ -416,14 +408,14 @@ TEST_CASE(
             for (int i = 0; i < examples; ++i) CHECK(steps(c, text(i)) == Outcome::Written);  // taken over
             c.close();
         }
-        s3.clear();  // new requests go through; those held stay held
+        proxy.clear();  // new requests go through; those held stay held
         redis.restore();
         a.flush();
         CHECK(a.stats().lines_voided == static_cast<std::uint64_t>(examples));
         a.close();
     }
-    s3.release_held();
-    s3.drain();
+    proxy.release_held();
+    proxy.drain();
     const auto outputs = output_counts(*sink, kStepsKey);
     CHECK(outputs.size() == static_cast<std::size_t>(examples));
     for (int i = 0; i < examples; ++i) {
@@ -433,7 +425,8 @@ TEST_CASE(
     }
 }
 
-TEST_CASE(
+TEST_CASE_METHOD(
+    ProxiedBucket,
     "RGW and Redis through a proxy, batches mode: the batch object request of a writer killed while the network held "
     "it arrives after another writer took its content over: refused, every line once",
     "[integration][rgw-redis][proxy][batches]") {
@@ -450,10 +443,7 @@ TEST_CASE(
     INFO("C is handed examples " << first << " to 4");
     const char* redis_env = std::getenv("TDO_TEST_REDIS_URL");
     REQUIRE(redis_env);
-    FaultProxy s3(rgw_port());
-    std::string bucket;
-    auto sink = fresh_bucket(rgw(), bucket);
-    TempDir x, y;
+    TempDir y;  // writer C's; A's is `dir`
     const std::string ns =
         "tdo-killed-held-" + std::to_string(::getpid()) + "-" + std::to_string(std::random_device{}() % 100000);
     const std::string settings = ",\"dedup_store\":\"redis\",\"redis_url\":\"" + std::string(redis_env) +
@@ -461,8 +451,8 @@ TEST_CASE(
                                  "\",\"s3_append_mode\":\"batches\",\"s3_compaction_interval_seconds\":0,"
                                  "\"dedup_owner_ttl_seconds\":10,\"s3_request_timeout_ms\":3000,"
                                  "\"flush_interval_ms\":20";
-    const std::string a_config = writer_config(through(s3), bucket, x.path(), settings);
-    s3.add({"PUT", ".batches/", "", "", "", 0, 1, Fault::Hold, 0, {}});  // A's first batch object
+    const std::string a_config = proxied(settings);
+    proxy.add({"PUT", ".batches/", "", "", "", 0, 1, Fault::Hold, 0, {}});  // A's first batch object
     constexpr int kExamples = 5;
     CrashRun run;
     run.workers = 1;
@@ -472,12 +462,12 @@ TEST_CASE(
     detail::Worker w;
     detail::start(w, TDO_TEST_CRASH_WRITER, a_config, run);
     const auto deadline = Clock::now() + std::chrono::seconds(30);
-    while ((s3.held() == 0 || result.accepted.size() < static_cast<std::size_t>(kExamples)) &&
+    while ((proxy.held() == 0 || result.accepted.size() < static_cast<std::size_t>(kExamples)) &&
            Clock::now() < deadline) {
         detail::drain(w, result, false);
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
-    REQUIRE(s3.held() == 1);
+    REQUIRE(proxy.held() == 1);
     ::kill(w.pid, SIGKILL);
     ::waitpid(w.pid, nullptr, 0);
     detail::drain(w, result, true);
@@ -499,9 +489,9 @@ TEST_CASE(
     ListPage page;
     REQUIRE(sink->list(batch_objects::prefix(kStepsKey), "", page).ok());
     CHECK(std::count_if(page.objects.begin(), page.objects.end(), [](const auto& o) { return o.size == 0; }) == 1);
-    s3.clear();
-    s3.release_held();
-    s3.drain();
+    proxy.clear();
+    proxy.release_held();
+    proxy.drain();
     auto count_wrong = [&](int from) {
         auto outputs = output_counts(*sink, kStepsKey);
         int wrong = 0;

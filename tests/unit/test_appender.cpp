@@ -43,12 +43,12 @@ SinkResponse http(SinkStatus s, int code, const char* s3code) {
 // write's intent before the write; `left`, on every way out, what of the
 // batch may still land.
 AppendResult append_recording(ObjectAppender& appender, const std::string& key, std::string_view batch,
-                              const std::function<void(const AppendIntent&)>& record,
-                              std::optional<UndecidedWrite> undecided = std::nullopt,
-                              std::optional<UndecidedWrite>* left = nullptr) {
-    AppendJob job(appender, key, batch, std::move(undecided));
+                              const std::function<void(const BatchIntent&)>& record,
+                              std::optional<BatchIntent> undecided = std::nullopt,
+                              std::optional<BatchIntent>* left = nullptr) {
+    AppendJob job(appender, key, batch, crc32c::compute(batch), std::move(undecided));
     try {
-        while (const AppendIntent* in = job.prepare()) {
+        while (const BatchIntent* in = job.prepare()) {
             record(*in);
             job.write_once();
         }
@@ -70,15 +70,15 @@ std::multiset<std::string> line_set(const std::string& body) {
 TEST_CASE("appender creates, then appends below the multipart threshold", "[unit][append]") {
     MemorySink sink(SinkCapabilities{true, true, true, 1024});
     ObjectAppender appender(sink, fast());
-    std::vector<AppendIntent> intents;
-    auto r1 = append_recording(appender, "k", "a\n", [&](const AppendIntent& i) { intents.push_back(i); });
+    std::vector<BatchIntent> intents;
+    auto r1 = append_recording(appender, "k", "a\n", [&](const BatchIntent& i) { intents.push_back(i); });
     CHECK(r1.offset == 0);
-    auto r2 = append_recording(appender, "k", "b\nc\n", [&](const AppendIntent& i) { intents.push_back(i); });
+    auto r2 = append_recording(appender, "k", "b\nc\n", [&](const BatchIntent& i) { intents.push_back(i); });
     CHECK(r2.offset == 2);
     CHECK(sink.object("k") == std::optional<std::string>("a\nb\nc\n"));
     REQUIRE(intents.size() == 2);
     CHECK(intents[0].etag.empty());
-    CHECK(intents[1].size == 2);
+    CHECK(intents[1].offset == 2);
     CHECK_FALSE(intents[1].etag.empty());
     CHECK(sink.request_count(Op::Put) == 2);
     CHECK(sink.request_count(Op::Get) == 1);
@@ -361,7 +361,7 @@ TEST_CASE("appender: an earlier write that may still land keeps the batch condit
     MemorySink sink(SinkCapabilities{true, true, true, 1});
     REQUIRE(sink.put("k", "old\n", ObjectAttributes{}, WriteConditions{}).ok());
     const std::string etag = sink.head("k").etag;
-    const AppendIntent earlier{"k", etag, 4};
+    const BatchIntent earlier{"k", etag, 4, "", 6, crc32c::compute("batch\n")};
     auto late_write = [&] {
         WriteConditions c;
         c.if_match = etag;
@@ -372,7 +372,7 @@ TEST_CASE("appender: an earlier write that may still land keeps the batch condit
     ObjectAppender appender(sink, o);
     CHECK(appender.check_landed(earlier, "batch\n") == Landed::NotYet);
     if (late_first) REQUIRE(late_write().ok());
-    auto r = appender.append("k", "batch\n", UndecidedWrite{earlier, 6, crc32c::compute("batch\n")});
+    auto r = appender.append("k", "batch\n", earlier);
     CHECK(r.found_landed == late_first);
     if (!late_first) CHECK(late_write().status == SinkStatus::PreconditionFailed);  // too late: refused
     CHECK(sink.object("k") == std::optional<std::string>("old\nbatch\n"));
@@ -383,31 +383,32 @@ TEST_CASE("appender: an earlier write that can no longer land is decided by the 
           "[unit][append][undecided]") {
     MemorySink sink(SinkCapabilities{true, true, true, 1});
     REQUIRE(sink.put("k", "old\n", ObjectAttributes{}, WriteConditions{}).ok());
-    const AppendIntent earlier{"k", sink.head("k").etag, 4};
+    const BatchIntent earlier{"k", sink.head("k").etag, 4, "", 6, crc32c::compute("batch\n")};
     REQUIRE(sink.put("k", "old\nsomeone else\n", ObjectAttributes{}, WriteConditions{}).ok());  // moved on
     ObjectAppender appender(sink, fast());
     CHECK(appender.check_landed(earlier, "batch\n") == Landed::No);
-    auto r = appender.append("k", "batch\n", UndecidedWrite{earlier, 6, crc32c::compute("batch\n")});
+    auto r = appender.append("k", "batch\n", earlier);
     CHECK_FALSE(r.found_landed);
     CHECK(sink.object("k") == std::optional<std::string>("old\nsomeone else\nbatch\n"));
     // A creation (no ETag) that may still land is decided once the object exists.
-    const AppendIntent create{"new", "", 0};
+    BatchIntent create{"new", "", 0, "", 2, crc32c::compute("x\n")};
     CHECK(appender.check_landed(create, "x\n") == Landed::NotYet);
     REQUIRE(sink.put("new", "x\n", ObjectAttributes{}, WriteConditions{}).ok());
     CHECK(appender.check_landed(create, "x\n") == Landed::Yes);
-    CHECK(appender.check_landed(create, 2, crc32c::compute("x\n")) == Landed::Yes);
-    CHECK(appender.check_landed(create, 2, crc32c::compute("y\n")) == Landed::No);
+    CHECK(appender.check_landed(create) == Landed::Yes);
+    create.crc = crc32c::compute("y\n");
+    CHECK(appender.check_landed(create) == Landed::No);
 }
 
 TEST_CASE("appender: the multipart path adds the newline an object lacks", "[unit][append]") {
     MemorySink sink(SinkCapabilities{true, true, true, 1});
     REQUIRE(sink.put("k", "no newline at the end", ObjectAttributes{}, WriteConditions{}).ok());
     ObjectAppender appender(sink, fast());
-    std::optional<AppendIntent> recorded;
-    auto r = append_recording(appender, "k", "next\n", [&](const AppendIntent& in) { recorded = in; });
+    std::optional<BatchIntent> recorded;
+    auto r = append_recording(appender, "k", "next\n", [&](const BatchIntent& in) { recorded = in; });
     CHECK(sink.object("k") == std::optional<std::string>("no newline at the end\nnext\n"));
     REQUIRE(recorded);
-    CHECK(recorded->size == 22);  // where the batch itself starts
+    CHECK(recorded->offset == 22);  // where the batch itself starts
     CHECK(r.offset == 22);
     CHECK(sink.request_count(Op::Complete) == 1);
     CHECK(appender.check_landed(*recorded, "next\n") == Landed::Yes);
@@ -475,8 +476,8 @@ TEST_CASE("native appends: one request per batch for a sole writer, no read, no 
           "[unit][append][native]") {
     MemorySink sink(native_caps());
     ObjectAppender appender(sink, fast());
-    std::vector<AppendIntent> intents;
-    auto record = [&](const AppendIntent& i) { intents.push_back(i); };
+    std::vector<BatchIntent> intents;
+    auto record = [&](const BatchIntent& i) { intents.push_back(i); };
     CHECK(append_recording(appender, "k", "a\n", record).offset == 0);
     CHECK(append_recording(appender, "k", "b\nc\n", record).offset == 2);
     CHECK(append_recording(appender, "k", "d\n", record).offset == 6);
@@ -488,8 +489,8 @@ TEST_CASE("native appends: one request per batch for a sole writer, no read, no 
     CHECK(sink.request_count(Op::Put) == 0);  // no lease, no rewrite
     CHECK(sink.request_count(Op::UploadPartCopy) == 0);
     REQUIRE(intents.size() == 3);
-    CHECK(intents[0].size == 0);
-    CHECK(intents[2].size == 6);
+    CHECK(intents[0].offset == 0);
+    CHECK(intents[2].offset == 6);
     CHECK(intents[2].etag.empty());  // a native append's intent is its offset
 }
 
@@ -542,11 +543,11 @@ TEST_CASE("native appends: a lost answer is settled by the position, never writt
         }
         return std::nullopt;
     });
-    std::vector<AppendIntent> intents;
-    std::optional<UndecidedWrite> left;
+    std::vector<BatchIntent> intents;
+    std::optional<BatchIntent> left;
     CHECK_THROWS_AS(
         append_recording(
-            first_try, "k", "batch\n", [&](const AppendIntent& i) { intents.push_back(i); }, std::nullopt, &left),
+            first_try, "k", "batch\n", [&](const BatchIntent& i) { intents.push_back(i); }, std::nullopt, &left),
         Error);
     REQUIRE(left.has_value());
     sink.set_fault_hook({});
@@ -558,7 +559,7 @@ TEST_CASE("native appends: a lost answer is settled by the position, never writt
     if (other_between) expected.insert("other");
     CHECK(line_set(body) == expected);
     // At its recorded offset unless another append took that place first.
-    CHECK(appender.check_landed(left->intent, "batch\n") == (landed || !other_between ? Landed::Yes : Landed::No));
+    CHECK(appender.check_landed(*left, "batch\n") == (landed || !other_between ? Landed::Yes : Landed::No));
 }
 
 TEST_CASE("native appends: an undecided append keeps its position until the object moves on",
@@ -568,12 +569,12 @@ TEST_CASE("native appends: an undecided append keeps its position until the obje
     const bool late_first = GENERATE(true, false);
     MemorySink sink(native_caps());
     REQUIRE(sink.append_at("k", "old\n", 0, ObjectAttributes{}).ok());
-    const AppendIntent earlier{"k", "", 4};
+    const BatchIntent earlier{"k", "", 4, "", 6, crc32c::compute("batch\n")};
     auto late_write = [&] { return sink.append_at("k", "batch\n", 4, ObjectAttributes{}); };
     ObjectAppender appender(sink, fast());
     CHECK(appender.check_landed(earlier, "batch\n") == Landed::NotYet);
     if (late_first) REQUIRE(late_write().ok());
-    auto r = appender.append("k", "batch\n", UndecidedWrite{earlier, 6, crc32c::compute("batch\n")});
+    auto r = appender.append("k", "batch\n", earlier);
     CHECK(r.found_landed == late_first);
     if (!late_first) CHECK(late_write().status == SinkStatus::Conflict);  // too late: refused
     CHECK(sink.object("k") == std::optional<std::string>("old\nbatch\n"));
@@ -744,13 +745,13 @@ TEST_CASE("native appends: a conversion cut short at every request is finished b
         AppendOptions o = fast();
         o.convert_plain = true;
         o.max_attempts = 3;
-        std::optional<UndecidedWrite> left;
+        std::optional<BatchIntent> left;
         bool done = false;
         {
             ObjectAppender a(sink, o);
             try {
                 append_recording(
-                    a, "k", "b1\n", [](const AppendIntent&) {}, std::nullopt, &left);
+                    a, "k", "b1\n", [](const BatchIntent&) {}, std::nullopt, &left);
                 done = true;
             } catch (const Error&) {}
         }
@@ -769,7 +770,7 @@ TEST_CASE("native appends: a conversion cut short at every request is finished b
         ObjectAppender b(sink, next);
         if (!done) {
             // An earlier write of it that may still land is checked first, as the flusher does.
-            const Landed l = left ? b.check_landed(left->intent, "b1\n") : Landed::No;
+            const Landed l = left ? b.check_landed(*left, "b1\n") : Landed::No;
             if (l != Landed::Yes) b.append("k", "b1\n", l == Landed::NotYet ? left : std::nullopt);
         }
         b.append("k", "b2\n");

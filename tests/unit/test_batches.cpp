@@ -77,17 +77,15 @@ TEST_CASE("batch objects: names, intents and the manifest's format", "[unit][bat
     CHECK_FALSE(batch_objects::parse(kMonth, kMonth));
     CHECK_FALSE(batch_objects::parse(kMonth, batch_objects::prefix(kMonth) + "x-000000000000002a.jsonl"));
     CHECK_FALSE(batch_objects::parse(kMonth, batch_objects::prefix(kMonth) + kSpoolA + "-2a.jsonl"));
-    CHECK(batch_objects::is_intent(batch_objects::intent(kMonth, key)));
-    CHECK_FALSE(batch_objects::is_intent(AppendIntent{kMonth, "d41d8cd98f00b204e9800998ecf8427e", 10}));
-    CHECK_FALSE(batch_objects::is_intent(AppendIntent{kMonth, "", 10}));
+    CHECK(batch_objects::intent(kMonth, key).as_object());
+    CHECK(batch_objects::intent(kMonth, key).batch_object == key);
+    CHECK_FALSE((BatchIntent{kMonth, "d41d8cd98f00b204e9800998ecf8427e", 10, "", 0, 0}.as_object()));
 
     BatchManifest m;
     m.file_bytes = 1234;
     m.folded[kSpoolA] = 7;
     BatchManifest::Fold f;
-    f.intent = AppendIntent{kMonth, "abc", 1234};
-    f.bytes = 99;
-    f.crc = 0xFFFFFFFFu;
+    f.intent = BatchIntent{kMonth, "abc", 1234, "", 99, 0xFFFFFFFFu};
     f.upto[kSpoolB] = 12;
     m.folding = f;
     BatchManifest d = BatchManifest::decode(m.encode());
@@ -95,9 +93,9 @@ TEST_CASE("batch objects: names, intents and the manifest's format", "[unit][bat
     CHECK(d.folded == m.folded);
     REQUIRE(d.folding);
     CHECK(d.folding->intent.etag == "abc");
-    CHECK(d.folding->intent.size == 1234);
-    CHECK(d.folding->bytes == 99);
-    CHECK(d.folding->crc == 0xFFFFFFFFu);
+    CHECK(d.folding->intent.offset == 1234);
+    CHECK(d.folding->intent.bytes == 99);
+    CHECK(d.folding->intent.crc == 0xFFFFFFFFu);
     CHECK(d.folding->upto == f.upto);
     CHECK(d.folded_in(BatchName{kSpoolA, 7}));
     CHECK_FALSE(d.folded_in(BatchName{kSpoolA, 8}));
@@ -113,22 +111,22 @@ TEST_CASE("batch objects: one PUT per batch, and a retry of a batch that landed 
     ObjectAppender appender(sink, fast());
     BatchObjects b(sink, appender, {});
     const std::string key = batch_objects::key(kMonth, kSpoolA, 1);
-    std::vector<AppendIntent> intents;
-    intents.push_back(batch_objects::intent(kMonth, key));  // recorded before the write, as delivery does
+    std::vector<BatchIntent> intents;
+    intents.push_back(batch_objects::intent(kMonth, key, 1));  // recorded before the write, as delivery does
     AppendResult r = b.land(kMonth, key, batch_of("a", 1, 3));
     CHECK_FALSE(r.found_landed);
     CHECK_FALSE(r.contended);
     REQUIRE(intents.size() == 1);
     CHECK(intents[0].key == kMonth);
-    CHECK(intents[0].etag == key);
+    CHECK(intents[0].batch_object == key);
     CHECK(sink.request_count(Op::Put) == 1);
     CHECK(sink.request_count(Op::Get) == 0);
     CHECK(sink.object(key).value() == batch_of("a", 1, 3));
     // The same batch again (a retry after a lost answer, a replay): 412, landed.
     r = b.land(kMonth, key, batch_of("a", 1, 3));
     CHECK(r.found_landed);
-    CHECK(b.check_landed(intents[0], 1) == Landed::Yes);
-    CHECK(b.check_landed(batch_objects::intent(kMonth, batch_objects::key(kMonth, kSpoolA, 9)), 1) == Landed::NotYet);
+    CHECK(b.check_landed(intents[0]) == Landed::Yes);
+    CHECK(b.check_landed(batch_objects::intent(kMonth, batch_objects::key(kMonth, kSpoolA, 9), 1)) == Landed::NotYet);
     CHECK(b.take_months_written() == std::set<std::string>{kMonth});
     CHECK(b.take_months_written().empty());
 }
@@ -146,13 +144,13 @@ TEST_CASE("batch objects: a PUT whose answer was lost stays undecided and is wri
         r.detail = "connection reset";
         return MemorySink::Fault{r, true};  // it landed; the answer did not come
     });
-    std::optional<UndecidedWrite> left;
+    std::optional<BatchIntent> left;
     CHECK_THROWS_AS(b.land(kMonth, key, batch_of("a", 1, 3), &left), Error);
     REQUIRE(left);
-    CHECK(left->intent.etag == key);
+    CHECK(left->batch_object == key);
     CHECK(left->bytes == batch_of("a", 1, 3).size());
     sink.set_fault_hook({});
-    CHECK(b.check_landed(left->intent, left->bytes) == Landed::Yes);
+    CHECK(b.check_landed(*left) == Landed::Yes);
     CHECK(b.land(kMonth, key, batch_of("a", 1, 3)).found_landed);
     CHECK(line_set(b.read_month(kMonth)) == line_set(batch_of("a", 1, 3)));
 }
@@ -168,10 +166,10 @@ TEST_CASE("batch objects: an empty batch fences its name; the batch never lands 
     // A writer that found this batch's lines delivered elsewhere fences its name.
     CHECK_FALSE(b.land(kMonth, fenced, "").found_landed);
     REQUIRE(sink.object(fenced) == std::optional<std::string>(""));
-    const AppendIntent in = batch_objects::intent(kMonth, fenced);
-    CHECK(b.check_landed(in, body.size()) == Landed::No);
+    const BatchIntent in = batch_objects::intent(kMonth, fenced, body.size());
+    CHECK(b.check_landed(in) == Landed::No);
     // A late write of the batch (its writer's request, or a retry) does not land, and says so.
-    std::optional<UndecidedWrite> left = UndecidedWrite{in, body.size(), 0};
+    std::optional<BatchIntent> left = in;
     try {
         b.land(kMonth, fenced, body, &left);
         FAIL("expected the fenced name to refuse the batch");

@@ -12,6 +12,8 @@
 #include <rapidjson/writer.h>
 
 #include "common/fs.hpp"
+#include "config/choices.hpp"
+#include "config/keys.hpp"
 #include "test_util.hpp"
 #include "training_output/config.hpp"
 #include "training_output/error.hpp"
@@ -396,4 +398,64 @@ TEST_CASE("config: paths are made absolute and canonical at open, whatever names
     CHECK(fs::absolute_path("out", "output_dir") == canonical);
     CHECK(fs::absolute_path("./out/../out", "spool_dir") == canonical);
     std::filesystem::current_path(cwd);
+}
+
+TEST_CASE("config: enumerated values are parsed once, each allowed value to its own enum value", "[unit][config]") {
+    Config c;
+    Choices ch = choices_of(c);
+    CHECK(ch.output_format == OutputFormat::Alpaca);
+    CHECK(ch.dedup_store == DedupStoreKind::Sqlite);
+    CHECK(ch.spool_fsync == SpoolFsync::Interval);
+    CHECK(ch.spool_full_policy == SpoolFullPolicy::Block);
+    CHECK(ch.s3_addressing_style == AddressingStyle::Auto);
+    CHECK(ch.s3_conditional_writes == ConditionalWrites::Auto);
+    CHECK(ch.s3_append_mode == AppendMode::Auto);
+    c.redis_url = "redis://127.0.0.1:6379";
+    CHECK(choices_of(c).dedup_store == DedupStoreKind::Redis);  // the default, when Redis is configured
+
+    c.output_format = "chat";
+    c.dedup_store = "log";
+    c.spool_fsync = "never";
+    c.spool_full_policy = "reject";
+    c.s3_addressing_style = "virtual";
+    c.s3_conditional_writes = "false";
+    c.s3_append_mode = "batches";
+    ch = choices_of(c);
+    CHECK(ch.output_format == OutputFormat::Chat);
+    CHECK(ch.dedup_store == DedupStoreKind::Log);
+    CHECK(ch.spool_fsync == SpoolFsync::Never);
+    CHECK(ch.spool_full_policy == SpoolFullPolicy::Reject);
+    CHECK(ch.s3_addressing_style == AddressingStyle::Virtual);
+    CHECK(ch.s3_conditional_writes == ConditionalWrites::Off);
+    CHECK(ch.s3_append_mode == AppendMode::Batches);
+    c.s3_append_mode = "lease";
+    CHECK(choices_of(c).s3_append_mode == AppendMode::Lease);
+    c.s3_conditional_writes = "true";
+    CHECK(choices_of(c).s3_conditional_writes == ConditionalWrites::On);
+
+    // Every allowed value of every enumerated key maps to a value of its own.
+    for (const config::Key& k : config::all_keys()) {
+        auto* member = std::get_if<std::string Config::*>(&k.target);
+        if (!member || !k.allowed) continue;
+        std::set<int> seen;
+        for (const auto& v : config::allowed_values(k)) {
+            Config one;
+            one.*(*member) = v;
+            const Choices got = choices_of(one);
+            const std::string name = k.name;
+            const int value = name == "output_format"           ? static_cast<int>(got.output_format)
+                              : name == "dedup_store"           ? static_cast<int>(got.dedup_store)
+                              : name == "spool_fsync"           ? static_cast<int>(got.spool_fsync)
+                              : name == "spool_full_policy"     ? static_cast<int>(got.spool_full_policy)
+                              : name == "s3_addressing_style"   ? static_cast<int>(got.s3_addressing_style)
+                              : name == "s3_conditional_writes" ? static_cast<int>(got.s3_conditional_writes)
+                              : name == "s3_append_mode"        ? static_cast<int>(got.s3_append_mode)
+                                                                : -1;
+            INFO(k.name << " = " << v);
+            CHECK(value >= 0);  // a key with allowed values that Choices does not carry
+            CHECK(seen.insert(value).second);
+        }
+    }
+    c.s3_addressing_style = "host";
+    CHECK_THROWS_WITH(choices_of(c), Catch::Contains("s3_addressing_style") && Catch::Contains("auto, path, virtual"));
 }

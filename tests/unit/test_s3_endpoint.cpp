@@ -44,6 +44,4 @@ TEST_CASE("S3 endpoint: the bucket in the host or in the path", "[unit][s3][endp
     CHECK_FALSE(s3::dns_compatible(std::string(64, 'a')));
     CHECK(s3::is_directory_bucket("logs--use1-az4--x-s3"));
     CHECK_FALSE(s3::is_directory_bucket("--x-s3"));
-    CHECK(parse_addressing_style("virtual") == AddressingStyle::Virtual);
-    CHECK_THROWS_AS(parse_addressing_style("host"), Error);
 }

@@ -9,6 +9,7 @@
 #include <random>
 #include <thread>
 
+#include "append/batch_objects.hpp"
 #include "common/crc32c.hpp"
 #include "crash_harness.hpp"
 #include "shared_sink.hpp"
@@ -79,7 +80,7 @@ SpoolBatch batch_of(Spool& s, std::vector<SpoolLineRef> refs, const std::string&
 
 // Records a batch as written at `size` and landed.
 void land(Spool& s, const SpoolBatch& b, std::uint64_t size, const std::string& etag = "\"e\"") {
-    s.record_intent(b, AppendIntent{b.object_key, etag, size}, 0, 0);
+    s.record_intent(b, BatchIntent{b.object_key, etag, size, "", 0, 0});
     s.record_done(b);
 }
 
@@ -203,7 +204,7 @@ TEST_CASE("spool: a torn last control record is dropped, and the INTENT before i
         auto s = Spool::create(o, nullptr);
         auto b = batch_of(*s, {s->append_line(kKey, "", line(1)), s->append_line(kKey, "", line(2))});
         s->append_line(kKey, "", line(3));  // not delivered: the spool stays
-        s->record_intent(b, AppendIntent{kKey, "\"etag\"", 13}, 18, 0x1234);
+        s->record_intent(b, BatchIntent{kKey, "\"etag\"", 13, "", 18, 0x1234});
         s->record_done(b);
     }
     // Control records live in their own file, not among the lines.
@@ -223,9 +224,31 @@ TEST_CASE("spool: a torn last control record is dropped, and the INTENT before i
     CHECK(u.lines[1].seq == 2);
     CHECK(u.complete);
     CHECK(u.intent.etag == "\"etag\"");
-    CHECK(u.intent.size == 13);
-    CHECK(u.bytes == 18);
-    CHECK(u.crc == 0x1234u);
+    CHECK(u.intent.offset == 13);
+    CHECK(u.intent.bytes == 18);
+    CHECK(u.intent.crc == 0x1234u);
+    CHECK_FALSE(u.intent.as_object());
+}
+
+TEST_CASE("spool: a batch written as its own object comes back from replay with its object's name, not an ETag",
+          "[unit][spool][batches]") {
+    tdo_test::TempDir dir;
+    auto o = spool_in(dir, SpoolFsync::Interval);
+    const std::string object = batch_objects::key(kKey, "0123456789abcdef0123456789abcdef", 1);
+    {
+        auto s = Spool::create(o, nullptr);
+        auto b = batch_of(*s, {s->append_line(kKey, "", line(1))});
+        s->record_intent(b, batch_objects::intent(kKey, object, line(1).size(), 0x77));
+    }
+    auto a = adopt_the_orphan(o);
+    REQUIRE(a.recovered.undecided.size() == 1);
+    const BatchIntent& in = a.recovered.undecided[0].intent;
+    CHECK(in.as_object());
+    CHECK(in.batch_object == object);
+    CHECK(in.etag.empty());
+    CHECK(in.key == kKey);
+    CHECK(in.bytes == line(1).size());
+    CHECK(in.crc == 0x77u);
 }
 
 TEST_CASE("spool: control files go once no segment holds a line they name, and replay stays exact", "[unit][spool]") {
@@ -358,7 +381,7 @@ TEST_CASE("spool: after a crash, a batch that had landed is not appended again, 
         auto s = Spool::create(spool_in(dir), nullptr);
         auto b =
             batch_of(*s, {s->append_line(kKey, "training:a", line(1)), s->append_line(kKey, "training:b", line(2))});
-        s->record_intent(b, AppendIntent{kKey, etag, 13}, 18, crc32c::compute(line(1) + line(2)));
+        s->record_intent(b, BatchIntent{kKey, etag, 13, "", 18, crc32c::compute(line(1) + line(2))});
         if (landed) {
             REQUIRE(
                 memory.put(kKey, "{\"before\":1}\n" + line(1) + line(2), ObjectAttributes{}, WriteConditions{}).ok());
@@ -598,11 +621,11 @@ TEST_CASE("spool: replay rejects control records that do not match their lines, 
         for (int i = 5; i <= 6; ++i) l.push_back(s->append_line(other, "", line(i)));
         // Two undecided batches of one key: both stay undecided.
         const SpoolBatch a = batch_of(*s, {k[0], k[1]}), b = batch_of(*s, {k[2]});
-        s->record_intent(a, AppendIntent{kKey, "\"e1\"", 10}, 14, 1);
-        s->record_intent(b, AppendIntent{kKey, "\"e2\"", 24}, 7, 2);
+        s->record_intent(a, BatchIntent{kKey, "\"e1\"", 10, "", 14, 1});
+        s->record_intent(b, BatchIntent{kKey, "\"e2\"", 24, "", 7, 2});
         // Damage that a checksum cannot see: an INTENT naming a line of
         // another key, a DONE naming a line its batch's INTENT does not.
-        s->record_intent(SpoolBatch{99, kKey, {l[0]}}, AppendIntent{kKey, "\"e3\"", 0}, 7, 3);
+        s->record_intent(SpoolBatch{99, kKey, {l[0]}}, BatchIntent{kKey, "\"e3\"", 0, "", 7, 3});
         s->record_done(SpoolBatch{a.id, kKey, {k[3]}});
     }
     auto adopted = Spool::adopt_orphans(o, nullptr);

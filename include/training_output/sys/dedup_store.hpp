@@ -19,11 +19,12 @@
 
 #include <chrono>
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
+
+#include "training_output/error.hpp"
 
 namespace training_output {
 
@@ -52,15 +53,24 @@ struct InflightBatch {
     std::vector<std::string> keys;
 };
 
-// Called by a store that is about to take keys over from an owner that is
-// gone (by its liveness TTL), once per such owner and claim call, with the
-// owner's id, outside any store call: the writer settles that owner's
-// inflight() batches (each one's name fenced, or its keys committed where it
-// landed), so that a write of the gone owner's that the network still holds
-// never lands beside the taker's. False: nothing is taken over now, and the
-// claim call fails with Error(DedupStore) (the writer fails open, as for any
-// store failure, and confirms the claims again later). Must not throw.
-using TakeoverGuard = std::function<bool(const std::string& gone_owner)>;
+// Thrown by claim() and claim_batch() of a store that would take keys over
+// from owners that are gone (by their liveness TTL) while those owners still
+// have inflight() batches: nothing is taken over. The writer settles each
+// such owner's batches (each one's name fenced, or its keys committed where
+// it landed, then clear_inflight()), so that a write of the gone owner's
+// that the network still holds never lands beside the taker's, and claims
+// again. Until then its claims fail open, as on any store failure.
+class OwnersToSettle : public Error {
+public:
+    explicit OwnersToSettle(std::vector<std::string> owners)
+        : Error(ErrorCode::DedupStore,
+                "the claims of a writer that is gone are taken over once its batches in flight are settled"),
+          owners_(std::move(owners)) {}
+    const std::vector<std::string>& owners() const noexcept { return owners_; }
+
+private:
+    std::vector<std::string> owners_;
+};
 
 class DedupStore {
 public:
@@ -105,7 +115,7 @@ public:
     // claims are taken over once its liveness TTL lapses (Redis): recorded
     // before each write of the batch, for `ttl` (the claims' TTL), and
     // cleared once its keys are committed; read by the writer that takes the
-    // owner's keys over (TakeoverGuard). Stores whose owners live while
+    // owner's keys over (OwnersToSettle), which clears them once settled. Stores whose owners live while
     // their spool directory exists (SQLite, memory) keep nothing: a writer
     // that died there has its spool adopted, not its claims taken over, and
     // the adopter settles its batches. Throw Error(DedupStore) when the
@@ -126,10 +136,6 @@ public:
         (void)object_keys;
         (void)ttl;
     }
-    // The guard called before a take-over (none: keys are taken over at
-    // once). May be set and reset while the store is in use.
-    virtual void set_takeover_guard(TakeoverGuard guard) { (void)guard; }
-
     // "memory", "sqlite", "redis", "log".
     virtual const char* kind() const noexcept = 0;
 
