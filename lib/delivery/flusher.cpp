@@ -43,14 +43,14 @@ std::uint64_t back_seq(const Flusher::Pending& p) {
 }  // namespace
 
 Flusher::Flusher(ObjectAppender& appender, BatchObjects& batches, TrainingDeduplicator& dedup, const Logger& logger,
-                 FlusherOptions options, Spool& own, Adopt adopt)
+                 FlusherOptions options, Spool& own, SpoolOptions spools)
     : appender_(appender),
       batches_(batches),
       dedup_(dedup),
       logger_(logger),
       options_(options),
       own_(own),
-      adopt_(std::move(adopt)) {
+      spools_(std::move(spools)) {
     epoch_ = dedup_.liveness_epoch();
     if (options_.on_landed) events_ = std::make_unique<LandedEvents>(options_.on_landed);
     adopt_now();
@@ -70,7 +70,6 @@ Flusher::~Flusher() {
 
 // Takes over the spools of writers that died and queues what they hold.
 void Flusher::adopt_now() {
-    if (!adopt_) return;
     std::uint64_t held = 0;
     {
         std::lock_guard<std::mutex> lock(mutex_);
@@ -83,7 +82,7 @@ void Flusher::adopt_now() {
     if (held >= options_.adopt_max_bytes) return;  // deliver these first
     std::vector<std::unique_ptr<Spool>> found;
     try {
-        found = adopt_(options_.adopt_max_bytes - held);
+        found = Spool::adopt_orphans(spools_, &logger_, options_.adopt_max_bytes - held);
     } catch (const Error& e) {
         logger_.log(LogLevel::Error, "training_output_spool_error", {{"error", e.what()}, {"detail", "adopting"}});
         return;

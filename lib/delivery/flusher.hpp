@@ -136,14 +136,12 @@ public:
         Pending* slot = nullptr;
     };
 
-    // Adopts orphaned spools holding up to about `max_bytes` of lines.
-    using Adopt = std::function<std::vector<std::unique_ptr<Spool>>(std::uint64_t max_bytes)>;
-
-    // Adopts (through `adopt`) what writers that died left before returning.
+    // Adopts what writers that died left in spools like `own` (the orphans
+    // Spool::adopt_orphans() finds with `spools`) before returning.
     // `batches` writes (and checks) batches as objects of their own: in the
     // batches mode, and for a batch an earlier writer left undecided in it.
     Flusher(ObjectAppender& appender, BatchObjects& batches, TrainingDeduplicator& dedup, const Logger& logger,
-            FlusherOptions options, Spool& own, Adopt adopt);
+            FlusherOptions options, Spool& own, SpoolOptions spools);
     ~Flusher();  // stops without flushing; call close() first to deliver
     Flusher(const Flusher&) = delete;
     Flusher& operator=(const Flusher&) = delete;
@@ -263,7 +261,7 @@ private:
     const Logger& logger_;
     FlusherOptions options_;
     Spool& own_;
-    Adopt adopt_;
+    SpoolOptions spools_;  // where orphans are looked for
 
     mutable std::mutex mutex_;
     std::condition_variable wake_;      // the thread

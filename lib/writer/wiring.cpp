@@ -200,9 +200,7 @@ TrainingOutput::Impl::Impl(Config c, WriterComponents components)
     spool = Spool::create(so, &logger);
     // Registered before its first claim: its claims are held while it lives.
     dedup->hold_owner(spool->id(), spool->path());
-    flusher = std::make_unique<Flusher>(
-        *appender, *batches, *dedup, logger, f, *spool,
-        [so, this](std::uint64_t max_bytes) { return Spool::adopt_orphans(so, &logger, max_bytes); });
+    flusher = std::make_unique<Flusher>(*appender, *batches, *dedup, logger, f, *spool, so);
     if (!dedup->cheap_claims()) claimer = std::make_unique<Claimer>(*dedup, *spool, *flusher, logger);
     if (batch_mode && config.s3_compaction_interval_seconds > 0) {
         compactor =
