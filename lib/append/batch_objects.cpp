@@ -403,7 +403,8 @@ void BatchObjects::commit_fold(const std::string& month_key, BatchManifest& m, s
 }
 
 bool BatchObjects::fold_round(const std::string& month_key, BatchManifest& m, const std::vector<Listed>& listing,
-                              const std::function<bool()>& still_ours, CompactionResult& result) {
+                              const std::function<bool()>& still_ours, CompactionResult& result,
+                              std::optional<Fold>& fold) {
     std::optional<BatchIntent> undecided;
     std::vector<const Listed*> take;
     if (m.folding) {
@@ -417,7 +418,7 @@ bool BatchObjects::fold_round(const std::string& month_key, BatchManifest& m, co
         if (l == Landed::Yes) {
             const std::uint64_t end = m.folding->intent.offset + m.folding->intent.bytes;
             commit_fold(month_key, m, end, still_ours);
-            if (options_.on_fold) options_.on_fold(month_key, end, std::string_view());  // read back from M
+            fold = Fold{end, std::string()};  // its bytes are read back from M
             result.finished_earlier = true;
             result.folds += 1;
             std::vector<std::string> keys;
@@ -454,7 +455,7 @@ bool BatchObjects::fold_round(const std::string& month_key, BatchManifest& m, co
         return false;
     }
     bool missing = false;
-    const std::string body = read_batches(take, missing);
+    std::string body = read_batches(take, missing);
     if (missing) throw Error(ErrorCode::Storage, "a batch object vanished while it was being folded");
     if (body.empty() && !undecided) {
         // Only fences (empty batch objects): recorded as folded, nothing
@@ -491,29 +492,38 @@ bool BatchObjects::fold_round(const std::string& month_key, BatchManifest& m, co
         end = job.result().offset + body.size();
     }
     commit_fold(month_key, m, end, still_ours);
-    if (options_.on_fold) options_.on_fold(month_key, end, body);
     result.folds += 1;
     result.batches += take.size();
     result.bytes += body.size();
+    fold = Fold{end, std::move(body)};
     for (const auto* b : take) copies.push_back(b->key);
     result.deleted += remove_all(copies);
     return more || undecided.has_value();
 }
 
 CompactionResult BatchObjects::compact(const std::string& month_key) {
-    CompactionResult result;
-    result.ran =
-        appender_.run_under_lease(batch_objects::manifest_key(month_key), options_.compaction_lease_wait,
-                                  [&](const std::function<bool()>& still_ours) {
-                                      // Rounds while the budget left batch objects over (those
-                                      // written meanwhile wait for the next compaction).
-                                      bool more = true;
-                                      while (more && still_ours()) {
-                                          BatchManifest m = read_manifest(month_key);
-                                          more = fold_round(month_key, m, list_batches(month_key), still_ours, result);
-                                      }
-                                  });
-    return result;
+    Compaction c(*this, month_key);
+    while (c.next()) {}
+    return c.result();
+}
+
+Compaction::Compaction(BatchObjects& batches, const std::string& month_key)
+    : b_(batches),
+      month_key_(month_key),
+      lease_(b_.appender_, batch_objects::manifest_key(month_key), b_.options_.compaction_lease_wait) {
+    result_.ran = lease_.held();
+}
+
+const Fold* Compaction::next() {
+    fold_.reset();
+    const std::function<bool()> still_ours = [this] { return lease_.still_ours(); };
+    while (more_ && lease_.still_ours()) {
+        BatchManifest m = b_.read_manifest(month_key_);
+        more_ = b_.fold_round(month_key_, m, b_.list_batches(month_key_), still_ours, result_, fold_);
+        if (fold_) return &*fold_;
+    }
+    more_ = false;
+    return nullptr;
 }
 
 std::string BatchObjects::read_month(const std::string& month_key) {

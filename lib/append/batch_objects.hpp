@@ -106,10 +106,14 @@ struct BatchObjectsOptions {
     std::uint64_t compaction_max_bytes = 64u << 20;      // read and appended per fold
     std::chrono::milliseconds compaction_lease_wait{0};  // 0: one try; another compactor has it
     unsigned parallel_requests = 8;                      // reads and deletes of batch objects at once
-    // Called after each fold is recorded, with the monthly file, where the
-    // fold ends in it and its bytes (just before `end`; empty when not at
-    // hand): for the writer's manifests. Must not throw.
-    std::function<void(const std::string& month_key, std::uint64_t end, std::string_view body)> on_fold;
+};
+
+// A fold recorded in the manifest: where it ends in the monthly file, and
+// its bytes (just before `end`; empty when not at hand: a fold an earlier
+// compactor left, finished), for the writer's manifests.
+struct Fold {
+    std::uint64_t end = 0;
+    std::string body;
 };
 
 struct CompactionResult {
@@ -143,10 +147,8 @@ public:
     // land late.
     Landed check_landed(const BatchIntent& intent);
 
-    // Folds the month's batch objects into its file (rounds of up to
-    // compaction_max_bytes, while the lease stays ours). Throws Error when
-    // the store fails; what was done stays done, and a fold in progress is
-    // finished by the next compaction.
+    // Folds the month's batch objects into its file, through a Compaction,
+    // for a caller with nothing to do after each fold (tests, benchmarks).
     CompactionResult compact(const std::string& month_key);
 
     // The manifest (etag empty: none). Throws Error(Storage) when unreadable.
@@ -161,15 +163,17 @@ public:
     std::set<std::string> take_months_written();
 
 private:
+    friend class Compaction;
     struct Listed {
         BatchName name;
         std::string key;
         std::uint64_t size = 0;
     };
     std::vector<Listed> list_batches(const std::string& month_key);
-    // One fold (or finishing an earlier one); true when batch objects were left for another.
+    // One fold (or finishing an earlier one), in `fold` when one was
+    // recorded; true when batch objects were left for another.
     bool fold_round(const std::string& month_key, BatchManifest& m, const std::vector<Listed>& listing,
-                    const std::function<bool()>& still_ours, CompactionResult& result);
+                    const std::function<bool()>& still_ours, CompactionResult& result, std::optional<Fold>& fold);
     void commit_fold(const std::string& month_key, BatchManifest& m, std::uint64_t end,
                      const std::function<bool()>& still_ours);
     void write_manifest(const std::string& month_key, BatchManifest& m);
@@ -182,6 +186,34 @@ private:
     const Logger* logger_;
     std::mutex written_mutex_;
     std::set<std::string> written_;
+};
+
+// One month's compaction, a fold at a time, under the lease on its
+// manifest (one compactor at a time), with nothing called upward:
+//
+//   Compaction c(batches, month_key);
+//   while (const Fold* fold = c.next()) manifests.advance(month_key, fold->end, fold->body);
+//   CompactionResult r = c.result();
+//
+// Folds rounds of up to compaction_max_bytes while the lease stays ours
+// (batch objects written meanwhile wait for the next compaction). Throws
+// Error when the store fails; what was done stays done, and a fold in
+// progress is finished by the next compaction.
+class Compaction {
+public:
+    Compaction(BatchObjects& batches, const std::string& month_key);
+    // The next fold recorded, or nullptr when the month is compacted, or the
+    // lease was another's or lost.
+    const Fold* next();
+    const CompactionResult& result() const { return result_; }
+
+private:
+    BatchObjects& b_;
+    const std::string month_key_;
+    KeyLease lease_;
+    bool more_ = true;
+    std::optional<Fold> fold_;
+    CompactionResult result_;
 };
 
 }  // namespace training_output

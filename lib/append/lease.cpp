@@ -45,33 +45,26 @@ std::string ObjectAppender::lease_body(const Lease& lease) const {
            ",\"renewal\":" + std::to_string(lease.renewals) + (lease.converting ? ",\"converting\":true" : "") + "}\n";
 }
 
-bool ObjectAppender::run_under_lease(const std::string& key, std::chrono::milliseconds wait,
-                                     const std::function<void(const std::function<bool()>&)>& work) {
-    check_cancelled();
-    std::optional<Lease> lease;
+KeyLease::KeyLease(ObjectAppender& appender, const std::string& key, std::chrono::milliseconds wait) : a_(appender) {
+    a_.check_cancelled();
     try {
-        lease = acquire_lease(key, random::token_hex(16), wait);
+        lease_ = a_.acquire_lease(key, random::token_hex(16), wait);
     } catch (const Error& e) {
         if (e.code() != ErrorCode::Storage) throw;
-        return false;  // held by another (or the store did not answer): the work waits for another time
+        // held by another (or the store did not answer): not held
     }
-    bool lost = false;
-    struct Release {
-        ObjectAppender* self;
-        std::optional<Lease>& lease;
-        bool& lost;
-        ~Release() {
-            if (!lost) self->release_lease(*lease);
-        }
-    } release{this, lease, lost};
-    work([&] {
-        if (lost) return false;
-        check_cancelled();
-        if (std::chrono::steady_clock::now() - lease->taken < options_.lease_ttl / 2) return true;
-        lost = !renew_lease(*lease);
-        return !lost;
-    });
-    return true;
+}
+
+KeyLease::~KeyLease() {
+    if (lease_ && !lost_) a_.release_lease(*lease_);
+}
+
+bool KeyLease::still_ours() {
+    if (!held()) return false;
+    a_.check_cancelled();
+    if (std::chrono::steady_clock::now() - lease_->taken < a_.options_.lease_ttl / 2) return true;
+    lost_ = !a_.renew_lease(*lease_);
+    return !lost_;
 }
 
 ObjectAppender::Lease ObjectAppender::acquire_lease(const std::string& key, const std::string& owner,

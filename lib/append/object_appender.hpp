@@ -124,15 +124,6 @@ public:
         return static_cast<double>(lease_wait_ns_.load(std::memory_order_relaxed)) / 1e9;
     }
 
-    // For work on `key` that must not run twice at once (a compaction): runs
-    // `work` while holding the lease on `key`, taken as appends take theirs
-    // but waited for at most `wait` (0: one try). `still_ours()`, called
-    // before each step that must not run without it, renews the lease when
-    // half its life is gone and says whether it is still held. Returns false
-    // without running `work` when another holder kept the lease.
-    bool run_under_lease(const std::string& key, std::chrono::milliseconds wait,
-                         const std::function<void(const std::function<bool()>& still_ours)>& work);
-
     // Makes appends in progress stop (their requests are cancelled, their
     // backoffs end) and later ones fail at once, with Error(Closed); for a
     // writer that is closing. What an interrupted append may have written is
@@ -160,6 +151,7 @@ private:
     std::string lease_body(const Lease& lease) const;
     enum class Step { Done, Retry, Ambiguous, FoundLanded, Native };
     friend class AppendJob;
+    friend class KeyLease;
     Step put_whole(const std::string& key, std::string_view body, const WriteConditions& conditions,
                    SinkResponse& failure);
     Landed check_undecided(const BatchIntent& u, std::string_view batch, std::uint32_t crc);
@@ -206,6 +198,31 @@ private:
     std::mutex ends_mutex_;
     std::map<std::string, std::uint64_t> ends_;
     std::set<std::string> plain_;
+};
+
+// The lease on a key, for work on it that must not run twice at once (a
+// compaction): taken as appends take theirs, but waited for at most `wait`
+// (0: one try); released when the KeyLease ends, unless it was lost.
+class KeyLease {
+public:
+    // held() is false when another holder kept the lease (or the store did
+    // not answer): the work waits for another time. Throws Error(Closed)
+    // when the appender was cancelled, and Error(Auth) when refused.
+    KeyLease(ObjectAppender& appender, const std::string& key, std::chrono::milliseconds wait);
+    ~KeyLease();
+    KeyLease(const KeyLease&) = delete;
+    KeyLease& operator=(const KeyLease&) = delete;
+
+    bool held() const { return lease_.has_value() && !lost_; }
+    // Before each step that must not run without the lease: renews it when
+    // half its life is gone; false once it is lost. Throws Error(Closed) when
+    // the appender was cancelled.
+    bool still_ours();
+
+private:
+    ObjectAppender& a_;
+    std::optional<ObjectAppender::Lease> lease_;
+    bool lost_ = false;
 };
 
 // One batch's append to one object, an attempt at a time, with nothing

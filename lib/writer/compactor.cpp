@@ -6,8 +6,12 @@
 namespace training_output {
 
 Compactor::Compactor(BatchObjects& batches, const Logger& logger, std::chrono::milliseconds interval,
-                     std::function<void()> stop_work)
-    : batches_(batches), logger_(logger), interval_(interval), stop_work_(std::move(stop_work)) {
+                     std::function<void()> stop_work, Folded folded)
+    : batches_(batches),
+      logger_(logger),
+      interval_(interval),
+      stop_work_(std::move(stop_work)),
+      folded_(std::move(folded)) {
     thread_ = start_thread([this] { run(); });
 }
 
@@ -36,7 +40,11 @@ void Compactor::run() {
             const auto started = std::chrono::steady_clock::now();
             bool forget = false;
             try {
-                const CompactionResult r = batches_.compact(*it);
+                Compaction c(batches_, *it);
+                while (const Fold* fold = c.next()) {
+                    if (folded_) folded_(*it, *fold);
+                }
+                const CompactionResult& r = c.result();
                 forget = r.ran && r.folds == 0;
                 if (r.folds > 0) {
                     logger_.log(LogLevel::Info, "training_output_compacted",

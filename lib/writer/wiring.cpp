@@ -181,10 +181,6 @@ TrainingOutput::Impl::Impl(Config c, WriterComponents components)
     }
     BatchObjectsOptions bo;
     bo.attributes = ao.attributes;
-    bo.on_fold = [this](const std::string& month_key, std::uint64_t end, std::string_view body) {
-        if (manifests) manifests->advance(month_key, end, body);
-        metrics.object_size(domain_of(month_key), end);
-    };
     bo.compaction_max_bytes = static_cast<std::uint64_t>(config.s3_compaction_max_bytes);
     batches = std::make_unique<BatchObjects>(*sink, *appender, bo, &logger);
     const bool batch_mode = choices.s3_append_mode == AppendMode::Batches;
@@ -203,9 +199,13 @@ TrainingOutput::Impl::Impl(Config c, WriterComponents components)
     flusher = std::make_unique<Flusher>(*appender, *batches, *dedup, logger, f, *spool, so);
     if (!dedup->cheap_claims()) claimer = std::make_unique<Claimer>(*dedup, *spool, *flusher, logger);
     if (batch_mode && config.s3_compaction_interval_seconds > 0) {
-        compactor =
-            std::make_unique<Compactor>(*batches, logger, std::chrono::seconds(config.s3_compaction_interval_seconds),
-                                        [this] { appender->cancel(); });
+        compactor = std::make_unique<Compactor>(
+            *batches, logger, std::chrono::seconds(config.s3_compaction_interval_seconds),
+            [this] { appender->cancel(); },
+            [this](const std::string& month_key, const Fold& fold) {
+                if (manifests) manifests->advance(month_key, fold.end, fold.body);
+                metrics.object_size(domain_of(month_key), fold.end);
+            });
     }
     logger.log(LogLevel::Info, "training_output_enabled",
                {{"sink", sink->describe()},

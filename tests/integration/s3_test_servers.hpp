@@ -104,13 +104,12 @@ inline CompactionResult compact(S3Sink& sink, const std::string& key) {
     Manifests manifests(sink, ManifestOptions{});
     BatchObjectsOptions b;
     b.compaction_lease_wait = std::chrono::milliseconds(60000);
-    b.on_fold = [&manifests](const std::string& month, std::uint64_t end, std::string_view body) {
-        manifests.advance(month, end, body);
-    };
     BatchObjects batches(sink, appender, b);
     CompactionResult total;
     for (int round = 0; round < 5; ++round) {
-        const CompactionResult r = batches.compact(key);
+        Compaction c(batches, key);
+        while (const Fold* fold = c.next()) manifests.advance(key, fold->end, fold->body);
+        const CompactionResult& r = c.result();
         REQUIRE(r.ran);
         total.ran = true;
         total.folds += r.folds;

@@ -334,8 +334,11 @@ TEST_CASE("compaction: one compactor at a time, another finds the lease held and
     o.lease_wait = std::chrono::milliseconds(0);
     ObjectAppender other_appender(sink, o);
     BatchObjects other(sink, other_appender, {});
-    appender.run_under_lease(batch_objects::manifest_key(kMonth), std::chrono::milliseconds(0),
-                             [&](const std::function<bool()>&) { inner_ran = other.compact(kMonth).ran; });
+    {
+        KeyLease held(appender, batch_objects::manifest_key(kMonth), std::chrono::milliseconds(0));
+        REQUIRE(held.held());
+        inner_ran = other.compact(kMonth).ran;
+    }
     CHECK_FALSE(inner_ran);
     CHECK(batch_object_count(sink) == 4);
     CHECK(b.compact(kMonth).batches == 4);
