@@ -147,7 +147,7 @@ public:
     Flusher& operator=(const Flusher&) = delete;
 
     // A line just logged in the own spool (called under the spool's lock,
-    // from Spool::append_line's callback). Not delivered until settled.
+    // while Spool::log_line()'s LoggedLine lives). Not delivered until settled.
     Handle add(const std::string& object_key, const SpoolLineRef& ref);
     // The line's claim was decided: Ready, Unconfirmed or Void (already
     // recorded as void in the spool). `claim_epoch`: the deduplicator's

@@ -474,8 +474,7 @@ void Spool::stop_waiting() {
     room_.notify_all();
 }
 
-SpoolLineRef Spool::append_line(std::string_view object_key, std::string_view dedup_key, std::string_view line,
-                                const std::function<void(const SpoolLineRef&)>& logged) {
+Spool::LoggedLine Spool::log_line(std::string_view object_key, std::string_view dedup_key, std::string_view line) {
     const std::uint64_t payload = line_payload_bytes(object_key, dedup_key, line);
     if (payload > kMaxPayload) {
         throw Error(ErrorCode::InvalidInput,
@@ -483,43 +482,41 @@ SpoolLineRef Spool::append_line(std::string_view object_key, std::string_view de
     }
     const std::uint64_t record_bytes = kHeaderBytes + payload;
     SpoolLineRef ref;
-    std::uint64_t position = 0;
-    {
-        std::unique_lock<std::mutex> lock(mutex_);
-        wait_for_room(record_bytes, lock);
-        Segment& seg = segment_for(record_bytes, lock);
-        ref.seq = next_seq_++;
-        // Encoded in place in the mapped segment, then checksummed there.
-        encode_line_at(seg.map + seg.size, payload, seg.seed, ref.seq, object_key, dedup_key, line);
-        ref.segment = seg.number;
-        ref.offset = seg.size;
-        ref.record_bytes = static_cast<std::uint32_t>(record_bytes);
-        ref.line_bytes = static_cast<std::uint32_t>(line.size());
-        seg.size += record_bytes;
-        bytes_ += record_bytes;
-        written_ += record_bytes;
-        if (seg.first_seq == UINT64_MAX) seg.first_seq = ref.seq;
-        ++seg.live;
-        ++live_lines_;
-        position = written_;
-        populate_ahead(seg);
-        if (logged) logged(ref);
-    }
+    std::unique_lock<std::mutex> lock(mutex_);
+    wait_for_room(record_bytes, lock);
+    Segment& seg = segment_for(record_bytes, lock);
+    ref.seq = next_seq_++;
+    // Encoded in place in the mapped segment, then checksummed there.
+    encode_line_at(seg.map + seg.size, payload, seg.seed, ref.seq, object_key, dedup_key, line);
+    ref.segment = seg.number;
+    ref.offset = seg.size;
+    ref.record_bytes = static_cast<std::uint32_t>(record_bytes);
+    ref.line_bytes = static_cast<std::uint32_t>(line.size());
+    seg.size += record_bytes;
+    bytes_ += record_bytes;
+    written_ += record_bytes;
+    if (seg.first_seq == UINT64_MAX) seg.first_seq = ref.seq;
+    ++seg.live;
+    ++live_lines_;
+    populate_ahead(seg);
+    return LoggedLine(*this, std::move(lock), ref, written_);
+}
+
+Spool::LoggedLine::~LoggedLine() {
+    lock_.unlock();
     crash_point("spool.after_line");
-    if (options_.fsync == SpoolFsync::Always) {
-        try {
-            sync_through(position);
-        } catch (const Error& e) {
-            // The record is in the page cache: the line is accepted (a crash
-            // of the process loses nothing); only a power loss could.
-            if (logger_) {
-                logger_->log(LogLevel::Error, "training_output_spool_error",
-                             {{"error", e.what()},
-                              {"detail", "the line is accepted and in the spool, but not yet known to be on disk"}});
-            }
+    if (spool_.options_.fsync != SpoolFsync::Always) return;
+    try {
+        spool_.sync_through(position_);
+    } catch (const std::exception& e) {
+        // The record is in the page cache: the line is accepted (a crash of
+        // the process loses nothing); only a power loss could.
+        if (spool_.logger_) {
+            spool_.logger_->log(LogLevel::Error, "training_output_spool_error",
+                                {{"error", e.what()},
+                                 {"detail", "the line is accepted and in the spool, but not yet known to be on disk"}});
         }
     }
-    return ref;
 }
 
 void Spool::for_each_line(const std::vector<SpoolLineRef>& refs,

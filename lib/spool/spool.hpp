@@ -149,16 +149,38 @@ public:
     // The owner of the dedup claims of this spool's lines.
     const std::string& id() const { return id_; }
 
-    // Logs a line: in the kernel when this returns. `logged` runs under the
-    // spool's lock once the record is in place, so that lines reach it in
-    // sequence order. When the spool is full: waits (block) up to the
-    // timeout, then throws Error(Timeout); or throws Error(Backpressure) at
-    // once (reject); after stop_waiting(), throws Error(Closed) instead of
-    // waiting. Throws Error(Storage) when no record could be written.
-    // A failed fsync (spool_fsync=always) is logged and counted, not thrown:
-    // the record is written, the line is accepted.
-    SpoolLineRef append_line(std::string_view object_key, std::string_view dedup_key, std::string_view line,
-                             const std::function<void(const SpoolLineRef&)>& logged = {});
+    // A line log_line() logged. The spool's lock is held while it lives, so
+    // that what the caller queues for the line meanwhile (the flusher's
+    // add()) is queued in sequence order. When it ends, the lock is released
+    // and, under spool_fsync=always, the record synced: a failed fsync is
+    // logged and counted, not thrown (the record is written, the line is
+    // accepted).
+    class LoggedLine {
+    public:
+        ~LoggedLine();
+        LoggedLine(const LoggedLine&) = delete;
+        LoggedLine& operator=(const LoggedLine&) = delete;
+        const SpoolLineRef& ref() const { return ref_; }
+
+    private:
+        friend class Spool;
+        LoggedLine(Spool& spool, std::unique_lock<std::mutex> lock, SpoolLineRef ref, std::uint64_t position)
+            : spool_(spool), lock_(std::move(lock)), ref_(ref), position_(position) {}
+        Spool& spool_;
+        std::unique_lock<std::mutex> lock_;
+        SpoolLineRef ref_;
+        std::uint64_t position_;  // the spool's bytes written through this record
+    };
+    // Logs a line: in the kernel when this returns. When the spool is full:
+    // waits (block) up to the timeout, then throws Error(Timeout); or throws
+    // Error(Backpressure) at once (reject); after stop_waiting(), throws
+    // Error(Closed) instead of waiting. Throws Error(Storage) when no record
+    // could be written.
+    LoggedLine log_line(std::string_view object_key, std::string_view dedup_key, std::string_view line);
+    // log_line(), for a caller with nothing to queue under the lock.
+    SpoolLineRef append_line(std::string_view object_key, std::string_view dedup_key, std::string_view line) {
+        return log_line(object_key, dedup_key, line).ref();
+    }
 
     // The writer is closing: calls waiting for room, and any that would
     // wait, throw Error(Closed) now (their lines are not taken).

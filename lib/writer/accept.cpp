@@ -88,8 +88,10 @@ Outcome TrainingOutput::Impl::generate(FormatFn&& format) {
     Flusher::Handle handle;
     SpoolLineRef ref;
     try {
-        ref = spool->append_line(ex.object_key, key, ex.line,
-                                 [&](const SpoolLineRef& r) { handle = flusher->add(ex.object_key, r); });
+        // Queued while the spool's lock is held: in sequence order.
+        const Spool::LoggedLine logged = spool->log_line(ex.object_key, key, ex.line);
+        ref = logged.ref();
+        handle = flusher->add(ex.object_key, ref);
     } catch (const Error& e) {
         // Not accepted, nothing claimed: the same content may come again.
         if (known == Precheck::New) dedup->forget(key, owner);
