@@ -57,13 +57,19 @@ bool Flusher::settle_inflight_of(const std::string& gone) {
 }
 
 // The owners whose claims a claim found to take over once their batches
-// are settled: settled now, before claims are confirmed.
-void Flusher::settle_gone_owners() {
+// are settled: settled now. True when one was.
+bool Flusher::settle_gone_owners() {
     std::vector<std::string> later;
+    bool settled = false;
     for (const auto& gone : dedup_.take_owners_to_settle()) {
-        if (!settle_inflight_of(gone)) later.push_back(gone);
+        if (settle_inflight_of(gone)) {
+            settled = true;
+        } else {
+            later.push_back(gone);
+        }
     }
     if (!later.empty()) dedup_.settle_later(later);
+    return settled;
 }
 
 void Flusher::forget_inflight(const std::string& owner, const std::string& object_key) {
@@ -90,8 +96,11 @@ void Flusher::confirm(Spool& spool, Batch& b, std::string& bytes, std::vector<st
     }
     if (asked.empty()) return;
     set_state(b, BatchState::Confirming);
-    settle_gone_owners();
-    const auto outcomes = dedup_.confirm_batch(asked, spool.id());
+    settle_gone_owners();  // those an earlier claim named
+    auto outcomes = dedup_.confirm_batch(asked, spool.id());
+    // Claims of gone owners with batches in flight: taken over once those
+    // are settled (else they fail open, as on any store failure).
+    if (settle_gone_owners()) outcomes = dedup_.confirm_batch(asked, spool.id());
     std::vector<bool> voided(b.spool.lines.size(), false);
     std::size_t count = 0;
     for (std::size_t j = 0; j < outcomes.size(); ++j) {

@@ -235,7 +235,7 @@ private:
     // A gone owner's batches in flight, settled before its claims are taken
     // over (OwnersToSettle).
     bool settle_inflight_of(const std::string& gone);
-    void settle_gone_owners();
+    bool settle_gone_owners();
     // The batch object's record in the dedup store, once its keys are committed (best effort).
     void forget_inflight(const std::string& owner, const std::string& object_key);
     // A line confirm() found delivered elsewhere, whose VOID record waits.

@@ -387,6 +387,91 @@ TEST_CASE("writer in the batches mode: 4 writers, one key, each line once, compa
     CHECK(tdo_test::lines_of(memory.object(key).value()).size() == 600);
 }
 
+namespace {
+
+// A memory store in which a gone owner, "gone", holds every key and has a
+// batch object in flight: claims fail as a store that is down would while
+// `down`, then answer OwnersToSettle until that owner's record is cleared.
+class GoneOwnerStore : public DedupStore {
+public:
+    explicit GoneOwnerStore(std::string in_flight) : in_flight_(std::move(in_flight)) {}
+    std::atomic<bool> down{true};
+    std::atomic<bool> cleared{false};
+    std::atomic<bool> committed_before_cleared{false};
+
+    ClaimState claim(const std::string& key, const std::string& owner, std::chrono::seconds ttl) override {
+        return claim_batch({key}, owner, ttl)[0];
+    }
+    std::vector<ClaimState> claim_batch(const std::vector<std::string>& keys, const std::string& owner,
+                                        std::chrono::seconds ttl) override {
+        if (down) throw Error(ErrorCode::DedupStore, "the store is down");
+        if (!cleared) throw OwnersToSettle({"gone"});
+        return inner_->claim_batch(keys, owner, ttl);
+    }
+    void commit(const std::vector<std::string>& keys, std::chrono::seconds ttl) override {
+        if (!cleared) committed_before_cleared = true;
+        inner_->commit(keys, ttl);
+    }
+    void register_owner(const OwnerRecord& owner) override { inner_->register_owner(owner); }
+    void retire_owner(const std::string& owner) override { inner_->retire_owner(owner); }
+    std::vector<InflightBatch> inflight(const std::string& owner) override {
+        if (owner != "gone" || cleared) return {};
+        return {InflightBatch{in_flight_, 100, {}}};
+    }
+    void clear_inflight(const std::string& owner, const std::vector<std::string>& object_keys,
+                        std::chrono::seconds) override {
+        if (owner == "gone" && object_keys == std::vector<std::string>{in_flight_}) cleared = true;
+    }
+    const char* kind() const noexcept override { return "test"; }
+    bool cheap_claims() const noexcept override { return true; }
+
+private:
+    std::string in_flight_;
+    std::unique_ptr<DedupStore> inner_ = make_memory_dedup_store();
+};
+
+}  // namespace
+
+TEST_CASE("writer in the batches mode: claims confirmed at delivery settle a gone owner's batch in flight first",
+          "[unit][batches][writer]") {
+    // The lines' claims failed when they were accepted (the store was down),
+    // so they are confirmed before delivery; the store then answers that a
+    // gone owner with a batch object in flight holds them. Before they are
+    // written, that batch's name is fenced and its record cleared, then the
+    // claims are taken over: a late copy of the gone owner's request can no
+    // longer land beside them.
+    MemorySink memory;
+    tdo_test::TempDir dir;
+    const std::string month = "training/metabolic_diabetes/2025/11/health_journal_2025_11.jsonl";
+    const std::string theirs = batch_objects::key(month, "0123456789abcdef0123456789abcdef", 1);
+    auto store = std::make_unique<GoneOwnerStore>(theirs);
+    GoneOwnerStore& s = *store;
+    Config c;
+    c.output_dir = dir.path();
+    c.log_level = LogLevel::Off;
+    c.s3_append_mode = "batches";
+    c.s3_compaction_interval_seconds = 0;
+    WriterComponents parts;
+    parts.sink = std::make_unique<tdo_test::SharedSink>(memory);
+    parts.dedup_store = std::move(store);
+    TrainingOutput out(c, std::move(parts));
+    for (int i = 0; i < 3; ++i) {
+        CHECK(out.generate("Example " + std::to_string(i) + ".", message_json("BloodGlucoseRecord"), result_json()) ==
+              Outcome::Written);  // failed open
+    }
+    s.down = false;
+    out.flush();
+    CHECK(s.cleared);
+    CHECK_FALSE(s.committed_before_cleared);
+    CHECK(memory.object(theirs) == std::optional<std::string>(""));  // fenced
+    ObjectAppender appender(memory, fast());
+    BatchObjects b(memory, appender, {});
+    const auto lines = tdo_test::lines_of(b.read_month(month));
+    CHECK(lines.size() == 3);
+    CHECK(std::set<std::string>(lines.begin(), lines.end()).size() == 3);
+    out.close();
+}
+
 TEST_CASE("writer: the batches mode needs an S3 store", "[unit][batches][config]") {
     tdo_test::TempDir dir;
     Config c;
