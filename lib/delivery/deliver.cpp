@@ -15,10 +15,11 @@ using LineState = Flusher::LineState;
 
 // The dedup store would take claims over from `gone`, an owner whose
 // liveness lapsed, once each batch object it named before writing is
-// settled (OwnersToSettle). One that landed (or was folded) is delivered: its keys are
-// committed, so that the taker finds them written. One that has not is
-// fenced: an empty object under its name, with If-None-Match: *, so that a
-// write of it the network still holds is refused when it arrives (412).
+// settled (OwnersToSettle). One that landed (or was folded) is delivered:
+// its keys are committed, so that the taker finds them written. One that
+// has not is fenced: an empty object under its name, with If-None-Match: *,
+// so that a write of it the network still holds is refused when it arrives
+// (412).
 // False when that cannot be done now: the claims stay the gone owner's, and
 // the next confirmation tries again.
 bool Flusher::settle_inflight_of(const std::string& gone) {

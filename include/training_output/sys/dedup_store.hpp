@@ -115,11 +115,11 @@ public:
     // claims are taken over once its liveness TTL lapses (Redis): recorded
     // before each write of the batch, for `ttl` (the claims' TTL), and
     // cleared once its keys are committed; read by the writer that takes the
-    // owner's keys over (OwnersToSettle), which clears them once settled. Stores whose owners live while
-    // their spool directory exists (SQLite, memory) keep nothing: a writer
-    // that died there has its spool adopted, not its claims taken over, and
-    // the adopter settles its batches. Throw Error(DedupStore) when the
-    // store fails.
+    // owner's keys over (OwnersToSettle), which clears them once settled.
+    // Stores whose owners live while their spool directory exists (SQLite,
+    // memory) keep nothing: a writer that died there has its spool adopted,
+    // not its claims taken over, and the adopter settles its batches. Throw
+    // Error(DedupStore) when the store fails.
     virtual void record_inflight(const std::string& owner, const InflightBatch& batch, std::chrono::seconds ttl) {
         (void)owner;
         (void)batch;
