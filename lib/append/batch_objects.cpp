@@ -214,13 +214,22 @@ BatchObjects::BatchObjects(S3Sink& sink, ObjectAppender& appender, BatchObjectsO
 
 AppendResult BatchObjects::land(const std::string& month_key, const std::string& batch_key, std::string_view batch,
                                 std::optional<BatchIntent>* left_undecided) {
+    return land(batch_objects::intent(month_key, batch_key, batch.size(), crc32c::compute(batch)), batch,
+                left_undecided);
+}
+
+AppendResult BatchObjects::land(const BatchIntent& intent, std::string_view batch,
+                                std::optional<BatchIntent>* left_undecided) {
+    if (!intent.as_object() || intent.bytes != batch.size()) {
+        throw Error(ErrorCode::InvalidArgument, "BatchObjects::land(): the intent does not name this batch's object");
+    }
+    const std::string& month_key = intent.key;
+    const std::string& batch_key = intent.batch_object;
     AppendResult result;
     result.attempts = 1;
     // From here the batch may land: if this fails, it stays undecided (a
     // write of it may still land, and it is always these bytes).
-    if (left_undecided) {
-        *left_undecided = batch_objects::intent(month_key, batch_key, batch.size(), crc32c::compute(batch));
-    }
+    if (left_undecided) *left_undecided = intent;
     WriteConditions create;
     create.if_none_match_any = true;
     // The name is taken: by this batch (an earlier write of it), or by a

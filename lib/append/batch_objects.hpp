@@ -129,14 +129,18 @@ class BatchObjects {
 public:
     BatchObjects(S3Sink& sink, ObjectAppender& appender, BatchObjectsOptions options, const Logger* logger = nullptr);
 
-    // Writes `batch` as the object `batch_key`, once, its INTENT
-    // (batch_objects::intent()) recorded by the caller. found_landed: an
-    // earlier write of it was there. Throws Error(Storage | Auth | Timeout |
+    // Writes `batch` as its own object, once, as `intent` (the caller
+    // recorded it; its size and CRC-32C are the batch's) names it.
+    // found_landed: an earlier write of it was there. Throws Error(Storage | Auth | Timeout |
     // Closed) when it was not written; then `left_undecided` (when given)
     // is the write of it that may still land (FencedName: none).
     // An empty batch is written as an empty object: a fence, so that an
     // earlier write under the name never lands (readers and compactions
     // find nothing in it).
+    AppendResult land(const BatchIntent& intent, std::string_view batch,
+                      std::optional<BatchIntent>* left_undecided = nullptr);
+    // The same, as the object `batch_key` of `month_key`, for a caller that
+    // has no intent at hand (a fence, tests): the CRC-32C is computed here.
     AppendResult land(const std::string& month_key, const std::string& batch_key, std::string_view batch,
                       std::optional<BatchIntent>* left_undecided = nullptr);
 

@@ -337,8 +337,9 @@ void Flusher::land(Spool& spool, Batch& b, Attempt& a, std::optional<Batch>& as_
     AppendResult r;
     try {
         if (as_object) {
-            before_write(spool, b, a, batch_objects::intent(b.spool.object_key, batch_key, a.bytes.size(), crc));
-            r = batches_.land(b.spool.object_key, batch_key, a.bytes, &left);
+            const BatchIntent in = batch_objects::intent(b.spool.object_key, batch_key, a.bytes.size(), crc);
+            before_write(spool, b, a, in);
+            r = batches_.land(in, a.bytes, &left);
         } else {
             r = append_to_object(spool, b, a, crc, left);
         }
