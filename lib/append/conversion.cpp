@@ -5,8 +5,13 @@
 // conversion so that whoever finds it after a crash finishes it:
 //   1. marker <key>.conversion.json (If-None-Match: *): the source's ETag and size;
 //   2. copy <key>.conversion-copy: UploadPartCopy of the object (if its ETag is still that);
-//   3. delete the object;
-//   4. append the copy's bytes to the object, 32 MiB at a time, from where it ends;
+//   3. delete the object, only if it was not modified after its
+//      Last-Modified (RGW's x-amz-delete-if-unmodified-since): a delete
+//      that lands late (its sender gave up on it, retried, and finished)
+//      is refused by the object written again;
+//   4. append the copy's bytes to the object, 32 MiB at a time, from where
+//      it ends; written again only once the store's clock has passed that
+//      Last-Modified, so that its time is a later one;
 //   5. mark the marker done (a new ETag: readers that began before see it
 //      changed), then delete the copy, then the marker.
 // All of it under the key's append lease (on RGW every append takes it), so
@@ -15,6 +20,7 @@
 // of the object alone see part of the month for the conversion's duration.
 #include <algorithm>
 #include <chrono>
+#include <thread>
 
 #include "append/object_appender.hpp"
 #include "common/crash_point.hpp"
@@ -34,7 +40,8 @@ constexpr const char* kFormat = "training_output.conversion/1";
 struct Marker {
     std::string source_etag;
     std::uint64_t size = 0;
-    bool done = false;  // the object holds the month again; the copy is being removed
+    std::int64_t last_modified = 0;  // the source's, by the store's clock (0: not known)
+    bool done = false;               // the object holds the month again; the copy is being removed
 };
 
 std::string encode(const Marker& m) {
@@ -42,7 +49,8 @@ std::string encode(const Marker& m) {
     out += kFormat;
     out += "\",\"source_etag\":";
     json::append_quoted(out, m.source_etag);
-    out += ",\"size\":" + std::to_string(m.size) + ",\"done\":" + (m.done ? "true" : "false") + "}\n";
+    out += ",\"size\":" + std::to_string(m.size) + ",\"last_modified\":" + std::to_string(m.last_modified) +
+           ",\"done\":" + (m.done ? "true" : "false") + "}\n";
     return out;
 }
 
@@ -59,7 +67,10 @@ Marker decode(std::string_view text, const std::string& key) {
         throw bad();
     }
     auto d = doc.FindMember("done");
-    return Marker{std::string(json::view(e->value)), s->value.GetUint64(), d != doc.MemberEnd() && d->value.IsTrue()};
+    auto t = doc.FindMember("last_modified");  // absent in markers of earlier versions
+    return Marker{std::string(json::view(e->value)), s->value.GetUint64(),
+                  t != doc.MemberEnd() && t->value.IsInt64() ? t->value.GetInt64() : 0,
+                  d != doc.MemberEnd() && d->value.IsTrue()};
 }
 
 [[noreturn]] void fail(const std::string& key, const std::string& what, const SinkResponse& r) {
@@ -79,7 +90,7 @@ bool ObjectAppender::convert_to_appendable(const std::string& key, const SinkRes
     const std::string copy_key = conversion_copy_key(key);
     ObjectAttributes attrs;
     attrs.content_type = "application/json";
-    const std::string marker = encode(Marker{head.etag, head.size, false});
+    const std::string marker = encode(Marker{head.etag, head.size, head.last_modified, false});
     // The lease says so before anything changes: whoever takes it after us,
     // should we die, finishes the conversion before appending.
     lease->converting = true;
@@ -166,7 +177,9 @@ bool ObjectAppender::finish_conversion(const std::string& key, Lease* lease) {
             mine.if_match = g.etag;
             ObjectAttributes json_attrs;
             json_attrs.content_type = "application/json";
-            const std::string done_body = encode(Marker{marker.source_etag, marker.size, true});
+            Marker done = marker;
+            done.done = true;
+            const std::string done_body = encode(done);
             SinkResponse d = sink_.put(marker_key, done_body, json_attrs, mine);
             if (!d.ok() && d.may_have_applied) {
                 SinkResponse again = sink_.get(marker_key);
@@ -208,14 +221,19 @@ bool ObjectAppender::finish_conversion(const std::string& key, Lease* lease) {
                                             " bytes, the marker says " + std::to_string(marker.size));
     }
     std::uint64_t at = 0;
+    auto rewritten = [&] {
+        return Error(ErrorCode::Storage, "converting " + json::quote(key) +
+                                             ": the object was rewritten during its conversion (a writer in another "
+                                             "s3_append_mode?); the marker " +
+                                             json::quote(marker_key) + " and the copy are left for an operator");
+    };
+    std::int64_t source_time = marker.last_modified;
     if (h.ok() && !h.appendable) {
-        if (h.etag != marker.source_etag) {
-            throw Error(ErrorCode::Storage, "converting " + json::quote(key) +
-                                                ": the object was rewritten during its conversion (a writer in another "
-                                                "s3_append_mode?); the marker " +
-                                                json::quote(marker_key) + " and the copy are left for an operator");
-        }
-        SinkResponse d = sink_.remove(key);
+        if (h.etag != marker.source_etag) throw rewritten();
+        source_time = std::max(source_time, h.last_modified);
+        SinkResponse d = sink_.remove_if_unmodified_since(key, h.last_modified);
+        if (d.status == SinkStatus::NotImplemented) d = sink_.remove(key);  // a late one may yet land
+        if (d.status == SinkStatus::PreconditionFailed) throw rewritten();
         if (!d.ok() && d.status != SinkStatus::NotFound) fail(key, "removing the plain object", d);
         crash_point("convert.after_delete");
     } else if (h.ok()) {
@@ -234,6 +252,7 @@ bool ObjectAppender::finish_conversion(const std::string& key, Lease* lease) {
             }
         }
     }
+    if (at == 0) wait_for_store_clock_past(key, source_time);
     // The copy's bytes, appended from where the object ends.
     int failures = 0;
     while (at < marker.size) {
@@ -261,6 +280,31 @@ bool ObjectAppender::finish_conversion(const std::string& key, Lease* lease) {
         at = end;
     }
     return finished();
+}
+
+void ObjectAppender::wait_for_store_clock_past(const std::string& key, std::int64_t unix_seconds) {
+    if (unix_seconds <= 0) return;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    int failures = 0;
+    for (;;) {
+        const SinkResponse h = sink_.head(key);  // its answer carries the store's time
+        if (h.server_time > unix_seconds) return;
+        if (!h.ok() && h.status != SinkStatus::NotFound) {
+            if (++failures >= options_.max_attempts) fail(key, "reading the store's clock", h);
+            backoff(failures);
+            continue;
+        }
+        if (h.server_time == 0) {  // a store without Date: a second of ours passes instead
+            std::this_thread::sleep_for(std::chrono::seconds(1));
+            return;
+        }
+        if (std::chrono::steady_clock::now() > deadline) {
+            throw Error(ErrorCode::Storage, "converting " + json::quote(key) +
+                                                ": the store's clock did not pass the plain object's Last-Modified (" +
+                                                std::to_string(unix_seconds) + ") in 10 s");
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
 }
 
 }  // namespace training_output

@@ -167,6 +167,9 @@ private:
     // Finishes a conversion an earlier writer left (its marker exists): true
     // when there was one.
     bool finish_conversion(const std::string& key, Lease* lease);
+    // Returns once the store's clock (the Date of its answers) is past
+    // `unix_seconds`: what is written next has a later Last-Modified.
+    void wait_for_store_clock_past(const std::string& key, std::int64_t unix_seconds);
     void remember_end(const std::string& key, std::optional<std::uint64_t> size);
     std::optional<std::uint64_t> known_end(const std::string& key);
     bool lease_still_ours(Lease* lease, SinkResponse& failure);

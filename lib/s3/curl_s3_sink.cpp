@@ -6,6 +6,7 @@
 #include <openssl/evp.h>
 
 #include "common/thread.hpp"
+#include "common/time.hpp"
 #include "s3/curl_s3_sink_impl.hpp"
 #include "s3/s3_response.hpp"
 #include "s3/s3_xml.hpp"
@@ -85,6 +86,18 @@ SinkResponse CurlS3Sink::put(const std::string& key, std::string_view body, cons
 
 SinkResponse CurlS3Sink::remove(const std::string& key) {
     Impl::Call c{Op::Remove, "DELETE", key, {}, {}, {}, false};
+    return impl_->call(c);
+}
+
+SinkResponse CurlS3Sink::remove_if_unmodified_since(const std::string& key, std::int64_t unix_seconds) {
+    // RGW's header; other stores may ignore it and delete anyway (AWS S3,
+    // S3 Express), so it is sent only where the probe found RGW's appends.
+    if (impl_->directory_bucket || !capabilities().native_append)
+        return S3Sink::remove_if_unmodified_since(key, unix_seconds);
+    Impl::Call c{Op::Remove, "DELETE", key, {}, {}, {}, false};
+    c.headers.emplace_back(
+        "x-amz-delete-if-unmodified-since",
+        format_iso8601(std::chrono::system_clock::from_time_t(static_cast<std::time_t>(unix_seconds))));
     return impl_->call(c);
 }
 

@@ -34,6 +34,13 @@ SinkResponse S3Sink::append_at(const std::string&, std::string_view, std::uint64
     return r;
 }
 
+SinkResponse S3Sink::remove_if_unmodified_since(const std::string&, std::int64_t) {
+    SinkResponse r;
+    r.status = SinkStatus::NotImplemented;
+    r.detail = "this store has no conditional delete";
+    return r;
+}
+
 SinkResponse S3Sink::remove_many(const std::vector<std::string>& keys, std::vector<std::string>& failed) {
     SinkResponse last;
     for (const auto& k : keys) {

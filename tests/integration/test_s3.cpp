@@ -79,6 +79,25 @@ TEST_CASE("RGW: native appends are a compare-and-append on the object's length",
     CHECK_FALSE(sink->head("a").appendable);
 }
 
+TEST_CASE("RGW: a delete conditioned on the object's time removes it only while it was not written since",
+          "[integration][rgw]") {
+    std::string bucket;
+    auto sink = fresh_bucket(rgw(), bucket);
+    REQUIRE(sink->put("k", "one\n", ObjectAttributes{}, WriteConditions{}).ok());
+    const SinkResponse h = sink->head("k");
+    REQUIRE(h.ok());
+    REQUIRE(h.last_modified > 0);
+    // Written again after that time: the delete is refused, the object stays.
+    SinkResponse older = sink->remove_if_unmodified_since("k", h.last_modified - 1);
+    CHECK(older.status == SinkStatus::PreconditionFailed);
+    CHECK(sink->get("k").body == "one\n");
+    SinkResponse same = sink->remove_if_unmodified_since("k", h.last_modified);
+    CHECK(same.ok());
+    CHECK(sink->head("k").status == SinkStatus::NotFound);
+    // A missing key: nothing to refuse.
+    CHECK(sink->remove_if_unmodified_since("k", h.last_modified).ok());
+}
+
 TEST_CASE("RGW: a wrong secret is rejected with S3's code, never showing the secret", "[integration][rgw]") {
     std::string bucket;
     fresh_bucket(rgw(), bucket);

@@ -245,6 +245,33 @@ TEST_CASE_METHOD(ProxiedBucket,
 }
 
 TEST_CASE_METHOD(ProxiedBucket,
+                 "RGW through a proxy: a conversion's delete of the plain object that lands late never removes the "
+                 "month written again",
+                 "[integration][rgw][proxy][conversion]") {
+    // The writer converts the 6 MiB plain object to an appendable one. Its
+    // DELETE of the plain object is answered by a reset at once and reaches
+    // RGW 3 s later: the retry deleted it, wrote the month again and
+    // appended the lines meanwhile (the late DELETE used to remove all of it).
+    prefill(*sink, kStepsKey);
+    const std::size_t before = lines_of(sink->get(kStepsKey).body).size();
+    proxy.add({"DELETE", "health_journal_2025_11.jsonl", ".conversion", "", "", 0, 1, Fault::Late, 0,
+               std::chrono::milliseconds(3000)});
+    TrainingOutput w(Config::from_json(proxied(",\"flush_interval_ms\":20,\"s3_lease_seconds\":5")));
+    for (int i = 0; i < 20; ++i) CHECK(steps(w, "Line " + std::to_string(i) + ".") == Outcome::Written);
+    w.flush();
+    w.close();
+    proxy.clear();
+    proxy.drain();  // the late DELETE has reached RGW
+    CHECK(proxy.faults() == 1);
+    const SinkResponse h = sink->head(kStepsKey);
+    REQUIRE(h.ok());
+    CHECK(h.appendable);
+    CHECK(lines_of(sink->get(kStepsKey).body).size() == before + 20);
+    auto outputs = output_counts(*sink, kStepsKey);
+    for (int i = 0; i < 20; ++i) CHECK(outputs["Line " + std::to_string(i) + "."] == 1);
+}
+
+TEST_CASE_METHOD(ProxiedBucket,
                  "RGW through a proxy: writes that stall and fail do not hold flush() or close() past their bound",
                  "[integration][rgw][proxy][bounded]") {
     // Every write to the object or its lease: held 3 s, then 503.

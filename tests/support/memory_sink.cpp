@@ -157,6 +157,20 @@ SinkResponse MemorySink::list(const std::string& prefix, const std::string& cont
     });
 }
 
+SinkResponse MemorySink::remove_if_unmodified_since(const std::string& key, std::int64_t unix_seconds) {
+    return run(Op::Remove, key, [&]() -> SinkResponse {
+        std::lock_guard<std::mutex> lock(mutex_);
+        auto it = objects_.find(key);
+        if (it != objects_.end() && it->second.last_modified > unix_seconds) {
+            return answer(SinkStatus::PreconditionFailed, 412, "PreconditionFailed");
+        }
+        if (it != objects_.end()) objects_.erase(it);
+        SinkResponse r;
+        r.http_status = 204;
+        return r;
+    });
+}
+
 SinkResponse MemorySink::create_multipart(const std::string& key, const ObjectAttributes& attributes) {
     return run(Op::CreateMultipart, key, [&]() -> SinkResponse {
         std::lock_guard<std::mutex> lock(mutex_);

@@ -50,6 +50,7 @@ public:
     SinkResponse put(const std::string& key, std::string_view body, const ObjectAttributes& attributes,
                      const WriteConditions& conditions) override;
     SinkResponse remove(const std::string& key) override;
+    SinkResponse remove_if_unmodified_since(const std::string& key, std::int64_t unix_seconds) override;
     SinkResponse create_multipart(const std::string& key, const ObjectAttributes& attributes) override;
     SinkResponse upload_part(const std::string& key, const std::string& upload_id, int part_number,
                              std::string_view body) override;

@@ -101,6 +101,12 @@ inline void check_sink_conformance(training_output::S3Sink& sink, const Conforma
         CHECK(sink.head(key).size == after.size);
     }
 
+    // A delete conditioned on a time before the object's last write is
+    // refused where the store has it (else not implemented): the object stays.
+    SinkResponse refused = sink.remove_if_unmodified_since(key, sink.head(key).last_modified - 1);
+    if (refused.status != SinkStatus::NotImplemented) CHECK(refused.status == SinkStatus::PreconditionFailed);
+    CHECK(sink.head(key).ok());
+
     CHECK(sink.remove(key).ok());
     CHECK(sink.head(key).status == SinkStatus::NotFound);
 

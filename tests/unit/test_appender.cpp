@@ -707,6 +707,7 @@ TEST_CASE("native appends: a plain object is converted once to an appendable one
     MemorySink sink(rgw_like());
     const std::string month = std::string(300, 'x') + "\n";
     REQUIRE(sink.put("k", month, ObjectAttributes{}, WriteConditions{}).ok());
+    const std::int64_t plain_time = sink.head("k").last_modified;
     AppendOptions o = fast();
     o.convert_plain = true;
     o.max_attempts = 1;  // the conversion is not one of the append's attempts
@@ -715,6 +716,10 @@ TEST_CASE("native appends: a plain object is converted once to an appendable one
     a.append("k", "b2\n");
     CHECK(sink.object("k").value() == month + "b1\nb2\n");
     CHECK(sink.head("k").appendable);
+    // Written again in a later second than the plain object: a delete of
+    // that one (unmodified since its time) that lands late is refused.
+    CHECK(sink.head("k").last_modified > plain_time);
+    CHECK(sink.remove_if_unmodified_since("k", plain_time).status == SinkStatus::PreconditionFailed);
     CHECK_FALSE(sink.object(conversion_marker_key("k")));
     CHECK_FALSE(sink.object(conversion_copy_key("k")));
     // Appends after it are native: no more copies.
@@ -736,6 +741,7 @@ TEST_CASE("native appends: a conversion cut short at every request is finished b
         INFO("requests fail from number " << cut);
         MemorySink sink(rgw_like());
         REQUIRE(sink.put("k", month, ObjectAttributes{}, WriteConditions{}).ok());
+        sink.set_last_modified("k", std::time(nullptr) - 60);  // no wait for the store's clock to pass it
         std::atomic<int> n{0};
         sink.set_fault_hook([&](Op, const std::string&) -> std::optional<MemorySink::Fault> {
             const int i = n++;

@@ -120,6 +120,13 @@ public:
     virtual SinkResponse put(const std::string& key, std::string_view body, const ObjectAttributes& attributes,
                              const WriteConditions& conditions) = 0;
     virtual SinkResponse remove(const std::string& key) = 0;
+    // Deletes `key` only if the store has not modified it after
+    // `unix_seconds` (its own clock, whole seconds), so that a delete that
+    // lands late never removes the object written again since: Ceph RGW's
+    // x-amz-delete-if-unmodified-since. Ok also when the key is missing;
+    // PreconditionFailed when it was modified later. NotImplemented (this
+    // default) where the store has no such delete.
+    virtual SinkResponse remove_if_unmodified_since(const std::string& key, std::int64_t unix_seconds);
 
     virtual SinkResponse create_multipart(const std::string& key, const ObjectAttributes& attributes) = 0;
     virtual SinkResponse upload_part(const std::string& key, const std::string& upload_id, int part_number,
