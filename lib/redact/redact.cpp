@@ -1,8 +1,9 @@
-// PHI redaction: one pass over the text. At each word start a few small
-// matchers, each with a bounded look-ahead (or a memo that makes its scan of a
-// run happen once), decide whether an identifier starts there; otherwise the
-// word is copied as it is. Placeholders only ever replace spans that begin and
-// end on ASCII bytes (or after a whole run of non-ASCII bytes), so UTF-8
+// PHI redaction: one pass over the text (or its fold, fold.hpp, where it
+// holds Unicode separators, invisible characters or digits of other scripts).
+// At each word start a few small matchers, each with a bounded look-ahead (or
+// a memo that makes its scan of a run happen once), decide whether an
+// identifier starts there; otherwise the word is copied as it is. Placeholders
+// only ever replace spans that begin and end on whole characters, so UTF-8
 // sequences are never cut.
 #include "redact/redact.hpp"
 
@@ -14,6 +15,7 @@
 
 #include "common/crash_point.hpp"
 #include "redact/first_pass.hpp"
+#include "redact/fold.hpp"
 #include "redact/scanner.hpp"
 
 namespace training_output {
@@ -66,22 +68,14 @@ using redact::is_digit;
 using redact::Match;
 using std::size_t;
 
-void replace(std::string& out, const unsigned char* s, size_t& copied, const Match& m, RedactionCounts& counts) {
-    out.append(reinterpret_cast<const char*>(s + copied), m.begin - copied);
-    out.append(phi_placeholder(m.type));
-    ++counts.by_type[static_cast<int>(m.type)];
-    copied = m.end;
-}
-
-}  // namespace
-
-RedactionCounts redact_phi(std::string_view text, std::string& out) {
-    if (fault_point("redact_phi")) throw std::runtime_error("redaction failed (fault point)");
-    RedactionCounts counts;
+// The identifiers of `text`, in order and apart, each passed to `on`: the
+// scanner at the word starts the first pass leaves to it.
+template <class OnMatch>
+void scan_candidates(std::string_view text, OnMatch&& on) {
     redact::Scanner scan(text);
     const auto* s = scan.data();
     const size_t n = scan.size();
-    size_t copied = 0;  // also where the scanner goes on after an identifier
+    size_t resume = 0;  // where the scanner goes on after an identifier
     // The first pass cannot know where an address ends, and a number up to 3
     // bytes after one may be its ZIP code: those are looked at too.
     size_t zip_from = 0, zip_to = 0;
@@ -96,7 +90,7 @@ RedactionCounts redact_phi(std::string_view text, std::string& out) {
         while (c) {
             const size_t i = base + static_cast<size_t>(__builtin_ctzll(c));
             c &= c - 1;
-            if (i < copied || scan.plain(i)) continue;
+            if (i < resume || scan.plain(i)) continue;
             Match m;
             if (!scan.match(i, m)) continue;
             if (m.type == PhiType::Address) {
@@ -104,19 +98,19 @@ RedactionCounts redact_phi(std::string_view text, std::string& out) {
                 zip_to = std::min(n, m.end + 4);
                 add_zip_starts(base, c);
             }
-            replace(out, s, copied, m, counts);
+            resume = m.end;
+            on(m);
         }
     }
-    out.append(reinterpret_cast<const char*>(s + copied), n - copied);
-    return counts;
 }
 
-RedactionCounts redact_phi_at_every_start(std::string_view text, std::string& out) {
-    RedactionCounts counts;
+// The same, from the scanner run at every word start.
+template <class OnMatch>
+void scan_every_start(std::string_view text, OnMatch&& on) {
     redact::Scanner scan(text);
     const auto* s = scan.data();
     const size_t n = scan.size();
-    size_t i = 0, copied = 0;
+    size_t i = 0;
     while (i < n) {
         const unsigned char c = s[i];
         const unsigned char prev = i > 0 ? s[i - 1] : ' ';
@@ -135,8 +129,8 @@ RedactionCounts redact_phi_at_every_start(std::string_view text, std::string& ou
             Match m;
             if (scan.match(i, m)) {
                 if (m.type == PhiType::Address) scan.last_address_end = m.end;
-                replace(out, s, copied, m, counts);
-                i = copied;
+                i = m.end;
+                on(m);
                 continue;
             }
         }
@@ -146,8 +140,41 @@ RedactionCounts redact_phi_at_every_start(std::string_view text, std::string& ou
             ++i;
         }
     }
-    out.append(reinterpret_cast<const char*>(s + copied), n - copied);
+}
+
+// `text` appended to `out` with each identifier that `scan` finds replaced.
+// The scan reads the text's fold (fold.hpp) where it has one: its
+// identifiers are replaced in the text itself, every other byte kept.
+template <class Scan>
+RedactionCounts redact_with(std::string_view text, std::string& out, Scan&& scan) {
+    RedactionCounts counts;
+    size_t copied = 0;
+    auto replace = [&](size_t begin, size_t end, PhiType type) {
+        out.append(text.data() + copied, begin - copied);
+        out.append(phi_placeholder(type));
+        ++counts.by_type[static_cast<int>(type)];
+        copied = end;
+    };
+    if (redact::needs_fold(text)) {
+        redact::Folded folded;  // the rare text: built for it alone
+        folded.fold(text);
+        scan(folded.text(), [&](const Match& m) { replace(folded.from(m.begin), folded.to(m.begin, m.end), m.type); });
+    } else {
+        scan(text, [&](const Match& m) { replace(m.begin, m.end, m.type); });
+    }
+    out.append(text.data() + copied, text.size() - copied);
     return counts;
+}
+
+}  // namespace
+
+RedactionCounts redact_phi(std::string_view text, std::string& out) {
+    if (fault_point("redact_phi")) throw std::runtime_error("redaction failed (fault point)");
+    return redact_with(text, out, [](std::string_view t, auto&& on) { scan_candidates(t, on); });
+}
+
+RedactionCounts redact_phi_at_every_start(std::string_view text, std::string& out) {
+    return redact_with(text, out, [](std::string_view t, auto&& on) { scan_every_start(t, on); });
 }
 
 }  // namespace training_output

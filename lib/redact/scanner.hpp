@@ -159,9 +159,11 @@ private:
             if (lower(s_[i + k]) != static_cast<unsigned char>(w[k])) return false;
         return true;
     }
+    // Spaces, tabs and line breaks (a cue at the end of a line names what
+    // starts the next one): at most `max` of them.
     size_t spaces(size_t i, size_t max) const {
         size_t e = i;
-        while (e < n_ && e - i < max && (s_[e] == ' ' || s_[e] == '\t')) ++e;
+        while (e < n_ && e - i < max && (s_[e] == ' ' || s_[e] == '\t' || s_[e] == '\n' || s_[e] == '\r')) ++e;
         return e;
     }
     // A unit word, '%' or a degree sign after a number (readings are kept).

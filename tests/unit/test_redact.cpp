@@ -378,3 +378,141 @@ TEST_CASE("redact: random UTF-8 text stays valid UTF-8", "[unit][redact]") {
         REQUIRE(is_valid_utf8(out));
     }
 }
+
+namespace {
+
+// `pattern` with every '|' replaced by `sep`.
+std::string with_sep(std::string_view pattern, std::string_view sep) {
+    std::string out;
+    for (char c : pattern) {
+        if (c == '|')
+            out += sep;
+        else
+            out += c;
+    }
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("redact: identifiers behind Unicode spaces and line separators", "[unit][redact]") {
+    // Each separator of Unicode's White_Space a narrative may hold where an
+    // ASCII space would be: no-break, line separator, NEL, thin, narrow
+    // no-break, figure, ideographic, en, medium mathematical, Ogham, paragraph.
+    const char* seps[] = {"\u00a0", "\u2028", "\u0085", "\u2009", "\u202f", "\u2007",
+                          "\u3000", "\u2002", "\u205f", "\u1680", "\u2029"};
+    struct Case {
+        const char* in;
+        const char* want;
+        PhiType type;
+    };
+    const Case cases[] = {
+        {"Dr.|Jane|Doe reported", "Dr.|[NAME] reported", PhiType::Name},
+        {"Patient|John|Smith slept", "Patient|[NAME] slept", PhiType::Name},
+        {"MRN|12345678", "MRN|[MRN]", PhiType::Mrn},
+        {"call|555-123-4567.", "call|[PHONE].", PhiType::Phone},
+        {"fax|555|123|4567", "fax|[PHONE]", PhiType::Phone},
+        {"SSN|123-45-6789", "SSN|[SSN]", PhiType::Ssn},
+        {"lives at|123|Main|Street.", "lives at|[ADDRESS].", PhiType::Address},
+        {"mail|jane@example.org", "mail|[EMAIL]", PhiType::Email},
+        {"seen|March|3,|2025", "seen|[DATE]", PhiType::Date},
+    };
+    for (const char* sep : seps) {
+        for (const Case& c : cases) check_one(with_sep(c.in, sep), with_sep(c.want, sep), c.type);
+        // Readings behind the same separators are kept, byte for byte.
+        check_kept(with_sep("HR|62|bpm, glucose|145|mg/dL,|10,432|steps, slept|7.5|hours", sep));
+    }
+}
+
+TEST_CASE("redact: identifiers with invisible characters, full-width and other Unicode digits", "[unit][redact]") {
+    // Zero-width space, non-joiner, joiner, word joiner, BOM, soft hyphen.
+    check_one("Dr. Ja\u200bne Doe", "Dr. [NAME]", PhiType::Name);
+    check_one("SSN 123-45-\u200c6789", "SSN [SSN]", PhiType::Ssn);
+    check_one("MRN 1234\u00ad5678 seen", "MRN [MRN] seen", PhiType::Mrn);
+    check_one("call 555\u2060-123-4567", "call [PHONE]", PhiType::Phone);
+    check_one("\ufeffPatient John Smith", "\ufeffPatient [NAME]", PhiType::Name);
+    // Full-width digits and punctuation (NFKC: their ASCII forms).
+    check_one("SSN \uff11\uff12\uff13-\uff14\uff15-\uff16\uff17\uff18\uff19", "SSN [SSN]", PhiType::Ssn);
+    check_one("SSN \uff11\uff12\uff13\uff0d\uff14\uff15\uff0d\uff16\uff17\uff18\uff19.", "SSN [SSN].", PhiType::Ssn);
+    check_one("call \uff15\uff15\uff15-\uff11\uff12\uff13-\uff14\uff15\uff16\uff17", "call [PHONE]", PhiType::Phone);
+    check_one("mail \uff4a\uff41\uff4e\uff45\uff20example.org", "mail [EMAIL]", PhiType::Email);
+    // Arabic-Indic and Devanagari digits.
+    check_one("SSN \u0661\u0662\u0663-\u0664\u0665-\u0666\u0667\u0668\u0669", "SSN [SSN]", PhiType::Ssn);
+    check_one("MRN \u0967\u0968\u0969\u096a\u096b\u096c\u096d", "MRN [MRN]", PhiType::Mrn);
+    // Readings in such digits are kept, byte for byte.
+    check_kept("glucose \uff11\uff14\uff15 mg/dL, HR \u0666\u0662 bpm, 10,432\u200b steps, 36.8 \u00b0C");
+}
+
+TEST_CASE("redact: a cue at the end of a line names what starts the next one", "[unit][redact]") {
+    check_one("Dr.\nJane Doe reported", "Dr.\n[NAME] reported", PhiType::Name);
+    check_one("Patient\r\nJohn Smith slept", "Patient\r\n[NAME] slept", PhiType::Name);
+    check_one("MRN\n12345678", "MRN\n[MRN]", PhiType::Mrn);
+    check_one("seen March\n3, 2025", "seen [DATE]", PhiType::Date);
+    check_kept("Patient\nSleep summary: 7.5 hours\nHR\n62 bpm\nglucose\n145 mg/dL");
+}
+
+namespace {
+
+// `text` with every ASCII space replaced by `sep`, or (sep empty) every
+// ASCII digit replaced by its full-width form.
+std::string variant(const std::string& text, const std::string& sep) {
+    std::string out;
+    for (char c : text) {
+        if (sep.empty() && c >= '0' && c <= '9')
+            out += std::string("\xef\xbc") + static_cast<char>(0x90 + (c - '0'));
+        else if (!sep.empty() && c == ' ')
+            out += sep;
+        else
+            out += c;
+    }
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("redact: the corpora behind Unicode spaces and in full-width digits, found and kept alike",
+          "[unit][redact]") {
+    const std::vector<std::string> variants = {"\u00a0", "\u2028", "\u0085", "\u2009", "\u202f", "\u2007",
+                                               "\u3000", "\u2002", "\u205f", "\u1680", "\u2029", ""};
+    for (const auto& sep : variants) {
+        INFO("variant: " << (sep.empty() ? std::string("full-width digits") : "separator " + sep));
+        int leaked = 0, miscounted = 0;
+        for (const auto& line : lines("planted.jsonl")) {
+            rapidjson::Document d;
+            d.Parse(line.data(), line.size());
+            REQUIRE_FALSE(d.HasParseError());
+            const std::string text = variant(str(d["text"]), sep);
+            const auto r = redact(text);
+            std::array<std::uint32_t, kPhiTypeCount> want{};
+            for (const auto& p : d["planted"].GetArray()) {
+                ++want[static_cast<std::size_t>(type_of(str(p["type"])))];
+                const std::string value = variant(str(p["value"]), sep);
+                if (r.text.find(value) != std::string::npos) {
+                    UNSCOPED_INFO("left in clear: " << value << " in " << r.text);
+                    ++leaked;
+                }
+            }
+            if (r.counts.by_type != want) {
+                UNSCOPED_INFO("counted otherwise: " << text << " -> " << r.text);
+                ++miscounted;
+            }
+            CHECK(is_valid_utf8(r.text));
+        }
+        CHECK(leaked == 0);
+        CHECK(miscounted == 0);
+        // Readings are kept byte for byte.
+        int changed = 0;
+        for (const auto& line : lines("vitals.jsonl")) {
+            rapidjson::Document d;
+            d.Parse(line.data(), line.size());
+            REQUIRE_FALSE(d.HasParseError());
+            const std::string text = variant(str(d["text"]), sep);
+            const auto r = redact(text);
+            if (r.text != text) {
+                UNSCOPED_INFO("changed: " << text << " -> " << r.text);
+                ++changed;
+            }
+        }
+        CHECK(changed == 0);
+    }
+}
