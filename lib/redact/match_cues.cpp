@@ -109,7 +109,7 @@ bool Scanner::cue(size_t i, Match& m) const {
         const size_t j = filler(e, marker);
         return j > e && id_after(j, PhiType::Mrn, m);
     }
-    if (w == "mr" || w == "chart" || w == "record" || w == "acct" || w == "account") {
+    if (w == "mr" || w == "chart" || w == "record") {
         // "MR# 445566", "chart #A-1234", "record number 77": only with a marker.
         if (w == "mr" && !is_upper(at(i + 1))) return false;  // "Mr." is a title
         const size_t j = filler(e, marker);
@@ -158,18 +158,19 @@ bool Scanner::cue(size_t i, Match& m) const {
         return k > next && zip_digits(k, m);
     }
 
-    // A state abbreviation and a ZIP code: "Springfield, IL 62704".
+    // A state abbreviation and a ZIP code: "Springfield, IL 62704" (else
+    // "ID", "MD" may be cues of their own).
     if (e == i + 2 && is_upper(s_[i]) && is_upper(s_[i + 1]) &&
         redact::is_state(std::string_view(reinterpret_cast<const char*>(s_ + i), 2))) {
         size_t p = i;
         while (p > 0 && s_[p - 1] == ' ') --p;
-        if (p == 0 || p == i) return false;
-        const unsigned char before = s_[p - 1];
-        if (before != ',' && !is_alpha(before) && before < 0x80) return false;
-        const size_t j = spaces(e, 2);
-        return j > e && zip_digits(j, m);
+        const unsigned char before = p > 0 ? s_[p - 1] : 0;
+        if (p > 0 && p < i && (before == ',' || is_alpha(before) || before >= 0x80)) {
+            const size_t j = spaces(e, 2);
+            if (j > e && zip_digits(j, m)) return true;
+        }
     }
-    return false;
+    return id_cue(i, e, w, m);
 }
 
 }  // namespace training_output::redact

@@ -33,6 +33,12 @@ const char* phi_type_name(PhiType t) noexcept {
         case PhiType::Address: return "address";
         case PhiType::Zip: return "zip";
         case PhiType::Date: return "date";
+        case PhiType::HealthPlan: return "health_plan";
+        case PhiType::Account: return "account";
+        case PhiType::License: return "license";
+        case PhiType::Vehicle: return "vehicle";
+        case PhiType::Id: return "id";
+        case PhiType::Age: return "age";
     }
     return "unknown";
 }
@@ -50,6 +56,12 @@ const char* phi_placeholder(PhiType t) noexcept {
         case PhiType::Address: return "[ADDRESS]";
         case PhiType::Zip: return "[ZIP]";
         case PhiType::Date: return "[DATE]";
+        case PhiType::HealthPlan: return "[HEALTH_PLAN]";
+        case PhiType::Account: return "[ACCOUNT]";
+        case PhiType::License: return "[LICENSE]";
+        case PhiType::Vehicle: return "[VEHICLE]";
+        case PhiType::Id: return "[ID]";
+        case PhiType::Age: return "[AGE]";
     }
     return "[PHI]";
 }

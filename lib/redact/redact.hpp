@@ -11,12 +11,32 @@
 
 namespace training_output {
 
-enum class PhiType : int { Email, Phone, Ssn, Url, Ip, Mrn, Serial, Name, Address, Zip, Date };
-constexpr int kPhiTypeCount = 11;
+enum class PhiType : int {
+    Email,
+    Phone,
+    Ssn,
+    Url,
+    Ip,
+    Mrn,
+    Serial,
+    Name,
+    Address,
+    Zip,
+    Date,
+    HealthPlan,
+    Account,
+    License,
+    Vehicle,
+    Id,
+    Age
+};
+constexpr int kPhiTypeCount = 17;
 
-// "email", "phone", "ssn", "url", "ip", "mrn", "serial", "name", "address", "zip", "date".
+// "email", "phone", "ssn", "url", "ip", "mrn", "serial", "name", "address", "zip", "date",
+// "health_plan", "account", "license", "vehicle", "id", "age".
 const char* phi_type_name(PhiType t) noexcept;
-// "[EMAIL]", "[PHONE]", "[SSN]", "[URL]", "[IP]", "[MRN]", "[SERIAL]", "[NAME]", "[ADDRESS]", "[ZIP]", "[DATE]".
+// "[EMAIL]", "[PHONE]", "[SSN]", "[URL]", "[IP]", "[MRN]", "[SERIAL]", "[NAME]", "[ADDRESS]", "[ZIP]", "[DATE]",
+// "[HEALTH_PLAN]", "[ACCOUNT]", "[LICENSE]", "[VEHICLE]", "[ID]", "[AGE]".
 const char* phi_placeholder(PhiType t) noexcept;
 
 struct RedactionCounts {

@@ -267,6 +267,10 @@ private:
     bool next_word_is(size_t e, const char* w, size_t& end) const;
     bool cue(size_t i, Match& m) const;
 
+    // match_ids.cpp: health plan, account, license and vehicle numbers, other
+    // ids after an id-like cue, ages over 89; `w` is the cue word [i, e).
+    bool id_cue(size_t i, size_t e, std::string_view w, Match& m) const;
+
     // match_address.cpp: Street addresses ("42 Oak Street", "Apt 4B") and the ZIP code right after one.
     size_t street_word(size_t j, bool& suffix, bool& direction) const;
     size_t unit_designator(size_t e) const;

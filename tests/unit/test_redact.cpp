@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <random>
 #include <stdexcept>
@@ -66,9 +67,13 @@ std::string str(const rapidjson::Value& v) { return std::string(v.GetString(), v
 }  // namespace
 
 TEST_CASE("redact: type names and placeholders", "[unit][redact]") {
-    const char* names[] = {"email", "phone", "ssn", "url", "ip", "mrn", "serial", "name", "address", "zip", "date"};
-    const char* holders[] = {"[EMAIL]",  "[PHONE]", "[SSN]",     "[URL]", "[IP]",  "[MRN]",
-                             "[SERIAL]", "[NAME]",  "[ADDRESS]", "[ZIP]", "[DATE]"};
+    const char* names[] = {"email",   "phone",   "ssn",     "url", "ip",   "mrn",
+                           "serial",  "name",    "address", "zip", "date", "health_plan",
+                           "account", "license", "vehicle", "id",  "age"};
+    const char* holders[] = {"[EMAIL]",   "[PHONE]",   "[SSN]",     "[URL]", "[IP]",   "[MRN]",
+                             "[SERIAL]",  "[NAME]",    "[ADDRESS]", "[ZIP]", "[DATE]", "[HEALTH_PLAN]",
+                             "[ACCOUNT]", "[LICENSE]", "[VEHICLE]", "[ID]",  "[AGE]"};
+    static_assert(std::size(names) == kPhiTypeCount && std::size(holders) == kPhiTypeCount);
     for (int k = 0; k < kPhiTypeCount; ++k) {
         CHECK(std::string(phi_type_name(static_cast<PhiType>(k))) == names[k]);
         CHECK(std::string(phi_placeholder(static_cast<PhiType>(k))) == holders[k]);
@@ -515,4 +520,30 @@ TEST_CASE("redact: the corpora behind Unicode spaces and in full-width digits, f
         }
         CHECK(changed == 0);
     }
+}
+
+TEST_CASE("redact: health plan, account, license and vehicle numbers, other ids, ages over 89", "[unit][redact]") {
+    check_one("member ID W123456789 on file", "member ID [HEALTH_PLAN] on file", PhiType::HealthPlan);
+    check_one("Medicare number: 1EG4-TE5-MK73", "Medicare number: [HEALTH_PLAN]", PhiType::HealthPlan);
+    check_one("policy # XK-99812-3", "policy # [HEALTH_PLAN]", PhiType::HealthPlan);
+    check_one("beneficiary no. 55321907", "beneficiary no. [HEALTH_PLAN]", PhiType::HealthPlan);
+    check_one("insurance ID: BCX4471902", "insurance ID: [HEALTH_PLAN]", PhiType::HealthPlan);
+    check_one("acct #00123-88", "acct #[ACCOUNT]", PhiType::Account);
+    check_one("account number 4417 pending", "account number [ACCOUNT] pending", PhiType::Account);
+    check_one("license no. D1234567", "license no. [LICENSE]", PhiType::License);
+    check_one("certificate number 77-AB-123", "certificate number [LICENSE]", PhiType::License);
+    check_one("prescriber DEA AB1234563", "prescriber DEA [LICENSE]", PhiType::License);
+    check_one("NPI 1234567890", "NPI [LICENSE]", PhiType::License);
+    check_one("VIN 1HGCM82633A004352", "VIN [VEHICLE]", PhiType::Vehicle);
+    check_one("license plate 7XYZ123 seen", "license plate [VEHICLE] seen", PhiType::Vehicle);
+    check_one("ID: AB-12345", "ID: [ID]", PhiType::Id);
+    check_one("claim number 889123", "claim number [ID]", PhiType::Id);
+    check_one("case #A77821", "case #[ID]", PhiType::Id);
+    check_one("aged 92, walks daily", "aged [AGE], walks daily", PhiType::Age);
+    check_one("Age: 95", "Age: [AGE]", PhiType::Age);
+    check_one("at the age of 91 years", "at the age of [AGE] years", PhiType::Age);
+    // Ages up to 89, counts, readings and ordinary uses of the cue words stay.
+    check_kept("aged 45, age 89, age of 18, aged 95 days, member of the family, policy review, the VIN sticker");
+    check_kept("reference range: 70-100 mg/dL, reference: 145, in case of 3 episodes, plate count 250 and ID 12");
+    check_kept("claim 2 steps, license renewed, insurance: Aetna, account of 3 nights, id est");
 }
