@@ -95,9 +95,10 @@ std::size_t first_non_ascii(const unsigned char* s, std::size_t n) {
 
 }  // namespace
 
-bool needs_fold(std::string_view text) noexcept {
+bool holds_foldable(std::string_view text) noexcept {
     const auto* s = reinterpret_cast<const unsigned char*>(text.data());
     const std::size_t n = text.size();
+    if (std::memchr(s, '\t', n)) return true;
     for (std::size_t i = first_non_ascii(s, n); i < n;) {
         if (s[i] < 0x80) {
             i += first_non_ascii(s + i, n - i);
@@ -127,7 +128,7 @@ void Folded::fold(std::string_view text) {
     };
     for (std::size_t i = 0; i < n;) {
         if (s[i] < 0x80) {
-            put(static_cast<char>(s[i]), i, i + 1);
+            put(s[i] == '\t' ? ' ' : static_cast<char>(s[i]), i, i + 1);
             ++i;
             continue;
         }

@@ -11,6 +11,7 @@ namespace training_output::redact {
 
 // `w` is the lowercased word [i, e) that cue() looked at.
 bool Scanner::id_cue(size_t i, size_t e, std::string_view w, Match& m) const {
+    if (!is_cue(w)) return false;  // most words that get here: one look at the cue index
     bool marker = false;
     size_t next = 0;
     // The cue, then "id" or a marker (':', '#', "number", "no.", ...) before the value.
