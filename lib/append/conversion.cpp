@@ -3,7 +3,7 @@
 // an append creates it, so the object is copied aside, deleted, and written
 // again by appends of the copy's bytes; a marker object records the
 // conversion so that whoever finds it after a crash finishes it:
-//   1. marker <key>.conversion.json (If-None-Match: *): the source's ETag and size;
+//   1. marker <key>.conversion.json (If-None-Match: *): the source's ETag, size and Last-Modified;
 //   2. copy <key>.conversion-copy: UploadPartCopy of the object (if its ETag is still that);
 //   3. delete the object, only if it was not modified after its
 //      Last-Modified (RGW's x-amz-delete-if-unmodified-since): a delete
