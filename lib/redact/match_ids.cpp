@@ -14,13 +14,15 @@ bool Scanner::id_cue(size_t i, size_t e, std::string_view w, Match& m) const {
     if (!is_cue(w)) return false;  // most words that get here: one look at the cue index
     bool marker = false;
     size_t next = 0;
+    // The value after the cue word ending at `from` (and what may stand between).
+    auto value_after = [&](size_t from, PhiType type) {
+        const size_t k = filler(from, marker);
+        return k > from && id_after(k, type, m);
+    };
     // The cue, then "id" or a marker (':', '#', "number", "no.", ...) before the value.
     auto after_marker = [&](size_t from, PhiType type, bool id_word_counts) {
-        size_t j = from;
         const bool id_word = id_word_counts && next_word_is(from, "id", next);
-        if (id_word) j = next;
-        const size_t k = filler(j, marker);
-        return (marker || id_word) && k > j && id_after(k, type, m);
+        return value_after(id_word ? next : from, type) && (marker || id_word);  // filler() sets marker
     };
     if (w == "member" || w == "subscriber" || w == "beneficiary" || w == "policy" || w == "medicaid" ||
         w == "medicare" || w == "insurance") {
@@ -28,27 +30,18 @@ bool Scanner::id_cue(size_t i, size_t e, std::string_view w, Match& m) const {
     }
     if (w == "acct" || w == "account") return after_marker(at(e) == '.' ? e + 1 : e, PhiType::Account, true);
     if (w == "license" || w == "licence") {
-        if (next_word_is(e, "plate", next)) {  // "license plate 7XYZ123"
-            const size_t k = filler(next, marker);
-            return k > next && id_after(k, PhiType::Vehicle, m);
-        }
+        if (next_word_is(e, "plate", next)) return value_after(next, PhiType::Vehicle);  // "license plate 7XYZ123"
         return after_marker(e, PhiType::License, true);
     }
     if (w == "certificate") return after_marker(e, PhiType::License, true);
     if (w == "dea" || w == "npi") {  // a prescriber's registration: "DEA AB1234563", "NPI 1234567890"
-        if (!is_upper(s_[i])) return false;
-        const size_t k = filler(e, marker);
-        return k > e && id_after(k, PhiType::License, m);
+        return is_upper(s_[i]) && value_after(e, PhiType::License);
     }
     if (w == "vin" || w == "plate") {
-        if (w == "vin" && !is_upper(s_[i])) return false;
-        const size_t k = filler(e, marker);
-        return k > e && id_after(k, PhiType::Vehicle, m);
+        return (w == "plate" || is_upper(s_[i])) && value_after(e, PhiType::Vehicle);
     }
     if (w == "id" || w == "identifier") {
-        if (w == "id" && !is_upper(s_[i])) return false;  // "id" is a word
-        const size_t k = filler(e, marker);
-        return k > e && id_after(k, PhiType::Id, m);
+        return (w == "identifier" || is_upper(s_[i])) && value_after(e, PhiType::Id);  // "id" is a word
     }
     if (w == "case" || w == "claim" || w == "reference" || w == "ref" || w == "confirmation" || w == "ticket") {
         // Five bytes or more: "reference: 145" is a reading.
